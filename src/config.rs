@@ -1,0 +1,302 @@
+//! Settings, read from `git config` only (SPEC §2): one typed accessor per key, whose doc
+//! comment states the default. A bad value is an error naming the key and the value.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bad value '{value}' for '{key}': {why}")]
+    Invalid {
+        key: String,
+        value: String,
+        why: &'static str,
+    },
+    #[error("'{0}' is not set")]
+    Missing(&'static str),
+    #[error("cannot read git config: {0}")]
+    Read(#[from] crate::git::Error),
+}
+
+/// A snapshot of every config entry visible from one directory.
+#[derive(Debug, Default, Clone)]
+pub struct Config {
+    /// Last value wins, as with `git config --get`.
+    values: HashMap<String, String>,
+}
+
+impl Config {
+    /// Read the config visible from `dir` (or from the current directory).
+    pub fn load(dir: Option<&Path>) -> Result<Config, Error> {
+        Ok(Config::from_entries(crate::git::config_list(dir)?))
+    }
+
+    pub fn from_entries(entries: impl IntoIterator<Item = (String, String)>) -> Config {
+        Config {
+            values: entries.into_iter().collect(),
+        }
+    }
+
+    fn raw(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    fn duration(&self, key: &str, default: Duration) -> Result<Duration, Error> {
+        self.raw(key).map_or(Ok(default), |v| {
+            parse_duration(v).ok_or_else(|| invalid(key, v, DURATION))
+        })
+    }
+
+    /// `stargate.node`: this node's id. Default: the host name.
+    pub fn node(&self) -> Result<String, Error> {
+        let id = match self.raw("stargate.node") {
+            Some(v) => v.to_owned(),
+            None => hostname(),
+        };
+        if valid_id(&id) {
+            Ok(id)
+        } else {
+            Err(invalid("stargate.node", &id, ID))
+        }
+    }
+
+    /// `stargate.lock`: the leader lease, a file on the shared volume. No default.
+    pub fn lock(&self) -> Result<PathBuf, Error> {
+        self.absolute_path("stargate.lock")
+    }
+
+    /// `stargate.root`: the directory holding this node's bare repositories. No default.
+    pub fn root(&self) -> Result<PathBuf, Error> {
+        self.absolute_path("stargate.root")
+    }
+
+    /// `stargate.stateDir`: where the agent keeps this node's state. Default: `<root>/.stargate`.
+    pub fn state_dir(&self) -> Result<PathBuf, Error> {
+        match self.raw("stargate.statedir") {
+            Some(_) => self.absolute_path("stargate.statedir"),
+            None => Ok(self.root()?.join(".stargate")),
+        }
+    }
+
+    /// `stargate.<id>.url`: how peers and clients reach node `<id>`'s repositories. No default.
+    pub fn node_url(&self, id: &str) -> Result<Option<String>, Error> {
+        let key = format!("stargate.{id}.url");
+        match self.raw(&key) {
+            Some(v) if v.is_empty() || v.chars().any(char::is_control) => {
+                Err(invalid(&key, v, "expected a URL or path"))
+            }
+            v => Ok(v.map(str::to_owned)),
+        }
+    }
+
+    /// `stargate.<id>.health`: node `<id>`'s health responder, `http://host:port`. No default.
+    pub fn node_health(&self, id: &str) -> Result<Option<String>, Error> {
+        let key = format!("stargate.{id}.health");
+        match self.raw(&key) {
+            Some(v) if !valid_health_url(v) => Err(invalid(&key, v, "expected http://host:port")),
+            v => Ok(v.map(str::to_owned)),
+        }
+    }
+
+    /// Ids of the nodes that have a `stargate.<id>.url`, sorted.
+    pub fn nodes(&self) -> Vec<String> {
+        let mut ids: Vec<String> = (self.values.keys())
+            .filter_map(|k| k.strip_prefix("stargate.")?.strip_suffix(".url"))
+            .filter(|id| valid_id(id))
+            .map(str::to_owned)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// `stargate.lease.interval`: how often the agent contends for the lease and
+    /// refreshes its state. Default: 500ms.
+    pub fn lease_interval(&self) -> Result<Duration, Error> {
+        let d = self.duration("stargate.lease.interval", Duration::from_millis(500))?;
+        if d.is_zero() {
+            return Err(invalid(
+                "stargate.lease.interval",
+                self.raw("stargate.lease.interval").unwrap_or(""),
+                "must be more than 0",
+            ));
+        }
+        Ok(d)
+    }
+
+    /// `stargate.lease.staleAfter`: agent state older than this means the agent is gone
+    /// and the node refuses writes. Default: 2s.
+    pub fn lease_stale_after(&self) -> Result<Duration, Error> {
+        self.duration("stargate.lease.staleafter", Duration::from_secs(2))
+    }
+
+    /// `stargate.health.timeout`: how long the health responder waits for a whole request.
+    /// Default: 2s.
+    pub fn health_timeout(&self) -> Result<Duration, Error> {
+        self.duration("stargate.health.timeout", Duration::from_secs(2))
+    }
+
+    /// `stargate.health.idleExit`: under socket activation, exit after this long without
+    /// a connection. Default: 60s.
+    pub fn health_idle_exit(&self) -> Result<Duration, Error> {
+        self.duration("stargate.health.idleexit", Duration::from_secs(60))
+    }
+
+    /// `kv.namespace`: the namespace `git kv` uses without `--namespace`. Default: `default`.
+    pub fn kv_namespace(&self) -> &str {
+        self.raw("kv.namespace").unwrap_or("default")
+    }
+
+    /// `kv.remote`: the remote `git kv` reads and writes. Default: `origin`.
+    pub fn kv_remote(&self) -> &str {
+        self.raw("kv.remote").unwrap_or("origin")
+    }
+
+    /// `kv.pushAttempts`: how often `git kv` retries a push that lost a race. Default: 10.
+    pub fn kv_push_attempts(&self) -> Result<u32, Error> {
+        self.number("kv.pushattempts", 10, 1..=1000)
+    }
+
+    fn number(
+        &self,
+        key: &str,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<u32, Error> {
+        match self.raw(key) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) if range.contains(&n) => Ok(n),
+                _ => Err(invalid(key, v, "expected a whole number in range")),
+            },
+        }
+    }
+
+    fn absolute_path(&self, key: &'static str) -> Result<PathBuf, Error> {
+        let v = self.raw(key).ok_or(Error::Missing(key))?;
+        let path = PathBuf::from(v);
+        if path.is_absolute() {
+            Ok(path)
+        } else {
+            Err(invalid(key, v, "expected an absolute path"))
+        }
+    }
+
+    /// Parse every node-level key this program knows, so that a bad value anywhere is
+    /// reported up front instead of when a code path first reads it.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.node()?;
+        self.lease_interval()?;
+        self.lease_stale_after()?;
+        self.health_timeout()?;
+        self.health_idle_exit()?;
+        self.kv_push_attempts()?;
+        for id in self.nodes() {
+            self.node_url(&id)?;
+            self.node_health(&id)?;
+        }
+        for key in ["stargate.lock", "stargate.root", "stargate.statedir"] {
+            if let Some(v) = self.raw(key) {
+                if !Path::new(v).is_absolute() {
+                    return Err(invalid(key, v, "expected an absolute path"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+const DURATION: &str = "expected a duration like 30s, 2m or 500ms";
+const ID: &str = "expected 1-64 of A-Z a-z 0-9 . _ -, not starting with '.' or '-'";
+
+fn invalid(key: &str, value: &str, why: &'static str) -> Error {
+    Error::Invalid {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        why,
+    }
+}
+
+/// `500ms`, `30s`, `2m`, `1h`; a unit is required so that `30` is never misread.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+/// Node ids appear in file names, refs, metric tags and log lines.
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && !id.starts_with(['.', '-'])
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn valid_health_url(v: &str) -> bool {
+    v.strip_prefix("http://").is_some_and(|rest| {
+        let authority = rest.split('/').next().unwrap_or("");
+        authority
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        for bad in [
+            "30",
+            "s",
+            "-1s",
+            "1.5s",
+            "10 s",
+            "1d",
+            "",
+            "99999999999999999999s",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_value_names_key_and_value() {
+        let cfg = Config::from_entries([("stargate.lease.interval".into(), "fast".into())]);
+        let err = cfg.lease_interval().unwrap_err().to_string();
+        assert!(
+            err.contains("'stargate.lease.interval'") && err.contains("'fast'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn node_ids() {
+        assert!(valid_id("node-1.a_b"));
+        for bad in ["", ".a", "-a", "a/b", "a b", &"x".repeat(65)] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Server-side hooks installed through `core.hooksPath` (SPEC §3). Each one decides from
+//! this node's view of the lease whether the write may go on.
+
+mod pre_receive;
+mod reference_transaction;
+
+pub use pre_receive::pre_receive;
+pub use reference_transaction::reference_transaction;
+
+use std::io::Read;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::node::{self, Authority};
+
+/// Drain the hook's stdin: git writes every ref update there and expects it read.
+fn read_updates() -> Result<String> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| Error::Fatal(format!("cannot read the ref updates: {e}")))?;
+    Ok(input)
+}
+
+/// Ok when this node is the leader of the current epoch; otherwise print why on stderr
+/// (git relays it to the pushing client) and fail with `NotLeader` (exit 9).
+fn require_leader(cfg: &Config) -> Result<u64> {
+    match node::inspect(cfg)?.authority() {
+        Authority::Leader { epoch } => Ok(epoch),
+        Authority::Refused {
+            leader,
+            epoch,
+            reason,
+        } => {
+            eprintln!("stargate: {reason}");
+            Err(Error::NotLeader { leader, epoch })
+        }
+    }
+}

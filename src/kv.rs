@@ -1,0 +1,436 @@
+//! `git kv`: a key/value store kept in git (SPEC §8). A namespace is the ref
+//! `refs/kv/<namespace>`; its tree holds one blob per key (a `/` in a key makes a subtree).
+//! Every `set`/`del` is one commit, written with gix and pushed to the cluster; a push that
+//! lost a race is rebuilt on the new tip and retried.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use gix::ObjectId;
+use gix::bstr::ByteSlice;
+use gix::objs::tree::EntryKind;
+
+use crate::config::Config;
+use crate::git::{self, PushResult};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid key '{0}': {1}")]
+    InvalidKey(String, &'static str),
+    #[error("invalid namespace '{0}': {1}")]
+    InvalidNamespace(String, &'static str),
+    #[error("{0}: not found")]
+    NotFound(String),
+    /// The remote's own "not leader (…)" words.
+    #[error("{0}")]
+    NotLeader(String),
+    #[error("'{key}' conflicts with existing key '{existing}'")]
+    Conflict { key: String, existing: String },
+    #[error("push to {remote} refused: {reason}")]
+    Rejected { remote: String, reason: String },
+    #[error("gave up after {0} attempts: other writers kept moving the namespace")]
+    TooManyRaces(u32),
+    #[error("{0}")]
+    Repo(String),
+}
+
+fn repo_err(e: impl std::fmt::Display) -> Error {
+    Error::Repo(e.to_string())
+}
+
+/// Read and write keys in a git-backed key/value store.
+#[derive(Parser)]
+#[command(name = "git kv", version)]
+struct Cli {
+    /// Namespace to use (default: kv.namespace, else "default").
+    #[arg(long, short = 'n', global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Set KEY to VALUE (one commit, pushed).
+    Set { key: String, value: String },
+    /// Print the value of KEY.
+    Get {
+        key: String,
+        /// Read from the leader even when the remote would read from a replica.
+        #[arg(long)]
+        from_leader: bool,
+    },
+    /// Delete KEY (one commit, pushed).
+    Del { key: String },
+    /// List keys, optionally only those starting with PREFIX.
+    List {
+        prefix: Option<String>,
+        #[arg(long)]
+        from_leader: bool,
+    },
+}
+
+struct Store {
+    repo: gix::Repository,
+    dir: PathBuf,
+    remote: String,
+    refname: String,
+    attempts: u32,
+}
+
+pub fn main(args: &[String]) -> crate::error::Result<()> {
+    let cli: Cli = crate::cli::parse("git kv", args)?;
+    let cfg = Config::load(None)?;
+    let namespace = cli
+        .namespace
+        .unwrap_or_else(|| cfg.kv_namespace().to_owned());
+    validate_namespace(&namespace)?;
+    let repo =
+        gix::discover(".").map_err(|e| Error::Repo(format!("not in a git repository: {e}")))?;
+    let dir = repo.workdir().unwrap_or_else(|| repo.git_dir()).to_owned();
+    let store = Store {
+        repo,
+        dir,
+        remote: cfg.kv_remote().to_owned(),
+        refname: format!("refs/kv/{namespace}"),
+        attempts: cfg.kv_push_attempts()?,
+    };
+    match cli.command {
+        Command::Set { key, value } => {
+            validate_key(&key)?;
+            store.write(&format!("set {key}"), |tree| {
+                set(tree, &key, value.as_bytes())
+            })?;
+        }
+        Command::Del { key } => {
+            validate_key(&key)?;
+            store.write(&format!("del {key}"), |tree| del(tree, &key))?;
+        }
+        Command::Get { key, from_leader } => {
+            validate_key(&key)?;
+            store.fetch(from_leader)?;
+            let value = store.get(&key)?.ok_or_else(|| Error::NotFound(key))?;
+            println!("{}", value.as_bstr());
+        }
+        Command::List {
+            prefix,
+            from_leader,
+        } => {
+            store.fetch(from_leader)?;
+            let prefix = prefix.unwrap_or_default();
+            for key in store.list()?.into_iter().filter(|k| k.starts_with(&prefix)) {
+                println!("{key}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// 1–1024 bytes; `/`-separated components, none empty or starting with `.`; no
+/// whitespace or control characters, no backslash.
+pub fn validate_key(key: &str) -> Result<(), Error> {
+    let bad = |why| Err(Error::InvalidKey(key.to_owned(), why));
+    if key.is_empty() || key.len() > 1024 {
+        return bad("must be 1 to 1024 bytes long");
+    }
+    if key
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
+        return bad("no whitespace, control characters or backslashes");
+    }
+    for component in key.split('/') {
+        if component.is_empty() {
+            return bad("empty path component (leading, trailing or doubled '/')");
+        }
+        if component.starts_with('.') {
+            return bad("a path component may not start with '.'");
+        }
+        if component.len() > 255 {
+            return bad("a path component may be 255 bytes at most");
+        }
+    }
+    Ok(())
+}
+
+/// A namespace is one ref component: 1–64 of `A-Z a-z 0-9 . _ -`.
+pub fn validate_namespace(ns: &str) -> Result<(), Error> {
+    if !crate::config::valid_id(ns) {
+        return Err(Error::InvalidNamespace(
+            ns.to_owned(),
+            "expected 1-64 of A-Z a-z 0-9 . _ -, not starting with '.' or '-'",
+        ));
+    }
+    if ns.ends_with(".lock") {
+        return Err(Error::InvalidNamespace(
+            ns.to_owned(),
+            "may not end in '.lock'",
+        ));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Bring every namespace of the remote into `refs/kv/*` here (deleted ones pruned).
+    fn fetch(&self, from_leader: bool) -> Result<(), Error> {
+        let config: &[&str] = if from_leader {
+            &["stargate.readFrom=leader"]
+        } else {
+            &[]
+        };
+        let args = [
+            "--quiet",
+            "--prune",
+            "--no-tags",
+            "--no-write-fetch-head",
+            &self.remote,
+            "+refs/kv/*:refs/kv/*",
+        ];
+        git::fetch(&self.dir, config, &args, &[]).map_err(repo_err)
+    }
+
+    fn tip(&self) -> Result<Option<ObjectId>, Error> {
+        let r = self
+            .repo
+            .try_find_reference(self.refname.as_str())
+            .map_err(repo_err)?;
+        Ok(r.map(|r| r.id().detach()))
+    }
+
+    fn tree(&self, tip: Option<ObjectId>) -> Result<gix::Tree<'_>, Error> {
+        match tip {
+            None => Ok(self.repo.empty_tree()),
+            Some(id) => self
+                .repo
+                .find_commit(id)
+                .and_then(|c| c.tree())
+                .map_err(repo_err),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let tree = self.tree(self.tip()?)?;
+        match tree.lookup_entry_by_path(key).map_err(repo_err)? {
+            Some(entry) if entry.mode().is_blob() => {
+                Ok(Some(entry.object().map_err(repo_err)?.detach().data))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<String>, Error> {
+        let mut keys = Vec::new();
+        walk(&self.tree(self.tip()?)?, "", &mut keys)?;
+        Ok(keys)
+    }
+
+    /// Fetch, apply `edit` to the namespace's tree, commit and push; on a lost race start
+    /// over from the new tip.
+    fn write(
+        &self,
+        message: &str,
+        edit: impl Fn(&mut Edit<'_, '_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        for attempt in 1..=self.attempts {
+            self.fetch(false)?;
+            let tip = self.tip()?;
+            let base = self.tree(tip)?;
+            let mut editor = base.edit().map_err(repo_err)?;
+            edit(&mut Edit {
+                base: &base,
+                editor: &mut editor,
+            })?;
+            let tree = editor.write().map_err(repo_err)?.detach();
+            let commit = self.commit(message, tree, tip)?;
+            match git::push(
+                &self.dir,
+                &[],
+                &self.remote,
+                &commit.to_string(),
+                &self.refname,
+            )
+            .map_err(repo_err)?
+            {
+                PushResult::Ok => return self.set_tip(commit, tip, message),
+                PushResult::NonFastForward => {
+                    log::info!("push lost a race (attempt {attempt}); retrying on the new tip");
+                    std::thread::sleep(Duration::from_millis(
+                        rand::random_range(5..=50) * attempt as u64,
+                    ));
+                }
+                PushResult::Rejected { reason, stderr } => {
+                    return Err(rejection(&self.remote, reason, &stderr));
+                }
+            }
+        }
+        Err(Error::TooManyRaces(self.attempts))
+    }
+
+    fn commit(
+        &self,
+        message: &str,
+        tree: ObjectId,
+        parent: Option<ObjectId>,
+    ) -> Result<ObjectId, Error> {
+        let signature = signature(&self.repo);
+        let commit = gix::objs::Commit {
+            message: format!("{message}\n").into(),
+            tree,
+            author: signature.clone(),
+            committer: signature,
+            encoding: None,
+            parents: parent.into_iter().collect(),
+            extra_headers: Vec::new(),
+        };
+        Ok(self.repo.write_object(&commit).map_err(repo_err)?.detach())
+    }
+
+    fn set_tip(
+        &self,
+        commit: ObjectId,
+        previous: Option<ObjectId>,
+        message: &str,
+    ) -> Result<(), Error> {
+        use gix::refs::transaction::PreviousValue;
+        let expected = previous.map_or(PreviousValue::Any, |p| {
+            PreviousValue::MustExistAndMatch(p.into())
+        });
+        self.repo
+            .reference(
+                self.refname.as_str(),
+                commit,
+                expected,
+                format!("kv: {message}"),
+            )
+            .map_err(repo_err)?;
+        Ok(())
+    }
+}
+
+/// Map a refused push to `NotLeader` when a Stargate node said so, relaying its words.
+fn rejection(remote: &str, reason: String, stderr: &str) -> Error {
+    for line in stderr.lines() {
+        let line = line.trim_start_matches("remote:").trim();
+        if let Some(words) = line.strip_prefix("stargate: ") {
+            if words.starts_with("not leader") {
+                return Error::NotLeader(words.to_owned());
+            }
+            eprintln!("{remote}: {words}");
+        }
+    }
+    Error::Rejected {
+        remote: remote.to_owned(),
+        reason,
+    }
+}
+
+fn signature(repo: &gix::Repository) -> gix::actor::Signature {
+    let snapshot = repo.config_snapshot();
+    let name = snapshot
+        .string("user.name")
+        .unwrap_or_else(|| "git-kv".into());
+    let email = snapshot
+        .string("user.email")
+        .unwrap_or_else(|| "git-kv@stargate".into());
+    gix::actor::Signature {
+        name,
+        email,
+        time: gix::date::Time::now_local_or_utc(),
+    }
+}
+
+struct Edit<'a, 'repo> {
+    base: &'a gix::Tree<'repo>,
+    editor: &'a mut gix::object::tree::Editor<'repo>,
+}
+
+/// Where `key` would clash with the tree: a prefix of it is a value, or it holds other keys.
+fn conflict(base: &gix::Tree<'_>, key: &str) -> Result<Option<String>, Error> {
+    let mut prefix = String::new();
+    for component in key.split('/') {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(component);
+        match base.lookup_entry_by_path(&prefix).map_err(repo_err)? {
+            None => return Ok(None),
+            Some(e) if prefix != key && !e.mode().is_tree() => return Ok(Some(prefix)),
+            Some(e) if prefix == key && e.mode().is_tree() => return Ok(Some(format!("{key}/…"))),
+            Some(_) => {}
+        }
+    }
+    Ok(None)
+}
+
+fn set(edit: &mut Edit<'_, '_>, key: &str, value: &[u8]) -> Result<(), Error> {
+    if let Some(existing) = conflict(edit.base, key)? {
+        return Err(Error::Conflict {
+            key: key.to_owned(),
+            existing,
+        });
+    }
+    let blob = edit.base.repo.write_blob(value).map_err(repo_err)?.detach();
+    edit.editor
+        .upsert(key, EntryKind::Blob, blob)
+        .map_err(repo_err)?;
+    Ok(())
+}
+
+fn del(edit: &mut Edit<'_, '_>, key: &str) -> Result<(), Error> {
+    match edit.base.lookup_entry_by_path(key).map_err(repo_err)? {
+        Some(e) if e.mode().is_blob() => {
+            edit.editor.remove(key).map_err(repo_err)?;
+            Ok(())
+        }
+        _ => Err(Error::NotFound(key.to_owned())),
+    }
+}
+
+fn walk(tree: &gix::Tree<'_>, prefix: &str, keys: &mut Vec<String>) -> Result<(), Error> {
+    for entry in tree.iter() {
+        let entry = entry.map_err(repo_err)?;
+        let path = format!("{prefix}{}", entry.filename());
+        if entry.mode().is_tree() {
+            let sub = entry.object().map_err(repo_err)?.into_tree();
+            walk(&sub, &format!("{path}/"), keys)?;
+        } else if entry.mode().is_blob() {
+            keys.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        for good in ["a", "app/db/password", "x-1_y.z", "ünïcode", "a:b@c"] {
+            assert!(validate_key(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            ".git",
+            "a/../b",
+            "a b",
+            "a\nb",
+            "a\\b",
+            &"k".repeat(1025),
+        ] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn namespaces() {
+        assert!(validate_namespace("prod-1").is_ok());
+        for bad in ["", "a/b", "..", "-x", "x.lock", "a b"] {
+            assert!(validate_namespace(bad).is_err(), "{bad:?}");
+        }
+    }
+}

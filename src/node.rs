@@ -1,0 +1,190 @@
+//! This node's view of leadership: the state the agent publishes locally, checked against
+//! the shared leader record. Hooks, the health responder and `git stargate status` all
+//! decide "may this node accept a write?" here, and they fail closed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::lease::{self, Record};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Leader,
+    Passive,
+}
+
+/// What the agent publishes every lease interval in `<stateDir>/node.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub node: String,
+    pub pid: u32,
+    pub role: Role,
+    /// The epoch this node leads under (leader), or the last epoch it saw (passive).
+    pub epoch: u64,
+    pub heartbeat_ms: u64,
+    pub started_ms: u64,
+}
+
+pub fn state_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("node.json")
+}
+
+pub fn token_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("sync.token")
+}
+
+pub fn write_state(state_dir: &Path, state: &State) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+    lease::write_atomic(&state_path(state_dir), &bytes, 0o644, false)
+}
+
+/// Environment variable through which the agent's own mirroring proves itself to the
+/// hooks. Its value is a secret the agent makes at start (mode 0600); a pushing client
+/// cannot learn it, and `pre-receive` never honours it.
+pub const SYNC_TOKEN_ENV: &str = "STARGATE_SYNC_TOKEN";
+
+pub fn new_sync_token(state_dir: &Path) -> std::io::Result<String> {
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    lease::write_atomic(&token_path(state_dir), token.as_bytes(), 0o600, false)?;
+    Ok(token)
+}
+
+/// True when this process runs on behalf of the agent's mirroring.
+pub fn is_agent_sync(state_dir: &Path) -> bool {
+    let Ok(claimed) = std::env::var(SYNC_TOKEN_ENV) else {
+        return false;
+    };
+    let Ok(actual) = std::fs::read_to_string(token_path(state_dir)) else {
+        return false;
+    };
+    !actual.is_empty() && constant_time_eq(claimed.as_bytes(), actual.trim().as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Everything needed to judge this node, read once.
+#[derive(Debug)]
+pub struct View {
+    pub me: String,
+    pub record: Result<Option<Record>, String>,
+    pub state: Option<State>,
+    /// Why the agent counts as dead, if it does.
+    pub agent_problem: Option<String>,
+}
+
+/// The answer to "may this node accept a write now?".
+#[derive(Debug, PartialEq, Eq)]
+pub enum Authority {
+    Leader {
+        epoch: u64,
+    },
+    Refused {
+        leader: String,
+        epoch: u64,
+        reason: String,
+    },
+}
+
+pub fn inspect(cfg: &Config) -> Result<View, crate::config::Error> {
+    let me = cfg.node()?;
+    let lock = cfg.lock()?;
+    let state_dir = cfg.state_dir()?;
+    let stale_after = cfg.lease_stale_after()?;
+    let record = lease::read_record(&lock).map_err(|e| e.to_string());
+    let state = std::fs::read(state_path(&state_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<State>(&b).ok());
+    let agent_problem = agent_problem(&me, state.as_ref(), stale_after);
+    Ok(View {
+        me,
+        record,
+        state,
+        agent_problem,
+    })
+}
+
+fn agent_problem(me: &str, state: Option<&State>, stale_after: Duration) -> Option<String> {
+    let Some(state) = state else {
+        return Some("agent not running (no state)".into());
+    };
+    if state.node != me {
+        return Some(format!("agent state belongs to node '{}'", state.node));
+    }
+    let age = lease::now_ms().saturating_sub(state.heartbeat_ms);
+    if age > stale_after.as_millis() as u64 {
+        return Some(format!("agent state is stale ({age} ms old)"));
+    }
+    if !pid_alive(state.pid) {
+        return Some(format!("agent (pid {}) is not running", state.pid));
+    }
+    None
+}
+
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+impl View {
+    pub fn agent_alive(&self) -> bool {
+        self.agent_problem.is_none()
+    }
+
+    pub fn role(&self) -> Role {
+        match self.authority() {
+            Authority::Leader { .. } => Role::Leader,
+            Authority::Refused { .. } => Role::Passive,
+        }
+    }
+
+    pub fn authority(&self) -> Authority {
+        let (leader, epoch) = match &self.record {
+            Ok(Some(r)) => (r.node.clone(), r.epoch),
+            Ok(None) => ("none".to_owned(), 0),
+            Err(e) => {
+                return refused(
+                    "unknown".into(),
+                    0,
+                    format!("cannot read the leader record: {e}"),
+                );
+            }
+        };
+        if let Some(problem) = &self.agent_problem {
+            return refused(leader, epoch, problem.clone());
+        }
+        let Some(state) = &self.state else {
+            return refused(leader, epoch, "agent not running".into());
+        };
+        if state.role != Role::Leader {
+            return refused(leader, epoch, "this node is passive".into());
+        }
+        if leader != self.me || epoch != state.epoch {
+            let why = format!(
+                "fenced: this node led epoch {}, the lease is now at epoch {epoch}",
+                state.epoch
+            );
+            return refused(leader, epoch, why);
+        }
+        Authority::Leader { epoch }
+    }
+}
+
+fn refused(leader: String, epoch: u64, reason: String) -> Authority {
+    Authority::Refused {
+        leader,
+        epoch,
+        reason,
+    }
+}

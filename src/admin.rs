@@ -40,8 +40,7 @@ pub fn main(args: &[String]) -> Result<()> {
             cfg.validate()?;
             let status = status(&cfg)?;
             if json {
-                let text = serde_json::to_string_pretty(&status)
-                    .map_err(|e| Error::Fatal(e.to_string()))?;
+                let text = serde_json::to_string_pretty(&status).map_err(|e| Error::Fatal(e.to_string()))?;
                 println!("{text}");
             } else {
                 print_status(&status);
@@ -107,10 +106,7 @@ pub fn status(cfg: &Config) -> Result<Status> {
         agent: AgentStatus {
             alive: view.agent_alive(),
             pid: view.state.as_ref().map(|s| s.pid),
-            heartbeat_age_ms: view
-                .state
-                .as_ref()
-                .map(|s| lease::now_ms().saturating_sub(s.heartbeat_ms)),
+            heartbeat_age_ms: view.state.as_ref().map(|s| lease::now_ms().saturating_sub(s.heartbeat_ms)),
             problem: view.agent_problem.clone(),
         },
         repositories,
@@ -143,10 +139,7 @@ fn print_status(s: &Status) {
         Some(why) => println!("writes:   refused: {why}"),
     }
     let unreadable = s.repositories.iter().filter(|r| !r.readable).count();
-    println!(
-        "repos:    {} ({unreadable} unreadable)",
-        s.repositories.len()
-    );
+    println!("repos:    {} ({unreadable} unreadable)", s.repositories.len());
     for e in &s.errors {
         println!("error:    {e}");
     }
@@ -163,21 +156,12 @@ pub fn repositories(root: &Path) -> std::io::Result<Vec<Repository>> {
 fn scan(root: &Path, dir: &Path, depth: u32, found: &mut Vec<Repository>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            || !path.is_dir()
-        {
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) || !path.is_dir() {
             continue;
         }
         if path.join("HEAD").is_file() && path.join("objects").is_dir() {
-            let name = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
-            let readable = std::fs::read(path.join("HEAD")).is_ok()
-                && std::fs::read_dir(path.join("objects")).is_ok();
+            let name = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            let readable = std::fs::read(path.join("HEAD")).is_ok() && std::fs::read_dir(path.join("objects")).is_ok();
             found.push(Repository { name, readable });
         } else if depth > 1 {
             scan(root, &path, depth - 1, found)?;

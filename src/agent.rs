@@ -48,8 +48,7 @@ pub fn run(cfg: &Config) -> Result<()> {
     let state_dir = cfg.state_dir()?;
     std::fs::create_dir_all(&state_dir)
         .map_err(|e| Error::Fatal(format!("cannot create {}: {e}", state_dir.display())))?;
-    node::new_sync_token(&state_dir)
-        .map_err(|e| Error::Fatal(format!("cannot write the sync token: {e}")))?;
+    node::new_sync_token(&state_dir).map_err(|e| Error::Fatal(format!("cannot write the sync token: {e}")))?;
     let lock = cfg.lock()?;
     let mut agent = Agent {
         url: cfg.node_url(&me)?,
@@ -65,11 +64,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         me,
     };
     install_signal_handlers();
-    log::info!(
-        "agent for node {} started (pid {})",
-        agent.me,
-        std::process::id()
-    );
+    log::info!("agent for node {} started (pid {})", agent.me, std::process::id());
     while !STOP.load(Ordering::SeqCst) {
         agent.tick();
         sleep_unless_stopped(agent.interval);
@@ -132,16 +127,8 @@ impl Agent {
         self.role = Role::Leader;
         self.epoch = epoch;
         let prev_leader = previous.as_ref().map(|r| r.node.as_str());
-        log::info!(
-            "elected leader at epoch {epoch} (previous: {})",
-            prev_leader.unwrap_or("none")
-        );
-        self.audit(
-            "elected",
-            previous.as_ref().map(|r| r.epoch),
-            prev_leader,
-            "lease acquired",
-        );
+        log::info!("elected leader at epoch {epoch} (previous: {})", prev_leader.unwrap_or("none"));
+        self.audit("elected", previous.as_ref().map(|r| r.epoch), prev_leader, "lease acquired");
     }
 
     fn check_still_leading(&mut self) {
@@ -187,20 +174,12 @@ impl Agent {
             started_ms: self.started_ms,
         };
         if let Err(e) = node::write_state(&self.state_dir, &state) {
-            log::error!(
-                "cannot publish node state in {}: {e}",
-                self.state_dir.display()
-            );
+            log::error!("cannot publish node state in {}: {e}", self.state_dir.display());
             // Hooks will see stale state and refuse; do not also block failover by holding the lock.
             if self.role == Role::Leader {
                 self.role = Role::Passive;
                 self.release();
-                self.audit(
-                    "step-down",
-                    Some(self.epoch),
-                    None,
-                    "cannot publish node state",
-                );
+                self.audit("step-down", Some(self.epoch), None, "cannot publish node state");
             }
         }
     }
@@ -214,13 +193,7 @@ impl Agent {
         log::info!("agent stopped");
     }
 
-    fn audit(
-        &self,
-        event: &str,
-        previous_epoch: Option<u64>,
-        previous_leader: Option<&str>,
-        reason: &str,
-    ) {
+    fn audit(&self, event: &str, previous_epoch: Option<u64>, previous_leader: Option<&str>, reason: &str) {
         let event = AuditEvent {
             time_ms: lease::now_ms(),
             node: &self.me,

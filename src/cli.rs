@@ -12,23 +12,15 @@ pub fn main() -> ExitCode {
     let mut args: Vec<String> = match std::env::args_os().map(OsString::into_string).collect() {
         Ok(args) => args,
         Err(_) => {
-            return error::report(
-                "stargate-hook",
-                &Error::Usage("arguments must be UTF-8".into()),
-            );
+            return error::report("stargate-hook", &Error::Usage("arguments must be UTF-8".into()));
         }
     };
-    let argv0 = args
-        .first()
-        .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
-        .unwrap_or_default();
+    let argv0 = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_owned()).unwrap_or_default();
     let program = if argv0 == "stargate-hook" {
         if args.len() < 2 {
             return error::report(
                 "stargate-hook",
-                &Error::Usage(format!(
-                    "stargate-hook <program> [args]; programs: {PROGRAMS}"
-                )),
+                &Error::Usage(format!("stargate-hook <program> [args]; programs: {PROGRAMS}")),
             );
         }
         args.remove(1)
@@ -43,9 +35,7 @@ pub fn main() -> ExitCode {
         "health" => crate::health::main(rest),
         "git-stargate" | "stargate" => crate::admin::main(rest),
         "git-kv" | "kv" => crate::kv::main(rest),
-        other => Err(Error::Usage(format!(
-            "stargate-hook: unknown program '{other}'; programs: {PROGRAMS}"
-        ))),
+        other => Err(Error::Usage(format!("stargate-hook: unknown program '{other}'; programs: {PROGRAMS}"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -56,11 +46,7 @@ pub fn main() -> ExitCode {
 /// Logs go to stderr; `STARGATE_LOG` (env_logger syntax) overrides the level. Long-running
 /// programs log `info`, short ones only warnings, so a hook's output stays the refusal.
 fn init_logging(program: &str) {
-    let default = if matches!(program, "git-stargate" | "stargate" | "health") {
-        "info"
-    } else {
-        "warn"
-    };
+    let default = if matches!(program, "git-stargate" | "stargate" | "health") { "info" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("STARGATE_LOG", default))
         .format_target(false)
         .init();
@@ -74,11 +60,6 @@ pub fn parse<P: clap::Parser>(name: &str, args: &[String]) -> Result<P, Error> {
             let _ = e.print();
             std::process::exit(0);
         }
-        _ => Error::Usage(
-            e.to_string()
-                .trim_start_matches("error: ")
-                .trim_end()
-                .to_owned(),
-        ),
+        _ => Error::Usage(e.to_string().trim_start_matches("error: ").trim_end().to_owned()),
     })
 }

@@ -8,11 +8,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("bad value '{value}' for '{key}': {why}")]
-    Invalid {
-        key: String,
-        value: String,
-        why: &'static str,
-    },
+    Invalid { key: String, value: String, why: &'static str },
     #[error("'{0}' is not set")]
     Missing(&'static str),
     #[error("cannot read git config: {0}")]
@@ -33,9 +29,7 @@ impl Config {
     }
 
     pub fn from_entries(entries: impl IntoIterator<Item = (String, String)>) -> Config {
-        Config {
-            values: entries.into_iter().collect(),
-        }
+        Config { values: entries.into_iter().collect() }
     }
 
     fn raw(&self, key: &str) -> Option<&str> {
@@ -43,9 +37,7 @@ impl Config {
     }
 
     fn duration(&self, key: &str, default: Duration) -> Result<Duration, Error> {
-        self.raw(key).map_or(Ok(default), |v| {
-            parse_duration(v).ok_or_else(|| invalid(key, v, DURATION))
-        })
+        self.raw(key).map_or(Ok(default), |v| parse_duration(v).ok_or_else(|| invalid(key, v, DURATION)))
     }
 
     /// `stargate.node`: this node's id. Default: the host name.
@@ -54,11 +46,7 @@ impl Config {
             Some(v) => v.to_owned(),
             None => hostname(),
         };
-        if valid_id(&id) {
-            Ok(id)
-        } else {
-            Err(invalid("stargate.node", &id, ID))
-        }
+        if valid_id(&id) { Ok(id) } else { Err(invalid("stargate.node", &id, ID)) }
     }
 
     /// `stargate.lock`: the leader lease, a file on the shared volume. No default.
@@ -157,12 +145,7 @@ impl Config {
         self.number("kv.pushattempts", 10, 1..=1000)
     }
 
-    fn number(
-        &self,
-        key: &str,
-        default: u32,
-        range: std::ops::RangeInclusive<u32>,
-    ) -> Result<u32, Error> {
+    fn number(&self, key: &str, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, Error> {
         match self.raw(key) {
             None => Ok(default),
             Some(v) => match v.trim().parse::<u32>() {
@@ -175,11 +158,7 @@ impl Config {
     fn absolute_path(&self, key: &'static str) -> Result<PathBuf, Error> {
         let v = self.raw(key).ok_or(Error::Missing(key))?;
         let path = PathBuf::from(v);
-        if path.is_absolute() {
-            Ok(path)
-        } else {
-            Err(invalid(key, v, "expected an absolute path"))
-        }
+        if path.is_absolute() { Ok(path) } else { Err(invalid(key, v, "expected an absolute path")) }
     }
 
     /// Parse every node-level key this program knows, so that a bad value anywhere is
@@ -210,11 +189,7 @@ const DURATION: &str = "expected a duration like 30s, 2m or 500ms";
 const ID: &str = "expected 1-64 of A-Z a-z 0-9 . _ -, not starting with '.' or '-'";
 
 fn invalid(key: &str, value: &str, why: &'static str) -> Error {
-    Error::Invalid {
-        key: key.to_owned(),
-        value: value.to_owned(),
-        why,
-    }
+    Error::Invalid { key: key.to_owned(), value: value.to_owned(), why }
 }
 
 /// `500ms`, `30s`, `2m`, `1h`; a unit is required so that `30` is never misread.
@@ -237,17 +212,13 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 pub fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && !id.starts_with(['.', '-'])
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn valid_health_url(v: &str) -> bool {
     v.strip_prefix("http://").is_some_and(|rest| {
         let authority = rest.split('/').next().unwrap_or("");
-        authority
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        authority.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
     })
 }
 
@@ -268,16 +239,7 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        for bad in [
-            "30",
-            "s",
-            "-1s",
-            "1.5s",
-            "10 s",
-            "1d",
-            "",
-            "99999999999999999999s",
-        ] {
+        for bad in ["30", "s", "-1s", "1.5s", "10 s", "1d", "", "99999999999999999999s"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }
@@ -286,10 +248,7 @@ mod tests {
     fn bad_value_names_key_and_value() {
         let cfg = Config::from_entries([("stargate.lease.interval".into(), "fast".into())]);
         let err = cfg.lease_interval().unwrap_err().to_string();
-        assert!(
-            err.contains("'stargate.lease.interval'") && err.contains("'fast'"),
-            "{err}"
-        );
+        assert!(err.contains("'stargate.lease.interval'") && err.contains("'fast'"), "{err}");
     }
 
     #[test]

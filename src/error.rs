@@ -38,10 +38,8 @@ impl Error {
         match self {
             Error::NotLeader { .. } => NOT_LEADER,
             Error::Kv(crate::kv::Error::NotLeader(_)) => NOT_LEADER,
-            Error::Kv(crate::kv::Error::NotFound(_)) => REFUSED,
-            Error::Kv(
-                crate::kv::Error::InvalidKey(..) | crate::kv::Error::InvalidNamespace(..),
-            ) => USAGE,
+            Error::Kv(crate::kv::Error::NotFound(_) | crate::kv::Error::Conflict { .. }) => REFUSED,
+            Error::Kv(crate::kv::Error::InvalidKey(..) | crate::kv::Error::InvalidNamespace(..)) => USAGE,
             Error::Refused(_) => REFUSED,
             Error::Usage(_) => USAGE,
             _ => FATAL,

@@ -9,11 +9,7 @@ pub enum Error {
     #[error("cannot run git: {0}")]
     Spawn(#[source] std::io::Error),
     #[error("git {args} failed ({status}): {stderr}")]
-    Failed {
-        args: String,
-        status: String,
-        stderr: String,
-    },
+    Failed { args: String, status: String, stderr: String },
 }
 
 fn command(dir: Option<&Path>) -> Command {
@@ -32,25 +28,15 @@ where
 {
     let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     let out = command(dir).args(&args).output().map_err(Error::Spawn)?;
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(failed(&args, &out))
-    }
+    if out.status.success() { Ok(out) } else { Err(failed(&args, &out)) }
 }
 
 fn failed(args: &[std::ffi::OsString], out: &Output) -> Error {
-    let args = args
-        .iter()
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let args = args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
     Error::Failed {
         args,
         status: out.status.to_string(),
-        stderr: crate::sanitize::text(&String::from_utf8_lossy(&out.stderr))
-            .trim()
-            .to_owned(),
+        stderr: crate::sanitize::text(&String::from_utf8_lossy(&out.stderr)).trim().to_owned(),
     }
 }
 
@@ -71,9 +57,8 @@ pub fn config_list(dir: Option<&Path>) -> Result<Vec<(String, String)>, Error> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushResult {
     Ok,
-    /// The remote moved on: fetch and retry.
-    NonFastForward,
-    /// Refused by the remote (hook or other); `stderr` carries the remote's words.
+    /// Refused; `reason` is git's summary (e.g. "[rejected] (non-fast-forward)"), `stderr`
+    /// carries the remote's own words.
     Rejected {
         reason: String,
         stderr: String,
@@ -81,13 +66,7 @@ pub enum PushResult {
 }
 
 /// `git push --porcelain <remote> <src>:<dst>` from `repo`, with extra `-c` settings.
-pub fn push(
-    repo: &Path,
-    config: &[&str],
-    remote: &str,
-    src: &str,
-    dst: &str,
-) -> Result<PushResult, Error> {
+pub fn push(repo: &Path, config: &[&str], remote: &str, src: &str, dst: &str) -> Result<PushResult, Error> {
     let mut cmd = command(Some(repo));
     for c in config {
         cmd.args(["-c", c]);
@@ -100,42 +79,22 @@ pub fn push(
     // Porcelain lines: "<flag>\t<from>:<to>\t<summary> (<reason>)"; flag '!' is a rejection.
     for line in stdout.lines() {
         let mut fields = line.splitn(3, '\t');
-        let (Some(flag), Some(spec), summary) = (fields.next(), fields.next(), fields.next())
-        else {
+        let (Some(flag), Some(spec), summary) = (fields.next(), fields.next(), fields.next()) else {
             continue;
         };
-        if !spec.ends_with(&format!(":{dst}")) {
-            continue;
+        if spec.ends_with(&format!(":{dst}")) {
+            return Ok(match flag {
+                "!" => PushResult::Rejected { reason: summary.unwrap_or("").to_owned(), stderr },
+                _ => PushResult::Ok,
+            });
         }
-        let summary = summary.unwrap_or("");
-        return Ok(match flag {
-            "!" if summary.contains("non-fast-forward") || summary.contains("fetch first") => {
-                PushResult::NonFastForward
-            }
-            "!" => PushResult::Rejected {
-                reason: summary.to_owned(),
-                stderr,
-            },
-            _ => PushResult::Ok,
-        });
     }
     let args = vec!["push".into(), remote.into(), refspec.into()];
-    Err(failed(
-        &args,
-        &Output {
-            stderr: stderr.into_bytes(),
-            ..out
-        },
-    ))
+    Err(failed(&args, &Output { stderr: stderr.into_bytes(), ..out }))
 }
 
 /// `git fetch` in `repo` with the given arguments, extra `-c` settings and environment.
-pub fn fetch(
-    repo: &Path,
-    config: &[&str],
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> Result<(), Error> {
+pub fn fetch(repo: &Path, config: &[&str], args: &[&str], env: &[(&str, &str)]) -> Result<(), Error> {
     let mut all: Vec<&str> = Vec::new();
     for c in config {
         all.extend(["-c", c]);

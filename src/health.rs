@@ -41,14 +41,12 @@ struct Ctx {
 
 pub fn main(args: &[String]) -> Result<()> {
     let args: Args = crate::cli::parse("stargate-hook health", args)?;
-    let cfg = Config::load(None)
-        .map_err(|e| e.to_string())
-        .and_then(|c| c.validate().map(|()| c).map_err(|e| e.to_string()));
+    let cfg =
+        Config::load(None).map_err(|e| e.to_string()).and_then(|c| c.validate().map(|()| c).map_err(|e| e.to_string()));
     if let Err(e) = &cfg {
         log::error!("{e}");
     }
-    let setting = |f: fn(&Config) -> std::result::Result<Duration, crate::config::Error>,
-                   default| {
+    let setting = |f: fn(&Config) -> std::result::Result<Duration, crate::config::Error>, default| {
         cfg.as_ref().ok().and_then(|c| f(c).ok()).unwrap_or(default)
     };
     let timeout = setting(Config::health_timeout, Duration::from_secs(2));
@@ -56,24 +54,17 @@ pub fn main(args: &[String]) -> Result<()> {
     let ctx = Arc::new(Ctx { cfg, timeout });
     let fatal = |what: &str, e: io::Error| Error::Fatal(format!("{what}: {e}"));
     if let Some(addr) = args.listen {
-        let listener =
-            TcpListener::bind(&addr).map_err(|e| fatal(&format!("cannot listen on {addr}"), e))?;
+        let listener = TcpListener::bind(&addr).map_err(|e| fatal(&format!("cannot listen on {addr}"), e))?;
         log::info!("health responder listening on {addr}");
         return serve(Listener::Tcp(listener), ctx, None).map_err(|e| fatal("accept", e));
     }
     if let Some(fd) = inherited_fd() {
         // SAFETY: systemd passed us fd 3 and we are its only owner.
         return match (is_listening(fd), socket_family(fd)) {
-            (true, Some(libc::AF_UNIX)) => serve(
-                Listener::Unix(unsafe { UnixListener::from_raw_fd(fd) }),
-                ctx,
-                Some(idle),
-            ),
-            (true, _) => serve(
-                Listener::Tcp(unsafe { TcpListener::from_raw_fd(fd) }),
-                ctx,
-                Some(idle),
-            ),
+            (true, Some(libc::AF_UNIX)) => {
+                serve(Listener::Unix(unsafe { UnixListener::from_raw_fd(fd) }), ctx, Some(idle))
+            }
+            (true, _) => serve(Listener::Tcp(unsafe { TcpListener::from_raw_fd(fd) }), ctx, Some(idle)),
             (false, _) => inetd(fd, fd, &ctx),
         }
         .map_err(|e| fatal("socket activation", e));
@@ -188,12 +179,7 @@ fn serve(listener: Listener, ctx: Arc<Ctx>, idle: Option<Duration>) -> io::Resul
         }
         let conn = match listener.accept() {
             Ok(c) => c,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {
                 continue;
             }
             Err(e) => return Err(e),
@@ -211,11 +197,7 @@ fn serve(listener: Listener, ctx: Arc<Ctx>, idle: Option<Duration>) -> io::Resul
 }
 
 fn readable_within(fd: RawFd, wait: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     let ms = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
     // SAFETY: one valid pollfd.
     match unsafe { libc::poll(&raw mut pfd, 1, ms) } {
@@ -228,10 +210,7 @@ fn readable_within(fd: RawFd, wait: Duration) -> io::Result<bool> {
 fn handle(mut conn: Box<dyn Conn>, ctx: &Ctx) {
     let deadline = Instant::now() + ctx.timeout;
     let head = {
-        let mut timed = Deadline {
-            conn: &mut *conn,
-            deadline,
-        };
+        let mut timed = Deadline { conn: &mut *conn, deadline };
         read_request(&mut timed)
     };
     let reply = match head {
@@ -285,9 +264,7 @@ impl Reject {
         match self {
             Reject::Timeout => response(408, "text/plain", b"request timeout\n", false),
             Reject::TooLarge => response(431, "text/plain", b"request too large\n", false),
-            Reject::Malformed | Reject::Closed => {
-                response(400, "text/plain", b"bad request\n", false)
-            }
+            Reject::Malformed | Reject::Closed => response(400, "text/plain", b"bad request\n", false),
         }
     }
 }
@@ -309,12 +286,7 @@ fn read_request(r: &mut impl Read) -> std::result::Result<String, Reject> {
             Ok(0) => return Err(Reject::Malformed),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 return Err(Reject::Timeout);
             }
             Err(_) => return Err(Reject::Closed),
@@ -341,8 +313,7 @@ fn answer(head: &str, ctx: &Ctx) -> Vec<u8> {
     };
     let valid_method = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
     let valid_target = target.starts_with('/') && target.bytes().all(|b| b.is_ascii_graphic());
-    if !valid_method || !valid_target || lines.any(|l| !l.trim_end().is_empty() && !l.contains(':'))
-    {
+    if !valid_method || !valid_target || lines.any(|l| !l.trim_end().is_empty() && !l.contains(':')) {
         return Reject::Malformed.response();
     }
     if !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
@@ -363,12 +334,7 @@ fn answer(head: &str, ctx: &Ctx) -> Vec<u8> {
     let cfg = match &ctx.cfg {
         Ok(cfg) => cfg,
         Err(e) => {
-            return response(
-                503,
-                "text/plain",
-                format!("bad configuration: {e}\n").as_bytes(),
-                head_only,
-            );
+            return response(503, "text/plain", format!("bad configuration: {e}\n").as_bytes(), head_only);
         }
     };
     let status = match admin::status(cfg) {
@@ -378,37 +344,17 @@ fn answer(head: &str, ctx: &Ctx) -> Vec<u8> {
     match path {
         "/healthz" => match unhealthy(&status) {
             None => response(200, "text/plain", b"ok\n", head_only),
-            Some(why) => response(
-                503,
-                "text/plain",
-                format!("unhealthy: {why}\n").as_bytes(),
-                head_only,
-            ),
+            Some(why) => response(503, "text/plain", format!("unhealthy: {why}\n").as_bytes(), head_only),
         },
         "/readyz" => match &status.refusal {
-            None => response(
-                200,
-                "text/plain",
-                format!("leader, epoch {}\n", status.epoch).as_bytes(),
-                head_only,
-            ),
-            Some(why) => response(
-                503,
-                "text/plain",
-                format!("not leader: {why}\n").as_bytes(),
-                head_only,
-            ),
+            None => response(200, "text/plain", format!("leader, epoch {}\n", status.epoch).as_bytes(), head_only),
+            Some(why) => response(503, "text/plain", format!("not leader: {why}\n").as_bytes(), head_only),
         },
         "/status" => {
             let body = serde_json::to_vec_pretty(&status).unwrap_or_default();
             response(200, "application/json", &body, head_only)
         }
-        _ => response(
-            200,
-            "text/plain; version=0.0.4",
-            metrics(&status).as_bytes(),
-            head_only,
-        ),
+        _ => response(200, "text/plain; version=0.0.4", metrics(&status).as_bytes(), head_only),
     }
 }
 
@@ -419,12 +365,7 @@ fn unhealthy(s: &Status) -> Option<String> {
     if let Some(e) = s.errors.first() {
         return Some(e.clone());
     }
-    let bad: Vec<&str> = s
-        .repositories
-        .iter()
-        .filter(|r| !r.readable)
-        .map(|r| r.name.as_str())
-        .collect();
+    let bad: Vec<&str> = s.repositories.iter().filter(|r| !r.readable).map(|r| r.name.as_str()).collect();
     (!bad.is_empty()).then(|| format!("unreadable repositories: {}", bad.join(", ")))
 }
 
@@ -433,37 +374,15 @@ fn metrics(s: &Status) -> String {
     let node = &s.node;
     let unreadable = s.repositories.iter().filter(|r| !r.readable).count();
     let gauges: [(&str, &str, u64); 5] = [
-        (
-            "stargate_up",
-            "1 when the node's agent is alive",
-            s.agent.alive as u64,
-        ),
-        (
-            "stargate_leader",
-            "1 when this node accepts writes as leader of the current epoch",
-            s.accepts_writes as u64,
-        ),
-        (
-            "stargate_epoch",
-            "current epoch of the leader lease",
-            s.epoch,
-        ),
-        (
-            "stargate_repositories",
-            "bare repositories served by this node",
-            s.repositories.len() as u64,
-        ),
-        (
-            "stargate_repositories_unreadable",
-            "repositories that cannot be read",
-            unreadable as u64,
-        ),
+        ("stargate_up", "1 when the node's agent is alive", s.agent.alive as u64),
+        ("stargate_leader", "1 when this node accepts writes as leader of the current epoch", s.accepts_writes as u64),
+        ("stargate_epoch", "current epoch of the leader lease", s.epoch),
+        ("stargate_repositories", "bare repositories served by this node", s.repositories.len() as u64),
+        ("stargate_repositories_unreadable", "repositories that cannot be read", unreadable as u64),
     ];
     let mut out = String::new();
     for (name, help, value) in gauges {
-        out.push_str(&format!(
-            "# HELP {name} {help}.\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {value}\n"
-        ));
+        out.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {value}\n"));
     }
     out
 }
@@ -480,11 +399,7 @@ fn response(code: u16, content_type: &str, body: &[u8], head_only: bool) -> Vec<
         505 => "HTTP Version Not Supported",
         _ => "",
     };
-    let allow = if code == 405 {
-        "Allow: GET, HEAD\r\n"
-    } else {
-        ""
-    };
+    let allow = if code == 405 { "Allow: GET, HEAD\r\n" } else { "" };
     let mut out = format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
@@ -501,18 +416,11 @@ mod tests {
     use super::*;
 
     fn ctx() -> Ctx {
-        Ctx {
-            cfg: Err("test".into()),
-            timeout: Duration::from_secs(1),
-        }
+        Ctx { cfg: Err("test".into()), timeout: Duration::from_secs(1) }
     }
 
     fn code(reply: &[u8]) -> String {
-        String::from_utf8_lossy(reply)
-            .split(' ')
-            .nth(1)
-            .unwrap_or("")
-            .to_owned()
+        String::from_utf8_lossy(reply).split(' ').nth(1).unwrap_or("").to_owned()
     }
 
     #[test]
@@ -536,14 +444,8 @@ mod tests {
     fn oversized_and_truncated_requests() {
         let big = vec![b'a'; 64 * 1024];
         assert_eq!(read_request(&mut &big[..]), Err(Reject::TooLarge));
-        assert_eq!(
-            read_request(&mut &b"GET / HTTP/1.1\r\n"[..]),
-            Err(Reject::Malformed)
-        );
+        assert_eq!(read_request(&mut &b"GET / HTTP/1.1\r\n"[..]), Err(Reject::Malformed));
         assert_eq!(read_request(&mut &b""[..]), Err(Reject::Closed));
-        assert_eq!(
-            read_request(&mut &b"GET / HTTP/1.1\r\n\r\n"[..]).as_deref(),
-            Ok("GET / HTTP/1.1")
-        );
+        assert_eq!(read_request(&mut &b"GET / HTTP/1.1\r\n\r\n"[..]).as_deref(), Ok("GET / HTTP/1.1"));
     }
 }

@@ -29,6 +29,9 @@ pub enum Error {
     Conflict { key: String, existing: String },
     #[error("push to {remote} refused: {reason}")]
     Rejected { remote: String, reason: String },
+    /// Another writer got there first: rebuilt and retried, shown only if attempts run out.
+    #[error("lost a race: {0}")]
+    Race(String),
     #[error("gave up after {0} attempts: other writers kept moving the namespace")]
     TooManyRaces(u32),
     #[error("{0}")]
@@ -82,12 +85,9 @@ struct Store {
 pub fn main(args: &[String]) -> crate::error::Result<()> {
     let cli: Cli = crate::cli::parse("git kv", args)?;
     let cfg = Config::load(None)?;
-    let namespace = cli
-        .namespace
-        .unwrap_or_else(|| cfg.kv_namespace().to_owned());
+    let namespace = cli.namespace.unwrap_or_else(|| cfg.kv_namespace().to_owned());
     validate_namespace(&namespace)?;
-    let repo =
-        gix::discover(".").map_err(|e| Error::Repo(format!("not in a git repository: {e}")))?;
+    let repo = gix::discover(".").map_err(|e| Error::Repo(format!("not in a git repository: {e}")))?;
     let dir = repo.workdir().unwrap_or_else(|| repo.git_dir()).to_owned();
     let store = Store {
         repo,
@@ -99,9 +99,7 @@ pub fn main(args: &[String]) -> crate::error::Result<()> {
     match cli.command {
         Command::Set { key, value } => {
             validate_key(&key)?;
-            store.write(&format!("set {key}"), |tree| {
-                set(tree, &key, value.as_bytes())
-            })?;
+            store.write(&format!("set {key}"), |tree| set(tree, &key, value.as_bytes()))?;
         }
         Command::Del { key } => {
             validate_key(&key)?;
@@ -113,10 +111,7 @@ pub fn main(args: &[String]) -> crate::error::Result<()> {
             let value = store.get(&key)?.ok_or_else(|| Error::NotFound(key))?;
             println!("{}", value.as_bstr());
         }
-        Command::List {
-            prefix,
-            from_leader,
-        } => {
+        Command::List { prefix, from_leader } => {
             store.fetch(from_leader)?;
             let prefix = prefix.unwrap_or_default();
             for key in store.list()?.into_iter().filter(|k| k.starts_with(&prefix)) {
@@ -134,10 +129,7 @@ pub fn validate_key(key: &str) -> Result<(), Error> {
     if key.is_empty() || key.len() > 1024 {
         return bad("must be 1 to 1024 bytes long");
     }
-    if key
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
-    {
+    if key.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
         return bad("no whitespace, control characters or backslashes");
     }
     for component in key.split('/') {
@@ -163,10 +155,7 @@ pub fn validate_namespace(ns: &str) -> Result<(), Error> {
         ));
     }
     if ns.ends_with(".lock") {
-        return Err(Error::InvalidNamespace(
-            ns.to_owned(),
-            "may not end in '.lock'",
-        ));
+        return Err(Error::InvalidNamespace(ns.to_owned(), "may not end in '.lock'"));
     }
     Ok(())
 }
@@ -174,47 +163,27 @@ pub fn validate_namespace(ns: &str) -> Result<(), Error> {
 impl Store {
     /// Bring every namespace of the remote into `refs/kv/*` here (deleted ones pruned).
     fn fetch(&self, from_leader: bool) -> Result<(), Error> {
-        let config: &[&str] = if from_leader {
-            &["stargate.readFrom=leader"]
-        } else {
-            &[]
-        };
-        let args = [
-            "--quiet",
-            "--prune",
-            "--no-tags",
-            "--no-write-fetch-head",
-            &self.remote,
-            "+refs/kv/*:refs/kv/*",
-        ];
+        let config: &[&str] = if from_leader { &["stargate.readFrom=leader"] } else { &[] };
+        let args = ["--quiet", "--prune", "--no-tags", "--no-write-fetch-head", &self.remote, "+refs/kv/*:refs/kv/*"];
         git::fetch(&self.dir, config, &args, &[]).map_err(repo_err)
     }
 
     fn tip(&self) -> Result<Option<ObjectId>, Error> {
-        let r = self
-            .repo
-            .try_find_reference(self.refname.as_str())
-            .map_err(repo_err)?;
+        let r = self.repo.try_find_reference(self.refname.as_str()).map_err(repo_err)?;
         Ok(r.map(|r| r.id().detach()))
     }
 
     fn tree(&self, tip: Option<ObjectId>) -> Result<gix::Tree<'_>, Error> {
         match tip {
             None => Ok(self.repo.empty_tree()),
-            Some(id) => self
-                .repo
-                .find_commit(id)
-                .and_then(|c| c.tree())
-                .map_err(repo_err),
+            Some(id) => self.repo.find_commit(id).and_then(|c| c.tree()).map_err(repo_err),
         }
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         let tree = self.tree(self.tip()?)?;
         match tree.lookup_entry_by_path(key).map_err(repo_err)? {
-            Some(entry) if entry.mode().is_blob() => {
-                Ok(Some(entry.object().map_err(repo_err)?.detach().data))
-            }
+            Some(entry) if entry.mode().is_blob() => Ok(Some(entry.object().map_err(repo_err)?.detach().data)),
             _ => Ok(None),
         }
     }
@@ -227,52 +196,30 @@ impl Store {
 
     /// Fetch, apply `edit` to the namespace's tree, commit and push; on a lost race start
     /// over from the new tip.
-    fn write(
-        &self,
-        message: &str,
-        edit: impl Fn(&mut Edit<'_, '_>) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    fn write(&self, message: &str, edit: impl Fn(&mut Edit<'_, '_>) -> Result<(), Error>) -> Result<(), Error> {
         for attempt in 1..=self.attempts {
             self.fetch(false)?;
             let tip = self.tip()?;
             let base = self.tree(tip)?;
             let mut editor = base.edit().map_err(repo_err)?;
-            edit(&mut Edit {
-                base: &base,
-                editor: &mut editor,
-            })?;
+            edit(&mut Edit { base: &base, editor: &mut editor })?;
             let tree = editor.write().map_err(repo_err)?.detach();
             let commit = self.commit(message, tree, tip)?;
-            match git::push(
-                &self.dir,
-                &[],
-                &self.remote,
-                &commit.to_string(),
-                &self.refname,
-            )
-            .map_err(repo_err)?
-            {
+            match git::push(&self.dir, &[], &self.remote, &commit.to_string(), &self.refname).map_err(repo_err)? {
                 PushResult::Ok => return self.set_tip(commit, tip, message),
-                PushResult::NonFastForward => {
-                    log::info!("push lost a race (attempt {attempt}); retrying on the new tip");
-                    std::thread::sleep(Duration::from_millis(
-                        rand::random_range(5..=50) * attempt as u64,
-                    ));
-                }
-                PushResult::Rejected { reason, stderr } => {
-                    return Err(rejection(&self.remote, reason, &stderr));
-                }
+                PushResult::Rejected { reason, stderr } => match rejection(&self.remote, reason, &stderr) {
+                    Error::Race(why) => {
+                        log::info!("push lost a race ({why}, attempt {attempt}); retrying on the new tip");
+                        std::thread::sleep(Duration::from_millis(rand::random_range(5..=50) * attempt as u64));
+                    }
+                    e => return Err(e),
+                },
             }
         }
         Err(Error::TooManyRaces(self.attempts))
     }
 
-    fn commit(
-        &self,
-        message: &str,
-        tree: ObjectId,
-        parent: Option<ObjectId>,
-    ) -> Result<ObjectId, Error> {
+    fn commit(&self, message: &str, tree: ObjectId, parent: Option<ObjectId>) -> Result<ObjectId, Error> {
         let signature = signature(&self.repo);
         let commit = gix::objs::Commit {
             message: format!("{message}\n").into(),
@@ -286,29 +233,16 @@ impl Store {
         Ok(self.repo.write_object(&commit).map_err(repo_err)?.detach())
     }
 
-    fn set_tip(
-        &self,
-        commit: ObjectId,
-        previous: Option<ObjectId>,
-        message: &str,
-    ) -> Result<(), Error> {
+    fn set_tip(&self, commit: ObjectId, previous: Option<ObjectId>, message: &str) -> Result<(), Error> {
         use gix::refs::transaction::PreviousValue;
-        let expected = previous.map_or(PreviousValue::Any, |p| {
-            PreviousValue::MustExistAndMatch(p.into())
-        });
-        self.repo
-            .reference(
-                self.refname.as_str(),
-                commit,
-                expected,
-                format!("kv: {message}"),
-            )
-            .map_err(repo_err)?;
+        let expected = previous.map_or(PreviousValue::Any, |p| PreviousValue::MustExistAndMatch(p.into()));
+        self.repo.reference(self.refname.as_str(), commit, expected, format!("kv: {message}")).map_err(repo_err)?;
         Ok(())
     }
 }
 
-/// Map a refused push to `NotLeader` when a Stargate node said so, relaying its words.
+/// Classify a refused push: `NotLeader` when a Stargate node said so (relaying its words),
+/// `Race` when another writer moved or held the ref, else a plain rejection.
 fn rejection(remote: &str, reason: String, stderr: &str) -> Error {
     for line in stderr.lines() {
         let line = line.trim_start_matches("remote:").trim();
@@ -319,25 +253,19 @@ fn rejection(remote: &str, reason: String, stderr: &str) -> Error {
             eprintln!("{remote}: {words}");
         }
     }
-    Error::Rejected {
-        remote: remote.to_owned(),
-        reason,
+    const RACES: [&str; 5] =
+        ["non-fast-forward", "fetch first", "failed to update ref", "cannot lock ref", "incorrect old value"];
+    if RACES.iter().any(|r| reason.contains(r)) {
+        return Error::Race(reason);
     }
+    Error::Rejected { remote: remote.to_owned(), reason }
 }
 
 fn signature(repo: &gix::Repository) -> gix::actor::Signature {
     let snapshot = repo.config_snapshot();
-    let name = snapshot
-        .string("user.name")
-        .unwrap_or_else(|| "git-kv".into());
-    let email = snapshot
-        .string("user.email")
-        .unwrap_or_else(|| "git-kv@stargate".into());
-    gix::actor::Signature {
-        name,
-        email,
-        time: gix::date::Time::now_local_or_utc(),
-    }
+    let name = snapshot.string("user.name").unwrap_or_else(|| "git-kv".into());
+    let email = snapshot.string("user.email").unwrap_or_else(|| "git-kv@stargate".into());
+    gix::actor::Signature { name, email, time: gix::date::Time::now_local_or_utc() }
 }
 
 struct Edit<'a, 'repo> {
@@ -365,15 +293,10 @@ fn conflict(base: &gix::Tree<'_>, key: &str) -> Result<Option<String>, Error> {
 
 fn set(edit: &mut Edit<'_, '_>, key: &str, value: &[u8]) -> Result<(), Error> {
     if let Some(existing) = conflict(edit.base, key)? {
-        return Err(Error::Conflict {
-            key: key.to_owned(),
-            existing,
-        });
+        return Err(Error::Conflict { key: key.to_owned(), existing });
     }
     let blob = edit.base.repo.write_blob(value).map_err(repo_err)?.detach();
-    edit.editor
-        .upsert(key, EntryKind::Blob, blob)
-        .map_err(repo_err)?;
+    edit.editor.upsert(key, EntryKind::Blob, blob).map_err(repo_err)?;
     Ok(())
 }
 
@@ -410,18 +333,7 @@ mod tests {
         for good in ["a", "app/db/password", "x-1_y.z", "ünïcode", "a:b@c"] {
             assert!(validate_key(good).is_ok(), "{good}");
         }
-        for bad in [
-            "",
-            "/a",
-            "a/",
-            "a//b",
-            ".git",
-            "a/../b",
-            "a b",
-            "a\nb",
-            "a\\b",
-            &"k".repeat(1025),
-        ] {
+        for bad in ["", "/a", "a/", "a//b", ".git", "a/../b", "a b", "a\nb", "a\\b", &"k".repeat(1025)] {
             assert!(validate_key(bad).is_err(), "{bad:?}");
         }
     }

@@ -14,22 +14,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("lease {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("leader record {path} is damaged: {source}")]
-    Damaged {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Damaged { path: PathBuf, source: serde_json::Error },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| Error::Io { path: path.to_owned(), source }
 }
 
 /// Who leads, since when, under which epoch.
@@ -64,9 +55,7 @@ fn sibling(lock: &Path, ext: &str) -> PathBuf {
 pub fn read_record(lock: &Path) -> Result<Option<Record>, Error> {
     let path = record_path(lock);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| Error::Damaged { path, source }),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| Error::Damaged { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path)(e)),
     }
@@ -74,10 +63,7 @@ pub fn read_record(lock: &Path) -> Result<Option<Record>, Error> {
 
 pub fn write_record(lock: &Path, record: &Record) -> Result<(), Error> {
     let path = record_path(lock);
-    let mut bytes = serde_json::to_vec(record).map_err(|source| Error::Damaged {
-        path: path.clone(),
-        source,
-    })?;
+    let mut bytes = serde_json::to_vec(record).map_err(|source| Error::Damaged { path: path.clone(), source })?;
     bytes.push(b'\n');
     write_atomic(&path, &bytes, 0o644, true).map_err(io(&path))
 }
@@ -92,12 +78,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> std:
     tmp_name.push(format!(".tmp.{}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         f.write_all(bytes)?;
         if durable {
             f.sync_all()?;
@@ -122,17 +103,9 @@ pub struct Lease {
 
 impl Lease {
     pub fn open(path: &Path) -> Result<Lease, Error> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io(path))?;
-        Ok(Lease {
-            file,
-            path: path.to_owned(),
-        })
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io(path))?;
+        Ok(Lease { file, path: path.to_owned() })
     }
 
     /// Take the lease if nobody holds it. Never blocks.
@@ -165,21 +138,12 @@ pub struct AuditEvent<'a> {
 /// Append one event as a JSON line; `O_APPEND` keeps concurrent writers' lines whole.
 pub fn audit(lock: &Path, event: &AuditEvent<'_>) -> Result<(), Error> {
     let path = audit_path(lock);
-    let mut line = serde_json::to_vec(event).map_err(|source| Error::Damaged {
-        path: path.clone(),
-        source,
-    })?;
+    let mut line = serde_json::to_vec(event).map_err(|source| Error::Damaged { path: path.clone(), source })?;
     line.push(b'\n');
-    let mut f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)
-        .map_err(io(&path))?;
+    let mut f = OpenOptions::new().append(true).create(true).open(&path).map_err(io(&path))?;
     f.write_all(&line).map_err(io(&path))
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

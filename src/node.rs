@@ -48,9 +48,7 @@ pub fn write_state(state_dir: &Path, state: &State) -> std::io::Result<()> {
 pub const SYNC_TOKEN_ENV: &str = "STARGATE_SYNC_TOKEN";
 
 pub fn new_sync_token(state_dir: &Path) -> std::io::Result<String> {
-    let token: String = (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
+    let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     lease::write_atomic(&token_path(state_dir), token.as_bytes(), 0o600, false)?;
     Ok(token)
 }
@@ -83,14 +81,8 @@ pub struct View {
 /// The answer to "may this node accept a write now?".
 #[derive(Debug, PartialEq, Eq)]
 pub enum Authority {
-    Leader {
-        epoch: u64,
-    },
-    Refused {
-        leader: String,
-        epoch: u64,
-        reason: String,
-    },
+    Leader { epoch: u64 },
+    Refused { leader: String, epoch: u64, reason: String },
 }
 
 pub fn inspect(cfg: &Config) -> Result<View, crate::config::Error> {
@@ -99,16 +91,9 @@ pub fn inspect(cfg: &Config) -> Result<View, crate::config::Error> {
     let state_dir = cfg.state_dir()?;
     let stale_after = cfg.lease_stale_after()?;
     let record = lease::read_record(&lock).map_err(|e| e.to_string());
-    let state = std::fs::read(state_path(&state_dir))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<State>(&b).ok());
+    let state = std::fs::read(state_path(&state_dir)).ok().and_then(|b| serde_json::from_slice::<State>(&b).ok());
     let agent_problem = agent_problem(&me, state.as_ref(), stale_after);
-    Ok(View {
-        me,
-        record,
-        state,
-        agent_problem,
-    })
+    Ok(View { me, record, state, agent_problem })
 }
 
 fn agent_problem(me: &str, state: Option<&State>, stale_after: Duration) -> Option<String> {
@@ -128,7 +113,12 @@ fn agent_problem(me: &str, state: Option<&State>, stale_after: Duration) -> Opti
     None
 }
 
+/// A zombie (killed, not yet reaped) counts as dead.
 fn pid_alive(pid: u32) -> bool {
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+        return !matches!(state, Some('Z' | 'X'));
+    }
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };
@@ -154,11 +144,7 @@ impl View {
             Ok(Some(r)) => (r.node.clone(), r.epoch),
             Ok(None) => ("none".to_owned(), 0),
             Err(e) => {
-                return refused(
-                    "unknown".into(),
-                    0,
-                    format!("cannot read the leader record: {e}"),
-                );
+                return refused("unknown".into(), 0, format!("cannot read the leader record: {e}"));
             }
         };
         if let Some(problem) = &self.agent_problem {
@@ -171,10 +157,7 @@ impl View {
             return refused(leader, epoch, "this node is passive".into());
         }
         if leader != self.me || epoch != state.epoch {
-            let why = format!(
-                "fenced: this node led epoch {}, the lease is now at epoch {epoch}",
-                state.epoch
-            );
+            let why = format!("fenced: this node led epoch {}, the lease is now at epoch {epoch}", state.epoch);
             return refused(leader, epoch, why);
         }
         Authority::Leader { epoch }
@@ -182,9 +165,5 @@ impl View {
 }
 
 fn refused(leader: String, epoch: u64, reason: String) -> Authority {
-    Authority::Refused {
-        leader,
-        epoch,
-        reason,
-    }
+    Authority::Refused { leader, epoch, reason }
 }

@@ -27,11 +27,7 @@ fn read_updates() -> Result<String> {
 fn require_leader(cfg: &Config) -> Result<u64> {
     match node::inspect(cfg)?.authority() {
         Authority::Leader { epoch } => Ok(epoch),
-        Authority::Refused {
-            leader,
-            epoch,
-            reason,
-        } => {
+        Authority::Refused { leader, epoch, reason } => {
             eprintln!("stargate: {reason}");
             Err(Error::NotLeader { leader, epoch })
         }

@@ -8,9 +8,7 @@ use crate::error::{Error, Result};
 use crate::node;
 
 pub fn reference_transaction(args: &[String]) -> Result<()> {
-    let state = args
-        .first()
-        .ok_or_else(|| Error::Usage("reference-transaction <state>".into()))?;
+    let state = args.first().ok_or_else(|| Error::Usage("reference-transaction <state>".into()))?;
     super::read_updates()?;
     if state != "prepared" {
         return Ok(());

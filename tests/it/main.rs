@@ -1,1 +1,9 @@
+//! One integration-test binary: real binaries, real git, real processes and sockets.
 
+mod support;
+
+mod config;
+mod health;
+mod hooks;
+mod kv;
+mod lease;

@@ -1,0 +1,137 @@
+//! The hooks: passive nodes refuse pushes (exit 9, refs unchanged), the mirroring
+//! exemption cannot be forged, and a node whose agent is gone fails closed.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+fn refs(lab: &Lab, node: &str) -> String {
+    ok(lab.node_cmd(node, "git").args(["--git-dir", lab.repo(node, "kv").to_str().unwrap(), "for-each-ref"]))
+}
+
+#[test]
+fn push_to_the_passive_is_refused_and_changes_nothing() {
+    let lab = Lab::up(2);
+    let leader = lab.wait_leader(None, Duration::from_secs(5));
+    let passive = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
+    let client = Client::new();
+    client.clone(&lab.url(&leader, "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    let before = refs(&lab, &passive);
+
+    let out = run(client.git("c", &["push", &lab.url(&passive, "kv"), "HEAD:refs/heads/main"]));
+    assert_eq!(out.status.code(), Some(1), "plain git push fails as git always does");
+    let epoch = lab.record()["epoch"].as_u64().unwrap();
+    let msg = format!("stargate: not leader (leader: {leader}, epoch: {epoch})");
+    assert!(stderr(&out).contains(&msg), "{}", stderr(&out));
+    assert_eq!(refs(&lab, &passive), before);
+
+    client.clone(&lab.url(&passive, "kv"), "p");
+    let out = client.kv("p", &["set", "key", "value"]);
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&msg), "{}", stderr(&out));
+    assert_eq!(refs(&lab, &passive), before);
+}
+
+#[test]
+fn only_the_agents_token_lets_mirroring_write_on_a_passive_node() {
+    let lab = Lab::up(2);
+    let leader = lab.wait_leader(None, Duration::from_secs(5));
+    let passive = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
+    let client = Client::new();
+    client.clone(&lab.url(&leader, "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "v"]).status.success());
+
+    let replica = lab.repo(&passive, "kv");
+    let fetch = |token: Option<&str>| {
+        let mut c = lab.node_cmd(&passive, "git");
+        c.args(["--git-dir", replica.to_str().unwrap(), "fetch", "-q", &lab.url(&leader, "kv"), "+refs/*:refs/*"]);
+        if let Some(t) = token {
+            c.env("STARGATE_SYNC_TOKEN", t);
+        }
+        run(&mut c)
+    };
+    let out = fetch(None);
+    assert!(!out.status.success() && stderr(&out).contains("not leader"), "{}", stderr(&out));
+    let out = fetch(Some("forged"));
+    assert!(!out.status.success(), "a wrong token must not pass");
+    assert!(refs(&lab, &passive).is_empty());
+
+    let token = std::fs::read_to_string(lab.dir.path().join(&passive).join("repos/.stargate/sync.token")).unwrap();
+    let out = fetch(Some(&token));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(refs(&lab, &passive).contains("refs/kv/default"));
+
+    // A pushing client that somehow knows the token still cannot write: pre-receive never honours it.
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "x"]));
+    let mut push = client.git("c", &["push", &lab.url(&passive, "kv"), "HEAD:refs/heads/forged"]);
+    let out = run(push.env("STARGATE_SYNC_TOKEN", &token));
+    assert!(!out.status.success());
+    assert!(!refs(&lab, &passive).contains("refs/heads/forged"));
+}
+
+#[test]
+fn dead_or_frozen_agent_fails_closed() {
+    let lab = Lab::up_with(1, "[stargate \"lease\"]\n\tstaleAfter = 1s\n");
+    lab.wait_leader(None, Duration::from_secs(5));
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "1"]).status.success());
+
+    // Frozen: the lock is still held, but the state goes stale.
+    lab.kill("a", "agent", "STOP");
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = client.kv("c", &["set", "k", "2"]);
+    assert_eq!(out.status.code(), Some(9));
+    assert!(stderr(&out).contains("stale"), "{}", stderr(&out));
+    lab.kill("a", "agent", "CONT");
+    wait_until("the thawed agent to lead again", Duration::from_secs(3), || lab.http("a", "/readyz").0 == 200);
+    assert!(client.kv("c", &["set", "k", "3"]).status.success());
+
+    // Dead: refused at once, without waiting for staleness.
+    lab.kill("a", "agent", "KILL");
+    let out = client.kv("c", &["set", "k", "4"]);
+    assert_eq!(out.status.code(), Some(9));
+    assert!(stderr(&out).contains("not running"), "{}", stderr(&out));
+}
+
+#[test]
+fn reference_transaction_recheck_refuses_a_leader_fenced_after_pre_receive() {
+    // The fencing lands between the two checks: pre-receive passes, then the epoch moves
+    // (a slow pre-receive hook stands in for the race window), and prepared must refuse.
+    let lab = Lab::up(1);
+    lab.wait_leader(None, Duration::from_secs(5));
+    let hooks = lab.dir.path().join("racy-hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let record = lab.dir.path().join("shared/stargate.lock.leader");
+    let pre = format!(
+        "#!/bin/sh\nstargate-hook pre-receive || exit $?\nsed -i 's/\"node\":\"a\"/\"node\":\"z\"/' '{}'\n",
+        record.display()
+    );
+    std::fs::write(hooks.join("pre-receive"), pre).unwrap();
+    std::fs::write(hooks.join("reference-transaction"), "#!/bin/sh\nexec stargate-hook reference-transaction \"$@\"\n")
+        .unwrap();
+    for h in ["pre-receive", "reference-transaction"] {
+        ok(std::process::Command::new("chmod").args(["+x", hooks.join(h).to_str().unwrap()]));
+    }
+    ok(lab.node_cmd("a", "git").args([
+        "--git-dir",
+        lab.repo("a", "kv").to_str().unwrap(),
+        "config",
+        "core.hooksPath",
+        hooks.to_str().unwrap(),
+    ]));
+
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "x"]));
+    let out = run(client.git("c", &["push", "origin", "HEAD:refs/heads/main"]));
+    assert!(!out.status.success());
+    assert!(refs(&lab, "a").is_empty(), "nothing may be committed");
+    // git dies in receive-pack when this hook aborts ("ref updates aborted by hook"), and the
+    // hook's words go to receive-pack's stderr: the daemon's log here, the client over ssh.
+    let log = std::fs::read_to_string(lab.dir.path().join("a/daemon.log")).unwrap();
+    assert!(log.contains("stargate: not leader (leader: z, epoch: 1)"), "{log}");
+    assert!(log.contains("ref updates aborted by hook"), "{log}");
+}

@@ -1,0 +1,102 @@
+//! Leader election on one lock: exactly one leader, failover with epoch + 1, fencing,
+//! clean release.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+#[test]
+fn exactly_one_node_is_ready_once_settled() {
+    let lab = Lab::up(2);
+    let leader = lab.wait_leader(None, Duration::from_secs(5));
+    for i in 0..200 {
+        let ready = lab.ready();
+        assert_eq!(ready.len(), 1, "sample {i}: ready = {ready:?}");
+        assert_eq!(ready[0], leader, "sample {i}: leadership moved without cause");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(lab.record()["node"], leader.as_str());
+}
+
+#[test]
+fn kill_9_of_the_leader_agent_elects_the_other_with_next_epoch() {
+    let lab = Lab::up(2);
+    let first = lab.wait_leader(None, Duration::from_secs(5));
+    let epoch = lab.record()["epoch"].as_u64().unwrap();
+    let start = Instant::now();
+    lab.kill(&first, "agent", "KILL");
+    let second = lab.wait_leader(Some(&first), Duration::from_secs(5));
+    let handover = start.elapsed();
+    assert_ne!(first, second);
+    assert_eq!(lab.record()["epoch"].as_u64().unwrap(), epoch + 1);
+    assert_eq!(lab.record()["node"], second.as_str());
+    assert!(
+        lab.audit()
+            .iter()
+            .any(|e| e["event"] == "elected" && e["node"] == second.as_str() && e["previous_leader"] == first.as_str())
+    );
+    eprintln!("handover after kill -9: {handover:?}");
+    // The dead node's hooks and health now refuse too.
+    assert_eq!(lab.http(&first, "/readyz").0, 503);
+    assert_eq!(lab.http(&first, "/healthz").0, 503);
+}
+
+#[test]
+fn fenced_leader_refuses_although_its_agent_still_runs() {
+    let lab = Lab::up(1);
+    lab.wait_leader(None, Duration::from_secs(5));
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "v1"]).status.success());
+
+    // An emergency promote elsewhere moves the epoch past node a.
+    let mut record = lab.record();
+    let epoch = record["epoch"].as_u64().unwrap() + 1;
+    record["epoch"] = epoch.into();
+    record["node"] = "z".into();
+    let path = lab.dir.path().join("shared/stargate.lock.leader");
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+
+    let out = client.kv("c", &["set", "k", "v2"]);
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("stargate: not leader (leader: z, epoch: {epoch})")), "{}", stderr(&out));
+    assert_eq!(lab.http("a", "/readyz").0, 503);
+    assert!(std::path::Path::new(&format!("/proc/{}", lab.pid("a", "agent"))).exists(), "agent must still run");
+    assert_eq!(
+        ok(lab.node_cmd("a", "git").args([
+            "--git-dir",
+            lab.repo("a", "kv").to_str().unwrap(),
+            "show",
+            "refs/kv/default:k"
+        ])),
+        "v1"
+    );
+    wait_until("the agent to log the fencing", Duration::from_secs(3), || {
+        lab.audit().iter().any(|e| e["event"] == "fenced" && e["node"] == "a")
+    });
+}
+
+#[test]
+fn sigterm_releases_the_lease_for_the_other_node() {
+    let lab = Lab::up(2);
+    let first = lab.wait_leader(None, Duration::from_secs(5));
+    lab.kill(&first, "agent", "TERM");
+    let second = lab.wait_leader(Some(&first), Duration::from_secs(5));
+    assert_ne!(first, second);
+    assert!(lab.audit().iter().any(|e| e["event"] == "released" && e["node"] == first.as_str()));
+    // A clean stop leaves no state behind that could look alive.
+    let status = lab.http(&first, "/status").1;
+    assert!(status.contains("agent not running"), "{status}");
+}
+
+#[test]
+fn restarted_node_rejoins_as_passive() {
+    let lab = Lab::up(2);
+    let first = lab.wait_leader(None, Duration::from_secs(5));
+    lab.kill(&first, "agent", "KILL");
+    let second = lab.wait_leader(Some(&first), Duration::from_secs(5));
+    lab.start(&first, "agent");
+    wait_until("the restarted agent to be healthy", Duration::from_secs(5), || lab.http(&first, "/healthz").0 == 200);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(lab.ready(), vec![second]);
+}

@@ -1,0 +1,256 @@
+//! The test harness: the lab (contrib/lab/lab) around real processes, and git run in an
+//! environment isolated from the user's configuration.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const HOOK: &str = env!("CARGO_BIN_EXE_stargate-hook");
+
+/// A directory holding `stargate-hook` and its `git-kv` / `git-stargate` links.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(HOOK).parent().unwrap().join("it-bin");
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["stargate-hook", "git-kv", "git-stargate"] {
+            // symlink + rename: atomic, so concurrent test processes cannot trip over each other
+            let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(HOOK, &tmp).unwrap();
+            std::fs::rename(&tmp, dir.join(name)).unwrap();
+        }
+        dir
+    })
+}
+
+pub fn path_env() -> String {
+    format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default())
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A command with the isolated test environment (git's t/test-lib.sh habit).
+pub fn cmd(program: &str, home: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.env_clear()
+        .env("PATH", path_env())
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", home.join(".gitconfig"))
+        .env("LC_ALL", "C")
+        .env("TZ", "UTC")
+        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com");
+    if let Ok(log) = std::env::var("STARGATE_LOG") {
+        c.env("STARGATE_LOG", log);
+    }
+    c
+}
+
+pub fn run(mut c: impl std::borrow::BorrowMut<Command>) -> Output {
+    let c = c.borrow_mut();
+    c.output().unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
+}
+
+pub fn ok(mut c: impl std::borrow::BorrowMut<Command>) -> String {
+    let c = c.borrow_mut();
+    let out = run(&mut *c);
+    assert!(out.status.success(), "{c:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A client workspace: its own HOME and clones.
+pub struct Client {
+    pub home: tempfile::TempDir,
+}
+
+impl Client {
+    pub fn new() -> Client {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join(".gitconfig"), "[user]\n\tname = Test\n\temail = test@example.com\n").unwrap();
+        Client { home }
+    }
+
+    pub fn git(&self, dir: &str, args: &[&str]) -> Command {
+        let mut c = cmd("git", self.home.path());
+        c.current_dir(self.home.path().join(dir)).args(args);
+        c
+    }
+
+    pub fn clone(&self, url: &str, dir: &str) {
+        ok(cmd("git", self.home.path()).current_dir(self.home.path()).args(["clone", "-q", url, dir]));
+    }
+
+    pub fn kv(&self, dir: &str, args: &[&str]) -> Output {
+        run(self.git(dir, &[&["kv"], args].concat()))
+    }
+}
+
+/// A running lab cluster, torn down on drop.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub net: String,
+    pub nodes: Vec<String>,
+}
+
+impl Lab {
+    pub fn up(nodes: usize) -> Lab {
+        Lab::up_with(nodes, "")
+    }
+
+    /// `extra` is appended to every node's git config before anything starts.
+    pub fn up_with(nodes: usize, extra: &str) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let net = format!("127.{}.{}", rand_octet(), rand_octet());
+        let lab = Lab { dir, net, nodes: ["a", "b", "c", "d", "e"][..nodes].iter().map(|s| s.to_string()).collect() };
+        if !extra.is_empty() {
+            std::fs::write(lab.dir.path().join("extra.gitconfig"), extra).unwrap();
+        }
+        let out = run(lab
+            .script("up")
+            .args(["--nodes", &nodes.to_string(), "--net", &lab.net])
+            .env("LAB_EXTRA_CONFIG", lab.dir.path().join("extra.gitconfig")));
+        assert!(out.status.success(), "lab up failed: {}{}", stderr(&out), lab.logs());
+        lab
+    }
+
+    pub fn script(&self, sub: &str) -> Command {
+        let mut c = cmd(repo_root().join("contrib/lab/lab").to_str().unwrap(), self.dir.path());
+        c.arg(sub).args(["--dir", self.dir.path().to_str().unwrap()]);
+        c
+    }
+
+    pub fn ip(&self, node: &str) -> String {
+        let i = self.nodes.iter().position(|n| n == node).expect("known node");
+        format!("{}.{}", self.net, i + 1)
+    }
+
+    pub fn url(&self, node: &str, repo: &str) -> String {
+        format!("git://{}/{repo}.git", self.ip(node))
+    }
+
+    pub fn repo(&self, node: &str, repo: &str) -> PathBuf {
+        self.dir.path().join(node).join("repos").join(format!("{repo}.git"))
+    }
+
+    /// A command running as part of `node` (its git config and environment).
+    pub fn node_cmd(&self, node: &str, program: &str) -> Command {
+        let home = self.dir.path().join(node);
+        let mut c = cmd(program, &home);
+        c.env("GIT_CONFIG_GLOBAL", home.join("gitconfig"));
+        c
+    }
+
+    pub fn kill(&self, node: &str, what: &str, signal: &str) {
+        ok(self.script("kill").args([node, what, signal]));
+    }
+
+    pub fn start(&self, node: &str, what: &str) {
+        ok(self.script("start").args([node, what]));
+    }
+
+    pub fn pid(&self, node: &str, what: &str) -> u32 {
+        let f = self.dir.path().join(node).join(format!("{what}.pid"));
+        std::fs::read_to_string(f).unwrap().trim().parse().unwrap()
+    }
+
+    pub fn http(&self, node: &str, path: &str) -> (u16, String) {
+        http_get(&format!("{}:8080", self.ip(node)), path)
+    }
+
+    pub fn ready(&self) -> Vec<String> {
+        self.nodes.iter().filter(|n| self.http(n, "/readyz").0 == 200).cloned().collect()
+    }
+
+    /// Wait until exactly one node is ready and it is not `not`; returns it.
+    pub fn wait_leader(&self, not: Option<&str>, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let ready = self.ready();
+            if let [one] = &ready[..] {
+                if Some(one.as_str()) != not {
+                    return one.clone();
+                }
+            }
+            assert!(start.elapsed() < timeout, "no leader within {timeout:?} (ready: {ready:?}){}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn record(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.dir.path().join("shared/stargate.lock.leader")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("shared/stargate.lock.audit")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            for what in ["agent", "health", "daemon"] {
+                let f = self.dir.path().join(n).join(format!("{what}.log"));
+                out += &format!("\n--- {n}/{what}.log\n{}", std::fs::read_to_string(f).unwrap_or_default());
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = run(&mut self.script("down"));
+    }
+}
+
+fn rand_octet() -> u8 {
+    // Distinct per test process and call: nextest runs tests in parallel processes.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    (h.finish() % 250) as u8 + 2
+}
+
+/// GET `path` from `addr`; (status, body). Panics on transport failure.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let (code, _, body) =
+        http_raw(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("http answer");
+    (code, body)
+}
+
+/// Send `request` as is; (status, head, body), or None if the server closed without answering.
+pub fn http_raw(addr: &str, request: &[u8]) -> Option<(u16, String, String)> {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, head.to_owned(), body.to_owned()))
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

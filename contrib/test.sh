@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install what the test suite needs (as root, on Debian), then run it.
+# Usage: contrib/test.sh [nextest filter...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v git >/dev/null || need+=(git)
+command -v systemd-socket-activate >/dev/null || need+=(systemd)
+command -v mandoc >/dev/null || need+=(mandoc)
+command -v setsid >/dev/null || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "test.sh: please install: ${need[*]}" >&2
+    exit 1
+  fi
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+cargo build --all-targets
+cargo nextest run --no-fail-fast "$@"

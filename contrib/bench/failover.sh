@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Handover time after kill -9 of the leader's agent: from the kill until the other node's
+# /readyz answers 200. Runs N rounds (default 20) on one two-node lab, restarting the killed
+# agent between rounds, and prints every time, the median and the worst.
+# Usage: contrib/bench/failover.sh [N]   (stargate-hook on PATH)
+set -euo pipefail
+n=${1:-20}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+lab=("$root/contrib/lab/lab" --dir "$work")
+trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
+export GIT_CONFIG_NOSYSTEM=1
+"${lab[@]}" up --nodes 2 --net 127.79.0 >/dev/null
+ready() { # node -> 0 when /readyz is 200
+  exec 3<>"/dev/tcp/$(cat "$work/$1/ip")/8080" 2>/dev/null || return 1
+  printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
+  local line; read -r line <&3 || true; exec 3<&-
+  [[ $line == *" 200 "* ]]
+}
+times=()
+for ((i = 1; i <= n; i++)); do
+  leader=$("${lab[@]}" leader)
+  other=$([ "$leader" = a ] && echo b || echo a)
+  start=$(date +%s%N)
+  "${lab[@]}" kill "$leader" agent KILL
+  until ready "$other"; do sleep 0.005; done
+  t=$(( ($(date +%s%N) - start) / 1000000 ))
+  times+=("$t")
+  "${lab[@]}" start "$leader" agent
+  sleep 0.7 # the restarted agent publishes its state and settles as passive
+done
+sorted=$(printf '%s\n' "${times[@]}" | sort -n)
+echo "handover after kill -9 (ms): ${times[*]}"
+echo "median: $(echo "$sorted" | sed -n "$(( (n + 1) / 2 ))p") ms, worst: $(echo "$sorted" | tail -1) ms, runs: $n"

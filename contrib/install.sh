@@ -1,0 +1,95 @@
+#!/bin/sh
+# Install Stargate under a prefix: binaries, git subcommand links, hook shims
+# for core.hooksPath, and man pages. Safe to run again.
+#
+#   contrib/install.sh [--prefix PREFIX] [--bindir DIR]
+#
+# PREFIX defaults to /usr/local, DIR (where cargo put the binaries) to
+# target/release in this repository. DESTDIR, if set, is prepended to every
+# installed path but not to the paths written into the hook shims.
+set -eu
+
+usage() {
+	echo "usage: contrib/install.sh [--prefix PREFIX] [--bindir DIR]" >&2
+	exit 129
+}
+
+die() {
+	echo "install.sh: $*" >&2
+	exit 1
+}
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+prefix=/usr/local
+bindir=$repo/target/release
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--prefix) [ $# -ge 2 ] || usage; prefix=$2; shift 2 ;;
+	--prefix=*) prefix=${1#--prefix=}; shift ;;
+	--bindir) [ $# -ge 2 ] || usage; bindir=$2; shift 2 ;;
+	--bindir=*) bindir=${1#--bindir=}; shift ;;
+	-h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) usage ;;
+	esac
+done
+
+case $prefix in
+/*) ;;
+*) prefix=$PWD/$prefix ;; # the shims need an absolute path
+esac
+[ -x "$bindir/stargate-hook" ] ||
+	die "$bindir/stargate-hook not found; build first: cargo build --release"
+
+dest=${DESTDIR:-}$prefix
+
+say() {
+	echo "installed $*"
+}
+
+# Copy $1 to $2 with mode $3 through a temporary file and a rename, so that a
+# running program (an agent, a hook) is never overwritten in place.
+put() {
+	tmp=$(dirname "$2")/.$(basename "$2").tmp.$$
+	cp "$1" "$tmp"
+	chmod "$3" "$tmp"
+	mv -f "$tmp" "$2"
+	say "$2"
+}
+
+# The same for generated text on standard input.
+put_text() {
+	tmp=$(dirname "$1")/.$(basename "$1").tmp.$$
+	cat >"$tmp"
+	chmod "$2" "$tmp"
+	mv -f "$tmp" "$1"
+	say "$1"
+}
+
+mkdir -p "$dest/bin" "$dest/share/stargate/githooks"
+
+put "$bindir/stargate-hook" "$dest/bin/stargate-hook" 755
+if [ -f "$bindir/git-remote-stargate" ]; then
+	put "$bindir/git-remote-stargate" "$dest/bin/git-remote-stargate" 755
+fi
+for link in git-stargate git-kv; do
+	rm -f "$dest/bin/$link"
+	ln -s stargate-hook "$dest/bin/$link"
+	say "$dest/bin/$link -> stargate-hook"
+done
+
+# The shims name the binary by absolute path: hooks run with the Git server's
+# PATH, which need not contain PREFIX/bin.
+quoted=$(printf '%s\n' "$prefix/bin/stargate-hook" | sed 's/[\\"$`]/\\&/g')
+for hook in pre-receive reference-transaction post-receive; do
+	[ -e "$repo/githooks/$hook" ] || continue
+	printf '#!/bin/sh\nexec "%s" %s "$@"\n' "$quoted" "$hook" |
+		put_text "$dest/share/stargate/githooks/$hook" 755
+done
+
+for page in "$repo"/man/*.1 "$repo"/man/*.7; do
+	[ -f "$page" ] || continue
+	section=${page##*.}
+	mkdir -p "$dest/share/man/man$section"
+	put "$page" "$dest/share/man/man$section/$(basename "$page")" 644
+done

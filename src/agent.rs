@@ -32,6 +32,7 @@ struct Agent {
     health: Option<String>,
     lock: PathBuf,
     state_dir: PathBuf,
+    stale_after: Duration,
     interval: Duration,
     lease: Lease,
     role: Role,
@@ -56,6 +57,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         lease: Lease::open(&lock)?,
         lock,
         state_dir,
+        stale_after: cfg.lease_stale_after()?,
         interval: cfg.lease_interval()?,
         role: Role::Passive,
         epoch: 0,
@@ -167,6 +169,8 @@ impl Agent {
     fn publish(&mut self) {
         let state = State {
             node: self.me.clone(),
+            lock: self.lock.clone(),
+            stale_after_ms: self.stale_after.as_millis() as u64,
             pid: std::process::id(),
             role: self.role,
             epoch: self.epoch,
@@ -189,7 +193,8 @@ impl Agent {
             log::info!("stopping: releasing the lease at epoch {}", self.epoch);
             self.step_down("released", "agent stopped");
         }
-        let _ = std::fs::remove_file(node::state_path(&self.state_dir));
+        // The state stays (passive, pid gone): hooks still find the lease and name the leader.
+        self.publish();
         log::info!("agent stopped");
     }
 

@@ -32,8 +32,17 @@ impl Config {
         Config { values: entries.into_iter().collect() }
     }
 
+    /// The value of `key`, named as documented (`stargate.lease.staleAfter`); git folds the
+    /// section and variable name to lower case, never the subsection.
     fn raw(&self, key: &str) -> Option<&str> {
-        self.values.get(key).map(String::as_str)
+        let folded = match key.split('.').collect::<Vec<_>>()[..] {
+            [section, variable] => format!("{}.{}", section.to_lowercase(), variable.to_lowercase()),
+            [section, ref sub @ .., variable] => {
+                format!("{}.{}.{}", section.to_lowercase(), sub.join("."), variable.to_lowercase())
+            }
+            _ => key.to_owned(),
+        };
+        self.values.get(&folded).map(String::as_str)
     }
 
     fn duration(&self, key: &str, default: Duration) -> Result<Duration, Error> {
@@ -59,12 +68,9 @@ impl Config {
         self.absolute_path("stargate.root")
     }
 
-    /// `stargate.stateDir`: where the agent keeps this node's state. Default: `<root>/.stargate`.
+    /// Where the agent publishes this node's state for the hooks: `<root>/.stargate`.
     pub fn state_dir(&self) -> Result<PathBuf, Error> {
-        match self.raw("stargate.statedir") {
-            Some(_) => self.absolute_path("stargate.statedir"),
-            None => Ok(self.root()?.join(".stargate")),
-        }
+        Ok(self.root()?.join(STATE_DIR))
     }
 
     /// `stargate.<id>.url`: how peers and clients reach node `<id>`'s repositories. No default.
@@ -115,7 +121,7 @@ impl Config {
     /// `stargate.lease.staleAfter`: agent state older than this means the agent is gone
     /// and the node refuses writes. Default: 2s.
     pub fn lease_stale_after(&self) -> Result<Duration, Error> {
-        self.duration("stargate.lease.staleafter", Duration::from_secs(2))
+        self.duration("stargate.lease.staleAfter", Duration::from_secs(2))
     }
 
     /// `stargate.health.timeout`: how long the health responder waits for a whole request.
@@ -127,7 +133,7 @@ impl Config {
     /// `stargate.health.idleExit`: under socket activation, exit after this long without
     /// a connection. Default: 60s.
     pub fn health_idle_exit(&self) -> Result<Duration, Error> {
-        self.duration("stargate.health.idleexit", Duration::from_secs(60))
+        self.duration("stargate.health.idleExit", Duration::from_secs(60))
     }
 
     /// `kv.namespace`: the namespace `git kv` uses without `--namespace`. Default: `default`.
@@ -142,7 +148,7 @@ impl Config {
 
     /// `kv.pushAttempts`: how often `git kv` retries a push that lost a race. Default: 10.
     pub fn kv_push_attempts(&self) -> Result<u32, Error> {
-        self.number("kv.pushattempts", 10, 1..=1000)
+        self.number("kv.pushAttempts", 10, 1..=1000)
     }
 
     fn number(&self, key: &str, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, Error> {
@@ -174,7 +180,7 @@ impl Config {
             self.node_url(&id)?;
             self.node_health(&id)?;
         }
-        for key in ["stargate.lock", "stargate.root", "stargate.statedir"] {
+        for key in ["stargate.lock", "stargate.root"] {
             if let Some(v) = self.raw(key) {
                 if !Path::new(v).is_absolute() {
                     return Err(invalid(key, v, "expected an absolute path"));
@@ -184,6 +190,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// The directory under `stargate.root` where the agent keeps node state.
+pub const STATE_DIR: &str = ".stargate";
 
 const DURATION: &str = "expected a duration like 30s, 2m or 500ms";
 const ID: &str = "expected 1-64 of A-Z a-z 0-9 . _ -, not starting with '.' or '-'";

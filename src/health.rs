@@ -69,6 +69,10 @@ pub fn main(args: &[String]) -> Result<()> {
         }
         .map_err(|e| fatal("socket activation", e));
     }
+    if socket_family(2).is_some() {
+        // stderr is the client's connection (xinetd): a log line would corrupt the answer.
+        log::set_max_level(log::LevelFilter::Off);
+    }
     inetd(0, 1, &ctx).map_err(|e| fatal("inetd", e))
 }
 

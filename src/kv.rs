@@ -79,7 +79,6 @@ struct Store {
     dir: PathBuf,
     remote: String,
     refname: String,
-    attempts: u32,
 }
 
 pub fn main(args: &[String]) -> crate::error::Result<()> {
@@ -89,21 +88,15 @@ pub fn main(args: &[String]) -> crate::error::Result<()> {
     validate_namespace(&namespace)?;
     let repo = gix::discover(".").map_err(|e| Error::Repo(format!("not in a git repository: {e}")))?;
     let dir = repo.workdir().unwrap_or_else(|| repo.git_dir()).to_owned();
-    let store = Store {
-        repo,
-        dir,
-        remote: cfg.kv_remote().to_owned(),
-        refname: format!("refs/kv/{namespace}"),
-        attempts: cfg.kv_push_attempts()?,
-    };
+    let store = Store { repo, dir, remote: cfg.kv_remote().to_owned(), refname: format!("refs/kv/{namespace}") };
     match cli.command {
         Command::Set { key, value } => {
             validate_key(&key)?;
-            store.write(&format!("set {key}"), |tree| set(tree, &key, value.as_bytes()))?;
+            store.write(cfg.kv_push_attempts()?, &format!("set {key}"), |tree| set(tree, &key, value.as_bytes()))?;
         }
         Command::Del { key } => {
             validate_key(&key)?;
-            store.write(&format!("del {key}"), |tree| del(tree, &key))?;
+            store.write(cfg.kv_push_attempts()?, &format!("del {key}"), |tree| del(tree, &key))?;
         }
         Command::Get { key, from_leader } => {
             validate_key(&key)?;
@@ -196,8 +189,13 @@ impl Store {
 
     /// Fetch, apply `edit` to the namespace's tree, commit and push; on a lost race start
     /// over from the new tip.
-    fn write(&self, message: &str, edit: impl Fn(&mut Edit<'_, '_>) -> Result<(), Error>) -> Result<(), Error> {
-        for attempt in 1..=self.attempts {
+    fn write(
+        &self,
+        attempts: u32,
+        message: &str,
+        edit: impl Fn(&mut Edit<'_, '_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        for attempt in 1..=attempts {
             self.fetch(false)?;
             let tip = self.tip()?;
             let base = self.tree(tip)?;
@@ -216,7 +214,7 @@ impl Store {
                 },
             }
         }
-        Err(Error::TooManyRaces(self.attempts))
+        Err(Error::TooManyRaces(attempts))
     }
 
     fn commit(&self, message: &str, tree: ObjectId, parent: Option<ObjectId>) -> Result<ObjectId, Error> {

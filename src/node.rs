@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, STATE_DIR};
 use crate::lease::{self, Record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,10 +17,15 @@ pub enum Role {
     Passive,
 }
 
-/// What the agent publishes every lease interval in `<stateDir>/node.json`.
+/// What the agent publishes every lease interval in `<root>/.stargate/node.json`. It carries
+/// everything the hooks need, so a hook reads no git config and agrees with the agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
     pub node: String,
+    /// `stargate.lock` as the agent uses it.
+    pub lock: PathBuf,
+    /// `stargate.lease.staleAfter` in milliseconds.
+    pub stale_after_ms: u64,
     pub pid: u32,
     pub role: Role,
     /// The epoch this node leads under (leader), or the last epoch it saw (passive).
@@ -85,15 +90,48 @@ pub enum Authority {
     Refused { leader: String, epoch: u64, reason: String },
 }
 
+/// This node as configured (`git stargate status`, the health responder).
 pub fn inspect(cfg: &Config) -> Result<View, crate::config::Error> {
-    let me = cfg.node()?;
-    let lock = cfg.lock()?;
-    let state_dir = cfg.state_dir()?;
-    let stale_after = cfg.lease_stale_after()?;
-    let record = lease::read_record(&lock).map_err(|e| e.to_string());
-    let state = std::fs::read(state_path(&state_dir)).ok().and_then(|b| serde_json::from_slice::<State>(&b).ok());
+    let (me, lock, stale_after) = (cfg.node()?, cfg.lock()?, cfg.lease_stale_after()?);
+    let state = read_state(&cfg.state_dir()?);
+    Ok(view(me, &lock, stale_after, state))
+}
+
+/// The node serving the repository at `repo` (hooks): found by walking up to the
+/// `.stargate` directory of its `stargate.root`, and judged by what its agent published.
+pub fn inspect_repo(repo: &Path) -> View {
+    let Some(state_dir) = find_state_dir(repo) else {
+        let why = format!("no {} directory above {}: not a Stargate repository", STATE_DIR, repo.display());
+        return View { me: "unknown".into(), record: Ok(None), state: None, agent_problem: Some(why) };
+    };
+    match read_state(&state_dir) {
+        Some(state) => {
+            let (me, lock) = (state.node.clone(), state.lock.clone());
+            view(me, &lock, Duration::from_millis(state.stale_after_ms), Some(state))
+        }
+        None => View {
+            me: "unknown".into(),
+            record: Ok(None),
+            state: None,
+            agent_problem: Some("agent not running (no state)".into()),
+        },
+    }
+}
+
+/// The nearest `<dir>/.stargate` at or above `repo`.
+pub fn find_state_dir(repo: &Path) -> Option<PathBuf> {
+    let repo = repo.canonicalize().ok()?;
+    repo.ancestors().map(|dir| dir.join(STATE_DIR)).find(|dir| dir.is_dir())
+}
+
+fn read_state(state_dir: &Path) -> Option<State> {
+    std::fs::read(state_path(state_dir)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+fn view(me: String, lock: &Path, stale_after: Duration, state: Option<State>) -> View {
+    let record = lease::read_record(lock).map_err(|e| e.to_string());
     let agent_problem = agent_problem(&me, state.as_ref(), stale_after);
-    Ok(View { me, record, state, agent_problem })
+    View { me, record, state, agent_problem }
 }
 
 fn agent_problem(me: &str, state: Option<&State>, stale_after: Duration) -> Option<String> {

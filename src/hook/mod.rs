@@ -8,8 +8,8 @@ pub use pre_receive::pre_receive;
 pub use reference_transaction::reference_transaction;
 
 use std::io::Read;
+use std::path::PathBuf;
 
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::node::{self, Authority};
 
@@ -22,14 +22,21 @@ fn read_updates() -> Result<String> {
     Ok(input)
 }
 
-/// Ok when this node is the leader of the current epoch; otherwise print why on stderr
-/// (git relays it to the pushing client) and fail with `NotLeader` (exit 9).
-fn require_leader(cfg: &Config) -> Result<u64> {
-    match node::inspect(cfg)?.authority() {
+/// Ok when the node serving this repository (hooks run in it) leads the current epoch;
+/// otherwise say why on stderr (git relays it to the pushing client) and fail with
+/// `NotLeader` (exit 9). Reads no git config: see `node::inspect_repo`.
+fn require_leader() -> Result<u64> {
+    match node::inspect_repo(&git_dir()).authority() {
         Authority::Leader { epoch } => Ok(epoch),
         Authority::Refused { leader, epoch, reason } => {
             eprintln!("stargate: {reason}");
             Err(Error::NotLeader { leader, epoch })
         }
     }
+}
+
+/// The repository a hook runs for: `$GIT_DIR` (git sets it for hooks, and does not always
+/// change into it), else the working directory.
+fn git_dir() -> PathBuf {
+    std::env::var_os("GIT_DIR").map_or_else(|| PathBuf::from("."), PathBuf::from)
 }

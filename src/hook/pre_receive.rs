@@ -1,12 +1,10 @@
 //! `pre-receive`: the first gate of a push. A node that is not the current leader refuses
 //! the whole push before any ref moves. Pushes never get the mirroring exemption.
 
-use crate::config::Config;
 use crate::error::Result;
 
 pub fn pre_receive() -> Result<()> {
     super::read_updates()?;
-    let cfg = Config::load(None)?;
-    super::require_leader(&cfg)?;
+    super::require_leader()?;
     Ok(())
 }

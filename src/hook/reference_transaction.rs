@@ -3,7 +3,6 @@
 //! lost the lease after `pre-receive` therefore still cannot commit, and nothing but the
 //! agent's own mirroring writes on a passive node.
 
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::node;
 
@@ -13,10 +12,9 @@ pub fn reference_transaction(args: &[String]) -> Result<()> {
     if state != "prepared" {
         return Ok(());
     }
-    let cfg = Config::load(None)?;
-    if node::is_agent_sync(&cfg.state_dir()?) {
+    if node::find_state_dir(&super::git_dir()).is_some_and(|dir| node::is_agent_sync(&dir)) {
         return Ok(());
     }
-    super::require_leader(&cfg)?;
+    super::require_leader()?;
     Ok(())
 }

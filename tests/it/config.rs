@@ -15,14 +15,13 @@ fn each_malformed_key_is_named() {
         ("[stargate]\n\tnode = bad/id\n", "stargate.node", "bad/id"),
         ("[stargate]\n\tlock = relative/lock\n", "stargate.lock", "relative/lock"),
         ("[stargate]\n\troot = relative\n", "stargate.root", "relative"),
-        ("[stargate]\n\tstateDir = state\n", "stargate.statedir", "state"),
         ("[stargate \"lease\"]\n\tinterval = fast\n", "stargate.lease.interval", "fast"),
         ("[stargate \"lease\"]\n\tinterval = 0ms\n", "stargate.lease.interval", "0ms"),
-        ("[stargate \"lease\"]\n\tstaleAfter = 10\n", "stargate.lease.staleafter", "10"),
+        ("[stargate \"lease\"]\n\tstaleAfter = 10\n", "stargate.lease.staleAfter", "10"),
         ("[stargate \"health\"]\n\ttimeout = 2x\n", "stargate.health.timeout", "2x"),
-        ("[stargate \"health\"]\n\tidleExit = -1s\n", "stargate.health.idleexit", "-1s"),
+        ("[stargate \"health\"]\n\tidleExit = -1s\n", "stargate.health.idleExit", "-1s"),
         ("[stargate \"b\"]\n\turl = git://b/\n\thealth = ftp://b\n", "stargate.b.health", "ftp://b"),
-        ("[kv]\n\tpushAttempts = zero\n", "kv.pushattempts", "zero"),
+        ("[kv]\n\tpushAttempts = zero\n", "kv.pushAttempts", "zero"),
     ];
     for (extra, key, value) in cases {
         let out = status_with(extra);

@@ -85,8 +85,10 @@ fn sigterm_releases_the_lease_for_the_other_node() {
     assert_ne!(first, second);
     assert!(lab.audit().iter().any(|e| e["event"] == "released" && e["node"] == first.as_str()));
     // A clean stop leaves no state behind that could look alive.
-    let status = lab.http(&first, "/status").1;
-    assert!(status.contains("agent not running"), "{status}");
+    wait_until("the stopped agent to exit", Duration::from_secs(3), || {
+        lab.http(&first, "/status").1.contains("not running")
+    });
+    assert_eq!(lab.http(&first, "/healthz").0, 503);
 }
 
 #[test]

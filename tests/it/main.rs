@@ -3,6 +3,7 @@
 mod support;
 
 mod config;
+mod docs;
 mod health;
 mod hooks;
 mod kv;

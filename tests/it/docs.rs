@@ -1,0 +1,71 @@
+//! The documentation and the install layout stay true to the code: man pages lint clean,
+//! every config key is documented, and an installed prefix works.
+
+use crate::support::*;
+
+#[test]
+fn man_pages_are_lint_clean() {
+    let pages: Vec<_> = std::fs::read_dir(repo_root().join("man")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(pages.len() >= 4, "{pages:?}");
+    for page in pages {
+        let out = run(std::process::Command::new("mandoc").args(["-Tlint", "-W", "warning"]).arg(&page));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+        assert!(out.status.success() && text.trim().is_empty(), "{}: {text}", page.display());
+    }
+}
+
+/// The words of a roff page, with font macros and escapes taken out.
+fn roff_text(page: &str) -> String {
+    let mut text = String::new();
+    for line in page.lines() {
+        let (macro_name, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let rest = rest.replace('"', "");
+        match macro_name {
+            // Alternating-font macros join their arguments with no space between.
+            ".BI" | ".BR" | ".IR" | ".RB" | ".RI" | ".IB" => text += &rest.split_whitespace().collect::<String>(),
+            ".B" | ".I" => text += &rest,
+            _ => text += line,
+        }
+        text.push('\n');
+    }
+    ["\\fB", "\\fI", "\\fR", "\\fP", "\\&"].iter().fold(text, |t, esc| t.replace(esc, "")).replace("\\-", "-")
+}
+
+#[test]
+fn every_config_key_is_documented_in_stargate_7() {
+    let source = std::fs::read_to_string(repo_root().join("src/config.rs")).unwrap();
+    let page = roff_text(&std::fs::read_to_string(repo_root().join("man/stargate.7")).unwrap());
+    let keys: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("/// `")?.split_once("`:").map(|(k, _)| k))
+        .collect();
+    assert!(keys.len() >= 10, "found only {keys:?}");
+    for key in keys {
+        assert!(page.contains(key), "{key} is not documented in man/stargate.7");
+    }
+}
+
+#[test]
+fn install_lays_out_a_working_prefix() {
+    let prefix = tempfile::tempdir().unwrap();
+    let bindir = std::path::Path::new(HOOK).parent().unwrap();
+    let script = repo_root().join("contrib/install.sh");
+    let home = tempfile::tempdir().unwrap();
+    ok(cmd(script.to_str().unwrap(), home.path()).args(["--prefix", prefix.path().to_str().unwrap(), "--bindir"]).arg(bindir));
+    let p = prefix.path();
+    for hook in ["pre-receive", "reference-transaction"] {
+        let link = std::fs::read_link(p.join("share/stargate/githooks").join(hook)).unwrap();
+        assert_eq!(link, p.join("bin/stargate-hook"), "hooks link to the multi-call binary");
+    }
+    for page in ["man1/git-stargate.1", "man1/git-kv.1", "man1/stargate-hook.1", "man7/stargate.7"] {
+        assert!(p.join("share/man").join(page).is_file(), "{page}");
+    }
+    // The installed links work as git subcommands with nothing else on PATH but git.
+    let path = format!("{}:/usr/bin:/bin", p.join("bin").display());
+    let out = run(cmd("git", home.path()).env("PATH", &path).args(["kv", "-h"]));
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Usage: git kv"), "{}", stderr(&out));
+    let out = run(cmd("git", home.path()).env("PATH", &path).env("MANPATH", p.join("share/man")).env("MANPAGER", "cat").env("PAGER", "cat").args(["stargate", "--help"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("git-stargate"), "git help stargate shows the page: {}", stderr(&out));
+    // Re-running is harmless.
+    ok(cmd(script.to_str().unwrap(), home.path()).args(["--prefix", p.to_str().unwrap(), "--bindir"]).arg(bindir));
+}

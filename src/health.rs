@@ -41,6 +41,10 @@ struct Ctx {
 
 pub fn main(args: &[String]) -> Result<()> {
     let args: Args = crate::cli::parse("stargate-hook health", args)?;
+    if args.listen.is_none() && socket_family(2).is_some() {
+        // stderr is the client's connection (xinetd): a log line would corrupt the answer.
+        log::set_max_level(log::LevelFilter::Off);
+    }
     let cfg =
         Config::load(None).map_err(|e| e.to_string()).and_then(|c| c.validate().map(|()| c).map_err(|e| e.to_string()));
     if let Err(e) = &cfg {
@@ -68,10 +72,6 @@ pub fn main(args: &[String]) -> Result<()> {
             (false, _) => inetd(fd, fd, &ctx),
         }
         .map_err(|e| fatal("socket activation", e));
-    }
-    if socket_family(2).is_some() {
-        // stderr is the client's connection (xinetd): a log line would corrupt the answer.
-        log::set_max_level(log::LevelFilter::Off);
     }
     inetd(0, 1, &ctx).map_err(|e| fatal("inetd", e))
 }

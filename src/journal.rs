@@ -1,0 +1,225 @@
+//! The replication journal, kept inside git: `refs/stargate/journal` is a chain of commits,
+//! one per accepted ref transaction, each listing its updates with monotonically increasing
+//! sequence numbers, the epoch, the leader and the accept time. It replicates like any ref.
+//!
+//! The leader appends at `reference-transaction prepared`, while the refs are locked and
+//! before they move: a crash can leave an entry for an update that never happened (replicas
+//! then find nothing to change), never an update without its entry.
+
+use gix::ObjectId;
+use gix::refs::transaction::PreviousValue;
+
+pub const REF: &str = "refs/stargate/journal";
+/// How far back a replica walks before it gives up and mirrors everything.
+pub const MAX_WALK: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("journal: {0}")]
+    Git(String),
+    #[error("journal commit {0} is not a journal entry")]
+    Malformed(ObjectId),
+}
+
+fn git_err(e: impl std::fmt::Display) -> Error {
+    Error::Git(e.to_string())
+}
+
+/// One ref update, as `reference-transaction` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    pub old: ObjectId,
+    pub new: ObjectId,
+    pub refname: String,
+}
+
+/// One journal commit: a transaction's updates, numbered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub epoch: u64,
+    pub node: String,
+    pub time_ms: u64,
+    pub updates: Vec<(u64, Update)>,
+}
+
+impl Entry {
+    pub fn last_seq(&self) -> u64 {
+        self.updates.last().map_or(0, |(seq, _)| *seq)
+    }
+
+    fn message(&self) -> String {
+        let mut m = format!(
+            "stargate journal {}\n\nepoch {}\nnode {}\ntime {}\n",
+            self.last_seq(),
+            self.epoch,
+            self.node,
+            self.time_ms
+        );
+        for (seq, u) in &self.updates {
+            m += &format!("{seq} {} {} {}\n", u.old, u.new, u.refname);
+        }
+        m
+    }
+
+    fn parse(id: ObjectId, message: &str) -> Result<Entry, Error> {
+        let bad = || Error::Malformed(id);
+        let mut lines = message.lines();
+        if !lines.next().is_some_and(|l| l.starts_with("stargate journal ")) {
+            return Err(bad());
+        }
+        let mut entry = Entry { epoch: 0, node: String::new(), time_ms: 0, updates: Vec::new() };
+        for line in lines.filter(|l| !l.is_empty()) {
+            let (key, rest) = line.split_once(' ').ok_or_else(bad)?;
+            match key {
+                "epoch" => entry.epoch = rest.parse().map_err(|_| bad())?,
+                "node" => entry.node = rest.to_owned(),
+                "time" => entry.time_ms = rest.parse().map_err(|_| bad())?,
+                seq => {
+                    let seq: u64 = seq.parse().map_err(|_| bad())?;
+                    let mut f = rest.splitn(3, ' ');
+                    let (Some(old), Some(new), Some(refname)) = (f.next(), f.next(), f.next()) else {
+                        return Err(bad());
+                    };
+                    let old = ObjectId::from_hex(old.as_bytes()).map_err(|_| bad())?;
+                    let new = ObjectId::from_hex(new.as_bytes()).map_err(|_| bad())?;
+                    entry.updates.push((seq, Update { old, new, refname: refname.to_owned() }));
+                }
+            }
+        }
+        if entry.updates.is_empty() { Err(bad()) } else { Ok(entry) }
+    }
+}
+
+/// Parse `reference-transaction` stdin: `<old> <new> <ref>` per line. Symbolic updates
+/// (`ref:<target>` values) are not journaled: mirroring copies refs, not symrefs.
+pub fn parse_updates(input: &str) -> Vec<Update> {
+    input
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(3, ' ');
+            let old = ObjectId::from_hex(f.next()?.as_bytes()).ok()?;
+            let new = ObjectId::from_hex(f.next()?.as_bytes()).ok()?;
+            Some(Update { old, new, refname: f.next()?.to_owned() })
+        })
+        .collect()
+}
+
+/// Refs the journal records: everything a mirror copies, except itself and node-local refs.
+pub fn journaled(refname: &str) -> bool {
+    refname.starts_with("refs/") && refname != REF && !refname.starts_with("refs/stargate/local/")
+}
+
+/// Open a repository for journal and ref work, without reading user or system config
+/// (which may make gix run `git`): only the repository's own settings matter here.
+pub fn open(path: &std::path::Path) -> Result<gix::Repository, Error> {
+    gix::open_opts(path, gix::open::Options::isolated()).map_err(git_err)
+}
+
+/// The journal tip and its last sequence number.
+pub fn tip(repo: &gix::Repository) -> Result<Option<(ObjectId, u64)>, Error> {
+    let Some(r) = repo.try_find_reference(REF).map_err(git_err)? else { return Ok(None) };
+    let id = r.id().detach();
+    Ok(Some((id, read(repo, id)?.0.last_seq())))
+}
+
+/// The entry stored in journal commit `id`, and its parent.
+pub fn read(repo: &gix::Repository, id: ObjectId) -> Result<(Entry, Option<ObjectId>), Error> {
+    let commit = repo.find_commit(id).map_err(git_err)?;
+    let message = commit.message_raw().map_err(git_err)?.to_string();
+    let parent = commit.parent_ids().next().map(|p| p.detach());
+    Ok((Entry::parse(id, &message)?, parent))
+}
+
+/// Entries after `since` up to `tip`, oldest first; `None` when `since` is not in the
+/// chain (a new replica, a rewritten journal after failover, or more than `MAX_WALK`).
+pub fn range(repo: &gix::Repository, tip: ObjectId, since: Option<ObjectId>) -> Result<Option<Vec<Entry>>, Error> {
+    let mut entries = Vec::new();
+    let mut at = Some(tip);
+    while let Some(id) = at {
+        if Some(id) == since {
+            entries.reverse();
+            return Ok(Some(entries));
+        }
+        if entries.len() >= MAX_WALK {
+            return Ok(None);
+        }
+        let (entry, parent) = read(repo, id)?;
+        entries.push(entry);
+        at = parent;
+    }
+    Ok(None)
+}
+
+/// Append one entry for `updates` (leader, at `prepared`). Concurrent transactions on other
+/// refs race for the journal ref; the loser re-reads the tip and numbers after it.
+pub fn append(repo: &gix::Repository, epoch: u64, node: &str, updates: Vec<Update>) -> Result<u64, Error> {
+    let empty_tree = repo.write_object(gix::objs::Tree::empty()).map_err(git_err)?.detach();
+    let mut last_error = String::new();
+    for attempt in 0..50u64 {
+        let tip = tip(repo)?;
+        let first = tip.map_or(1, |(_, seq)| seq + 1);
+        let entry = Entry {
+            epoch,
+            node: node.to_owned(),
+            time_ms: crate::lease::now_ms(),
+            updates: updates.iter().cloned().enumerate().map(|(i, u)| (first + i as u64, u)).collect(),
+        };
+        let signature = gix::actor::Signature {
+            name: "stargate".into(),
+            email: format!("stargate@{node}").into(),
+            time: gix::date::Time::new((entry.time_ms / 1000) as i64, 0),
+        };
+        let commit = gix::objs::Commit {
+            message: entry.message().into(),
+            tree: empty_tree,
+            author: signature.clone(),
+            committer: signature,
+            encoding: None,
+            parents: tip.map(|(id, _)| id).into_iter().collect(),
+            extra_headers: Vec::new(),
+        };
+        let id = repo.write_object(&commit).map_err(git_err)?.detach();
+        let expected = match tip {
+            Some((old, _)) => PreviousValue::MustExistAndMatch(old.into()),
+            None => PreviousValue::MustNotExist,
+        };
+        match repo.reference(REF, id, expected, "stargate: journal") {
+            Ok(_) => return Ok(entry.last_seq()),
+            Err(e) => last_error = e.to_string(),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1 + rand::random_range(0..=attempt)));
+    }
+    Err(Error::Git(format!("cannot append to {REF}: {last_error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_through_their_message() {
+        let a = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
+        let z = ObjectId::null(gix::hash::Kind::Sha1);
+        let entry = Entry {
+            epoch: 3,
+            node: "a".into(),
+            time_ms: 1_700_000_000_123,
+            updates: vec![
+                (7, Update { old: z, new: a, refname: "refs/heads/main".into() }),
+                (8, Update { old: a, new: z, refname: "refs/kv/x y".into() }),
+            ],
+        };
+        assert_eq!(Entry::parse(a, &entry.message()).unwrap(), entry);
+        assert!(Entry::parse(a, "not a journal\n").is_err());
+        assert!(Entry::parse(a, "stargate journal 1\n\nepoch x\n").is_err());
+    }
+
+    #[test]
+    fn transaction_input_is_parsed_and_filtered() {
+        let input = "0000000000000000000000000000000000000000 1111111111111111111111111111111111111111 refs/heads/main\nref:refs/heads/a ref:refs/heads/b HEAD\ngarbage\n";
+        let updates = parse_updates(input);
+        assert_eq!(updates.len(), 1);
+        assert!(journaled("refs/heads/main") && journaled("refs/kv/default"));
+        assert!(!journaled(REF) && !journaled("refs/stargate/local/lost/1/refs/heads/x") && !journaled("HEAD"));
+    }
+}

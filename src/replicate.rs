@@ -1,0 +1,458 @@
+//! The agent's replica side: while this node is passive, mirror every repository from the
+//! leader every `stargate.sync.interval` and as soon as the leader signals a write. One sync
+//! per repository at a time (signals coalesce; a sync finding the repository's lock taken
+//! is skipped, not queued), each under the watchdog, failures retried with backoff.
+//!
+//! It publishes what it knows in `<root>/.stargate/replication.json` for the health
+//! responder and `git stargate status|lag`, sends StatsD metrics and lag alerts.
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Alerter;
+use crate::backoff::Policy;
+use crate::config::{self, Config};
+use crate::lag::{self, Event, Judged, Windows};
+use crate::lease::{self, now_ms};
+use crate::metrics::{Counters, Statsd};
+use crate::sync::{self, Mode, Target};
+
+/// Signals for one repository closer together than this are dropped: a flood of forged
+/// or repeated datagrams costs at most one extra sync per interval.
+const SIGNAL_GAP: Duration = Duration::from_millis(50);
+
+/// What `replication.json` holds.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Published {
+    pub updated_ms: u64,
+    pub counters: Counters,
+    pub repos: HashMap<String, RepoStatus>,
+    pub windows: Vec<Judged>,
+    pub aggregate: Aggregate,
+    pub alerting: bool,
+    pub lost: Vec<LostRef>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Aggregate {
+    pub count: usize,
+    pub p50_s: Option<f64>,
+    pub p99_s: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct RepoStatus {
+    pub leader_seq: u64,
+    pub replica_seq: u64,
+    pub lag_operations: u64,
+    /// Lag of the last update this replica exposed.
+    pub lag_seconds: Option<f64>,
+    pub last_sync_ms: Option<u64>,
+    pub last_result: Option<String>,
+    pub last_mode: Option<Mode>,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LostRef {
+    pub repo: String,
+    pub refname: String,
+    pub oid: String,
+    pub kept_as: String,
+    pub at_ms: u64,
+}
+
+pub fn published_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("replication.json")
+}
+
+pub fn read_published(state_dir: &Path) -> Option<Published> {
+    serde_json::from_slice(&std::fs::read(published_path(state_dir)).ok()?).ok()
+}
+
+#[derive(Default)]
+struct Repo {
+    due: Option<Instant>,
+    signalled: bool,
+    last_signal: Option<Instant>,
+    running: bool,
+    attempt: u32,
+    retry_at: Option<Instant>,
+    /// Start of the last successful sync: every update accepted before it is exposed.
+    good_since_ms: u64,
+    status: RepoStatus,
+}
+
+struct Shared {
+    repos: HashMap<String, Repo>,
+    counters: Counters,
+    passive: bool,
+    windows: Windows,
+    /// Per namespace, for the StatsD gauge: the worst lag exposed this interval, and the last.
+    interval_lag: HashMap<String, f64>,
+    last_lag: HashMap<String, f64>,
+    lost: Vec<LostRef>,
+}
+
+pub struct Replicator {
+    me: String,
+    root: PathBuf,
+    state_dir: PathBuf,
+    lock: PathBuf,
+    interval: Duration,
+    metrics_interval: Duration,
+    policy: Policy,
+    settings: sync::Settings,
+    statsd: Option<String>,
+    alert: Option<(String, String)>,
+    shared: Mutex<Shared>,
+    wake: Condvar,
+}
+
+impl Replicator {
+    pub fn new(cfg: &Config, token: String) -> Result<Arc<Replicator>, config::Error> {
+        let limits = lag::Limits {
+            window_ms: cfg.alert_window()?.as_millis() as u64,
+            p50_s: cfg.alert_p50()?.as_secs_f64(),
+            p99_s: cfg.alert_p99()?.as_secs_f64(),
+        };
+        let alert = match (cfg.alert_url()?, cfg.alert_routing_key()) {
+            (Some(url), Some(key)) => Some((url, key.to_owned())),
+            (Some(_), None) => return Err(config::Error::Missing("stargate.alert.routingKey")),
+            _ => None,
+        };
+        Ok(Arc::new(Replicator {
+            me: cfg.node()?,
+            root: cfg.root()?,
+            state_dir: cfg.state_dir()?,
+            lock: cfg.lock()?,
+            interval: cfg.sync_interval()?,
+            metrics_interval: cfg.metrics_interval()?,
+            policy: Policy::from_config(cfg)?,
+            settings: sync::Settings {
+                timeout: cfg.sync_timeout()?,
+                upload_pack: cfg.sync_upload_pack().map(str::to_owned),
+                token,
+                progress: false,
+            },
+            statsd: cfg.statsd()?,
+            alert,
+            shared: Mutex::new(Shared {
+                repos: HashMap::new(),
+                counters: Counters::default(),
+                passive: false,
+                windows: Windows::new(limits, now_ms()),
+                interval_lag: HashMap::new(),
+                last_lag: HashMap::new(),
+                lost: Vec::new(),
+            }),
+            wake: Condvar::new(),
+        }))
+    }
+
+    /// Start the scheduler, the signal listener (on `signal_addr`) and the reporter.
+    pub fn start(self: &Arc<Self>, signal_addr: Option<String>) {
+        let me = Arc::clone(self);
+        std::thread::spawn(move || me.schedule());
+        let me = Arc::clone(self);
+        std::thread::spawn(move || me.report());
+        match signal_addr {
+            Some(addr) => match UdpSocket::bind(&addr) {
+                Ok(socket) => {
+                    let me = Arc::clone(self);
+                    std::thread::spawn(move || me.listen(socket));
+                }
+                Err(e) => log::warn!("cannot listen for sync signals on udp {addr}: {e}; polling only"),
+            },
+            None => log::warn!("no stargate.{}.health address: no sync signals, polling only", self.me),
+        }
+    }
+
+    pub fn set_passive(&self, passive: bool) {
+        self.lock_shared().passive = passive;
+        self.wake.notify_all();
+    }
+
+    pub fn count_election(&self) {
+        self.lock_shared().counters.elections += 1;
+    }
+
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn schedule(self: Arc<Self>) {
+        let mut rescanned = Instant::now() - Duration::from_secs(3600);
+        loop {
+            if rescanned.elapsed() > Duration::from_secs(5) {
+                self.rescan();
+                rescanned = Instant::now();
+            }
+            let mut shared = self.lock_shared();
+            let now = Instant::now();
+            if shared.passive {
+                for (name, repo) in shared.repos.iter_mut() {
+                    let due = repo.signalled || repo.due.is_none_or(|d| d <= now);
+                    if repo.running || !due || repo.retry_at.is_some_and(|r| r > now) {
+                        continue;
+                    }
+                    repo.running = true;
+                    repo.signalled = false;
+                    let (me, name) = (Arc::clone(&self), name.clone());
+                    std::thread::spawn(move || me.run_one(&name));
+                }
+            }
+            let _ = self.wake.wait_timeout(shared, Duration::from_millis(200));
+        }
+    }
+
+    fn rescan(&self) {
+        let Ok(found) = crate::admin::repositories(&self.root) else { return };
+        let mut shared = self.lock_shared();
+        for r in found {
+            shared.repos.entry(r.name).or_default();
+        }
+    }
+
+    fn run_one(&self, name: &str) {
+        let started = now_ms();
+        let result = self.target().and_then(|target| {
+            sync::sync(&self.root.join(name), name, &target, &self.settings).map(|r| (target, r)).map_err(Failure::Sync)
+        });
+        let mut guard = self.lock_shared();
+        let shared = &mut *guard;
+        let Some(repo) = shared.repos.get_mut(name) else { return };
+        repo.running = false;
+        repo.status.last_sync_ms = Some(now_ms());
+        let now = Instant::now();
+        match result {
+            Ok((target, report)) => {
+                shared.counters.syncs += 1;
+                if report.mode == Mode::Full {
+                    shared.counters.fallbacks += 1;
+                }
+                if report.mode != Mode::Idle {
+                    log::info!(
+                        "{name}: {:?} sync from {}: {} refs, seq {}{}",
+                        report.mode,
+                        target.leader,
+                        report.refs_changed,
+                        report.leader_seq,
+                        report.fallback.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()
+                    );
+                }
+                if repo.attempt > 0 {
+                    log::info!("{name}: recovered after {} retries", repo.attempt);
+                }
+                for a in &report.applied {
+                    let lag_s = a.exposed_ms.saturating_sub(a.accept_ms) as f64 / 1000.0;
+                    shared.windows.add(a.accept_ms, lag_s);
+                    let ns = namespace(name, &a.refname);
+                    let worst = shared.interval_lag.entry(ns.clone()).or_insert(0.0);
+                    *worst = worst.max(lag_s);
+                    shared.last_lag.insert(ns, lag_s);
+                    repo.status.lag_seconds = Some(lag_s);
+                }
+                for l in report.lost {
+                    log::warn!("{name}: {} at {} was not on the leader; kept as {}", l.refname, l.oid, l.kept_as);
+                    shared.lost.push(LostRef {
+                        repo: name.to_owned(),
+                        refname: l.refname,
+                        oid: l.oid,
+                        kept_as: l.kept_as,
+                        at_ms: now_ms(),
+                    });
+                }
+                repo.status.leader_seq = report.leader_seq;
+                repo.status.replica_seq = report.replica_seq;
+                repo.status.lag_operations = report.leader_seq.saturating_sub(report.replica_seq);
+                repo.status.last_result = Some("ok".into());
+                repo.status.last_mode = Some(report.mode);
+                repo.good_since_ms = started;
+                repo.attempt = 0;
+                repo.retry_at = None;
+                repo.due = Some(now + self.interval);
+            }
+            Err(Failure::Sync(sync::Error::Locked)) => {
+                shared.counters.skips += 1;
+                log::info!("{name}: sync skipped: another sync of it is running");
+                repo.due = Some(now + self.interval);
+            }
+            Err(failure) => {
+                let (text, retryable, class) = match &failure {
+                    Failure::Sync(sync::Error::Git(e)) => (e.text(), self.policy.is_retryable(e), e.class().name()),
+                    other => (other.to_string(), false, "permanent"),
+                };
+                if class == "timeout" {
+                    shared.counters.timeouts += 1;
+                    log::warn!("{name}: sync killed by the watchdog after {:?}", self.settings.timeout);
+                }
+                repo.status.errors += 1;
+                repo.status.last_result = Some(text.clone());
+                if retryable && repo.attempt < self.policy.attempts {
+                    let delay = self.policy.delay(repo.attempt);
+                    shared.counters.retries += 1;
+                    repo.attempt += 1;
+                    log::warn!(
+                        "{name}: sync failed ({class}): {text}; retry {} of {} in {} ms",
+                        repo.attempt,
+                        self.policy.attempts,
+                        delay.as_millis()
+                    );
+                    repo.retry_at = Some(now + delay);
+                } else {
+                    shared.counters.failures += 1;
+                    log::error!(
+                        "{name}: sync failed ({class}, {}): {text}",
+                        if retryable { "out of retries" } else { "not retried" }
+                    );
+                    repo.attempt = 0;
+                    repo.retry_at = None;
+                    repo.due = Some(now + self.interval);
+                }
+            }
+        }
+        drop(guard);
+        self.wake.notify_all();
+        self.publish();
+    }
+
+    /// Write `replication.json` from the current figures.
+    fn publish(&self) {
+        let published = {
+            let shared = self.lock_shared();
+            let (count, p50_s, p99_s) = shared.windows.aggregate();
+            Published {
+                updated_ms: now_ms(),
+                counters: shared.counters,
+                repos: shared.repos.iter().map(|(n, r)| (n.clone(), r.status.clone())).collect(),
+                windows: shared.windows.judged().to_vec(),
+                aggregate: Aggregate { count, p50_s, p99_s },
+                alerting: shared.windows.alerting,
+                lost: shared.lost.clone(),
+            }
+        };
+        if let Ok(bytes) = serde_json::to_vec(&published) {
+            if let Err(e) = lease::write_atomic(&published_path(&self.state_dir), &bytes, 0o644, false) {
+                log::warn!("cannot publish replication status: {e}");
+            }
+        }
+    }
+
+    /// The leader to mirror from, read from the lease record at every sync.
+    fn target(&self) -> Result<Target, Failure> {
+        let record = lease::read_record(&self.lock)
+            .map_err(|e| Failure::Other(e.to_string()))?
+            .ok_or_else(|| Failure::Other("no leader elected yet".into()))?;
+        if record.node == self.me {
+            return Err(Failure::Other("this node leads".into()));
+        }
+        let base_url = record
+            .url
+            .ok_or_else(|| Failure::Other(format!("leader {} has no stargate.{}.url", record.node, record.node)))?;
+        Ok(Target { leader: record.node, epoch: record.epoch, base_url })
+    }
+
+    fn listen(self: Arc<Self>, socket: UdpSocket) {
+        let mut buf = [0u8; 1024];
+        loop {
+            let Ok((n, _)) = socket.recv_from(&mut buf) else { continue };
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let Some(name) = text.trim().strip_prefix(crate::node::SIGNAL_PREFIX.trim_end()).map(str::trim) else {
+                continue;
+            };
+            let mut shared = self.lock_shared();
+            let Some(repo) = shared.repos.get_mut(name) else { continue };
+            if repo.last_signal.is_some_and(|t| t.elapsed() < SIGNAL_GAP) {
+                continue;
+            }
+            repo.last_signal = Some(Instant::now());
+            repo.signalled = true;
+            shared.counters.signals += 1;
+            drop(shared);
+            self.wake.notify_all();
+        }
+    }
+
+    /// Every metrics interval: judge lag windows (alerts), publish, send StatsD.
+    fn report(self: Arc<Self>) {
+        let alerter = self.alert.clone().map(|(url, key)| Alerter::new(url, key, self.me.clone()));
+        let mut statsd = self
+            .statsd
+            .as_ref()
+            .and_then(|addr| Statsd::new(addr, &self.me).map_err(|e| log::warn!("statsd {addr}: {e}")).ok());
+        let mut unsent: Vec<Event> = Vec::new();
+        loop {
+            let (lag, counters, events) = {
+                let mut shared = self.lock_shared();
+                let shared = &mut *shared;
+                // While leading, nothing lags behind this node: its windows complete at once.
+                let complete_ms = if shared.passive {
+                    shared.repos.values().map(|r| r.good_since_ms).min().unwrap_or(0)
+                } else {
+                    now_ms()
+                };
+                let events = shared.windows.evaluate(now_ms(), complete_ms);
+                let caught_up = shared.repos.values().all(|r| r.status.lag_operations == 0);
+                let lag: Vec<(String, f64)> = (shared.last_lag.iter())
+                    .map(|(ns, last)| {
+                        (
+                            ns.clone(),
+                            shared.interval_lag.get(ns).copied().unwrap_or(if caught_up { 0.0 } else { *last }),
+                        )
+                    })
+                    .collect();
+                shared.interval_lag.clear();
+                (lag, shared.counters, events)
+            };
+            self.publish();
+            if let Some(s) = statsd.as_mut() {
+                s.report(&lag, counters);
+            }
+            for e in &events {
+                match e {
+                    Event::Trigger { percentile, observed_s, .. } => {
+                        log::error!("replication lag alert: {percentile} {observed_s:.1} s for two consecutive windows")
+                    }
+                    Event::Resolve { .. } => log::info!("replication lag recovered"),
+                }
+            }
+            unsent.extend(events);
+            if let Some(a) = &alerter {
+                let leader = lease::read_record(&self.lock).ok().flatten().map(|r| r.node).unwrap_or_default();
+                while let Some(event) = unsent.first() {
+                    match a.send(event, &leader) {
+                        Ok(()) => {
+                            unsent.remove(0);
+                        }
+                        Err(e) => {
+                            log::warn!("alert not delivered, will retry: {e}");
+                            break;
+                        }
+                    }
+                }
+            } else {
+                unsent.clear();
+            }
+            std::thread::sleep(self.metrics_interval);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Sync(sync::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The StatsD `namespace` tag of an update: the kv namespace, or the repository.
+fn namespace(repo: &str, refname: &str) -> String {
+    refname.strip_prefix("refs/kv/").map_or_else(|| repo.trim_end_matches(".git").to_owned(), str::to_owned)
+}

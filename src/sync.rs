@@ -1,0 +1,504 @@
+//! One mirror of one repository from the leader (SPEC §5): every ref `+refs/*:refs/*`,
+//! deletions pruned, the replica's own `refs/stargate/local/*` untouched.
+//!
+//! The journal makes it cheap. An idle sync fetches one ref (the journal) and stops. After
+//! k updates it walks k journal entries and fetches just those refs. Both fetches run in a
+//! private side repository (`<repo>/stargate/sync.git`) that shares the replica's object
+//! store but holds only the refs of this sync, so git neither negotiates with nor
+//! connectivity-checks against the replica's other refs: the cost is O(k), not O(refs).
+//! The refs then move in the replica with one atomic gix transaction, journal ref last.
+//!
+//! Without a usable journal (new replica, gap, rewritten journal after a failover) the sync
+//! mirrors everything with `git fetch --prune`, and says so. Whichever way, a ref whose old
+//! value the leader does not contain is first kept under
+//! `refs/stargate/local/lost/<epoch>/<ref>`: mirroring never silently destroys history.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gix::ObjectId;
+use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+use serde::{Deserialize, Serialize};
+
+use crate::git::{self, Bounded};
+use crate::journal::{self, Entry};
+use crate::lease;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Git(#[from] git::Error),
+    #[error(transparent)]
+    Journal(#[from] journal::Error),
+    #[error("{0}")]
+    Repo(String),
+    #[error("another sync of this repository is running")]
+    Locked,
+}
+
+fn repo_err(e: impl std::fmt::Display) -> Error {
+    Error::Repo(e.to_string())
+}
+
+/// Where to mirror from: resolved from the leader record at every sync.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub leader: String,
+    pub epoch: u64,
+    /// The leader's base URL (`stargate.<id>.url`); the repository name is appended.
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub timeout: Duration,
+    pub upload_pack: Option<String>,
+    /// The agent's secret, so that the replica's hooks let the mirroring write.
+    pub token: String,
+    /// Show git's progress on stderr (a person at a terminal).
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Idle,
+    Incremental,
+    Full,
+}
+
+/// What one sync did.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub mode: Mode,
+    /// Why the journal could not be used, for a full sync.
+    pub fallback: Option<String>,
+    pub refs_changed: usize,
+    pub leader_seq: u64,
+    pub replica_seq: u64,
+    pub applied: Vec<Applied>,
+    pub lost: Vec<Lost>,
+}
+
+/// One journaled update now exposed by the replica.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub seq: u64,
+    pub refname: String,
+    pub accept_ms: u64,
+    pub exposed_ms: u64,
+}
+
+/// A ref value the leader did not contain, kept instead of destroyed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lost {
+    pub refname: String,
+    pub oid: String,
+    pub kept_as: String,
+}
+
+/// The leader's URL for repository `name` under `base`.
+pub fn repo_url(base: &str, name: &str) -> String {
+    if base.ends_with('/') { format!("{base}{name}") } else { format!("{base}/{name}") }
+}
+
+/// Mirror `name` (at `path`) from `target`. Fails with `Locked` when another sync of this
+/// repository holds its lock: the caller skips, it does not queue.
+pub fn sync(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Report, Error> {
+    let deadline = Instant::now() + settings.timeout;
+    let _lock = lock(path)?;
+    let run = Run { path, url: repo_url(&target.base_url, name), target, settings, deadline };
+    run.sync()
+}
+
+/// Take the repository's sync lock (flock) without waiting.
+fn lock(path: &Path) -> Result<File, Error> {
+    let dir = path.join("stargate");
+    std::fs::create_dir_all(&dir).map_err(repo_err)?;
+    let file =
+        File::options().create(true).truncate(false).write(true).open(dir.join("sync.lock")).map_err(repo_err)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked),
+        Err(std::fs::TryLockError::Error(e)) => Err(repo_err(e)),
+    }
+}
+
+struct Run<'a> {
+    path: &'a Path,
+    url: String,
+    target: &'a Target,
+    settings: &'a Settings,
+    deadline: Instant,
+}
+
+impl Run<'_> {
+    fn sync(&self) -> Result<Report, Error> {
+        let main = journal::open(self.path)?;
+        let side = self.side_repo()?;
+        let local = journal::tip(&main)?;
+        if let Some((id, _)) = local {
+            write_loose_ref(&side, journal::REF, id)?;
+        }
+        if !self.fetch_side(&side, &[format!("+{0}:{0}", journal::REF)], true)? {
+            return self.full(&main, "the leader has no journal yet");
+        }
+        let Some(leader_tip) = read_loose_ref(&side, journal::REF)? else {
+            return self.full(&main, "the leader has no journal yet");
+        };
+        if local.is_some_and(|(id, _)| id == leader_tip) {
+            let seq = local.map_or(0, |(_, s)| s);
+            return Ok(Report { leader_seq: seq, replica_seq: seq, ..Report::default() });
+        }
+        match journal::range(&main, leader_tip, local.map(|(id, _)| id))? {
+            Some(entries) => self.incremental(&main, &side, leader_tip, local.map(|(id, _)| id), &entries),
+            None if local.is_none() => self.full(&main, "this replica has no journal yet"),
+            None => self.full(&main, "this replica's journal position is not in the leader's journal"),
+        }
+    }
+
+    /// `<repo>/stargate/sync.git`, emptied of refs: a scratch repository over the
+    /// replica's objects, owned by whoever holds the sync lock.
+    fn side_repo(&self) -> Result<PathBuf, Error> {
+        let side = self.path.join("stargate/sync.git");
+        if !side.join("HEAD").is_file() {
+            git::init_bare(&side)?;
+        }
+        let _ = std::fs::remove_file(side.join("packed-refs"));
+        let refs = side.join("refs");
+        let _ = std::fs::remove_dir_all(&refs);
+        std::fs::create_dir_all(refs.join("heads")).map_err(repo_err)?;
+        std::fs::create_dir_all(refs.join("tags")).map_err(repo_err)?;
+        Ok(side)
+    }
+
+    fn fetch_args(&self, mut args: Vec<String>) -> Vec<String> {
+        let mut all: Vec<String> =
+            ["fetch", "--no-tags", "--no-write-fetch-head", "--no-auto-gc", "--no-auto-maintenance"]
+                .map(String::from)
+                .to_vec();
+        all.push(if self.settings.progress { "--progress" } else { "--quiet" }.into());
+        if let Some(prog) = &self.settings.upload_pack {
+            all.push(format!("--upload-pack={prog}"));
+        }
+        all.append(&mut args);
+        all
+    }
+
+    fn bounded(&self, dir: &Path, args: &[String]) -> Bounded {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Bounded::new(dir, &args)
+            .env(crate::node::SYNC_TOKEN_ENV, &self.settings.token)
+            .show_progress(self.settings.progress)
+    }
+
+    /// Fetch `refspecs` into the side repository; objects land in the replica's store.
+    /// `Ok(false)` when `missing_ok` and the leader lacks the (single) ref.
+    fn fetch_side(&self, side: &Path, refspecs: &[String], missing_ok: bool) -> Result<bool, Error> {
+        let args = self.fetch_args(vec!["--stdin".into(), self.url.clone()]);
+        let result = self
+            .bounded(side, &args)
+            .env("GIT_OBJECT_DIRECTORY", self.path.join("objects"))
+            .stdin(refspecs.join("\n").into_bytes())
+            .run(self.deadline);
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if missing_ok && e.text().contains("couldn't find remote ref") => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn incremental(
+        &self,
+        main: &gix::Repository,
+        side: &Path,
+        leader_tip: ObjectId,
+        local_tip: Option<ObjectId>,
+        entries: &[Entry],
+    ) -> Result<Report, Error> {
+        // Per ref: its final journaled value, and every value the leader is known to have had.
+        let mut changed: BTreeMap<String, (ObjectId, HashSet<ObjectId>)> = BTreeMap::new();
+        for entry in entries {
+            for (_, u) in entry.updates.iter().filter(|(_, u)| journal::journaled(&u.refname)) {
+                let (last, known) = changed.entry(u.refname.clone()).or_insert((u.new, HashSet::new()));
+                *last = u.new;
+                known.extend([u.old, u.new]);
+            }
+        }
+        let current = current_refs(main, changed.keys())?;
+        let mut wanted: Vec<&String> =
+            changed.iter().filter(|(_, (last, _))| !last.is_null()).map(|(r, _)| r).collect();
+        let deleted: Vec<&String> = changed.iter().filter(|(_, (last, _))| last.is_null()).map(|(r, _)| r).collect();
+        if !deleted.is_empty() {
+            // A journaled deletion is an intent; confirm against the leader before pruning.
+            let present = self.ls_remote(&deleted)?;
+            wanted.extend(deleted.iter().copied().filter(|r| present.contains_key(*r)));
+        }
+        for r in &wanted {
+            if let Some(old) = current.get(*r) {
+                write_loose_ref(side, r, *old)?;
+            }
+        }
+        let refspecs: Vec<String> = wanted.iter().map(|r| format!("+{r}:{r}")).collect();
+        if !refspecs.is_empty()
+            && !self.fetch_side(side, &refspecs, false).or_else(|e| match e {
+                Error::Git(ref g) if g.text().contains("couldn't find remote ref") => Ok(false),
+                e => Err(e),
+            })?
+        {
+            return self.full(main, "a journaled ref was deleted on the leader since");
+        }
+        let mut plan = Vec::new();
+        for r in changed.keys() {
+            let new = if wanted.contains(&r) { read_loose_ref(side, r)? } else { None };
+            plan.push((r.clone(), current.get(r).copied(), new));
+        }
+        let known = |r: &str, oid: ObjectId| changed.get(r).is_some_and(|(_, k)| k.contains(&oid));
+        let lost = self.losses(main, &plan, known)?;
+        let exposed_ms = self.apply(main, &plan, &lost, Some((local_tip, leader_tip)))?;
+        let leader_seq = entries.last().map_or(0, Entry::last_seq);
+        let applied = entries
+            .iter()
+            .flat_map(|e| {
+                e.updates.iter().filter(|(_, u)| journal::journaled(&u.refname)).map(move |(seq, u)| (e, seq, u))
+            })
+            .map(|(e, seq, u)| Applied { seq: *seq, refname: u.refname.clone(), accept_ms: e.time_ms, exposed_ms })
+            .collect();
+        let refs_changed = plan.iter().filter(|(_, old, new)| old != new).count();
+        Ok(Report {
+            mode: Mode::Incremental,
+            fallback: None,
+            refs_changed,
+            leader_seq,
+            replica_seq: leader_seq,
+            applied,
+            lost,
+        })
+    }
+
+    /// Values of the plan's old refs the leader does not contain, with where they will be kept.
+    fn losses(
+        &self,
+        main: &gix::Repository,
+        plan: &[(String, Option<ObjectId>, Option<ObjectId>)],
+        known: impl Fn(&str, ObjectId) -> bool,
+    ) -> Result<Vec<Lost>, Error> {
+        let mut lost = Vec::new();
+        for (r, old, new) in plan {
+            let Some(old) = old else { continue };
+            if Some(*old) == *new || known(r, *old) {
+                continue;
+            }
+            if let Some(new) = new {
+                if is_ancestor(main, *old, *new) {
+                    continue;
+                }
+            }
+            lost.push(Lost { refname: r.clone(), oid: old.to_string(), kept_as: self.lost_name(r) });
+        }
+        Ok(lost)
+    }
+
+    fn lost_name(&self, refname: &str) -> String {
+        format!("refs/stargate/local/lost/{}/{refname}", self.target.epoch)
+    }
+
+    /// One atomic transaction: kept values, ref moves, and (incremental) the journal ref.
+    /// Returns when the new values became visible.
+    fn apply(
+        &self,
+        main: &gix::Repository,
+        plan: &[(String, Option<ObjectId>, Option<ObjectId>)],
+        lost: &[Lost],
+        journal_move: Option<(Option<ObjectId>, ObjectId)>,
+    ) -> Result<u64, Error> {
+        let mut edits = Vec::new();
+        for l in lost {
+            let oid = ObjectId::from_hex(l.oid.as_bytes()).map_err(repo_err)?;
+            edits.push(update(&l.kept_as, None, Some(oid))?);
+            log::warn!(
+                "{}: {} at {} is not on the leader; kept as {}",
+                self.path.display(),
+                l.refname,
+                l.oid,
+                l.kept_as
+            );
+        }
+        for (r, old, new) in plan {
+            if old != new {
+                edits.push(update(r, *old, *new)?);
+            }
+        }
+        if let Some((old, new)) = journal_move {
+            edits.push(update(journal::REF, old, Some(new))?);
+        }
+        if !edits.is_empty() {
+            main.edit_references(edits).map_err(repo_err)?;
+        }
+        Ok(lease::now_ms())
+    }
+
+    fn ls_remote(&self, refs: &[&String]) -> Result<HashMap<String, ObjectId>, Error> {
+        let mut args: Vec<String> = vec!["ls-remote".into()];
+        if let Some(prog) = &self.settings.upload_pack {
+            args.push(format!("--upload-pack={prog}"));
+        }
+        args.push(self.url.clone());
+        args.extend(refs.iter().map(|r| r.to_string()));
+        let out = self.bounded(self.path, &args).show_progress(false).run(self.deadline)?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (oid, name) = l.split_once('\t')?;
+                Some((name.to_owned(), ObjectId::from_hex(oid.as_bytes()).ok()?))
+            })
+            .filter(|(name, _)| name.starts_with("refs/") && !name.ends_with("^{}"))
+            .collect())
+    }
+
+    /// Mirror everything: keep whatever may be lost first, fetch with prune, then drop the
+    /// kept values that turned out to be on the leader after all.
+    fn full(&self, main: &gix::Repository, why: &str) -> Result<Report, Error> {
+        log::info!("{}: full mirror: {why}", self.path.display());
+        let leader = self.ls_remote(&[])?;
+        let leader =
+            leader.into_iter().filter(|(r, _)| journal::journaled(r) || r == journal::REF).collect::<HashMap<_, _>>();
+        let local = all_refs(main)?;
+        let leader_values: HashSet<ObjectId> = leader.values().copied().collect();
+        let mut suspects = Vec::new();
+        for (r, old) in &local {
+            let new = leader.get(r).copied();
+            if Some(*old) == new || leader_values.contains(old) || r == journal::REF {
+                continue;
+            }
+            if new.is_some_and(|n| main.has_object(n) && is_ancestor(main, *old, n)) {
+                continue;
+            }
+            suspects.push(Lost { refname: r.clone(), oid: old.to_string(), kept_as: self.lost_name(r) });
+        }
+        if !suspects.is_empty() {
+            self.apply(main, &[], &suspects, None)?;
+        }
+        let args = self.fetch_args(vec![
+            "--prune".into(),
+            self.url.clone(),
+            "+refs/*:refs/*".into(),
+            "^refs/stargate/local/*".into(),
+        ]);
+        self.bounded(self.path, &args).run(self.deadline)?;
+        let mut lost = Vec::new();
+        if !suspects.is_empty() {
+            let oids: Vec<String> = suspects.iter().map(|s| s.oid.clone()).collect();
+            let unreachable = git::unreachable(self.path, &oids, "refs/stargate/local/*")?;
+            let mut drop = Vec::new();
+            for s in suspects {
+                if unreachable.contains(&s.oid) {
+                    lost.push(s);
+                } else {
+                    drop.push(delete(&s.kept_as)?);
+                }
+            }
+            if !drop.is_empty() {
+                main.edit_references(drop).map_err(repo_err)?;
+            }
+        }
+        let refs_changed = leader.iter().filter(|(r, oid)| local.get(*r) != Some(oid)).count()
+            + local.keys().filter(|r| !leader.contains_key(*r)).count();
+        // The range a full mirror covers is unknown, so it reports no per-update lag.
+        let seq = journal::tip(main)?.map_or(0, |(_, s)| s);
+        Ok(Report {
+            mode: Mode::Full,
+            fallback: Some(why.to_owned()),
+            refs_changed,
+            leader_seq: seq,
+            replica_seq: seq,
+            applied: Vec::new(),
+            lost,
+        })
+    }
+}
+
+fn update(name: &str, old: Option<ObjectId>, new: Option<ObjectId>) -> Result<RefEdit, Error> {
+    let name = gix::refs::FullName::try_from(name).map_err(repo_err)?;
+    let expected = match old {
+        Some(old) => PreviousValue::MustExistAndMatch(old.into()),
+        None => PreviousValue::MustNotExist,
+    };
+    let change = match new {
+        Some(new) => Change::Update { log: LogChange::default(), expected, new: new.into() },
+        None => Change::Delete { expected, log: RefLog::AndReference },
+    };
+    Ok(RefEdit { change, name, deref: false })
+}
+
+fn delete(name: &str) -> Result<RefEdit, Error> {
+    let name = gix::refs::FullName::try_from(name).map_err(repo_err)?;
+    Ok(RefEdit {
+        change: Change::Delete { expected: PreviousValue::Any, log: RefLog::AndReference },
+        name,
+        deref: false,
+    })
+}
+
+fn current_refs<'a>(
+    repo: &gix::Repository,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<HashMap<String, ObjectId>, Error> {
+    let mut out = HashMap::new();
+    for name in names {
+        if let Some(r) = repo.try_find_reference(name.as_str()).map_err(repo_err)? {
+            if let Some(id) = r.try_id() {
+                out.insert(name.clone(), id.detach());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every ref a mirror manages (all but `refs/stargate/local/*`), with its object id.
+fn all_refs(repo: &gix::Repository) -> Result<HashMap<String, ObjectId>, Error> {
+    let mut out = HashMap::new();
+    let refs = repo.references().map_err(repo_err)?;
+    for r in refs.all().map_err(repo_err)? {
+        let r = r.map_err(repo_err)?;
+        let name = r.name().as_bstr().to_string();
+        if let (true, Some(id)) = (journal::journaled(&name) || name == journal::REF, r.try_id()) {
+            out.insert(name, id.detach());
+        }
+    }
+    Ok(out)
+}
+
+/// Is `old` reachable from `new`? A bounded walk: very long histories count as "no",
+/// which only means a value is kept that need not have been.
+fn is_ancestor(repo: &gix::Repository, old: ObjectId, new: ObjectId) -> bool {
+    if old == new {
+        return true;
+    }
+    let Ok(walk) = repo.rev_walk([new]).all() else { return false };
+    walk.take(1_000_000).filter_map(Result::ok).any(|info| info.id == old)
+}
+
+fn loose_ref_path(repo: &Path, name: &str) -> Result<PathBuf, Error> {
+    gix::refs::FullName::try_from(name).map_err(repo_err)?;
+    Ok(repo.join(name))
+}
+
+fn write_loose_ref(repo: &Path, name: &str, oid: ObjectId) -> Result<(), Error> {
+    let path = loose_ref_path(repo, name)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(repo_err)?;
+    }
+    std::fs::write(path, format!("{oid}\n")).map_err(repo_err)
+}
+
+fn read_loose_ref(repo: &Path, name: &str) -> Result<Option<ObjectId>, Error> {
+    match std::fs::read_to_string(loose_ref_path(repo, name)?) {
+        Ok(text) => ObjectId::from_hex(text.trim().as_bytes()).map(Some).map_err(repo_err),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(repo_err(e)),
+    }
+}

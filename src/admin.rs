@@ -8,8 +8,10 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::journal;
 use crate::lease::{self, Record};
 use crate::node::{self, Authority, Role};
+use crate::replicate::Published;
 
 /// Operate a Stargate node.
 #[derive(Parser)]
@@ -23,9 +25,19 @@ struct Cli {
 enum Command {
     /// Run this node's agent: contend for the lease, publish state (runs until SIGTERM).
     Agent,
-    /// Show this node's role, epoch, leader and repositories.
+    /// Show this node's role, epoch, leader, repositories and replication.
     Status {
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mirror repositories from the leader now (all of them without arguments).
+    Sync {
+        /// Repositories by name relative to stargate.root, e.g. `kv.git`.
+        repos: Vec<String>,
+    },
+    /// Show replication lag: rolling windows with p50/p99, the aggregate, breaches.
+    Lag {
         #[arg(long)]
         json: bool,
     },
@@ -36,6 +48,8 @@ pub fn main(args: &[String]) -> Result<()> {
     let cfg = Config::load(None)?;
     match cli.command {
         Command::Agent => crate::agent::run(&cfg),
+        Command::Sync { repos } => sync(&cfg, repos),
+        Command::Lag { json } => lag(&cfg, json),
         Command::Status { json } => {
             cfg.validate()?;
             let status = status(&cfg)?;
@@ -61,6 +75,12 @@ pub struct Status {
     pub refusal: Option<String>,
     pub agent: AgentStatus,
     pub repositories: Vec<Repository>,
+    /// Worst lag of the last update each repository exposed (replicas), in seconds.
+    pub lag_seconds: Option<f64>,
+    /// Most journal entries any repository is behind the leader (replicas).
+    pub lag_operations: Option<u64>,
+    /// What the agent's replica side published, when it has.
+    pub replication: Option<Published>,
     pub errors: Vec<String>,
 }
 
@@ -76,6 +96,8 @@ pub struct AgentStatus {
 pub struct Repository {
     pub name: String,
     pub readable: bool,
+    /// Journal position: the last sequence number this node has (led or mirrored).
+    pub journal_seq: Option<u64>,
 }
 
 pub fn status(cfg: &Config) -> Result<Status> {
@@ -96,7 +118,14 @@ pub fn status(cfg: &Config) -> Result<Status> {
             Vec::new()
         }
     };
+    let replication = crate::replicate::read_published(&cfg.state_dir()?).filter(|_| view.role() == Role::Passive);
+    let repos = replication.as_ref().map(|p| p.repos.values().collect::<Vec<_>>()).unwrap_or_default();
+    let lag_seconds = repos.iter().filter_map(|r| r.lag_seconds).reduce(f64::max);
+    let lag_operations = repos.iter().map(|r| r.lag_operations).max();
     Ok(Status {
+        lag_seconds,
+        lag_operations,
+        replication,
         node: view.me.clone(),
         role: view.role(),
         epoch,
@@ -140,9 +169,127 @@ fn print_status(s: &Status) {
     }
     let unreadable = s.repositories.iter().filter(|r| !r.readable).count();
     println!("repos:    {} ({unreadable} unreadable)", s.repositories.len());
+    match (s.lag_seconds, s.lag_operations) {
+        (Some(secs), Some(ops)) => println!("lag:      {secs:.3} s, {ops} operations behind"),
+        (None, Some(ops)) => println!("lag:      {ops} operations behind"),
+        _ => {}
+    }
+    for r in &s.repositories {
+        let seq = r.journal_seq.map_or("-".into(), |n| n.to_string());
+        let last = s.replication.as_ref().and_then(|p| p.repos.get(&r.name)).map(|st| {
+            let age = st
+                .last_sync_ms
+                .map_or("never".into(), |t| format!("{} s ago", lease::now_ms().saturating_sub(t) / 1000));
+            format!(", last sync {age}: {}", st.last_result.as_deref().unwrap_or("-"))
+        });
+        println!("  {} seq {seq}{}", r.name, last.unwrap_or_default());
+    }
+    if let Some(p) = &s.replication {
+        for l in &p.lost {
+            println!("lost:     {} {} at {} kept as {}", l.repo, l.refname, l.oid, l.kept_as);
+        }
+    }
     for e in &s.errors {
         println!("error:    {e}");
     }
+}
+
+/// `git stargate sync`: mirror now, by hand, with git's progress on a terminal.
+fn sync(cfg: &Config, names: Vec<String>) -> Result<()> {
+    cfg.validate()?;
+    let root = cfg.root()?;
+    let me = cfg.node()?;
+    let record = lease::read_record(&cfg.lock()?)?.ok_or_else(|| Error::Refused("no leader elected yet".into()))?;
+    if record.node == me {
+        return Err(Error::Refused(format!("this node ({me}) is the leader; nothing to mirror")));
+    }
+    let base_url = record
+        .url
+        .clone()
+        .ok_or_else(|| Error::Fatal(format!("the leader record names no URL for {}", record.node)))?;
+    let token = std::fs::read_to_string(node::token_path(&cfg.state_dir()?))
+        .map_err(|e| Error::Fatal(format!("cannot read the agent's sync token (is the agent running?): {e}")))?;
+    let names = if names.is_empty() {
+        repositories(&root).map_err(|e| Error::Fatal(e.to_string()))?.into_iter().map(|r| r.name).collect()
+    } else {
+        names
+    };
+    let settings = crate::sync::Settings {
+        timeout: cfg.sync_timeout()?,
+        upload_pack: cfg.sync_upload_pack().map(str::to_owned),
+        token: token.trim().to_owned(),
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        measure_since_ms: lease::now_ms(),
+    };
+    let target = crate::sync::Target { leader: record.node.clone(), epoch: record.epoch, base_url };
+    let mut failed = 0;
+    for name in names {
+        let path = root.join(&name);
+        if !crate::config::valid_repo_name(&name) || !path.join("HEAD").is_file() {
+            eprintln!("{name}: not a repository under {}", root.display());
+            failed += 1;
+            continue;
+        }
+        match crate::sync::sync(&path, &name, &target, &settings) {
+            Ok(r) => {
+                let how = r.fallback.map(|f| format!(" (full: {f})")).unwrap_or_default();
+                println!(
+                    "{name}: {:?} from {}: {} refs changed, seq {}{how}",
+                    r.mode, target.leader, r.refs_changed, r.replica_seq
+                );
+                for l in r.lost {
+                    println!("{name}: {} at {} was not on the leader; kept as {}", l.refname, l.oid, l.kept_as);
+                }
+            }
+            Err(crate::sync::Error::Locked) => eprintln!("{name}: skipped: a sync of it is already running"),
+            Err(e) => {
+                eprintln!("{name}: sync failed: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 { Err(Error::Fatal(format!("{failed} repositories failed to sync"))) } else { Ok(()) }
+}
+
+/// `git stargate lag`: the windows the agent judged, the aggregate and the breaches.
+fn lag(cfg: &Config, json: bool) -> Result<()> {
+    let published = crate::replicate::read_published(&cfg.state_dir()?)
+        .ok_or_else(|| Error::Refused("no replication figures yet (is the agent running?)".into()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&published).map_err(|e| Error::Fatal(e.to_string()))?);
+        return Ok(());
+    }
+    let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3} s"));
+    println!("{:<21} {:>8} {:>10} {:>10}  judged", "window (UTC)", "updates", "p50", "p99");
+    for w in &published.windows {
+        let judged = match (w.complete, w.breached) {
+            (false, _) => "breached (incomplete)",
+            (true, true) => "breached",
+            (true, false) => "ok",
+        };
+        println!(
+            "{:<21} {:>8} {:>10} {:>10}  {judged}",
+            span(w.start_ms, w.end_ms),
+            w.count,
+            secs(w.p50_s),
+            secs(w.p99_s)
+        );
+    }
+    let a = &published.aggregate;
+    println!("aggregate: {} updates, p50 {}, p99 {}", a.count, secs(a.p50_s), secs(a.p99_s));
+    let breached: Vec<String> =
+        published.windows.iter().filter(|w| w.breached).map(|w| span(w.start_ms, w.end_ms)).collect();
+    println!("breached:  {}", if breached.is_empty() { "none".to_owned() } else { breached.join(", ") });
+    println!("alert:     {}", if published.alerting { "open" } else { "none" });
+    Ok(())
+}
+
+fn span(start_ms: u64, end_ms: u64) -> String {
+    let hms = |ms: u64| {
+        let s = (ms / 1000) % 86_400;
+        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    };
+    format!("{}-{}", hms(start_ms), hms(end_ms))
 }
 
 /// Bare repositories under `root`, as `name.git` or `owner/name.git` (two levels at most).
@@ -162,7 +309,9 @@ fn scan(root: &Path, dir: &Path, depth: u32, found: &mut Vec<Repository>) -> std
         if path.join("HEAD").is_file() && path.join("objects").is_dir() {
             let name = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
             let readable = std::fs::read(path.join("HEAD")).is_ok() && std::fs::read_dir(path.join("objects")).is_ok();
-            found.push(Repository { name, readable });
+            let journal_seq =
+                journal::open(&path).ok().and_then(|r| journal::tip(&r).ok().flatten()).map(|(_, seq)| seq);
+            found.push(Repository { name, readable, journal_seq });
         } else if depth > 1 {
             scan(root, &path, depth - 1, found)?;
         }

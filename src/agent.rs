@@ -3,6 +3,7 @@
 //! steps down at once when it sees a newer epoch or cannot prove it still leads.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lease::{self, AuditEvent, Lease, Record};
 use crate::node::{self, Role, State};
+use crate::replicate::Replicator;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -35,6 +37,8 @@ struct Agent {
     stale_after: Duration,
     interval: Duration,
     lease: Lease,
+    replicator: Arc<Replicator>,
+    peers: Vec<String>,
     role: Role,
     /// Epoch led (leader) or last seen (passive).
     epoch: u64,
@@ -49,12 +53,25 @@ pub fn run(cfg: &Config) -> Result<()> {
     let state_dir = cfg.state_dir()?;
     std::fs::create_dir_all(&state_dir)
         .map_err(|e| Error::Fatal(format!("cannot create {}: {e}", state_dir.display())))?;
-    node::new_sync_token(&state_dir).map_err(|e| Error::Fatal(format!("cannot write the sync token: {e}")))?;
+    let token =
+        node::new_sync_token(&state_dir).map_err(|e| Error::Fatal(format!("cannot write the sync token: {e}")))?;
+    let replicator = Replicator::new(cfg, token)?;
+    // Peers are told about writes on the UDP port of their health address.
+    let signal_addr = |id: &str| {
+        cfg.node_health(id)
+            .ok()
+            .flatten()
+            .and_then(|h| h.strip_prefix("http://").map(|a| a.trim_end_matches('/').to_owned()))
+    };
+    let peers = cfg.nodes().iter().filter(|id| **id != me).filter_map(|id| signal_addr(id)).collect();
+    replicator.start(signal_addr(&me));
     let lock = cfg.lock()?;
     let mut agent = Agent {
         url: cfg.node_url(&me)?,
         health: cfg.node_health(&me)?,
         lease: Lease::open(&lock)?,
+        replicator,
+        peers,
         lock,
         state_dir,
         stale_after: cfg.lease_stale_after()?,
@@ -128,6 +145,7 @@ impl Agent {
         }
         self.role = Role::Leader;
         self.epoch = epoch;
+        self.replicator.count_election();
         let prev_leader = previous.as_ref().map(|r| r.node.as_str());
         log::info!("elected leader at epoch {epoch} (previous: {})", prev_leader.unwrap_or("none"));
         self.audit("elected", previous.as_ref().map(|r| r.epoch), prev_leader, "lease acquired");
@@ -167,10 +185,12 @@ impl Agent {
     }
 
     fn publish(&mut self) {
+        self.replicator.set_passive(self.role == Role::Passive);
         let state = State {
             node: self.me.clone(),
             lock: self.lock.clone(),
             stale_after_ms: self.stale_after.as_millis() as u64,
+            peers: self.peers.clone(),
             pid: std::process::id(),
             role: self.role,
             epoch: self.epoch,
@@ -182,6 +202,7 @@ impl Agent {
             // Hooks will see stale state and refuse; do not also block failover by holding the lock.
             if self.role == Role::Leader {
                 self.role = Role::Passive;
+                self.replicator.set_passive(true);
                 self.release();
                 self.audit("step-down", Some(self.epoch), None, "cannot publish node state");
             }

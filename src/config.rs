@@ -18,8 +18,8 @@ pub enum Error {
 /// A snapshot of every config entry visible from one directory.
 #[derive(Debug, Default, Clone)]
 pub struct Config {
-    /// Last value wins, as with `git config --get`.
-    values: HashMap<String, String>,
+    /// Every value of each key in file order; the last one wins, as with `git config --get`.
+    values: HashMap<String, Vec<String>>,
 }
 
 impl Config {
@@ -29,12 +29,21 @@ impl Config {
     }
 
     pub fn from_entries(entries: impl IntoIterator<Item = (String, String)>) -> Config {
-        Config { values: entries.into_iter().collect() }
+        let mut values: HashMap<String, Vec<String>> = HashMap::new();
+        for (key, value) in entries {
+            values.entry(key).or_default().push(value);
+        }
+        Config { values }
     }
 
     /// The value of `key`, named as documented (`stargate.lease.staleAfter`); git folds the
     /// section and variable name to lower case, never the subsection.
     fn raw(&self, key: &str) -> Option<&str> {
+        self.raw_all(key).last().map(String::as_str)
+    }
+
+    /// Every value of a multi-valued key, in order.
+    fn raw_all(&self, key: &str) -> &[String] {
         let folded = match key.split('.').collect::<Vec<_>>()[..] {
             [section, variable] => format!("{}.{}", section.to_lowercase(), variable.to_lowercase()),
             [section, ref sub @ .., variable] => {
@@ -42,7 +51,7 @@ impl Config {
             }
             _ => key.to_owned(),
         };
-        self.values.get(&folded).map(String::as_str)
+        self.values.get(&folded).map_or(&[], Vec::as_slice)
     }
 
     fn duration(&self, key: &str, default: Duration) -> Result<Duration, Error> {
@@ -107,15 +116,7 @@ impl Config {
     /// `stargate.lease.interval`: how often the agent contends for the lease and
     /// refreshes its state. Default: 500ms.
     pub fn lease_interval(&self) -> Result<Duration, Error> {
-        let d = self.duration("stargate.lease.interval", Duration::from_millis(500))?;
-        if d.is_zero() {
-            return Err(invalid(
-                "stargate.lease.interval",
-                self.raw("stargate.lease.interval").unwrap_or(""),
-                "must be more than 0",
-            ));
-        }
-        Ok(d)
+        self.positive_duration("stargate.lease.interval", Duration::from_millis(500))
     }
 
     /// `stargate.lease.staleAfter`: agent state older than this means the agent is gone
@@ -151,6 +152,121 @@ impl Config {
         self.number("kv.pushAttempts", 10, 1..=1000)
     }
 
+    /// `stargate.sync.interval`: how often a replica mirrors the leader when no write
+    /// signal arrives. Default: 30s.
+    pub fn sync_interval(&self) -> Result<Duration, Error> {
+        self.positive_duration("stargate.sync.interval", Duration::from_secs(30))
+    }
+
+    /// `stargate.sync.timeout`: the watchdog of one sync; on expiry the fetch and its
+    /// children are killed and a retry is scheduled. Default: 25s.
+    pub fn sync_timeout(&self) -> Result<Duration, Error> {
+        self.positive_duration("stargate.sync.timeout", Duration::from_secs(25))
+    }
+
+    /// `stargate.sync.uploadPack`: the program a replica runs on the leader for `ssh://`
+    /// and local URLs (`git fetch --upload-pack`). Default: git's own.
+    pub fn sync_upload_pack(&self) -> Option<&str> {
+        self.raw("stargate.sync.uploadPack")
+    }
+
+    /// `stargate.retry.attempts`: retries of a failed sync before it counts as failed.
+    /// Default: 5.
+    pub fn retry_attempts(&self) -> Result<u32, Error> {
+        self.number("stargate.retry.attempts", 5, 0..=100)
+    }
+
+    /// `stargate.retry.multiplier`: growth of the backoff ceiling per retry. Default: 2.
+    pub fn retry_multiplier(&self) -> Result<f64, Error> {
+        let key = "stargate.retry.multiplier";
+        match self.raw(key) {
+            None => Ok(2.0),
+            Some(v) => match v.trim().parse::<f64>() {
+                Ok(m) if (1.0..=100.0).contains(&m) => Ok(m),
+                _ => Err(invalid(key, v, "expected a number from 1 to 100")),
+            },
+        }
+    }
+
+    /// `stargate.retry.baseDelay`: the first retry's backoff ceiling. Default: 1s.
+    pub fn retry_base_delay(&self) -> Result<Duration, Error> {
+        self.duration("stargate.retry.baseDelay", Duration::from_secs(1))
+    }
+
+    /// `stargate.retry.maxDelay`: the largest backoff ceiling. Default: 60s.
+    pub fn retry_max_delay(&self) -> Result<Duration, Error> {
+        self.duration("stargate.retry.maxDelay", Duration::from_secs(60))
+    }
+
+    /// `stargate.retry.retryable` (multi-valued): error classes (`timeout`, `connection`,
+    /// `eof`, `http5xx`, `transport`) or text found in git's error output that make a sync
+    /// worth retrying. Default: all five classes.
+    pub fn retry_retryable(&self) -> Vec<String> {
+        let values = self.raw_all("stargate.retry.retryable");
+        if values.is_empty() {
+            ["timeout", "connection", "eof", "http5xx", "transport"].map(String::from).to_vec()
+        } else {
+            values.to_vec()
+        }
+    }
+
+    /// `stargate.statsd`: `host:port` of a StatsD (DogStatsD) server. Default: none, no metrics.
+    pub fn statsd(&self) -> Result<Option<String>, Error> {
+        let key = "stargate.statsd";
+        match self.raw(key) {
+            Some(v) if v.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) => {
+                Err(invalid(key, v, "expected host:port"))
+            }
+            v => Ok(v.map(str::to_owned)),
+        }
+    }
+
+    /// `stargate.metrics.interval`: how often metrics are sent to StatsD. Default: 10s.
+    pub fn metrics_interval(&self) -> Result<Duration, Error> {
+        self.positive_duration("stargate.metrics.interval", Duration::from_secs(10))
+    }
+
+    /// `stargate.alert.url`: where lag alerts are POSTed (PagerDuty Events v2, e.g.
+    /// `https://events.pagerduty.com/v2/enqueue`). Default: none, no alerts.
+    pub fn alert_url(&self) -> Result<Option<String>, Error> {
+        let key = "stargate.alert.url";
+        match self.raw(key) {
+            Some(v) if !(v.starts_with("http://") || v.starts_with("https://")) => {
+                Err(invalid(key, v, "expected an http(s) URL"))
+            }
+            v => Ok(v.map(str::to_owned)),
+        }
+    }
+
+    /// `stargate.alert.routingKey`: the PagerDuty integration key. Default: none.
+    pub fn alert_routing_key(&self) -> Option<&str> {
+        self.raw("stargate.alert.routingKey")
+    }
+
+    /// `stargate.alert.window`: length of the rolling lag windows. Default: 5m.
+    pub fn alert_window(&self) -> Result<Duration, Error> {
+        self.positive_duration("stargate.alert.window", Duration::from_secs(300))
+    }
+
+    /// `stargate.alert.p50`: a window whose median lag exceeds this breaches. Default: 15s.
+    pub fn alert_p50(&self) -> Result<Duration, Error> {
+        self.duration("stargate.alert.p50", Duration::from_secs(15))
+    }
+
+    /// `stargate.alert.p99`: a window whose 99th-percentile lag exceeds this breaches.
+    /// Default: 120s.
+    pub fn alert_p99(&self) -> Result<Duration, Error> {
+        self.duration("stargate.alert.p99", Duration::from_secs(120))
+    }
+
+    fn positive_duration(&self, key: &str, default: Duration) -> Result<Duration, Error> {
+        let d = self.duration(key, default)?;
+        if d.is_zero() {
+            return Err(invalid(key, self.raw(key).unwrap_or(""), "must be more than 0"));
+        }
+        Ok(d)
+    }
+
     fn number(&self, key: &str, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, Error> {
         match self.raw(key) {
             None => Ok(default),
@@ -176,6 +292,18 @@ impl Config {
         self.health_timeout()?;
         self.health_idle_exit()?;
         self.kv_push_attempts()?;
+        self.sync_interval()?;
+        self.sync_timeout()?;
+        self.retry_attempts()?;
+        self.retry_multiplier()?;
+        self.retry_base_delay()?;
+        self.retry_max_delay()?;
+        self.statsd()?;
+        self.metrics_interval()?;
+        self.alert_url()?;
+        self.alert_window()?;
+        self.alert_p50()?;
+        self.alert_p99()?;
         for id in self.nodes() {
             self.node_url(&id)?;
             self.node_health(&id)?;
@@ -224,6 +352,13 @@ pub fn valid_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// A repository name under `stargate.root`: `name.git` or `owner/name.git`, each part a
+/// plain name, so no `..` and no absolute paths.
+pub fn valid_repo_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    (1..=2).contains(&parts.len()) && parts.iter().all(|p| valid_id(p)) && name.ends_with(".git")
+}
+
 fn valid_health_url(v: &str) -> bool {
     v.strip_prefix("http://").is_some_and(|rest| {
         let authority = rest.split('/').next().unwrap_or("");
@@ -267,4 +402,113 @@ mod tests {
             assert!(!valid_id(bad), "{bad}");
         }
     }
+}
+
+/// Client settings read by `git-remote-stargate` (the `stargate::` remote helper).
+impl Config {
+    /// `stargate.transport`: how a `stargate::` URL reaches a name that is not a configured
+    /// node id (a host name or floating address): `ssh`, `git`, `file` or `https`.
+    /// Default: `ssh`.
+    pub fn transport(&self) -> Result<Transport, Error> {
+        let key = "stargate.transport";
+        match self.raw(key).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("ssh") => Ok(Transport::Ssh),
+            Some("git") => Ok(Transport::Git),
+            Some("file") => Ok(Transport::File),
+            Some("https") => Ok(Transport::Https),
+            Some(_) => Err(invalid(key, self.raw(key).unwrap_or(""), "expected ssh, git, file or https")),
+        }
+    }
+
+    /// `stargate.readFrom`: where fetch, clone and ls-remote through a `stargate::` URL read
+    /// from: `leader`, `replica` (a replica within `stargate.maxReadLag`, else the leader)
+    /// or `any` (the first node that qualifies). Pushes always go to the leader.
+    /// Default: `leader`.
+    pub fn read_from(&self) -> Result<ReadFrom, Error> {
+        let key = "stargate.readFrom";
+        match self.raw(key).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("leader") => Ok(ReadFrom::Leader),
+            Some("replica") => Ok(ReadFrom::Replica),
+            Some("any") => Ok(ReadFrom::Any),
+            Some(_) => Err(invalid(key, self.raw(key).unwrap_or(""), "expected leader, replica or any")),
+        }
+    }
+
+    /// `stargate.maxReadLag`: a replica whose replication lag is above this, or unknown, is
+    /// not read from. Default: unset (lag is not checked).
+    pub fn max_read_lag(&self) -> Result<Option<Duration>, Error> {
+        let key = "stargate.maxReadLag";
+        self.raw(key).map(|v| parse_duration(v).ok_or_else(|| invalid(key, v, DURATION))).transpose()
+    }
+
+    /// `stargate.probeTimeout`: how long `git-remote-stargate` waits for each node's health
+    /// responder when it looks for the leader (connect, request and answer). Default: 500ms.
+    pub fn probe_timeout(&self) -> Result<Duration, Error> {
+        let key = "stargate.probeTimeout";
+        let d = self.duration(key, Duration::from_millis(500))?;
+        if d.is_zero() {
+            return Err(invalid(key, self.raw(key).unwrap_or(""), "must be more than 0"));
+        }
+        Ok(d)
+    }
+
+    /// `stargate.healthPort`: the port of the health responder on a name that is not a
+    /// configured node id. Default: 8080.
+    pub fn health_port(&self) -> Result<u16, Error> {
+        let key = "stargate.healthPort";
+        match self.raw(key) {
+            None => Ok(8080),
+            Some(v) => match v.trim().parse::<u16>() {
+                Ok(port) if port > 0 => Ok(port),
+                _ => Err(invalid(key, v, "expected a port number, 1 to 65535")),
+            },
+        }
+    }
+
+    /// The leader record a client may read (`stargate.lock` is set and the shared volume
+    /// is mounted), or `None`.
+    pub fn leader_lock(&self) -> Result<Option<PathBuf>, Error> {
+        match self.lock() {
+            Ok(p) => Ok(Some(p)),
+            Err(Error::Missing(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `core.sshCommand`, as git reads it for ssh transports.
+    pub fn ssh_command(&self) -> Option<&str> {
+        self.raw("core.sshCommand")
+    }
+
+    /// `ssh.variant`, as git reads it: `ssh` (OpenSSH), `simple`, `plink`, `putty`,
+    /// `tortoiseplink`, or `auto` (unset).
+    pub fn ssh_variant(&self) -> Option<&str> {
+        self.raw("ssh.variant")
+    }
+
+    /// `protocol.version`, as git reads it (0, 1 or 2). Default: 2.
+    pub fn protocol_version(&self) -> u8 {
+        match self.raw("protocol.version").map(str::trim) {
+            Some("0") => 0,
+            Some("1") => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// `stargate.transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Ssh,
+    Git,
+    File,
+    Https,
+}
+
+/// `stargate.readFrom`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    Leader,
+    Replica,
+    Any,
 }

@@ -21,6 +21,8 @@ pub enum Error {
     Lease(#[from] crate::lease::Error),
     #[error(transparent)]
     Kv(#[from] crate::kv::Error),
+    #[error(transparent)]
+    Remote(#[from] crate::remote::Error),
     /// The node is not the current leader; the message is the contract of SPEC §3.
     #[error("not leader (leader: {leader}, epoch: {epoch})")]
     NotLeader { leader: String, epoch: u64 },

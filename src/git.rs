@@ -1,13 +1,19 @@
 //! The only module that runs the `git` binary.
 
 use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot run git: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The watchdog killed it (whole process group) at its deadline.
+    #[error("git {args} ran past its deadline and was killed")]
+    Timeout { args: String },
     #[error("git {args} failed ({status}): {stderr}")]
     Failed { args: String, status: String, stderr: String },
 }
@@ -110,4 +116,237 @@ pub fn fetch(repo: &Path, config: &[&str], args: &[&str], env: &[(&str, &str)]) 
         let args: Vec<std::ffi::OsString> = all.iter().map(Into::into).collect();
         Err(failed(&args, &out))
     }
+}
+
+/// A git command for the agent's mirroring: in its own process group (so the watchdog can
+/// kill it with everything it spawned), never prompting, carrying the sync token.
+pub struct Bounded {
+    cmd: Command,
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    show_progress: bool,
+}
+
+impl Bounded {
+    pub fn new(dir: &Path, args: &[&str]) -> Bounded {
+        let mut cmd = command(Some(dir));
+        cmd.args(args).env("GIT_TERMINAL_PROMPT", "0").process_group(0);
+        Bounded { cmd, args: args.iter().map(|a| a.to_string()).collect(), stdin: None, show_progress: false }
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Bounded {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn stdin(mut self, input: Vec<u8>) -> Bounded {
+        self.stdin = Some(input);
+        self
+    }
+
+    /// Let git's own progress reach our stderr (a person running `git stargate sync`).
+    pub fn show_progress(mut self, yes: bool) -> Bounded {
+        self.show_progress = yes;
+        self
+    }
+
+    /// Run to completion or kill the process group at `deadline`.
+    pub fn run(mut self, deadline: Instant) -> Result<Output, Error> {
+        let args_text = self.args.join(" ");
+        self.cmd.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        self.cmd.stdout(Stdio::piped());
+        self.cmd.stderr(if self.show_progress { Stdio::inherit() } else { Stdio::piped() });
+        let mut child = self.cmd.spawn().map_err(Error::Spawn)?;
+        let pgid = child.id() as libc::pid_t;
+        if let (Some(input), Some(mut pipe)) = (self.stdin.take(), child.stdin.take()) {
+            std::thread::spawn(move || pipe.write_all(&input));
+        }
+        let stdout = child.stdout.take().map(drain);
+        let stderr = child.stderr.take().map(drain);
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(Error::Spawn)? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                // SAFETY: kills the process group this child leads, nothing else.
+                unsafe { libc::killpg(pgid, libc::SIGKILL) };
+                let _ = child.wait();
+                return Err(Error::Timeout { args: args_text });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let out = Output {
+            status,
+            stdout: stdout.and_then(|t| t.join().ok()).unwrap_or_default(),
+            stderr: stderr.and_then(|t| t.join().ok()).unwrap_or_default(),
+        };
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(failed(&self.args.iter().map(Into::into).collect::<Vec<_>>(), &out))
+        }
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// `git init --bare -q <path>`.
+pub fn init_bare(path: &Path) -> Result<(), Error> {
+    run(None, [std::ffi::OsStr::new("init"), "--bare".as_ref(), "-q".as_ref(), path.as_os_str()]).map(drop)
+}
+
+/// Objects of `oids` that no ref reaches, refs under `exclude` (a glob) left out.
+pub fn unreachable(repo: &Path, oids: &[String], exclude: &str) -> Result<Vec<String>, Error> {
+    let mut args = vec!["rev-list".to_owned()];
+    args.extend(oids.iter().cloned());
+    args.extend(["--not".into(), format!("--exclude={exclude}"), "--all".into()]);
+    let out = run(Some(repo), &args)?;
+    let commits: std::collections::HashSet<String> =
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    Ok(oids.iter().filter(|o| commits.contains(*o)).cloned().collect())
+}
+
+/// Why a git command failed, for retry decisions (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    Timeout,
+    Connection,
+    Eof,
+    Http5xx,
+    Transport,
+    /// Authentication, 4xx, missing repository, or anything unrecognised.
+    Permanent,
+}
+
+impl ErrorClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Connection => "connection",
+            ErrorClass::Eof => "eof",
+            ErrorClass::Http5xx => "http5xx",
+            ErrorClass::Transport => "transport",
+            ErrorClass::Permanent => "permanent",
+        }
+    }
+}
+
+impl Error {
+    /// Fail-fast causes win over transient symptoms: a missing repository also ends with
+    /// "the remote end hung up", and must not be retried.
+    pub fn class(&self) -> ErrorClass {
+        let text = match self {
+            Error::Timeout { .. } => return ErrorClass::Timeout,
+            Error::Spawn(_) => return ErrorClass::Permanent,
+            // Killed by a signal (SIGPIPE when the other end died): the transfer broke.
+            Error::Failed { status, stderr, .. } if stderr.is_empty() && status.contains("signal") => {
+                return ErrorClass::Transport;
+            }
+            Error::Failed { stderr, .. } => stderr.to_lowercase(),
+        };
+        const PERMANENT: [&str; 9] = [
+            "authentication failed",
+            "permission denied",
+            "host key verification failed",
+            "does not appear to be a git repository",
+            "repository not found",
+            "not found",
+            "returned error: 4",
+            "could not read username",
+            "access denied",
+        ];
+        const TRANSIENT: [(&str, ErrorClass); 14] = [
+            ("connection refused", ErrorClass::Connection),
+            ("connection reset", ErrorClass::Connection),
+            ("connection timed out", ErrorClass::Connection),
+            ("unable to connect", ErrorClass::Connection),
+            ("network is unreachable", ErrorClass::Connection),
+            ("no route to host", ErrorClass::Connection),
+            ("could not resolve host", ErrorClass::Connection),
+            ("early eof", ErrorClass::Eof),
+            ("hung up unexpectedly", ErrorClass::Eof),
+            ("unexpected disconnect", ErrorClass::Eof),
+            ("returned error: 5", ErrorClass::Http5xx),
+            ("http 5", ErrorClass::Http5xx),
+            ("rpc failed", ErrorClass::Transport),
+            ("protocol error", ErrorClass::Transport),
+        ];
+        if PERMANENT.iter().any(|p| text.contains(p)) {
+            return ErrorClass::Permanent;
+        }
+        TRANSIENT.iter().find(|(p, _)| text.contains(p)).map_or(ErrorClass::Permanent, |(_, c)| *c)
+    }
+
+    pub fn text(&self) -> String {
+        match self {
+            Error::Failed { stderr, .. } => stderr.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Variables that point a git process at a particular repository (`git rev-parse
+/// --local-env-vars`); a process started for another repository must not inherit them.
+pub const LOCAL_ENV: &[&str] = &[
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_GRAFT_FILE",
+    "GIT_INDEX_FILE",
+    "GIT_NO_REPLACE_OBJECTS",
+    "GIT_REPLACE_REF_BASE",
+    "GIT_PREFIX",
+    "GIT_SHALLOW_FILE",
+    "GIT_COMMON_DIR",
+];
+
+/// Start `git upload-pack <repo>` (or `receive-pack`, `upload-archive`) for a local
+/// repository, as git's own file transport does: stdin shared with the caller (the
+/// requesting git), stdout and stderr piped, `GIT_PROTOCOL` set when given. `program`
+/// overrides the command (`--upload-pack`), run through the shell like git does.
+pub fn spawn_service(
+    service: &str,
+    program: Option<&str>,
+    repo: &Path,
+    protocol: Option<&str>,
+) -> std::io::Result<std::process::Child> {
+    let mut cmd = match program {
+        None => {
+            let mut c = Command::new("git");
+            c.arg(service.strip_prefix("git-").unwrap_or(service)).arg(repo);
+            c
+        }
+        Some(program) => {
+            let mut c = Command::new("sh");
+            let quoted = crate::remote::url::sq_quote(&repo.to_string_lossy());
+            c.arg("-c").arg(format!("{program} {quoted}"));
+            c
+        }
+    };
+    for var in LOCAL_ENV {
+        cmd.env_remove(var);
+    }
+    match protocol {
+        Some(p) => cmd.env("GIT_PROTOCOL", p),
+        None => cmd.env_remove("GIT_PROTOCOL"),
+    };
+    cmd.stdin(Stdio::inherit()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+}
+
+/// Start git's own remote helper for `http://` or `https://` URLs, `git remote-http(s)
+/// <alias> <url>`, with piped stdin and stdout.
+pub fn spawn_remote_helper(alias: &str, url: &str) -> std::io::Result<std::process::Child> {
+    let scheme = if url.starts_with("http://") { "remote-http" } else { "remote-https" };
+    Command::new("git").args([scheme, alias, url]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()
 }

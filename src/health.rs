@@ -388,6 +388,45 @@ fn metrics(s: &Status) -> String {
     for (name, help, value) in gauges {
         out.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {value}\n"));
     }
+    if let Some(p) = &s.replication {
+        out.push_str("# HELP stargate_replication_lag_seconds Lag of the last update a repository exposed.\n# TYPE stargate_replication_lag_seconds gauge\n");
+        out.push_str("# HELP stargate_replication_lag_operations Journal entries a repository is behind the leader.\n# TYPE stargate_replication_lag_operations gauge\n");
+        let mut repos: Vec<_> = p.repos.iter().collect();
+        repos.sort_by(|a, b| a.0.cmp(b.0));
+        for (repo, st) in repos {
+            if let Some(lag) = st.lag_seconds {
+                out.push_str(&format!(
+                    "stargate_replication_lag_seconds{{node=\"{node}\",repository=\"{repo}\"}} {lag}\n"
+                ));
+            }
+            out.push_str(&format!(
+                "stargate_replication_lag_operations{{node=\"{node}\",repository=\"{repo}\"}} {}\n",
+                st.lag_operations
+            ));
+        }
+        let c = p.counters;
+        for (name, value) in [
+            ("syncs", c.syncs),
+            ("skips", c.skips),
+            ("retries", c.retries),
+            ("timeouts", c.timeouts),
+            ("failures", c.failures),
+            ("fallbacks", c.fallbacks),
+            ("signals", c.signals),
+        ] {
+            out.push_str(&format!(
+                "# TYPE stargate_sync_{name}_total counter\nstargate_sync_{name}_total{{node=\"{node}\"}} {value}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# TYPE stargate_replication_lost_refs gauge\nstargate_replication_lost_refs{{node=\"{node}\"}} {}\n",
+            p.lost.len()
+        ));
+        out.push_str(&format!(
+            "# TYPE stargate_replication_alerting gauge\nstargate_replication_alerting{{node=\"{node}\"}} {}\n",
+            p.alerting as u8
+        ));
+    }
     out
 }
 

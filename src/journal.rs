@@ -6,8 +6,9 @@
 //! before they move: a crash can leave an entry for an update that never happened (replicas
 //! then find nothing to change), never an update without its entry.
 
+use std::io::Write;
+
 use gix::ObjectId;
-use gix::refs::transaction::PreviousValue;
 
 pub const REF: &str = "refs/stargate/journal";
 /// How far back a replica walks before it gives up and mirrors everything.
@@ -179,17 +180,38 @@ pub fn append(repo: &gix::Repository, epoch: u64, node: &str, updates: Vec<Updat
             extra_headers: Vec::new(),
         };
         let id = repo.write_object(&commit).map_err(git_err)?.detach();
-        let expected = match tip {
-            Some((old, _)) => PreviousValue::MustExistAndMatch(old.into()),
-            None => PreviousValue::MustNotExist,
-        };
-        match repo.reference(REF, id, expected, "stargate: journal") {
-            Ok(_) => return Ok(entry.last_seq()),
+        match swap_loose_ref(repo, tip.map(|(old, _)| old), id) {
+            Ok(()) => return Ok(entry.last_seq()),
             Err(e) => last_error = e.to_string(),
         }
         std::thread::sleep(std::time::Duration::from_millis(1 + rand::random_range(0..=attempt)));
     }
     Err(Error::Git(format!("cannot append to {REF}: {last_error}")))
+}
+
+/// Move the journal ref from `expected` to `new` the way git's files backend does:
+/// `<ref>.lock` created exclusively, the old value checked under it, then renamed into
+/// place. (A gix transaction would also want `packed-refs.lock`, which receive-pack holds
+/// at `prepared` when a push deletes a ref.)
+fn swap_loose_ref(repo: &gix::Repository, expected: Option<ObjectId>, new: ObjectId) -> std::io::Result<()> {
+    let path = repo.git_dir().join(REF);
+    let lock = path.with_extension("lock");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&lock)?;
+    let result = (|| {
+        let current = repo.try_find_reference(REF).map_err(std::io::Error::other)?.map(|r| r.id().detach());
+        if current != expected {
+            return Err(std::io::Error::other(format!("{REF} moved to {current:?} meanwhile")));
+        }
+        file.write_all(format!("{new}\n").as_bytes())?;
+        std::fs::rename(&lock, &path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&lock);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -4,13 +4,21 @@
 
 pub mod admin;
 pub mod agent;
+pub mod alert;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod git;
 pub mod health;
 pub mod hook;
+pub mod journal;
 pub mod kv;
+pub mod lag;
 pub mod lease;
+pub mod metrics;
 pub mod node;
+pub mod remote;
+pub mod replicate;
 pub mod sanitize;
+pub mod sync;

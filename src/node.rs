@@ -26,6 +26,9 @@ pub struct State {
     pub lock: PathBuf,
     /// `stargate.lease.staleAfter` in milliseconds.
     pub stale_after_ms: u64,
+    /// UDP addresses of the other nodes' agents, told to sync after each write here.
+    #[serde(default)]
+    pub peers: Vec<String>,
     pub pid: u32,
     pub role: Role,
     /// The epoch this node leads under (leader), or the last epoch it saw (passive).
@@ -204,4 +207,26 @@ impl View {
 
 fn refused(leader: String, epoch: u64, reason: String) -> Authority {
     Authority::Refused { leader, epoch, reason }
+}
+
+/// Tell every peer's agent that repository `git_dir` changed: one datagram each, best
+/// effort (the replicas' poll is the fallback). Sent from the leader's hook.
+pub fn signal_peers(state: &State, git_dir: &Path) {
+    let Some(name) = repo_name(state, git_dir) else { return };
+    let Ok(socket) = std::net::UdpSocket::bind(("0.0.0.0", 0)) else { return };
+    let message = format!("{SIGNAL_PREFIX}{name}\n");
+    for peer in &state.peers {
+        let _ = socket.send_to(message.as_bytes(), peer.as_str());
+    }
+}
+
+/// The datagram a leader sends: this prefix, then the repository name relative to the root.
+pub const SIGNAL_PREFIX: &str = "stargate-sync ";
+
+/// `owner/name.git` of the repository at `git_dir`, relative to this node's root.
+fn repo_name(state: &State, git_dir: &Path) -> Option<String> {
+    let state_dir = find_state_dir(git_dir)?;
+    let root = state_dir.parent()?;
+    let repo = git_dir.canonicalize().ok()?;
+    Some(repo.strip_prefix(root).ok()?.to_string_lossy().into_owned()).filter(|_| !state.node.is_empty())
 }

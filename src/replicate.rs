@@ -139,6 +139,7 @@ impl Replicator {
                 upload_pack: cfg.sync_upload_pack().map(str::to_owned),
                 token,
                 progress: false,
+                measure_since_ms: now_ms(),
             },
             statsd: cfg.statsd()?,
             alert,
@@ -197,8 +198,12 @@ impl Replicator {
             let now = Instant::now();
             if shared.passive {
                 for (name, repo) in shared.repos.iter_mut() {
-                    let due = repo.signalled || repo.due.is_none_or(|d| d <= now);
-                    if repo.running || !due || repo.retry_at.is_some_and(|r| r > now) {
+                    // A pending retry runs when its backoff ends; otherwise a signal or the poll.
+                    let ready = match repo.retry_at {
+                        Some(at) => at <= now,
+                        None => repo.signalled || repo.due.is_none_or(|d| d <= now),
+                    };
+                    if repo.running || !ready {
                         continue;
                     }
                     repo.running = true;
@@ -285,7 +290,9 @@ impl Replicator {
             }
             Err(failure) => {
                 let (text, retryable, class) = match &failure {
-                    Failure::Sync(sync::Error::Git(e)) => (e.text(), self.policy.is_retryable(e), e.class().name()),
+                    Failure::Sync(sync::Error::Git(e)) => {
+                        (e.to_string(), self.policy.is_retryable(e), e.class().name())
+                    }
                     other => (other.to_string(), false, "permanent"),
                 };
                 if class == "timeout" {

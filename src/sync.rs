@@ -59,6 +59,9 @@ pub struct Settings {
     pub token: String,
     /// Show git's progress on stderr (a person at a terminal).
     pub progress: bool,
+    /// A full mirror measures lag only for updates accepted after this (the agent's start):
+    /// a new replica must not report years of history as lag.
+    pub measure_since_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -363,6 +366,12 @@ impl Run<'_> {
     /// kept values that turned out to be on the leader after all.
     fn full(&self, main: &gix::Repository, why: &str) -> Result<Report, Error> {
         log::info!("{}: full mirror: {why}", self.path.display());
+        // Measure what is new since this replica's own journal position, or since the agent began.
+        let local_time = match journal::tip(main)? {
+            Some((id, _)) => journal::read(main, id)?.0.time_ms,
+            None => 0,
+        };
+        let since_ms = local_time.max(self.settings.measure_since_ms);
         let leader = self.ls_remote(&[])?;
         let leader =
             leader.into_iter().filter(|(r, _)| journal::journaled(r) || r == journal::REF).collect::<HashMap<_, _>>();
@@ -407,17 +416,41 @@ impl Run<'_> {
         }
         let refs_changed = leader.iter().filter(|(r, oid)| local.get(*r) != Some(oid)).count()
             + local.keys().filter(|r| !leader.contains_key(*r)).count();
-        // The range a full mirror covers is unknown, so it reports no per-update lag.
-        let seq = journal::tip(main)?.map_or(0, |(_, s)| s);
+        let tip = journal::tip(main)?;
+        let applied = match tip {
+            Some((id, _)) => self.newly_exposed(main, id, since_ms)?,
+            None => Vec::new(),
+        };
+        let seq = tip.map_or(0, |(_, s)| s);
         Ok(Report {
             mode: Mode::Full,
             fallback: Some(why.to_owned()),
             refs_changed,
             leader_seq: seq,
             replica_seq: seq,
-            applied: Vec::new(),
+            applied,
             lost,
         })
+    }
+
+    /// Updates a full mirror just exposed: the journal entries accepted after `since_ms`,
+    /// newest back, at most `journal::MAX_WALK`.
+    fn newly_exposed(&self, main: &gix::Repository, tip: ObjectId, since_ms: u64) -> Result<Vec<Applied>, Error> {
+        let exposed_ms = lease::now_ms();
+        let mut applied = Vec::new();
+        let mut at = Some(tip);
+        while let Some(id) = at {
+            let (entry, parent) = journal::read(main, id)?;
+            if entry.time_ms <= since_ms || applied.len() >= journal::MAX_WALK {
+                break;
+            }
+            for (seq, u) in entry.updates.iter().rev().filter(|(_, u)| journal::journaled(&u.refname)) {
+                applied.push(Applied { seq: *seq, refname: u.refname.clone(), accept_ms: entry.time_ms, exposed_ms });
+            }
+            at = parent;
+        }
+        applied.reverse();
+        Ok(applied)
     }
 }
 

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::node::{self, Authority};
+use crate::node::{Authority, View};
 
 /// Drain the hook's stdin: git writes every ref update there and expects it read.
 fn read_updates() -> Result<String> {
@@ -25,8 +25,8 @@ fn read_updates() -> Result<String> {
 /// Ok when the node serving this repository (hooks run in it) leads the current epoch;
 /// otherwise say why on stderr (git relays it to the pushing client) and fail with
 /// `NotLeader` (exit 9). Reads no git config: see `node::inspect_repo`.
-fn require_leader() -> Result<u64> {
-    match node::inspect_repo(&git_dir()).authority() {
+fn require_leader(view: &View) -> Result<u64> {
+    match view.authority() {
         Authority::Leader { epoch } => Ok(epoch),
         Authority::Refused { leader, epoch, reason } => {
             eprintln!("stargate: {reason}");

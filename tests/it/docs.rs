@@ -35,10 +35,8 @@ fn roff_text(page: &str) -> String {
 fn every_config_key_is_documented_in_stargate_7() {
     let source = std::fs::read_to_string(repo_root().join("src/config.rs")).unwrap();
     let page = roff_text(&std::fs::read_to_string(repo_root().join("man/stargate.7")).unwrap());
-    let keys: Vec<&str> = source
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("/// `")?.split_once("`:").map(|(k, _)| k))
-        .collect();
+    let keys: Vec<&str> =
+        source.lines().filter_map(|l| l.trim().strip_prefix("/// `")?.split_once("`:").map(|(k, _)| k)).collect();
     assert!(keys.len() >= 10, "found only {keys:?}");
     for key in keys {
         assert!(page.contains(key), "{key} is not documented in man/stargate.7");
@@ -51,7 +49,9 @@ fn install_lays_out_a_working_prefix() {
     let bindir = std::path::Path::new(HOOK).parent().unwrap();
     let script = repo_root().join("contrib/install.sh");
     let home = tempfile::tempdir().unwrap();
-    ok(cmd(script.to_str().unwrap(), home.path()).args(["--prefix", prefix.path().to_str().unwrap(), "--bindir"]).arg(bindir));
+    ok(cmd(script.to_str().unwrap(), home.path())
+        .args(["--prefix", prefix.path().to_str().unwrap(), "--bindir"])
+        .arg(bindir));
     let p = prefix.path();
     for hook in ["pre-receive", "reference-transaction"] {
         let link = std::fs::read_link(p.join("share/stargate/githooks").join(hook)).unwrap();
@@ -64,8 +64,17 @@ fn install_lays_out_a_working_prefix() {
     let path = format!("{}:/usr/bin:/bin", p.join("bin").display());
     let out = run(cmd("git", home.path()).env("PATH", &path).args(["kv", "-h"]));
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Usage: git kv"), "{}", stderr(&out));
-    let out = run(cmd("git", home.path()).env("PATH", &path).env("MANPATH", p.join("share/man")).env("MANPAGER", "cat").env("PAGER", "cat").args(["stargate", "--help"]));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("git-stargate"), "git help stargate shows the page: {}", stderr(&out));
+    let out = run(cmd("git", home.path())
+        .env("PATH", &path)
+        .env("MANPATH", p.join("share/man"))
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .args(["stargate", "--help"]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("git-stargate"),
+        "git help stargate shows the page: {}",
+        stderr(&out)
+    );
     // Re-running is harmless.
     ok(cmd(script.to_str().unwrap(), home.path()).args(["--prefix", p.to_str().unwrap(), "--bindir"]).arg(bindir));
 }

@@ -18,8 +18,13 @@ fn push_to_the_passive_is_refused_and_changes_nothing() {
     client.clone(&lab.url(&leader, "kv"), "c");
     ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
     ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    // Mirroring moves the passive's refs; only the refused push must not.
+    wait_until("the passive to mirror the leader", Duration::from_secs(10), || {
+        refs(&lab, &passive) == refs(&lab, &leader)
+    });
     let before = refs(&lab, &passive);
 
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "two"]));
     let out = run(client.git("c", &["push", &lab.url(&passive, "kv"), "HEAD:refs/heads/main"]));
     assert_eq!(out.status.code(), Some(1), "plain git push fails as git always does");
     let epoch = lab.record()["epoch"].as_u64().unwrap();
@@ -39,6 +44,8 @@ fn only_the_agents_token_lets_mirroring_write_on_a_passive_node() {
     let lab = Lab::up(2);
     let leader = lab.wait_leader(None, Duration::from_secs(5));
     let passive = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
+    // Freeze the passive's agent so that only this test's fetches write there.
+    lab.kill(&passive, "agent", "STOP");
     let client = Client::new();
     client.clone(&lab.url(&leader, "kv"), "c");
     assert!(client.kv("c", &["set", "k", "v"]).status.success());

@@ -8,3 +8,4 @@ mod health;
 mod hooks;
 mod kv;
 mod lease;
+mod replication;

@@ -1,0 +1,136 @@
+//! `https://` (and `http://`) nodes: git's own `git remote-https` does the work. It is
+//! started for the leader and sees every command; when the first command that shows the
+//! direction is a read that `stargate.readFrom` sends elsewhere, it is restarted for that
+//! node and the earlier commands replayed. After that the helper only copies bytes.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout};
+
+use crate::config::ReadFrom;
+
+use super::resolve::Op;
+use super::url::Endpoint;
+use super::{Error, Options, Session, read_line};
+
+struct Helper {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    node: usize,
+}
+
+impl Helper {
+    fn start(session: &Session, alias: &str, node: usize) -> Result<Helper, Error> {
+        let Endpoint::Http(url) = &session.nodes[node].endpoint else {
+            return Err(Error::Io("not an https node".into()));
+        };
+        let mut child = crate::git::spawn_remote_helper(alias, url)
+            .map_err(|e| Error::Io(format!("cannot run git remote-https: {e}")))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err(Error::Io("git remote-https without pipes".into()));
+        };
+        Ok(Helper { child, stdin, stdout: BufReader::new(stdout), node })
+    }
+
+    fn send(&mut self, line: &str) -> Result<(), Error> {
+        let io = |e: io::Error| Error::Io(format!("git remote-https: {e}"));
+        self.stdin.write_all(line.as_bytes()).map_err(io)?;
+        self.stdin.write_all(b"\n").map_err(io)?;
+        self.stdin.flush().map_err(io)
+    }
+
+    /// The answer to `line`: up to a blank line for `capabilities`, else one line.
+    fn answer(&mut self, line: &str) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        loop {
+            let start = out.len();
+            let n = self.stdout.read_until(b'\n', &mut out).map_err(|e| Error::Io(format!("git remote-https: {e}")))?;
+            if n == 0 {
+                return Err(Error::Io("git remote-https ended early".into()));
+            }
+            if line != "capabilities" || out[start..] == *b"\n" {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        drop(self.stdin);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Which way a command points, once it shows.
+fn direction(line: &str) -> Option<Op> {
+    let word = line.split(' ').next().unwrap_or("");
+    match word {
+        "capabilities" | "option" => None,
+        "push" => Some(Op::Write),
+        "list" if line == "list for-push" => Some(Op::Write),
+        _ => Some(Op::Read),
+    }
+}
+
+pub fn run(session: &Session, alias: &str, input: &mut File, output: &mut impl Write) -> Result<(), Error> {
+    let mut options = Options::default();
+    let first = match session.resolve(Op::Write, &options) {
+        Ok(c) => c.node,
+        Err(e) if session.policy.read_from == ReadFrom::Leader => return Err(e),
+        Err(_) => session.resolve(Op::Read, &options)?.node,
+    };
+    let mut helper = Helper::start(session, alias, first)?;
+    let mut setup: Vec<String> = Vec::new();
+    let io = |e: io::Error| Error::Io(format!("writing to git: {e}"));
+    let line = loop {
+        let Some(line) = read_line(input)? else {
+            helper.stop();
+            return Err(Error::Protocol("input ended before a command".into()));
+        };
+        match direction(&line) {
+            None => {
+                if let Some(rest) = line.strip_prefix("option ") {
+                    let _ = super::option(rest, &mut options);
+                }
+                helper.send(&line)?;
+                let answer = helper.answer(&line)?;
+                output.write_all(&answer).and_then(|()| output.flush()).map_err(io)?;
+                setup.push(line);
+            }
+            Some(Op::Read) if session.policy.read_from != ReadFrom::Leader => {
+                let target = session.resolve(Op::Read, &options)?.node;
+                if target != helper.node {
+                    helper.stop();
+                    helper = Helper::start(session, alias, target)?;
+                    for earlier in &setup {
+                        helper.send(earlier)?;
+                        helper.answer(earlier)?;
+                    }
+                }
+                break line;
+            }
+            Some(_) => break line,
+        }
+    };
+    helper.send(&line)?;
+    let Helper { mut child, stdin, mut stdout, node } = helper;
+    let mut input = input.try_clone().map_err(|e| Error::Io(e.to_string()))?;
+    std::thread::spawn(move || {
+        let mut stdin = stdin;
+        let _ = io::copy(&mut input, &mut stdin);
+    });
+    let _ = io::copy(&mut stdout, output);
+    let _ = output.flush();
+    let status = child.wait().map_err(|e| Error::Io(e.to_string()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Service {
+            node: session.nodes[node].name.clone(),
+            what: "git remote-https".into(),
+            status: status.to_string(),
+        })
+    }
+}

@@ -1,0 +1,404 @@
+//! `git-remote-stargate`, the remote helper behind `stargate::<name>[,<name>…]/<path>`
+//! URLs (gitremote-helpers(7)). It answers `capabilities` with `connect` and `option`;
+//! on `connect <service>` it finds the node to use (the leader for pushes, as
+//! `stargate.readFrom` says for reads), starts the service there and becomes a byte pipe
+//! between git and that service. `https://` nodes are handed to git's own
+//! `git remote-https`.
+//!
+//! Failover: a connection that fails before the service has said anything (so before git
+//! has sent anything either) is retried once, on the node a fresh look finds; so is one
+//! whose leader lost its epoch between the probe and the service's first words. Once bytes
+//! have passed, nothing is retried: a push refused with "not leader" shows that message.
+
+mod https;
+mod pipe;
+pub mod resolve;
+pub mod url;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::error;
+use crate::lease::{self, Record};
+use resolve::{Op, Policy};
+use url::Node;
+
+/// Longest command line accepted from git.
+const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid stargate URL {0}")]
+    Url(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    /// git (or whoever feeds stdin) broke the helper protocol.
+    #[error("remote helper protocol: {0}")]
+    Protocol(String),
+    /// Nobody fit: the message lists what each node answered.
+    #[error("{0}")]
+    NoLeader(String),
+    #[error("{node}: cannot reach {url}: {why}")]
+    Connect { node: String, url: String, why: String },
+    #[error("{node}: {what} {status}")]
+    Service { node: String, what: String, status: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The services git asks a `connect` helper for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    UploadPack,
+    ReceivePack,
+    UploadArchive,
+}
+
+impl Service {
+    fn parse(s: &str) -> Option<Service> {
+        match s {
+            "git-upload-pack" => Some(Service::UploadPack),
+            "git-receive-pack" => Some(Service::ReceivePack),
+            "git-upload-archive" => Some(Service::UploadArchive),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::UploadPack => "git-upload-pack",
+            Service::ReceivePack => "git-receive-pack",
+            Service::UploadArchive => "git-upload-archive",
+        }
+    }
+
+    fn op(self) -> Op {
+        if self == Service::ReceivePack { Op::Write } else { Op::Read }
+    }
+}
+
+/// What git said with `option` lines.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// 0 quiet, 1 normal, 2+ verbose (`-v`).
+    pub verbosity: u32,
+    pub progress: bool,
+    /// `--upload-pack` / `--receive-pack`: the program to run instead of the service.
+    pub servpath: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { verbosity: 1, progress: false, servpath: None }
+    }
+}
+
+/// What the command loop ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// A blank line: git is done with us.
+    Done,
+    Connect(Service),
+}
+
+/// Entry point of the `git-remote-stargate` binary.
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => error::report("git-remote-stargate", &e),
+    }
+}
+
+fn run(args: &[String]) -> error::Result<()> {
+    let (alias, url) = match args {
+        [_, alias, url] => (alias.as_str(), url.as_str()),
+        [_, url] => (url.as_str(), url.as_str()),
+        _ => {
+            return Err(error::Error::Usage(
+                "usage: git-remote-stargate <remote> <url>; git runs it for stargate::<name>[,<name>…]/<path> URLs"
+                    .into(),
+            ));
+        }
+    };
+    let spec = url::parse(url)?;
+    let cfg = Config::load(None)?;
+    let nodes = url::nodes(&spec, &cfg)?;
+    let policy = Policy { read_from: cfg.read_from()?, max_lag: cfg.max_read_lag()?, timeout: cfg.probe_timeout()? };
+    let session = Session { cfg, nodes, policy };
+    // Commands are read one byte at a time from a duplicate of fd 0, so that nothing meant
+    // for the service is ever buffered here.
+    let mut input = stdin_file()?;
+    let mut output = std::io::stdout();
+    if session.nodes[0].endpoint.is_http() {
+        return Ok(https::run(&session, alias, &mut input, &mut output)?);
+    }
+    let mut options = Options::default();
+    match commands(&mut input, &mut output, &mut options)? {
+        Next::Done => Ok(()),
+        Next::Connect(service) => Ok(session.connect(service, &options)?),
+    }
+}
+
+fn stdin_file() -> Result<File, Error> {
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(|e| Error::Io(format!("stdin: {e}")))?;
+    Ok(File::from(fd))
+}
+
+pub(crate) struct Session {
+    cfg: Config,
+    nodes: Vec<Node>,
+    policy: Policy,
+}
+
+impl Session {
+    fn record(&self) -> Option<Record> {
+        let lock = self.cfg.leader_lock().ok().flatten()?;
+        lease::read_record(&lock).ok().flatten()
+    }
+
+    fn resolve(&self, op: Op, options: &Options) -> Result<resolve::Choice, Error> {
+        let choice = resolve::resolve(&self.nodes, op, &self.policy, self.record().as_ref())?;
+        if options.verbosity >= 2 {
+            let node = &self.nodes[choice.node];
+            let what = if op == Op::Write { "writing to" } else { "reading from" };
+            eprintln!(
+                "stargate: {what} {} at {} ({}; resolved in {:.1} ms)",
+                node.name,
+                node.endpoint.display(),
+                choice.why,
+                choice.elapsed.as_secs_f64() * 1000.0
+            );
+        }
+        Ok(choice)
+    }
+
+    /// Resolve, open, and pipe; one retry when the first node failed before anything passed.
+    fn connect(&self, service: Service, options: &Options) -> Result<(), Error> {
+        let op = service.op();
+        let protocol = protocol_for(service, &self.cfg);
+        let mut failed: Option<(usize, Option<u64>, Error)> = None;
+        for _attempt in 0..2 {
+            let choice = self.resolve(op, options)?;
+            if let Some((node, epoch, err)) = failed.take() {
+                if node == choice.node && epoch == choice.epoch {
+                    return Err(err);
+                }
+            }
+            let node = &self.nodes[choice.node];
+            let opened = match pipe::open(node, service, protocol.as_deref(), options, &self.cfg) {
+                Ok(o) => o,
+                Err(e) => {
+                    if options.verbosity >= 1 {
+                        eprintln!("stargate: {e}; nothing was sent, looking for the node again");
+                    }
+                    failed = Some((choice.node, choice.epoch, e));
+                    continue;
+                }
+            };
+            // The service is up, git has sent nothing yet: last chance to notice a handover.
+            if let (Op::Write, Some(epoch), Some(record)) = (op, choice.epoch, self.record()) {
+                if record.epoch != epoch {
+                    opened.abandon();
+                    let e = Error::Connect {
+                        node: node.name.clone(),
+                        url: node.endpoint.display(),
+                        why: format!("the leader changed (epoch {epoch} → {})", record.epoch),
+                    };
+                    if options.verbosity >= 1 {
+                        eprintln!("stargate: {e}; nothing was sent, looking for the leader again");
+                    }
+                    failed = Some((choice.node, Some(record.epoch), e));
+                    continue;
+                }
+            }
+            return opened.run(&node.name);
+        }
+        Err(failed.map_or_else(|| Error::Io("no attempt made".into()), |(_, _, e)| e))
+    }
+}
+
+/// `GIT_PROTOCOL` for the service, decided as git does for its own transports: from
+/// `protocol.version` (git does not pass it to `connect` helpers), version 2 for
+/// upload-pack only.
+fn protocol_for(service: Service, cfg: &Config) -> Option<String> {
+    match cfg.protocol_version() {
+        2 if service == Service::UploadPack => Some("version=2".into()),
+        1 => Some("version=1".into()),
+        _ => None,
+    }
+}
+
+/// One line from git, without its newline; `None` at a clean end of input. A line cut
+/// off by the end of input, an over-long line or one that is not UTF-8 is an error.
+pub fn read_line(input: &mut impl Read) -> Result<Option<String>, Error> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match input.read(&mut byte) {
+            Ok(0) if line.is_empty() => return Ok(None),
+            Ok(0) => return Err(Error::Protocol("input ended in the middle of a line".into())),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if line.len() >= MAX_LINE => return Err(Error::Protocol("line too long".into())),
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Io(format!("reading from git: {e}"))),
+        }
+    }
+    String::from_utf8(line).map(Some).map_err(|_| Error::Protocol("a line is not UTF-8".into()))
+}
+
+/// The command loop, up to `connect` or the blank line that ends the session.
+pub fn commands(input: &mut impl Read, output: &mut impl Write, options: &mut Options) -> Result<Next, Error> {
+    let io = |e: std::io::Error| Error::Io(format!("writing to git: {e}"));
+    loop {
+        let Some(line) = read_line(input)? else {
+            return Err(Error::Protocol("input ended before a command".into()));
+        };
+        let reply = match line.split_once(' ').unwrap_or((&line, "")) {
+            ("", "") => return Ok(Next::Done),
+            ("capabilities", "") => "connect\noption\n\n".to_owned(),
+            ("option", rest) => option(rest, options) + "\n",
+            ("connect", service) => match Service::parse(service) {
+                Some(s) => return Ok(Next::Connect(s)),
+                None => return Err(Error::Protocol(format!("cannot connect to '{}'", shown(service)))),
+            },
+            _ => return Err(Error::Protocol(format!("unknown command '{}'", shown(&line)))),
+        };
+        output.write_all(reply.as_bytes()).map_err(io)?;
+        output.flush().map_err(io)?;
+    }
+}
+
+/// The answer to `option <name> <value>`.
+pub fn option(rest: &str, options: &mut Options) -> String {
+    let (name, value) = rest.split_once(' ').unwrap_or((rest, ""));
+    match name {
+        "verbosity" => match value.parse() {
+            Ok(v) => {
+                options.verbosity = v;
+                "ok".into()
+            }
+            Err(_) => "error verbosity must be a number".into(),
+        },
+        "progress" => match value {
+            "true" | "false" => {
+                options.progress = value == "true";
+                "ok".into()
+            }
+            _ => "error progress must be true or false".into(),
+        },
+        "servpath" => match unquote_c_style(value) {
+            Some(p) if !p.is_empty() && !p.chars().any(char::is_control) => {
+                options.servpath = Some(p);
+                "ok".into()
+            }
+            _ => "error bad servpath".into(),
+        },
+        _ => "unsupported".into(),
+    }
+}
+
+/// git's `quote_c_style` undone: a plain word, or `"…"` with backslash escapes.
+fn unquote_c_style(s: &str) -> Option<String> {
+    let Some(inner) = s.strip_prefix('"') else { return Some(s.to_owned()) };
+    let inner = inner.strip_suffix('"')?;
+    let mut out = Vec::new();
+    let mut bytes = inner.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        let c = bytes.next()?;
+        out.push(match c {
+            b'a' => 7,
+            b'b' => 8,
+            b'f' => 12,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'v' => 11,
+            b'0'..=b'3' => {
+                let (d2, d3) = (bytes.next()?, bytes.next()?);
+                let digit = |d: u8| (b'0'..=b'7').contains(&d).then_some(d - b'0');
+                (c - b'0') * 64 + digit(d2)? * 8 + digit(d3)?
+            }
+            other => other,
+        });
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Text from the input, made safe and short for an error message.
+fn shown(s: &str) -> String {
+    let s = crate::sanitize::text(s);
+    if s.chars().count() > 80 { s.chars().take(80).collect::<String>() + "…" } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(input: &[u8]) -> (Result<Next, Error>, String, Options) {
+        let mut out = Vec::new();
+        let mut options = Options::default();
+        let result = commands(&mut &input[..], &mut out, &mut options);
+        (result, String::from_utf8_lossy(&out).into_owned(), options)
+    }
+
+    #[test]
+    fn answers_capabilities_and_options_then_connects() {
+        let (r, out, opts) = session(
+            b"capabilities\noption progress true\noption verbosity 2\noption family ipv4\noption servpath \"/opt/git-upload-pack\"\nconnect git-receive-pack\n",
+        );
+        assert_eq!(r.unwrap(), Next::Connect(Service::ReceivePack));
+        assert_eq!(out, "connect\noption\n\nok\nok\nunsupported\nok\n");
+        assert_eq!((opts.verbosity, opts.progress, opts.servpath.as_deref()), (2, true, Some("/opt/git-upload-pack")));
+        assert_eq!(session(b"capabilities\n\n").0.unwrap(), Next::Done);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_never_a_panic() {
+        for bad in [
+            &b""[..],
+            b"capabilities",
+            b"capabilities\ncapab",
+            b"connect git-daemon\n",
+            b"connect\n",
+            b"fetch 0000 HEAD\n",
+            b"\xff\xfe\n",
+            b"option verbosity\n",
+        ] {
+            let (r, _, _) = session(bad);
+            let ok = matches!(r, Err(_)) || bad == b"option verbosity\n";
+            assert!(ok, "{:?}: {r:?}", String::from_utf8_lossy(bad));
+        }
+        let long = vec![b'x'; MAX_LINE + 10];
+        assert!(session(&long).0.is_err());
+        // Random bytes and random words: an answer or an error, never a panic.
+        let alphabet = b"capabilities option connect git-upload-pack verbosity 1\n\"\\\x00\xff";
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        for _ in 0..2000 {
+            let mut input = Vec::new();
+            for _ in 0..(seed % 64) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                input.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            let _ = session(&input);
+        }
+    }
+
+    #[test]
+    fn c_unquote() {
+        assert_eq!(unquote_c_style("plain").as_deref(), Some("plain"));
+        assert_eq!(unquote_c_style("\"a\\\"b\\\\c\\tx\\303\\251\"").as_deref(), Some("a\"b\\c\txé"));
+        assert_eq!(unquote_c_style("\"open"), None);
+        assert_eq!(unquote_c_style("\"bad\\9\""), Some("bad9".into()));
+    }
+}

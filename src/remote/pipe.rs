@@ -1,0 +1,270 @@
+//! Starting the service on the chosen node (`git upload-pack <path>` locally, over ssh, or
+//! a `git://` connection) and then copying bytes between git and it. Copies go through
+//! `std::io::copy`, which splices between pipes and sockets without passing the data
+//! through user space.
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::Config;
+
+use super::url::{Endpoint, Node, sq_quote};
+use super::{Error, Options, Service};
+
+/// How long a `git://` connection may take to open, once the node was chosen.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A service that has started talking: its first bytes, not yet passed on to git.
+pub struct Opened {
+    first: Vec<u8>,
+    conn: Conn,
+    what: String,
+}
+
+enum Conn {
+    Process { child: Child, stdout: ChildStdout, stderr: Option<JoinHandle<()>> },
+    Tcp(TcpStream),
+}
+
+/// Start `service` on `node` and wait for its first bytes. Until this returns `Ok`, git has
+/// been sent nothing, so any error here may be retried elsewhere.
+pub fn open(
+    node: &Node,
+    service: Service,
+    protocol: Option<&str>,
+    options: &Options,
+    cfg: &Config,
+) -> Result<Opened, Error> {
+    let fail = |why: String| Error::Connect { node: node.name.clone(), url: node.endpoint.display(), why };
+    match &node.endpoint {
+        Endpoint::Local(path) => {
+            let child = crate::git::spawn_service(service.name(), options.servpath.as_deref(), path, protocol)
+                .map_err(|e| fail(format!("cannot run git: {e}")))?;
+            process(node, child, format!("{} {}", service.name(), path.display()))
+        }
+        Endpoint::Ssh { host, port, path } => {
+            let program = options.servpath.as_deref().unwrap_or(service.name());
+            let remote = format!("{program} {}", sq_quote(path));
+            let child =
+                ssh(cfg, host, *port, &remote, protocol)?.spawn().map_err(|e| fail(format!("cannot run ssh: {e}")))?;
+            process(node, child, format!("ssh {host} {remote}"))
+        }
+        Endpoint::Git { host, port, path } => {
+            let mut stream = tcp_connect(host, *port).map_err(fail)?;
+            let mut request = format!("{} {path}\0host={host}", service.name());
+            if *port != 9418 {
+                request += &format!(":{port}");
+            }
+            request.push('\0');
+            if let Some(p) = protocol {
+                request += &format!("\0{p}\0");
+            }
+            let pkt = format!("{:04x}{request}", request.len() + 4);
+            stream.write_all(pkt.as_bytes()).map_err(|e| fail(e.to_string()))?;
+            let mut first = vec![0u8; 64 * 1024];
+            let n = read_some(&mut stream, &mut first).map_err(|e| fail(e.to_string()))?;
+            if n == 0 {
+                return Err(fail("git daemon closed the connection without answering".into()));
+            }
+            first.truncate(n);
+            Ok(Opened { first, conn: Conn::Tcp(stream), what: format!("git://{host}") })
+        }
+        Endpoint::Http(_) => Err(fail("https nodes are served by git remote-https".into())),
+    }
+}
+
+fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs = (bare, port).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let mut last = format!("cannot resolve {host}");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// A started local or ssh process: its stderr is relayed (sanitized), its first bytes read.
+fn process(node: &Node, mut child: Child, what: String) -> Result<Opened, Error> {
+    let (Some(mut stdout), stderr) = (child.stdout.take(), child.stderr.take()) else {
+        let _ = child.kill();
+        return Err(Error::Io("child without pipes".into()));
+    };
+    let stderr = stderr.map(|e| std::thread::spawn(move || relay_stderr(e)));
+    let mut first = vec![0u8; 64 * 1024];
+    let (n, read_error) = match read_some(&mut stdout, &mut first) {
+        Ok(n) => (n, None),
+        Err(e) => {
+            let _ = child.kill();
+            (0, Some(e))
+        }
+    };
+    if n == 0 {
+        let mut status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+        if let Some(e) = read_error {
+            status = format!("{e}; {status}");
+        }
+        if let Some(t) = stderr {
+            let _ = t.join();
+        }
+        return Err(Error::Connect {
+            node: node.name.clone(),
+            url: node.endpoint.display(),
+            why: format!("{what} ended before saying anything ({status})"),
+        });
+    }
+    first.truncate(n);
+    Ok(Opened { first, conn: Conn::Process { child, stdout, stderr }, what })
+}
+
+/// Copy a child's stderr to ours line by line, without terminal escapes.
+fn relay_stderr(stderr: impl Read) {
+    let mut reader = io::BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let mut text = crate::sanitize::text(&String::from_utf8_lossy(&line));
+                if line.ends_with(b"\n") && !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                let _ = io::stderr().write_all(text.as_bytes());
+            }
+        }
+    }
+}
+
+impl Opened {
+    /// Close without passing anything to git (the remote end sees a client that left).
+    pub fn abandon(self) {
+        match self.conn {
+            Conn::Process { mut child, stdout, stderr } => {
+                drop(stdout);
+                let _ = child.kill();
+                let _ = child.wait();
+                if let Some(t) = stderr {
+                    let _ = t.join();
+                }
+            }
+            Conn::Tcp(s) => {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Tell git the connection is up, then pipe until the service is done.
+    pub fn run(self, node: &str) -> Result<(), Error> {
+        let mut out = io::stdout().lock();
+        let started = out.write_all(b"\n").and_then(|()| out.write_all(&self.first)).and_then(|()| out.flush());
+        match self.conn {
+            Conn::Process { mut child, mut stdout, stderr } => {
+                let copied = started.and_then(|()| io::copy(&mut stdout, &mut out));
+                drop(out);
+                if copied.is_err() {
+                    // git stopped reading: it is finished with this service, one way or another.
+                    let _ = child.kill();
+                }
+                let status = child.wait().map_err(|e| Error::Io(format!("{}: {e}", self.what)))?;
+                if let Some(t) = stderr {
+                    let _ = t.join();
+                }
+                match (copied, status.success()) {
+                    (Err(_), _) | (Ok(_), true) => Ok(()),
+                    (Ok(_), false) => {
+                        Err(Error::Service { node: node.to_owned(), what: self.what, status: status.to_string() })
+                    }
+                }
+            }
+            Conn::Tcp(mut stream) => {
+                started.map_err(|e| Error::Io(format!("writing to git: {e}")))?;
+                let mut to_server = stream.try_clone().map_err(|e| Error::Io(e.to_string()))?;
+                std::thread::spawn(move || {
+                    let mut input = io::stdin().lock();
+                    let _ = io::copy(&mut input, &mut to_server);
+                    let _ = to_server.shutdown(Shutdown::Write);
+                });
+                let _ = io::copy(&mut stream, &mut out);
+                let _ = out.flush();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The ssh command git itself would run: `GIT_SSH_COMMAND`, `core.sshCommand`, `GIT_SSH`,
+/// else `ssh`; options in the dialect `ssh.variant` (or the program's name) says.
+fn ssh(cfg: &Config, host: &str, port: Option<u16>, remote: &str, protocol: Option<&str>) -> Result<Command, Error> {
+    let env_command = std::env::var("GIT_SSH_COMMAND").ok().filter(|c| !c.trim().is_empty());
+    let (mut cmd, program) = match (env_command, cfg.ssh_command(), std::env::var("GIT_SSH").ok()) {
+        (Some(c), _, _) => (shell(&c), c),
+        (None, Some(c), _) if !c.trim().is_empty() => (shell(c), c.to_owned()),
+        (None, _, Some(p)) if !p.is_empty() => (Command::new(&p), p),
+        _ => (Command::new("ssh"), "ssh".to_owned()),
+    };
+    let first_word = program.split_whitespace().next().unwrap_or("ssh");
+    let basename = first_word.rsplit('/').next().unwrap_or(first_word).trim_end_matches(".exe").to_ascii_lowercase();
+    let variant = match cfg.ssh_variant().map(str::to_ascii_lowercase) {
+        Some(v) if v != "auto" => v,
+        _ if basename == "plink" => "plink".to_owned(),
+        _ if basename == "tortoiseplink" => "tortoiseplink".to_owned(),
+        _ => "ssh".to_owned(),
+    };
+    match variant.as_str() {
+        "simple" if port.is_some() => {
+            return Err(Error::Url(format!("ssh.variant=simple cannot connect to a port ({host}:{port:?})")));
+        }
+        "simple" => {}
+        "plink" | "putty" | "tortoiseplink" => {
+            if variant == "tortoiseplink" {
+                cmd.arg("-batch");
+            }
+            if let Some(p) = port {
+                cmd.args(["-P", &p.to_string()]);
+            }
+        }
+        _ => {
+            if protocol.is_some() {
+                cmd.args(["-o", "SendEnv=GIT_PROTOCOL"]);
+            }
+            if let Some(p) = port {
+                cmd.args(["-p", &p.to_string()]);
+            }
+        }
+    }
+    cmd.arg(host).arg(remote);
+    for var in crate::git::LOCAL_ENV {
+        cmd.env_remove(var);
+    }
+    match protocol {
+        Some(p) => cmd.env("GIT_PROTOCOL", p),
+        None => cmd.env_remove("GIT_PROTOCOL"),
+    };
+    cmd.stdin(Stdio::inherit()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    Ok(cmd)
+}
+
+/// `sh -c '<command> "$@"' '<command>' args…`, as git runs configured commands.
+fn shell(command: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(format!("{command} \"$@\"")).arg(command);
+    c
+}

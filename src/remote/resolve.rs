@@ -1,0 +1,394 @@
+//! Finding the node to talk to: every name's health responder is asked in parallel, with
+//! one deadline for all (`stargate.probeTimeout`), like libpq's multi-host connection
+//! strings picking the writable server. Writes need the leader (`/readyz` = 200); reads
+//! follow `stargate.readFrom`, judging replicas by their `/status` lag.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::config::ReadFrom;
+use crate::lease::Record;
+
+use super::Error;
+use super::url::Node;
+
+/// What the connection will do on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub read_from: ReadFrom,
+    pub max_lag: Option<Duration>,
+    pub timeout: Duration,
+}
+
+impl Policy {
+    /// Only the leader will do (`/readyz` is enough).
+    fn leader_only(&self, op: Op) -> bool {
+        op == Op::Write || self.read_from == ReadFrom::Leader
+    }
+}
+
+/// One node's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Leads the current epoch and accepts writes.
+    Leader { epoch: Option<u64>, note: Option<String> },
+    /// Up, but not the leader: why, and (from `/status`) whether its agent is alive and
+    /// its replication lag in seconds, when it publishes one.
+    Passive { why: String, alive: bool, lag_seconds: Option<f64> },
+    /// No usable answer.
+    Failed(String),
+}
+
+/// The node picked, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub node: usize,
+    pub leader: bool,
+    pub epoch: Option<u64>,
+    pub elapsed: Duration,
+    /// For `-v`: what the node answered.
+    pub why: String,
+}
+
+/// Pick the node for `op` among `nodes`. A single name is used as is, without a probe (a
+/// floating address or DNS name that follows the leader).
+pub fn resolve(nodes: &[Node], op: Op, policy: &Policy, record: Option<&Record>) -> Result<Choice, Error> {
+    let start = Instant::now();
+    if nodes.len() == 1 {
+        return Ok(Choice {
+            node: 0,
+            leader: op == Op::Write,
+            epoch: None,
+            elapsed: start.elapsed(),
+            why: "the only name given".into(),
+        });
+    }
+    let path = if policy.leader_only(op) { "/readyz" } else { "/status" };
+    let deadline = start + policy.timeout;
+    let (tx, rx) = mpsc::channel();
+    let mut answers: Vec<Option<Answer>> = vec![None; nodes.len()];
+    let mut pending = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        match &node.health {
+            Some(addr) => {
+                let (tx, addr) = (tx.clone(), addr.clone());
+                pending += 1;
+                // Detached on purpose: a node that never answers is left behind at the deadline.
+                std::thread::spawn(move || {
+                    let _ = tx.send((i, probe(&addr, path, deadline)));
+                });
+            }
+            None => answers[i] = Some(Answer::Failed(format!("no stargate.{}.health to ask", node.name))),
+        }
+    }
+    drop(tx);
+    while pending > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((i, answer)) = rx.recv_timeout(left) else { break };
+        pending -= 1;
+        answers[i] = Some(answer);
+        let judged = judge(nodes, &answers, record);
+        if let Some(i) = decisive(&judged, op, policy) {
+            return Ok(choice(i, &judged[i], policy, start));
+        }
+    }
+    let judged = judge(nodes, &answers, record);
+    match settle(&judged, op, policy) {
+        Some(i) => Ok(choice(i, &judged[i], policy, start)),
+        None => Err(no_target(nodes, &judged, op, policy)),
+    }
+}
+
+fn choice(i: usize, answer: &Option<Answer>, policy: &Policy, start: Instant) -> Choice {
+    let (leader, epoch) = match answer {
+        Some(Answer::Leader { epoch, .. }) => (true, *epoch),
+        _ => (false, None),
+    };
+    Choice { node: i, leader, epoch, elapsed: start.elapsed(), why: describe(answer, policy) }
+}
+
+/// The answers as the leader record corrects them: a node without a health responder is
+/// judged by the record; a leader whose epoch is behind the record is stale; the node the
+/// record names is taken as the leader when its health responder did not answer at all.
+pub fn judge(nodes: &[Node], answers: &[Option<Answer>], record: Option<&Record>) -> Vec<Option<Answer>> {
+    let mut judged = answers.to_vec();
+    let Some(record) = record else { return judged };
+    for (node, answer) in nodes.iter().zip(judged.iter_mut()) {
+        let named = node.configured && node.name == record.node;
+        match answer {
+            Some(Answer::Leader { epoch: Some(e), .. }) if *e < record.epoch => {
+                *answer = Some(Answer::Passive {
+                    why: format!("its epoch {e} is behind the leader record's {}", record.epoch),
+                    alive: true,
+                    lag_seconds: None,
+                })
+            }
+            Some(Answer::Failed(why)) if named => {
+                let note = format!("by the leader record (epoch {}); its health responder: {why}", record.epoch);
+                *answer = Some(Answer::Leader { epoch: Some(record.epoch), note: Some(note) });
+            }
+            _ => {}
+        }
+    }
+    judged
+}
+
+/// May a read go to this passive node? `Err` says why not.
+fn readable(answer: &Answer, policy: &Policy) -> Result<f64, String> {
+    let Answer::Passive { alive, lag_seconds, .. } = answer else { return Err("not a replica".into()) };
+    if !alive {
+        return Err("its agent is not running".into());
+    }
+    match (policy.max_lag, lag_seconds) {
+        (None, lag) => Ok(lag.unwrap_or(f64::MAX)),
+        (Some(max), Some(lag)) if *lag <= max.as_secs_f64() => Ok(*lag),
+        (Some(max), Some(lag)) => Err(format!("lag {lag:.1} s is above stargate.maxReadLag ({} ms)", max.as_millis())),
+        (Some(_), None) => Err("its lag is unknown and stargate.maxReadLag is set".into()),
+    }
+}
+
+/// The node to use right away, before every answer is in.
+pub fn decisive(answers: &[Option<Answer>], op: Op, policy: &Policy) -> Option<usize> {
+    answers.iter().position(|a| match a {
+        Some(Answer::Leader { .. }) => policy.leader_only(op) || policy.read_from == ReadFrom::Any,
+        Some(a @ Answer::Passive { .. }) => !policy.leader_only(op) && readable(a, policy).is_ok(),
+        _ => false,
+    })
+}
+
+/// The node to use once every answer is in (or the deadline passed).
+pub fn settle(answers: &[Option<Answer>], op: Op, policy: &Policy) -> Option<usize> {
+    let leader = (answers.iter().enumerate())
+        .filter_map(|(i, a)| match a {
+            Some(Answer::Leader { epoch, .. }) => Some((i, epoch.unwrap_or(0))),
+            _ => None,
+        })
+        .max_by_key(|&(i, epoch)| (epoch, std::cmp::Reverse(i)))
+        .map(|(i, _)| i);
+    if policy.leader_only(op) {
+        return leader;
+    }
+    let replica = (answers.iter().enumerate())
+        .filter_map(|(i, a)| Some((i, readable(a.as_ref()?, policy).ok()?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i);
+    replica.or(leader)
+}
+
+fn describe(answer: &Option<Answer>, policy: &Policy) -> String {
+    match answer {
+        None => format!("no answer within {} ms", policy.timeout.as_millis()),
+        Some(Answer::Leader { epoch, note }) => {
+            let mut s = match epoch {
+                Some(e) => format!("leader, epoch {e}"),
+                None => "leader".to_owned(),
+            };
+            if let Some(note) = note {
+                s += &format!(" ({note})");
+            }
+            s
+        }
+        Some(a @ Answer::Passive { why, lag_seconds, .. }) => {
+            let mut s = format!("not leader: {why}");
+            if let Some(lag) = lag_seconds {
+                s += &format!(", lag {lag:.1} s");
+            }
+            if !policy.leader_only(Op::Read) {
+                if let Err(skip) = readable(a, policy) {
+                    s += &format!("; not read from: {skip}");
+                }
+            }
+            s
+        }
+        Some(Answer::Failed(why)) => why.clone(),
+    }
+}
+
+fn no_target(nodes: &[Node], answers: &[Option<Answer>], op: Op, policy: &Policy) -> Error {
+    let mut list = String::new();
+    for (node, answer) in nodes.iter().zip(answers) {
+        let health = node.health.as_deref().map(|h| format!(" (http://{h})")).unwrap_or_default();
+        let what = if policy.leader_only(op) {
+            describe(answer, policy)
+        } else {
+            describe(answer, &Policy { read_from: ReadFrom::Replica, ..*policy })
+        };
+        list += &format!("\n  {}{health}: {}", node.name, crate::sanitize::text(&what));
+    }
+    let names = nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(",");
+    if policy.leader_only(op) {
+        Error::NoLeader(format!("no leader among {names}:{list}"))
+    } else {
+        Error::NoLeader(format!("no node to read from among {names}:{list}"))
+    }
+}
+
+/// Ask one health responder. Never outlives `deadline` by more than one system call.
+fn probe(addr: &str, path: &str, deadline: Instant) -> Answer {
+    match http_get(addr, path, deadline) {
+        Err(why) => Answer::Failed(why),
+        Ok((code, body)) => parse_answer(path, code, &body),
+    }
+}
+
+/// A health answer, from `/readyz` or `/status`.
+pub fn parse_answer(path: &str, code: u16, body: &str) -> Answer {
+    let first_line =
+        || crate::sanitize::text(body.lines().next().unwrap_or("").trim()).chars().take(200).collect::<String>();
+    if path == "/readyz" {
+        return match code {
+            200 => {
+                let epoch = body.trim().rsplit(' ').next().and_then(|n| n.parse().ok());
+                Answer::Leader { epoch, note: None }
+            }
+            503 => {
+                let line = first_line();
+                let why = line.strip_prefix("not leader: ").unwrap_or(&line).to_owned();
+                Answer::Passive { why, alive: true, lag_seconds: None }
+            }
+            _ => Answer::Failed(format!("HTTP {code}: {}", first_line())),
+        };
+    }
+    if code != 200 {
+        return Answer::Failed(format!("HTTP {code}: {}", first_line()));
+    }
+    let Ok(status) = serde_json::from_str::<serde_json::Value>(body) else {
+        return Answer::Failed("/status is not JSON".into());
+    };
+    let epoch = status["epoch"].as_u64();
+    if status["accepts_writes"].as_bool() == Some(true) {
+        return Answer::Leader { epoch, note: None };
+    }
+    let why = status["refusal"].as_str().map_or_else(|| "passive".to_owned(), crate::sanitize::text);
+    let alive = status["agent"]["alive"].as_bool() == Some(true);
+    let lag_seconds = status["lag_seconds"].as_f64().filter(|l| l.is_finite() && *l >= 0.0);
+    Answer::Passive { why, alive, lag_seconds }
+}
+
+/// A minimal HTTP/1.0 GET with one deadline for connect, request and answer.
+fn http_get(addr: &str, path: &str, deadline: Instant) -> Result<(u16, String), String> {
+    let left = || {
+        let d = deadline.saturating_duration_since(Instant::now());
+        if d.is_zero() { Err(format!("no answer within the probe timeout")) } else { Ok(d) }
+    };
+    let addrs: Vec<_> = addr.to_socket_addrs().map_err(|e| format!("cannot resolve {addr}: {e}"))?.collect();
+    let mut last = format!("cannot resolve {addr}");
+    let mut stream = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, left()?) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = io_why(&e),
+        }
+    }
+    let mut s = stream.ok_or(last)?;
+    s.set_write_timeout(Some(left()?)).map_err(|e| io_why(&e))?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: git-remote-stargate\r\n\r\n");
+    s.write_all(request.as_bytes()).map_err(|e| io_why(&e))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        s.set_read_timeout(Some(left()?)).map_err(|e| io_why(&e))?;
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) if buf.len() + n > 256 * 1024 => return Err("answer too large".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_why(&e)),
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("not an HTTP answer")?;
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or("not an HTTP answer")?;
+    Ok((code, body.to_owned()))
+}
+
+fn io_why(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "no answer within the probe timeout".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::url::{Endpoint, Node};
+
+    fn policy(read_from: ReadFrom, max_lag: Option<u64>) -> Policy {
+        Policy { read_from, max_lag: max_lag.map(Duration::from_secs), timeout: Duration::from_millis(500) }
+    }
+    fn leader(e: u64) -> Option<Answer> {
+        Some(Answer::Leader { epoch: Some(e), note: None })
+    }
+    fn replica(lag: Option<f64>) -> Option<Answer> {
+        Some(Answer::Passive { why: "passive".into(), alive: true, lag_seconds: lag })
+    }
+    fn node(name: &str) -> Node {
+        Node { name: name.into(), endpoint: Endpoint::Local("/x".into()), health: None, configured: true }
+    }
+
+    #[test]
+    fn writes_need_the_leader() {
+        let p = policy(ReadFrom::Any, None);
+        let answers = [replica(Some(0.0)), leader(3), Some(Answer::Failed("refused".into()))];
+        assert_eq!(decisive(&answers, Op::Write, &p), Some(1));
+        assert_eq!(settle(&[replica(None), None], Op::Write, &p), None);
+        // Two nodes claiming leadership: the newer epoch wins.
+        assert_eq!(settle(&[leader(3), leader(4)], Op::Write, &p), Some(1));
+    }
+
+    #[test]
+    fn reads_follow_read_from_and_max_lag() {
+        let answers = [leader(2), replica(Some(9.0)), replica(Some(1.0)), replica(None)];
+        assert_eq!(settle(&answers, Op::Read, &policy(ReadFrom::Leader, None)), Some(0));
+        assert_eq!(settle(&answers, Op::Read, &policy(ReadFrom::Replica, None)), Some(2), "lowest lag");
+        assert_eq!(settle(&answers, Op::Read, &policy(ReadFrom::Replica, Some(5))), Some(2));
+        // Lag above the limit or unknown: skipped, and the leader serves the read.
+        let slow = [leader(2), replica(Some(9.0)), replica(None)];
+        assert_eq!(settle(&slow, Op::Read, &policy(ReadFrom::Replica, Some(5))), Some(0));
+        assert_eq!(decisive(&slow, Op::Read, &policy(ReadFrom::Replica, Some(5))), None, "waits for a replica");
+        assert_eq!(decisive(&slow, Op::Read, &policy(ReadFrom::Any, Some(5))), Some(0));
+        let dead = [Some(Answer::Passive { why: "x".into(), alive: false, lag_seconds: Some(0.0) })];
+        assert_eq!(settle(&dead, Op::Read, &policy(ReadFrom::Any, None)), None);
+    }
+
+    #[test]
+    fn the_leader_record_corrects_answers() {
+        let record = Record { epoch: 5, node: "b".into(), url: None, health: None, since_ms: 0 };
+        let nodes = [node("a"), node("b")];
+        let judged = judge(&nodes, &[leader(4), Some(Answer::Failed("timed out".into()))], Some(&record));
+        assert!(matches!(judged[0], Some(Answer::Passive { .. })), "stale epoch: {judged:?}");
+        assert!(matches!(judged[1], Some(Answer::Leader { epoch: Some(5), .. })), "{judged:?}");
+        // A 503 is an answer: the record does not overrule it.
+        let judged = judge(&nodes, &[None, replica(None)], Some(&record));
+        assert!(matches!(judged[1], Some(Answer::Passive { .. })));
+    }
+
+    #[test]
+    fn parses_health_answers() {
+        assert_eq!(parse_answer("/readyz", 200, "leader, epoch 7\n"), Answer::Leader { epoch: Some(7), note: None });
+        assert!(matches!(parse_answer("/readyz", 503, "not leader: agent \u{1b}[31mdead\n"),
+            Answer::Passive { ref why, .. } if why == "agent dead"));
+        assert!(matches!(parse_answer("/readyz", 404, "x"), Answer::Failed(_)));
+        let status = r#"{"accepts_writes":false,"refusal":"passive","agent":{"alive":true},"lag_seconds":1.5}"#;
+        assert_eq!(
+            parse_answer("/status", 200, status),
+            Answer::Passive { why: "passive".into(), alive: true, lag_seconds: Some(1.5) }
+        );
+        let status = r#"{"accepts_writes":false,"agent":{"alive":true},"lag_seconds":null}"#;
+        assert!(matches!(parse_answer("/status", 200, status), Answer::Passive { lag_seconds: None, .. }));
+        assert!(matches!(parse_answer("/status", 200, "{"), Answer::Failed(_)));
+    }
+}

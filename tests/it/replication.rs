@@ -1,0 +1,474 @@
+//! Replica synchronization on the lab (SPEC §5, §6): mirror semantics, push-triggered and
+//! polled syncs, one sync at a time, the watchdog, backoff, lag metrics and alerts, and
+//! preservation of a former leader's unreplicated commits.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// `for-each-ref` of a node's repository, the node-local refs left out.
+fn mirrored_refs(lab: &Lab, node: &str) -> String {
+    let out = ok(lab.node_cmd(node, "git").args([
+        "--git-dir",
+        lab.repo(node, "kv").to_str().unwrap(),
+        "for-each-ref",
+        "--format=%(objectname) %(refname)",
+    ]));
+    out.lines().filter(|l| !l.contains(" refs/stargate/local/")).collect::<Vec<_>>().join("\n")
+}
+
+fn rev(lab: &Lab, node: &str, refname: &str) -> Option<String> {
+    let out = run(lab.node_cmd(node, "git").args([
+        "--git-dir",
+        lab.repo(node, "kv").to_str().unwrap(),
+        "rev-parse",
+        "--verify",
+        "-q",
+        refname,
+    ]));
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn status(lab: &Lab, node: &str) -> serde_json::Value {
+    serde_json::from_str(&lab.http(node, "/status").1).expect("status JSON")
+}
+
+fn counter(lab: &Lab, node: &str, name: &str) -> u64 {
+    status(lab, node)["replication"]["counters"][name].as_u64().unwrap_or(0)
+}
+
+fn wait_parity(lab: &Lab, leader: &str, replica: &str, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    wait_until(&format!("{replica} to mirror {leader}"), timeout, || {
+        mirrored_refs(lab, leader) == mirrored_refs(lab, replica)
+    });
+    start.elapsed()
+}
+
+fn agent_log(lab: &Lab, node: &str) -> String {
+    std::fs::read_to_string(lab.dir.path().join(node).join("agent.log")).unwrap_or_default()
+}
+
+/// An upload-pack for the replica to run against the leader's repositories (file URL):
+/// logs each run, then waits while `<lab>/hold` exists, then serves.
+fn upload_pack_wrapper(lab: &Lab) -> std::path::PathBuf {
+    let path = lab.dir.path().join("upload-pack");
+    let log = lab.dir.path().join("upload-pack.log");
+    let hold = lab.dir.path().join("hold");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho run >> '{}'\nwhile [ -e '{}' ]; do sleep 0.05; done\nexec git-upload-pack \"$@\"\n",
+            log.display(),
+            hold.display()
+        ),
+    )
+    .unwrap();
+    ok(std::process::Command::new("chmod").args(["+x", path.to_str().unwrap()]));
+    path
+}
+
+fn upload_pack_runs(lab: &Lab) -> usize {
+    std::fs::read_to_string(lab.dir.path().join("upload-pack.log")).unwrap_or_default().lines().count()
+}
+
+#[test]
+fn hundred_sets_reach_the_replica_within_30_s() {
+    let lab = Lab::up(2);
+    lab.wait_leader(None, Duration::from_secs(5));
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    let start = Instant::now();
+    for i in 0..100 {
+        let out = client.kv("c", &["set", &format!("bulk/{i:03}"), &i.to_string()]);
+        assert!(out.status.success(), "set {i}: {}", stderr(&out));
+    }
+    let writes = start.elapsed();
+    // The seed's check: poll the passive every second, parity within 30 s.
+    let mut parity = None;
+    for second in 0..=30 {
+        if mirrored_refs(&lab, "a") == mirrored_refs(&lab, "b") {
+            parity = Some(second);
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let parity = parity.unwrap_or_else(|| panic!("no parity within 30 s{}", lab.logs()));
+    let keys = ok(lab.node_cmd("b", "git").args([
+        "--git-dir",
+        lab.repo("b", "kv").to_str().unwrap(),
+        "ls-tree",
+        "-r",
+        "--name-only",
+        "refs/kv/default",
+    ]));
+    assert_eq!(keys.lines().count(), 100);
+    let st = status(&lab, "b");
+    assert_eq!(st["lag_operations"], 0);
+    assert_eq!(st["repositories"][0]["journal_seq"], 100);
+    eprintln!(
+        "100 sets took {writes:?}; parity {parity} s after the last (polled every 1 s); last lag {} s",
+        st["lag_seconds"]
+    );
+}
+
+#[test]
+fn mirror_copies_prunes_and_leaves_local_refs_alone() {
+    let lab = Lab::up_with(2, "[stargate \"sync\"]\n\tinterval = 1s\n");
+    lab.wait_leader(None, Duration::from_secs(5));
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
+    ok(client.git("c", &["tag", "v1"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/doomed", "v1"]));
+    wait_parity(&lab, "a", "b", Duration::from_secs(10));
+    // A node-local ref on the replica, written the way the agent would (with its token).
+    let token = std::fs::read_to_string(lab.dir.path().join("b/repos/.stargate/sync.token")).unwrap();
+    let head = rev(&lab, "b", "refs/heads/main").unwrap();
+    ok(lab.node_cmd("b", "git").env("STARGATE_SYNC_TOKEN", token.trim()).args([
+        "--git-dir",
+        lab.repo("b", "kv").to_str().unwrap(),
+        "update-ref",
+        "refs/stargate/local/mine",
+        &head,
+    ]));
+
+    ok(client.git("c", &["push", "-q", "origin", ":refs/heads/doomed"]));
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "two"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    wait_parity(&lab, "a", "b", Duration::from_secs(10));
+    assert_eq!(rev(&lab, "b", "refs/heads/doomed"), None, "deleted on the leader, pruned here");
+    assert_eq!(rev(&lab, "b", "refs/tags/v1"), rev(&lab, "a", "refs/tags/v1"));
+    assert_eq!(rev(&lab, "b", "refs/stargate/local/mine"), Some(head), "node-local refs are never mirrored over");
+    assert!(
+        status(&lab, "b")["replication"]["lost"].as_array().unwrap().is_empty(),
+        "an ordinary deletion is not a loss"
+    );
+}
+
+#[test]
+fn replicas_follow_a_new_leader_without_reconfiguration() {
+    let lab = Lab::up_with(3, "[stargate \"sync\"]\n\tinterval = 1s\n");
+    let first = lab.wait_leader(None, Duration::from_secs(5));
+    let client = Client::new();
+    client.clone(&lab.url(&first, "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "1"]).status.success());
+    for n in lab.nodes.iter().filter(|n| **n != first) {
+        wait_parity(&lab, &first, n, Duration::from_secs(10));
+    }
+    lab.kill(&first, "agent", "KILL");
+    let second = lab.wait_leader(Some(&first), Duration::from_secs(5));
+    let third = lab.nodes.iter().find(|n| **n != first && **n != second).unwrap().clone();
+    let client2 = Client::new();
+    client2.clone(&lab.url(&second, "kv"), "c");
+    assert!(client2.kv("c", &["set", "k", "2"]).status.success());
+    wait_parity(&lab, &second, &third, Duration::from_secs(10));
+    assert_eq!(
+        ok(lab.node_cmd(&third, "git").args([
+            "--git-dir",
+            lab.repo(&third, "kv").to_str().unwrap(),
+            "show",
+            "refs/kv/default:k"
+        ])),
+        "2"
+    );
+}
+
+#[test]
+fn concurrent_triggers_run_one_fetch_and_skip_the_rest() {
+    let extra = "[stargate \"a\"]\n\turl = @LAB@/a/repos/\n[stargate \"sync\"]\n\tinterval = 1h\n\tuploadPack = @LAB@/upload-pack\n";
+    let lab = Lab::up_with(2, extra);
+    lab.wait_leader(None, Duration::from_secs(5));
+    upload_pack_wrapper(&lab);
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "1"]).status.success());
+    wait_parity(&lab, "a", "b", Duration::from_secs(10));
+
+    // Hold the leader side so the first sync stays in its fetch, then pull every trigger at once.
+    std::fs::write(lab.dir.path().join("hold"), "").unwrap();
+    let runs_before = upload_pack_runs(&lab);
+    let skips_before = counter(&lab, "b", "skips");
+    assert!(client.kv("c", &["set", "k", "2"]).status.success()); // a push signal to b's agent
+    wait_until("the agent's sync to reach the leader", Duration::from_secs(5), || upload_pack_runs(&lab) > runs_before);
+    let manual: Vec<_> = (0..4)
+        .map(|_| {
+            lab.node_cmd("b", "git")
+                .args(["stargate", "sync", "kv.git"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let signal = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..20 {
+        signal.send_to(b"stargate-sync kv.git\n", format!("{}:8080", lab.ip("b"))).unwrap();
+    }
+    let outputs: Vec<_> = manual.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for out in &outputs {
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("skipped: a sync of it is already running"),
+            "{}",
+            stderr(out)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(upload_pack_runs(&lab) - runs_before, 1, "exactly one fetch reached the leader while the lock was held");
+    std::fs::remove_file(lab.dir.path().join("hold")).unwrap();
+    wait_parity(&lab, "a", "b", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(counter(&lab, "b", "skips") >= skips_before, "skips counted");
+    let st = status(&lab, "b");
+    assert!(st["replication"]["counters"]["signals"].as_u64().unwrap() >= 1, "{st}");
+}
+
+#[test]
+fn watchdog_kills_a_hung_fetch_releases_the_lock_and_retries() {
+    let extra = "[stargate \"a\"]\n\turl = @LAB@/a/repos/\n[stargate \"sync\"]\n\tinterval = 1h\n\ttimeout = 1s\n\tuploadPack = @LAB@/upload-pack\n[stargate \"retry\"]\n\tbaseDelay = 200ms\n\tattempts = 2\n";
+    let lab = Lab::up_with(2, extra);
+    lab.wait_leader(None, Duration::from_secs(5));
+    upload_pack_wrapper(&lab);
+    std::fs::write(lab.dir.path().join("hold"), "").unwrap();
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "1"]).status.success());
+    wait_until("the watchdog to kill a hung sync twice", Duration::from_secs(15), || {
+        counter(&lab, "b", "timeouts") >= 2 || {
+            eprintln!("{}", agent_log(&lab, "b"));
+            false
+        }
+    });
+    let log = agent_log(&lab, "b");
+    assert!(log.contains("killed by the watchdog"), "{log}");
+    assert!(log.contains("retry 1 of 2"), "{log}");
+    // The whole process group died: no wrapper is left waiting on the hold file.
+    std::thread::sleep(Duration::from_millis(300));
+    let leftovers =
+        run(std::process::Command::new("pgrep").args(["-f", lab.dir.path().join("upload-pack").to_str().unwrap()]));
+    assert!(!leftovers.status.success(), "hung upload-pack survived: {}", String::from_utf8_lossy(&leftovers.stdout));
+    // The lock was released: once the leader answers, a sync by hand gets through.
+    std::fs::remove_file(lab.dir.path().join("hold")).unwrap();
+    let out = run(lab.node_cmd("b", "git").args(["stargate", "sync", "kv.git"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(rev(&lab, "b", "refs/kv/default"), rev(&lab, "a", "refs/kv/default"));
+}
+
+/// (attempt, delay ms) of every "retry N of M in D ms" line in the log.
+fn retries(log: &str) -> Vec<(u32, u64)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.split("retry ").nth(1)?;
+            let (n, rest) = rest.split_once(" of ")?;
+            let ms = rest.split(" in ").nth(1)?.trim_end_matches(" ms");
+            Some((n.parse().ok()?, ms.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn backoff_retries_transient_failures_within_jitter_bounds_and_gives_up() {
+    // The leader's URL points at a port nobody listens on: connection refused.
+    let extra = "[stargate \"a\"]\n\turl = git://127.0.0.1:9/\n[stargate \"sync\"]\n\tinterval = 1h\n[stargate \"retry\"]\n\tattempts = 3\n\tbaseDelay = 100ms\n\tmultiplier = 3\n\tmaxDelay = 500ms\n";
+    let lab = Lab::up_with(2, extra);
+    lab.wait_leader(None, Duration::from_secs(5));
+    wait_until("the retries to run out", Duration::from_secs(10), || agent_log(&lab, "b").contains("out of retries"));
+    let log = agent_log(&lab, "b");
+    let seen = retries(&log);
+    assert_eq!(seen.iter().map(|(n, _)| *n).collect::<Vec<_>>()[..3], [1, 2, 3], "{log}");
+    for (n, ms) in &seen[..3] {
+        let ceiling = (100.0 * 3f64.powi(*n as i32 - 1)).min(500.0) as u64;
+        assert!(*ms <= ceiling, "retry {n}: {ms} ms above the full-jitter ceiling {ceiling} ms");
+    }
+    assert!(log.contains("(connection"), "{log}");
+    assert!(counter(&lab, "b", "failures") >= 1);
+}
+
+#[test]
+fn permanent_failures_are_not_retried() {
+    // A leader URL with no repositories behind it: "does not appear to be a git repository".
+    let extra = "[stargate \"a\"]\n\turl = @LAB@/nowhere/\n[stargate \"sync\"]\n\tinterval = 1h\n[stargate \"retry\"]\n\tbaseDelay = 100ms\n";
+    let lab = Lab::up_with(2, extra);
+    lab.wait_leader(None, Duration::from_secs(5));
+    wait_until("the sync to fail", Duration::from_secs(10), || agent_log(&lab, "b").contains("sync failed"));
+    std::thread::sleep(Duration::from_millis(500));
+    let log = agent_log(&lab, "b");
+    assert!(log.contains("not retried"), "{log}");
+    assert!(retries(&log).is_empty(), "{log}");
+}
+
+#[test]
+fn leader_killed_mid_fetch_is_retried_and_resynced() {
+    let extra = "[stargate \"a\"]\n\turl = @LAB@/a/repos/\n[stargate \"sync\"]\n\tinterval = 1h\n\tuploadPack = @LAB@/upload-pack\n[stargate \"retry\"]\n\tbaseDelay = 300ms\n\tattempts = 10\n";
+    let lab = Lab::up_with(2, extra);
+    lab.wait_leader(None, Duration::from_secs(5));
+    let wrapper = upload_pack_wrapper(&lab);
+    std::fs::write(lab.dir.path().join("hold"), "").unwrap();
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "1"]).status.success());
+    wait_until("a fetch to be in flight", Duration::from_secs(5), || upload_pack_runs(&lab) >= 1);
+    // The leader's side of the transfer dies, and keeps dying for a while.
+    let kill = || run(std::process::Command::new("pkill").args(["-KILL", "-f", wrapper.to_str().unwrap()]));
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        kill();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_file(lab.dir.path().join("hold")).unwrap();
+    wait_until("b to resync", Duration::from_secs(15), || {
+        mirrored_refs(&lab, "a") == mirrored_refs(&lab, "b") || {
+            eprintln!("{}", agent_log(&lab, "b"));
+            false
+        }
+    });
+    let log = agent_log(&lab, "b");
+    assert!(log.contains("retry 1 of 10"), "{log}");
+    assert!(log.contains("recovered after"), "{log}");
+}
+
+#[test]
+fn statsd_datagrams_carry_the_lag_gauge_with_its_tags() {
+    let statsd = UdpSocket::bind("127.0.0.1:0").unwrap();
+    statsd.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let extra = format!(
+        "[stargate]\n\tstatsd = {}\n[stargate \"metrics\"]\n\tinterval = 200ms\n",
+        statsd.local_addr().unwrap()
+    );
+    let lab = Lab::up_with(2, &extra);
+    lab.wait_leader(None, Duration::from_secs(5));
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    assert!(client.kv("c", &["-n", "prod", "set", "k", "v"]).status.success());
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 2048];
+    let found = loop {
+        assert!(Instant::now() < deadline, "no lag gauge among {seen:?}");
+        let Ok(n) = statsd.recv(&mut buf) else { continue };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if let Some(line) =
+            text.lines().find(|l| l.starts_with("stargate.replication.lag_seconds:") && l.contains("namespace:prod"))
+        {
+            break line.to_owned();
+        }
+        seen.push(text);
+    };
+    let (value, rest) = found["stargate.replication.lag_seconds:".len()..].split_once('|').unwrap();
+    assert!(value.parse::<f64>().unwrap() >= 0.0, "{found}");
+    assert_eq!(rest, "g|#replica:b,namespace:prod", "{found}");
+}
+
+/// A PagerDuty stand-in: records every JSON body POSTed to it, answers 202.
+fn alert_receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v2/enqueue", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let store = Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                if let Ok(json) = serde_json::from_slice(&body) {
+                    store.lock().unwrap().push(json);
+                }
+            }
+            let _ =
+                reader.get_mut().write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, bodies)
+}
+
+#[test]
+fn lag_alert_triggers_after_two_bad_windows_and_resolves() {
+    let (url, bodies) = alert_receiver();
+    let extra = format!(
+        "[stargate \"alert\"]\n\turl = {url}\n\troutingKey = test-key\n\twindow = 2s\n\tp50 = 1s\n\tp99 = 6s\n[stargate \"metrics\"]\n\tinterval = 200ms\n[stargate \"sync\"]\n\tinterval = 1s\n"
+    );
+    let lab = Lab::up_with(2, &extra);
+    lab.wait_leader(None, Duration::from_secs(5));
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    let write = |i: usize| assert!(client.kv("c", &["set", &format!("k{i}"), "v"]).status.success());
+    let mut i = 0;
+    let mut write_for = |d: Duration| {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            write(i);
+            i += 1;
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    write_for(Duration::from_secs(2));
+    // Lag injected: the replica's agent stops while writes go on, then comes back.
+    lab.kill("b", "agent", "STOP");
+    write_for(Duration::from_secs(7));
+    lab.kill("b", "agent", "CONT");
+    write_for(Duration::from_secs(2));
+    wait_until("trigger then resolve", Duration::from_secs(30), || {
+        let b = bodies.lock().unwrap();
+        b.iter().any(|e| e["event_action"] == "trigger") && b.iter().any(|e| e["event_action"] == "resolve")
+    });
+    let b = bodies.lock().unwrap().clone();
+    let trigger = b.iter().find(|e| e["event_action"] == "trigger").unwrap();
+    let resolve_at = b.iter().position(|e| e["event_action"] == "resolve").unwrap();
+    assert!(b.iter().position(|e| e["event_action"] == "trigger").unwrap() < resolve_at, "trigger first: {b:?}");
+    assert_eq!(trigger["routing_key"], "test-key");
+    assert_eq!(trigger["dedup_key"], b[resolve_at]["dedup_key"]);
+    let d = &trigger["payload"]["custom_details"];
+    assert!(matches!(d["percentile"].as_str(), Some("p50" | "p99")), "{trigger}");
+    assert!(d["observed_seconds"].as_f64().unwrap() > d["threshold_seconds"].as_f64().unwrap(), "{trigger}");
+    assert_eq!(d["replica"], "b");
+    assert_eq!(d["leader"], "a");
+    assert_eq!(trigger["payload"]["source"], "b");
+    assert!(trigger["payload"]["summary"].as_str().unwrap().contains("lag"));
+    // `git stargate lag` shows the breached windows.
+    let out = ok(lab.node_cmd("b", "git").args(["stargate", "lag"]));
+    assert!(out.contains("breached") && out.contains("aggregate:"), "{out}");
+}
+
+#[test]
+fn former_leaders_unreplicated_commits_are_kept_not_destroyed() {
+    let lab = Lab::up_with(2, "[stargate \"sync\"]\n\tinterval = 1s\n");
+    let first = lab.wait_leader(None, Duration::from_secs(5));
+    assert_eq!(first, "a");
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "replicated"]).status.success());
+    wait_parity(&lab, "a", "b", Duration::from_secs(10));
+    // b stops mirroring; a takes a write that b never sees.
+    lab.kill("b", "agent", "KILL");
+    assert!(client.kv("c", &["set", "k", "unreplicated"]).status.success());
+    let divergent = rev(&lab, "a", "refs/kv/default").unwrap();
+    // The epoch moves to b while a still holds that commit.
+    lab.kill("a", "agent", "KILL");
+    lab.start("b", "agent");
+    lab.wait_leader(Some("a"), Duration::from_secs(5));
+    let epoch = lab.record()["epoch"].as_u64().unwrap();
+    let client2 = Client::new();
+    client2.clone(&lab.url("b", "kv"), "c");
+    assert!(client2.kv("c", &["set", "k", "new-leader"]).status.success());
+    // a returns as a replica of b: mirrors b, and keeps its own commit aside.
+    lab.start("a", "agent");
+    wait_parity(&lab, "b", "a", Duration::from_secs(15));
+    let kept = format!("refs/stargate/local/lost/{epoch}/refs/kv/default");
+    assert_eq!(rev(&lab, "a", &kept), Some(divergent.clone()), "{}", lab.logs());
+    let st = status(&lab, "a");
+    let lost = st["replication"]["lost"].as_array().unwrap();
+    assert!(lost.iter().any(|l| l["kept_as"] == kept.as_str() && l["oid"] == divergent.as_str()), "{st}");
+    assert!(ok(lab.node_cmd("a", "git").args(["stargate", "status"])).contains(&kept));
+    assert!(agent_log(&lab, "a").contains("was not on the leader"));
+}

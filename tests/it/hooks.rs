@@ -142,3 +142,46 @@ fn reference_transaction_recheck_refuses_a_leader_fenced_after_pre_receive() {
     assert!(log.contains("stargate: not leader (leader: z, epoch: 1)"), "{log}");
     assert!(log.contains("ref updates aborted by hook"), "{log}");
 }
+
+#[test]
+fn pack_refs_and_gc_work_on_every_node_and_journal_nothing() {
+    // Regression: pack-refs reports its storage moves as ref transactions (`0000 -> X` into
+    // the packed store, then `X -> 0000` pruning loose files); they were refused on passive
+    // nodes and journaled on the leader, where the extra journal write broke the prune.
+    let lab = Lab::up(2);
+    let leader = lab.wait_leader(None, Duration::from_secs(5));
+    let client = Client::new();
+    client.clone(&lab.url(&leader, "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/other"]));
+    let passive = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
+    wait_until("the passive to mirror", Duration::from_secs(10), || refs(&lab, &passive) == refs(&lab, &leader));
+    let seq = || {
+        ok(lab.node_cmd(&leader, "git").args([
+            "--git-dir",
+            lab.repo(&leader, "kv").to_str().unwrap(),
+            "log",
+            "-1",
+            "--format=%s",
+            "refs/stargate/journal",
+        ]))
+    };
+    let before = seq();
+    for node in [&leader, &passive] {
+        let dir = lab.repo(node, "kv");
+        ok(lab.node_cmd(node, "git").args(["--git-dir", dir.to_str().unwrap(), "pack-refs", "--all"]));
+        ok(lab.node_cmd(node, "git").args(["--git-dir", dir.to_str().unwrap(), "gc", "-q"]));
+    }
+    assert_eq!(seq(), before, "storage moves are not journaled");
+    // A real deletion of a now packed ref is still checked, journaled and refused on the passive.
+    ok(client.git("c", &["push", "-q", "origin", ":refs/heads/other"]));
+    assert_ne!(seq(), before);
+    let out = run(lab.node_cmd(&passive, "git").args([
+        "--git-dir",
+        lab.repo(&passive, "kv").to_str().unwrap(),
+        "update-ref",
+        "-d",
+        "refs/heads/main",
+    ]));
+    assert!(!out.status.success() && stderr(&out).contains("not leader"), "{}", stderr(&out));
+}

@@ -53,26 +53,50 @@ fn agent_log(lab: &Lab, node: &str) -> String {
 }
 
 /// An upload-pack for the replica to run against the leader's repositories (file URL):
-/// logs each run, then waits while `<lab>/hold` exists, then serves.
-fn upload_pack_wrapper(lab: &Lab) -> std::path::PathBuf {
-    let path = lab.dir.path().join("upload-pack");
-    let log = lab.dir.path().join("upload-pack.log");
-    let hold = lab.dir.path().join("hold");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\necho run >> '{}'\nwhile [ -e '{}' ]; do sleep 0.05; done\nexec git-upload-pack \"$@\"\n",
-            log.display(),
-            hold.display()
-        ),
-    )
-    .unwrap();
-    ok(std::process::Command::new("chmod").args(["+x", path.to_str().unwrap()]));
-    path
+/// logs each run, then waits while `<dir>/hold` exists, then serves. Made before the lab
+/// starts, so that no sync can run before it exists.
+struct Wrapper {
+    dir: tempfile::TempDir,
 }
 
-fn upload_pack_runs(lab: &Lab) -> usize {
-    std::fs::read_to_string(lab.dir.path().join("upload-pack.log")).unwrap_or_default().lines().count()
+impl Wrapper {
+    fn new() -> Wrapper {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upload-pack");
+        let (log, hold) = (dir.path().join("upload-pack.log"), dir.path().join("hold"));
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho run >> '{}'\nwhile [ -e '{}' ]; do sleep 0.05; done\nexec git-upload-pack \"$@\"\n",
+                log.display(),
+                hold.display()
+            ),
+        )
+        .unwrap();
+        ok(std::process::Command::new("chmod").args(["+x", path.to_str().unwrap()]));
+        Wrapper { dir }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("upload-pack")
+    }
+
+    /// Extra lab config: node a reached by file path, the replica running this wrapper.
+    fn config(&self, more: &str) -> String {
+        format!(
+            "[stargate \"a\"]\n\turl = @LAB@/a/repos/\n[stargate \"sync\"]\n\tinterval = 1h\n\tuploadPack = {}\n{more}",
+            self.path().display()
+        )
+    }
+
+    fn hold(&self, on: bool) {
+        let hold = self.dir.path().join("hold");
+        if on { std::fs::write(hold, "").unwrap() } else { std::fs::remove_file(hold).unwrap() }
+    }
+
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("upload-pack.log")).unwrap_or_default().lines().count()
+    }
 }
 
 #[test]
@@ -106,9 +130,11 @@ fn hundred_sets_reach_the_replica_within_30_s() {
         "refs/kv/default",
     ]));
     assert_eq!(keys.lines().count(), 100);
+    wait_until("the status to catch up", Duration::from_secs(5), || {
+        status(&lab, "b")["repositories"][0]["journal_seq"] == 100
+    });
     let st = status(&lab, "b");
     assert_eq!(st["lag_operations"], 0);
-    assert_eq!(st["repositories"][0]["journal_seq"], 100);
     eprintln!(
         "100 sets took {writes:?}; parity {parity} s after the last (polled every 1 s); last lag {} s",
         st["lag_seconds"]
@@ -179,82 +205,77 @@ fn replicas_follow_a_new_leader_without_reconfiguration() {
 
 #[test]
 fn concurrent_triggers_run_one_fetch_and_skip_the_rest() {
-    let extra = "[stargate \"a\"]\n\turl = @LAB@/a/repos/\n[stargate \"sync\"]\n\tinterval = 1h\n\tuploadPack = @LAB@/upload-pack\n";
-    let lab = Lab::up_with(2, extra);
+    let wrapper = Wrapper::new();
+    let lab = Lab::up_with(2, &wrapper.config(""));
     lab.wait_leader(None, Duration::from_secs(5));
-    upload_pack_wrapper(&lab);
     let client = Client::new();
     client.clone(&lab.url("a", "kv"), "c");
     assert!(client.kv("c", &["set", "k", "1"]).status.success());
     wait_parity(&lab, "a", "b", Duration::from_secs(10));
 
-    // Hold the leader side so the first sync stays in its fetch, then pull every trigger at once.
-    std::fs::write(lab.dir.path().join("hold"), "").unwrap();
-    let runs_before = upload_pack_runs(&lab);
+    // A sync by hand takes the lock and hangs in the leader's upload-pack...
+    wrapper.hold(true);
+    let runs_before = wrapper.runs();
     let skips_before = counter(&lab, "b", "skips");
-    assert!(client.kv("c", &["set", "k", "2"]).status.success()); // a push signal to b's agent
-    wait_until("the agent's sync to reach the leader", Duration::from_secs(5), || upload_pack_runs(&lab) > runs_before);
-    let manual: Vec<_> = (0..4)
-        .map(|_| {
-            lab.node_cmd("b", "git")
-                .args(["stargate", "sync", "kv.git"])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let sync = |out: std::process::Stdio| {
+        lab.node_cmd("b", "git")
+            .args(["stargate", "sync", "kv.git"])
+            .stdout(out)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = sync(std::process::Stdio::piped());
+    wait_until("the first sync to reach the leader", Duration::from_secs(5), || wrapper.runs() > runs_before);
+    // ...while every other trigger fires at once: a write (push signal), raw signals, more syncs by hand.
+    assert!(client.kv("c", &["set", "k", "2"]).status.success());
     let signal = UdpSocket::bind("127.0.0.1:0").unwrap();
     for _ in 0..20 {
         signal.send_to(b"stargate-sync kv.git\n", format!("{}:8080", lab.ip("b"))).unwrap();
     }
-    let outputs: Vec<_> = manual.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
-    for out in &outputs {
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("skipped: a sync of it is already running"),
-            "{}",
-            stderr(out)
-        );
+    let others: Vec<_> = (0..4).map(|_| sync(std::process::Stdio::piped())).collect();
+    for out in others.into_iter().map(|c| c.wait_with_output().unwrap()) {
+        assert!(stderr(&out).contains("kv.git: skipped: a sync of it is already running"), "{}", stderr(&out));
     }
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(upload_pack_runs(&lab) - runs_before, 1, "exactly one fetch reached the leader while the lock was held");
-    std::fs::remove_file(lab.dir.path().join("hold")).unwrap();
+    wait_until("the agent to skip, not queue", Duration::from_secs(5), || counter(&lab, "b", "skips") > skips_before);
+    assert_eq!(wrapper.runs() - runs_before, 1, "exactly one fetch reached the leader while the lock was held");
+    wrapper.hold(false);
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The skipped triggers were not queued; the next signal or poll brings the second write.
+    assert!(client.kv("c", &["set", "k", "3"]).status.success());
     wait_parity(&lab, "a", "b", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(700));
-    assert!(counter(&lab, "b", "skips") >= skips_before, "skips counted");
-    let st = status(&lab, "b");
-    assert!(st["replication"]["counters"]["signals"].as_u64().unwrap() >= 1, "{st}");
+    assert!(counter(&lab, "b", "signals") >= 1);
 }
 
 #[test]
 fn watchdog_kills_a_hung_fetch_releases_the_lock_and_retries() {
-    let extra = "[stargate \"a\"]\n\turl = @LAB@/a/repos/\n[stargate \"sync\"]\n\tinterval = 1h\n\ttimeout = 1s\n\tuploadPack = @LAB@/upload-pack\n[stargate \"retry\"]\n\tbaseDelay = 200ms\n\tattempts = 2\n";
-    let lab = Lab::up_with(2, extra);
+    let wrapper = Wrapper::new();
+    wrapper.hold(true);
+    let lab = Lab::up_with(
+        2,
+        &wrapper
+            .config("[stargate \"sync\"]\n\ttimeout = 1s\n[stargate \"retry\"]\n\tbaseDelay = 200ms\n\tattempts = 2\n"),
+    );
     lab.wait_leader(None, Duration::from_secs(5));
-    upload_pack_wrapper(&lab);
-    std::fs::write(lab.dir.path().join("hold"), "").unwrap();
+    // Every attempt hangs in the leader's upload-pack: killed at the timeout, retried twice, then given up.
+    wait_until("three hung syncs to be killed", Duration::from_secs(20), || counter(&lab, "b", "failures") >= 1);
+    let log = agent_log(&lab, "b");
+    assert!(log.contains("killed by the watchdog"), "{log}");
+    assert!(log.contains("retry 1 of 2") && log.contains("retry 2 of 2") && log.contains("out of retries"), "{log}");
+    assert!(counter(&lab, "b", "timeouts") >= 3, "{log}");
+    // The whole process group died: no upload-pack is left waiting on the hold file.
+    let leftovers = run(std::process::Command::new("pgrep").args(["-f", wrapper.path().to_str().unwrap()]));
+    assert!(!leftovers.status.success(), "hung upload-pack survived: {}", String::from_utf8_lossy(&leftovers.stdout));
+    // The lock was released: once the leader answers, a sync by hand gets through.
+    wrapper.hold(false);
     let client = Client::new();
     client.clone(&lab.url("a", "kv"), "c");
     assert!(client.kv("c", &["set", "k", "1"]).status.success());
-    wait_until("the watchdog to kill a hung sync twice", Duration::from_secs(15), || {
-        counter(&lab, "b", "timeouts") >= 2 || {
-            eprintln!("{}", agent_log(&lab, "b"));
-            false
-        }
-    });
-    let log = agent_log(&lab, "b");
-    assert!(log.contains("killed by the watchdog"), "{log}");
-    assert!(log.contains("retry 1 of 2"), "{log}");
-    // The whole process group died: no wrapper is left waiting on the hold file.
-    std::thread::sleep(Duration::from_millis(300));
-    let leftovers =
-        run(std::process::Command::new("pgrep").args(["-f", lab.dir.path().join("upload-pack").to_str().unwrap()]));
-    assert!(!leftovers.status.success(), "hung upload-pack survived: {}", String::from_utf8_lossy(&leftovers.stdout));
-    // The lock was released: once the leader answers, a sync by hand gets through.
-    std::fs::remove_file(lab.dir.path().join("hold")).unwrap();
+    wait_parity(&lab, "a", "b", Duration::from_secs(10));
     let out = run(lab.node_cmd("b", "git").args(["stargate", "sync", "kv.git"]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(rev(&lab, "b", "refs/kv/default"), rev(&lab, "a", "refs/kv/default"));
+    assert!(out.status.success() && !stderr(&out).contains("skipped"), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Idle"), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 /// (attempt, delay ms) of every "retry N of M in D ms" line in the log.
@@ -302,23 +323,23 @@ fn permanent_failures_are_not_retried() {
 
 #[test]
 fn leader_killed_mid_fetch_is_retried_and_resynced() {
-    let extra = "[stargate \"a\"]\n\turl = @LAB@/a/repos/\n[stargate \"sync\"]\n\tinterval = 1h\n\tuploadPack = @LAB@/upload-pack\n[stargate \"retry\"]\n\tbaseDelay = 300ms\n\tattempts = 10\n";
-    let lab = Lab::up_with(2, extra);
+    let wrapper = Wrapper::new();
+    let lab = Lab::up_with(2, &wrapper.config("[stargate \"retry\"]\n\tbaseDelay = 300ms\n\tattempts = 10\n"));
     lab.wait_leader(None, Duration::from_secs(5));
-    let wrapper = upload_pack_wrapper(&lab);
-    std::fs::write(lab.dir.path().join("hold"), "").unwrap();
+    wrapper.hold(true);
+    let runs_before = wrapper.runs();
     let client = Client::new();
     client.clone(&lab.url("a", "kv"), "c");
     assert!(client.kv("c", &["set", "k", "1"]).status.success());
-    wait_until("a fetch to be in flight", Duration::from_secs(5), || upload_pack_runs(&lab) >= 1);
+    wait_until("a fetch to be in flight", Duration::from_secs(5), || wrapper.runs() > runs_before);
     // The leader's side of the transfer dies, and keeps dying for a while.
-    let kill = || run(std::process::Command::new("pkill").args(["-KILL", "-f", wrapper.to_str().unwrap()]));
+    let kill = || run(std::process::Command::new("pkill").args(["-KILL", "-f", wrapper.path().to_str().unwrap()]));
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
         kill();
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::fs::remove_file(lab.dir.path().join("hold")).unwrap();
+    wrapper.hold(false);
     wait_until("b to resync", Duration::from_secs(15), || {
         mirrored_refs(&lab, "a") == mirrored_refs(&lab, "b") || {
             eprintln!("{}", agent_log(&lab, "b"));
@@ -466,9 +487,13 @@ fn former_leaders_unreplicated_commits_are_kept_not_destroyed() {
     wait_parity(&lab, "b", "a", Duration::from_secs(15));
     let kept = format!("refs/stargate/local/lost/{epoch}/refs/kv/default");
     assert_eq!(rev(&lab, "a", &kept), Some(divergent.clone()), "{}", lab.logs());
-    let st = status(&lab, "a");
-    let lost = st["replication"]["lost"].as_array().unwrap();
-    assert!(lost.iter().any(|l| l["kept_as"] == kept.as_str() && l["oid"] == divergent.as_str()), "{st}");
+    // Reported too (the status is published just after the refs move).
+    wait_until("the loss to be reported in /status", Duration::from_secs(5), || {
+        let st = status(&lab, "a");
+        st["replication"]["lost"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["kept_as"] == kept.as_str() && l["oid"] == divergent.as_str()))
+    });
     assert!(ok(lab.node_cmd("a", "git").args(["stargate", "status"])).contains(&kept));
     assert!(agent_log(&lab, "a").contains("was not on the leader"));
 }

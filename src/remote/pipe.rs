@@ -1,7 +1,6 @@
 //! Starting the service on the chosen node (`git upload-pack <path>` locally, over ssh, or
-//! a `git://` connection) and then copying bytes between git and it. Copies go through
-//! `std::io::copy`, which splices between pipes and sockets without passing the data
-//! through user space.
+//! a `git://` connection) and then copying bytes between git and it. Pipe-to-pipe copies
+//! go through `std::io::copy`, which splices without passing the data through user space.
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -199,14 +198,33 @@ impl Opened {
                 let mut to_server = stream.try_clone().map_err(|e| Error::Io(e.to_string()))?;
                 std::thread::spawn(move || {
                     let mut input = io::stdin().lock();
-                    let _ = io::copy(&mut input, &mut to_server);
+                    let _ = copy_plain(&mut input, &mut to_server);
                     let _ = to_server.shutdown(Shutdown::Write);
                 });
-                let _ = io::copy(&mut stream, &mut out);
+                let _ = copy_plain(&mut stream, &mut out);
                 let _ = out.flush();
                 Ok(())
             }
         }
+    }
+}
+
+/// Copy with `read` and `write`. Not `io::copy` for sockets: it splices, and splicing a
+/// pipe into a socket asks for far more than is there, so the kernel holds the last bytes
+/// back (`MSG_MORE`) waiting for the rest, and a request-response protocol stalls.
+fn copy_plain(from: &mut impl Read, to: &mut impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        to.flush()?;
+        total += n as u64;
     }
 }
 

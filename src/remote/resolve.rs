@@ -72,7 +72,7 @@ pub fn resolve(nodes: &[Node], op: Op, policy: &Policy, record: Option<&Record>)
         });
     }
     let path = if policy.leader_only(op) { "/readyz" } else { "/status" };
-    let deadline = start + policy.timeout;
+    let (deadline, timeout) = (start + policy.timeout, policy.timeout);
     let (tx, rx) = mpsc::channel();
     let mut answers: Vec<Option<Answer>> = vec![None; nodes.len()];
     let mut pending = 0;
@@ -83,7 +83,7 @@ pub fn resolve(nodes: &[Node], op: Op, policy: &Policy, record: Option<&Record>)
                 pending += 1;
                 // Detached on purpose: a node that never answers is left behind at the deadline.
                 std::thread::spawn(move || {
-                    let _ = tx.send((i, probe(&addr, path, deadline)));
+                    let _ = tx.send((i, probe(&addr, path, deadline, timeout)));
                 });
             }
             None => answers[i] = Some(Answer::Failed(format!("no stargate.{}.health to ask", node.name))),
@@ -232,8 +232,8 @@ fn no_target(nodes: &[Node], answers: &[Option<Answer>], op: Op, policy: &Policy
 }
 
 /// Ask one health responder. Never outlives `deadline` by more than one system call.
-fn probe(addr: &str, path: &str, deadline: Instant) -> Answer {
-    match http_get(addr, path, deadline) {
+fn probe(addr: &str, path: &str, deadline: Instant, timeout: Duration) -> Answer {
+    match http_get(addr, path, deadline, timeout) {
         Err(why) => Answer::Failed(why),
         Ok((code, body)) => parse_answer(path, code, &body),
     }
@@ -274,10 +274,16 @@ pub fn parse_answer(path: &str, code: u16, body: &str) -> Answer {
 }
 
 /// A minimal HTTP/1.0 GET with one deadline for connect, request and answer.
-fn http_get(addr: &str, path: &str, deadline: Instant) -> Result<(u16, String), String> {
+fn http_get(addr: &str, path: &str, deadline: Instant, timeout: Duration) -> Result<(u16, String), String> {
+    let late = || format!("no answer within {} ms", timeout.as_millis());
+    let io_why = |e: &std::io::Error| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => late(),
+        _ => e.to_string(),
+    };
     let left = || {
         let d = deadline.saturating_duration_since(Instant::now());
-        if d.is_zero() { Err(format!("no answer within the probe timeout")) } else { Ok(d) }
+        if d.is_zero() { Err(late()) } else { Ok(d) }
     };
     let addrs: Vec<_> = addr.to_socket_addrs().map_err(|e| format!("cannot resolve {addr}: {e}"))?.collect();
     let mut last = format!("cannot resolve {addr}");
@@ -311,14 +317,6 @@ fn http_get(addr: &str, path: &str, deadline: Instant) -> Result<(u16, String), 
     let (head, body) = text.split_once("\r\n\r\n").ok_or("not an HTTP answer")?;
     let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or("not an HTTP answer")?;
     Ok((code, body.to_owned()))
-}
-
-fn io_why(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "no answer within the probe timeout".into(),
-        _ => e.to_string(),
-    }
 }
 
 #[cfg(test)]

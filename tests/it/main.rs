@@ -8,4 +8,5 @@ mod health;
 mod hooks;
 mod kv;
 mod lease;
+mod remote;
 mod replication;

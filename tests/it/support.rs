@@ -256,3 +256,88 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `git-remote-stargate`, built with the tests.
+pub const REMOTE_HELPER: &str = env!("CARGO_BIN_EXE_git-remote-stargate");
+
+/// `c` with `git-remote-stargate` found first on PATH.
+pub fn with_helper(mut c: Command) -> Command {
+    let dir = Path::new(REMOTE_HELPER).parent().unwrap();
+    c.env("PATH", format!("{}:{}", dir.display(), path_env()));
+    c
+}
+
+impl Lab {
+    /// The `[stargate "<id>"]` sections a client of this lab needs (`lab client-config`),
+    /// for `transport` `git`, `file` or `ssh <port>`.
+    pub fn client_config(&self, transport: &[&str]) -> String {
+        ok(self.script("client-config").args(transport))
+    }
+}
+
+/// An OpenSSH server on loopback for the tests: generated host and client keys, the
+/// addresses given, `AcceptEnv GIT_PROTOCOL`. Stopped on drop.
+pub struct Sshd {
+    child: std::process::Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    pub fn start(ips: &[String], port: u16) -> Sshd {
+        let sshd = Path::new("/usr/sbin/sshd");
+        assert!(sshd.exists(), "sshd is not installed (Debian: openssh-server; contrib/test.sh installs it)");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for key in ["host_key", "client_key"] {
+            let out = run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(d.join(key)));
+            assert!(out.status.success(), "ssh-keygen: {}", stderr(&out));
+        }
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+        let mut config = format!(
+            "Port {port}\nHostKey {0}/host_key\nAuthorizedKeysFile {0}/authorized_keys\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             PermitRootLogin prohibit-password\nAcceptEnv GIT_PROTOCOL\nPidFile none\nLogLevel ERROR\n",
+            d.display()
+        );
+        for ip in ips {
+            config += &format!("ListenAddress {ip}:{port}\n");
+        }
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        // Privilege separation needs this directory when sshd runs as root.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("start sshd");
+        let sshd = Sshd { child, dir };
+        for ip in ips {
+            let addr = format!("{ip}:{port}");
+            wait_until(&format!("sshd on {addr}"), Duration::from_secs(10), || TcpStream::connect(&addr).is_ok());
+        }
+        sshd
+    }
+
+    /// `GIT_SSH_COMMAND` for a client of this server.
+    pub fn ssh_command(&self) -> String {
+        format!(
+            "ssh -i {}/client_key -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no \
+             -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            self.dir.path().display()
+        )
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

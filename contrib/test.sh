@@ -9,6 +9,7 @@ command -v git >/dev/null || need+=(git)
 command -v systemd-socket-activate >/dev/null || need+=(systemd)
 command -v mandoc >/dev/null || need+=(mandoc)
 command -v setsid >/dev/null || need+=(util-linux)
+[ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null || need+=(openssh-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing ${need[*]}"

@@ -252,7 +252,8 @@ fn an_unreachable_node_costs_at_most_the_probe_timeout() {
     drop(hung);
 }
 
-/// Health answers from a script: each port answers its list in turn, then repeats the last.
+/// Health answers from a script: each port answers its list in turn, then repeats the last
+/// (`leader…` and JSON bodies with 200, others with 503).
 fn fake_health(ip: &str, answers: Vec<(u16, Vec<&'static str>)>) -> Vec<std::thread::JoinHandle<()>> {
     let mut threads = Vec::new();
     for (port, script) in answers {
@@ -263,7 +264,8 @@ fn fake_health(ip: &str, answers: Vec<(u16, Vec<&'static str>)>) -> Vec<std::thr
                 let mut buf = [0u8; 1024];
                 let _ = conn.read(&mut buf);
                 let body = script[i.min(script.len() - 1)];
-                let code = if body.starts_with("leader") { "200 OK" } else { "503 Service Unavailable" };
+                let ok = body.starts_with("leader") || body.starts_with('{');
+                let code = if ok { "200 OK" } else { "503 Service Unavailable" };
                 let _ = write!(conn, "HTTP/1.1 {code}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
             }
         }));
@@ -323,18 +325,44 @@ fn reads_follow_read_from_and_max_read_lag() {
     };
     assert!(reads_from(&[]).starts_with(&format!("stargate: reading from {leader} ")));
     assert!(reads_from(&["stargate.readFrom=replica"]).starts_with(&format!("stargate: reading from {other} ")));
-    // The replica publishes no lag yet: unknown lag is too much lag, so the leader serves.
-    let line = reads_from(&["stargate.readFrom=replica", "stargate.maxReadLag=10s"]);
-    assert!(line.starts_with(&format!("stargate: reading from {leader} ")), "{line}");
     let line = reads_from(&["stargate.readFrom=any"]);
     assert!(line.contains("reading from"), "{line}");
     // A bad value is refused, naming the key.
     let out = r.run("w", &["-c", "stargate.readFrom=nearest", "fetch", "stargate::a,b/kv.git"]);
-    assert!(
-        stderr(&out).contains("'stargate.readfrom'") || stderr(&out).contains("stargate.readFrom"),
-        "{}",
-        stderr(&out)
+    assert!(stderr(&out).contains("bad value 'nearest' for 'stargate.readFrom'"), "{}", stderr(&out));
+
+    // Replicas that publish a lag of 30 s (y) and none at all (z), serving the real
+    // replica's repository.
+    let ip = lab.ip("a");
+    fake_health(
+        &ip,
+        vec![
+            (8093, vec![r#"{"accepts_writes":false,"refusal":"passive","agent":{"alive":true},"lag_seconds":30.0}"#]),
+            (8094, vec![r#"{"accepts_writes":false,"refusal":"passive","agent":{"alive":true},"lag_seconds":null}"#]),
+        ],
     );
+    let replica_url = format!("git://{}/", lab.ip(other));
+    let config = format!(
+        "{}[stargate \"y\"]\n\turl = {replica_url}\n\thealth = http://{ip}:8093\n\
+         [stargate \"z\"]\n\turl = {replica_url}\n\thealth = http://{ip}:8094\n",
+        lab.client_config(&["git"])
+    );
+    let r = Remote::new(&config);
+    r.work("w");
+    let url = format!("stargate::{leader},y,z/kv.git");
+    let read = |max_lag: &str| {
+        let lag = format!("stargate.maxReadLag={max_lag}");
+        let args =
+            ["-c", "stargate.readFrom=replica", "-c", &lag, "fetch", "-v", &url, "+refs/heads/*:refs/remotes/p/*"];
+        let out = r.run("w", &args);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        err.lines().find(|l| l.starts_with("stargate: reading from")).unwrap_or_default().to_owned()
+    };
+    // Within the limit: y. Above it, or unknown: skipped, and the leader serves.
+    assert!(read("1m").starts_with("stargate: reading from y "), "{}", read("1m"));
+    let line = read("10s");
+    assert!(line.starts_with(&format!("stargate: reading from {leader} ")), "{line}");
 }
 
 #[test]

@@ -119,10 +119,9 @@ pub fn run(session: &Session, alias: &str, input: &mut File, output: &mut impl W
     let mut input = input.try_clone().map_err(|e| Error::Io(e.to_string()))?;
     std::thread::spawn(move || {
         let mut stdin = stdin;
-        let _ = io::copy(&mut input, &mut stdin);
+        let _ = super::pipe::copy_plain(&mut input, &mut stdin);
     });
-    let _ = io::copy(&mut stdout, output);
-    let _ = output.flush();
+    let _ = super::pipe::copy_plain(&mut stdout, output);
     let status = child.wait().map_err(|e| Error::Io(e.to_string()))?;
     if status.success() {
         Ok(())

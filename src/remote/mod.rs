@@ -132,7 +132,7 @@ fn run(args: &[String]) -> error::Result<()> {
     // Commands are read one byte at a time from a duplicate of fd 0, so that nothing meant
     // for the service is ever buffered here.
     let mut input = stdin_file()?;
-    let mut output = std::io::stdout();
+    let mut output = stdout_file()?;
     if session.nodes[0].endpoint.is_http() {
         return Ok(https::run(&session, alias, &mut input, &mut output)?);
     }
@@ -145,6 +145,13 @@ fn run(args: &[String]) -> error::Result<()> {
 
 fn stdin_file() -> Result<File, Error> {
     let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(|e| Error::Io(format!("stdin: {e}")))?;
+    Ok(File::from(fd))
+}
+
+/// Standard output without std's line buffering: pkt-lines do not end in newlines, and a
+/// byte held back here would stall the protocol.
+pub(crate) fn stdout_file() -> Result<File, Error> {
+    let fd = std::io::stdout().as_fd().try_clone_to_owned().map_err(|e| Error::Io(format!("stdout: {e}")))?;
     Ok(File::from(fd))
 }
 

@@ -172,7 +172,7 @@ impl Opened {
 
     /// Tell git the connection is up, then pipe until the service is done.
     pub fn run(self, node: &str) -> Result<(), Error> {
-        let mut out = io::stdout().lock();
+        let mut out = super::stdout_file()?;
         let started = out.write_all(b"\n").and_then(|()| out.write_all(&self.first)).and_then(|()| out.flush());
         match self.conn {
             Conn::Process { mut child, mut stdout, stderr } => {
@@ -196,8 +196,8 @@ impl Opened {
             Conn::Tcp(mut stream) => {
                 started.map_err(|e| Error::Io(format!("writing to git: {e}")))?;
                 let mut to_server = stream.try_clone().map_err(|e| Error::Io(e.to_string()))?;
+                let mut input = super::stdin_file()?;
                 std::thread::spawn(move || {
-                    let mut input = io::stdin().lock();
                     let _ = copy_plain(&mut input, &mut to_server);
                     let _ = to_server.shutdown(Shutdown::Write);
                 });
@@ -209,10 +209,11 @@ impl Opened {
     }
 }
 
-/// Copy with `read` and `write`. Not `io::copy` for sockets: it splices, and splicing a
+/// Copy with `read` and `write`, flushing every write (stdout is line-buffered, and the
+/// Git protocol's lines are not all text). Not `io::copy` for sockets: it splices, and splicing a
 /// pipe into a socket asks for far more than is there, so the kernel holds the last bytes
 /// back (`MSG_MORE`) waiting for the rest, and a request-response protocol stalls.
-fn copy_plain(from: &mut impl Read, to: &mut impl Write) -> io::Result<u64> {
+pub(super) fn copy_plain(from: &mut impl Read, to: &mut impl Write) -> io::Result<u64> {
     let mut buf = vec![0u8; 128 * 1024];
     let mut total = 0;
     loop {

@@ -418,3 +418,29 @@ fn the_command_loop_fed_random_and_truncated_lines_exits_with_an_error() {
         assert!(!err.contains('\u{1b}'), "no terminal escapes echoed: {err:?}");
     }
 }
+
+#[test]
+fn https_nodes_are_handed_to_git_remote_https() {
+    let (lab, leader) = lab_for_remote(2);
+    let other = if leader == "a" { "b" } else { "a" };
+    let mut config = String::new();
+    for node in &lab.nodes {
+        let ip = lab.ip(node);
+        http_backend(&format!("{ip}:8181"), &lab.dir.path().join(node).join("repos"));
+        config += &format!("[stargate \"{node}\"]\n\turl = http://{ip}:8181/\n\thealth = http://{ip}:8080\n");
+    }
+    let r = Remote::new(&config);
+    r.work("w");
+    r.ok("w", &["push", "-q", "stargate::a,b/kv.git", "main", "--tags"]);
+    assert_eq!(git_dir(&lab.repo(&leader, "kv"), &["rev-parse", "refs/heads/main"]), r.head("w", "main"));
+    let listing = r.ok("w", &["ls-remote", "stargate::a,b/kv.git"]);
+    assert!(listing.contains(&format!("{}\trefs/heads/main", r.head("w", "main"))), "{listing}");
+    r.ok(".", &["clone", "-q", "stargate::b,a/kv.git", "c"]);
+    assert_eq!(r.head("c", "HEAD"), r.head("w", "main"));
+    // A read sent to the replica restarts git remote-https there, replaying what git said.
+    let out =
+        r.run("c", &["-c", "stargate.readFrom=replica", "fetch", "-v", "origin", "+refs/heads/*:refs/remotes/p/*"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("stargate: reading from {other} at http://{}:8181/kv.git", lab.ip(other))), "{err}");
+}

@@ -341,3 +341,106 @@ impl Drop for Sshd {
         let _ = self.child.wait();
     }
 }
+
+/// A minimal smart-HTTP server for the tests: every request goes to `git http-backend` (CGI)
+/// for the repositories under `root`, pushes allowed. One thread per connection, one
+/// request per connection. Runs until the test process ends.
+pub fn http_backend(addr: &str, root: &Path) {
+    let listener = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let root = root.to_owned();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let _ = serve_cgi(conn, &root);
+            });
+        }
+    });
+}
+
+fn serve_cgi(mut conn: TcpStream, root: &Path) -> std::io::Result<()> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(conn.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or("GET").to_owned(), parts.next().unwrap_or("/").to_owned());
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    if let Some(len) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        body.resize(len, 0);
+        reader.read_exact(&mut body)?;
+    } else if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+            let mut chunk = vec![0u8; n + 2];
+            reader.read_exact(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let mut cgi = Command::new("git");
+    cgi.arg("http-backend")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REMOTE_USER", "test")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("REQUEST_METHOD", &method)
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("PATH", path_env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    for (name, var) in [
+        ("content-type", "CONTENT_TYPE"),
+        ("git-protocol", "HTTP_GIT_PROTOCOL"),
+        ("content-encoding", "HTTP_CONTENT_ENCODING"),
+    ] {
+        if let Some(v) = header(name) {
+            cgi.env(var, v);
+        }
+    }
+    let mut child = cgi.spawn()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || stdin.write_all(&body));
+    let out = child.wait_with_output()?;
+    let _ = writer.join();
+    let split = out.stdout.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
+    let split = split.or_else(|| out.stdout.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
+    let (head, cgi_body) = match split {
+        Some((i, n)) => (String::from_utf8_lossy(&out.stdout[..i]).into_owned(), &out.stdout[i + n..]),
+        None => (String::new(), &out.stdout[..]),
+    };
+    let mut status = "200 OK".to_owned();
+    let mut response = String::new();
+    for line in head.lines() {
+        match line.split_once(':') {
+            Some((k, v)) if k.eq_ignore_ascii_case("status") => status = v.trim().to_owned(),
+            Some(_) => response += &format!("{line}\r\n"),
+            None => {}
+        }
+    }
+    let head =
+        format!("HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n", cgi_body.len());
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(cgi_body)?;
+    conn.flush()
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The Stargate demo: a two-node cluster on loopback. Writes on the leader, a push to the
-# passive refused (exit 9), the leader's agent killed, the other node leading, and a new
-# write accepted there. Builds first; leaves nothing running.
+# The Stargate demo: a two-node cluster on loopback. Writes on the leader, replicated to the
+# passive with measured lag, a push to the passive refused (exit 9), the leader's agent
+# killed, the other node leading with every earlier write, and a new write accepted there.
+# Builds first; leaves nothing running.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -36,6 +37,17 @@ for i in 1 2 3; do git kv set "demo/key$i" "value $i"; done
 git kv list
 echo "demo/key2 = $(git kv get demo/key2)"
 
+step "replication: the passive ($passive) mirrors each write, lag measured per update"
+status() { exec 3<>"/dev/tcp/$(ip "$1")/8080"; printf 'GET /status HTTP/1.0\r\n\r\n' >&3; cat <&3; exec 3<&-; }
+for _ in $(seq 100); do
+  seq=$(status "$passive" | sed -n 's/.*"journal_seq": *\([0-9]*\).*/\1/p' | head -1)
+  [ "${seq:-0}" -ge 3 ] && break
+  sleep 0.05
+done
+echo "journal position on $passive: ${seq:-none} (3 writes)"
+status "$passive" | grep -E '"lag_(seconds|operations)"' | sed 's/^ */  /'
+GIT_CONFIG_GLOBAL=$work/lab/$passive/gitconfig git stargate lag | tail -3
+
 step "a write sent to the passive ($passive) is refused"
 cd "$work/to-$passive"
 set +e
@@ -57,9 +69,9 @@ took=$(( $(ms) - start ))
 new_epoch=$(sed -n 's/.*"epoch":\([0-9]*\).*/\1/p' "$work/lab/shared/stargate.lock.leader")
 echo "$passive leads at epoch $new_epoch (was $epoch) after $took ms"
 
-step "the same write, sent to the new leader ($passive), is accepted"
+step "the same write, sent to the new leader ($passive), is accepted; earlier writes survived"
 git kv set demo/after-failover yes
-echo "demo/after-failover = $(git kv get demo/after-failover)"
+git kv list
 
 step "the old leader ($leader) now refuses"
 cd "$work/to-$leader"

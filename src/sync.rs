@@ -103,6 +103,9 @@ pub struct Lost {
     pub kept_as: String,
 }
 
+/// A full mirror that changes more refs than this packs them afterwards.
+const PACK_AFTER: usize = 1000;
+
 /// The leader's URL for repository `name` under `base`.
 pub fn repo_url(base: &str, name: &str) -> String {
     if base.ends_with('/') { format!("{base}{name}") } else { format!("{base}/{name}") }
@@ -393,11 +396,20 @@ impl Run<'_> {
         }
         let args = self.fetch_args(vec![
             "--prune".into(),
+            "--atomic".into(),
             self.url.clone(),
             "+refs/*:refs/*".into(),
             "^refs/stargate/local/*".into(),
         ]);
         self.bounded(self.path, &args).run(self.deadline)?;
+        let refs_changed = leader.iter().filter(|(r, oid)| local.get(*r) != Some(oid)).count()
+            + local.keys().filter(|r| !leader.contains_key(*r)).count();
+        if refs_changed > PACK_AFTER {
+            // The fetch left that many loose refs; a later `git gc` would prune them one
+            // transaction, and two hook runs, each. Packing only moves storage: no hooks.
+            let args = ["-c", "core.hooksPath=/dev/null", "pack-refs", "--all"].map(String::from);
+            self.bounded(self.path, &args).show_progress(false).run(self.deadline)?;
+        }
         let mut lost = Vec::new();
         if !suspects.is_empty() {
             let oids: Vec<String> = suspects.iter().map(|s| s.oid.clone()).collect();
@@ -414,8 +426,7 @@ impl Run<'_> {
                 main.edit_references(drop).map_err(repo_err)?;
             }
         }
-        let refs_changed = leader.iter().filter(|(r, oid)| local.get(*r) != Some(oid)).count()
-            + local.keys().filter(|r| !leader.contains_key(*r)).count();
+
         let tip = journal::tip(main)?;
         let applied = match tip {
             Some((id, _)) => self.newly_exposed(main, id, since_ms)?,

@@ -8,7 +8,8 @@ refs=${1:-100000} n=${2:-15}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 lab=("$root/contrib/lab/lab" --dir "$work/lab")
-trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
+[ -n "${KEEP:-}" ] || trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
+echo "work: $work"
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=$work/gitconfig HOME=$work LC_ALL=C
 printf '[user]\n\tname = Bench\n\temail = bench@example.com\n' >"$GIT_CONFIG_GLOBAL"
 "${lab[@]}" up --nodes 2 --net 127.79.2 >/dev/null
@@ -31,8 +32,8 @@ git -C "$L" pack-refs --all
 change() { git -C "$work/client" commit -q --allow-empty -m "change $1"; git -C "$work/client" push -q origin HEAD:refs/heads/main; }
 change 0
 # The replica mirrors it once (full), and a plain copy of it (no hooks) is made for git fetch.
-as_replica git stargate sync kv.git >/dev/null
-git -C "$R" pack-refs --all
+as_replica git -c stargate.sync.timeout=10m stargate sync kv.git >/dev/null # first mirror: git writes REFS loose refs
+git -C "$R" -c core.hooksPath=/dev/null pack-refs --all # storage only; see sync.rs
 cp -a "$R" "$work/plain.git"
 git -C "$work/plain.git" config --unset core.hooksPath
 echo "refs: $(git -C "$R" for-each-ref | wc -l) on the replica"

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Replication lag under steady writes: a two-node lab, `git kv set` on the leader at a fixed
+# rate for SECONDS (default 300), then the replica's own figures (`git stargate lag`):
+# per-minute windows with p50/p99 and the aggregate over the run.
+# Usage: contrib/bench/lag.sh [SECONDS] [WRITES_PER_SECOND]   (stargate-hook on PATH)
+set -euo pipefail
+seconds=${1:-300} rate=${2:-2}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+lab=("$root/contrib/lab/lab" --dir "$work/lab")
+trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=$work/gitconfig HOME=$work LC_ALL=C
+printf '[user]\n\tname = Bench\n\temail = bench@example.com\n' >"$GIT_CONFIG_GLOBAL"
+printf '[stargate "alert"]\n\twindow = 1m\n[stargate "metrics"]\n\tinterval = 1s\n' >"$work/extra"
+LAB_EXTRA_CONFIG=$work/extra "${lab[@]}" up --nodes 2 --net 127.79.3 >/dev/null
+leader=$("${lab[@]}" leader); replica=$([ "$leader" = a ] && echo b || echo a)
+git clone -q "git://$(cat "$work/lab/$leader/ip")/kv.git" "$work/client" 2>/dev/null
+cd "$work/client"
+gap=$(awk "BEGIN{print 1/$rate}")
+end=$(( $(date +%s) + seconds )) i=0
+while [ "$(date +%s)" -lt "$end" ]; do
+  git kv set "steady/$((i % 500))" "$i"
+  i=$((i + 1))
+  sleep "$gap"
+done
+sleep 65 # let the last window close and be judged
+echo "$i writes in $seconds s on $leader; lag measured on $replica:"
+GIT_CONFIG_GLOBAL=$work/lab/$replica/gitconfig git stargate lag

@@ -8,6 +8,7 @@
 //! Transactions that only move refs between storage forms (`pack-refs`, `gc`) change no
 //! value: they are neither checked nor journaled, on any node.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use gix::ObjectId;
@@ -23,8 +24,12 @@ pub fn reference_transaction(args: &[String]) -> Result<()> {
     let all = journal::parse_updates(&input);
     match state.as_str() {
         "prepared" => {
+            if node::find_state_dir(&git_dir).is_some_and(|dir| node::is_agent_sync(&dir)) {
+                return Ok(());
+            }
             // Judged before anything moves: at `committed` every real change looks stored already.
-            let changes: Vec<Update> = all.iter().filter(|u| !storage_only(&git_dir, u)).cloned().collect();
+            let refs = Refs::new(&git_dir);
+            let changes: Vec<Update> = all.iter().filter(|u| !refs.storage_only(u)).cloned().collect();
             // Lines that are not `<oid> <oid> <ref>` (symbolic refs such as HEAD) are writes too.
             let symbolic = input.lines().filter(|l| !l.trim().is_empty()).count() > all.len();
             if changes.is_empty() && !symbolic {
@@ -32,11 +37,8 @@ pub fn reference_transaction(args: &[String]) -> Result<()> {
             }
             // The journal records what each ref really held, whatever the caller expected.
             let updates: Vec<Update> = (changes.iter().filter(|u| journal::journaled(&u.refname)))
-                .map(|u| Update { old: current_value(&git_dir, &u.refname).unwrap_or(u.old), ..u.clone() })
+                .map(|u| Update { old: refs.current(&u.refname).unwrap_or(u.old), ..u.clone() })
                 .collect();
-            if node::find_state_dir(&git_dir).is_some_and(|dir| node::is_agent_sync(&dir)) {
-                return Ok(());
-            }
             let view = node::inspect_repo(&git_dir);
             let epoch = super::require_leader(&view).inspect_err(|_| {
                 for u in &changes {
@@ -72,26 +74,45 @@ pub fn reference_transaction(args: &[String]) -> Result<()> {
 /// while the ref already is X), then prunes each loose copy (`X -> 0000` while
 /// `packed-refs` holds the same X and nobody holds `packed-refs.lock`). Any real deletion
 /// of a packed ref holds that lock while it is prepared, so it is never taken for a prune.
-fn storage_only(git_dir: &Path, u: &Update) -> bool {
-    if !u.new.is_null() {
-        return current_value(git_dir, &u.refname) == Some(u.new);
+struct Refs<'a> {
+    git_dir: &'a Path,
+    /// `packed-refs`, read once on first use: a transaction may name 100k refs.
+    packed: std::cell::OnceCell<HashMap<String, ObjectId>>,
+}
+
+impl Refs<'_> {
+    fn new(git_dir: &Path) -> Refs<'_> {
+        Refs { git_dir, packed: std::cell::OnceCell::new() }
     }
-    let loose = loose_value(git_dir, &u.refname);
-    loose.is_some() && !git_dir.join("packed-refs.lock").exists() && loose == packed_value(git_dir, &u.refname)
-}
 
-/// What `refname` holds now: its loose file, else its `packed-refs` line.
-pub(crate) fn current_value(git_dir: &Path, refname: &str) -> Option<ObjectId> {
-    loose_value(git_dir, refname).or_else(|| packed_value(git_dir, refname))
-}
+    fn storage_only(&self, u: &Update) -> bool {
+        if !u.new.is_null() {
+            return self.current(&u.refname) == Some(u.new);
+        }
+        let loose = self.loose(&u.refname);
+        loose.is_some() && !self.git_dir.join("packed-refs.lock").exists() && loose == self.packed(&u.refname)
+    }
 
-fn loose_value(git_dir: &Path, refname: &str) -> Option<ObjectId> {
-    let text = std::fs::read_to_string(git_dir.join(refname)).ok()?;
-    ObjectId::from_hex(text.trim().as_bytes()).ok()
-}
+    /// What `refname` holds now: its loose file, else its `packed-refs` line.
+    fn current(&self, refname: &str) -> Option<ObjectId> {
+        self.loose(refname).or_else(|| self.packed(refname))
+    }
 
-fn packed_value(git_dir: &Path, refname: &str) -> Option<ObjectId> {
-    let packed = std::fs::read_to_string(git_dir.join("packed-refs")).ok()?;
-    let hex = packed.lines().find_map(|l| l.strip_suffix(refname)?.strip_suffix(' '))?;
-    ObjectId::from_hex(hex.as_bytes()).ok()
+    fn loose(&self, refname: &str) -> Option<ObjectId> {
+        let text = std::fs::read_to_string(self.git_dir.join(refname)).ok()?;
+        ObjectId::from_hex(text.trim().as_bytes()).ok()
+    }
+
+    fn packed(&self, refname: &str) -> Option<ObjectId> {
+        let packed = self.packed.get_or_init(|| {
+            let text = std::fs::read_to_string(self.git_dir.join("packed-refs")).unwrap_or_default();
+            (text.lines())
+                .filter_map(|l| {
+                    let (hex, name) = l.split_once(' ')?;
+                    Some((name.to_owned(), ObjectId::from_hex(hex.as_bytes()).ok()?))
+                })
+                .collect()
+        });
+        packed.get(refname).copied()
+    }
 }

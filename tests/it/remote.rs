@@ -178,6 +178,16 @@ fn failover_in_the_middle_of_a_session() {
     r.work("w");
     r.ok("w", &["push", "-q", "stargate::a,b/kv.git", "main"]);
     r.ok(".", &["clone", "-q", "stargate::a,b/kv.git", "c"]);
+    // Let replication (when the replica runs it) settle first: a mirror landing in the middle
+    // of the push below would race it, and that race is not what this test is about.
+    let other = if first == "a" { "b" } else { "a" };
+    let pushed = r.head("w", "main");
+    let start = Instant::now();
+    while git_dir(&lab.repo(other, "kv"), &["rev-parse", "-q", "--verify", "refs/heads/main"]) != pushed
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     lab.kill(&first, "agent", "KILL");
     let second = lab.wait_leader(Some(&first), Duration::from_secs(10));

@@ -201,10 +201,10 @@ fn describe(answer: &Option<Answer>, policy: &Policy) -> String {
             if let Some(lag) = lag_seconds {
                 s += &format!(", lag {lag:.1} s");
             }
-            if !policy.leader_only(Op::Read) {
-                if let Err(skip) = readable(a, policy) {
-                    s += &format!("; not read from: {skip}");
-                }
+            if !policy.leader_only(Op::Read)
+                && let Err(skip) = readable(a, policy)
+            {
+                s += &format!("; not read from: {skip}");
             }
             s
         }

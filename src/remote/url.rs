@@ -68,13 +68,12 @@ pub fn valid_name(name: &str) -> bool {
         Some((u, r)) => (Some(u), r),
         None => (None, name),
     };
-    if let Some(user) = user {
-        if user.is_empty()
+    if let Some(user) = user
+        && (user.is_empty()
             || user.starts_with('-')
-            || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
-            return false;
-        }
+            || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+    {
+        return false;
     }
     let (host, port) = split_host_port(rest);
     let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {

@@ -220,6 +220,7 @@ fn sync(cfg: &Config, names: Vec<String>) -> Result<()> {
         token: token.trim().to_owned(),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         measure_since_ms: lease::now_ms(),
+        lock: cfg.lock()?,
     };
     let target = crate::sync::Target { leader: record.node.clone(), epoch: record.epoch, base_url };
     let mut failed = 0;

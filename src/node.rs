@@ -61,15 +61,27 @@ pub fn new_sync_token(state_dir: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
-/// True when this process runs on behalf of the agent's mirroring.
-pub fn is_agent_sync(state_dir: &Path) -> bool {
-    let Ok(claimed) = std::env::var(SYNC_TOKEN_ENV) else {
-        return false;
-    };
-    let Ok(actual) = std::fs::read_to_string(token_path(state_dir)) else {
-        return false;
-    };
-    !actual.is_empty() && constant_time_eq(claimed.as_bytes(), actual.trim().as_bytes())
+/// Whether this process presents itself as the agent's mirroring.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SyncClaim {
+    /// No token: an ordinary writer.
+    None,
+    /// The agent's token, on a passive node: the mirror may write.
+    Valid,
+    /// A token that is wrong, or a mirror still running after its node was elected.
+    Refused(String),
+}
+
+pub fn sync_claim(state_dir: &Path) -> SyncClaim {
+    let Ok(claimed) = std::env::var(SYNC_TOKEN_ENV) else { return SyncClaim::None };
+    let actual = std::fs::read_to_string(token_path(state_dir)).unwrap_or_default();
+    if actual.trim().is_empty() || !constant_time_eq(claimed.as_bytes(), actual.trim().as_bytes()) {
+        return SyncClaim::Refused("mirroring refused: wrong sync token".into());
+    }
+    match read_state(state_dir) {
+        Some(s) if s.role == Role::Passive => SyncClaim::Valid,
+        _ => SyncClaim::Refused("mirroring refused: this node is no longer passive".into()),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -140,6 +140,7 @@ impl Replicator {
                 token,
                 progress: false,
                 measure_since_ms: now_ms(),
+                lock: cfg.lock()?,
             },
             statsd: cfg.statsd()?,
             alert,

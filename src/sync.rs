@@ -62,6 +62,9 @@ pub struct Settings {
     /// A full mirror measures lag only for updates accepted after this (the agent's start):
     /// a new replica must not report years of history as lag.
     pub measure_since_ms: u64,
+    /// `stargate.lock`: read again just before refs move, so that a sync overtaken by an
+    /// election (of this node or another) does not apply what it fetched.
+    pub lock: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -348,6 +351,10 @@ impl Run<'_> {
             edits.push(update(journal::REF, old, Some(new))?);
         }
         if !edits.is_empty() {
+            match lease::read_record(&self.settings.lock) {
+                Ok(Some(r)) if r.epoch == self.target.epoch && r.node == self.target.leader => {}
+                _ => return Err(Error::Repo("the leader changed during this sync; nothing applied".into())),
+            }
             main.edit_references(edits).map_err(repo_err)?;
         }
         Ok(lease::now_ms())

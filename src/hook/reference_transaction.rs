@@ -15,7 +15,7 @@ use gix::ObjectId;
 
 use crate::error::{Error, Result};
 use crate::journal::{self, Update};
-use crate::node::{self, Role};
+use crate::node::{self, Role, SyncClaim};
 
 pub fn reference_transaction(args: &[String]) -> Result<()> {
     let state = args.first().ok_or_else(|| Error::Usage("reference-transaction <state>".into()))?;
@@ -24,8 +24,13 @@ pub fn reference_transaction(args: &[String]) -> Result<()> {
     let all = journal::parse_updates(&input);
     match state.as_str() {
         "prepared" => {
-            if node::find_state_dir(&git_dir).is_some_and(|dir| node::is_agent_sync(&dir)) {
-                return Ok(());
+            match node::find_state_dir(&git_dir).map(|dir| node::sync_claim(&dir)) {
+                Some(SyncClaim::Valid) => return Ok(()),
+                Some(SyncClaim::Refused(why)) => {
+                    eprintln!("stargate: {why}");
+                    return Err(Error::Refused(why));
+                }
+                _ => {}
             }
             // Judged before anything moves: at `committed` every real change looks stored already.
             let refs = Refs::new(&git_dir);

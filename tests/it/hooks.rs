@@ -185,3 +185,29 @@ fn pack_refs_and_gc_work_on_every_node_and_journal_nothing() {
     ]));
     assert!(!out.status.success() && stderr(&out).contains("not leader"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_mirror_overtaken_by_its_nodes_election_cannot_write() {
+    // Regression: a sync still in flight when its node was elected went on writing there
+    // (seen as "cannot lock ref ... reference already exists" on a push to the new leader).
+    let lab = Lab::up(2);
+    let leader = lab.wait_leader(None, Duration::from_secs(5));
+    let other = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
+    let client = Client::new();
+    client.clone(&lab.url(&other, "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "x"]));
+    let token = std::fs::read_to_string(lab.dir.path().join(&leader).join("repos/.stargate/sync.token")).unwrap();
+    // The leader's own token, as its mirroring would present it: refused, since it leads.
+    let src = client.home.path().join("c");
+    let mut fetch = lab.node_cmd(&leader, "git");
+    fetch.env("STARGATE_SYNC_TOKEN", token.trim()).args([
+        "--git-dir",
+        lab.repo(&leader, "kv").to_str().unwrap(),
+        "fetch",
+        "-q",
+    ]);
+    let out = run(fetch.arg(&src).arg("+HEAD:refs/heads/mirrored"));
+    assert!(!out.status.success(), "a mirror must not write on the leader");
+    assert!(stderr(&out).contains("mirroring refused: this node is no longer passive"), "{}", stderr(&out));
+    assert!(!refs(&lab, &leader).contains("refs/heads/mirrored"));
+}

@@ -86,6 +86,7 @@ mod tests {
         let p = policy();
         assert!(p.is_retryable(&failed("fatal: unable to connect to 127.0.0.1:\\nConnection refused")));
         assert!(p.is_retryable(&failed("fatal: early EOF")));
+        assert!(p.is_retryable(&failed("Killed")), "the serving process died");
         assert!(p.is_retryable(&git::Error::Timeout { args: "fetch".into() }));
         assert!(!p.is_retryable(&failed("fatal: Authentication failed for 'https://x/'")));
         assert!(

@@ -261,7 +261,7 @@ impl Error {
             "could not read username",
             "access denied",
         ];
-        const TRANSIENT: [(&str, ErrorClass); 14] = [
+        const TRANSIENT: [(&str, ErrorClass); 15] = [
             ("connection refused", ErrorClass::Connection),
             ("connection reset", ErrorClass::Connection),
             ("connection timed out", ErrorClass::Connection),
@@ -276,6 +276,8 @@ impl Error {
             ("http 5", ErrorClass::Http5xx),
             ("rpc failed", ErrorClass::Transport),
             ("protocol error", ErrorClass::Transport),
+            // The serving process died (OOM killer, a restart): the shell's own words.
+            ("killed", ErrorClass::Transport),
         ];
         if PERMANENT.iter().any(|p| text.contains(p)) {
             return ErrorClass::Permanent;

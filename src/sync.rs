@@ -119,7 +119,7 @@ pub fn repo_url(base: &str, name: &str) -> String {
 pub fn sync(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Report, Error> {
     let deadline = Instant::now() + settings.timeout;
     let _lock = lock(path)?;
-    let run = Run { path, url: repo_url(&target.base_url, name), target, settings, deadline };
+    let run = Run { path, url: repo_url(&target.base_url, name), target, settings, deadline, started: Instant::now() };
     run.sync()
 }
 
@@ -142,6 +142,7 @@ struct Run<'a> {
     target: &'a Target,
     settings: &'a Settings,
     deadline: Instant,
+    started: Instant,
 }
 
 impl Run<'_> {
@@ -154,11 +155,14 @@ impl Run<'_> {
                 return Ok(Report { leader_seq: seq, replica_seq: seq, ..Report::default() });
             }
         }
+        log::debug!("{}: journal tip asked after {:?}", self.path.display(), self.started.elapsed());
         let side = self.side_repo()?;
         if let Some((id, _)) = local {
             write_loose_ref(&side, journal::REF, id)?;
         }
-        if !self.fetch_side(&side, &[format!("+{0}:{0}", journal::REF)], true)? {
+        let fetched = self.fetch_side(&side, &[format!("+{0}:{0}", journal::REF)], true)?;
+        log::debug!("{}: journal fetched after {:?}", self.path.display(), self.started.elapsed());
+        if !fetched {
             return self.full(&main, "the leader has no journal yet");
         }
         let Some(leader_tip) = read_loose_ref(&side, journal::REF)? else {
@@ -191,10 +195,16 @@ impl Run<'_> {
     }
 
     fn fetch_args(&self, mut args: Vec<String>) -> Vec<String> {
-        let mut all: Vec<String> =
-            ["fetch", "--no-tags", "--no-write-fetch-head", "--no-auto-gc", "--no-auto-maintenance"]
-                .map(String::from)
-                .to_vec();
+        let mut all: Vec<String> = [
+            "fetch",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-auto-gc",
+            "--no-auto-maintenance",
+            "--no-show-forced-updates",
+        ]
+        .map(String::from)
+        .to_vec();
         all.push(if self.settings.progress { "--progress" } else { "--quiet" }.into());
         if let Some(prog) = &self.settings.upload_pack {
             all.push(format!("--upload-pack={prog}"));
@@ -273,7 +283,9 @@ impl Run<'_> {
         }
         let known = |r: &str, oid: ObjectId| changed.get(r).is_some_and(|(_, k)| k.contains(&oid));
         let lost = self.losses(main, &plan, known)?;
+        log::debug!("{}: {} refs fetched after {:?}", self.path.display(), wanted.len(), self.started.elapsed());
         let exposed_ms = self.apply(main, &plan, &lost, Some((local_tip, leader_tip)))?;
+        log::debug!("{}: applied after {:?}", self.path.display(), self.started.elapsed());
         let leader_seq = entries.last().map_or(0, Entry::last_seq);
         let applied = entries
             .iter()

@@ -342,7 +342,9 @@ fn leader_killed_mid_fetch_is_retried_and_resynced() {
     assert!(client.kv("c", &["set", "k", "1"]).status.success());
     wait_until("a fetch to be in flight", Duration::from_secs(5), || wrapper.runs() > runs_before);
     // The leader's side of the transfer dies, and keeps dying for a while.
-    let kill = || run(std::process::Command::new("pkill").args(["-KILL", "-f", wrapper.path().to_str().unwrap()]));
+    // Only the leader's side (the script, run by sh), not the replica's git, whose command line names it too.
+    let pattern = format!("^/bin/sh {}", wrapper.path().display());
+    let kill = || run(std::process::Command::new("pkill").args(["-KILL", "-f", &pattern]));
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
         kill();
@@ -355,9 +357,12 @@ fn leader_killed_mid_fetch_is_retried_and_resynced() {
             false
         }
     });
+    // The agent logs the recovery just after the refs land.
+    wait_until("the recovery to be logged", Duration::from_secs(5), || {
+        agent_log(&lab, "b").contains("recovered after")
+    });
     let log = agent_log(&lab, "b");
     assert!(log.contains("retry 1 of 10"), "{log}");
-    assert!(log.contains("recovered after"), "{log}");
 }
 
 #[test]

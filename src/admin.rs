@@ -52,7 +52,7 @@ pub fn main(args: &[String]) -> Result<()> {
         Command::Lag { json } => lag(&cfg, json),
         Command::Status { json } => {
             cfg.validate()?;
-            let status = status(&cfg)?;
+            let status = status(&cfg, true)?;
             if json {
                 let text = serde_json::to_string_pretty(&status).map_err(|e| Error::Fatal(e.to_string()))?;
                 println!("{text}");
@@ -100,7 +100,10 @@ pub struct Repository {
     pub journal_seq: Option<u64>,
 }
 
-pub fn status(cfg: &Config) -> Result<Status> {
+/// This node's status. `detail` adds what only `/status`, `/metrics` and `git stargate
+/// status` show: each repository's journal position (one repository open each) and the
+/// replica's published figures; the health probes leave them out.
+pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
     let view = node::inspect(cfg)?;
     let mut errors = Vec::new();
     let leader = view.record.clone().unwrap_or_else(|e| {
@@ -111,14 +114,21 @@ pub fn status(cfg: &Config) -> Result<Status> {
         Authority::Leader { epoch } => (true, None, epoch),
         Authority::Refused { reason, epoch, .. } => (false, Some(reason), epoch),
     };
-    let repositories = match repositories(&cfg.root()?) {
+    let mut repositories = match repositories(&cfg.root()?) {
         Ok(r) => r,
         Err(e) => {
             errors.push(format!("cannot list {}: {e}", cfg.root()?.display()));
             Vec::new()
         }
     };
-    let replication = crate::replicate::read_published(&cfg.state_dir()?).filter(|_| view.role() == Role::Passive);
+    let mut replication = None;
+    if detail {
+        for r in &mut repositories {
+            let repo = journal::open(&cfg.root()?.join(&r.name)).ok();
+            r.journal_seq = repo.and_then(|repo| journal::tip(&repo).ok().flatten()).map(|(_, seq)| seq);
+        }
+        replication = crate::replicate::read_published(&cfg.state_dir()?).filter(|_| view.role() == Role::Passive);
+    }
     let repos = replication.as_ref().map(|p| p.repos.values().collect::<Vec<_>>()).unwrap_or_default();
     let lag_seconds = repos.iter().filter_map(|r| r.lag_seconds).reduce(f64::max);
     let lag_operations = repos.iter().map(|r| r.lag_operations).max();
@@ -310,9 +320,7 @@ fn scan(root: &Path, dir: &Path, depth: u32, found: &mut Vec<Repository>) -> std
         if path.join("HEAD").is_file() && path.join("objects").is_dir() {
             let name = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
             let readable = std::fs::read(path.join("HEAD")).is_ok() && std::fs::read_dir(path.join("objects")).is_ok();
-            let journal_seq =
-                journal::open(&path).ok().and_then(|r| journal::tip(&r).ok().flatten()).map(|(_, seq)| seq);
-            found.push(Repository { name, readable, journal_seq });
+            found.push(Repository { name, readable, journal_seq: None });
         } else if depth > 1 {
             scan(root, &path, depth - 1, found)?;
         }

@@ -341,7 +341,7 @@ fn answer(head: &str, ctx: &Ctx) -> Vec<u8> {
             return response(503, "text/plain", format!("bad configuration: {e}\n").as_bytes(), head_only);
         }
     };
-    let status = match admin::status(cfg) {
+    let status = match admin::status(cfg, matches!(path, "/status" | "/metrics")) {
         Ok(s) => s,
         Err(e) => return response(503, "text/plain", format!("{e}\n").as_bytes(), head_only),
     };
@@ -404,19 +404,8 @@ fn metrics(s: &Status) -> String {
                 st.lag_operations
             ));
         }
-        let c = p.counters;
-        for (name, value) in [
-            ("syncs", c.syncs),
-            ("skips", c.skips),
-            ("retries", c.retries),
-            ("timeouts", c.timeouts),
-            ("failures", c.failures),
-            ("fallbacks", c.fallbacks),
-            ("signals", c.signals),
-        ] {
-            out.push_str(&format!(
-                "# TYPE stargate_sync_{name}_total counter\nstargate_sync_{name}_total{{node=\"{node}\"}} {value}\n"
-            ));
+        for (_, name, value) in p.counters.named() {
+            out.push_str(&format!("# TYPE {name} counter\n{name}{{node=\"{node}\"}} {value}\n"));
         }
         out.push_str(&format!(
             "# TYPE stargate_replication_lost_refs gauge\nstargate_replication_lost_refs{{node=\"{node}\"}} {}\n",

@@ -21,16 +21,17 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn named(&self) -> [(&'static str, u64); 8] {
+    /// Every counter once: its StatsD name, its Prometheus name, its value.
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 8] {
         [
-            ("stargate.sync.count", self.syncs),
-            ("stargate.sync.skipped", self.skips),
-            ("stargate.sync.retries", self.retries),
-            ("stargate.sync.timeouts", self.timeouts),
-            ("stargate.sync.failures", self.failures),
-            ("stargate.sync.fallbacks", self.fallbacks),
-            ("stargate.elections", self.elections),
-            ("stargate.sync.signals", self.signals),
+            ("stargate.sync.count", "stargate_sync_syncs_total", self.syncs),
+            ("stargate.sync.skipped", "stargate_sync_skips_total", self.skips),
+            ("stargate.sync.retries", "stargate_sync_retries_total", self.retries),
+            ("stargate.sync.timeouts", "stargate_sync_timeouts_total", self.timeouts),
+            ("stargate.sync.failures", "stargate_sync_failures_total", self.failures),
+            ("stargate.sync.fallbacks", "stargate_sync_fallbacks_total", self.fallbacks),
+            ("stargate.elections", "stargate_elections_total", self.elections),
+            ("stargate.sync.signals", "stargate_sync_signals_total", self.signals),
         ]
     }
 }
@@ -62,7 +63,7 @@ impl Statsd {
                 log::warn!("statsd: {e}");
             }
         }
-        for ((name, now), (_, before)) in counters.named().into_iter().zip(self.sent.named()) {
+        for ((name, _, now), (_, _, before)) in counters.named().into_iter().zip(self.sent.named()) {
             let _ = self
                 .client
                 .count_with_tags(name, now.saturating_sub(before) as i64)

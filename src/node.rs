@@ -221,12 +221,16 @@ fn refused(leader: String, epoch: u64, reason: String) -> Authority {
     Authority::Refused { leader, epoch, reason }
 }
 
-/// Tell every peer's agent that repository `git_dir` changed: one datagram each, best
-/// effort (the replicas' poll is the fallback). Sent from the leader's hook.
-pub fn signal_peers(state: &State, git_dir: &Path) {
-    let Some(name) = repo_name(state, git_dir) else { return };
+/// On the leader, tell every peer's agent that repository `git_dir` changed: one datagram
+/// each, best effort (the replicas' poll is the fallback). Sent from the leader's hook; it
+/// reads only this node's state, not the shared lease record.
+pub fn signal_peers(git_dir: &Path) {
+    let Some(state_dir) = find_state_dir(git_dir) else { return };
+    let Some(state) = read_state(&state_dir).filter(|s| s.role == Role::Leader) else { return };
+    let (Some(root), Ok(repo)) = (state_dir.parent(), git_dir.canonicalize()) else { return };
+    let Ok(name) = repo.strip_prefix(root) else { return };
     let Ok(socket) = std::net::UdpSocket::bind(("0.0.0.0", 0)) else { return };
-    let message = format!("{SIGNAL_PREFIX}{name}\n");
+    let message = format!("{SIGNAL_PREFIX}{}\n", name.to_string_lossy());
     for peer in &state.peers {
         let _ = socket.send_to(message.as_bytes(), peer.as_str());
     }
@@ -234,11 +238,3 @@ pub fn signal_peers(state: &State, git_dir: &Path) {
 
 /// The datagram a leader sends: this prefix, then the repository name relative to the root.
 pub const SIGNAL_PREFIX: &str = "stargate-sync ";
-
-/// `owner/name.git` of the repository at `git_dir`, relative to this node's root.
-fn repo_name(state: &State, git_dir: &Path) -> Option<String> {
-    let state_dir = find_state_dir(git_dir)?;
-    let root = state_dir.parent()?;
-    let repo = git_dir.canonicalize().ok()?;
-    Some(repo.strip_prefix(root).ok()?.to_string_lossy().into_owned()).filter(|_| !state.node.is_empty())
-}

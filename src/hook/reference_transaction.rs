@@ -15,7 +15,7 @@ use gix::ObjectId;
 
 use crate::error::{Error, Result};
 use crate::journal::{self, Update};
-use crate::node::{self, Role, SyncClaim};
+use crate::node::{self, SyncClaim};
 
 pub fn reference_transaction(args: &[String]) -> Result<()> {
     let state = args.first().ok_or_else(|| Error::Usage("reference-transaction <state>".into()))?;
@@ -61,10 +61,7 @@ pub fn reference_transaction(args: &[String]) -> Result<()> {
         }
         // A signal is a hint: one after a gc only costs the replicas an idle sync.
         "committed" if all.iter().any(|u| u.old != u.new && journal::journaled(&u.refname)) => {
-            let view = node::inspect_repo(&git_dir);
-            if let Some(state) = view.state.as_ref().filter(|s| s.role == Role::Leader) {
-                node::signal_peers(state, &git_dir);
-            }
+            node::signal_peers(&git_dir);
             Ok(())
         }
         _ => Ok(()),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::support::*;
 
 fn refs(lab: &Lab, node: &str) -> String {
-    ok(lab.node_cmd(node, "git").args(["--git-dir", lab.repo(node, "kv").to_str().unwrap(), "for-each-ref"]))
+    ok(lab.git(node, &["for-each-ref"]))
 }
 
 #[test]
@@ -122,13 +122,7 @@ fn reference_transaction_recheck_refuses_a_leader_fenced_after_pre_receive() {
     for h in ["pre-receive", "reference-transaction"] {
         ok(std::process::Command::new("chmod").args(["+x", hooks.join(h).to_str().unwrap()]));
     }
-    ok(lab.node_cmd("a", "git").args([
-        "--git-dir",
-        lab.repo("a", "kv").to_str().unwrap(),
-        "config",
-        "core.hooksPath",
-        hooks.to_str().unwrap(),
-    ]));
+    ok(lab.git("a", &["config", "core.hooksPath", hooks.to_str().unwrap()]));
 
     let client = Client::new();
     client.clone(&lab.url("a", "kv"), "c");
@@ -156,16 +150,7 @@ fn pack_refs_and_gc_work_on_every_node_and_journal_nothing() {
     ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/other"]));
     let passive = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
     wait_until("the passive to mirror", Duration::from_secs(10), || refs(&lab, &passive) == refs(&lab, &leader));
-    let seq = || {
-        ok(lab.node_cmd(&leader, "git").args([
-            "--git-dir",
-            lab.repo(&leader, "kv").to_str().unwrap(),
-            "log",
-            "-1",
-            "--format=%s",
-            "refs/stargate/journal",
-        ]))
-    };
+    let seq = || ok(lab.git(&leader, &["log", "-1", "--format=%s", "refs/stargate/journal"]));
     let before = seq();
     for node in [&leader, &passive] {
         let dir = lab.repo(node, "kv");
@@ -176,13 +161,7 @@ fn pack_refs_and_gc_work_on_every_node_and_journal_nothing() {
     // A real deletion of a now packed ref is still checked, journaled and refused on the passive.
     ok(client.git("c", &["push", "-q", "origin", ":refs/heads/other"]));
     assert_ne!(seq(), before);
-    let out = run(lab.node_cmd(&passive, "git").args([
-        "--git-dir",
-        lab.repo(&passive, "kv").to_str().unwrap(),
-        "update-ref",
-        "-d",
-        "refs/heads/main",
-    ]));
+    let out = run(lab.git(&passive, &["update-ref", "-d", "refs/heads/main"]));
     assert!(!out.status.success() && stderr(&out).contains("not leader"), "{}", stderr(&out));
 }
 

@@ -37,13 +37,7 @@ fn set_get_del_list_round_trip() {
     assert_eq!(client.kv("c", &["del", "app/db/user"]).status.code(), Some(1));
 
     // One commit per set/del, on the server, readable by another clone.
-    let log = ok(lab.node_cmd("a", "git").args([
-        "--git-dir",
-        lab.repo("a", "kv").to_str().unwrap(),
-        "rev-list",
-        "--count",
-        "refs/kv/default",
-    ]));
+    let log = ok(lab.git("a", &["rev-list", "--count", "refs/kv/default"]));
     assert_eq!(log.trim(), "6");
     let other = Client::new();
     other.clone(&lab.url("a", "kv"), "o");
@@ -85,13 +79,7 @@ fn invalid_input_is_refused_clearly_and_writes_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let out = client.kv("c", &["frob"]);
     assert_eq!(out.status.code(), Some(129));
-    let count = ok(lab.node_cmd("a", "git").args([
-        "--git-dir",
-        lab.repo("a", "kv").to_str().unwrap(),
-        "rev-list",
-        "--count",
-        "refs/kv/default",
-    ]));
+    let count = ok(lab.git("a", &["rev-list", "--count", "refs/kv/default"]));
     assert_eq!(count.trim(), "1", "refused input wrote nothing");
 }
 

@@ -62,15 +62,7 @@ fn fenced_leader_refuses_although_its_agent_still_runs() {
     assert!(stderr(&out).contains(&format!("stargate: not leader (leader: z, epoch: {epoch})")), "{}", stderr(&out));
     assert_eq!(lab.http("a", "/readyz").0, 503);
     assert!(std::path::Path::new(&format!("/proc/{}", lab.pid("a", "agent"))).exists(), "agent must still run");
-    assert_eq!(
-        ok(lab.node_cmd("a", "git").args([
-            "--git-dir",
-            lab.repo("a", "kv").to_str().unwrap(),
-            "show",
-            "refs/kv/default:k"
-        ])),
-        "v1"
-    );
+    assert_eq!(ok(lab.git("a", &["show", "refs/kv/default:k"])), "v1");
     wait_until("the agent to log the fencing", Duration::from_secs(3), || {
         lab.audit().iter().any(|e| e["event"] == "fenced" && e["node"] == "a")
     });

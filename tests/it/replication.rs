@@ -11,24 +11,12 @@ use crate::support::*;
 
 /// `for-each-ref` of a node's repository, the node-local refs left out.
 fn mirrored_refs(lab: &Lab, node: &str) -> String {
-    let out = ok(lab.node_cmd(node, "git").args([
-        "--git-dir",
-        lab.repo(node, "kv").to_str().unwrap(),
-        "for-each-ref",
-        "--format=%(objectname) %(refname)",
-    ]));
+    let out = ok(lab.git(node, &["for-each-ref", "--format=%(objectname) %(refname)"]));
     out.lines().filter(|l| !l.contains(" refs/stargate/local/")).collect::<Vec<_>>().join("\n")
 }
 
 fn rev(lab: &Lab, node: &str, refname: &str) -> Option<String> {
-    let out = run(lab.node_cmd(node, "git").args([
-        "--git-dir",
-        lab.repo(node, "kv").to_str().unwrap(),
-        "rev-parse",
-        "--verify",
-        "-q",
-        refname,
-    ]));
+    let out = run(lab.git(node, &["rev-parse", "--verify", "-q", refname]));
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
@@ -121,14 +109,7 @@ fn hundred_sets_reach_the_replica_within_30_s() {
         std::thread::sleep(Duration::from_secs(1));
     }
     let parity = parity.unwrap_or_else(|| panic!("no parity within 30 s{}", lab.logs()));
-    let keys = ok(lab.node_cmd("b", "git").args([
-        "--git-dir",
-        lab.repo("b", "kv").to_str().unwrap(),
-        "ls-tree",
-        "-r",
-        "--name-only",
-        "refs/kv/default",
-    ]));
+    let keys = ok(lab.git("b", &["ls-tree", "-r", "--name-only", "refs/kv/default"]));
     assert_eq!(keys.lines().count(), 100);
     wait_until("the status to catch up", Duration::from_secs(5), || {
         status(&lab, "b")["repositories"][0]["journal_seq"] == 100
@@ -192,15 +173,7 @@ fn replicas_follow_a_new_leader_without_reconfiguration() {
     client2.clone(&lab.url(&second, "kv"), "c");
     assert!(client2.kv("c", &["set", "k", "2"]).status.success());
     wait_parity(&lab, &second, &third, Duration::from_secs(10));
-    assert_eq!(
-        ok(lab.node_cmd(&third, "git").args([
-            "--git-dir",
-            lab.repo(&third, "kv").to_str().unwrap(),
-            "show",
-            "refs/kv/default:k"
-        ])),
-        "2"
-    );
+    assert_eq!(ok(lab.git(&third, &["show", "refs/kv/default:k"])), "2");
 }
 
 #[test]

@@ -157,6 +157,13 @@ impl Lab {
         c
     }
 
+    /// git run as part of `node`, in its `kv` repository.
+    pub fn git(&self, node: &str, args: &[&str]) -> Command {
+        let mut c = self.node_cmd(node, "git");
+        c.arg("--git-dir").arg(self.repo(node, "kv")).args(args);
+        c
+    }
+
     pub fn kill(&self, node: &str, what: &str, signal: &str) {
         ok(self.script("kill").args([node, what, signal]));
     }

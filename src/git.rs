@@ -152,33 +152,61 @@ impl Bounded {
 
     /// Run to completion or kill the process group at `deadline`.
     pub fn run(mut self, deadline: Instant) -> Result<Output, Error> {
-        let args_text = self.args.join(" ");
-        self.cmd.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        self.cmd.stdout(Stdio::piped());
-        self.cmd.stderr(if self.show_progress { Stdio::inherit() } else { Stdio::piped() });
-        let mut child = self.cmd.spawn().map_err(Error::Spawn)?;
-        let pgid = child.id() as libc::pid_t;
-        if let (Some(input), Some(mut pipe)) = (self.stdin.take(), child.stdin.take()) {
+        let input = self.stdin.take();
+        let mut running = self.start()?;
+        if let (Some(input), Some(mut pipe)) = (input, running.stdin.take()) {
             std::thread::spawn(move || pipe.write_all(&input));
         }
+        running.wait(deadline)
+    }
+
+    /// Start it with stdin piped, for `Running::write`; stdout and stderr are collected.
+    pub fn start(mut self) -> Result<Running, Error> {
+        self.cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        self.cmd.stderr(if self.show_progress { Stdio::inherit() } else { Stdio::piped() });
+        let mut child = self.cmd.spawn().map_err(Error::Spawn)?;
+        let stdin = child.stdin.take();
         let stdout = child.stdout.take().map(drain);
         let stderr = child.stderr.take().map(drain);
+        Ok(Running { child, args: self.args, stdin, stdout, stderr })
+    }
+}
+
+/// A started `Bounded` command; dropped unfinished, its process group is killed.
+pub struct Running {
+    child: std::process::Child,
+    args: Vec<String>,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl Running {
+    /// Feed its stdin. A command that died early shows as an error here or in `wait`.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        match &mut self.stdin {
+            Some(pipe) => pipe.write_all(data).map_err(Error::Spawn),
+            None => Err(Error::Spawn(std::io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    /// Close stdin and wait for the end, killing the process group at `deadline`.
+    pub fn wait(mut self, deadline: Instant) -> Result<Output, Error> {
+        self.stdin.take();
         let status = loop {
-            if let Some(status) = child.try_wait().map_err(Error::Spawn)? {
+            if let Some(status) = self.child.try_wait().map_err(Error::Spawn)? {
                 break status;
             }
             if Instant::now() >= deadline {
-                // SAFETY: kills the process group this child leads, nothing else.
-                unsafe { libc::killpg(pgid, libc::SIGKILL) };
-                let _ = child.wait();
-                return Err(Error::Timeout { args: args_text });
+                self.kill();
+                return Err(Error::Timeout { args: self.args.join(" ") });
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         };
         let out = Output {
             status,
-            stdout: stdout.and_then(|t| t.join().ok()).unwrap_or_default(),
-            stderr: stderr.and_then(|t| t.join().ok()).unwrap_or_default(),
+            stdout: self.stdout.take().and_then(|t| t.join().ok()).unwrap_or_default(),
+            stderr: self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default(),
         };
         if out.status.success() {
             Ok(out)
@@ -186,9 +214,92 @@ impl Bounded {
             Err(failed(&self.args.iter().map(Into::into).collect::<Vec<_>>(), &out))
         }
     }
+
+    fn kill(&mut self) {
+        // SAFETY: kills the process group this child leads, nothing else.
+        unsafe { libc::killpg(self.child.id() as libc::pid_t, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
 }
 
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+/// Objects arriving as a pack, stored the way `git fetch` stores them: below
+/// `UNPACK_LIMIT` objects as loose objects (`git unpack-objects`), else as a pack
+/// (`git index-pack --fix-thin`) with a `.keep` file, so that a concurrent `git gc` cannot
+/// drop it before refs point at it. The caller removes the `.keep` afterwards.
+pub struct PackStore {
+    repo: std::path::PathBuf,
+    progress: bool,
+    head: Vec<u8>,
+    running: Option<Running>,
+}
+
+/// git's default `fetch.unpackLimit`.
+const UNPACK_LIMIT: u32 = 100;
+
+impl PackStore {
+    pub fn new(repo: &Path, progress: bool) -> PackStore {
+        PackStore { repo: repo.to_owned(), progress, head: Vec::new(), running: None }
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        if let Some(running) = &mut self.running {
+            return running.write(data);
+        }
+        self.head.extend_from_slice(data);
+        if self.head.len() < 12 {
+            return Ok(());
+        }
+        let bad = || Error::Failed {
+            args: "index-pack".into(),
+            status: "bad pack".into(),
+            stderr: "protocol error: not a pack".into(),
+        };
+        if &self.head[..4] != b"PACK" {
+            return Err(bad());
+        }
+        let count = u32::from_be_bytes(self.head[8..12].try_into().map_err(|_| bad())?);
+        // unpack-objects shows progress on a terminal unless told not to.
+        let args: &[&str] = match (count < UNPACK_LIMIT, self.progress) {
+            (true, true) => &["unpack-objects"],
+            (true, false) => &["unpack-objects", "-q"],
+            (false, progress) => {
+                &["index-pack", "--stdin", "--fix-thin", "--keep=stargate sync", if progress { "-v" } else { "-q" }]
+            }
+        };
+        let mut running = Bounded::new(&self.repo, args).show_progress(self.progress).start()?;
+        running.write(&std::mem::take(&mut self.head))?;
+        self.running = Some(running);
+        Ok(())
+    }
+
+    /// Wait for git to store it all. Returns the `.keep` file to remove, if any.
+    pub fn finish(self, deadline: Instant) -> Result<Option<std::path::PathBuf>, Error> {
+        let Some(running) = self.running else {
+            return match self.head.is_empty() {
+                true => Ok(None),
+                false => Err(Error::Failed {
+                    args: "index-pack".into(),
+                    status: "bad pack".into(),
+                    stderr: "early eof: truncated pack".into(),
+                }),
+            };
+        };
+        let out = running.wait(deadline)?;
+        let keep =
+            String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("keep\t").map(str::to_owned));
+        Ok(keep.map(|hash| self.repo.join(format!("objects/pack/pack-{hash}.keep"))))
+    }
+}
+
+pub fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = pipe.read_to_end(&mut buf);
@@ -323,6 +434,19 @@ pub fn spawn_service(
     repo: &Path,
     protocol: Option<&str>,
 ) -> std::io::Result<std::process::Child> {
+    let mut cmd = service_command(service, program, repo, protocol);
+    cmd.stdin(Stdio::inherit()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+}
+
+/// Start `git upload-pack <repo>` speaking protocol v2 over its stdin and stdout, in its
+/// own process group (a watchdog kills it with all it started). `program` as above.
+pub fn spawn_upload_pack(program: Option<&str>, repo: &Path) -> std::io::Result<std::process::Child> {
+    let mut cmd = service_command("git-upload-pack", program, repo, Some("version=2"));
+    cmd.env("GIT_TERMINAL_PROMPT", "0").process_group(0);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+}
+
+fn service_command(service: &str, program: Option<&str>, repo: &Path, protocol: Option<&str>) -> Command {
     let mut cmd = match program {
         None => {
             let mut c = Command::new("git");
@@ -343,7 +467,7 @@ pub fn spawn_service(
         Some(p) => cmd.env("GIT_PROTOCOL", p),
         None => cmd.env_remove("GIT_PROTOCOL"),
     };
-    cmd.stdin(Stdio::inherit()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+    cmd
 }
 
 /// Start git's own remote helper for `http://` or `https://` URLs, `git remote-http(s)

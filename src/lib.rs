@@ -18,6 +18,7 @@ pub mod lag;
 pub mod lease;
 pub mod metrics;
 pub mod node;
+pub mod proto;
 pub mod remote;
 pub mod replicate;
 pub mod sanitize;

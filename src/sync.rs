@@ -1,12 +1,15 @@
 //! One mirror of one repository from the leader (SPEC §5): every ref `+refs/*:refs/*`,
 //! deletions pruned, the replica's own `refs/stargate/local/*` untouched.
 //!
-//! The journal makes it cheap. An idle sync fetches one ref (the journal) and stops. After
-//! k updates it walks k journal entries and fetches just those refs. Both fetches run in a
-//! private side repository (`<repo>/stargate/sync.git`) that shares the replica's object
-//! store but holds only the refs of this sync, so git neither negotiates with nor
-//! connectivity-checks against the replica's other refs: the cost is O(k), not O(refs).
-//! The refs then move in the replica with one atomic gix transaction, journal ref last.
+//! The journal makes it cheap. An idle sync asks for one ref (the journal) and stops. After
+//! k updates it fetches the new journal entries, asks the leader for the k refs they name
+//! and fetches those values: the cost is O(k), not O(refs). Over `git://` and local paths
+//! this is one protocol v2 session (`proto`), objects by id with our own values as haves.
+//! Elsewhere (ssh, http) it is `git ls-remote` and `git fetch` in a private side repository
+//! (`<repo>/stargate/sync.git`) that shares the replica's object store but holds only the
+//! refs of this sync, so git neither negotiates with nor connectivity-checks against the
+//! replica's other refs. The refs then move in the replica with one atomic gix
+//! transaction, journal ref last.
 //!
 //! Without a usable journal (new replica, gap, rewritten journal after a failover) the sync
 //! mirrors everything with `git fetch --prune`, and says so. Whichever way, a ref whose old
@@ -25,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use crate::git::{self, Bounded};
 use crate::journal::{self, Entry};
 use crate::lease;
+use crate::proto;
+use crate::remote::url::Endpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -119,7 +124,16 @@ pub fn repo_url(base: &str, name: &str) -> String {
 pub fn sync(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Report, Error> {
     let deadline = Instant::now() + settings.timeout;
     let _lock = lock(path)?;
-    let run = Run { path, url: repo_url(&target.base_url, name), target, settings, deadline, started: Instant::now() };
+    let run = Run {
+        path,
+        name,
+        url: repo_url(&target.base_url, name),
+        target,
+        settings,
+        deadline,
+        started: Instant::now(),
+        keeps: Default::default(),
+    };
     run.sync()
 }
 
@@ -136,47 +150,112 @@ fn lock(path: &Path) -> Result<File, Error> {
     }
 }
 
+/// How this sync talks to the leader.
+enum Leader {
+    /// One protocol v2 session (`git://`, local paths).
+    Session(proto::Session),
+    /// `git ls-remote` and `git fetch` (ssh, http, a server without protocol v2).
+    Commands,
+}
+
+/// The leader's refs as this sync saw them: name to object id.
+type Refs = HashMap<String, ObjectId>;
+
 struct Run<'a> {
     path: &'a Path,
+    name: &'a str,
     url: String,
     target: &'a Target,
     settings: &'a Settings,
     deadline: Instant,
     started: Instant,
+    /// `.keep` files of packs fetched by this sync, removed when it ends (refs point at
+    /// their objects by then, or the objects are garbage).
+    keeps: std::cell::RefCell<Vec<PathBuf>>,
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        for keep in self.keeps.borrow().iter() {
+            let _ = std::fs::remove_file(keep);
+        }
+    }
 }
 
 impl Run<'_> {
     fn sync(&self) -> Result<Report, Error> {
         let main = journal::open(self.path)?;
         let local = journal::tip(&main)?;
-        // The idle case in one round trip, in-process, when the transport allows it.
-        if let (Some((id, seq)), Some(leader)) = (local, git_ls_journal(&self.url, self.deadline)?) {
-            if leader == Some(id) {
-                return Ok(Report { leader_seq: seq, replica_seq: seq, ..Report::default() });
-            }
-        }
+        let mut leader = self.connect()?;
+        let tips = self.ls(&mut leader, &[journal::REF])?;
         log::debug!("{}: journal tip asked after {:?}", self.path.display(), self.started.elapsed());
-        let side = self.side_repo()?;
-        if let Some((id, _)) = local {
-            write_loose_ref(&side, journal::REF, id)?;
+        let idle = |seq| Report { leader_seq: seq, replica_seq: seq, ..Report::default() };
+        match (tips.get(journal::REF), local) {
+            (None, _) => return self.full(&main, &mut leader, "the leader has no journal yet"),
+            (Some(tip), Some((id, seq))) if *tip == id => return Ok(idle(seq)),
+            _ => {}
         }
-        let fetched = self.fetch_side(&side, &[format!("+{0}:{0}", journal::REF)], true)?;
+        let ours: Refs = local.map(|(id, _)| (journal::REF.to_owned(), id)).into_iter().collect();
+        let fetched = self.fetch(&mut leader, &main, &tips, &ours)?;
         log::debug!("{}: journal fetched after {:?}", self.path.display(), self.started.elapsed());
-        if !fetched {
-            return self.full(&main, "the leader has no journal yet");
-        }
-        let Some(leader_tip) = read_loose_ref(&side, journal::REF)? else {
-            return self.full(&main, "the leader has no journal yet");
+        let Some(&leader_tip) = fetched.as_ref().and_then(|f| f.get(journal::REF)) else {
+            return self.full(&main, &mut leader, "the leader has no journal yet");
         };
-        if local.is_some_and(|(id, _)| id == leader_tip) {
-            let seq = local.map_or(0, |(_, s)| s);
-            return Ok(Report { leader_seq: seq, replica_seq: seq, ..Report::default() });
+        if let Some((_, seq)) = local.filter(|(id, _)| *id == leader_tip) {
+            return Ok(idle(seq));
         }
         match journal::range(&main, leader_tip, local.map(|(id, _)| id))? {
-            Some(entries) => self.incremental(&main, &side, leader_tip, local.map(|(id, _)| id), &entries),
-            None if local.is_none() => self.full(&main, "this replica has no journal yet"),
-            None => self.full(&main, "this replica's journal position is not in the leader's journal"),
+            Some(entries) => self.incremental(&main, &mut leader, leader_tip, local.map(|(id, _)| id), &entries),
+            None if local.is_none() => self.full(&main, &mut leader, "this replica has no journal yet"),
+            None => self.full(&main, &mut leader, "this replica's journal position is not in the leader's journal"),
         }
+    }
+
+    /// A protocol v2 session where the transport allows one, else git's commands.
+    fn connect(&self) -> Result<Leader, Error> {
+        let Ok(endpoint) = Endpoint::join(&self.target.base_url, self.name) else { return Ok(Leader::Commands) };
+        let session = proto::Session::open(&endpoint, self.settings.upload_pack.as_deref(), self.deadline)?;
+        Ok(session.map_or(Leader::Commands, Leader::Session))
+    }
+
+    /// The leader's values of the refs `names` (every ref when empty); absent: no such ref.
+    fn ls(&self, leader: &mut Leader, names: &[&str]) -> Result<Refs, Error> {
+        match leader {
+            Leader::Session(session) => Ok(session.ls_refs(names)?),
+            Leader::Commands => self.ls_remote(names),
+        }
+    }
+
+    /// Make the objects of `refs` (as listed by `ls`) present in the replica, with `ours`
+    /// (the replica's values of those refs) as what it has. Returns the values fetched:
+    /// `refs` itself in a session; by name with git, so newer if a ref moved meanwhile.
+    /// `None` when a ref disappeared from the leader in between.
+    fn fetch(
+        &self,
+        leader: &mut Leader,
+        main: &gix::Repository,
+        refs: &Refs,
+        ours: &Refs,
+    ) -> Result<Option<Refs>, Error> {
+        let Leader::Session(session) = leader else { return self.fetch_side(refs, ours) };
+        let mut wants: Vec<ObjectId> = refs.values().copied().filter(|oid| !main.has_object(oid)).collect();
+        wants.sort();
+        wants.dedup();
+        if wants.is_empty() {
+            return Ok(Some(refs.clone()));
+        }
+        let mut haves: Vec<ObjectId> = ours.values().copied().filter(|oid| main.has_object(oid)).collect();
+        haves.sort();
+        haves.dedup();
+        let mut store = git::PackStore::new(self.path, self.settings.progress);
+        session.fetch(&wants, &haves, self.settings.progress, &mut |data| store.write(data))?;
+        if let Some(keep) = store.finish(self.deadline)? {
+            self.keeps.borrow_mut().push(keep);
+        }
+        if let Some(missing) = wants.iter().find(|oid| !main.has_object(*oid)) {
+            return Err(Error::Repo(format!("the leader's pack lacks {missing}")));
+        }
+        Ok(Some(refs.clone()))
     }
 
     /// `<repo>/stargate/sync.git`, emptied of refs: a scratch repository over the
@@ -220,26 +299,41 @@ impl Run<'_> {
             .show_progress(self.settings.progress)
     }
 
-    /// Fetch `refspecs` into the side repository; objects land in the replica's store.
-    /// `Ok(false)` when `missing_ok` and the leader lacks the (single) ref.
-    fn fetch_side(&self, side: &Path, refspecs: &[String], missing_ok: bool) -> Result<bool, Error> {
+    /// `fetch` with git: the refs by name into the side repository, seeded with our values
+    /// as haves; the objects land in the replica's store.
+    fn fetch_side(&self, refs: &Refs, ours: &Refs) -> Result<Option<Refs>, Error> {
+        if refs.is_empty() {
+            return Ok(Some(Refs::new()));
+        }
+        let side = self.side_repo()?;
+        for (name, oid) in ours.iter().filter(|(name, _)| refs.contains_key(*name)) {
+            write_loose_ref(&side, name, *oid)?;
+        }
+        let refspecs: Vec<String> = refs.keys().map(|r| format!("+{r}:{r}")).collect();
         let args = self.fetch_args(vec!["--stdin".into(), self.url.clone()]);
         let result = self
-            .bounded(side, &args)
+            .bounded(&side, &args)
             .env("GIT_OBJECT_DIRECTORY", self.path.join("objects"))
             .stdin(refspecs.join("\n").into_bytes())
             .run(self.deadline);
         match result {
-            Ok(_) => Ok(true),
-            Err(e) if missing_ok && e.text().contains("couldn't find remote ref") => Ok(false),
-            Err(e) => Err(e.into()),
+            Ok(_) => {}
+            Err(e) if e.text().contains("couldn't find remote ref") => return Ok(None),
+            Err(e) => return Err(e.into()),
         }
+        let mut fetched = Refs::new();
+        for name in refs.keys() {
+            if let Some(oid) = read_loose_ref(&side, name)? {
+                fetched.insert(name.clone(), oid);
+            }
+        }
+        Ok(Some(fetched))
     }
 
     fn incremental(
         &self,
         main: &gix::Repository,
-        side: &Path,
+        leader: &mut Leader,
         leader_tip: ObjectId,
         local_tip: Option<ObjectId>,
         entries: &[Entry],
@@ -254,36 +348,18 @@ impl Run<'_> {
             }
         }
         let current = current_refs(main, changed.keys())?;
-        let mut wanted: Vec<&String> =
-            changed.iter().filter(|(_, (last, _))| !last.is_null()).map(|(r, _)| r).collect();
-        let deleted: Vec<&String> = changed.iter().filter(|(_, (last, _))| last.is_null()).map(|(r, _)| r).collect();
-        if !deleted.is_empty() {
-            // A journaled deletion is an intent; confirm against the leader before pruning.
-            let present = self.ls_remote(&deleted)?;
-            wanted.extend(deleted.iter().copied().filter(|r| present.contains_key(*r)));
-        }
-        for r in &wanted {
-            if let Some(old) = current.get(*r) {
-                write_loose_ref(side, r, *old)?;
-            }
-        }
-        let refspecs: Vec<String> = wanted.iter().map(|r| format!("+{r}:{r}")).collect();
-        if !refspecs.is_empty()
-            && !self.fetch_side(side, &refspecs, false).or_else(|e| match e {
-                Error::Git(ref g) if g.text().contains("couldn't find remote ref") => Ok(false),
-                e => Err(e),
-            })?
-        {
-            return self.full(main, "a journaled ref was deleted on the leader since");
-        }
-        let mut plan = Vec::new();
-        for r in changed.keys() {
-            let new = if wanted.contains(&r) { read_loose_ref(side, r)? } else { None };
-            plan.push((r.clone(), current.get(r).copied(), new));
-        }
+        // The journal says which refs changed; the leader says what they are now (an entry
+        // is written before its update, which may still have failed, or moved on since).
+        let names: Vec<&str> = changed.keys().map(String::as_str).collect();
+        let present = if names.is_empty() { Refs::new() } else { self.ls(leader, &names)? };
+        let Some(values) = self.fetch(leader, main, &present, &current)? else {
+            return self.full(main, leader, "a journaled ref was deleted on the leader since");
+        };
+        let plan: Vec<_> =
+            changed.keys().map(|r| (r.clone(), current.get(r).copied(), values.get(r).copied())).collect();
         let known = |r: &str, oid: ObjectId| changed.get(r).is_some_and(|(_, k)| k.contains(&oid));
         let lost = self.losses(main, &plan, known)?;
-        log::debug!("{}: {} refs fetched after {:?}", self.path.display(), wanted.len(), self.started.elapsed());
+        log::debug!("{}: {} refs fetched after {:?}", self.path.display(), values.len(), self.started.elapsed());
         let exposed_ms = self.apply(main, &plan, &lost, Some((local_tip, leader_tip)))?;
         log::debug!("{}: applied after {:?}", self.path.display(), self.started.elapsed());
         let leader_seq = entries.last().map_or(0, Entry::last_seq);
@@ -372,7 +448,7 @@ impl Run<'_> {
         Ok(lease::now_ms())
     }
 
-    fn ls_remote(&self, refs: &[&String]) -> Result<HashMap<String, ObjectId>, Error> {
+    fn ls_remote(&self, refs: &[&str]) -> Result<Refs, Error> {
         let mut args: Vec<String> = vec!["ls-remote".into()];
         if let Some(prog) = &self.settings.upload_pack {
             args.push(format!("--upload-pack={prog}"));
@@ -386,13 +462,15 @@ impl Run<'_> {
                 let (oid, name) = l.split_once('\t')?;
                 Some((name.to_owned(), ObjectId::from_hex(oid.as_bytes()).ok()?))
             })
+            // Patterns match name tails: keep exact names only.
             .filter(|(name, _)| name.starts_with("refs/") && !name.ends_with("^{}"))
+            .filter(|(name, _)| refs.is_empty() || refs.contains(&name.as_str()))
             .collect())
     }
 
     /// Mirror everything: keep whatever may be lost first, fetch with prune, then drop the
     /// kept values that turned out to be on the leader after all.
-    fn full(&self, main: &gix::Repository, why: &str) -> Result<Report, Error> {
+    fn full(&self, main: &gix::Repository, leader: &mut Leader, why: &str) -> Result<Report, Error> {
         log::info!("{}: full mirror: {why}", self.path.display());
         // Measure what is new since this replica's own journal position, or since the agent began.
         let local_time = match journal::tip(main)? {
@@ -400,7 +478,7 @@ impl Run<'_> {
             None => 0,
         };
         let since_ms = local_time.max(self.settings.measure_since_ms);
-        let leader = self.ls_remote(&[])?;
+        let leader = self.ls(leader, &[])?;
         let leader =
             leader.into_iter().filter(|(r, _)| journal::journaled(r) || r == journal::REF).collect::<HashMap<_, _>>();
         let local = all_refs(main)?;
@@ -570,82 +648,4 @@ fn read_loose_ref(repo: &Path, name: &str) -> Result<Option<ObjectId>, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(repo_err(e)),
     }
-}
-
-/// The leader's journal tip, asked with one protocol v2 `ls-refs` over `git://`, bounded by
-/// `deadline`. `Ok(None)` when the URL is not `git://` or the server does not speak v2:
-/// the caller then asks with `git fetch`. (A `git fetch` of one unchanged ref costs ~50 ms
-/// of client machinery; this costs one connection, ~3 ms.)
-fn git_ls_journal(url: &str, deadline: Instant) -> Result<Option<Option<ObjectId>>, Error> {
-    use std::io::{Read, Write};
-    let Some(rest) = url.strip_prefix("git://") else { return Ok(None) };
-    let (authority, path) = rest.split_once('/').map_or((rest, "/"), |(a, p)| (a, p));
-    let path = format!("/{path}");
-    // host, host:port, [v6] or [v6]:port
-    let (host, port) = match authority.strip_prefix('[').and_then(|a| a.split_once(']')) {
-        Some((v6, rest)) => (v6, rest.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(9418)),
-        None => match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().unwrap_or(9418)),
-            None => (authority, 9418),
-        },
-    };
-    let io_err = |e: std::io::Error| -> Error {
-        if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
-            Error::Git(git::Error::Timeout { args: format!("ls-refs {url}") })
-        } else {
-            Error::Git(git::Error::Failed {
-                args: format!("ls-refs {url}"),
-                status: "io error".into(),
-                stderr: e.to_string(),
-            })
-        }
-    };
-    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port)).map_err(io_err)?.next();
-    let addr = addr.ok_or_else(|| io_err(std::io::Error::other(format!("could not resolve host {host}"))))?;
-    let mut conn = std::net::TcpStream::connect_timeout(&addr, left()).map_err(io_err)?;
-    conn.set_read_timeout(Some(left())).map_err(io_err)?;
-    conn.set_write_timeout(Some(left())).map_err(io_err)?;
-    let pkt = |s: &str| format!("{:04x}{s}", s.len() + 4);
-    conn.write_all(pkt(&format!("git-upload-pack {path}\0host={host}\0\0version=2\0")).as_bytes()).map_err(io_err)?;
-    let read_pkt = |conn: &mut std::net::TcpStream| -> Result<Option<String>, Error> {
-        let mut len = [0u8; 4];
-        conn.read_exact(&mut len).map_err(io_err)?;
-        let len = usize::from_str_radix(std::str::from_utf8(&len).unwrap_or("zzzz"), 16)
-            .map_err(|_| io_err(std::io::Error::other("protocol error: bad pkt-line length")))?;
-        if len <= 4 {
-            return Ok(None); // flush, delimiter or response-end
-        }
-        let mut data = vec![0; len - 4];
-        conn.read_exact(&mut data).map_err(io_err)?;
-        let line = String::from_utf8_lossy(&data).trim_end_matches('\n').to_owned();
-        match line.strip_prefix("ERR ") {
-            Some(why) => Err(Error::Git(git::Error::Failed {
-                args: format!("ls-refs {url}"),
-                status: "remote error".into(),
-                stderr: why.to_owned(),
-            })),
-            None => Ok(Some(line)),
-        }
-    };
-    let mut advertisement = Vec::new();
-    while let Some(line) = read_pkt(&mut conn)? {
-        advertisement.push(line);
-    }
-    if advertisement.first().map(String::as_str) != Some("version 2")
-        || !advertisement.iter().any(|l| l.starts_with("ls-refs"))
-    {
-        return Ok(None);
-    }
-    let request = format!("{}0001{}0000", pkt("command=ls-refs\n"), pkt(&format!("ref-prefix {}\n", journal::REF)));
-    conn.write_all(request.as_bytes()).map_err(io_err)?;
-    let mut tip = None;
-    while let Some(line) = read_pkt(&mut conn)? {
-        if let Some((oid, name)) = line.split_once(' ') {
-            if name.split(' ').next() == Some(journal::REF) {
-                tip = ObjectId::from_hex(oid.as_bytes()).ok();
-            }
-        }
-    }
-    Ok(Some(tip))
 }

@@ -1,0 +1,365 @@
+//! A git protocol v2 client for mirroring: one `upload-pack` session that lists refs
+//! (`ls-refs`) and fetches objects by id (`fetch` with `done` in the first request, so no
+//! negotiation rounds), over `git://` or a local `git upload-pack`. git stores the pack
+//! (`git::PackStore`). Other transports (ssh, http) are left to `git fetch`.
+//!
+//! Why not `git fetch`: for a handful of refs its fixed costs dominate, and on `git://`
+//! each response waits 40 ms. git daemon's upload-pack sends a response in several small
+//! writes; with Nagle's algorithm on its side and delayed acknowledgements on ours, the
+//! second small segment waits for our delayed-ACK timer (40 ms on Linux). Acknowledging at
+//! once (`TCP_QUICKACK`, re-armed before each read) removes the stall: a fetch of one
+//! commit from a 100k-ref repository takes ~2 ms instead of ~43 ms.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::process::{Child, ChildStdin, ChildStdout};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gix::ObjectId;
+
+use crate::git;
+use crate::remote::url::Endpoint;
+
+/// An open protocol v2 session with one repository's `upload-pack`.
+pub struct Session {
+    reader: BufReader<Reader>,
+    writer: Writer,
+    url: String,
+}
+
+struct Reader {
+    input: Input,
+    deadline: Instant,
+}
+
+enum Input {
+    Tcp(TcpStream),
+    Process(ChildStdout),
+}
+
+enum Writer {
+    Tcp(TcpStream),
+    /// A local upload-pack in its own process group, killed with it when the session ends.
+    Process {
+        stdin: Option<ChildStdin>,
+        child: Child,
+        stderr: Option<JoinHandle<Vec<u8>>>,
+    },
+}
+
+enum Pkt {
+    Data(Vec<u8>),
+    Flush,
+    Delim,
+    End,
+}
+
+impl Read for Reader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        match &mut self.input {
+            Input::Tcp(s) => {
+                quickack(s);
+                s.set_read_timeout(Some(left))?;
+                s.read(buf)
+            }
+            Input::Process(out) => {
+                let mut fd = libc::pollfd { fd: out.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+                // SAFETY: one valid pollfd for the duration of the call.
+                match unsafe { libc::poll(&mut fd, 1, ms) } {
+                    0 => Err(std::io::ErrorKind::TimedOut.into()),
+                    n if n < 0 => Err(std::io::Error::last_os_error()),
+                    _ => out.read(buf),
+                }
+            }
+        }
+    }
+}
+
+/// Acknowledge at once (see the module text). Linux drops the mode after a while, so it
+/// is re-armed before every read; failing to set it only costs speed.
+fn quickack(s: &TcpStream) {
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket, and an option value of the size given.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Writer::Process { stdin, child, .. } = self {
+            stdin.take();
+            if matches!(child.try_wait(), Ok(None)) {
+                // SAFETY: kills the process group this child leads, nothing else.
+                unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Below this, a wait is not worth starting.
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
+fn pkt(s: &str) -> Vec<u8> {
+    let mut out = format!("{:04x}", s.len() + 4).into_bytes();
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+impl Session {
+    /// Open a session with the repository at `endpoint`, to end by `deadline`. `Ok(None)`
+    /// when this client does not speak the transport, or the server does not speak v2.
+    /// `upload_pack` replaces the program for local repositories (`--upload-pack`).
+    pub fn open(
+        endpoint: &Endpoint,
+        upload_pack: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Option<Session>, git::Error> {
+        let url = endpoint.display();
+        let (input, writer) = match endpoint {
+            Endpoint::Git { host, port, path } => {
+                let io = |e| io_error(&url, e);
+                let stream = connect(host, *port, deadline).map_err(io)?;
+                stream.set_nodelay(true).map_err(io)?;
+                stream
+                    .set_write_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(MIN_WAIT)))
+                    .map_err(io)?;
+                let mut w = stream.try_clone().map_err(io)?;
+                let authority = if *port == 9418 { host.clone() } else { format!("{host}:{port}") };
+                let path = if path.starts_with(['/', '~']) { path.clone() } else { format!("/{path}") };
+                w.write_all(&pkt(&format!("git-upload-pack {path}\0host={authority}\0\0version=2\0"))).map_err(io)?;
+                (Input::Tcp(stream), Writer::Tcp(w))
+            }
+            Endpoint::Local(path) => {
+                let mut child = git::spawn_upload_pack(upload_pack, path).map_err(git::Error::Spawn)?;
+                let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+                let stderr = stderr.map(git::drain);
+                let writer = Writer::Process { stdin, child, stderr };
+                let Some(stdout) = stdout else { return Err(io_error(&url, std::io::Error::other("no pipe"))) };
+                (Input::Process(stdout), writer)
+            }
+            Endpoint::Ssh { .. } | Endpoint::Http(_) => return Ok(None),
+        };
+        let reader = BufReader::with_capacity(64 * 1024, Reader { input, deadline });
+        let mut session = Session { reader, writer, url };
+        let advertisement = session.lines()?;
+        let has = |cap: &str| advertisement.iter().any(|l| l == cap || l.starts_with(&format!("{cap}=")));
+        if advertisement.first().map(String::as_str) != Some("version 2") || !has("ls-refs") || !has("fetch") {
+            return Ok(None);
+        }
+        Ok(Some(session))
+    }
+
+    /// The leader's refs named in `names` (all refs when empty), with their object ids.
+    /// A name missing from the answer is a ref the server does not have.
+    pub fn ls_refs(&mut self, names: &[&str]) -> Result<HashMap<String, ObjectId>, git::Error> {
+        let mut request = pkt("command=ls-refs\n");
+        request.extend_from_slice(b"0001");
+        for name in names {
+            request.extend(pkt(&format!("ref-prefix {name}\n")));
+        }
+        request.extend_from_slice(b"0000");
+        self.send(&request)?;
+        let mut refs = HashMap::new();
+        for line in self.lines()? {
+            let mut fields = line.split(' ');
+            let (Some(oid), Some(name)) = (fields.next(), fields.next()) else { continue };
+            // A prefix also matches longer names; `unborn` lines carry no id.
+            if names.is_empty() || names.contains(&name) {
+                if let Ok(oid) = ObjectId::from_hex(oid.as_bytes()) {
+                    refs.insert(name.to_owned(), oid);
+                }
+            }
+        }
+        Ok(refs)
+    }
+
+    /// Fetch the objects of `wants` that `haves` do not reach, handing the pack to `store`
+    /// as it arrives. With `progress`, the server's progress goes to our stderr.
+    pub fn fetch(
+        &mut self,
+        wants: &[ObjectId],
+        haves: &[ObjectId],
+        progress: bool,
+        store: &mut dyn FnMut(&[u8]) -> Result<(), git::Error>,
+    ) -> Result<(), git::Error> {
+        let mut request = pkt("command=fetch\n");
+        request.extend_from_slice(b"0001");
+        request.extend(pkt("thin-pack\n"));
+        request.extend(pkt("ofs-delta\n"));
+        if !progress {
+            request.extend(pkt("no-progress\n"));
+        }
+        for oid in wants {
+            request.extend(pkt(&format!("want {oid}\n")));
+        }
+        for oid in haves {
+            request.extend(pkt(&format!("have {oid}\n")));
+        }
+        request.extend(pkt("done\n"));
+        request.extend_from_slice(b"0000");
+        self.send(&request)?;
+        // Sections before the pack (shallow-info, wanted-refs, packfile-uris) are skipped.
+        loop {
+            match self.read_pkt()? {
+                Pkt::Data(line) if text(&line) == "packfile" => break,
+                Pkt::Data(line) => self.check_err(&line)?,
+                Pkt::Delim => {}
+                Pkt::Flush | Pkt::End => return Err(self.protocol("the response carries no pack")),
+            }
+        }
+        loop {
+            match self.read_pkt()? {
+                Pkt::Data(data) => match data.split_first() {
+                    Some((1, pack)) => store(pack)?,
+                    Some((2, msg)) if progress => relay_progress(msg),
+                    Some((2, _)) => {}
+                    Some((3, msg)) => return Err(self.remote_error(&text(msg))),
+                    _ => return Err(self.protocol("bad side-band packet")),
+                },
+                Pkt::Flush | Pkt::End => return Ok(()),
+                Pkt::Delim => return Err(self.protocol("unexpected delimiter in the pack")),
+            }
+        }
+    }
+
+    fn send(&mut self, request: &[u8]) -> Result<(), git::Error> {
+        let result = match &mut self.writer {
+            Writer::Tcp(s) => s.write_all(request),
+            Writer::Process { stdin: Some(stdin), .. } => stdin.write_all(request).and_then(|()| stdin.flush()),
+            Writer::Process { stdin: None, .. } => Err(std::io::ErrorKind::BrokenPipe.into()),
+        };
+        result.map_err(|e| self.fail(e))
+    }
+
+    /// Text lines up to the next flush or delimiter.
+    fn lines(&mut self) -> Result<Vec<String>, git::Error> {
+        let mut lines = Vec::new();
+        while let Pkt::Data(line) = self.read_pkt()? {
+            self.check_err(&line)?;
+            lines.push(text(&line));
+        }
+        Ok(lines)
+    }
+
+    fn read_pkt(&mut self) -> Result<Pkt, git::Error> {
+        let mut len = [0u8; 4];
+        self.read_exact(&mut len)?;
+        let len = std::str::from_utf8(&len).ok().and_then(|s| usize::from_str_radix(s, 16).ok());
+        match len {
+            Some(0) => Ok(Pkt::Flush),
+            Some(1) => Ok(Pkt::Delim),
+            Some(2) => Ok(Pkt::End),
+            Some(n) if n > 4 => {
+                let mut data = vec![0; n - 4];
+                self.read_exact(&mut data)?;
+                Ok(Pkt::Data(data))
+            }
+            _ => Err(self.protocol("bad pkt-line length")),
+        }
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), git::Error> {
+        self.reader.read_exact(buf).map_err(|e| self.fail(e))
+    }
+
+    fn check_err(&self, line: &[u8]) -> Result<(), git::Error> {
+        match line.strip_prefix(b"ERR ") {
+            Some(why) => Err(self.remote_error(&text(why))),
+            None => Ok(()),
+        }
+    }
+
+    fn remote_error(&self, why: &str) -> git::Error {
+        git::Error::Failed {
+            args: format!("upload-pack {}", self.url),
+            status: "remote error".into(),
+            stderr: why.into(),
+        }
+    }
+
+    fn protocol(&self, why: &str) -> git::Error {
+        self.remote_error(&format!("protocol error: {why}"))
+    }
+
+    /// What a broken read or write means: the deadline passed, or the server went away (for
+    /// a local upload-pack, with its own last words).
+    fn fail(&mut self, e: std::io::Error) -> git::Error {
+        if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
+            return git::Error::Timeout { args: format!("upload-pack {}", self.url) };
+        }
+        let gone = matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe);
+        if let (true, Writer::Process { stdin, child, stderr }) = (gone, &mut self.writer) {
+            stdin.take();
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break status.to_string(),
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                    _ => break "no exit".into(),
+                }
+            };
+            let stderr = stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
+            let stderr = crate::sanitize::text(&String::from_utf8_lossy(&stderr)).trim().to_owned();
+            return git::Error::Failed { args: format!("upload-pack {}", self.url), status, stderr };
+        }
+        if gone {
+            return self.remote_error("the remote end hung up unexpectedly");
+        }
+        io_error(&self.url, e)
+    }
+}
+
+fn text(line: &[u8]) -> String {
+    crate::sanitize::text(&String::from_utf8_lossy(line)).trim_end_matches('\n').to_owned()
+}
+
+/// The server's progress, as `git fetch` shows it: each line prefixed, `\r` kept so that
+/// counters overwrite themselves.
+fn relay_progress(msg: &[u8]) {
+    let msg = String::from_utf8_lossy(msg);
+    let mut err = std::io::stderr().lock();
+    for piece in msg.split_inclusive(['\r', '\n']) {
+        let end = if piece.ends_with(['\r', '\n']) { &piece[piece.len() - 1..] } else { "" };
+        let _ = write!(err, "remote: {}{end}", crate::sanitize::text(piece.trim_end_matches(['\r', '\n'])));
+    }
+}
+
+fn io_error(url: &str, e: std::io::Error) -> git::Error {
+    if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
+        return git::Error::Timeout { args: format!("upload-pack {url}") };
+    }
+    git::Error::Failed { args: format!("upload-pack {url}"), status: "io error".into(), stderr: e.to_string() }
+}
+
+/// A TCP connection to `host:port` (any of its addresses), by `deadline`.
+fn connect(host: &str, port: u16, deadline: Instant) -> std::io::Result<TcpStream> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let mut last = std::io::Error::other(format!("could not resolve host {host}"));
+    for addr in (bare, port).to_socket_addrs()? {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::journal;
 use crate::lease::{self, AuditEvent, Lease, Record};
 use crate::node::{self, Role, State};
 use crate::replicate::Replicator;
@@ -30,6 +31,8 @@ fn install_signal_handlers() {
 
 struct Agent {
     me: String,
+    /// Where the repositories are.
+    root: PathBuf,
     url: Option<String>,
     health: Option<String>,
     lock: PathBuf,
@@ -80,6 +83,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         epoch: 0,
         started_ms: lease::now_ms(),
         holdoff_until: None,
+        root: cfg.root()?,
         me,
     };
     install_signal_handlers();
@@ -149,6 +153,27 @@ impl Agent {
         let prev_leader = previous.as_ref().map(|r| r.node.as_str());
         log::info!("elected leader at epoch {epoch} (previous: {})", prev_leader.unwrap_or("none"));
         self.audit("elected", previous.as_ref().map(|r| r.epoch), prev_leader, "lease acquired");
+        self.start_journals();
+    }
+
+    /// Give every repository without a journal its first entry (see `journal::genesis`).
+    fn start_journals(&self) {
+        let repos = match crate::admin::repositories(&self.root) {
+            Ok(repos) => repos,
+            Err(e) => return log::error!("cannot list repositories under {}: {e}", self.root.display()),
+        };
+        for repo in repos.iter().filter(|r| r.readable) {
+            let started =
+                journal::open(&self.root.join(&repo.name)).and_then(|git| journal::genesis(&git, self.epoch, &self.me));
+            match started {
+                Ok(true) => {
+                    log::info!("{}: journal started", repo.name);
+                    node::send_signal(&self.peers, &repo.name);
+                }
+                Ok(false) => {}
+                Err(e) => log::error!("{}: cannot start its journal: {e}", repo.name),
+            }
+        }
     }
 
     fn check_still_leading(&mut self) {

@@ -270,9 +270,8 @@ impl PackStore {
         let args: &[&str] = match (count < UNPACK_LIMIT, self.progress) {
             (true, true) => &["unpack-objects"],
             (true, false) => &["unpack-objects", "-q"],
-            (false, progress) => {
-                &["index-pack", "--stdin", "--fix-thin", "--keep=stargate sync", if progress { "-v" } else { "-q" }]
-            }
+            (false, true) => &["index-pack", "--stdin", "--fix-thin", "--keep=stargate sync", "-v"],
+            (false, false) => &["index-pack", "--stdin", "--fix-thin", "--keep=stargate sync"],
         };
         let mut running = Bounded::new(&self.repo, args).show_progress(self.progress).start()?;
         running.write(&std::mem::take(&mut self.head))?;

@@ -87,7 +87,7 @@ impl Entry {
                 }
             }
         }
-        if entry.updates.is_empty() { Err(bad()) } else { Ok(entry) }
+        Ok(entry)
     }
 }
 
@@ -149,6 +149,16 @@ pub fn range(repo: &gix::Repository, tip: ObjectId, since: Option<ObjectId>) -> 
         at = parent;
     }
     Ok(None)
+}
+
+/// Start the journal of a repository that has none with an entry of no updates (a new
+/// leader, at election): replicas then mirror it in full once, and follow the journal
+/// from there, instead of mirroring in full at every poll. Returns whether it wrote one.
+pub fn genesis(repo: &gix::Repository, epoch: u64, node: &str) -> Result<bool, Error> {
+    if tip(repo)?.is_some() {
+        return Ok(false);
+    }
+    append(repo, epoch, node, Vec::new()).map(|_| true)
 }
 
 /// Append one entry for `updates` (leader, at `prepared`). Concurrent transactions on other

@@ -229,9 +229,14 @@ pub fn signal_peers(git_dir: &Path) {
     let Some(state) = read_state(&state_dir).filter(|s| s.role == Role::Leader) else { return };
     let (Some(root), Ok(repo)) = (state_dir.parent(), git_dir.canonicalize()) else { return };
     let Ok(name) = repo.strip_prefix(root) else { return };
+    send_signal(&state.peers, &name.to_string_lossy());
+}
+
+/// Tell `peers` (UDP `host:port`) that repository `name` changed. Best effort.
+pub fn send_signal(peers: &[String], name: &str) {
     let Ok(socket) = std::net::UdpSocket::bind(("0.0.0.0", 0)) else { return };
-    let message = format!("{SIGNAL_PREFIX}{}\n", name.to_string_lossy());
-    for peer in &state.peers {
+    let message = format!("{SIGNAL_PREFIX}{name}\n");
+    for peer in peers {
         let _ = socket.send_to(message.as_bytes(), peer.as_str());
     }
 }

@@ -30,9 +30,10 @@ fn counter(lab: &Lab, node: &str, name: &str) -> u64 {
 
 fn wait_parity(lab: &Lab, leader: &str, replica: &str, timeout: Duration) -> Duration {
     let start = Instant::now();
-    wait_until(&format!("{replica} to mirror {leader}"), timeout, || {
-        mirrored_refs(lab, leader) == mirrored_refs(lab, replica)
-    });
+    while mirrored_refs(lab, leader) != mirrored_refs(lab, replica) {
+        assert!(start.elapsed() < timeout, "{replica} did not mirror {leader} within {timeout:?}{}", lab.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     start.elapsed()
 }
 
@@ -154,6 +155,70 @@ fn mirror_copies_prunes_and_leaves_local_refs_alone() {
         status(&lab, "b")["replication"]["lost"].as_array().unwrap().is_empty(),
         "an ordinary deletion is not a loss"
     );
+}
+
+/// A push of more objects than git's unpack limit arrives as a pack (index-pack with a
+/// `.keep`, removed once the refs point at it), not as loose objects.
+#[test]
+fn a_large_push_is_stored_as_a_pack_and_unkept() {
+    let lab = Lab::up_with(2, "[stargate \"sync\"]\n\tinterval = 1h\n");
+    lab.wait_leader(None, Duration::from_secs(5));
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    wait_parity(&lab, "a", "b", Duration::from_secs(10));
+    let fulls = || agent_log(&lab, "b").matches("full mirror").count();
+    let before = fulls();
+    let work = client.home.path().join("c");
+    for i in 0..150 {
+        std::fs::write(work.join(format!("f{i:03}")), format!("file {i}\n")).unwrap();
+    }
+    ok(client.git("c", &["add", "."]));
+    ok(client.git("c", &["commit", "-q", "-m", "150 files"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    wait_parity(&lab, "a", "b", Duration::from_secs(10));
+    let pack_dir = lab.repo("b", "kv").join("objects/pack");
+    let files: Vec<String> =
+        std::fs::read_dir(&pack_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(files.iter().any(|f| f.ends_with(".idx")), "a pack arrived: {files:?}");
+    assert!(!files.iter().any(|f| f.ends_with(".keep")), "no pack left kept: {files:?}");
+    ok(lab.git("b", &["fsck", "--connectivity-only", "--no-dangling"]));
+    assert_eq!(fulls(), before, "incremental: no full mirror{}", lab.logs());
+}
+
+/// A repository nobody wrote to since Stargate came up still has a journal (the leader
+/// starts it when elected), so replicas mirror it in full once, then poll idly.
+#[test]
+fn a_repository_never_written_is_mirrored_in_full_once_then_polled_idly() {
+    let lab = Lab::up_with(2, "[stargate \"sync\"]\n\tinterval = 200ms\n");
+    lab.wait_leader(None, Duration::from_secs(5));
+    let fulls = || agent_log(&lab, "b").matches("full mirror").count();
+    wait_until("three polls", Duration::from_secs(10), || counter(&lab, "b", "syncs") >= 3);
+    let before = fulls();
+    wait_until("eight polls", Duration::from_secs(10), || counter(&lab, "b", "syncs") >= 8);
+    assert_eq!(fulls(), before, "later polls are idle{}", lab.logs());
+    assert!(rev(&lab, "b", "refs/stargate/journal").is_some(), "the journal was mirrored");
+    assert_eq!(rev(&lab, "b", "refs/stargate/journal"), rev(&lab, "a", "refs/stargate/journal"));
+}
+
+/// ssh and http leaders are mirrored with git's own commands (no protocol v2 session):
+/// still journal-driven, still incremental, deletions included.
+#[test]
+fn sync_over_http_is_incremental_with_git_commands() {
+    let lab = Lab::up_with(2, "[stargate \"a\"]\n\turl = http://@NET@.1:8181/\n[stargate \"sync\"]\n\tinterval = 1s\n");
+    http_backend(&format!("{}:8181", lab.ip("a")), &lab.dir.path().join("a/repos"));
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/doomed"]));
+    wait_parity(&lab, "a", "b", Duration::from_secs(15));
+    let fulls = || agent_log(&lab, "b").matches("full mirror").count();
+    let before = fulls();
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "two"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", ":refs/heads/doomed"]));
+    wait_parity(&lab, "a", "b", Duration::from_secs(15));
+    assert_eq!(rev(&lab, "b", "refs/heads/doomed"), None);
+    assert_eq!(fulls(), before, "incremental after the first mirror{}", lab.logs());
 }
 
 #[test]

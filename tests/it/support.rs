@@ -118,8 +118,9 @@ impl Lab {
         let net = format!("127.{}.{}", rand_octet(), rand_octet());
         let lab = Lab { dir, net, nodes: ["a", "b", "c", "d", "e"][..nodes].iter().map(|s| s.to_string()).collect() };
         if !extra.is_empty() {
-            // `@LAB@` stands for the lab's directory, e.g. to give a node a file-path URL.
-            let extra = extra.replace("@LAB@", lab.dir.path().to_str().unwrap());
+            // `@LAB@` stands for the lab's directory, e.g. to give a node a file-path URL;
+            // `@NET@` for its first three address octets.
+            let extra = extra.replace("@LAB@", lab.dir.path().to_str().unwrap()).replace("@NET@", &lab.net);
             std::fs::write(lab.dir.path().join("extra.gitconfig"), extra).unwrap();
         }
         let out = run(lab

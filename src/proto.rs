@@ -85,7 +85,7 @@ impl Read for Reader {
 
 /// Acknowledge at once (see the module text). Linux drops the mode after a while, so it
 /// is re-armed before every read; failing to set it only costs speed.
-fn quickack(s: &TcpStream) {
+pub(crate) fn quickack(s: &TcpStream) {
     let one: libc::c_int = 1;
     // SAFETY: a valid socket, and an option value of the size given.
     unsafe {

@@ -64,7 +64,7 @@ pub fn open(
             let pkt = format!("{:04x}{request}", request.len() + 4);
             stream.write_all(pkt.as_bytes()).map_err(|e| fail(e.to_string()))?;
             let mut first = vec![0u8; 64 * 1024];
-            let n = read_some(&mut stream, &mut first).map_err(|e| fail(e.to_string()))?;
+            let n = read_some(&mut QuickAck(&stream), &mut first).map_err(|e| fail(e.to_string()))?;
             if n == 0 {
                 return Err(fail("git daemon closed the connection without answering".into()));
             }
@@ -195,7 +195,7 @@ impl Opened {
                     }
                 }
             }
-            Conn::Tcp(mut stream) => {
+            Conn::Tcp(stream) => {
                 started.map_err(|e| Error::Io(format!("writing to git: {e}")))?;
                 let mut to_server = stream.try_clone().map_err(|e| Error::Io(e.to_string()))?;
                 let mut input = super::stdin_file()?;
@@ -203,11 +203,22 @@ impl Opened {
                     let _ = copy_plain(&mut input, &mut to_server);
                     let _ = to_server.shutdown(Shutdown::Write);
                 });
-                let _ = copy_plain(&mut stream, &mut out);
+                let _ = copy_plain(&mut QuickAck(&stream), &mut out);
                 let _ = out.flush();
                 Ok(())
             }
         }
+    }
+}
+
+/// A socket whose reads are acknowledged at once: without it each git daemon response
+/// after the first small write waits 40 ms (see `crate::proto`).
+struct QuickAck<'a>(&'a TcpStream);
+
+impl Read for QuickAck<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        crate::proto::quickack(self.0);
+        (&mut &*self.0).read(buf)
     }
 }
 

@@ -14,8 +14,11 @@ printf '[user]\n\tname = Bench\n\temail = bench@example.com\n' >"$GIT_CONFIG_GLO
 "${lab[@]}" up --nodes 1 --net 127.79.1 --repos "hooked plain" >/dev/null
 git --git-dir="$work/lab/a/repos/plain.git" config --unset core.hooksPath
 ip=$(cat "$work/lab/a/ip")
+# HOOK_BENCH_URL=file pushes to the repositories by path (no daemon, no TCP).
+base="git://$ip"
+[ "${HOOK_BENCH_URL:-}" = file ] && base="file://$work/lab/a/repos"
 for r in hooked plain; do
-  git clone -q "git://$ip/$r.git" "$work/$r" 2>/dev/null
+  git clone -q "$base/$r.git" "$work/$r" 2>/dev/null
   git -C "$work/$r" commit -q --allow-empty -m init
   git -C "$work/$r" push -q origin HEAD:refs/heads/main
 done

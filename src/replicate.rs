@@ -22,8 +22,8 @@ use crate::lease::{self, now_ms};
 use crate::metrics::{Counters, Statsd};
 use crate::sync::{self, Mode, Target};
 
-/// Signals for one repository closer together than this are dropped: a flood of forged
-/// or repeated datagrams costs at most one extra sync per interval.
+/// Signalled syncs of one repository start at most this often: signals coalesce into one
+/// flag, so a flood of forged or repeated datagrams costs at most one sync per gap.
 const SIGNAL_GAP: Duration = Duration::from_millis(50);
 
 /// What `replication.json` holds.
@@ -78,8 +78,9 @@ pub fn read_published(state_dir: &Path) -> Option<Published> {
 #[derive(Default)]
 struct Repo {
     due: Option<Instant>,
+    /// A signal came since the last sync started: sync again (at most every `SIGNAL_GAP`).
     signalled: bool,
-    last_signal: Option<Instant>,
+    last_start: Option<Instant>,
     running: bool,
     attempt: u32,
     retry_at: Option<Instant>,
@@ -197,23 +198,31 @@ impl Replicator {
             }
             let mut shared = self.lock_shared();
             let now = Instant::now();
+            let mut wait = Duration::from_millis(200);
             if shared.passive {
                 for (name, repo) in shared.repos.iter_mut() {
+                    // A signal is never dropped, only deferred: a sync that started before a
+                    // write was journaled must be followed by another.
+                    let gap_left = repo.last_start.map_or(Duration::ZERO, |t| SIGNAL_GAP.saturating_sub(now - t));
+                    if repo.signalled && !repo.running && !gap_left.is_zero() {
+                        wait = wait.min(gap_left);
+                    }
                     // A pending retry runs when its backoff ends; otherwise a signal or the poll.
                     let ready = match repo.retry_at {
                         Some(at) => at <= now,
-                        None => repo.signalled || repo.due.is_none_or(|d| d <= now),
+                        None => (repo.signalled && gap_left.is_zero()) || repo.due.is_none_or(|d| d <= now),
                     };
                     if repo.running || !ready {
                         continue;
                     }
                     repo.running = true;
                     repo.signalled = false;
+                    repo.last_start = Some(now);
                     let (me, name) = (Arc::clone(&self), name.clone());
                     std::thread::spawn(move || me.run_one(&name));
                 }
             }
-            let _ = self.wake.wait_timeout(shared, Duration::from_millis(200));
+            let _ = self.wake.wait_timeout(shared, wait);
         }
     }
 
@@ -376,10 +385,6 @@ impl Replicator {
             };
             let mut shared = self.lock_shared();
             let Some(repo) = shared.repos.get_mut(name) else { continue };
-            if repo.last_signal.is_some_and(|t| t.elapsed() < SIGNAL_GAP) {
-                continue;
-            }
-            repo.last_signal = Some(Instant::now());
             repo.signalled = true;
             shared.counters.signals += 1;
             drop(shared);

@@ -241,6 +241,10 @@ pub struct PackStore {
     running: Option<Running>,
 }
 
+fn bad_pack(why: &str) -> Error {
+    Error::Failed { args: "index-pack".into(), status: "bad pack".into(), stderr: why.into() }
+}
+
 /// git's default `fetch.unpackLimit`.
 const UNPACK_LIMIT: u32 = 100;
 
@@ -257,15 +261,10 @@ impl PackStore {
         if self.head.len() < 12 {
             return Ok(());
         }
-        let bad = || Error::Failed {
-            args: "index-pack".into(),
-            status: "bad pack".into(),
-            stderr: "protocol error: not a pack".into(),
+        let (Some(b"PACK"), Some(&count)) = (self.head.first_chunk::<4>(), self.head[8..].first_chunk::<4>()) else {
+            return Err(bad_pack("protocol error: not a pack"));
         };
-        if &self.head[..4] != b"PACK" {
-            return Err(bad());
-        }
-        let count = u32::from_be_bytes(self.head[8..12].try_into().map_err(|_| bad())?);
+        let count = u32::from_be_bytes(count);
         // unpack-objects shows progress on a terminal unless told not to.
         let args: &[&str] = match (count < UNPACK_LIMIT, self.progress) {
             (true, true) => &["unpack-objects"],
@@ -284,11 +283,7 @@ impl PackStore {
         let Some(running) = self.running else {
             return match self.head.is_empty() {
                 true => Ok(None),
-                false => Err(Error::Failed {
-                    args: "index-pack".into(),
-                    status: "bad pack".into(),
-                    stderr: "early eof: truncated pack".into(),
-                }),
+                false => Err(bad_pack("early eof: truncated pack")),
             };
         };
         let out = running.wait(deadline)?;

@@ -134,8 +134,7 @@ impl Session {
         let (input, writer) = match endpoint {
             Endpoint::Git { host, port, path } => {
                 let io = |e| io_error(&url, e);
-                let stream = connect(host, *port, deadline).map_err(io)?;
-                stream.set_nodelay(true).map_err(io)?;
+                let stream = connect_host(host, *port, deadline).map_err(io)?;
                 stream
                     .set_write_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(MIN_WAIT)))
                     .map_err(io)?;
@@ -180,10 +179,10 @@ impl Session {
             let mut fields = line.split(' ');
             let (Some(oid), Some(name)) = (fields.next(), fields.next()) else { continue };
             // A prefix also matches longer names; `unborn` lines carry no id.
-            if names.is_empty() || names.contains(&name) {
-                if let Ok(oid) = ObjectId::from_hex(oid.as_bytes()) {
-                    refs.insert(name.to_owned(), oid);
-                }
+            if (names.is_empty() || names.contains(&name))
+                && let Ok(oid) = ObjectId::from_hex(oid.as_bytes())
+            {
+                refs.insert(name.to_owned(), oid);
             }
         }
         Ok(refs)
@@ -348,18 +347,29 @@ fn io_error(url: &str, e: std::io::Error) -> git::Error {
 }
 
 /// A TCP connection to `host:port` (any of its addresses), by `deadline`.
-fn connect(host: &str, port: u16, deadline: Instant) -> std::io::Result<TcpStream> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let mut last = std::io::Error::other(format!("could not resolve host {host}"));
-    for addr in (bare, port).to_socket_addrs()? {
+/// A TCP connection to the first of `addrs` that answers by `deadline` (`name` is the
+/// address as given, for messages), with `TCP_NODELAY` set: every client here sends
+/// whole requests. Used for git daemon and the health probes alike.
+pub(crate) fn connect(addrs: impl ToSocketAddrs, name: &str, deadline: Instant) -> std::io::Result<TcpStream> {
+    let resolved = addrs.to_socket_addrs().map_err(|e| std::io::Error::other(format!("cannot resolve {name}: {e}")))?;
+    let mut last = std::io::Error::other(format!("cannot resolve {name}"));
+    for addr in resolved {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(std::io::ErrorKind::TimedOut.into());
         }
         match TcpStream::connect_timeout(&addr, left) {
-            Ok(s) => return Ok(s),
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
             Err(e) => last = e,
         }
     }
     Err(last)
+}
+
+/// `host` or `[v6]` and a port, as `connect` takes them.
+pub(crate) fn connect_host(host: &str, port: u16, deadline: Instant) -> std::io::Result<TcpStream> {
+    connect((host.trim_start_matches('[').trim_end_matches(']'), port), host, deadline)
 }

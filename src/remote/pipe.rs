@@ -3,7 +3,7 @@
 //! go through `std::io::copy`, which splices without passing the data through user space.
 
 use std::io::{self, BufRead, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -52,7 +52,8 @@ pub fn open(
             process(node, child, format!("ssh {host} {remote}"))
         }
         Endpoint::Git { host, port, path } => {
-            let mut stream = tcp_connect(host, *port).map_err(fail)?;
+            let deadline = std::time::Instant::now() + CONNECT_TIMEOUT;
+            let mut stream = crate::proto::connect_host(host, *port, deadline).map_err(|e| fail(e.to_string()))?;
             let mut request = format!("{} {path}\0host={host}", service.name());
             if *port != 9418 {
                 request += &format!(":{port}");
@@ -73,22 +74,6 @@ pub fn open(
         }
         Endpoint::Http(_) => Err(fail("https nodes are served by git remote-https".into())),
     }
-}
-
-fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, String> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs = (bare, port).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    let mut last = format!("cannot resolve {host}");
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(last)
 }
 
 fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

@@ -4,7 +4,6 @@
 //! follow `stargate.readFrom`, judging replicas by their `/status` lag.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -285,19 +284,7 @@ fn http_get(addr: &str, path: &str, deadline: Instant, timeout: Duration) -> Res
         let d = deadline.saturating_duration_since(Instant::now());
         if d.is_zero() { Err(late()) } else { Ok(d) }
     };
-    let addrs: Vec<_> = addr.to_socket_addrs().map_err(|e| format!("cannot resolve {addr}: {e}"))?.collect();
-    let mut last = format!("cannot resolve {addr}");
-    let mut stream = None;
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, left()?) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = io_why(&e),
-        }
-    }
-    let mut s = stream.ok_or(last)?;
+    let mut s = crate::proto::connect(addr, addr, deadline).map_err(|e| io_why(&e))?;
     s.set_write_timeout(Some(left()?)).map_err(|e| io_why(&e))?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: git-remote-stargate\r\n\r\n");
     s.write_all(request.as_bytes()).map_err(|e| io_why(&e))?;

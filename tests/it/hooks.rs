@@ -150,11 +150,7 @@ fn pack_refs_and_gc_work_on_every_node_and_journal_nothing() {
     ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
     ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/other"]));
     let passive = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
-    let start = std::time::Instant::now();
-    while refs(&lab, &passive) != refs(&lab, &leader) {
-        assert!(start.elapsed() < Duration::from_secs(10), "the passive did not mirror{}", lab.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    lab.wait_until("the passive to mirror", Duration::from_secs(10), || refs(&lab, &passive) == refs(&lab, &leader));
     let seq = || ok(lab.git(&leader, &["log", "-1", "--format=%s", "refs/stargate/journal"]));
     let before = seq();
     for node in [&leader, &passive] {

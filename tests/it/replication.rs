@@ -30,10 +30,9 @@ fn counter(lab: &Lab, node: &str, name: &str) -> u64 {
 
 fn wait_parity(lab: &Lab, leader: &str, replica: &str, timeout: Duration) -> Duration {
     let start = Instant::now();
-    while mirrored_refs(lab, leader) != mirrored_refs(lab, replica) {
-        assert!(start.elapsed() < timeout, "{replica} did not mirror {leader} within {timeout:?}{}", lab.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    lab.wait_until(&format!("{replica} to mirror {leader}"), timeout, || {
+        mirrored_refs(lab, leader) == mirrored_refs(lab, replica)
+    });
     start.elapsed()
 }
 

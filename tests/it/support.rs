@@ -187,6 +187,15 @@ impl Lab {
     }
 
     /// Wait until exactly one node is ready and it is not `not`; returns it.
+    /// `wait_until`, with the lab's logs in the failure message.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn wait_leader(&self, not: Option<&str>, timeout: Duration) -> String {
         let start = Instant::now();
         loop {

@@ -32,8 +32,8 @@ pub fn main() -> ExitCode {
     let result = match program.as_str() {
         "pre-receive" => crate::hook::pre_receive(),
         "reference-transaction" => crate::hook::reference_transaction(rest),
-        "health" => crate::health::main(rest),
-        "git-stargate" | "stargate" => crate::admin::main(rest),
+        "health" => crate::ops::health::main(rest),
+        "git-stargate" | "stargate" => crate::ops::main(rest),
         "git-kv" | "kv" => crate::kv::main(rest),
         other => Err(Error::Usage(format!("stargate-hook: unknown program '{other}'; programs: {PROGRAMS}"))),
     };
@@ -50,16 +50,4 @@ fn init_logging(program: &str) {
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("STARGATE_LOG", default))
         .format_target(false)
         .init();
-}
-
-/// Parse `args` with clap; help and version end the process with 0, errors with 129.
-pub fn parse<P: clap::Parser>(name: &str, args: &[String]) -> Result<P, Error> {
-    let argv = std::iter::once(name.to_owned()).chain(args.iter().cloned());
-    P::try_parse_from(argv).map_err(|e| match e.kind() {
-        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-            let _ = e.print();
-            std::process::exit(0);
-        }
-        _ => Error::Usage(e.to_string().trim_start_matches("error: ").trim_end().to_owned()),
-    })
 }

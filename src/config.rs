@@ -12,7 +12,7 @@ pub enum Error {
     #[error("'{0}' is not set")]
     Missing(&'static str),
     #[error("cannot read git config: {0}")]
-    Read(#[from] crate::git::Error),
+    Read(#[from] crate::wire::git::Error),
 }
 
 /// A snapshot of every config entry visible from one directory.
@@ -25,7 +25,7 @@ pub struct Config {
 impl Config {
     /// Read the config visible from `dir` (or from the current directory).
     pub fn load(dir: Option<&Path>) -> Result<Config, Error> {
-        Ok(Config::from_entries(crate::git::config_list(dir)?))
+        Ok(Config::from_entries(crate::wire::git::config_list(dir)?))
     }
 
     pub fn from_entries(entries: impl IntoIterator<Item = (String, String)>) -> Config {
@@ -350,13 +350,6 @@ pub fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && !id.starts_with(['.', '-'])
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
-/// A repository name under `stargate.root`: `name.git` or `owner/name.git`, each part a
-/// plain name, so no `..` and no absolute paths.
-pub fn valid_repo_name(name: &str) -> bool {
-    let parts: Vec<&str> = name.split('/').collect();
-    (1..=2).contains(&parts.len()) && parts.iter().all(|p| valid_id(p)) && name.ends_with(".git")
 }
 
 fn valid_health_url(v: &str) -> bool {

@@ -1,6 +1,8 @@
 //! How a failure ends a process: the one place that maps errors to exit codes.
 //!
-//! Codes follow git: 0 ok, 1 refusal, 9 not leader, 128 fatal, 129 usage.
+//! Codes follow git: 0 ok, 1 refusal, 9 not leader, 128 fatal, 129 usage. Modules above this
+//! one (the programs) say which class their errors are in by converting them into
+//! [`Error`]; the modules below it keep their own error types.
 
 use std::process::ExitCode;
 
@@ -16,16 +18,13 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] crate::config::Error),
     #[error(transparent)]
-    Git(#[from] crate::git::Error),
+    Git(#[from] crate::wire::git::Error),
     #[error(transparent)]
-    Lease(#[from] crate::lease::Error),
-    #[error(transparent)]
-    Kv(#[from] crate::kv::Error),
-    #[error(transparent)]
-    Remote(#[from] crate::remote::Error),
-    /// The node is not the current leader; the message is the contract of SPEC §3.
-    #[error("not leader (leader: {leader}, epoch: {epoch})")]
-    NotLeader { leader: String, epoch: u64 },
+    Lease(#[from] crate::lead::lease::Error),
+    /// This node is not the current leader, in the words of `Error::not_leader` (or of the
+    /// remote that refused).
+    #[error("{0}")]
+    NotLeader(String),
     /// A request that was understood and declined (exit 1).
     #[error("{0}")]
     Refused(String),
@@ -33,17 +32,25 @@ pub enum Error {
     Usage(String),
     #[error("{0}")]
     Fatal(String),
+    /// A repository's own hook (chained after Stargate's) failed with this exit status; it
+    /// has said why itself, so nothing more is printed.
+    #[error("the repository's own hook failed (exit status {0})")]
+    ChainedHook(u8),
 }
 
 impl Error {
+    /// The refusal a node that does not lead gives: the contract of githooks' exit 9,
+    /// documented in stargate-hook(1).
+    pub fn not_leader(leader: &str, epoch: u64) -> Error {
+        Error::NotLeader(format!("not leader (leader: {leader}, epoch: {epoch})"))
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::NotLeader { .. } => NOT_LEADER,
-            Error::Kv(crate::kv::Error::NotLeader(_)) => NOT_LEADER,
-            Error::Kv(crate::kv::Error::NotFound(_) | crate::kv::Error::Conflict { .. }) => REFUSED,
-            Error::Kv(crate::kv::Error::InvalidKey(..) | crate::kv::Error::InvalidNamespace(..)) => USAGE,
+            Error::NotLeader(_) => NOT_LEADER,
             Error::Refused(_) => REFUSED,
             Error::Usage(_) => USAGE,
+            Error::ChainedHook(code) => *code,
             _ => FATAL,
         }
     }
@@ -52,10 +59,11 @@ impl Error {
 /// Print `err` the way git does for its class and return the exit code.
 pub fn report(program: &str, err: &Error) -> ExitCode {
     let code = err.exit_code();
-    match code {
-        NOT_LEADER => eprintln!("stargate: {err}"),
-        REFUSED => eprintln!("{program}: {err}"),
-        USAGE => eprintln!("error: {err}"),
+    match err {
+        Error::ChainedHook(_) => {}
+        Error::NotLeader(_) => eprintln!("stargate: {err}"),
+        Error::Refused(_) => eprintln!("{program}: {err}"),
+        Error::Usage(_) => eprintln!("error: {err}"),
         _ => eprintln!("fatal: {err}"),
     }
     ExitCode::from(code)

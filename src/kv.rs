@@ -12,7 +12,7 @@ use gix::bstr::ByteSlice;
 use gix::objs::tree::EntryKind;
 
 use crate::config::Config;
-use crate::git::{self, PushResult};
+use crate::wire::git::{self, PushResult};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -36,6 +36,20 @@ pub enum Error {
     TooManyRaces(u32),
     #[error("{0}")]
     Repo(String),
+}
+
+/// The class of each failure, for the exit code: 9 when the leader refused, 1 for a key
+/// that is not there or conflicts, 129 for a malformed key or namespace.
+impl From<Error> for crate::error::Error {
+    fn from(e: Error) -> Self {
+        use crate::error::Error as Exit;
+        match e {
+            Error::NotLeader(words) => Exit::NotLeader(words),
+            Error::NotFound(_) | Error::Conflict { .. } => Exit::Refused(e.to_string()),
+            Error::InvalidKey(..) | Error::InvalidNamespace(..) => Exit::Usage(e.to_string()),
+            _ => Exit::Fatal(e.to_string()),
+        }
+    }
 }
 
 fn repo_err(e: impl std::fmt::Display) -> Error {
@@ -82,7 +96,7 @@ struct Store {
 }
 
 pub fn main(args: &[String]) -> crate::error::Result<()> {
-    let cli: Cli = crate::cli::parse("git kv", args)?;
+    let cli: Cli = crate::args::parse("git kv", args)?;
     let cfg = Config::load(None)?;
     let namespace = cli.namespace.unwrap_or_else(|| cfg.kv_namespace().to_owned());
     validate_namespace(&namespace)?;

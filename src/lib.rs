@@ -1,25 +1,31 @@
 //! Stargate: an active/passive high-availability layer for ordinary Git servers, built
 //! only from Git's extension points (remote helper, hooks, `git config`, subcommands).
 //! All logic lives in this library; the binaries in `bin/` are thin entry points.
+//!
+//! The folders are the architecture (docs/ARCHITECTURE.md has the map and the rules):
+//! `lead` decides who may write, `replication` copies what the leader accepted, `agent`
+//! runs both on a node, `hook` enforces the decision inside git, `ops` is what operators
+//! and monitoring talk to, `remote` and `kv` are the clients, and `wire` is how any of
+//! them speaks to git. Imports run down that list, never back up.
 
-pub mod admin;
-pub mod agent;
-pub mod alert;
-pub mod backoff;
 pub mod cli;
-pub mod config;
-pub mod error;
-pub mod git;
-pub mod health;
+
 pub mod hook;
-pub mod journal;
 pub mod kv;
-pub mod lag;
-pub mod lease;
-pub mod metrics;
-pub mod node;
-pub mod proto;
+pub mod ops;
 pub mod remote;
-pub mod replicate;
-pub mod sanitize;
-pub mod sync;
+
+pub mod agent;
+
+pub mod replication;
+
+pub mod lead;
+
+pub mod args;
+pub mod error;
+
+pub mod clock;
+pub mod config;
+pub mod files;
+pub mod repos;
+pub mod wire;

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::node::{Authority, View};
+use crate::lead::node::{Authority, View};
 
 /// Drain the hook's stdin: git writes every ref update there and expects it read.
 fn read_updates() -> Result<String> {
@@ -30,7 +30,7 @@ fn require_leader(view: &View) -> Result<u64> {
         Authority::Leader { epoch } => Ok(epoch),
         Authority::Refused { leader, epoch, reason } => {
             eprintln!("stargate: {reason}");
-            Err(Error::NotLeader { leader, epoch })
+            Err(Error::not_leader(&leader, epoch))
         }
     }
 }

@@ -5,6 +5,6 @@ use crate::error::Result;
 
 pub fn pre_receive() -> Result<()> {
     super::read_updates()?;
-    super::require_leader(&crate::node::inspect_repo(&super::git_dir()))?;
+    super::require_leader(&crate::lead::node::inspect_repo(&super::git_dir()))?;
     Ok(())
 }

@@ -14,8 +14,8 @@ use std::path::Path;
 use gix::ObjectId;
 
 use crate::error::{Error, Result};
-use crate::journal::{self, Update};
-use crate::node::{self, SyncClaim};
+use crate::lead::node::{self, SyncClaim};
+use crate::replication::journal::{self, Update};
 
 pub fn reference_transaction(args: &[String]) -> Result<()> {
     let state = args.first().ok_or_else(|| Error::Usage("reference-transaction <state>".into()))?;
@@ -61,7 +61,7 @@ pub fn reference_transaction(args: &[String]) -> Result<()> {
         }
         // A signal is a hint: one after a gc only costs the replicas an idle sync.
         "committed" if all.iter().any(|u| u.old != u.new && journal::journaled(&u.refname)) => {
-            node::signal_peers(&git_dir);
+            crate::replication::signal::peers(&git_dir);
             Ok(())
         }
         _ => Ok(()),

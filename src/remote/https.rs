@@ -10,8 +10,8 @@ use std::process::{Child, ChildStdin, ChildStdout};
 use crate::config::ReadFrom;
 
 use super::resolve::Op;
-use super::url::Endpoint;
 use super::{Error, Options, Session, read_line};
+use crate::wire::endpoint::Endpoint;
 
 struct Helper {
     child: Child,
@@ -25,7 +25,7 @@ impl Helper {
         let Endpoint::Http(url) = &session.nodes[node].endpoint else {
             return Err(Error::Io("not an https node".into()));
         };
-        let mut child = crate::git::spawn_remote_helper(alias, url)
+        let mut child = crate::wire::git::spawn_remote_helper(alias, url)
             .map_err(|e| Error::Io(format!("cannot run git remote-https: {e}")))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();

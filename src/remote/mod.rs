@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use crate::config::Config;
 use crate::error;
-use crate::lease::{self, Record};
+use crate::lead::lease::{self, Record};
 use resolve::{Op, Policy};
 use url::Node;
 
@@ -47,6 +47,18 @@ pub enum Error {
     Service { node: String, what: String, status: String },
     #[error("{0}")]
     Io(String),
+}
+
+impl From<crate::wire::endpoint::Error> for Error {
+    fn from(e: crate::wire::endpoint::Error) -> Self {
+        Error::Url(e.0)
+    }
+}
+
+impl From<Error> for error::Error {
+    fn from(e: Error) -> Self {
+        error::Error::Fatal(e.to_string())
+    }
 }
 
 /// The services git asks a `connect` helper for.
@@ -343,7 +355,7 @@ fn unquote_c_style(s: &str) -> Option<String> {
 
 /// Text from the input, made safe and short for an error message.
 fn shown(s: &str) -> String {
-    let s = crate::sanitize::text(s);
+    let s = crate::wire::sanitize::text(s);
     if s.chars().count() > 80 { s.chars().take(80).collect::<String>() + "…" } else { s }
 }
 

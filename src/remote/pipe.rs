@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use crate::config::Config;
 
-use super::url::{Endpoint, Node, sq_quote};
+use super::url::Node;
 use super::{Error, Options, Service};
+use crate::wire::endpoint::{Endpoint, sq_quote};
 
 /// How long a `git://` connection may take to open, once the node was chosen.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,7 +41,7 @@ pub fn open(
     let fail = |why: String| Error::Connect { node: node.name.clone(), url: node.endpoint.display(), why };
     match &node.endpoint {
         Endpoint::Local(path) => {
-            let child = crate::git::spawn_service(service.name(), options.servpath.as_deref(), path, protocol)
+            let child = crate::wire::git::spawn_service(service.name(), options.servpath.as_deref(), path, protocol)
                 .map_err(|e| fail(format!("cannot run git: {e}")))?;
             process(node, child, format!("{} {}", service.name(), path.display()))
         }
@@ -53,7 +54,8 @@ pub fn open(
         }
         Endpoint::Git { host, port, path } => {
             let deadline = std::time::Instant::now() + CONNECT_TIMEOUT;
-            let mut stream = crate::proto::connect_host(host, *port, deadline).map_err(|e| fail(e.to_string()))?;
+            let mut stream =
+                crate::wire::proto::connect_host(host, *port, deadline).map_err(|e| fail(e.to_string()))?;
             let mut request = format!("{} {path}\0host={host}", service.name());
             if *port != 9418 {
                 request += &format!(":{port}");
@@ -127,7 +129,7 @@ fn relay_stderr(stderr: impl Read) {
         match reader.read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) => {
-                let mut text = crate::sanitize::text(&String::from_utf8_lossy(&line));
+                let mut text = crate::wire::sanitize::text(&String::from_utf8_lossy(&line));
                 if line.ends_with(b"\n") && !text.ends_with('\n') {
                     text.push('\n');
                 }
@@ -197,12 +199,12 @@ impl Opened {
 }
 
 /// A socket whose reads are acknowledged at once: without it each git daemon response
-/// after the first small write waits 40 ms (see `crate::proto`).
+/// after the first small write waits 40 ms (see `crate::wire::proto`).
 struct QuickAck<'a>(&'a TcpStream);
 
 impl Read for QuickAck<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        crate::proto::quickack(self.0);
+        crate::wire::proto::quickack(self.0);
         (&mut &*self.0).read(buf)
     }
 }
@@ -276,7 +278,7 @@ fn ssh(cfg: &Config, host: &str, port: Option<u16>, remote: &str, protocol: Opti
         }
     }
     cmd.arg(host).arg(remote);
-    for var in crate::git::LOCAL_ENV {
+    for var in crate::wire::git::LOCAL_ENV {
         cmd.env_remove(var);
     }
     match protocol {

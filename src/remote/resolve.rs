@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::config::ReadFrom;
-use crate::lease::Record;
+use crate::lead::lease::Record;
 
 use super::Error;
 use super::url::Node;
@@ -220,7 +220,7 @@ fn no_target(nodes: &[Node], answers: &[Option<Answer>], op: Op, policy: &Policy
         } else {
             describe(answer, &Policy { read_from: ReadFrom::Replica, ..*policy })
         };
-        list += &format!("\n  {}{health}: {}", node.name, crate::sanitize::text(&what));
+        list += &format!("\n  {}{health}: {}", node.name, crate::wire::sanitize::text(&what));
     }
     let names = nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(",");
     if policy.leader_only(op) {
@@ -241,7 +241,7 @@ fn probe(addr: &str, path: &str, deadline: Instant, timeout: Duration) -> Answer
 /// A health answer, from `/readyz` or `/status`.
 pub fn parse_answer(path: &str, code: u16, body: &str) -> Answer {
     let first_line =
-        || crate::sanitize::text(body.lines().next().unwrap_or("").trim()).chars().take(200).collect::<String>();
+        || crate::wire::sanitize::text(body.lines().next().unwrap_or("").trim()).chars().take(200).collect::<String>();
     if path == "/readyz" {
         return match code {
             200 => {
@@ -266,7 +266,7 @@ pub fn parse_answer(path: &str, code: u16, body: &str) -> Answer {
     if status["accepts_writes"].as_bool() == Some(true) {
         return Answer::Leader { epoch, note: None };
     }
-    let why = status["refusal"].as_str().map_or_else(|| "passive".to_owned(), crate::sanitize::text);
+    let why = status["refusal"].as_str().map_or_else(|| "passive".to_owned(), crate::wire::sanitize::text);
     let alive = status["agent"]["alive"].as_bool() == Some(true);
     let lag_seconds = status["lag_seconds"].as_f64().filter(|l| l.is_finite() && *l >= 0.0);
     Answer::Passive { why, alive, lag_seconds }
@@ -284,7 +284,7 @@ fn http_get(addr: &str, path: &str, deadline: Instant, timeout: Duration) -> Res
         let d = deadline.saturating_duration_since(Instant::now());
         if d.is_zero() { Err(late()) } else { Ok(d) }
     };
-    let mut s = crate::proto::connect(addr, addr, deadline).map_err(|e| io_why(&e))?;
+    let mut s = crate::wire::proto::connect(addr, addr, deadline).map_err(|e| io_why(&e))?;
     s.set_write_timeout(Some(left()?)).map_err(|e| io_why(&e))?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: git-remote-stargate\r\n\r\n");
     s.write_all(request.as_bytes()).map_err(|e| io_why(&e))?;
@@ -309,7 +309,8 @@ fn http_get(addr: &str, path: &str, deadline: Instant, timeout: Duration) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::url::{Endpoint, Node};
+    use crate::remote::url::Node;
+    use crate::wire::endpoint::Endpoint;
 
     fn policy(read_from: ReadFrom, max_lag: Option<u64>) -> Policy {
         Policy { read_from, max_lag: max_lag.map(Duration::from_secs), timeout: Duration::from_millis(500) }

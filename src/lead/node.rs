@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, STATE_DIR};
-use crate::lease::{self, Record};
+use crate::lead::lease::{self, Record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,7 +47,7 @@ pub fn token_path(state_dir: &Path) -> PathBuf {
 
 pub fn write_state(state_dir: &Path, state: &State) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-    lease::write_atomic(&state_path(state_dir), &bytes, 0o644, false)
+    crate::files::write_atomic(&state_path(state_dir), &bytes, 0o644, false)
 }
 
 /// Environment variable through which the agent's own mirroring proves itself to the
@@ -57,7 +57,7 @@ pub const SYNC_TOKEN_ENV: &str = "STARGATE_SYNC_TOKEN";
 
 pub fn new_sync_token(state_dir: &Path) -> std::io::Result<String> {
     let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-    lease::write_atomic(&token_path(state_dir), token.as_bytes(), 0o600, false)?;
+    crate::files::write_atomic(&token_path(state_dir), token.as_bytes(), 0o600, false)?;
     Ok(token)
 }
 
@@ -139,7 +139,7 @@ pub fn find_state_dir(repo: &Path) -> Option<PathBuf> {
     repo.ancestors().map(|dir| dir.join(STATE_DIR)).find(|dir| dir.is_dir())
 }
 
-fn read_state(state_dir: &Path) -> Option<State> {
+pub fn read_state(state_dir: &Path) -> Option<State> {
     std::fs::read(state_path(state_dir)).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
@@ -156,7 +156,7 @@ fn agent_problem(me: &str, state: Option<&State>, stale_after: Duration) -> Opti
     if state.node != me {
         return Some(format!("agent state belongs to node '{}'", state.node));
     }
-    let age = lease::now_ms().saturating_sub(state.heartbeat_ms);
+    let age = crate::clock::now_ms().saturating_sub(state.heartbeat_ms);
     if age > stale_after.as_millis() as u64 {
         return Some(format!("agent state is stale ({age} ms old)"));
     }
@@ -220,26 +220,3 @@ impl View {
 fn refused(leader: String, epoch: u64, reason: String) -> Authority {
     Authority::Refused { leader, epoch, reason }
 }
-
-/// On the leader, tell every peer's agent that repository `git_dir` changed: one datagram
-/// each, best effort (the replicas' poll is the fallback). Sent from the leader's hook; it
-/// reads only this node's state, not the shared lease record.
-pub fn signal_peers(git_dir: &Path) {
-    let Some(state_dir) = find_state_dir(git_dir) else { return };
-    let Some(state) = read_state(&state_dir).filter(|s| s.role == Role::Leader) else { return };
-    let (Some(root), Ok(repo)) = (state_dir.parent(), git_dir.canonicalize()) else { return };
-    let Ok(name) = repo.strip_prefix(root) else { return };
-    send_signal(&state.peers, &name.to_string_lossy());
-}
-
-/// Tell `peers` (UDP `host:port`) that repository `name` changed. Best effort.
-pub fn send_signal(peers: &[String], name: &str) {
-    let Ok(socket) = std::net::UdpSocket::bind(("0.0.0.0", 0)) else { return };
-    let message = format!("{SIGNAL_PREFIX}{name}\n");
-    for peer in peers {
-        let _ = socket.send_to(message.as_bytes(), peer.as_str());
-    }
-}
-
-/// The datagram a leader sends: this prefix, then the repository name relative to the root.
-pub const SIGNAL_PREFIX: &str = "stargate-sync ";

@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::Alerter;
-use crate::backoff::Policy;
+use crate::clock::now_ms;
 use crate::config::{self, Config};
-use crate::lag::{self, Event, Judged, Windows};
-use crate::lease::{self, now_ms};
-use crate::metrics::{Counters, Statsd};
-use crate::sync::{self, Mode, Target};
+use crate::lead::lease;
+use crate::replication::alert::Alerter;
+use crate::replication::backoff::Policy;
+use crate::replication::lag::{self, Event, Judged, Windows};
+use crate::replication::metrics::{Counters, Statsd};
+use crate::replication::sync::{self, Mode, Target};
 
 /// Signalled syncs of one repository start at most this often: signals coalesce into one
 /// flag, so a flood of forged or repeated datagrams costs at most one sync per gap.
@@ -227,7 +228,7 @@ impl Replicator {
     }
 
     fn rescan(&self) {
-        let Ok(found) = crate::admin::repositories(&self.root) else { return };
+        let Ok(found) = crate::repos::list(&self.root) else { return };
         let mut shared = self.lock_shared();
         for r in found {
             shared.repos.entry(r.name).or_default();
@@ -355,7 +356,7 @@ impl Replicator {
             }
         };
         if let Ok(bytes) = serde_json::to_vec(&published) {
-            if let Err(e) = lease::write_atomic(&published_path(&self.state_dir), &bytes, 0o644, false) {
+            if let Err(e) = crate::files::write_atomic(&published_path(&self.state_dir), &bytes, 0o644, false) {
                 log::warn!("cannot publish replication status: {e}");
             }
         }
@@ -380,7 +381,7 @@ impl Replicator {
         loop {
             let Ok((n, _)) = socket.recv_from(&mut buf) else { continue };
             let text = String::from_utf8_lossy(&buf[..n]);
-            let Some(name) = text.trim().strip_prefix(crate::node::SIGNAL_PREFIX.trim_end()).map(str::trim) else {
+            let Some(name) = text.trim().strip_prefix(super::signal::PREFIX.trim_end()).map(str::trim) else {
                 continue;
             };
             let mut shared = self.lock_shared();

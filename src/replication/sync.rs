@@ -25,11 +25,11 @@ use gix::ObjectId;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use serde::{Deserialize, Serialize};
 
-use crate::git::{self, Bounded};
-use crate::journal::{self, Entry};
-use crate::lease;
-use crate::proto;
-use crate::remote::url::Endpoint;
+use crate::lead::lease;
+use crate::replication::journal::{self, Entry};
+use crate::wire::endpoint::Endpoint;
+use crate::wire::git::{self, Bounded};
+use crate::wire::proto;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -295,7 +295,7 @@ impl Run<'_> {
     fn bounded(&self, dir: &Path, args: &[String]) -> Bounded {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Bounded::new(dir, &args)
-            .env(crate::node::SYNC_TOKEN_ENV, &self.settings.token)
+            .env(crate::lead::node::SYNC_TOKEN_ENV, &self.settings.token)
             .show_progress(self.settings.progress)
     }
 
@@ -445,7 +445,7 @@ impl Run<'_> {
             }
             main.edit_references(edits).map_err(repo_err)?;
         }
-        Ok(lease::now_ms())
+        Ok(crate::clock::now_ms())
     }
 
     fn ls_remote(&self, refs: &[&str]) -> Result<Refs, Error> {
@@ -550,7 +550,7 @@ impl Run<'_> {
     /// Updates a full mirror just exposed: the journal entries accepted after `since_ms`,
     /// newest back, at most `journal::MAX_WALK`.
     fn newly_exposed(&self, main: &gix::Repository, tip: ObjectId, since_ms: u64) -> Result<Vec<Applied>, Error> {
-        let exposed_ms = lease::now_ms();
+        let exposed_ms = crate::clock::now_ms();
         let mut applied = Vec::new();
         let mut at = Some(tip);
         while let Some(id) = at {

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::journal;
-use crate::lease::{self, AuditEvent, Lease, Record};
-use crate::node::{self, Role, State};
-use crate::replicate::Replicator;
+use crate::lead::audit;
+use crate::lead::lease::{self, Lease, Record};
+use crate::lead::node::{self, Role, State};
+use crate::replication::journal;
+use crate::replication::replicator::Replicator;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -81,7 +83,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         interval: cfg.lease_interval()?,
         role: Role::Passive,
         epoch: 0,
-        started_ms: lease::now_ms(),
+        started_ms: now_ms(),
         holdoff_until: None,
         root: cfg.root()?,
         me,
@@ -140,7 +142,7 @@ impl Agent {
             node: self.me.clone(),
             url: self.url.clone(),
             health: self.health.clone(),
-            since_ms: lease::now_ms(),
+            since_ms: now_ms(),
         };
         if let Err(e) = lease::write_record(&self.lock, &record) {
             log::error!("cannot record epoch {epoch}: {e}; releasing the lease");
@@ -158,7 +160,7 @@ impl Agent {
 
     /// Give every repository without a journal its first entry (see `journal::genesis`).
     fn start_journals(&self) {
-        let repos = match crate::admin::repositories(&self.root) {
+        let repos = match crate::repos::list(&self.root) {
             Ok(repos) => repos,
             Err(e) => return log::error!("cannot list repositories under {}: {e}", self.root.display()),
         };
@@ -168,7 +170,7 @@ impl Agent {
             match started {
                 Ok(true) => {
                     log::info!("{}: journal started", repo.name);
-                    node::send_signal(&self.peers, &repo.name);
+                    crate::replication::signal::send(&self.peers, &repo.name);
                 }
                 Ok(false) => {}
                 Err(e) => log::error!("{}: cannot start its journal: {e}", repo.name),
@@ -219,7 +221,7 @@ impl Agent {
             pid: std::process::id(),
             role: self.role,
             epoch: self.epoch,
-            heartbeat_ms: lease::now_ms(),
+            heartbeat_ms: now_ms(),
             started_ms: self.started_ms,
         };
         if let Err(e) = node::write_state(&self.state_dir, &state) {
@@ -245,8 +247,8 @@ impl Agent {
     }
 
     fn audit(&self, event: &str, previous_epoch: Option<u64>, previous_leader: Option<&str>, reason: &str) {
-        let event = AuditEvent {
-            time_ms: lease::now_ms(),
+        let event = audit::Event {
+            time_ms: now_ms(),
             node: &self.me,
             event,
             epoch: self.epoch,
@@ -254,7 +256,7 @@ impl Agent {
             previous_leader,
             reason,
         };
-        if let Err(e) = lease::audit(&self.lock, &event) {
+        if let Err(e) = audit::append(&self.lock, &event) {
             log::error!("cannot append to the audit log: {e}");
         }
     }

@@ -1,17 +1,19 @@
-//! `git stargate`: the operator CLI (agent, status), and the status report that the
-//! health responder serves as `/status`.
+//! What operators and monitoring talk to: `git stargate` (this file: the subcommands),
+//! the node's status report, and the health responder that serves it over HTTP.
+//!
+//! Nothing here is on a write's path: these read what `lead` and `replication` publish,
+//! and change state only through them.
 
-use std::path::Path;
+pub mod health;
+pub mod status;
 
 use clap::{Parser, Subcommand};
-use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::journal;
-use crate::lease::{self, Record};
-use crate::node::{self, Authority, Role};
-use crate::replicate::Published;
+use crate::lead::lease;
+use crate::lead::node::{self, Role};
+use status::Status;
 
 /// Operate a Stargate node.
 #[derive(Parser)]
@@ -44,7 +46,7 @@ enum Command {
 }
 
 pub fn main(args: &[String]) -> Result<()> {
-    let cli: Cli = crate::cli::parse("git stargate", args)?;
+    let cli: Cli = crate::args::parse("git stargate", args)?;
     let cfg = Config::load(None)?;
     match cli.command {
         Command::Agent => crate::agent::run(&cfg),
@@ -52,7 +54,7 @@ pub fn main(args: &[String]) -> Result<()> {
         Command::Lag { json } => lag(&cfg, json),
         Command::Status { json } => {
             cfg.validate()?;
-            let status = status(&cfg, true)?;
+            let status = status::status(&cfg, true)?;
             if json {
                 let text = serde_json::to_string_pretty(&status).map_err(|e| Error::Fatal(e.to_string()))?;
                 println!("{text}");
@@ -62,95 +64,6 @@ pub fn main(args: &[String]) -> Result<()> {
             Ok(())
         }
     }
-}
-
-#[derive(Debug, Serialize)]
-pub struct Status {
-    pub node: String,
-    pub role: Role,
-    pub epoch: u64,
-    pub leader: Option<Record>,
-    pub accepts_writes: bool,
-    /// Why writes are refused, when they are.
-    pub refusal: Option<String>,
-    pub agent: AgentStatus,
-    pub repositories: Vec<Repository>,
-    /// Worst lag of the last update each repository exposed (replicas), in seconds.
-    pub lag_seconds: Option<f64>,
-    /// Most journal entries any repository is behind the leader (replicas).
-    pub lag_operations: Option<u64>,
-    /// What the agent's replica side published, when it has.
-    pub replication: Option<Published>,
-    pub errors: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AgentStatus {
-    pub alive: bool,
-    pub pid: Option<u32>,
-    pub heartbeat_age_ms: Option<u64>,
-    pub problem: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Repository {
-    pub name: String,
-    pub readable: bool,
-    /// Journal position: the last sequence number this node has (led or mirrored).
-    pub journal_seq: Option<u64>,
-}
-
-/// This node's status. `detail` adds what only `/status`, `/metrics` and `git stargate
-/// status` show: each repository's journal position (one repository open each) and the
-/// replica's published figures; the health probes leave them out.
-pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
-    let view = node::inspect(cfg)?;
-    let mut errors = Vec::new();
-    let leader = view.record.clone().unwrap_or_else(|e| {
-        errors.push(e);
-        None
-    });
-    let (accepts_writes, refusal, epoch) = match view.authority() {
-        Authority::Leader { epoch } => (true, None, epoch),
-        Authority::Refused { reason, epoch, .. } => (false, Some(reason), epoch),
-    };
-    let mut repositories = match repositories(&cfg.root()?) {
-        Ok(r) => r,
-        Err(e) => {
-            errors.push(format!("cannot list {}: {e}", cfg.root()?.display()));
-            Vec::new()
-        }
-    };
-    let mut replication = None;
-    if detail {
-        for r in &mut repositories {
-            let repo = journal::open(&cfg.root()?.join(&r.name)).ok();
-            r.journal_seq = repo.and_then(|repo| journal::tip(&repo).ok().flatten()).map(|(_, seq)| seq);
-        }
-        replication = crate::replicate::read_published(&cfg.state_dir()?).filter(|_| view.role() == Role::Passive);
-    }
-    let repos = replication.as_ref().map(|p| p.repos.values().collect::<Vec<_>>()).unwrap_or_default();
-    let lag_seconds = repos.iter().filter_map(|r| r.lag_seconds).reduce(f64::max);
-    let lag_operations = repos.iter().map(|r| r.lag_operations).max();
-    Ok(Status {
-        lag_seconds,
-        lag_operations,
-        replication,
-        node: view.me.clone(),
-        role: view.role(),
-        epoch,
-        leader,
-        accepts_writes,
-        refusal,
-        agent: AgentStatus {
-            alive: view.agent_alive(),
-            pid: view.state.as_ref().map(|s| s.pid),
-            heartbeat_age_ms: view.state.as_ref().map(|s| lease::now_ms().saturating_sub(s.heartbeat_ms)),
-            problem: view.agent_problem.clone(),
-        },
-        repositories,
-        errors,
-    })
 }
 
 fn print_status(s: &Status) {
@@ -165,7 +78,7 @@ fn print_status(s: &Status) {
             "leader:   {} (epoch {}, for {} s)",
             r.node,
             r.epoch,
-            lease::now_ms().saturating_sub(r.since_ms) / 1000
+            crate::clock::now_ms().saturating_sub(r.since_ms) / 1000
         ),
         None => println!("leader:   none elected yet"),
     }
@@ -189,7 +102,7 @@ fn print_status(s: &Status) {
         let last = s.replication.as_ref().and_then(|p| p.repos.get(&r.name)).map(|st| {
             let age = st
                 .last_sync_ms
-                .map_or("never".into(), |t| format!("{} s ago", lease::now_ms().saturating_sub(t) / 1000));
+                .map_or("never".into(), |t| format!("{} s ago", crate::clock::now_ms().saturating_sub(t) / 1000));
             format!(", last sync {age}: {}", st.last_result.as_deref().unwrap_or("-"))
         });
         println!("  {} seq {seq}{}", r.name, last.unwrap_or_default());
@@ -220,28 +133,28 @@ fn sync(cfg: &Config, names: Vec<String>) -> Result<()> {
     let token = std::fs::read_to_string(node::token_path(&cfg.state_dir()?))
         .map_err(|e| Error::Fatal(format!("cannot read the agent's sync token (is the agent running?): {e}")))?;
     let names = if names.is_empty() {
-        repositories(&root).map_err(|e| Error::Fatal(e.to_string()))?.into_iter().map(|r| r.name).collect()
+        crate::repos::list(&root).map_err(|e| Error::Fatal(e.to_string()))?.into_iter().map(|r| r.name).collect()
     } else {
         names
     };
-    let settings = crate::sync::Settings {
+    let settings = crate::replication::sync::Settings {
         timeout: cfg.sync_timeout()?,
         upload_pack: cfg.sync_upload_pack().map(str::to_owned),
         token: token.trim().to_owned(),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        measure_since_ms: lease::now_ms(),
+        measure_since_ms: crate::clock::now_ms(),
         lock: cfg.lock()?,
     };
-    let target = crate::sync::Target { leader: record.node.clone(), epoch: record.epoch, base_url };
+    let target = crate::replication::sync::Target { leader: record.node.clone(), epoch: record.epoch, base_url };
     let mut failed = 0;
     for name in names {
         let path = root.join(&name);
-        if !crate::config::valid_repo_name(&name) || !path.join("HEAD").is_file() {
+        if !crate::repos::valid_name(&name) || !path.join("HEAD").is_file() {
             eprintln!("{name}: not a repository under {}", root.display());
             failed += 1;
             continue;
         }
-        match crate::sync::sync(&path, &name, &target, &settings) {
+        match crate::replication::sync::sync(&path, &name, &target, &settings) {
             Ok(r) => {
                 let how = r.fallback.map(|f| format!(" (full: {f})")).unwrap_or_default();
                 println!(
@@ -252,7 +165,9 @@ fn sync(cfg: &Config, names: Vec<String>) -> Result<()> {
                     println!("{name}: {} at {} was not on the leader; kept as {}", l.refname, l.oid, l.kept_as);
                 }
             }
-            Err(crate::sync::Error::Locked) => eprintln!("{name}: skipped: a sync of it is already running"),
+            Err(crate::replication::sync::Error::Locked) => {
+                eprintln!("{name}: skipped: a sync of it is already running")
+            }
             Err(e) => {
                 eprintln!("{name}: sync failed: {e}");
                 failed += 1;
@@ -264,7 +179,7 @@ fn sync(cfg: &Config, names: Vec<String>) -> Result<()> {
 
 /// `git stargate lag`: the windows the agent judged, the aggregate and the breaches.
 fn lag(cfg: &Config, json: bool) -> Result<()> {
-    let published = crate::replicate::read_published(&cfg.state_dir()?)
+    let published = crate::replication::replicator::read_published(&cfg.state_dir()?)
         .ok_or_else(|| Error::Refused("no replication figures yet (is the agent running?)".into()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&published).map_err(|e| Error::Fatal(e.to_string()))?);
@@ -301,29 +216,4 @@ fn span(start_ms: u64, end_ms: u64) -> String {
         format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
     };
     format!("{}-{}", hms(start_ms), hms(end_ms))
-}
-
-/// Bare repositories under `root`, as `name.git` or `owner/name.git` (two levels at most).
-pub fn repositories(root: &Path) -> std::io::Result<Vec<Repository>> {
-    let mut found = Vec::new();
-    scan(root, root, 2, &mut found)?;
-    found.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(found)
-}
-
-fn scan(root: &Path, dir: &Path, depth: u32, found: &mut Vec<Repository>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) || !path.is_dir() {
-            continue;
-        }
-        if path.join("HEAD").is_file() && path.join("objects").is_dir() {
-            let name = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
-            let readable = std::fs::read(path.join("HEAD")).is_ok() && std::fs::read_dir(path.join("objects")).is_ok();
-            found.push(Repository { name, readable, journal_seq: None });
-        } else if depth > 1 {
-            scan(root, &path, depth - 1, found)?;
-        }
-    }
-    Ok(())
 }

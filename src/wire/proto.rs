@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use gix::ObjectId;
 
-use crate::git;
-use crate::remote::url::Endpoint;
+use super::endpoint::Endpoint;
+use super::git;
 
 /// An open protocol v2 session with one repository's `upload-pack`.
 pub struct Session {
@@ -314,7 +314,7 @@ impl Session {
                 }
             };
             let stderr = stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
-            let stderr = crate::sanitize::text(&String::from_utf8_lossy(&stderr)).trim().to_owned();
+            let stderr = crate::wire::sanitize::text(&String::from_utf8_lossy(&stderr)).trim().to_owned();
             return git::Error::Failed { args: format!("upload-pack {}", self.url), status, stderr };
         }
         if gone {
@@ -325,7 +325,7 @@ impl Session {
 }
 
 fn text(line: &[u8]) -> String {
-    crate::sanitize::text(&String::from_utf8_lossy(line)).trim_end_matches('\n').to_owned()
+    crate::wire::sanitize::text(&String::from_utf8_lossy(line)).trim_end_matches('\n').to_owned()
 }
 
 /// The server's progress, as `git fetch` shows it: each line prefixed, `\r` kept so that
@@ -335,7 +335,7 @@ fn relay_progress(msg: &[u8]) {
     let mut err = std::io::stderr().lock();
     for piece in msg.split_inclusive(['\r', '\n']) {
         let end = if piece.ends_with(['\r', '\n']) { &piece[piece.len() - 1..] } else { "" };
-        let _ = write!(err, "remote: {}{end}", crate::sanitize::text(piece.trim_end_matches(['\r', '\n'])));
+        let _ = write!(err, "remote: {}{end}", crate::wire::sanitize::text(piece.trim_end_matches(['\r', '\n'])));
     }
 }
 

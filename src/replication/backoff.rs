@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::config::{self, Config};
-use crate::git::{self, ErrorClass};
+use crate::wire::git::{self, ErrorClass};
 
 const CLASSES: [&str; 5] = ["timeout", "connection", "eof", "http5xx", "transport"];
 

@@ -42,7 +42,7 @@ fn failed(args: &[std::ffi::OsString], out: &Output) -> Error {
     Error::Failed {
         args,
         status: out.status.to_string(),
-        stderr: crate::sanitize::text(&String::from_utf8_lossy(&out.stderr)).trim().to_owned(),
+        stderr: crate::wire::sanitize::text(&String::from_utf8_lossy(&out.stderr)).trim().to_owned(),
     }
 }
 
@@ -81,7 +81,7 @@ pub fn push(repo: &Path, config: &[&str], remote: &str, src: &str, dst: &str) ->
     cmd.args(["push", "--porcelain", "--no-verify", remote, &refspec]);
     let out = cmd.stderr(Stdio::piped()).output().map_err(Error::Spawn)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = crate::sanitize::text(&String::from_utf8_lossy(&out.stderr));
+    let stderr = crate::wire::sanitize::text(&String::from_utf8_lossy(&out.stderr));
     // Porcelain lines: "<flag>\t<from>:<to>\t<summary> (<reason>)"; flag '!' is a rejection.
     for line in stdout.lines() {
         let mut fields = line.splitn(3, '\t');
@@ -449,7 +449,7 @@ fn service_command(service: &str, program: Option<&str>, repo: &Path, protocol: 
         }
         Some(program) => {
             let mut c = Command::new("sh");
-            let quoted = crate::remote::url::sq_quote(&repo.to_string_lossy());
+            let quoted = super::endpoint::sq_quote(&repo.to_string_lossy());
             c.arg("-c").arg(format!("{program} {quoted}"));
             c
         }

@@ -172,7 +172,7 @@ pub fn append(repo: &gix::Repository, epoch: u64, node: &str, updates: Vec<Updat
         let entry = Entry {
             epoch,
             node: node.to_owned(),
-            time_ms: crate::lease::now_ms(),
+            time_ms: crate::clock::now_ms(),
             updates: updates.iter().cloned().enumerate().map(|(i, u)| (first + i as u64, u)).collect(),
         };
         let signature = gix::actor::Signature {
@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn loose_objects_written_here_are_read_by_git() {
         let dir = tempfile::tempdir().unwrap();
-        crate::git::init_bare(dir.path()).unwrap();
+        crate::wire::git::init_bare(dir.path()).unwrap();
         let repo = open(dir.path()).unwrap();
         let git =
             |args: &[&str]| std::process::Command::new("git").arg("-C").arg(dir.path()).args(args).output().unwrap();

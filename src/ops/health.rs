@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use crate::admin::{self, Status};
+use super::status::{self, Status};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -40,7 +40,7 @@ struct Ctx {
 }
 
 pub fn main(args: &[String]) -> Result<()> {
-    let args: Args = crate::cli::parse("stargate-hook health", args)?;
+    let args: Args = crate::args::parse("stargate-hook health", args)?;
     if args.listen.is_none() && socket_family(2).is_some() {
         // stderr is the client's connection (xinetd): a log line would corrupt the answer.
         log::set_max_level(log::LevelFilter::Off);
@@ -341,7 +341,7 @@ fn answer(head: &str, ctx: &Ctx) -> Vec<u8> {
             return response(503, "text/plain", format!("bad configuration: {e}\n").as_bytes(), head_only);
         }
     };
-    let status = match admin::status(cfg, matches!(path, "/status" | "/metrics")) {
+    let status = match status::status(cfg, matches!(path, "/status" | "/metrics")) {
         Ok(s) => s,
         Err(e) => return response(503, "text/plain", format!("{e}\n").as_bytes(), head_only),
     };

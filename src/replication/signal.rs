@@ -1,0 +1,30 @@
+//! The push signal: after a write, the leader's hook sends each replica's agent one UDP
+//! datagram naming the repository, so the replica syncs now instead of at its next poll.
+//! It is a hint, never trusted: a lost one costs a poll interval, a forged one an idle sync.
+
+use std::path::Path;
+
+use crate::lead::node::{self, Role};
+
+/// On the leader, tell every peer's agent that repository `git_dir` changed: one datagram
+/// each, best effort (the replicas' poll is the fallback). Sent from the leader's hook; it
+/// reads only this node's state, not the shared lease record.
+pub fn peers(git_dir: &Path) {
+    let Some(state_dir) = node::find_state_dir(git_dir) else { return };
+    let Some(state) = node::read_state(&state_dir).filter(|s| s.role == Role::Leader) else { return };
+    let (Some(root), Ok(repo)) = (state_dir.parent(), git_dir.canonicalize()) else { return };
+    let Ok(name) = repo.strip_prefix(root) else { return };
+    send(&state.peers, &name.to_string_lossy());
+}
+
+/// Tell `peers` (UDP `host:port`) that repository `name` changed. Best effort.
+pub fn send(peers: &[String], name: &str) {
+    let Ok(socket) = std::net::UdpSocket::bind(("0.0.0.0", 0)) else { return };
+    let message = format!("{PREFIX}{name}\n");
+    for peer in peers {
+        let _ = socket.send_to(message.as_bytes(), peer.as_str());
+    }
+}
+
+/// The datagram a leader sends: this prefix, then the repository name relative to the root.
+pub const PREFIX: &str = "stargate-sync ";

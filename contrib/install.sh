@@ -81,8 +81,11 @@ done
 # Hooks are symlinks to the multi-call binary, which dispatches on argv[0]: a shell shim
 # would cost one more process (about 1 ms) on each of the three hook runs of every push.
 # The target is absolute: hooks run with the Git server's PATH, which need not hold PREFIX/bin.
-for hook in pre-receive reference-transaction post-receive; do
-	[ -e "$repo/githooks/$hook" ] || continue
+# One link for every hook git knows (githooks/ has a shim for each): in a repository
+# Stargate does not manage they only run the repository's own hook, so that setting
+# core.hooksPath for the whole machine disables none of them.
+for shim in "$repo"/githooks/*; do
+	hook=$(basename "$shim")
 	rm -f "$dest/share/stargate/githooks/$hook"
 	ln -s "$prefix/bin/stargate-hook" "$dest/share/stargate/githooks/$hook"
 	say "$dest/share/stargate/githooks/$hook -> $prefix/bin/stargate-hook"

@@ -1,12 +1,24 @@
 //! `stargate-hook`, the multi-call binary: the basename of `argv[0]`, or else its first
-//! argument, picks the program.
+//! argument, picks the program: a git hook, the health responder, `git stargate` or
+//! `git kv`.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 use crate::error::{self, Error};
 
-const PROGRAMS: &str = "pre-receive, reference-transaction, health, git-stargate, git-kv";
+const USAGE: &str = "\
+usage: stargate-hook <program> [<args>...]
+   or: <program> [<args>...]      (run through a link named after the program)
+
+programs:
+   git-stargate     operate a node: agent, status, sync, lag (git stargate --help)
+   git-kv           the key/value client: set, get, del, list (git kv --help)
+   health           the health responder: /healthz, /readyz, /status, /metrics
+   <hook>           any git hook, such as pre-receive or reference-transaction: what the
+                    links in githooks/ run (core.hooksPath)
+
+See stargate-hook(1) and stargate(7).";
 
 pub fn main() -> ExitCode {
     let mut args: Vec<String> = match std::env::args_os().map(OsString::into_string).collect() {
@@ -17,25 +29,29 @@ pub fn main() -> ExitCode {
     };
     let argv0 = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_owned()).unwrap_or_default();
     let program = if argv0 == "stargate-hook" {
-        if args.len() < 2 {
-            return error::report(
-                "stargate-hook",
-                &Error::Usage(format!("stargate-hook <program> [args]; programs: {PROGRAMS}")),
-            );
+        match args.get(1).map(String::as_str) {
+            None => return error::report("stargate-hook", &Error::Usage(USAGE.into())),
+            Some("-h" | "--help" | "help") => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            Some("-V" | "--version") => {
+                println!("stargate-hook {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            Some(_) => args.remove(1),
         }
-        args.remove(1)
     } else {
         argv0
     };
     let rest = &args[1..];
     init_logging(&program);
     let result = match program.as_str() {
-        "pre-receive" => crate::hook::pre_receive(),
-        "reference-transaction" => crate::hook::reference_transaction(rest),
         "health" => crate::ops::health::main(rest),
         "git-stargate" | "stargate" => crate::ops::main(rest),
         "git-kv" | "kv" => crate::kv::main(rest),
-        other => Err(Error::Usage(format!("stargate-hook: unknown program '{other}'; programs: {PROGRAMS}"))),
+        hook if crate::hook::NAMES.contains(&hook) => crate::hook::run(hook, rest),
+        other => Err(Error::Usage(format!("unknown program '{other}'\n\n{USAGE}"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

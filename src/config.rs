@@ -7,9 +7,9 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("bad value '{value}' for '{key}': {why}")]
+    #[error("bad value '{value}' for '{key}': {why} (see stargate(7))")]
     Invalid { key: String, value: String, why: &'static str },
-    #[error("'{0}' is not set")]
+    #[error("'{0}' is not set (every key is described in stargate(7))")]
     Missing(&'static str),
     #[error("cannot read git config: {0}")]
     Read(#[from] crate::wire::git::Error),
@@ -466,6 +466,11 @@ impl Config {
             Err(Error::Missing(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `remote.<name>.url`, as git reads it.
+    pub fn remote_url(&self, name: &str) -> Option<&str> {
+        self.raw(&format!("remote.{name}.url"))
     }
 
     /// `core.sshCommand`, as git reads it for ssh transports.

@@ -34,6 +34,13 @@ pub enum Error {
     Race(String),
     #[error("gave up after {0} attempts: other writers kept moving the namespace")]
     TooManyRaces(u32),
+    #[error(
+        "no remote '{0}' in this repository: add one that reaches the cluster \
+         (git remote add {0} stargate::<node>,<node>/<repo>) or set kv.remote (git-kv(1))"
+    )]
+    NoRemote(String),
+    #[error("cannot fetch from remote '{remote}': {why}")]
+    Fetch { remote: String, why: String },
     #[error("{0}")]
     Repo(String),
 }
@@ -70,19 +77,30 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Set KEY to VALUE (one commit, pushed).
-    Set { key: String, value: String },
+    Set {
+        /// The key: `/`-separated names, e.g. `service/db/url`.
+        key: String,
+        /// The value, stored as given.
+        value: String,
+    },
     /// Print the value of KEY.
     Get {
+        /// The key to read.
         key: String,
         /// Read from the leader even when the remote would read from a replica.
         #[arg(long)]
         from_leader: bool,
     },
     /// Delete KEY (one commit, pushed).
-    Del { key: String },
+    Del {
+        /// The key to delete.
+        key: String,
+    },
     /// List keys, optionally only those starting with PREFIX.
     List {
+        /// Only keys starting with this.
         prefix: Option<String>,
+        /// Read from the leader even when the remote would read from a replica.
         #[arg(long)]
         from_leader: bool,
     },
@@ -102,7 +120,12 @@ pub fn main(args: &[String]) -> crate::error::Result<()> {
     validate_namespace(&namespace)?;
     let repo = gix::discover(".").map_err(|e| Error::Repo(format!("not in a git repository: {e}")))?;
     let dir = repo.workdir().unwrap_or_else(|| repo.git_dir()).to_owned();
-    let store = Store { repo, dir, remote: cfg.kv_remote().to_owned(), refname: format!("refs/kv/{namespace}") };
+    let remote = cfg.kv_remote().to_owned();
+    // A URL given as kv.remote is git's business; a remote name must exist.
+    if !remote.contains([':', '/']) && cfg.remote_url(&remote).is_none() {
+        return Err(Error::NoRemote(remote).into());
+    }
+    let store = Store { repo, dir, remote, refname: format!("refs/kv/{namespace}") };
     match cli.command {
         Command::Set { key, value } => {
             validate_key(&key)?;
@@ -172,7 +195,11 @@ impl Store {
     fn fetch(&self, from_leader: bool) -> Result<(), Error> {
         let config: &[&str] = if from_leader { &["stargate.readFrom=leader"] } else { &[] };
         let args = ["--quiet", "--prune", "--no-tags", "--no-write-fetch-head", &self.remote, "+refs/kv/*:refs/kv/*"];
-        git::fetch(&self.dir, config, &args, &[]).map_err(repo_err)
+        git::fetch(&self.dir, config, &args, &[]).map_err(|e| {
+            let text = e.text();
+            let why = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("git fetch failed");
+            Error::Fetch { remote: self.remote.clone(), why: why.trim_start_matches("fatal: ").to_owned() }
+        })
     }
 
     fn tip(&self) -> Result<Option<ObjectId>, Error> {

@@ -42,3 +42,27 @@ fn scan(root: &Path, dir: &Path, depth: u32, found: &mut Vec<Repo>) -> std::io::
     }
     Ok(())
 }
+
+/// The file, inside a repository's git directory, that makes it Stargate's for the hooks
+/// even when the node's state directory is gone (stargate(7), MANAGED REPOSITORIES).
+pub const MARKER: &str = "stargate/managed";
+
+const MARKER_TEXT: &str = "This repository is served by Stargate: its hooks accept a write only on the\n\
+current leader (stargate(7), MANAGED REPOSITORIES). Remove this file to release it.\n";
+
+pub fn is_marked(git_dir: &Path) -> bool {
+    git_dir.join(MARKER).is_file()
+}
+
+/// Mark the repository at `git_dir` as managed; returns whether it was not yet.
+pub fn mark(git_dir: &Path) -> std::io::Result<bool> {
+    let path = git_dir.join(MARKER);
+    if path.is_file() {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::files::write_atomic(&path, MARKER_TEXT.as_bytes(), 0o644, false)?;
+    Ok(true)
+}

@@ -50,7 +50,12 @@ struct Agent {
     started_ms: u64,
     /// After being fenced, give the node named in the record time to take the lock.
     holdoff_until: Option<Instant>,
+    /// When the repositories under the root were last looked for (to mark new ones).
+    scanned: Option<Instant>,
 }
+
+/// How often the agent looks for repositories created under the root since.
+const SCAN_INTERVAL: Duration = Duration::from_secs(5);
 
 pub fn run(cfg: &Config) -> Result<()> {
     cfg.validate()?;
@@ -85,6 +90,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         epoch: 0,
         started_ms: now_ms(),
         holdoff_until: None,
+        scanned: None,
         root: cfg.root()?,
         me,
     };
@@ -111,6 +117,9 @@ fn sleep_unless_stopped(total: Duration) {
 
 impl Agent {
     fn tick(&mut self) {
+        if self.scanned.is_none_or(|t| t.elapsed() >= SCAN_INTERVAL) {
+            self.mark_repositories();
+        }
         match self.role {
             Role::Leader => self.check_still_leading(),
             Role::Passive => self.contend(),
@@ -156,6 +165,24 @@ impl Agent {
         log::info!("elected leader at epoch {epoch} (previous: {})", prev_leader.unwrap_or("none"));
         self.audit("elected", previous.as_ref().map(|r| r.epoch), prev_leader, "lease acquired");
         self.start_journals();
+    }
+
+    /// Mark every repository under the root as managed, so that its hooks fail closed even
+    /// if this node's state directory disappears (see `repos::MARKER`).
+    fn mark_repositories(&mut self) {
+        self.scanned = Some(Instant::now());
+        let Ok(repos) = crate::repos::list(&self.root) else { return };
+        let mut marked = 0;
+        for repo in repos.iter().filter(|r| r.readable) {
+            match crate::repos::mark(&self.root.join(&repo.name)) {
+                Ok(true) => marked += 1,
+                Ok(false) => {}
+                Err(e) => log::error!("{}: cannot mark it as managed: {e}", repo.name),
+            }
+        }
+        if marked > 0 {
+            log::info!("marked {marked} repositories as managed");
+        }
     }
 
     /// Give every repository without a journal its first entry (see `journal::genesis`).

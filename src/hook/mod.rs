@@ -1,30 +1,126 @@
-//! Server-side hooks installed through `core.hooksPath` (SPEC §3). Each one decides from
-//! this node's view of the lease whether the write may go on.
+//! Git's hooks, installed for every repository through `core.hooksPath` (stargate-hook(1),
+//! stargate(7) HOOKS). Every hook git runs by name comes here.
+//!
+//! In a repository Stargate manages, a write must first pass Stargate's own decision: this
+//! node leads the current epoch (`pre-receive`, and again at `reference-transaction
+//! prepared`). Stargate's refusal comes first and alone. Once Stargate allows the write, and
+//! in every other repository at once, the repository's own hook of the same name runs
+//! (`chain`): installing Stargate never disables a site's hooks, and a repository Stargate
+//! does not manage behaves as if Stargate were not installed.
+//!
+//! Hooks read no git config: they find the node's state by walking up to
+//! `<stargate.root>/.stargate` (see `lead::node`).
 
+mod chain;
 mod pre_receive;
 mod reference_transaction;
 
-pub use pre_receive::pre_receive;
-pub use reference_transaction::reference_transaction;
-
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::lead::node::{Authority, View};
+use crate::lead::node::{self, Authority, View};
 
-/// Drain the hook's stdin: git writes every ref update there and expects it read.
-fn read_updates() -> Result<String> {
-    let mut input = String::new();
-    std::io::stdin()
-        .read_to_string(&mut input)
-        .map_err(|e| Error::Fatal(format!("cannot read the ref updates: {e}")))?;
+/// Every hook githooks(5) names that git finds by name in the hooks directory
+/// (`fsmonitor-watchman` is run from `core.fsmonitor` instead). `githooks/` has a shim for
+/// each, and install.sh a link.
+pub const NAMES: &[&str] = &[
+    "applypatch-msg",
+    "pre-applypatch",
+    "post-applypatch",
+    "pre-commit",
+    "pre-merge-commit",
+    "prepare-commit-msg",
+    "commit-msg",
+    "post-commit",
+    "pre-rebase",
+    "post-checkout",
+    "post-merge",
+    "pre-push",
+    "pre-receive",
+    "update",
+    "proc-receive",
+    "post-receive",
+    "post-update",
+    "reference-transaction",
+    "push-to-checkout",
+    "pre-auto-gc",
+    "post-rewrite",
+    "sendemail-validate",
+    "p4-changelist",
+    "p4-prepare-changelist",
+    "p4-post-changelist",
+    "p4-pre-submit",
+    "post-index-change",
+];
+
+/// Run hook `name` with git's arguments.
+pub fn run(name: &str, args: &[String]) -> Result<()> {
+    let repo = Repo::here();
+    if chain::is_nested_copy(name, &repo) {
+        return Ok(());
+    }
+    let state_dir = node::find_state_dir(&repo.git_dir);
+    let managed = state_dir.is_some() || crate::repos::is_marked(&repo.git_dir);
+    match name {
+        "pre-receive" if managed => pre_receive::run(&repo, state_dir.as_deref(), args),
+        "reference-transaction" if managed => reference_transaction::run(&repo, state_dir.as_deref(), args),
+        "push-to-checkout" => chain::push_to_checkout(&repo, args),
+        "proc-receive" => chain::proc_receive(&repo, args),
+        _ => chain::exec(name, args, &repo),
+    }
+}
+
+/// The repository a hook runs for.
+pub struct Repo {
+    /// `$GIT_DIR`; else `./.git` (a worktree's root, where git runs local hooks), else `.`.
+    git_dir: PathBuf,
+    /// Where the repository's own hooks are: `hooks/` of its common directory (the main
+    /// repository's, for a linked worktree).
+    hooks: PathBuf,
+}
+
+impl Repo {
+    fn here() -> Repo {
+        let git_dir = match std::env::var_os("GIT_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => dot_git().unwrap_or_else(|| PathBuf::from(".")),
+        };
+        let common = match std::env::var_os("GIT_COMMON_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => match std::fs::read_to_string(git_dir.join("commondir")) {
+                Ok(rel) => git_dir.join(rel.trim()),
+                Err(_) => git_dir.clone(),
+            },
+        };
+        Repo { hooks: common.join("hooks"), git_dir }
+    }
+
+    fn git_dir(&self) -> &Path {
+        &self.git_dir
+    }
+}
+
+/// `./.git` as git resolves it: a directory, or a file saying `gitdir: <path>`.
+fn dot_git() -> Option<PathBuf> {
+    let dot = Path::new(".git");
+    if dot.is_dir() {
+        return Some(dot.to_owned());
+    }
+    let text = std::fs::read_to_string(dot).ok()?;
+    let target = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
+    Some(if target.is_absolute() { target } else { dot.parent().unwrap_or(Path::new(".")).join(target) })
+}
+
+/// Drain the hook's stdin: git writes every ref update there.
+fn read_input() -> Result<Vec<u8>> {
+    let mut input = Vec::new();
+    std::io::stdin().read_to_end(&mut input).map_err(|e| Error::Fatal(format!("cannot read the ref updates: {e}")))?;
     Ok(input)
 }
 
-/// Ok when the node serving this repository (hooks run in it) leads the current epoch;
-/// otherwise say why on stderr (git relays it to the pushing client) and fail with
-/// `NotLeader` (exit 9). Reads no git config: see `node::inspect_repo`.
+/// Ok when the node serving this repository leads the current epoch; otherwise say why on
+/// stderr (git relays it to the pushing client) and fail with `NotLeader` (exit 9).
 fn require_leader(view: &View) -> Result<u64> {
     match view.authority() {
         Authority::Leader { epoch } => Ok(epoch),
@@ -33,10 +129,4 @@ fn require_leader(view: &View) -> Result<u64> {
             Err(Error::not_leader(&leader, epoch))
         }
     }
-}
-
-/// The repository a hook runs for: `$GIT_DIR` (git sets it for hooks, and does not always
-/// change into it), else the working directory.
-fn git_dir() -> PathBuf {
-    std::env::var_os("GIT_DIR").map_or_else(|| PathBuf::from("."), PathBuf::from)
 }

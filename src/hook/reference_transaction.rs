@@ -4,28 +4,33 @@
 //! agent's own mirroring writes on a passive node.
 //!
 //! On the leader, `prepared` also appends the transaction to the journal (before any ref
-//! moves), and `committed` signals the replicas to sync now instead of at their next poll.
-//! Transactions that only move refs between storage forms (`pack-refs`, `gc`) change no
-//! value: they are neither checked nor journaled, on any node.
+//! moves, and after the repository's own hook agreed), and `committed` signals the replicas
+//! to sync now instead of at their next poll. Transactions that only move refs between
+//! storage forms (`pack-refs`, `gc`) change no value: they are neither checked nor
+//! journaled, on any node.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use gix::ObjectId;
 
+use super::{Repo, chain};
 use crate::error::{Error, Result};
 use crate::lead::node::{self, SyncClaim};
 use crate::replication::journal::{self, Update};
 
-pub fn reference_transaction(args: &[String]) -> Result<()> {
+const NAME: &str = "reference-transaction";
+
+pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()> {
     let state = args.first().ok_or_else(|| Error::Usage("reference-transaction <state>".into()))?;
-    let input = super::read_updates()?;
-    let git_dir = super::git_dir();
-    let all = journal::parse_updates(&input);
+    let input = super::read_input()?;
+    let text = String::from_utf8_lossy(&input);
+    let all = journal::parse_updates(&text);
+    let git_dir = repo.git_dir();
     match state.as_str() {
         "prepared" => {
-            match node::find_state_dir(&git_dir).map(|dir| node::sync_claim(&dir)) {
-                Some(SyncClaim::Valid) => return Ok(()),
+            match state_dir.map(node::sync_claim) {
+                Some(SyncClaim::Valid) => return chain::run(NAME, args, repo, &input),
                 Some(SyncClaim::Refused(why)) => {
                     eprintln!("stargate: {why}");
                     return Err(Error::Refused(why));
@@ -33,41 +38,50 @@ pub fn reference_transaction(args: &[String]) -> Result<()> {
                 _ => {}
             }
             // Judged before anything moves: at `committed` every real change looks stored already.
-            let refs = Refs::new(&git_dir);
+            let refs = Refs::new(git_dir);
             let changes: Vec<Update> = all.iter().filter(|u| !refs.storage_only(u)).cloned().collect();
             // Lines that are not `<oid> <oid> <ref>` (symbolic refs such as HEAD) are writes too.
-            let symbolic = input.lines().filter(|l| !l.trim().is_empty()).count() > all.len();
+            let symbolic = text.lines().filter(|l| !l.trim().is_empty()).count() > all.len();
             if changes.is_empty() && !symbolic {
-                return Ok(());
+                return chain::run(NAME, args, repo, &input);
             }
+            let refuse = |e: Error| {
+                for u in &changes {
+                    log::warn!("refused: {} {} -> {}", u.refname, u.old, u.new);
+                }
+                e
+            };
+            super::require_leader(&node::inspect_state(state_dir)).map_err(refuse)?;
+            chain::run(NAME, args, repo, &input)?;
             // The journal records what each ref really held, whatever the caller expected.
             let updates: Vec<Update> = (changes.iter().filter(|u| journal::journaled(&u.refname)))
                 .map(|u| Update { old: refs.current(&u.refname).unwrap_or(u.old), ..u.clone() })
                 .collect();
-            let view = node::inspect_repo(&git_dir);
-            let epoch = super::require_leader(&view).inspect_err(|_| {
-                for u in &changes {
-                    log::warn!("refused: {} {} -> {}", u.refname, u.old, u.new);
-                }
-            })?;
-            if !updates.is_empty() {
-                let repo = journal::open(&git_dir).map_err(|e| Error::Fatal(e.to_string()))?;
-                journal::append(&repo, epoch, &view.me, updates).map_err(|e| {
-                    eprintln!("stargate: cannot journal this update, refusing it: {e}");
-                    Error::Fatal(e.to_string())
-                })?;
+            if updates.is_empty() {
+                return Ok(());
             }
+            // Judged again: the repository's own hook may have taken its time.
+            let view = node::inspect_state(state_dir);
+            let epoch = super::require_leader(&view).map_err(refuse)?;
+            let git = journal::open(git_dir).map_err(|e| Error::Fatal(e.to_string()))?;
+            journal::append(&git, epoch, &view.me, updates).map_err(|e| {
+                eprintln!("stargate: cannot journal this update, refusing it: {e}");
+                Error::Fatal(e.to_string())
+            })?;
             Ok(())
         }
-        // A signal is a hint: one after a gc only costs the replicas an idle sync.
-        "committed" if all.iter().any(|u| u.old != u.new && journal::journaled(&u.refname)) => {
-            crate::replication::signal::peers(&git_dir);
-            Ok(())
+        "committed" => {
+            // A signal is a hint: one after a gc only costs the replicas an idle sync.
+            if let Some(state_dir) = state_dir
+                && all.iter().any(|u| u.old != u.new && journal::journaled(&u.refname))
+            {
+                crate::replication::signal::peers(state_dir, git_dir);
+            }
+            chain::run(NAME, args, repo, &input)
         }
-        _ => Ok(()),
+        _ => chain::run(NAME, args, repo, &input),
     }
 }
-
 /// An update that changes how a ref is stored, not its value. Judged against the ref's
 /// actual value: `old` in the hook's input is the caller's expectation (all zeros for
 /// `update-ref -d` without one), not what the ref holds.

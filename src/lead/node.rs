@@ -112,24 +112,20 @@ pub fn inspect(cfg: &Config) -> Result<View, crate::config::Error> {
     Ok(view(me, &lock, stale_after, state))
 }
 
-/// The node serving the repository at `repo` (hooks): found by walking up to the
-/// `.stargate` directory of its `stargate.root`, and judged by what its agent published.
-pub fn inspect_repo(repo: &Path) -> View {
-    let Some(state_dir) = find_state_dir(repo) else {
-        let why = format!("no {} directory above {}: not a Stargate repository", STATE_DIR, repo.display());
-        return View { me: "unknown".into(), record: Ok(None), state: None, agent_problem: Some(why) };
+/// The node whose node-state directory (`<stargate.root>/.stargate`) is `state_dir`,
+/// judged by what its agent published (hooks). `None` is a managed repository with no such
+/// directory above it: refused like a node whose agent is gone.
+pub fn inspect_state(state_dir: Option<&Path>) -> View {
+    let unknown = |why: String| View { me: "unknown".into(), record: Ok(None), state: None, agent_problem: Some(why) };
+    let Some(state_dir) = state_dir else {
+        return unknown(format!("managed repository, but no {STATE_DIR} directory above it (node state missing)"));
     };
-    match read_state(&state_dir) {
+    match read_state(state_dir) {
         Some(state) => {
             let (me, lock) = (state.node.clone(), state.lock.clone());
             view(me, &lock, Duration::from_millis(state.stale_after_ms), Some(state))
         }
-        None => View {
-            me: "unknown".into(),
-            record: Ok(None),
-            state: None,
-            agent_problem: Some("agent not running (no state)".into()),
-        },
+        None => unknown("agent not running (no state)".into()),
     }
 }
 

@@ -40,6 +40,7 @@ enum Command {
     },
     /// Show replication lag: rolling windows with p50/p99, the aggregate, breaches.
     Lag {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -126,10 +127,12 @@ fn sync(cfg: &Config, names: Vec<String>) -> Result<()> {
     if record.node == me {
         return Err(Error::Refused(format!("this node ({me}) is the leader; nothing to mirror")));
     }
-    let base_url = record
-        .url
-        .clone()
-        .ok_or_else(|| Error::Fatal(format!("the leader record names no URL for {}", record.node)))?;
+    let base_url = record.url.clone().ok_or_else(|| {
+        Error::Fatal(format!(
+            "the leader record names no URL for {0}: set stargate.{0}.url on {0} (stargate(7))",
+            record.node
+        ))
+    })?;
     let token = std::fs::read_to_string(node::token_path(&cfg.state_dir()?))
         .map_err(|e| Error::Fatal(format!("cannot read the agent's sync token (is the agent running?): {e}")))?;
     let names = if names.is_empty() {

@@ -125,16 +125,26 @@ pub fn main() -> ExitCode {
     }
 }
 
+const USAGE: &str = "\
+usage: git-remote-stargate <remote> [<url>]
+
+git runs this remote helper for stargate:: URLs; use those with git itself:
+   git clone stargate::a,b/srv/kv.git        nodes a and b (stargate.<id>.url, .health)
+   git clone stargate::git@vip.example/kv.git one name: a floating address, over stargate.transport
+   git push stargate::a,b/kv.git main         pushes always reach the leader
+
+URL forms: stargate::<name>[,<name>...]/<path>, where each <name> is a configured node id
+or [user@]host[:port]. See git-remote-stargate(1).";
+
 fn run(args: &[String]) -> error::Result<()> {
     let (alias, url) = match args {
+        [_, help] if matches!(help.as_str(), "-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return Ok(());
+        }
         [_, alias, url] => (alias.as_str(), url.as_str()),
         [_, url] => (url.as_str(), url.as_str()),
-        _ => {
-            return Err(error::Error::Usage(
-                "usage: git-remote-stargate <remote> <url>; git runs it for stargate::<name>[,<name>…]/<path> URLs"
-                    .into(),
-            ));
-        }
+        _ => return Err(error::Error::Usage(USAGE.into())),
     };
     let spec = url::parse(url)?;
     let cfg = Config::load(None)?;

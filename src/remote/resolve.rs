@@ -85,7 +85,7 @@ pub fn resolve(nodes: &[Node], op: Op, policy: &Policy, record: Option<&Record>)
                     let _ = tx.send((i, probe(&addr, path, deadline, timeout)));
                 });
             }
-            None => answers[i] = Some(Answer::Failed(format!("no stargate.{}.health to ask", node.name))),
+            None => answers[i] = Some(Answer::Failed(format!("no stargate.{}.health to ask (stargate(7))", node.name))),
         }
     }
     drop(tx);

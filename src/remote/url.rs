@@ -111,7 +111,7 @@ fn host_endpoint(name: &str, transport: Transport, path: &str) -> Result<Endpoin
         Transport::Https => "https",
         Transport::File => {
             return Err(Error::Url(format!(
-                "'{name}' is not a configured node (no stargate.{name}.url), and stargate.transport=file needs one"
+                "'{name}' is not a configured node (no stargate.{name}.url), and stargate.transport=file needs one (stargate(7))"
             )));
         }
     };

@@ -173,7 +173,7 @@ impl Replicator {
                 }
                 Err(e) => log::warn!("cannot listen for sync signals on udp {addr}: {e}; polling only"),
             },
-            None => log::warn!("no stargate.{}.health address: no sync signals, polling only", self.me),
+            None => log::warn!("stargate.{}.health is not set: no sync signals, polling only (stargate(7))", self.me),
         }
     }
 
@@ -372,7 +372,7 @@ impl Replicator {
         }
         let base_url = record
             .url
-            .ok_or_else(|| Failure::Other(format!("leader {} has no stargate.{}.url", record.node, record.node)))?;
+            .ok_or_else(|| Failure::Other(format!("leader {0} has no stargate.{0}.url (stargate(7))", record.node)))?;
         Ok(Target { leader: record.node, epoch: record.epoch, base_url })
     }
 

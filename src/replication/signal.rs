@@ -8,10 +8,9 @@ use crate::lead::node::{self, Role};
 
 /// On the leader, tell every peer's agent that repository `git_dir` changed: one datagram
 /// each, best effort (the replicas' poll is the fallback). Sent from the leader's hook; it
-/// reads only this node's state, not the shared lease record.
-pub fn peers(git_dir: &Path) {
-    let Some(state_dir) = node::find_state_dir(git_dir) else { return };
-    let Some(state) = node::read_state(&state_dir).filter(|s| s.role == Role::Leader) else { return };
+/// reads only this node's state (in `state_dir`), not the shared lease record.
+pub fn peers(state_dir: &Path, git_dir: &Path) {
+    let Some(state) = node::read_state(state_dir).filter(|s| s.role == Role::Leader) else { return };
     let (Some(root), Ok(repo)) = (state_dir.parent(), git_dir.canonicalize()) else { return };
     let Ok(name) = repo.strip_prefix(root) else { return };
     send(&state.peers, &name.to_string_lossy());

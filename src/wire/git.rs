@@ -470,3 +470,33 @@ pub fn spawn_remote_helper(alias: &str, url: &str) -> std::io::Result<std::proce
     let scheme = if url.starts_with("http://") { "remote-http" } else { "remote-https" };
     Command::new("git").args([scheme, alias, url]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()
 }
+
+/// What git's receive-pack does for `receive.denyCurrentBranch=updateInstead` when there is
+/// no `push-to-checkout` hook (its `push_to_deploy`), run in the work tree: refuse when the
+/// work tree or the index has changes, else check out `new`. The error is git's own words.
+pub fn push_to_deploy(new: &str) -> Result<(), &'static str> {
+    let git = |args: &[&str]| command(None).args(args).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !git(&["update-index", "-q", "--ignore-submodules", "--refresh"]) {
+        return Err("Up-to-date check failed");
+    }
+    if !git(&["diff-files", "--quiet", "--ignore-submodules", "--"]) {
+        return Err("Working directory has unstaged changes");
+    }
+    let head = match git(&["rev-parse", "--verify", "-q", "HEAD^{commit}"]) {
+        true => "HEAD".to_owned(),
+        false => empty_tree().ok_or("Up-to-date check failed")?,
+    };
+    if !git(&["diff-index", "--quiet", "--cached", "--ignore-submodules", &head, "--"]) {
+        return Err("Working directory has staged changes");
+    }
+    if !git(&["read-tree", "-u", "-m", new]) {
+        return Err("Could not update working tree to new HEAD");
+    }
+    Ok(())
+}
+
+/// The empty tree's id in this repository's hash.
+fn empty_tree() -> Option<String> {
+    let out = run(None, ["hash-object", "-t", "tree", "/dev/null"]).ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}

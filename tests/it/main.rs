@@ -6,6 +6,7 @@ mod config;
 mod docs;
 mod health;
 mod hooks;
+mod install;
 mod kv;
 mod lease;
 mod remote;

@@ -1,0 +1,120 @@
+//! The repository's own hooks, run after Stargate allowed the write (at once in a
+//! repository Stargate does not manage): `hooks/<name>` of the repository, with the same
+//! arguments, stdin, working directory and environment git gave Stargate. Its exit status
+//! is the hook's, and what it prints reaches the client as git would relay it.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::Repo;
+use crate::error::{Error, Result};
+
+/// Set for a chained hook: `<hook name> <repository>`. A chained hook that is itself a
+/// Stargate shim (hooks copied into the repository) then does nothing, instead of checking
+/// and journaling the same write twice or chaining to itself forever.
+const NESTED: &str = "STARGATE_CHAINED";
+
+fn nested_key(name: &str, repo: &Repo) -> String {
+    let dir = repo.git_dir().canonicalize().unwrap_or_else(|_| repo.git_dir().to_owned());
+    format!("{name} {}", dir.display())
+}
+
+/// Whether this process is a chained hook of the same name and repository as its caller.
+pub fn is_nested_copy(name: &str, repo: &Repo) -> bool {
+    std::env::var_os(NESTED).is_some_and(|v| v.to_string_lossy() == nested_key(name, repo))
+}
+
+/// The repository's own hook `name`: missing, not executable (git ignores those too), or
+/// this very program (a link to `stargate-hook`) is none.
+fn find(name: &str, repo: &Repo) -> Option<PathBuf> {
+    let path = repo.hooks.join(name);
+    let meta = std::fs::metadata(&path).ok()?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return None;
+    }
+    let me = std::env::current_exe().and_then(|p| p.canonicalize()).ok();
+    if me.is_some() && path.canonicalize().ok() == me {
+        return None;
+    }
+    Some(path)
+}
+
+fn command(path: &Path, name: &str, args: &[String], repo: &Repo) -> Command {
+    let mut cmd = Command::new(path);
+    cmd.args(args).env(NESTED, nested_key(name, repo));
+    cmd
+}
+
+/// A script without `#!` is run by `/bin/sh`, as git's run-command does.
+fn shell(path: &Path, name: &str, args: &[String], repo: &Repo) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg(path).args(args).env(NESTED, nested_key(name, repo));
+    cmd
+}
+
+fn cannot_run(path: &Path, e: std::io::Error) -> Error {
+    Error::Fatal(format!("cannot run the repository's own hook {}: {e}", path.display()))
+}
+
+/// Become the repository's own hook `name` (stdin untouched), or end well if it has none.
+pub fn exec(name: &str, args: &[String], repo: &Repo) -> Result<()> {
+    let Some(path) = find(name, repo) else { return Ok(()) };
+    let mut e = command(&path, name, args, repo).exec();
+    if e.raw_os_error() == Some(libc::ENOEXEC) {
+        e = shell(&path, name, args, repo).exec();
+    }
+    Err(cannot_run(&path, e))
+}
+
+/// Run the repository's own hook `name` with `input` on its stdin (the input Stargate has
+/// read already); fails with its exit status.
+pub fn run(name: &str, args: &[String], repo: &Repo, input: &[u8]) -> Result<()> {
+    let Some(path) = find(name, repo) else { return Ok(()) };
+    let spawn = |mut cmd: Command| cmd.stdin(Stdio::piped()).spawn();
+    let mut child = match spawn(command(&path, name, args, repo)) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => spawn(shell(&path, name, args, repo)),
+        other => other,
+    }
+    .map_err(|e| cannot_run(&path, e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook need not read its input: a broken pipe is its choice, not an error.
+        let input = input.to_vec();
+        std::thread::spawn(move || stdin.write_all(&input));
+    }
+    let status = child.wait().map_err(|e| cannot_run(&path, e))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => Err(Error::ChainedHook(u8::try_from(code).unwrap_or(1).max(1))),
+        None => {
+            let signal = std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0);
+            Err(Error::ChainedHook(u8::try_from(128 + signal).unwrap_or(255)))
+        }
+    }
+}
+
+/// `push-to-checkout <new commit>`: git runs it, when it exists, instead of updating the
+/// work tree itself (`receive.denyCurrentBranch=updateInstead`). The shim always exists, so
+/// without a repository hook Stargate does what git would have done.
+pub fn push_to_checkout(repo: &Repo, args: &[String]) -> Result<()> {
+    if find("push-to-checkout", repo).is_some() {
+        return exec("push-to-checkout", args, repo);
+    }
+    let new = args.first().ok_or_else(|| Error::Usage("push-to-checkout <commit>".into()))?;
+    crate::wire::git::push_to_deploy(new).map_err(|why| {
+        eprintln!("{why}");
+        Error::ChainedHook(1)
+    })
+}
+
+/// `proc-receive`: git runs it for the refs `receive.procReceiveRefs` names. Without a
+/// repository hook those refs are refused, as git refuses them when it finds no hook.
+pub fn proc_receive(repo: &Repo, args: &[String]) -> Result<()> {
+    if find("proc-receive", repo).is_some() {
+        return exec("proc-receive", args, repo);
+    }
+    eprintln!("error: cannot find hook 'proc-receive'");
+    Err(Error::ChainedHook(1))
+}

@@ -1,4 +1,4 @@
-//! Settings, read from `git config` only (SPEC §2): one typed accessor per key, whose doc
+//! Settings, read from `git config` only (stargate(7), CONFIGURATION): one typed accessor per key, whose doc
 //! comment states the default. A bad value is an error naming the key and the value.
 
 use std::collections::HashMap;

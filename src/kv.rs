@@ -1,4 +1,4 @@
-//! `git kv`: a key/value store kept in git (SPEC §8). A namespace is the ref
+//! `git kv`: a key/value store kept in git (git-kv(1)). A namespace is the ref
 //! `refs/kv/<namespace>`; its tree holds one blob per key (a `/` in a key makes a subtree).
 //! Every `set`/`del` is one commit, written with gix and pushed to the cluster; a push that
 //! lost a race is rebuilt on the new tip and retried.

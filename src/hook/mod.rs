@@ -60,11 +60,17 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
     if chain::is_nested_copy(name, &repo) {
         return Ok(());
     }
-    let state_dir = node::find_state_dir(&repo.git_dir);
-    let managed = state_dir.is_some() || crate::repos::is_marked(&repo.git_dir);
     match name {
-        "pre-receive" if managed => pre_receive::run(&repo, state_dir.as_deref(), args),
-        "reference-transaction" if managed => reference_transaction::run(&repo, state_dir.as_deref(), args),
+        // Only these two decide; every other hook only chains, in any repository.
+        "pre-receive" | "reference-transaction" => {
+            let state_dir = node::find_state_dir(&repo.git_dir);
+            let managed = state_dir.is_some() || crate::repos::is_marked(&repo.git_dir);
+            match (name, managed) {
+                (_, false) => chain::exec(name, args, &repo),
+                ("pre-receive", true) => pre_receive::run(&repo, state_dir.as_deref(), args),
+                _ => reference_transaction::run(&repo, state_dir.as_deref(), args),
+            }
+        }
         "push-to-checkout" => chain::push_to_checkout(&repo, args),
         "proc-receive" => chain::proc_receive(&repo, args),
         _ => chain::exec(name, args, &repo),

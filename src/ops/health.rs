@@ -1,5 +1,5 @@
 //! `stargate-hook health`: a tiny read-only HTTP/1.x responder for `/healthz`, `/readyz`,
-//! `/status` and `/metrics` (SPEC §4). Three modes, picked automatically: socket activation
+//! `/status` and `/metrics` (stargate-hook(1), HEALTH RESPONDER). Three modes, picked automatically: socket activation
 //! (`LISTEN_FDS`), `--listen ADDR`, or inetd (the connection on stdin/stdout).
 //!
 //! Every request is bounded in size and time: one request per connection, a whole-request

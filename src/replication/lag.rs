@@ -1,4 +1,4 @@
-//! Replication lag (SPEC §6): per-update lag samples in rolling windows, their p50 and
+//! Replication lag (stargate(7), Lag): per-update lag samples in rolling windows, their p50 and
 //! p99, and the alert rule: two consecutive breaching windows trigger, a good one resolves.
 //!
 //! A sample belongs to the window in which the leader *accepted* the update, so a replica

@@ -1,4 +1,4 @@
-//! One mirror of one repository from the leader (SPEC §5): every ref `+refs/*:refs/*`,
+//! One mirror of one repository from the leader (stargate(7), Mirroring): every ref `+refs/*:refs/*`,
 //! deletions pruned, the replica's own `refs/stargate/local/*` untouched.
 //!
 //! The journal makes it cheap. An idle sync asks for one ref (the journal) and stops. After

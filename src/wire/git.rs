@@ -317,7 +317,7 @@ pub fn unreachable(repo: &Path, oids: &[String], exclude: &str) -> Result<Vec<St
     Ok(oids.iter().filter(|o| commits.contains(*o)).cloned().collect())
 }
 
-/// Why a git command failed, for retry decisions (SPEC §5).
+/// Why a git command failed, for retry decisions (stargate(7), `stargate.retry.retryable`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
     Timeout,

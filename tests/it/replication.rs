@@ -1,6 +1,6 @@
-//! Replica synchronization on the lab (SPEC §5, §6): mirror semantics, push-triggered and
-//! polled syncs, one sync at a time, the watchdog, backoff, lag metrics and alerts, and
-//! preservation of a former leader's unreplicated commits.
+//! Replica synchronization on the lab (stargate(7): Mirroring, Journal, Lag): mirror
+//! semantics, push-triggered and polled syncs, one sync at a time, the watchdog, backoff,
+//! lag metrics and alerts, and preservation of a former leader's unreplicated commits.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, UdpSocket};

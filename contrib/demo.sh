@@ -7,7 +7,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-cargo build --release --quiet
+echo "demo: building Stargate (release build; a few minutes the first time on two cores)"
+if [ -t 2 ]; then cargo build --release; else cargo build --release --quiet; fi
 prefix=$root/target/stargate
 contrib/install.sh --prefix "$prefix" --bindir target/release >/dev/null
 export PATH=$prefix/bin:$PATH GIT_CONFIG_NOSYSTEM=1 LC_ALL=C TZ=UTC
@@ -19,9 +20,9 @@ trap cleanup EXIT
 export GIT_CONFIG_GLOBAL=$work/client.gitconfig HOME=$work
 printf '[user]\n\tname = Demo\n\temail = demo@example.com\n' >"$GIT_CONFIG_GLOBAL"
 
-refused() { # key: a write that must be refused as not leader (exit 9)
+refused() { # key value: a write that must be refused as not leader (exit 9)
   local rc=0
-  git kv set "$1" nope || rc=$?
+  git kv set "$1" "$2" || rc=$?
   echo "git kv exit code: $rc (9 = not leader)"
   [ "$rc" = 9 ] || { echo "demo: expected exit 9" >&2; exit 1; }
 }
@@ -57,7 +58,7 @@ GIT_CONFIG_GLOBAL=$work/lab/$passive/gitconfig git stargate lag | tail -3
 
 step "a write sent to the passive ($passive) is refused"
 cd "$work/to-$passive"
-refused demo/refused
+refused demo/refused "sent to $passive"
 
 step "kill -9 the leader's agent; the passive takes the lease"
 epoch=$(sed -n 's/.*"epoch":\([0-9]*\).*/\1/p' "$work/lab/shared/stargate.lock.leader")
@@ -72,13 +73,14 @@ new_epoch=$(sed -n 's/.*"epoch":\([0-9]*\).*/\1/p' "$work/lab/shared/stargate.lo
 echo "$passive leads at epoch $new_epoch (was $epoch) after $took ms"
 
 step "the same write, sent to the new leader ($passive), is accepted; earlier writes survived"
-git kv set demo/after-failover yes
+git kv set demo/refused "sent to $passive"
 git kv list
+echo "demo/refused = $(git kv get demo/refused)"
 [ "$(git kv get demo/key2)" = "value 2" ] || { echo "demo: a replicated write was lost" >&2; exit 1; }
 
 step "the old leader ($leader) now refuses"
 cd "$work/to-$leader"
-refused demo/stale
+refused demo/stale "sent to $leader"
 
 step "audit log"
 cat "$work/lab/shared/stargate.lock.audit"

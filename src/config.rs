@@ -309,10 +309,10 @@ impl Config {
             self.node_health(&id)?;
         }
         for key in ["stargate.lock", "stargate.root"] {
-            if let Some(v) = self.raw(key) {
-                if !Path::new(v).is_absolute() {
-                    return Err(invalid(key, v, "expected an absolute path"));
-                }
+            if let Some(v) = self.raw(key)
+                && !Path::new(v).is_absolute()
+            {
+                return Err(invalid(key, v, "expected an absolute path"));
             }
         }
         Ok(())

@@ -138,7 +138,7 @@ pub fn main(args: &[String]) -> crate::error::Result<()> {
         Command::Get { key, from_leader } => {
             validate_key(&key)?;
             store.fetch(from_leader)?;
-            let value = store.get(&key)?.ok_or_else(|| Error::NotFound(key))?;
+            let value = store.get(&key)?.ok_or(Error::NotFound(key))?;
             println!("{}", value.as_bstr());
         }
         Command::List { prefix, from_leader } => {

@@ -172,14 +172,14 @@ impl Listener {
 fn serve(listener: Listener, ctx: Arc<Ctx>, idle: Option<Duration>) -> io::Result<()> {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
-        if let Some(idle) = idle {
-            if !readable_within(listener.fd(), idle)? {
-                if active.load(Ordering::SeqCst) == 0 {
-                    log::info!("idle for {} s; exiting", idle.as_secs());
-                    return Ok(());
-                }
-                continue;
+        if let Some(idle) = idle
+            && !readable_within(listener.fd(), idle)?
+        {
+            if active.load(Ordering::SeqCst) == 0 {
+                log::info!("idle for {} s; exiting", idle.as_secs());
+                return Ok(());
             }
+            continue;
         }
         let conn = match listener.accept() {
             Ok(c) => c,

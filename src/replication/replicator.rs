@@ -355,10 +355,10 @@ impl Replicator {
                 lost: shared.lost.clone(),
             }
         };
-        if let Ok(bytes) = serde_json::to_vec(&published) {
-            if let Err(e) = crate::files::write_atomic(&published_path(&self.state_dir), &bytes, 0o644, false) {
-                log::warn!("cannot publish replication status: {e}");
-            }
+        if let Ok(bytes) = serde_json::to_vec(&published)
+            && let Err(e) = crate::files::write_atomic(&published_path(&self.state_dir), &bytes, 0o644, false)
+        {
+            log::warn!("cannot publish replication status: {e}");
         }
     }
 

@@ -395,10 +395,10 @@ impl Run<'_> {
             if Some(*old) == *new || known(r, *old) {
                 continue;
             }
-            if let Some(new) = new {
-                if is_ancestor(main, *old, *new) {
-                    continue;
-                }
+            if let Some(new) = new
+                && is_ancestor(main, *old, *new)
+            {
+                continue;
             }
             lost.push(Lost { refname: r.clone(), oid: old.to_string(), kept_as: self.lost_name(r) });
         }
@@ -596,10 +596,10 @@ fn current_refs<'a>(
 ) -> Result<HashMap<String, ObjectId>, Error> {
     let mut out = HashMap::new();
     for name in names {
-        if let Some(r) = repo.try_find_reference(name.as_str()).map_err(repo_err)? {
-            if let Some(id) = r.try_id() {
-                out.insert(name.clone(), id.detach());
-            }
+        if let Some(r) = repo.try_find_reference(name.as_str()).map_err(repo_err)?
+            && let Some(id) = r.try_id()
+        {
+            out.insert(name.clone(), id.detach());
         }
     }
     Ok(out)

@@ -87,14 +87,12 @@ fn invalid_input_is_refused_clearly_and_writes_nothing() {
 fn concurrent_writers_from_two_clones_lose_nothing() {
     let (_lab, client) = one_node();
     let other = Client::new();
-    let url = format!(
-        "{}",
-        client
-            .git("c", &["remote", "get-url", "origin"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap()
-    );
+    let url = client
+        .git("c", &["remote", "get-url", "origin"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap()
+        .to_string();
     other.clone(&url, "o");
     let writes = 15;
     std::thread::scope(|s| {

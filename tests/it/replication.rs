@@ -452,10 +452,10 @@ fn alert_receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
                 line.clear();
             }
             let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_ok() {
-                if let Ok(json) = serde_json::from_slice(&body) {
-                    store.lock().unwrap().push(json);
-                }
+            if reader.read_exact(&mut body).is_ok()
+                && let Ok(json) = serde_json::from_slice(&body)
+            {
+                store.lock().unwrap().push(json);
             }
             let _ =
                 reader.get_mut().write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");

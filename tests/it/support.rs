@@ -200,10 +200,10 @@ impl Lab {
         let start = Instant::now();
         loop {
             let ready = self.ready();
-            if let [one] = &ready[..] {
-                if Some(one.as_str()) != not {
-                    return one.clone();
-                }
+            if let [one] = &ready[..]
+                && Some(one.as_str()) != not
+            {
+                return one.clone();
             }
             assert!(start.elapsed() < timeout, "no leader within {timeout:?} (ready: {ready:?}){}", self.logs());
             std::thread::sleep(Duration::from_millis(20));

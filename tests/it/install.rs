@@ -97,6 +97,13 @@ fn a_machine_wide_hooks_path_leaves_unrelated_repositories_alone() {
     quiet_ok(git("copy", &["fetch", "-q", "origin"]));
     assert_eq!(ok(git("copy", &["tag", "--list", "v1"])).trim(), "v1");
 
+    // proc-receive: without a repository hook, the refs it would handle are refused as git refuses them.
+    quiet_ok(git("other.git", &["config", "receive.procReceiveRefs", "refs/for"]));
+    let out = run(git("work", &["push", "../other.git", "HEAD:refs/for/main"]));
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot find hook 'proc-receive'"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("(fail to run proc-receive hook)"), "{}", stderr(&out));
+
     // push-to-checkout: without a repository hook, git's own updateInstead still happens.
     quiet_ok(git(".", &["init", "-q", "site"]));
     quiet_ok(git("site", &["config", "receive.denyCurrentBranch", "updateInstead"]));

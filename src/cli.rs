@@ -53,9 +53,11 @@ pub fn main() -> ExitCode {
         hook if crate::hook::NAMES.contains(&hook) => crate::hook::run(hook, rest),
         other => Err(Error::Usage(format!("unknown program '{other}'\n\n{USAGE}"))),
     };
+    // A hook's refusal reaches the pushing client through git: it says who refused.
+    let shown = if crate::hook::NAMES.contains(&program.as_str()) { "stargate" } else { program.as_str() };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => error::report(&program, &e),
+        Err(e) => error::report(shown, &e),
     }
 }
 

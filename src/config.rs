@@ -259,6 +259,36 @@ impl Config {
         self.duration("stargate.alert.p99", Duration::from_secs(120))
     }
 
+    /// `stargate.promote.maxLag`: a planned promotion is refused when the oldest write this
+    /// node lacks was accepted by the leader longer ago than this. Default: 10s.
+    pub fn promote_max_lag(&self) -> Result<Duration, Error> {
+        self.duration("stargate.promote.maxLag", Duration::from_secs(10))
+    }
+
+    /// `stargate.promote.cooldown`: a planned promotion is refused this soon after the last
+    /// promotion (planned or forced). Default: 1m.
+    pub fn promote_cooldown(&self) -> Result<Duration, Error> {
+        self.duration("stargate.promote.cooldown", Duration::from_secs(60))
+    }
+
+    /// `stargate.promote.timeout`: how long a planned promotion waits for the leader to
+    /// drain and let go of the lease before it gives up, changing nothing. Default: 10s.
+    pub fn promote_timeout(&self) -> Result<Duration, Error> {
+        self.positive_duration("stargate.promote.timeout", Duration::from_secs(10))
+    }
+
+    /// `stargate.promote.drainTimeout`: how long a draining leader waits for the writes
+    /// already in flight to commit or abort. Default: 5s.
+    pub fn promote_drain_timeout(&self) -> Result<Duration, Error> {
+        self.positive_duration("stargate.promote.drainTimeout", Duration::from_secs(5))
+    }
+
+    /// `stargate.catchup.timeout`: how long a newly elected node spends catching up to the
+    /// previous leader's journal before it accepts writes anyway. Default: 10s.
+    pub fn catchup_timeout(&self) -> Result<Duration, Error> {
+        self.duration("stargate.catchup.timeout", Duration::from_secs(10))
+    }
+
     fn positive_duration(&self, key: &str, default: Duration) -> Result<Duration, Error> {
         let d = self.duration(key, default)?;
         if d.is_zero() {
@@ -304,6 +334,11 @@ impl Config {
         self.alert_window()?;
         self.alert_p50()?;
         self.alert_p99()?;
+        self.promote_max_lag()?;
+        self.promote_cooldown()?;
+        self.promote_timeout()?;
+        self.promote_drain_timeout()?;
+        self.catchup_timeout()?;
         for id in self.nodes() {
             self.node_url(&id)?;
             self.node_health(&id)?;

@@ -1,7 +1,15 @@
 //! `git stargate agent`: one per node. Contends for the lease, bumps the epoch on every
-//! acquisition, publishes this node's state for the hooks and the health responder, and
-//! steps down at once when it sees a newer epoch or cannot prove it still leads.
+//! acquisition, catches up to the previous leader before it accepts writes, hands over or
+//! takes over leadership when an operator promotes a node, publishes this node's state for
+//! the hooks and the health responder, and steps down at once when it sees a newer epoch or
+//! cannot prove it still leads. It also runs the node's replica side (`replication`).
 
+mod catchup;
+pub mod control;
+mod election;
+mod promote;
+
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,10 +19,12 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lead::audit;
-use crate::lead::lease::{self, Lease, Record};
+use crate::lead::lease::Lease;
 use crate::lead::node::{self, Role, State};
 use crate::replication::journal;
 use crate::replication::replicator::Replicator;
+use crate::replication::sync;
+use control::Control;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -31,6 +41,22 @@ fn install_signal_handlers() {
     }
 }
 
+/// Run as `git stargate agent`, the agent's parent is git's wrapper process. git passes
+/// SIGTERM on to it, but not its own death by SIGKILL: ask the kernel for a SIGTERM when
+/// that parent ends, so that the agent never leads on as an orphan.
+fn end_with_parent() {
+    // SAFETY: getppid and prctl(PR_SET_PDEATHSIG) have no memory-safety preconditions.
+    let parent = unsafe { libc::getppid() };
+    let comm = std::fs::read_to_string(format!("/proc/{parent}/comm")).unwrap_or_default();
+    if comm.trim() != "git" {
+        return;
+    }
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    if unsafe { libc::getppid() } != parent {
+        STOP.store(true, Ordering::SeqCst);
+    }
+}
+
 struct Agent {
     me: String,
     /// Where the repositories are.
@@ -42,8 +68,18 @@ struct Agent {
     stale_after: Duration,
     interval: Duration,
     lease: Lease,
+    /// Whether this agent holds the lease's lock. A leader after a forced promotion does
+    /// not, until the deposed holder lets go.
+    locked: bool,
     replicator: Arc<Replicator>,
-    peers: Vec<String>,
+    control: Arc<Control>,
+    /// How catch-up syncs run (the agent's token, this node's settings).
+    sync: sync::Settings,
+    catchup_timeout: Duration,
+    drain_timeout: Duration,
+    promote_timeout: Duration,
+    /// UDP addresses of the other nodes' agents, by node id.
+    peers: HashMap<String, String>,
     role: Role,
     /// Epoch led (leader) or last seen (passive).
     epoch: u64,
@@ -52,6 +88,8 @@ struct Agent {
     holdoff_until: Option<Instant>,
     /// When the repositories under the root were last looked for (to mark new ones).
     scanned: Option<Instant>,
+    /// A leader handing over: why it refuses writes meanwhile.
+    draining: Option<String>,
 }
 
 /// How often the agent looks for repositories created under the root since.
@@ -59,29 +97,37 @@ const SCAN_INTERVAL: Duration = Duration::from_secs(5);
 
 pub fn run(cfg: &Config) -> Result<()> {
     cfg.validate()?;
+    end_with_parent();
     let me = cfg.node()?;
     let state_dir = cfg.state_dir()?;
     std::fs::create_dir_all(&state_dir)
         .map_err(|e| Error::Fatal(format!("cannot create {}: {e}", state_dir.display())))?;
     let token =
         node::new_sync_token(&state_dir).map_err(|e| Error::Fatal(format!("cannot write the sync token: {e}")))?;
-    let replicator = Replicator::new(cfg, token)?;
-    // Peers are told about writes on the UDP port of their health address.
+    let replicator = Replicator::new(cfg, token.clone())?;
+    // Agents hear each other on the UDP port of their health address.
     let signal_addr = |id: &str| {
         cfg.node_health(id)
             .ok()
             .flatten()
-            .and_then(|h| h.strip_prefix("http://").map(|a| a.trim_end_matches('/').to_owned()))
+            .and_then(|h| h.strip_prefix("http://").map(|a| a.split('/').next().unwrap_or(a).to_owned()))
     };
-    let peers = cfg.nodes().iter().filter(|id| **id != me).filter_map(|id| signal_addr(id)).collect();
-    replicator.start(signal_addr(&me));
+    let peers = cfg.nodes().into_iter().filter(|id| *id != me).filter_map(|id| Some((id.clone(), signal_addr(&id)?)));
+    let control = Control::start(&state_dir, signal_addr(&me).as_deref(), Arc::clone(&replicator));
+    replicator.start();
     let lock = cfg.lock()?;
     let mut agent = Agent {
         url: cfg.node_url(&me)?,
         health: cfg.node_health(&me)?,
         lease: Lease::open(&lock)?,
+        locked: false,
         replicator,
-        peers,
+        control,
+        sync: sync::Settings::from_config(cfg, token)?,
+        catchup_timeout: cfg.catchup_timeout()?,
+        drain_timeout: cfg.promote_drain_timeout()?,
+        promote_timeout: cfg.promote_timeout()?,
+        peers: peers.collect(),
         lock,
         state_dir,
         stale_after: cfg.lease_stale_after()?,
@@ -91,6 +137,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         started_ms: now_ms(),
         holdoff_until: None,
         scanned: None,
+        draining: None,
         root: cfg.root()?,
         me,
     };
@@ -98,21 +145,10 @@ pub fn run(cfg: &Config) -> Result<()> {
     log::info!("agent for node {} started (pid {})", agent.me, std::process::id());
     while !STOP.load(Ordering::SeqCst) {
         agent.tick();
-        sleep_unless_stopped(agent.interval);
+        agent.control.wait(agent.interval, &STOP);
     }
     agent.shut_down();
     Ok(())
-}
-
-fn sleep_unless_stopped(total: Duration) {
-    let until = Instant::now() + total;
-    while !STOP.load(Ordering::SeqCst) {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        std::thread::sleep(left.min(Duration::from_millis(50)));
-    }
 }
 
 impl Agent {
@@ -120,51 +156,22 @@ impl Agent {
         if self.scanned.is_none_or(|t| t.elapsed() >= SCAN_INTERVAL) {
             self.mark_repositories();
         }
+        for (request, reply) in self.control.take_requests() {
+            self.serve(request, reply);
+        }
         match self.role {
-            Role::Leader => self.check_still_leading(),
+            Role::Leader => {
+                self.check_still_leading();
+                if self.role == Role::Leader {
+                    self.hand_over_if_asked();
+                }
+                if self.role == Role::Leader && !self.locked {
+                    self.take_the_lock_late();
+                }
+            }
             Role::Passive => self.contend(),
         }
         self.publish();
-    }
-
-    fn contend(&mut self) {
-        let record = match lease::read_record(&self.lock) {
-            Ok(r) => r,
-            Err(e) => return log::error!("{e}; not contending"),
-        };
-        self.epoch = record.as_ref().map_or(0, |r| r.epoch);
-        if self.holdoff_until.is_some_and(|t| Instant::now() < t) {
-            return;
-        }
-        self.holdoff_until = None;
-        match self.lease.try_acquire() {
-            Ok(true) => self.elect(record),
-            Ok(false) => {}
-            Err(e) => log::error!("{e}"),
-        }
-    }
-
-    fn elect(&mut self, previous: Option<Record>) {
-        let epoch = previous.as_ref().map_or(0, |r| r.epoch) + 1;
-        let record = Record {
-            epoch,
-            node: self.me.clone(),
-            url: self.url.clone(),
-            health: self.health.clone(),
-            since_ms: now_ms(),
-        };
-        if let Err(e) = lease::write_record(&self.lock, &record) {
-            log::error!("cannot record epoch {epoch}: {e}; releasing the lease");
-            self.release();
-            return;
-        }
-        self.role = Role::Leader;
-        self.epoch = epoch;
-        self.replicator.count_election();
-        let prev_leader = previous.as_ref().map(|r| r.node.as_str());
-        log::info!("elected leader at epoch {epoch} (previous: {})", prev_leader.unwrap_or("none"));
-        self.audit("elected", previous.as_ref().map(|r| r.epoch), prev_leader, "lease acquired");
-        self.start_journals();
     }
 
     /// Mark every repository under the root as managed, so that its hooks fail closed even
@@ -185,57 +192,15 @@ impl Agent {
         }
     }
 
-    /// Give every repository without a journal its first entry (see `journal::genesis`).
-    fn start_journals(&self) {
-        let repos = match crate::repos::list(&self.root) {
-            Ok(repos) => repos,
-            Err(e) => return log::error!("cannot list repositories under {}: {e}", self.root.display()),
-        };
-        for repo in repos.iter().filter(|r| r.readable) {
-            let started =
-                journal::open(&self.root.join(&repo.name)).and_then(|git| journal::genesis(&git, self.epoch, &self.me));
-            match started {
-                Ok(true) => {
-                    log::info!("{}: journal started", repo.name);
-                    crate::replication::signal::send(&self.peers, &repo.name);
-                }
-                Ok(false) => {}
-                Err(e) => log::error!("{}: cannot start its journal: {e}", repo.name),
-            }
-        }
-    }
-
-    fn check_still_leading(&mut self) {
-        match lease::read_record(&self.lock) {
-            Ok(Some(r)) if r.epoch == self.epoch && r.node == self.me => {}
-            Ok(r) => {
-                let (node, epoch) = r.map_or(("none".into(), 0), |r| (r.node, r.epoch));
-                let why = format!("epoch {epoch} now belongs to {node}");
-                log::warn!("fenced: {why}; stepping down");
-                self.step_down("fenced", &why);
-                self.epoch = epoch;
-                self.holdoff_until = Some(Instant::now() + self.interval * 3);
-            }
-            Err(e) => {
-                log::error!("{e}; stepping down");
-                self.step_down("step-down", &e.to_string());
-            }
-        }
-    }
-
-    /// Stop accepting writes first (state), then let go of the lock.
-    fn step_down(&mut self, event: &str, reason: &str) {
-        let led = self.epoch;
-        self.role = Role::Passive;
-        self.publish();
-        self.release();
-        self.audit(event, Some(led), Some(&self.me.clone()), reason);
-    }
-
-    fn release(&self) {
-        if let Err(e) = self.lease.release() {
-            log::error!("{e}");
-        }
+    /// Every readable repository's journal position (last sequence number), for the audit.
+    fn positions(&self) -> std::collections::BTreeMap<String, u64> {
+        let repos = crate::repos::list(&self.root).unwrap_or_default();
+        (repos.into_iter().filter(|r| r.readable))
+            .filter_map(|r| {
+                let git = journal::open(&self.root.join(&r.name)).ok()?;
+                Some((r.name, journal::tip(&git).ok().flatten().map_or(0, |(_, seq)| seq)))
+            })
+            .collect()
     }
 
     fn publish(&mut self) {
@@ -244,21 +209,26 @@ impl Agent {
             node: self.me.clone(),
             lock: self.lock.clone(),
             stale_after_ms: self.stale_after.as_millis() as u64,
-            peers: self.peers.clone(),
+            peers: self.peers.values().cloned().collect(),
             pid: std::process::id(),
             role: self.role,
             epoch: self.epoch,
             heartbeat_ms: now_ms(),
             started_ms: self.started_ms,
+            draining: self.draining.clone(),
         };
         if let Err(e) = node::write_state(&self.state_dir, &state) {
             log::error!("cannot publish node state in {}: {e}", self.state_dir.display());
             // Hooks will see stale state and refuse; do not also block failover by holding the lock.
             if self.role == Role::Leader {
                 self.role = Role::Passive;
+                self.draining = None;
                 self.replicator.set_passive(true);
                 self.release();
-                self.audit("step-down", Some(self.epoch), None, "cannot publish node state");
+                self.audit(audit::Event {
+                    previous_epoch: Some(self.epoch),
+                    ..self.event("step-down", "cannot publish node state")
+                });
             }
         }
     }
@@ -270,20 +240,17 @@ impl Agent {
         }
         // The state stays (passive, pid gone): hooks still find the lease and name the leader.
         self.publish();
+        let _ = std::fs::remove_file(control::socket_path(&self.state_dir));
         log::info!("agent stopped");
     }
 
-    fn audit(&self, event: &str, previous_epoch: Option<u64>, previous_leader: Option<&str>, reason: &str) {
-        let event = audit::Event {
-            time_ms: now_ms(),
-            node: &self.me,
-            event,
-            epoch: self.epoch,
-            previous_epoch,
-            previous_leader,
-            reason,
-        };
-        if let Err(e) = audit::append(&self.lock, &event) {
+    /// An audit event of this node at its current epoch.
+    fn event(&self, event: &str, reason: impl Into<String>) -> audit::Event {
+        audit::Event::new(&self.me, event, self.epoch, reason)
+    }
+
+    fn audit(&self, event: audit::Event) {
+        if let Err(e) = audit::append(&self.lock, Some(&self.state_dir), &event) {
             log::error!("cannot append to the audit log: {e}");
         }
     }

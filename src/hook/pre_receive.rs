@@ -1,14 +1,30 @@
-//! `pre-receive`: the first gate of a push. A node that is not the current leader refuses
-//! the whole push before any ref moves. Pushes never get the mirroring exemption.
+//! `pre-receive`: the first gate of a push. Anything under `refs/stargate/` is refused on
+//! every node (exit 1): it is Stargate's own namespace. Then a node that is not the current
+//! leader refuses the whole push before any ref moves (exit 9). Pushes never get the
+//! mirroring exemption.
 
 use std::path::Path;
 
 use super::{Repo, chain};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lead::node;
+use crate::replication::journal;
 
 pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()> {
     let input = super::read_input()?;
+    let text = String::from_utf8_lossy(&input);
+    if let Some(refname) = journal::parse_updates(&text).into_iter().map(|u| u.refname).find(|r| protected(r)) {
+        let why = format!(
+            "refusing {refname}: refs/stargate/ belongs to Stargate; pushes may not create, change or delete \
+             refs there (stargate(7), Protected namespace)"
+        );
+        return Err(Error::Refused(why));
+    }
     super::require_leader(&node::inspect_state(state_dir))?;
     chain::run("pre-receive", args, repo, &input)
+}
+
+/// Stargate's own refs: the journal and every node's local refs (kept lost commits).
+pub fn protected(refname: &str) -> bool {
+    refname == "refs/stargate" || refname.starts_with("refs/stargate/")
 }

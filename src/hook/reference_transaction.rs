@@ -16,6 +16,7 @@ use gix::ObjectId;
 
 use super::{Repo, chain};
 use crate::error::{Error, Result};
+use crate::lead::inflight;
 use crate::lead::node::{self, SyncClaim};
 use crate::replication::journal::{self, Update};
 
@@ -31,10 +32,7 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
         "prepared" => {
             match state_dir.map(node::sync_claim) {
                 Some(SyncClaim::Valid) => return chain::run(NAME, args, repo, &input),
-                Some(SyncClaim::Refused(why)) => {
-                    eprintln!("stargate: {why}");
-                    return Err(Error::Refused(why));
-                }
+                Some(SyncClaim::Refused(why)) => return Err(Error::Refused(why)),
                 _ => {}
             }
             // Judged before anything moves: at `committed` every real change looks stored already.
@@ -60,23 +58,31 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
             if updates.is_empty() {
                 return Ok(());
             }
+            // In flight from here to `committed` or `aborted`, marked before the last look at
+            // the node state: a draining leader waits for it (see `lead::inflight`).
+            let marker = inflight::Marker::begin(git_dir)
+                .map_err(|e| Error::Fatal(format!("cannot mark this write as in flight: {e}")))?;
             // Judged again: the repository's own hook may have taken its time.
             let view = node::inspect_state(state_dir);
             let epoch = super::require_leader(&view).map_err(refuse)?;
             let git = journal::open(git_dir).map_err(|e| Error::Fatal(e.to_string()))?;
-            journal::append(&git, epoch, &view.me, updates).map_err(|e| {
-                eprintln!("stargate: cannot journal this update, refusing it: {e}");
-                Error::Fatal(e.to_string())
-            })?;
+            journal::append(&git, epoch, &view.me, updates)
+                .map_err(|e| Error::Fatal(format!("cannot journal this update, refusing it: {e}")))?;
+            marker.keep();
             Ok(())
         }
         "committed" => {
+            inflight::end(git_dir);
             // A signal is a hint: one after a gc only costs the replicas an idle sync.
             if let Some(state_dir) = state_dir
                 && all.iter().any(|u| u.old != u.new && journal::journaled(&u.refname))
             {
                 crate::replication::signal::peers(state_dir, git_dir);
             }
+            chain::run(NAME, args, repo, &input)
+        }
+        "aborted" => {
+            inflight::end(git_dir);
             chain::run(NAME, args, repo, &input)
         }
         _ => chain::run(NAME, args, repo, &input),

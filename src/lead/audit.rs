@@ -1,32 +1,95 @@
-//! The audit trail: one JSON line per change of leadership (who, when, which epochs, why),
-//! appended beside the lease on the shared volume.
+//! The audit trail: one JSON line per change of leadership and per event an operator must
+//! be able to reconstruct later (who, when, which epochs, which journal positions, why).
+//! Each line goes to the shared volume, beside the lease (`<lock>.audit`), and to the node's
+//! own copy (`<root>/.stargate/audit.log`), so that neither a lost volume nor a lost node
+//! loses the history. git-stargate(1) lists the events and fields.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::lease::{Error, io, sibling};
 
+/// The shared audit log of the lease at `lock`.
 pub fn path(lock: &Path) -> PathBuf {
     sibling(lock, "audit")
 }
 
-/// One line of the audit log: who did what to the lease, when, under which epochs.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Event<'a> {
-    pub time_ms: u64,
-    pub node: &'a str,
-    /// `elected`, `step-down`, `fenced`, `released`.
-    pub event: &'a str,
-    pub epoch: u64,
-    pub previous_epoch: Option<u64>,
-    pub previous_leader: Option<&'a str>,
-    pub reason: &'a str,
+/// A node's own copy, in its state directory.
+pub fn local_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("audit.log")
 }
 
-/// Append `event` to the audit log of the lease at `lock`.
-pub fn append(lock: &Path, event: &Event<'_>) -> Result<(), Error> {
-    let path = path(lock);
-    let line = serde_json::to_vec(event).map_err(|source| Error::Damaged { path: path.clone(), source })?;
-    crate::files::append_line(&path, &line).map_err(io(&path))
+/// One line of the audit log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Event {
+    pub time_ms: u64,
+    /// The node the event happened on.
+    pub node: String,
+    /// Who caused it: the operator who ran the command, or `agent`.
+    #[serde(default)]
+    pub user: String,
+    /// `elected`, `step-down`, `fenced`, `released`, `promote-requested`, `draining`,
+    /// `drained`, `demoted`, `promoted`, `forced-promotion`, `caught-up`,
+    /// `catch-up-shortfall`, `lost-commits`.
+    pub event: String,
+    /// The epoch after the event.
+    pub epoch: u64,
+    pub previous_epoch: Option<u64>,
+    pub previous_leader: Option<String>,
+    /// Journal positions (last sequence number) per repository, where they matter.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub positions: BTreeMap<String, u64>,
+    pub reason: String,
+}
+
+impl Event {
+    pub fn new(node: &str, event: &str, epoch: u64, reason: impl Into<String>) -> Event {
+        Event {
+            time_ms: crate::clock::now_ms(),
+            node: node.to_owned(),
+            user: "agent".into(),
+            event: event.to_owned(),
+            epoch,
+            reason: reason.into(),
+            ..Event::default()
+        }
+    }
+}
+
+/// Append `event` to the shared log of the lease at `lock` and, when given, to the node's
+/// own copy in `state_dir`. Both are tried; the first failure is returned.
+pub fn append(lock: &Path, state_dir: Option<&Path>, event: &Event) -> Result<(), Error> {
+    let shared = path(lock);
+    let line = serde_json::to_vec(event).map_err(|source| Error::Damaged { path: shared.clone(), source })?;
+    let first = crate::files::append_line(&shared, &line).map_err(io(&shared));
+    let second = match state_dir {
+        Some(dir) => {
+            let local = local_path(dir);
+            crate::files::append_line(&local, &line).map_err(io(&local))
+        }
+        None => Ok(()),
+    };
+    first.and(second)
+}
+
+/// Every event of the shared log, oldest first; lines that do not parse are skipped.
+pub fn read(lock: &Path) -> Vec<Event> {
+    let text = std::fs::read_to_string(path(lock)).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// The last promotion (planned or forced), if any.
+pub fn last_promotion(events: &[Event]) -> Option<&Event> {
+    events.iter().rev().find(|e| e.event == "promoted" || e.event == "forced-promotion")
+}
+
+/// Who runs this command: the user behind `sudo`, else the login name, else the uid.
+pub fn user() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        // SAFETY: getuid has no preconditions.
+        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }))
 }

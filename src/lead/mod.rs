@@ -1,10 +1,14 @@
-//! Who may write: the leader lease with its epochs (the fencing token), the audit trail of
-//! every change of leadership, and this node's published state, from which hooks, the
-//! health responder and the CLI all decide "may this node accept a write now?".
+//! Who may write: the leader lease with its epochs (the fencing token), a handoff of
+//! leadership in progress, the audit trail of every change of leadership, this node's
+//! published state, from which hooks, the health responder and the CLI all decide "may
+//! this node accept a write now?", and the writes in flight that a draining leader waits
+//! for.
 //!
 //! This folder decides and records; it never runs git and never imports replication or
 //! the agent, which build on it.
 
 pub mod audit;
+pub mod handoff;
+pub mod inflight;
 pub mod lease;
 pub mod node;

@@ -35,6 +35,9 @@ pub struct State {
     pub epoch: u64,
     pub heartbeat_ms: u64,
     pub started_ms: u64,
+    /// A leader handing over (planned promotion): why it refuses writes meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<String>,
 }
 
 pub fn state_path(state_dir: &Path) -> PathBuf {
@@ -163,7 +166,7 @@ fn agent_problem(me: &str, state: Option<&State>, stale_after: Duration) -> Opti
 }
 
 /// A zombie (killed, not yet reaped) counts as dead.
-fn pid_alive(pid: u32) -> bool {
+pub fn pid_alive(pid: u32) -> bool {
     if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
         return !matches!(state, Some('Z' | 'X'));
@@ -204,6 +207,9 @@ impl View {
         };
         if state.role != Role::Leader {
             return refused(leader, epoch, "this node is passive".into());
+        }
+        if let Some(why) = &state.draining {
+            return refused(leader, epoch, format!("draining: {why}"));
         }
         if leader != self.me || epoch != state.epoch {
             let why = format!("fenced: this node led epoch {}, the lease is now at epoch {epoch}", state.epoch);

@@ -5,15 +5,16 @@
 //! and change state only through them.
 
 pub mod health;
+mod promote;
 pub mod status;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lead::lease;
-use crate::lead::node::{self, Role};
-use status::Status;
+use crate::lead::node;
 
 /// Operate a Stargate node.
 #[derive(Parser)]
@@ -27,14 +28,43 @@ struct Cli {
 enum Command {
     /// Run this node's agent: contend for the lease, publish state (runs until SIGTERM).
     Agent,
-    /// Show this node's role, epoch, leader, repositories and replication.
+    /// Show this node's role, epoch, leader, repositories, replication and peers.
     Status {
-        /// Print JSON instead of text.
+        /// Print JSON instead of text (fields: git-stargate(1)).
         #[arg(long)]
         json: bool,
     },
+    /// Make this node the leader: the leader drains, this node catches up, then leads.
+    Promote {
+        /// Emergency: take leadership now, even from a frozen or unreachable leader,
+        /// without the preflight checks; prints what may be lost first.
+        #[arg(long)]
+        force: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Promote this node back: it must be the leader the last promotion took over from.
+    Failback {
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Compare every repository's refs on every node with the leader's.
+    Verify {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// How long to wait for lagging replicas to catch up before judging them.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+        wait: std::time::Duration,
+    },
     /// Mirror repositories from the leader now (all of them without arguments).
     Sync {
+        /// Mirror everything, as if the journal could not be followed: repairs what
+        /// `verify` reports as diverged.
+        #[arg(long)]
+        full: bool,
         /// Repositories by name relative to stargate.root, e.g. `kv.git`.
         repos: Vec<String>,
     },
@@ -46,80 +76,37 @@ enum Command {
     },
 }
 
+fn duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    crate::config::parse_duration(s).ok_or_else(|| format!("'{s}': expected a duration like 5s or 500ms"))
+}
+
 pub fn main(args: &[String]) -> Result<()> {
     let cli: Cli = crate::args::parse("git stargate", args)?;
     let cfg = Config::load(None)?;
     match cli.command {
         Command::Agent => crate::agent::run(&cfg),
-        Command::Sync { repos } => sync(&cfg, repos),
+        Command::Promote { force, yes } => promote::promote(&cfg, force, yes),
+        Command::Failback { yes } => promote::failback(&cfg, yes),
+        Command::Verify { json, wait } => verify::verify(&cfg, json, wait),
+        Command::Sync { full, repos } => sync(&cfg, repos, full),
         Command::Lag { json } => lag(&cfg, json),
         Command::Status { json } => {
             cfg.validate()?;
-            let status = status::status(&cfg, true)?;
+            let mut status = status::status(&cfg, true)?;
+            status::add_peers(&mut status, &cfg);
             if json {
                 let text = serde_json::to_string_pretty(&status).map_err(|e| Error::Fatal(e.to_string()))?;
                 println!("{text}");
             } else {
-                print_status(&status);
+                status::print(&status);
             }
             Ok(())
         }
     }
 }
 
-fn print_status(s: &Status) {
-    let role = match s.role {
-        Role::Leader => "leader",
-        Role::Passive => "passive",
-    };
-    println!("node:     {}", s.node);
-    println!("role:     {role} (epoch {})", s.epoch);
-    match &s.leader {
-        Some(r) => println!(
-            "leader:   {} (epoch {}, for {} s)",
-            r.node,
-            r.epoch,
-            crate::clock::now_ms().saturating_sub(r.since_ms) / 1000
-        ),
-        None => println!("leader:   none elected yet"),
-    }
-    match (&s.agent.problem, s.agent.pid) {
-        (None, Some(pid)) => println!("agent:    running (pid {pid})"),
-        (problem, _) => println!("agent:    {}", problem.as_deref().unwrap_or("unknown")),
-    }
-    match &s.refusal {
-        None => println!("writes:   accepted"),
-        Some(why) => println!("writes:   refused: {why}"),
-    }
-    let unreadable = s.repositories.iter().filter(|r| !r.readable).count();
-    println!("repos:    {} ({unreadable} unreadable)", s.repositories.len());
-    match (s.lag_seconds, s.lag_operations) {
-        (Some(secs), Some(ops)) => println!("lag:      {secs:.3} s, {ops} operations behind"),
-        (None, Some(ops)) => println!("lag:      {ops} operations behind"),
-        _ => {}
-    }
-    for r in &s.repositories {
-        let seq = r.journal_seq.map_or("-".into(), |n| n.to_string());
-        let last = s.replication.as_ref().and_then(|p| p.repos.get(&r.name)).map(|st| {
-            let age = st
-                .last_sync_ms
-                .map_or("never".into(), |t| format!("{} s ago", crate::clock::now_ms().saturating_sub(t) / 1000));
-            format!(", last sync {age}: {}", st.last_result.as_deref().unwrap_or("-"))
-        });
-        println!("  {} seq {seq}{}", r.name, last.unwrap_or_default());
-    }
-    if let Some(p) = &s.replication {
-        for l in &p.lost {
-            println!("lost:     {} {} at {} kept as {}", l.repo, l.refname, l.oid, l.kept_as);
-        }
-    }
-    for e in &s.errors {
-        println!("error:    {e}");
-    }
-}
-
 /// `git stargate sync`: mirror now, by hand, with git's progress on a terminal.
-fn sync(cfg: &Config, names: Vec<String>) -> Result<()> {
+fn sync(cfg: &Config, names: Vec<String>, full: bool) -> Result<()> {
     cfg.validate()?;
     let root = cfg.root()?;
     let me = cfg.node()?;
@@ -141,12 +128,9 @@ fn sync(cfg: &Config, names: Vec<String>) -> Result<()> {
         names
     };
     let settings = crate::replication::sync::Settings {
-        timeout: cfg.sync_timeout()?,
-        upload_pack: cfg.sync_upload_pack().map(str::to_owned),
-        token: token.trim().to_owned(),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        measure_since_ms: crate::clock::now_ms(),
-        lock: cfg.lock()?,
+        full,
+        ..crate::replication::sync::Settings::from_config(cfg, token.trim().to_owned())?
     };
     let target = crate::replication::sync::Target { leader: record.node.clone(), epoch: record.epoch, base_url };
     let mut failed = 0;

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::lead::audit;
 use crate::lead::lease::Record;
 use crate::lead::node::{self, Authority, Role};
 use crate::replication::journal;
@@ -28,7 +29,38 @@ pub struct Status {
     pub lag_operations: Option<u64>,
     /// What the agent's replica side published, when it has.
     pub replication: Option<Published>,
+    /// Lost commits kept in this node's repositories (`refs/stargate/local/lost/*`).
+    pub kept: Vec<Kept>,
+    /// The last promotion in the audit trail.
+    pub last_promotion: Option<audit::Event>,
+    /// The other nodes as seen from here (`git stargate status` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<Peer>>,
     pub errors: Vec<String>,
+}
+
+/// A value a replica kept instead of destroying it (stargate(7), Lost commits).
+#[derive(Debug, Serialize)]
+pub struct Kept {
+    pub repository: String,
+    /// `refs/stargate/local/lost/<epoch>/<ref>`.
+    pub kept_as: String,
+    pub oid: String,
+}
+
+/// Another node, from its health responder's `/status`.
+#[derive(Debug, Serialize)]
+pub struct Peer {
+    pub node: String,
+    pub health: Option<String>,
+    pub reachable: bool,
+    pub role: Option<String>,
+    pub epoch: Option<u64>,
+    pub accepts_writes: Option<bool>,
+    pub lag_seconds: Option<f64>,
+    pub lag_operations: Option<u64>,
+    /// Why it could not be asked, or why it refuses writes.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -48,8 +80,9 @@ pub struct Repository {
 }
 
 /// This node's status. `detail` adds what only `/status`, `/metrics` and `git stargate
-/// status` show: each repository's journal position (one repository open each) and the
-/// replica's published figures; the health probes leave them out.
+/// status` show: each repository's journal position and kept lost commits (one repository
+/// open each), the replica's published figures and the last promotion; the health probes
+/// leave them out.
 pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
     let view = node::inspect(cfg)?;
     let mut errors = Vec::new();
@@ -70,12 +103,14 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
             Vec::new()
         }
     };
-    let mut replication = None;
+    let (mut replication, mut kept, mut last_promotion) = (None, Vec::new(), None);
     if detail {
         for r in &mut repositories {
-            let repo = journal::open(&cfg.root()?.join(&r.name)).ok();
-            r.journal_seq = repo.and_then(|repo| journal::tip(&repo).ok().flatten()).map(|(_, seq)| seq);
+            let Ok(repo) = journal::open(&cfg.root()?.join(&r.name)) else { continue };
+            r.journal_seq = journal::tip(&repo).ok().flatten().map(|(_, seq)| seq);
+            kept.extend(kept_refs(&repo, &r.name));
         }
+        last_promotion = audit::last_promotion(&audit::read(&cfg.lock()?)).cloned();
         replication =
             crate::replication::replicator::read_published(&cfg.state_dir()?).filter(|_| view.role() == Role::Passive);
     }
@@ -99,6 +134,153 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
             problem: view.agent_problem.clone(),
         },
         repositories,
+        kept,
+        last_promotion,
+        peers: None,
         errors,
     })
+}
+
+fn kept_refs(repo: &gix::Repository, name: &str) -> Vec<Kept> {
+    let Ok(refs) = repo.references() else { return Vec::new() };
+    let Ok(iter) = refs.prefixed("refs/stargate/local/lost/") else { return Vec::new() };
+    iter.filter_map(Result::ok)
+        .filter_map(|r| {
+            let oid = r.try_id()?.to_string();
+            Some(Kept { repository: name.to_owned(), kept_as: r.name().as_bstr().to_string(), oid })
+        })
+        .collect()
+}
+
+/// Ask every other configured node's health responder for its `/status`, in parallel,
+/// each within `stargate.probeTimeout`.
+pub fn add_peers(status: &mut Status, cfg: &Config) {
+    let timeout = cfg.probe_timeout().unwrap_or(std::time::Duration::from_millis(500));
+    let deadline = std::time::Instant::now() + timeout;
+    let others: Vec<(String, Option<String>)> = (cfg.nodes().into_iter())
+        .filter(|id| *id != status.node)
+        .map(|id| {
+            let health = cfg.node_health(&id).ok().flatten();
+            (id, health)
+        })
+        .collect();
+    let asks: Vec<_> = others
+        .into_iter()
+        .map(|(node, health)| {
+            std::thread::spawn(move || {
+                let addr = health
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("http://"))
+                    .map(|a| a.split('/').next().unwrap_or(a).to_owned());
+                let answer = match &addr {
+                    None => Err(format!("stargate.{node}.health is not set (stargate(7))")),
+                    Some(addr) => crate::wire::http::get(addr, "/status", deadline, timeout),
+                };
+                peer(node, health, answer)
+            })
+        })
+        .collect();
+    status.peers = Some(asks.into_iter().filter_map(|t| t.join().ok()).collect());
+}
+
+fn peer(node: String, health: Option<String>, answer: std::result::Result<(u16, String), String>) -> Peer {
+    let unreachable = |note: String| Peer {
+        node: node.clone(),
+        health: health.clone(),
+        reachable: false,
+        role: None,
+        epoch: None,
+        accepts_writes: None,
+        lag_seconds: None,
+        lag_operations: None,
+        note: Some(note),
+    };
+    let (code, body) = match answer {
+        Ok(a) => a,
+        Err(why) => return unreachable(why),
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return unreachable(format!("HTTP {code}: not a /status answer"));
+    };
+    let text = |v: &serde_json::Value| v.as_str().map(crate::wire::sanitize::text);
+    Peer {
+        node: node.clone(),
+        health: health.clone(),
+        reachable: true,
+        role: text(&v["role"]),
+        epoch: v["epoch"].as_u64(),
+        accepts_writes: v["accepts_writes"].as_bool(),
+        lag_seconds: v["lag_seconds"].as_f64(),
+        lag_operations: v["lag_operations"].as_u64(),
+        note: text(&v["refusal"]),
+    }
+}
+
+/// `git stargate status` as text.
+pub fn print(s: &Status) {
+    let role = match s.role {
+        Role::Leader => "leader",
+        Role::Passive => "passive",
+    };
+    println!("node:     {}", s.node);
+    println!("role:     {role} (epoch {})", s.epoch);
+    match &s.leader {
+        Some(r) => println!(
+            "leader:   {} (epoch {}, for {} s)",
+            r.node,
+            r.epoch,
+            crate::clock::now_ms().saturating_sub(r.since_ms) / 1000
+        ),
+        None => println!("leader:   none elected yet"),
+    }
+    match (&s.agent.problem, s.agent.pid) {
+        (None, Some(pid)) => println!("agent:    running (pid {pid})"),
+        (problem, _) => println!("agent:    {}", problem.as_deref().unwrap_or("unknown")),
+    }
+    match &s.refusal {
+        None => println!("writes:   accepted"),
+        Some(why) => println!("writes:   refused: {why}"),
+    }
+    let unreadable = s.repositories.iter().filter(|r| !r.readable).count();
+    println!("repos:    {} ({unreadable} unreadable)", s.repositories.len());
+    match (s.lag_seconds, s.lag_operations) {
+        (Some(secs), Some(ops)) => println!("lag:      {secs:.3} s, {ops} operations behind"),
+        (None, Some(ops)) => println!("lag:      {ops} operations behind"),
+        _ => {}
+    }
+    for r in &s.repositories {
+        let seq = r.journal_seq.map_or("-".into(), |n| n.to_string());
+        let last = s.replication.as_ref().and_then(|p| p.repos.get(&r.name)).map(|st| {
+            let age = st
+                .last_sync_ms
+                .map_or("never".into(), |t| format!("{} s ago", crate::clock::now_ms().saturating_sub(t) / 1000));
+            format!(", last sync {age}: {}", st.last_result.as_deref().unwrap_or("-"))
+        });
+        println!("  {} seq {seq}{}", r.name, last.unwrap_or_default());
+    }
+    for k in &s.kept {
+        println!("kept:     {} {} at {}", k.repository, k.kept_as, k.oid);
+    }
+    if let Some(p) = &s.last_promotion {
+        let age = crate::clock::now_ms().saturating_sub(p.time_ms) / 1000;
+        let from = p.previous_leader.as_deref().unwrap_or("?");
+        println!("promoted: {} from {from} at epoch {}, {age} s ago, by {} ({})", p.node, p.epoch, p.user, p.event);
+    }
+    for p in s.peers.iter().flatten() {
+        match (p.reachable, p.accepts_writes) {
+            (false, _) => println!("peer:     {} unreachable: {}", p.node, p.note.as_deref().unwrap_or("?")),
+            (true, Some(true)) => println!("peer:     {} leader (epoch {})", p.node, p.epoch.unwrap_or(0)),
+            (true, _) => {
+                let lag = match (p.lag_seconds, p.lag_operations) {
+                    (Some(s), Some(o)) => format!(", lag {s:.3} s, {o} operations behind"),
+                    (None, Some(o)) => format!(", {o} operations behind"),
+                    _ => String::new(),
+                };
+                println!("peer:     {} passive (epoch {}){lag}", p.node, p.epoch.unwrap_or(0));
+            }
+        }
+    }
+    for e in &s.errors {
+        println!("error:    {e}");
+    }
 }

@@ -3,7 +3,6 @@
 //! strings picking the writable server. Writes need the leader (`/readyz` = 200); reads
 //! follow `stargate.readFrom`, judging replicas by their `/status` lag.
 
-use std::io::{Read, Write};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -232,7 +231,7 @@ fn no_target(nodes: &[Node], answers: &[Option<Answer>], op: Op, policy: &Policy
 
 /// Ask one health responder. Never outlives `deadline` by more than one system call.
 fn probe(addr: &str, path: &str, deadline: Instant, timeout: Duration) -> Answer {
-    match http_get(addr, path, deadline, timeout) {
+    match crate::wire::http::get(addr, path, deadline, timeout) {
         Err(why) => Answer::Failed(why),
         Ok((code, body)) => parse_answer(path, code, &body),
     }
@@ -270,40 +269,6 @@ pub fn parse_answer(path: &str, code: u16, body: &str) -> Answer {
     let alive = status["agent"]["alive"].as_bool() == Some(true);
     let lag_seconds = status["lag_seconds"].as_f64().filter(|l| l.is_finite() && *l >= 0.0);
     Answer::Passive { why, alive, lag_seconds }
-}
-
-/// A minimal HTTP/1.0 GET with one deadline for connect, request and answer.
-fn http_get(addr: &str, path: &str, deadline: Instant, timeout: Duration) -> Result<(u16, String), String> {
-    let late = || format!("no answer within {} ms", timeout.as_millis());
-    let io_why = |e: &std::io::Error| match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => late(),
-        _ => e.to_string(),
-    };
-    let left = || {
-        let d = deadline.saturating_duration_since(Instant::now());
-        if d.is_zero() { Err(late()) } else { Ok(d) }
-    };
-    let mut s = crate::wire::proto::connect(addr, addr, deadline).map_err(|e| io_why(&e))?;
-    s.set_write_timeout(Some(left()?)).map_err(|e| io_why(&e))?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: git-remote-stargate\r\n\r\n");
-    s.write_all(request.as_bytes()).map_err(|e| io_why(&e))?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        s.set_read_timeout(Some(left()?)).map_err(|e| io_why(&e))?;
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) if buf.len() + n > 256 * 1024 => return Err("answer too large".into()),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_why(&e)),
-        }
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("not an HTTP answer")?;
-    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or("not an HTTP answer")?;
-    Ok((code, body.to_owned()))
 }
 
 #[cfg(test)]

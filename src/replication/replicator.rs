@@ -7,7 +7,6 @@
 //! responder and `git stargate status|lag`, sends StatsD metrics and lag alerts.
 
 use std::collections::HashMap;
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
 use crate::config::{self, Config};
-use crate::lead::lease;
+use crate::lead::{audit, lease};
 use crate::replication::alert::Alerter;
 use crate::replication::backoff::Policy;
 use crate::replication::lag::{self, Event, Judged, Windows};
@@ -136,14 +135,7 @@ impl Replicator {
             interval: cfg.sync_interval()?,
             metrics_interval: cfg.metrics_interval()?,
             policy: Policy::from_config(cfg)?,
-            settings: sync::Settings {
-                timeout: cfg.sync_timeout()?,
-                upload_pack: cfg.sync_upload_pack().map(str::to_owned),
-                token,
-                progress: false,
-                measure_since_ms: now_ms(),
-                lock: cfg.lock()?,
-            },
+            settings: sync::Settings::from_config(cfg, token)?,
             statsd: cfg.statsd()?,
             alert,
             shared: Mutex::new(Shared {
@@ -159,22 +151,22 @@ impl Replicator {
         }))
     }
 
-    /// Start the scheduler, the signal listener (on `signal_addr`) and the reporter.
-    pub fn start(self: &Arc<Self>, signal_addr: Option<String>) {
+    /// Start the scheduler and the reporter.
+    pub fn start(self: &Arc<Self>) {
         let me = Arc::clone(self);
         std::thread::spawn(move || me.schedule());
         let me = Arc::clone(self);
         std::thread::spawn(move || me.report());
-        match signal_addr {
-            Some(addr) => match UdpSocket::bind(&addr) {
-                Ok(socket) => {
-                    let me = Arc::clone(self);
-                    std::thread::spawn(move || me.listen(socket));
-                }
-                Err(e) => log::warn!("cannot listen for sync signals on udp {addr}: {e}; polling only"),
-            },
-            None => log::warn!("stargate.{}.health is not set: no sync signals, polling only (stargate(7))", self.me),
-        }
+    }
+
+    /// The leader signalled a write to repository `name` (see `signal`): sync it soon.
+    pub fn signal(&self, name: &str) {
+        let mut shared = self.lock_shared();
+        let Some(repo) = shared.repos.get_mut(name) else { return };
+        repo.signalled = true;
+        shared.counters.signals += 1;
+        drop(shared);
+        self.wake.notify_all();
     }
 
     pub fn set_passive(&self, passive: bool) {
@@ -273,6 +265,21 @@ impl Replicator {
                     *worst = worst.max(lag_s);
                     shared.last_lag.insert(ns, lag_s);
                     repo.status.lag_seconds = Some(lag_s);
+                }
+                if !report.lost.is_empty() {
+                    let kept: Vec<String> =
+                        report.lost.iter().map(|l| format!("{} at {} as {}", l.refname, l.oid, l.kept_as)).collect();
+                    let mut event = audit::Event::new(
+                        &self.me,
+                        "lost-commits",
+                        target.epoch,
+                        format!("{name}: not on the leader {}, kept: {}", target.leader, kept.join(", ")),
+                    );
+                    event.previous_leader = Some(target.leader.clone());
+                    event.positions.insert(name.to_owned(), report.replica_seq);
+                    if let Err(e) = audit::append(&self.lock, Some(&self.state_dir), &event) {
+                        log::error!("cannot append to the audit log: {e}");
+                    }
                 }
                 for l in report.lost {
                     log::warn!("{name}: {} at {} was not on the leader; kept as {}", l.refname, l.oid, l.kept_as);
@@ -374,23 +381,6 @@ impl Replicator {
             .url
             .ok_or_else(|| Failure::Other(format!("leader {0} has no stargate.{0}.url (stargate(7))", record.node)))?;
         Ok(Target { leader: record.node, epoch: record.epoch, base_url })
-    }
-
-    fn listen(self: Arc<Self>, socket: UdpSocket) {
-        let mut buf = [0u8; 1024];
-        loop {
-            let Ok((n, _)) = socket.recv_from(&mut buf) else { continue };
-            let text = String::from_utf8_lossy(&buf[..n]);
-            let Some(name) = text.trim().strip_prefix(super::signal::PREFIX.trim_end()).map(str::trim) else {
-                continue;
-            };
-            let mut shared = self.lock_shared();
-            let Some(repo) = shared.repos.get_mut(name) else { continue };
-            repo.signalled = true;
-            shared.counters.signals += 1;
-            drop(shared);
-            self.wake.notify_all();
-        }
     }
 
     /// Every metrics interval: judge lag windows (alerts), publish, send StatsD.

@@ -70,6 +70,23 @@ pub struct Settings {
     /// `stargate.lock`: read again just before refs move, so that a sync overtaken by an
     /// election (of this node or another) does not apply what it fetched.
     pub lock: PathBuf,
+    /// Mirror everything even when the journal could be followed (`git stargate sync --full`).
+    pub full: bool,
+}
+
+impl Settings {
+    /// The settings of this node's mirroring, from its config and the agent's `token`.
+    pub fn from_config(cfg: &crate::config::Config, token: String) -> Result<Settings, crate::config::Error> {
+        Ok(Settings {
+            timeout: cfg.sync_timeout()?,
+            upload_pack: cfg.sync_upload_pack().map(str::to_owned),
+            token,
+            progress: false,
+            measure_since_ms: crate::clock::now_ms(),
+            lock: cfg.lock()?,
+            full: false,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +154,62 @@ pub fn sync(path: &Path, name: &str, target: &Target, settings: &Settings) -> Re
     run.sync()
 }
 
+/// How far this replica's copy of `name` is behind `target`'s, measured now: the journal
+/// entries it lacks. Fetches the leader's new journal entries (objects only: no ref
+/// moves), so it costs one `ls-refs`, plus one small fetch when behind. Fails with
+/// `Locked` while a sync of the repository runs.
+pub fn behind(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Behind, Error> {
+    let _lock = lock(path)?;
+    let run = Run {
+        path,
+        name,
+        url: repo_url(&target.base_url, name),
+        target,
+        settings,
+        deadline: Instant::now() + settings.timeout,
+        started: Instant::now(),
+        keeps: Default::default(),
+    };
+    run.behind()
+}
+
+/// Every ref of repository `name` at the node whose base URL is `base_url`: one protocol v2
+/// `ls-refs` where the transport allows, else `git ls-remote` (run in `path`, this node's
+/// copy). For `git stargate verify`.
+pub fn remote_refs(
+    path: &Path,
+    name: &str,
+    base_url: &str,
+    settings: &Settings,
+) -> Result<HashMap<String, ObjectId>, Error> {
+    let target = Target { leader: String::new(), epoch: 0, base_url: base_url.to_owned() };
+    let run = Run {
+        path,
+        name,
+        url: repo_url(base_url, name),
+        target: &target,
+        settings,
+        deadline: Instant::now() + settings.timeout,
+        started: Instant::now(),
+        keeps: Default::default(),
+    };
+    let mut leader = run.connect()?;
+    run.ls(&mut leader, &[])
+}
+
+/// What `behind` found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Behind {
+    pub leader_seq: u64,
+    pub replica_seq: u64,
+    /// Updates the replica lacks.
+    pub updates: u64,
+    /// When the leader accepted the oldest of them.
+    pub oldest_ms: Option<u64>,
+    /// The replica's position is not in the leader's journal: a full mirror is due.
+    pub unknown_position: bool,
+}
+
 /// Take the repository's sync lock (flock) without waiting.
 fn lock(path: &Path) -> Result<File, Error> {
     let dir = path.join("stargate");
@@ -190,6 +263,9 @@ impl Run<'_> {
         let tips = self.ls(&mut leader, &[journal::REF])?;
         log::debug!("{}: journal tip asked after {:?}", self.path.display(), self.started.elapsed());
         let idle = |seq| Report { leader_seq: seq, replica_seq: seq, ..Report::default() };
+        if self.settings.full {
+            return self.full(&main, &mut leader, "asked for (git stargate sync --full)");
+        }
         match (tips.get(journal::REF), local) {
             (None, _) => return self.full(&main, &mut leader, "the leader has no journal yet"),
             (Some(tip), Some((id, seq))) if *tip == id => return Ok(idle(seq)),
@@ -208,6 +284,36 @@ impl Run<'_> {
             Some(entries) => self.incremental(&main, &mut leader, leader_tip, local.map(|(id, _)| id), &entries),
             None if local.is_none() => self.full(&main, &mut leader, "this replica has no journal yet"),
             None => self.full(&main, &mut leader, "this replica's journal position is not in the leader's journal"),
+        }
+    }
+
+    fn behind(&self) -> Result<Behind, Error> {
+        let main = journal::open(self.path)?;
+        let local = journal::tip(&main)?;
+        let mut leader = self.connect()?;
+        let tips = self.ls(&mut leader, &[journal::REF])?;
+        let replica_seq = local.map_or(0, |(_, seq)| seq);
+        let Some(&tip) = tips.get(journal::REF) else {
+            return Ok(Behind { replica_seq, unknown_position: true, ..Behind::default() });
+        };
+        if local.is_some_and(|(id, _)| id == tip) {
+            return Ok(Behind { leader_seq: replica_seq, replica_seq, ..Behind::default() });
+        }
+        let ours: Refs = local.map(|(id, _)| (journal::REF.to_owned(), id)).into_iter().collect();
+        let fetched = self.fetch(&mut leader, &main, &tips, &ours)?;
+        let Some(&tip) = fetched.as_ref().and_then(|f| f.get(journal::REF)) else {
+            return Ok(Behind { replica_seq, unknown_position: true, ..Behind::default() });
+        };
+        let leader_seq = journal::read(&main, tip)?.0.last_seq();
+        match journal::range(&main, tip, local.map(|(id, _)| id))? {
+            Some(entries) => Ok(Behind {
+                leader_seq,
+                replica_seq,
+                updates: entries.iter().map(|e| e.updates.len() as u64).sum(),
+                oldest_ms: entries.iter().filter(|e| !e.updates.is_empty()).map(|e| e.time_ms).min(),
+                unknown_position: false,
+            }),
+            None => Ok(Behind { leader_seq, replica_seq, unknown_position: true, ..Behind::default() }),
         }
     }
 
@@ -400,13 +506,29 @@ impl Run<'_> {
             {
                 continue;
             }
-            lost.push(Lost { refname: r.clone(), oid: old.to_string(), kept_as: self.lost_name(r) });
+            lost.push(self.keep(main, r, *old)?);
         }
         Ok(lost)
     }
 
-    fn lost_name(&self, refname: &str) -> String {
-        format!("refs/stargate/local/lost/{}/{refname}", self.target.epoch)
+    /// Where `oid`, the value of `refname` the leader lacks, is kept:
+    /// `refs/stargate/local/lost/<epoch>/<ref>`, or `lost/<epoch>.<n>/<ref>` when that name
+    /// already keeps another value (the same ref lost twice under one epoch).
+    fn keep(&self, main: &gix::Repository, refname: &str, oid: ObjectId) -> Result<Lost, Error> {
+        let epoch = self.target.epoch;
+        for n in 1..1000 {
+            let dir = if n == 1 { epoch.to_string() } else { format!("{epoch}.{n}") };
+            let kept_as = format!("refs/stargate/local/lost/{dir}/{refname}");
+            match main
+                .try_find_reference(kept_as.as_str())
+                .map_err(repo_err)?
+                .and_then(|r| r.try_id().map(|i| i.detach()))
+            {
+                Some(kept) if kept != oid => continue,
+                _ => return Ok(Lost { refname: refname.to_owned(), oid: oid.to_string(), kept_as }),
+            }
+        }
+        Err(Error::Repo(format!("too many kept values of {refname} under epoch {epoch}")))
     }
 
     /// One atomic transaction: kept values, ref moves, and (incremental) the journal ref.
@@ -418,17 +540,14 @@ impl Run<'_> {
         lost: &[Lost],
         journal_move: Option<(Option<ObjectId>, ObjectId)>,
     ) -> Result<u64, Error> {
+        // Reported by the caller once it is sure: a full mirror keeps suspects first and
+        // drops those the leader turns out to contain.
         let mut edits = Vec::new();
         for l in lost {
             let oid = ObjectId::from_hex(l.oid.as_bytes()).map_err(repo_err)?;
-            edits.push(update(&l.kept_as, None, Some(oid))?);
-            log::warn!(
-                "{}: {} at {} is not on the leader; kept as {}",
-                self.path.display(),
-                l.refname,
-                l.oid,
-                l.kept_as
-            );
+            if main.try_find_reference(l.kept_as.as_str()).map_err(repo_err)?.is_none() {
+                edits.push(update(&l.kept_as, None, Some(oid))?);
+            }
         }
         for (r, old, new) in plan {
             if old != new {
@@ -492,7 +611,7 @@ impl Run<'_> {
             if new.is_some_and(|n| main.has_object(n) && is_ancestor(main, *old, n)) {
                 continue;
             }
-            suspects.push(Lost { refname: r.clone(), oid: old.to_string(), kept_as: self.lost_name(r) });
+            suspects.push(self.keep(main, r, *old)?);
         }
         if !suspects.is_empty() {
             self.apply(main, &[], &suspects, None)?;

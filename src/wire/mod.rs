@@ -7,5 +7,6 @@
 
 pub mod endpoint;
 pub mod git;
+pub mod http;
 pub mod proto;
 pub mod sanitize;

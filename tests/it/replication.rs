@@ -525,10 +525,19 @@ fn former_leaders_unreplicated_commits_are_kept_not_destroyed() {
     lab.kill("b", "agent", "KILL");
     assert!(client.kv("c", &["set", "k", "unreplicated"]).status.success());
     let divergent = rev(&lab, "a", "refs/kv/default").unwrap();
-    // The epoch moves to b while a still holds that commit.
+    // The epoch moves to b while a still holds that commit, and its storage is out of
+    // reach, so that b's catch-up on election cannot fetch it.
     lab.kill("a", "agent", "KILL");
+    lab.kill("a", "daemon", "KILL");
     lab.start("b", "agent");
-    lab.wait_leader(Some("a"), Duration::from_secs(5));
+    lab.wait_leader(Some("a"), Duration::from_secs(15));
+    assert!(
+        lab.audit().iter().any(|e| e["event"] == "catch-up-shortfall" && e["node"] == "b"),
+        "the shortfall is audited: {:?}{}",
+        lab.audit(),
+        lab.logs()
+    );
+    lab.start("a", "daemon");
     let epoch = lab.record()["epoch"].as_u64().unwrap();
     let client2 = Client::new();
     client2.clone(&lab.url("b", "kv"), "c");

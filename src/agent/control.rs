@@ -1,0 +1,230 @@
+//! How the agent is reached while it runs.
+//!
+//! - UDP on the node's health address: the leader's push signals (`stargate-sync <repo>`,
+//!   passed to the replicator) and a promoting node's hint that a handoff waits
+//!   (`stargate-handoff`). Both are hints only: they make the agent look now at what it
+//!   would look at anyway (the repository, the handoff record); a forged one costs a look.
+//! - A Unix socket in the state directory (`<root>/.stargate/agent.sock`, mode 0600): the
+//!   local operator's requests (`git stargate promote`), one JSON line each, answered with
+//!   JSON lines of progress and one final line. Only this node's agent user (and root)
+//!   can connect.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::UdpSocket;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::replication::replicator::Replicator;
+use crate::replication::signal;
+
+/// The hint a promoting node sends the leader's agent.
+pub const HANDOFF_HINT: &str = "stargate-handoff";
+
+/// What the local operator asks of the agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    /// Take leadership: planned (the leader drains first) or forced.
+    Promote { force: bool, user: String },
+}
+
+/// One line of the agent's answer: progress (`say`), then one line with `done` set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Line {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub say: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<Outcome>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub ok: bool,
+    pub message: String,
+}
+
+/// Where the agent answers a request; a closed connection only loses the progress.
+pub struct Reply(Option<UnixStream>);
+
+impl Reply {
+    /// A reply nobody reads (an election the agent starts by itself).
+    pub fn none() -> Reply {
+        Reply(None)
+    }
+
+    pub fn say(&mut self, text: &str) {
+        log::info!("{text}");
+        self.send(&Line { say: Some(text.to_owned()), done: None });
+    }
+
+    pub fn done(mut self, result: Result<String, String>) {
+        let (ok, message) = match result {
+            Ok(m) => (true, m),
+            Err(m) => (false, m),
+        };
+        if ok {
+            log::info!("{message}")
+        } else {
+            log::error!("{message}")
+        }
+        self.send(&Line { say: None, done: Some(Outcome { ok, message }) });
+    }
+
+    fn send(&mut self, line: &Line) {
+        let Some(stream) = &mut self.0 else { return };
+        let Ok(mut bytes) = serde_json::to_vec(line) else { return };
+        bytes.push(b'\n');
+        if stream.write_all(&bytes).is_err() {
+            self.0 = None;
+        }
+    }
+}
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("agent.sock")
+}
+
+/// Longest request line accepted on the socket.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+#[derive(Default)]
+struct Inbox {
+    requests: Vec<(Request, Reply)>,
+    woken: bool,
+}
+
+pub struct Control {
+    inbox: Mutex<Inbox>,
+    wake: Condvar,
+}
+
+impl Control {
+    /// Listen on UDP `signal_addr` (when given) and on the socket in `state_dir`.
+    pub fn start(state_dir: &Path, signal_addr: Option<&str>, replicator: Arc<Replicator>) -> Arc<Control> {
+        let control = Arc::new(Control { inbox: Mutex::new(Inbox::default()), wake: Condvar::new() });
+        match signal_addr.map(|addr| (addr, UdpSocket::bind(addr))) {
+            Some((_, Ok(socket))) => {
+                let me = Arc::clone(&control);
+                std::thread::spawn(move || me.listen_udp(socket, replicator));
+            }
+            Some((addr, Err(e))) => log::warn!("cannot listen for signals on udp {addr}: {e}; polling only"),
+            None => log::warn!("this node's stargate.<id>.health is not set: no signals, polling only (stargate(7))"),
+        }
+        let path = socket_path(state_dir);
+        let _ = std::fs::remove_file(&path);
+        match UnixListener::bind(&path) {
+            Ok(listener) => {
+                use std::os::unix::fs::PermissionsExt;
+                if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+                    log::warn!("cannot restrict {}: {e}", path.display());
+                }
+                let me = Arc::clone(&control);
+                std::thread::spawn(move || me.listen_local(listener));
+            }
+            Err(e) => {
+                log::error!("cannot listen on {}: {e}; git stargate promote will not reach this agent", path.display())
+            }
+        }
+        control
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wake the agent's loop now.
+    pub fn wake(&self) {
+        self.lock().woken = true;
+        self.wake.notify_all();
+    }
+
+    /// Sleep up to `timeout`, less when woken, a request arrives or `stop` is set.
+    pub fn wait(&self, timeout: Duration, stop: &AtomicBool) {
+        let until = Instant::now() + timeout;
+        let mut inbox = self.lock();
+        while !inbox.woken && inbox.requests.is_empty() && !stop.load(Ordering::SeqCst) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // Slices: a signal handler cannot notify a condition variable.
+            inbox = self
+                .wake
+                .wait_timeout(inbox, left.min(Duration::from_millis(50)))
+                .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+        }
+        inbox.woken = false;
+    }
+
+    pub fn take_requests(&self) -> Vec<(Request, Reply)> {
+        std::mem::take(&mut self.lock().requests)
+    }
+
+    fn listen_udp(self: Arc<Self>, socket: UdpSocket, replicator: Arc<Replicator>) {
+        let mut buf = [0u8; 1024];
+        loop {
+            let Ok((n, _)) = socket.recv_from(&mut buf) else { continue };
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let text = text.trim();
+            if let Some(name) = text.strip_prefix(signal::PREFIX.trim_end()) {
+                replicator.signal(name.trim());
+            } else if text == HANDOFF_HINT {
+                self.wake();
+            }
+        }
+    }
+
+    fn listen_local(self: Arc<Self>, listener: UnixListener) {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let me = Arc::clone(&self);
+            std::thread::spawn(move || me.accept(stream));
+        }
+    }
+
+    fn accept(&self, stream: UnixStream) {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut line = String::new();
+        let Ok(reader) = stream.try_clone() else { return };
+        let read = BufReader::new(std::io::Read::take(reader, MAX_REQUEST)).read_line(&mut line);
+        let reply = Reply(Some(stream));
+        let request = match read {
+            Ok(_) => serde_json::from_str::<Request>(line.trim()),
+            Err(e) => return reply.done(Err(format!("cannot read the request: {e}"))),
+        };
+        match request {
+            Ok(request) => {
+                self.lock().requests.push((request, reply));
+                self.wake.notify_all();
+            }
+            Err(e) => reply.done(Err(format!("malformed request: {e}"))),
+        }
+    }
+}
+
+/// Send `request` to the agent whose state directory is `state_dir` and pass each line of
+/// progress to `say`; the final outcome is returned.
+pub fn ask(state_dir: &Path, request: &Request, mut say: impl FnMut(&str)) -> Result<Outcome, String> {
+    let path = socket_path(state_dir);
+    let mut stream = UnixStream::connect(&path)
+        .map_err(|e| format!("cannot reach this node's agent at {}: {e} (is it running?)", path.display()))?;
+    let mut bytes = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    bytes.push(b'\n');
+    stream.write_all(&bytes).map_err(|e| format!("cannot send the request: {e}"))?;
+    for line in BufReader::new(stream).lines() {
+        let line = line.map_err(|e| format!("the agent's answer broke off: {e}"))?;
+        let Ok(line) = serde_json::from_str::<Line>(&line) else { continue };
+        if let Some(text) = &line.say {
+            say(text);
+        }
+        if let Some(outcome) = line.done {
+            return Ok(outcome);
+        }
+    }
+    Err("the agent closed the connection without an answer (see its log)".into())
+}

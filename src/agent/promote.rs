@@ -1,0 +1,201 @@
+//! Promotion (git-stargate(1), promote), both sides of it.
+//!
+//! Planned, on the node to lead: write the handoff naming the leader and its epoch, hint
+//! the leader's agent, wait for the lock; then catch up and lead (`elect`). On the leader:
+//! publish "draining" (its hooks refuse from that moment, as "not leader", so clients
+//! retry), wait for the writes already in flight, record the final journal positions, and
+//! let go of the lock. Other nodes leave the lock to the node the handoff names.
+//!
+//! Forced: take the lock if it is free; if its holder is frozen or cut off, record the next
+//! epoch without it. The deposed leader's hooks refuse at once (stale epoch); its agent,
+//! when it runs again, steps down and lets go, and this node takes the lock then.
+
+use std::time::{Duration, Instant};
+
+use super::Agent;
+use super::control::{HANDOFF_HINT, Reply, Request};
+use crate::clock::now_ms;
+use crate::lead::audit;
+use crate::lead::handoff::{self, Handoff};
+use crate::lead::inflight;
+use crate::lead::lease::{self, Record};
+use crate::lead::node::Role;
+
+/// How often a node waiting for the lock tries it, and hints the leader again.
+const POLL: Duration = Duration::from_millis(5);
+const HINT_AGAIN: Duration = Duration::from_millis(250);
+
+impl Agent {
+    pub(super) fn serve(&mut self, request: Request, mut reply: Reply) {
+        let Request::Promote { force, user } = request;
+        if self.role == Role::Leader {
+            return reply.done(Err(format!("{} already leads epoch {}", self.me, self.epoch)));
+        }
+        let record = match lease::read_record(&self.lock) {
+            Ok(Some(r)) if r.node != self.me => r,
+            Ok(_) => return reply.done(Err("no other node leads: nothing to take over".into())),
+            Err(e) => return reply.done(Err(e.to_string())),
+        };
+        let result =
+            if force { self.forced(record, &user, &mut reply) } else { self.planned(record, &user, &mut reply) };
+        reply.done(result);
+    }
+
+    fn hint(&self, node: &str) {
+        if let Some(addr) = self.peers.get(node)
+            && let Ok(socket) = std::net::UdpSocket::bind(("0.0.0.0", 0))
+        {
+            let _ = socket.send_to(HANDOFF_HINT.as_bytes(), addr.as_str());
+        }
+    }
+
+    fn planned(&mut self, record: Record, user: &str, reply: &mut Reply) -> Result<String, String> {
+        let now = now_ms();
+        let mut handoff = Handoff {
+            from: record.node.clone(),
+            epoch: record.epoch,
+            to: self.me.clone(),
+            forced: false,
+            user: user.to_owned(),
+            requested_ms: now,
+            heartbeat_ms: now,
+        };
+        handoff::write(&self.lock, &handoff).map_err(|e| e.to_string())?;
+        self.audit(audit::Event {
+            user: user.to_owned(),
+            previous_epoch: Some(record.epoch),
+            previous_leader: Some(record.node.clone()),
+            ..self.event("promote-requested", format!("planned promotion of {} by {user}", self.me))
+        });
+        reply.say(&format!("asked {} (epoch {}) to drain and hand over", record.node, record.epoch));
+        let deadline = Instant::now() + self.promote_timeout;
+        let mut hinted: Option<Instant> = None;
+        let mut refreshed = Instant::now();
+        loop {
+            if hinted.is_none_or(|t| t.elapsed() >= HINT_AGAIN) {
+                self.hint(&record.node);
+                hinted = Some(Instant::now());
+            }
+            match self.lease.try_acquire() {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => log::error!("{e}"),
+            }
+            let now = lease::read_record(&self.lock).ok().flatten();
+            if now.as_ref() != Some(&record) {
+                let _ = handoff::clear(&self.lock, &self.me);
+                return Err("the leader record changed meanwhile; nothing done".into());
+            }
+            if Instant::now() >= deadline {
+                let _ = handoff::clear(&self.lock, &self.me);
+                return Err(format!(
+                    "{} did not hand over within {} ms (is its agent running?); nothing changed",
+                    record.node,
+                    self.promote_timeout.as_millis()
+                ));
+            }
+            if refreshed.elapsed() >= self.interval {
+                handoff.heartbeat_ms = now_ms();
+                let _ = handoff::write(&self.lock, &handoff);
+                self.publish();
+                refreshed = Instant::now();
+            }
+            std::thread::sleep(POLL);
+        }
+        reply.say(&format!("{} let go of the lease; catching up to its final journal position", record.node));
+        let elected = self.elect(Some(record.clone()), reply);
+        if let Err(e) = handoff::clear(&self.lock, &self.me) {
+            log::warn!("cannot end the handoff: {e}");
+        }
+        if !elected {
+            return Err("could not take over (see the agent's log); the lease is free again".into());
+        }
+        self.audit(audit::Event {
+            user: user.to_owned(),
+            previous_epoch: Some(record.epoch),
+            previous_leader: Some(record.node.clone()),
+            positions: self.positions(),
+            ..self.event("promoted", format!("planned promotion by {user}"))
+        });
+        Ok(format!("{} leads at epoch {} (was {} at epoch {})", self.me, self.epoch, record.node, record.epoch))
+    }
+
+    fn forced(&mut self, record: Record, user: &str, reply: &mut Reply) -> Result<String, String> {
+        let reason = format!("forced promotion by {user}; {} was at epoch {}", record.node, record.epoch);
+        if matches!(self.lease.try_acquire(), Ok(true)) {
+            // Free: the old leader's agent is gone. Lead now; nothing to wait for.
+            self.locked = true;
+            reply.say(&format!("the lease was free; taking it (epoch {})", record.epoch + 1));
+        } else {
+            reply.say(&format!(
+                "{} still holds the lease's lock; leading epoch {} without it",
+                record.node,
+                record.epoch + 1
+            ));
+        }
+        let epoch = record.epoch + 1;
+        let now = now_ms();
+        if !self.locked {
+            let handoff = Handoff {
+                from: record.node.clone(),
+                epoch,
+                to: self.me.clone(),
+                forced: true,
+                user: user.to_owned(),
+                requested_ms: now,
+                heartbeat_ms: now,
+            };
+            handoff::write(&self.lock, &handoff).map_err(|e| e.to_string())?;
+        }
+        let new =
+            Record { epoch, node: self.me.clone(), url: self.url.clone(), health: self.health.clone(), since_ms: now };
+        if let Err(e) = lease::write_record(&self.lock, &new) {
+            self.release();
+            let _ = handoff::clear(&self.lock, &self.me);
+            return Err(format!("cannot record epoch {epoch}: {e}"));
+        }
+        self.role = Role::Leader;
+        self.epoch = epoch;
+        self.replicator.count_election();
+        self.audit(audit::Event {
+            user: user.to_owned(),
+            previous_epoch: Some(record.epoch),
+            previous_leader: Some(record.node.clone()),
+            positions: self.positions(),
+            ..self.event("forced-promotion", reason)
+        });
+        self.start_journals();
+        self.publish();
+        Ok(format!("{} leads at epoch {epoch} (forced; {} was at epoch {})", self.me, record.node, record.epoch))
+    }
+
+    /// On the leader: a planned handoff for this epoch drains it and lets go of the lease.
+    pub(super) fn hand_over_if_asked(&mut self) {
+        let Ok(Some(h)) = handoff::read(&self.lock) else { return };
+        if h.forced || h.from != self.me || h.epoch != self.epoch || h.to == self.me || h.expired(now_ms()) {
+            return;
+        }
+        let started = Instant::now();
+        self.draining = Some(format!("handing over to {} (planned promotion by {})", h.to, h.user));
+        self.publish();
+        self.audit(audit::Event {
+            user: h.user.clone(),
+            ..self.event("draining", format!("handing over to {}", h.to))
+        });
+        let deadline = Instant::now() + self.drain_timeout;
+        let repos = crate::repos::list(&self.root).unwrap_or_default();
+        for repo in repos.iter().filter(|r| r.readable) {
+            let left = inflight::wait(&self.root.join(&repo.name), deadline);
+            if !left.is_empty() {
+                log::warn!("{}: writes still in flight after the drain timeout (git pids {left:?})", repo.name);
+            }
+        }
+        self.audit(audit::Event {
+            user: h.user.clone(),
+            positions: self.positions(),
+            ..self.event("drained", format!("drained in {} ms for {}", started.elapsed().as_millis(), h.to))
+        });
+        log::info!("drained in {} ms; handing over to {}", started.elapsed().as_millis(), h.to);
+        self.step_down("demoted", &format!("handed over to {} (planned promotion by {})", h.to, h.user));
+    }
+}

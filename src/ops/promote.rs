@@ -1,0 +1,226 @@
+//! `git stargate promote [--force]` and `git stargate failback`: the checks and the
+//! confirmation here, the promotion itself by this node's agent (`agent::control`), whose
+//! progress is printed as it comes.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use crate::agent::control::{self, Request};
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lead::audit;
+use crate::lead::lease::{self, Record};
+use crate::lead::node::{self, Role};
+use crate::replication::sync;
+
+pub fn promote(cfg: &Config, force: bool, yes: bool) -> Result<()> {
+    cfg.validate()?;
+    let me = cfg.node()?;
+    let view = node::inspect(cfg)?;
+    if let Some(problem) = &view.agent_problem {
+        return Err(Error::Refused(format!("this node's agent is not usable: {problem}")));
+    }
+    if view.role() == Role::Leader {
+        return Err(Error::Refused(format!("{me} already leads")));
+    }
+    let record = lease::read_record(&cfg.lock()?)?.ok_or_else(|| Error::Refused("no leader elected yet".into()))?;
+    if record.node == me {
+        return Err(Error::Refused(format!("the leader record names {me} already; wait for its agent")));
+    }
+    if force {
+        println!(
+            "emergency promotion of {me}: {} (epoch {}) is not asked, and not waited for",
+            record.node, record.epoch
+        );
+        may_lose(cfg);
+    } else {
+        preflight(cfg, &record)?;
+        println!(
+            "planned promotion of {me}: {} (epoch {}) drains, {me} catches up, then leads at epoch {}",
+            record.node,
+            record.epoch,
+            record.epoch + 1
+        );
+    }
+    confirm(yes, &format!("Promote {me}?"))?;
+    let request = Request::Promote { force, user: audit::user() };
+    let outcome = control::ask(&cfg.state_dir()?, &request, |line| println!("{line}")).map_err(Error::Fatal)?;
+    if outcome.ok {
+        println!("{}", outcome.message);
+        Ok(())
+    } else {
+        Err(Error::Refused(outcome.message))
+    }
+}
+
+/// A planned promotion back to the node the last promotion took over from.
+pub fn failback(cfg: &Config, yes: bool) -> Result<()> {
+    let me = cfg.node()?;
+    let events = audit::read(&cfg.lock()?);
+    let last = audit::last_promotion(&events)
+        .ok_or_else(|| Error::Refused("no promotion in the audit trail: nothing to fail back from".into()))?;
+    match last.previous_leader.as_deref() {
+        Some(previous) if previous == me => promote(cfg, false, yes),
+        previous => Err(Error::Refused(format!(
+            "the last promotion made {} leader, taking over from {}; failback runs on {}",
+            last.node,
+            previous.unwrap_or("nobody"),
+            previous.unwrap_or("that node")
+        ))),
+    }
+}
+
+/// Refuse unless the leader is healthy, this node is close enough behind, and the last
+/// promotion is not too recent. Prints what it checked.
+fn preflight(cfg: &Config, record: &Record) -> Result<()> {
+    let cooldown = cfg.promote_cooldown()?;
+    if let Some(last) = audit::last_promotion(&audit::read(&cfg.lock()?)) {
+        let age = Duration::from_millis(now_ms().saturating_sub(last.time_ms));
+        if age < cooldown {
+            return Err(Error::Refused(format!(
+                "the last promotion ({} at epoch {}) was {} s ago; stargate.promote.cooldown is {} s (--force overrides)",
+                last.node,
+                last.epoch,
+                age.as_secs(),
+                cooldown.as_secs()
+            )));
+        }
+    }
+    leader_healthy(cfg, record)?;
+    println!("check: {} is healthy and leads epoch {}", record.node, record.epoch);
+    let max_lag = cfg.promote_max_lag()?;
+    let worst = lag(cfg, record)?;
+    match worst {
+        Some((name, lag, updates)) if lag > max_lag => {
+            return Err(Error::Refused(format!(
+                "{name} is {updates} updates behind, the oldest accepted {:.1} s ago; stargate.promote.maxLag is {} s \
+                 (wait for replication, or --force)",
+                lag.as_secs_f64(),
+                max_lag.as_secs_f64()
+            )));
+        }
+        Some((name, lag, updates)) => {
+            println!("check: at most {:.3} s behind ({name}: {updates} updates to catch up)", lag.as_secs_f64())
+        }
+        None => println!("check: every repository is at the leader's journal position"),
+    }
+    Ok(())
+}
+
+fn leader_healthy(cfg: &Config, record: &Record) -> Result<()> {
+    let health = match &record.health {
+        Some(h) => Some(h.clone()),
+        None => cfg.node_health(&record.node)?,
+    }
+    .ok_or_else(|| {
+        Error::Refused(format!("cannot ask {0}: stargate.{0}.health is not set (stargate(7))", record.node))
+    })?;
+    let addr = health.strip_prefix("http://").unwrap_or(&health);
+    let addr = addr.split('/').next().unwrap_or(addr);
+    let timeout = cfg.probe_timeout()?.max(Duration::from_secs(2));
+    for path in ["/healthz", "/readyz"] {
+        match crate::wire::http::get(addr, path, Instant::now() + timeout, timeout) {
+            Ok((200, _)) => {}
+            Ok((code, body)) => {
+                return Err(Error::Refused(format!(
+                    "{} is not healthy: {path} answered {code} {} (--force promotes anyway)",
+                    record.node,
+                    crate::wire::sanitize::text(body.lines().next().unwrap_or("").trim())
+                )));
+            }
+            Err(why) => {
+                return Err(Error::Refused(format!(
+                    "cannot ask {} {path}: {why} (--force promotes anyway)",
+                    record.node
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The worst lag over this node's repositories, measured against the leader now: the
+/// repository, how long ago the leader accepted the oldest update this node lacks, and
+/// how many it lacks. `None` when nothing is missing.
+fn lag(cfg: &Config, record: &Record) -> Result<Option<(String, Duration, u64)>> {
+    let base_url = record
+        .url
+        .clone()
+        .ok_or_else(|| Error::Refused(format!("the leader record names no URL for {}", record.node)))?;
+    let target = sync::Target { leader: record.node.clone(), epoch: record.epoch, base_url };
+    // The token lets a fetch through git's commands (ssh, http) write its scratch refs.
+    let token = std::fs::read_to_string(node::token_path(&cfg.state_dir()?)).unwrap_or_default();
+    let settings = sync::Settings::from_config(cfg, token.trim().to_owned())?;
+    let mut worst: Option<(String, Duration, u64)> = None;
+    let root = cfg.root()?;
+    for repo in crate::repos::list(&root).map_err(|e| Error::Fatal(e.to_string()))?.into_iter().filter(|r| r.readable) {
+        let path = root.join(&repo.name);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let behind = loop {
+            match sync::behind(&path, &repo.name, &target, &settings) {
+                Err(sync::Error::Locked) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                other => break other,
+            }
+        };
+        let behind =
+            behind.map_err(|e| Error::Refused(format!("{}: cannot compare with {}: {e}", repo.name, record.node)))?;
+        if behind.unknown_position {
+            return Err(Error::Refused(format!(
+                "{}: this node's journal position is not in {}'s journal (a full mirror is due; --force promotes anyway)",
+                repo.name, record.node
+            )));
+        }
+        let Some(oldest) = behind.oldest_ms else { continue };
+        let lag = Duration::from_millis(now_ms().saturating_sub(oldest));
+        if worst.as_ref().is_none_or(|(_, w, _)| lag > *w) {
+            worst = Some((repo.name.clone(), lag, behind.updates));
+        }
+    }
+    Ok(worst)
+}
+
+/// What an emergency promotion may lose: per repository, this node's journal position
+/// against the last one it saw from the leader.
+fn may_lose(cfg: &Config) {
+    let Some(published) = cfg.state_dir().ok().and_then(|d| crate::replication::replicator::read_published(&d)) else {
+        println!("may lose: unknown (this node has published no replication figures)");
+        return;
+    };
+    let mut repos: Vec<_> = published.repos.iter().collect();
+    repos.sort_by(|a, b| a.0.cmp(b.0));
+    let mut any = false;
+    for (name, r) in repos {
+        if r.leader_seq > r.replica_seq {
+            any = true;
+            println!(
+                "may lose: {name}: this node is at seq {}, the leader was last seen at seq {} ({} updates)",
+                r.replica_seq,
+                r.leader_seq,
+                r.leader_seq - r.replica_seq
+            );
+        }
+    }
+    if !any {
+        println!("may lose: nothing this node saw: every repository was at the leader's last seen position");
+    }
+    println!("may lose: and any write the leader accepted since this node last synced; the old leader keeps it");
+}
+
+/// Ask on the terminal unless `yes`; without a terminal, refuse.
+fn confirm(yes: bool, question: &str) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Refused("not confirmed: standard input is not a terminal; pass --yes".into()));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).map_err(|e| Error::Fatal(e.to_string()))?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(Error::Refused("not confirmed; nothing changed".into())),
+    }
+}

@@ -94,8 +94,9 @@ fn preflight(cfg: &Config, record: &Record) -> Result<()> {
     match worst {
         Some((name, lag, updates)) if lag > max_lag => {
             return Err(Error::Refused(format!(
-                "{name} is {updates} updates behind, the oldest accepted {:.1} s ago; stargate.promote.maxLag is {} s \
+                "{name} lacks {updates} update{}, the oldest accepted {:.1} s ago; stargate.promote.maxLag is {} s \
                  (wait for replication, or --force)",
+                if updates == 1 { "" } else { "s" },
                 lag.as_secs_f64(),
                 max_lag.as_secs_f64()
             )));

@@ -4,6 +4,7 @@ mod support;
 
 mod config;
 mod docs;
+mod failover;
 mod health;
 mod hooks;
 mod install;

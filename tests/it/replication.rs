@@ -10,34 +10,9 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// `for-each-ref` of a node's repository, the node-local refs left out.
-fn mirrored_refs(lab: &Lab, node: &str) -> String {
-    let out = ok(lab.git(node, &["for-each-ref", "--format=%(objectname) %(refname)"]));
-    out.lines().filter(|l| !l.contains(" refs/stargate/local/")).collect::<Vec<_>>().join("\n")
-}
-
-fn rev(lab: &Lab, node: &str, refname: &str) -> Option<String> {
-    let out = run(lab.git(node, &["rev-parse", "--verify", "-q", refname]));
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn status(lab: &Lab, node: &str) -> serde_json::Value {
-    serde_json::from_str(&lab.http(node, "/status").1).expect("status JSON")
-}
 
 fn counter(lab: &Lab, node: &str, name: &str) -> u64 {
-    status(lab, node)["replication"]["counters"][name].as_u64().unwrap_or(0)
-}
-
-fn wait_parity(lab: &Lab, leader: &str, replica: &str, timeout: Duration) -> Duration {
-    let start = Instant::now();
-    lab.wait_until(&format!("{replica} to mirror {leader}"), timeout, || {
-        mirrored_refs(lab, leader) == mirrored_refs(lab, replica)
-    });
-    start.elapsed()
-}
-
-fn agent_log(lab: &Lab, node: &str) -> String {
-    std::fs::read_to_string(lab.dir.path().join(node).join("agent.log")).unwrap_or_default()
+    lab.status(node)["replication"]["counters"][name].as_u64().unwrap_or(0)
 }
 
 /// An upload-pack for the replica to run against the leader's repositories (file URL):
@@ -102,7 +77,7 @@ fn hundred_sets_reach_the_replica_within_30_s() {
     // The seed's check: poll the passive every second, parity within 30 s.
     let mut parity = None;
     for second in 0..=30 {
-        if mirrored_refs(&lab, "a") == mirrored_refs(&lab, "b") {
+        if lab.mirrored_refs("a") == lab.mirrored_refs("b") {
             parity = Some(second);
             break;
         }
@@ -112,9 +87,9 @@ fn hundred_sets_reach_the_replica_within_30_s() {
     let keys = ok(lab.git("b", &["ls-tree", "-r", "--name-only", "refs/kv/default"]));
     assert_eq!(keys.lines().count(), 100);
     wait_until("the status to catch up", Duration::from_secs(5), || {
-        status(&lab, "b")["repositories"][0]["journal_seq"] == 100
+        lab.status("b")["repositories"][0]["journal_seq"] == 100
     });
-    let st = status(&lab, "b");
+    let st = lab.status("b");
     assert_eq!(st["lag_operations"], 0);
     eprintln!(
         "100 sets took {writes:?}; parity {parity} s after the last (polled every 1 s); last lag {} s",
@@ -131,10 +106,10 @@ fn mirror_copies_prunes_and_leaves_local_refs_alone() {
     ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
     ok(client.git("c", &["tag", "v1"]));
     ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/doomed", "v1"]));
-    wait_parity(&lab, "a", "b", Duration::from_secs(10));
+    lab.wait_parity("a", "b", Duration::from_secs(10));
     // A node-local ref on the replica, written the way the agent would (with its token).
     let token = std::fs::read_to_string(lab.dir.path().join("b/repos/.stargate/sync.token")).unwrap();
-    let head = rev(&lab, "b", "refs/heads/main").unwrap();
+    let head = lab.rev("b", "refs/heads/main").unwrap();
     ok(lab.node_cmd("b", "git").env("STARGATE_SYNC_TOKEN", token.trim()).args([
         "--git-dir",
         lab.repo("b", "kv").to_str().unwrap(),
@@ -146,12 +121,12 @@ fn mirror_copies_prunes_and_leaves_local_refs_alone() {
     ok(client.git("c", &["push", "-q", "origin", ":refs/heads/doomed"]));
     ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "two"]));
     ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
-    wait_parity(&lab, "a", "b", Duration::from_secs(10));
-    assert_eq!(rev(&lab, "b", "refs/heads/doomed"), None, "deleted on the leader, pruned here");
-    assert_eq!(rev(&lab, "b", "refs/tags/v1"), rev(&lab, "a", "refs/tags/v1"));
-    assert_eq!(rev(&lab, "b", "refs/stargate/local/mine"), Some(head), "node-local refs are never mirrored over");
+    lab.wait_parity("a", "b", Duration::from_secs(10));
+    assert_eq!(lab.rev("b", "refs/heads/doomed"), None, "deleted on the leader, pruned here");
+    assert_eq!(lab.rev("b", "refs/tags/v1"), lab.rev("a", "refs/tags/v1"));
+    assert_eq!(lab.rev("b", "refs/stargate/local/mine"), Some(head), "node-local refs are never mirrored over");
     assert!(
-        status(&lab, "b")["replication"]["lost"].as_array().unwrap().is_empty(),
+        lab.status("b")["replication"]["lost"].as_array().unwrap().is_empty(),
         "an ordinary deletion is not a loss"
     );
 }
@@ -164,8 +139,8 @@ fn a_large_push_is_stored_as_a_pack_and_unkept() {
     lab.wait_leader(None, Duration::from_secs(5));
     let client = Client::new();
     client.clone(&lab.url("a", "kv"), "c");
-    wait_parity(&lab, "a", "b", Duration::from_secs(10));
-    let fulls = || agent_log(&lab, "b").matches("full mirror").count();
+    lab.wait_parity("a", "b", Duration::from_secs(10));
+    let fulls = || lab.agent_log("b").matches("full mirror").count();
     let before = fulls();
     let work = client.home.path().join("c");
     for i in 0..150 {
@@ -174,7 +149,7 @@ fn a_large_push_is_stored_as_a_pack_and_unkept() {
     ok(client.git("c", &["add", "."]));
     ok(client.git("c", &["commit", "-q", "-m", "150 files"]));
     ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
-    wait_parity(&lab, "a", "b", Duration::from_secs(10));
+    lab.wait_parity("a", "b", Duration::from_secs(10));
     let pack_dir = lab.repo("b", "kv").join("objects/pack");
     let files: Vec<String> =
         std::fs::read_dir(&pack_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -190,13 +165,13 @@ fn a_large_push_is_stored_as_a_pack_and_unkept() {
 fn a_repository_never_written_is_mirrored_in_full_once_then_polled_idly() {
     let lab = Lab::up_with(2, "[stargate \"sync\"]\n\tinterval = 200ms\n");
     lab.wait_leader(None, Duration::from_secs(5));
-    let fulls = || agent_log(&lab, "b").matches("full mirror").count();
+    let fulls = || lab.agent_log("b").matches("full mirror").count();
     wait_until("three polls", Duration::from_secs(10), || counter(&lab, "b", "syncs") >= 3);
     let before = fulls();
     wait_until("eight polls", Duration::from_secs(10), || counter(&lab, "b", "syncs") >= 8);
     assert_eq!(fulls(), before, "later polls are idle{}", lab.logs());
-    assert!(rev(&lab, "b", "refs/stargate/journal").is_some(), "the journal was mirrored");
-    assert_eq!(rev(&lab, "b", "refs/stargate/journal"), rev(&lab, "a", "refs/stargate/journal"));
+    assert!(lab.rev("b", "refs/stargate/journal").is_some(), "the journal was mirrored");
+    assert_eq!(lab.rev("b", "refs/stargate/journal"), lab.rev("a", "refs/stargate/journal"));
 }
 
 /// ssh and http leaders are mirrored with git's own commands (no protocol v2 session):
@@ -210,13 +185,13 @@ fn sync_over_http_is_incremental_with_git_commands() {
     client.clone(&lab.url("a", "kv"), "c");
     ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
     ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/doomed"]));
-    wait_parity(&lab, "a", "b", Duration::from_secs(15));
-    let fulls = || agent_log(&lab, "b").matches("full mirror").count();
+    lab.wait_parity("a", "b", Duration::from_secs(15));
+    let fulls = || lab.agent_log("b").matches("full mirror").count();
     let before = fulls();
     ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "two"]));
     ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", ":refs/heads/doomed"]));
-    wait_parity(&lab, "a", "b", Duration::from_secs(15));
-    assert_eq!(rev(&lab, "b", "refs/heads/doomed"), None);
+    lab.wait_parity("a", "b", Duration::from_secs(15));
+    assert_eq!(lab.rev("b", "refs/heads/doomed"), None);
     assert_eq!(fulls(), before, "incremental after the first mirror{}", lab.logs());
 }
 
@@ -228,7 +203,7 @@ fn replicas_follow_a_new_leader_without_reconfiguration() {
     client.clone(&lab.url(&first, "kv"), "c");
     assert!(client.kv("c", &["set", "k", "1"]).status.success());
     for n in lab.nodes.iter().filter(|n| **n != first) {
-        wait_parity(&lab, &first, n, Duration::from_secs(10));
+        lab.wait_parity(&first, n, Duration::from_secs(10));
     }
     lab.kill(&first, "agent", "KILL");
     let second = lab.wait_leader(Some(&first), Duration::from_secs(5));
@@ -236,7 +211,7 @@ fn replicas_follow_a_new_leader_without_reconfiguration() {
     let client2 = Client::new();
     client2.clone(&lab.url(&second, "kv"), "c");
     assert!(client2.kv("c", &["set", "k", "2"]).status.success());
-    wait_parity(&lab, &second, &third, Duration::from_secs(10));
+    lab.wait_parity(&second, &third, Duration::from_secs(10));
     assert_eq!(ok(lab.git(&third, &["show", "refs/kv/default:k"])), "2");
 }
 
@@ -248,7 +223,7 @@ fn concurrent_triggers_run_one_fetch_and_skip_the_rest() {
     let client = Client::new();
     client.clone(&lab.url("a", "kv"), "c");
     assert!(client.kv("c", &["set", "k", "1"]).status.success());
-    wait_parity(&lab, "a", "b", Duration::from_secs(10));
+    lab.wait_parity("a", "b", Duration::from_secs(10));
 
     // A sync by hand takes the lock and hangs in the leader's upload-pack...
     wrapper.hold(true);
@@ -281,7 +256,7 @@ fn concurrent_triggers_run_one_fetch_and_skip_the_rest() {
     assert!(out.status.success(), "{}", stderr(&out));
     // The skipped triggers were not queued; the next signal or poll brings the second write.
     assert!(client.kv("c", &["set", "k", "3"]).status.success());
-    wait_parity(&lab, "a", "b", Duration::from_secs(10));
+    lab.wait_parity("a", "b", Duration::from_secs(10));
     assert!(counter(&lab, "b", "signals") >= 1);
 }
 
@@ -297,7 +272,7 @@ fn watchdog_kills_a_hung_fetch_releases_the_lock_and_retries() {
     lab.wait_leader(None, Duration::from_secs(5));
     // Every attempt hangs in the leader's upload-pack: killed at the timeout, retried twice, then given up.
     wait_until("three hung syncs to be killed", Duration::from_secs(20), || counter(&lab, "b", "failures") >= 1);
-    let log = agent_log(&lab, "b");
+    let log = lab.agent_log("b");
     assert!(log.contains("killed by the watchdog"), "{log}");
     assert!(log.contains("retry 1 of 2") && log.contains("retry 2 of 2") && log.contains("out of retries"), "{log}");
     assert!(counter(&lab, "b", "timeouts") >= 3, "{log}");
@@ -309,7 +284,7 @@ fn watchdog_kills_a_hung_fetch_releases_the_lock_and_retries() {
     let client = Client::new();
     client.clone(&lab.url("a", "kv"), "c");
     assert!(client.kv("c", &["set", "k", "1"]).status.success());
-    wait_parity(&lab, "a", "b", Duration::from_secs(10));
+    lab.wait_parity("a", "b", Duration::from_secs(10));
     // A signalled follow-up sync of the agent's may still hold the lock for a moment: a
     // skip is the specified answer then; the lock must not stay taken.
     let mut out = run(lab.node_cmd("b", "git").args(["stargate", "sync", "kv.git"]));
@@ -342,8 +317,8 @@ fn backoff_retries_transient_failures_within_jitter_bounds_and_gives_up() {
     let extra = "[stargate \"a\"]\n\turl = git://127.0.0.1:9/\n[stargate \"sync\"]\n\tinterval = 1h\n[stargate \"retry\"]\n\tattempts = 3\n\tbaseDelay = 100ms\n\tmultiplier = 3\n\tmaxDelay = 500ms\n";
     let lab = Lab::up_with(2, extra);
     lab.wait_leader(None, Duration::from_secs(5));
-    wait_until("the retries to run out", Duration::from_secs(10), || agent_log(&lab, "b").contains("out of retries"));
-    let log = agent_log(&lab, "b");
+    wait_until("the retries to run out", Duration::from_secs(10), || lab.agent_log("b").contains("out of retries"));
+    let log = lab.agent_log("b");
     let seen = retries(&log);
     assert_eq!(seen.iter().map(|(n, _)| *n).collect::<Vec<_>>()[..3], [1, 2, 3], "{log}");
     for (n, ms) in &seen[..3] {
@@ -360,9 +335,9 @@ fn permanent_failures_are_not_retried() {
     let extra = "[stargate \"a\"]\n\turl = @LAB@/nowhere/\n[stargate \"sync\"]\n\tinterval = 1h\n[stargate \"retry\"]\n\tbaseDelay = 100ms\n";
     let lab = Lab::up_with(2, extra);
     lab.wait_leader(None, Duration::from_secs(5));
-    wait_until("the sync to fail", Duration::from_secs(10), || agent_log(&lab, "b").contains("sync failed"));
+    wait_until("the sync to fail", Duration::from_secs(10), || lab.agent_log("b").contains("sync failed"));
     std::thread::sleep(Duration::from_millis(500));
-    let log = agent_log(&lab, "b");
+    let log = lab.agent_log("b");
     assert!(log.contains("not retried"), "{log}");
     assert!(retries(&log).is_empty(), "{log}");
 }
@@ -389,16 +364,14 @@ fn leader_killed_mid_fetch_is_retried_and_resynced() {
     }
     wrapper.hold(false);
     wait_until("b to resync", Duration::from_secs(15), || {
-        mirrored_refs(&lab, "a") == mirrored_refs(&lab, "b") || {
-            eprintln!("{}", agent_log(&lab, "b"));
+        lab.mirrored_refs("a") == lab.mirrored_refs("b") || {
+            eprintln!("{}", lab.agent_log("b"));
             false
         }
     });
     // The agent logs the recovery just after the refs land.
-    wait_until("the recovery to be logged", Duration::from_secs(5), || {
-        agent_log(&lab, "b").contains("recovered after")
-    });
-    let log = agent_log(&lab, "b");
+    wait_until("the recovery to be logged", Duration::from_secs(5), || lab.agent_log("b").contains("recovered after"));
+    let log = lab.agent_log("b");
     assert!(log.contains("retry 1 of 10"), "{log}");
 }
 
@@ -520,11 +493,11 @@ fn former_leaders_unreplicated_commits_are_kept_not_destroyed() {
     let client = Client::new();
     client.clone(&lab.url("a", "kv"), "c");
     assert!(client.kv("c", &["set", "k", "replicated"]).status.success());
-    wait_parity(&lab, "a", "b", Duration::from_secs(10));
+    lab.wait_parity("a", "b", Duration::from_secs(10));
     // b stops mirroring; a takes a write that b never sees.
     lab.kill("b", "agent", "KILL");
     assert!(client.kv("c", &["set", "k", "unreplicated"]).status.success());
-    let divergent = rev(&lab, "a", "refs/kv/default").unwrap();
+    let divergent = lab.rev("a", "refs/kv/default").unwrap();
     // The epoch moves to b while a still holds that commit, and its storage is out of
     // reach, so that b's catch-up on election cannot fetch it.
     lab.kill("a", "agent", "KILL");
@@ -544,16 +517,16 @@ fn former_leaders_unreplicated_commits_are_kept_not_destroyed() {
     assert!(client2.kv("c", &["set", "k", "new-leader"]).status.success());
     // a returns as a replica of b: mirrors b, and keeps its own commit aside.
     lab.start("a", "agent");
-    wait_parity(&lab, "b", "a", Duration::from_secs(15));
+    lab.wait_parity("b", "a", Duration::from_secs(15));
     let kept = format!("refs/stargate/local/lost/{epoch}/refs/kv/default");
-    assert_eq!(rev(&lab, "a", &kept), Some(divergent.clone()), "{}", lab.logs());
+    assert_eq!(lab.rev("a", &kept), Some(divergent.clone()), "{}", lab.logs());
     // Reported too (the status is published just after the refs move).
     wait_until("the loss to be reported in /status", Duration::from_secs(5), || {
-        let st = status(&lab, "a");
+        let st = lab.status("a");
         st["replication"]["lost"]
             .as_array()
             .is_some_and(|l| l.iter().any(|l| l["kept_as"] == kept.as_str() && l["oid"] == divergent.as_str()))
     });
     assert!(ok(lab.node_cmd("a", "git").args(["stargate", "status"])).contains(&kept));
-    assert!(agent_log(&lab, "a").contains("was not on the leader"));
+    assert!(lab.agent_log("a").contains("was not on the leader"));
 }

@@ -461,3 +461,34 @@ fn serve_cgi(mut conn: TcpStream, root: &Path) -> std::io::Result<()> {
     conn.write_all(cgi_body)?;
     conn.flush()
 }
+
+/// What the tests read off a node of the lab.
+impl Lab {
+    /// Every ref a mirror copies (all but `refs/stargate/local/*`), with its value.
+    pub fn mirrored_refs(&self, node: &str) -> String {
+        let out = ok(self.git(node, &["for-each-ref", "--format=%(objectname) %(refname)"]));
+        out.lines().filter(|l| !l.contains(" refs/stargate/local/")).collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn rev(&self, node: &str, refname: &str) -> Option<String> {
+        let out = run(self.git(node, &["rev-parse", "--verify", "-q", refname]));
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    pub fn status(&self, node: &str) -> serde_json::Value {
+        serde_json::from_str(&self.http(node, "/status").1).expect("status JSON")
+    }
+
+    /// Wait until `replica` holds the refs `leader` holds; how long that took.
+    pub fn wait_parity(&self, leader: &str, replica: &str, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        self.wait_until(&format!("{replica} to mirror {leader}"), timeout, || {
+            self.mirrored_refs(leader) == self.mirrored_refs(replica)
+        });
+        start.elapsed()
+    }
+
+    pub fn agent_log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(node).join("agent.log")).unwrap_or_default()
+    }
+}

@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// `for-each-ref` of a node's repository, the node-local refs left out.
-
 fn counter(lab: &Lab, node: &str, name: &str) -> u64 {
     lab.status(node)["replication"]["counters"][name].as_u64().unwrap_or(0)
 }

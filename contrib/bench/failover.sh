@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Handover time after kill -9 of the leader's agent: from the kill until the other node's
-# /readyz answers 200. Runs N rounds (default 20) on one two-node lab, restarting the killed
-# agent between rounds, and prints every time, the median and the worst.
+# /readyz answers 200, which includes the new leader's catch-up from the old one's
+# repositories (its own part is printed too, from the agents' logs). Runs N rounds
+# (default 20) on one two-node lab, restarting the killed agent between rounds, and prints
+# every time, the median and the worst.
 # Usage: contrib/bench/failover.sh [N]   (stargate-hook on PATH)
 set -euo pipefail
 n=${1:-20}
@@ -32,3 +34,6 @@ done
 sorted=$(printf '%s\n' "${times[@]}" | sort -n)
 echo "handover after kill -9 (ms): ${times[*]}"
 echo "median: $(echo "$sorted" | sed -n "$(( (n + 1) / 2 ))p") ms, worst: $(echo "$sorted" | tail -1) ms, runs: $n"
+catchup=$(cat "$work"/*/agent.log | sed -n 's/.*caught up with .* in \([0-9]*\) ms$/\1/p' | sort -n)
+count=$(echo "$catchup" | grep -c . || true)
+[ "$count" -gt 0 ] && echo "of which catching up: median $(echo "$catchup" | sed -n "$(( (count + 1) / 2 ))p") ms, worst $(echo "$catchup" | tail -1) ms"

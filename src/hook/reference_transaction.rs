@@ -37,7 +37,12 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
             }
             // Judged before anything moves: at `committed` every real change looks stored already.
             let refs = Refs::new(git_dir);
-            let changes: Vec<Update> = all.iter().filter(|u| !refs.storage_only(u)).cloned().collect();
+            // A node's own refs (kept lost commits) are neither mirrored nor journaled: an
+            // operator may remove them on any node.
+            let changes: Vec<Update> = (all.iter())
+                .filter(|u| !refs.storage_only(u) && !u.refname.starts_with(journal::LOCAL))
+                .cloned()
+                .collect();
             // Lines that are not `<oid> <oid> <ref>` (symbolic refs such as HEAD) are writes too.
             let symbolic = text.lines().filter(|l| !l.trim().is_empty()).count() > all.len();
             if changes.is_empty() && !symbolic {

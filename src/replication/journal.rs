@@ -105,9 +105,12 @@ pub fn parse_updates(input: &str) -> Vec<Update> {
         .collect()
 }
 
+/// Each node's own refs, never mirrored: `refs/stargate/local/lost/...` keeps lost commits.
+pub const LOCAL: &str = "refs/stargate/local/";
+
 /// Refs the journal records: everything a mirror copies, except itself and node-local refs.
 pub fn journaled(refname: &str) -> bool {
-    refname.starts_with("refs/") && refname != REF && !refname.starts_with("refs/stargate/local/")
+    refname.starts_with("refs/") && refname != REF && !refname.starts_with(LOCAL)
 }
 
 /// Open a repository for journal and ref work, without reading user or system config

@@ -130,6 +130,10 @@ fn planned_promotion_and_failback_under_a_writer_lose_no_acknowledged_write() {
     for event in ["promote-requested", "draining", "drained", "demoted", "elected", "promoted"] {
         assert_eq!(events(&lab, event).len(), if event == "elected" { 3 } else { 2 }, "{event}: {:?}", lab.audit());
     }
+    for node in [&first, &second] {
+        let local = std::fs::read_to_string(lab.dir.path().join(node).join("repos/.stargate/audit.log")).unwrap();
+        assert!(local.contains("\"event\":\"promoted\"") || local.contains("\"event\":\"demoted\""), "{node}: {local}");
+    }
     let promoted = events(&lab, "promoted");
     assert_eq!(promoted[0]["node"], second.as_str());
     assert_eq!(promoted[0]["previous_leader"], first.as_str());
@@ -344,6 +348,11 @@ fn full_mirror_reports_no_false_loss(lab: &Lab) {
     assert!(!log.contains("kept as") && !log.contains("not on the leader"), "a false loss was reported: {log}");
     assert!(!ok(lab.git("b", &["for-each-ref", "refs/stargate/local/"])).contains("lost"));
     assert!(events(lab, "lost-commits").is_empty(), "{:?}", lab.audit());
+    // And the incremental syncs that follow report none either.
+    assert!(client.kv("c", &["set", "k", "3"]).status.success());
+    lab.wait_parity("a", "b", Duration::from_secs(15));
+    assert!(!lab.agent_log("b").contains("kept as"), "{}", lab.agent_log("b"));
+    assert!(!ok(lab.git("b", &["for-each-ref", "refs/stargate/local/"])).contains("lost"));
 }
 
 #[test]

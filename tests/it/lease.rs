@@ -94,3 +94,40 @@ fn restarted_node_rejoins_as_passive() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(lab.ready(), vec![second]);
 }
+
+/// Started as `git stargate agent`, the agent runs under git's wrapper process: killing the
+/// wrapper with SIGKILL (which git cannot pass on) used to leave the agent leading as an
+/// orphan.
+#[test]
+fn an_agent_started_through_git_ends_when_its_git_wrapper_is_killed() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    std::fs::create_dir_all(h.join("repos")).unwrap();
+    let config = format!("[stargate]\n\tnode = a\n\tlock = {0}/lock\n\troot = {0}/repos\n", h.display());
+    std::fs::write(h.join(".gitconfig"), config).unwrap();
+    let mut wrapper =
+        cmd("git", h).current_dir(h).args(["stargate", "agent"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let state = h.join("repos/.stargate/node.json");
+    wait_until("the agent to publish its state", Duration::from_secs(10), || {
+        std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"role\":\"leader\""))
+    });
+    let text = std::fs::read_to_string(&state).unwrap();
+    let agent: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let pid = agent["pid"].as_u64().unwrap() as u32;
+    assert_ne!(pid, wrapper.id(), "the agent is git's child, not git itself");
+    // Should the test fail, the orphan must not outlive it.
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-9", &self.0.to_string()]).status();
+        }
+    }
+    let _reap = Reap(pid);
+    wrapper.kill().unwrap();
+    let _ = wrapper.wait();
+    wait_until("the agent to end with its wrapper", Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(text.contains("\"role\":\"passive\""), "it released the lease on its way out: {text}");
+}

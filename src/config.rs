@@ -67,9 +67,85 @@ impl Config {
         if valid_id(&id) { Ok(id) } else { Err(invalid("stargate.node", &id, ID)) }
     }
 
-    /// `stargate.lock`: the leader lease, a file on the shared volume. No default.
-    pub fn lock(&self) -> Result<PathBuf, Error> {
-        self.absolute_path("stargate.lock")
+    /// `stargate.lock`: the leader lease: an absolute path on the shared volume, or
+    /// `etcd://host:port[,host:port...]/<key>` (`etcds://` for TLS). No default.
+    pub fn lock(&self) -> Result<LockSpec, Error> {
+        let key = "stargate.lock";
+        let v = self.raw(key).ok_or(Error::Missing(key))?;
+        let (scheme, rest) = match v.split_once("://") {
+            None if Path::new(v).is_absolute() => return Ok(LockSpec::File(PathBuf::from(v))),
+            None => return Err(invalid(key, v, "expected an absolute path or etcd://host:port/<key>")),
+            Some(split) => split,
+        };
+        let tls = match scheme {
+            "etcd" => false,
+            "etcds" => true,
+            _ => return Err(invalid(key, v, "expected an absolute path or etcd://host:port/<key>")),
+        };
+        let (hosts, path) = rest.split_once('/').ok_or_else(|| invalid(key, v, "no key after the endpoints"))?;
+        let path = format!("/{path}");
+        if path.len() < 2
+            || path.ends_with('/')
+            || path.contains("//")
+            || path.chars().any(|c| c.is_control() || c == ' ')
+        {
+            return Err(invalid(key, v, "expected a key such as /stargate/leader"));
+        }
+        let endpoints: Vec<String> = hosts.split(',').map(str::to_owned).collect();
+        for e in &endpoints {
+            let ok = e.rsplit_once(':').is_some_and(|(h, p)| {
+                !h.is_empty()
+                    && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_[]:".contains(&b))
+                    && p.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok {
+                return Err(invalid(key, v, "each endpoint must be host:port"));
+            }
+        }
+        Ok(LockSpec::Etcd { endpoints, key: path, tls })
+    }
+
+    /// `stargate.lease.ttl`: the etcd lease's time to live; a leader that could not renew
+    /// it for this long, less a safety margin of a fifth, stops accepting writes.
+    /// Default: 5s.
+    pub fn lease_ttl(&self) -> Result<Duration, Error> {
+        let key = "stargate.lease.ttl";
+        let d = self.duration(key, Duration::from_secs(5))?;
+        if d < Duration::from_secs(2) || d.subsec_millis() != 0 {
+            return Err(invalid(key, self.raw(key).unwrap_or(""), "expected whole seconds, at least 2s"));
+        }
+        Ok(d)
+    }
+
+    /// `stargate.etcd.timeout`: how long one request to one etcd endpoint may take before
+    /// the next endpoint is tried. Default: 1s.
+    pub fn etcd_timeout(&self) -> Result<Duration, Error> {
+        self.positive_duration("stargate.etcd.timeout", Duration::from_secs(1))
+    }
+
+    /// `stargate.etcd.ca`: the CA certificate (PEM) an `etcds://` lock verifies etcd's
+    /// certificate with. Required for `etcds://`.
+    pub fn etcd_ca(&self) -> Result<Option<PathBuf>, Error> {
+        self.optional_absolute_path("stargate.etcd.ca")
+    }
+
+    /// `stargate.etcd.cert`: this node's client certificate (PEM) for `etcds://`. Default:
+    /// none (no client certificate); set with `stargate.etcd.key`.
+    pub fn etcd_cert(&self) -> Result<Option<PathBuf>, Error> {
+        self.optional_absolute_path("stargate.etcd.cert")
+    }
+
+    /// `stargate.etcd.key`: the private key (PEM) of `stargate.etcd.cert`. Default: none.
+    pub fn etcd_key(&self) -> Result<Option<PathBuf>, Error> {
+        self.optional_absolute_path("stargate.etcd.key")
+    }
+
+    fn optional_absolute_path(&self, key: &'static str) -> Result<Option<PathBuf>, Error> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(v) if Path::new(v).is_absolute() => Ok(Some(PathBuf::from(v))),
+            Some(v) => Err(invalid(key, v, "expected an absolute path")),
+        }
     }
 
     /// `stargate.root`: the directory holding this node's bare repositories. No default.
@@ -343,15 +419,34 @@ impl Config {
             self.node_url(&id)?;
             self.node_health(&id)?;
         }
-        for key in ["stargate.lock", "stargate.root"] {
-            if let Some(v) = self.raw(key)
-                && !Path::new(v).is_absolute()
-            {
-                return Err(invalid(key, v, "expected an absolute path"));
+        if let Some(v) = self.raw("stargate.root")
+            && !Path::new(v).is_absolute()
+        {
+            return Err(invalid("stargate.root", v, "expected an absolute path"));
+        }
+        if self.raw("stargate.lock").is_some() {
+            let tls = matches!(self.lock()?, LockSpec::Etcd { tls: true, .. });
+            self.lease_ttl()?;
+            self.etcd_timeout()?;
+            let (ca, cert, key) = (self.etcd_ca()?, self.etcd_cert()?, self.etcd_key()?);
+            if tls && ca.is_none() {
+                return Err(Error::Missing("stargate.etcd.ca"));
+            }
+            match (&cert, &key) {
+                (Some(_), None) => return Err(Error::Missing("stargate.etcd.key")),
+                (None, Some(_)) => return Err(Error::Missing("stargate.etcd.cert")),
+                _ => {}
             }
         }
         Ok(())
     }
+}
+
+/// `stargate.lock`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockSpec {
+    File(PathBuf),
+    Etcd { endpoints: Vec<String>, key: String, tls: bool },
 }
 
 /// The directory under `stargate.root` where the agent keeps node state.
@@ -493,12 +588,12 @@ impl Config {
         }
     }
 
-    /// The leader record a client may read (`stargate.lock` is set and the shared volume
-    /// is mounted), or `None`.
+    /// The leader record file a client may read (`stargate.lock` names a file on a volume
+    /// this machine mounts), or `None`.
     pub fn leader_lock(&self) -> Result<Option<PathBuf>, Error> {
         match self.lock() {
-            Ok(p) => Ok(Some(p)),
-            Err(Error::Missing(_)) => Ok(None),
+            Ok(LockSpec::File(p)) => Ok(Some(p)),
+            Ok(LockSpec::Etcd { .. }) | Err(Error::Missing(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -15,8 +15,9 @@ use crate::replication::sync::{self, Target};
 const LOCKED_RETRY: Duration = Duration::from_millis(5);
 
 impl Agent {
-    /// Mirror every repository from `previous`; the repositories it could not, with why.
-    pub(super) fn catch_up(&mut self, previous: &Record, reply: &mut Reply) -> Vec<(String, String)> {
+    /// Mirror every repository from `previous`, keeping the lease to lead under (`mine`)
+    /// alive meanwhile; the repositories it could not, with why.
+    pub(super) fn catch_up(&mut self, previous: &Record, mine: &Record, reply: &mut Reply) -> Vec<(String, String)> {
         let started = Instant::now();
         let deadline = started + self.catchup_timeout;
         let repos = crate::repos::list(&self.root).unwrap_or_default();
@@ -55,9 +56,12 @@ impl Agent {
                     }
                 }
             }
-            // Keep the heartbeat fresh through a long catch-up.
+            // Keep the heartbeat and the lease fresh through a long catch-up.
             if published.elapsed() >= self.interval {
                 self.publish();
+                if let Err(e) = self.lease.renew(mine) {
+                    log::warn!("cannot renew the lease while catching up: {e}");
+                }
                 published = Instant::now();
             }
         }

@@ -1,94 +1,95 @@
-//! The lease loop: contend while passive, elect with a new epoch (after catching up to the
-//! previous leader), check every interval while leading, step down on a newer epoch.
+//! The lease loop: contend while passive, elect with a new epoch and catch up to the
+//! previous leader before accepting writes, renew every interval while leading, step down
+//! on a newer epoch or a lease that cannot be kept.
 
 use std::time::Instant;
 
 use super::Agent;
 use super::control::Reply;
 use crate::clock::now_ms;
-use crate::lead::handoff;
-use crate::lead::lease::{self, Record};
+use crate::lead::audit;
+use crate::lead::lease::Acquired;
 use crate::lead::node::Role;
 use crate::replication::journal;
 
 impl Agent {
     pub(super) fn contend(&mut self) {
-        let record = match lease::read_record(&self.lock) {
-            Ok(r) => r,
-            Err(e) => return log::error!("{e}; not contending"),
+        let record = match self.lock.read_record() {
+            Ok(r) => {
+                self.lease_problem = None;
+                r
+            }
+            Err(e) => {
+                self.lease_problem = Some(e.to_string());
+                return log::error!("{e}; not contending");
+            }
         };
-        self.epoch = record.as_ref().map_or(0, |r| r.epoch);
+        self.epoch = record.as_ref().map_or(self.epoch, |r| r.epoch);
+        if record.is_some() {
+            self.record = record;
+        }
         if self.holdoff_until.is_some_and(|t| Instant::now() < t) {
             return;
         }
         self.holdoff_until = None;
         // Leadership promised to another node (a promotion in progress) is left to it.
-        if let Ok(Some(h)) = handoff::read(&self.lock)
+        if let Ok(Some(h)) = self.lock.read_handoff()
             && h.to != self.me
             && !h.expired(now_ms())
         {
             return;
         }
-        match self.lease.try_acquire() {
-            Ok(true) => {
-                self.elect(record, &mut Reply::none());
+        match self.lease.try_acquire(&self.claim()) {
+            Ok(Some(acquired)) => {
+                self.elect(acquired, &mut Reply::none());
             }
-            Ok(false) => {}
-            Err(e) => log::error!("{e}"),
+            Ok(None) => {}
+            Err(e) => {
+                self.lease_problem = Some(e.to_string());
+                log::error!("{e}");
+            }
         }
     }
 
-    /// The lock is ours: catch up to the previous leader, then record the next epoch and
-    /// lead. Returns whether this node now leads.
-    pub(super) fn elect(&mut self, previous: Option<Record>, reply: &mut Reply) -> bool {
-        self.locked = true;
+    /// The lease is ours at a new epoch: catch up to the previous leader, still passive,
+    /// then lead. Returns whether this node now leads.
+    pub(super) fn elect(&mut self, acquired: Acquired, reply: &mut Reply) -> bool {
+        let Acquired { record, previous } = acquired;
         let started = Instant::now();
+        self.epoch = record.epoch;
+        self.record = Some(record.clone());
+        self.lease_problem = None;
         if let Some(prev) = previous.as_ref().filter(|p| p.node != self.me && !self.catchup_timeout.is_zero()) {
-            let shortfall = self.catch_up(prev, reply);
-            // An election elsewhere (a forced promotion) may have happened meanwhile.
-            let now = lease::read_record(&self.lock).ok().flatten();
-            if now.as_ref() != previous.as_ref() {
-                log::warn!("the leader record changed while catching up; not taking over");
-                self.release();
+            let shortfall = self.catch_up(prev, &record, reply);
+            if !shortfall.is_empty() {
+                let listed: Vec<String> = shortfall.iter().map(|(r, why)| format!("{r} ({why})")).collect();
+                self.audit(audit::Event {
+                    previous_epoch: Some(prev.epoch),
+                    previous_leader: Some(prev.node.clone()),
+                    positions: self.positions(),
+                    ..self.event("catch-up-shortfall", format!("leading without: {}", listed.join("; ")))
+                });
+            }
+        }
+        // An election elsewhere (a forced promotion) may have happened meanwhile.
+        match self.lease.renew(&record) {
+            Ok(Some(_)) => {}
+            other => {
+                log::warn!("lost the lease while catching up ({other:?}); not taking over");
+                self.lease.release();
                 return false;
             }
-            if !shortfall.is_empty() {
-                let mut event = self.event(
-                    "catch-up-shortfall",
-                    format!(
-                        "leading without: {}",
-                        shortfall.iter().map(|(r, why)| format!("{r} ({why})")).collect::<Vec<_>>().join("; ")
-                    ),
-                );
-                event.previous_epoch = Some(prev.epoch);
-                event.previous_leader = Some(prev.node.clone());
-                event.positions = self.positions();
-                self.audit(event);
-            }
-        }
-        let epoch = previous.as_ref().map_or(0, |r| r.epoch) + 1;
-        let record = Record {
-            epoch,
-            node: self.me.clone(),
-            url: self.url.clone(),
-            health: self.health.clone(),
-            since_ms: now_ms(),
-        };
-        if let Err(e) = lease::write_record(&self.lock, &record) {
-            log::error!("cannot record epoch {epoch}: {e}; releasing the lease");
-            self.release();
-            return false;
         }
         self.role = Role::Leader;
-        self.epoch = epoch;
         self.replicator.count_election();
         let prev_leader = previous.as_ref().map(|r| r.node.clone());
         log::info!(
-            "elected leader at epoch {epoch} (previous: {}) after {} ms",
+            "elected leader at epoch {} (previous: {}) after {} ms",
+            record.epoch,
             prev_leader.as_deref().unwrap_or("none"),
             started.elapsed().as_millis()
         );
-        self.audit(crate::lead::audit::Event {
+        self.audit(audit::Event {
             previous_epoch: previous.as_ref().map(|r| r.epoch),
             previous_leader: prev_leader,
             ..self.event("elected", "lease acquired")
@@ -120,17 +121,27 @@ impl Agent {
     }
 
     pub(super) fn check_still_leading(&mut self) {
-        match lease::read_record(&self.lock) {
-            Ok(Some(r)) if r.epoch == self.epoch && r.node == self.me => {}
-            Ok(r) => {
-                let (node, epoch) = r.map_or(("none".into(), 0), |r| (r.node, r.epoch));
+        let Some(mine) = self.record.clone() else {
+            return self.step_down("step-down", "no record to lead under");
+        };
+        match self.lease.renew(&mine) {
+            Ok(Some(_)) => self.lease_problem = None,
+            Ok(None) => {
+                let now = self.lock.read_record().ok().flatten();
+                let (node, epoch) = now.as_ref().map_or(("none".into(), 0), |r| (r.node.clone(), r.epoch));
                 let why = format!("epoch {epoch} now belongs to {node}");
                 log::warn!("fenced: {why}; stepping down");
                 self.step_down("fenced", &why);
                 self.epoch = epoch;
+                self.record = now;
                 self.holdoff_until = Some(Instant::now() + self.interval * 3);
             }
             Err(e) => {
+                self.lease_problem = Some(e.to_string());
+                // An etcd lease stays ours until its deadline; the hooks stop at it on their own.
+                if self.lease.valid_until().is_some_and(|until| Instant::now() < until) {
+                    return log::warn!("cannot renew the lease ({e}); still valid, trying again");
+                }
                 log::error!("{e}; stepping down");
                 self.step_down("step-down", &e.to_string());
             }
@@ -141,18 +152,17 @@ impl Agent {
     /// lets go, and ends the handoff; until then it keeps the handoff fresh, so that no
     /// other node takes the lock first.
     pub(super) fn take_the_lock_late(&mut self) {
-        match self.lease.try_acquire() {
+        match self.lease.take_late() {
             Ok(true) => {
-                self.locked = true;
                 log::info!("holding the lease's lock now (epoch {})", self.epoch);
-                if let Err(e) = handoff::clear(&self.lock, &self.me) {
+                if let Err(e) = self.lock.clear_handoff(&self.me) {
                     log::warn!("cannot end the handoff: {e}");
                 }
             }
-            Ok(false) => match handoff::read(&self.lock) {
+            Ok(false) => match self.lock.read_handoff() {
                 Ok(Some(mut h)) if h.to == self.me => {
                     h.heartbeat_ms = now_ms();
-                    if let Err(e) = handoff::write(&self.lock, &h) {
+                    if let Err(e) = self.lock.write_handoff(&h) {
                         log::warn!("cannot refresh the handoff: {e}");
                     }
                 }
@@ -162,26 +172,17 @@ impl Agent {
         }
     }
 
-    /// Stop accepting writes first (state), then let go of the lock.
+    /// Stop accepting writes first (state), then let go of the lease.
     pub(super) fn step_down(&mut self, event: &str, reason: &str) {
         let led = self.epoch;
         self.role = Role::Passive;
         self.draining = None;
         self.publish();
-        self.release();
-        self.audit(crate::lead::audit::Event {
+        self.lease.release();
+        self.audit(audit::Event {
             previous_epoch: Some(led),
             previous_leader: Some(self.me.clone()),
             ..self.event(event, reason)
         });
-    }
-
-    pub(super) fn release(&mut self) {
-        if self.locked
-            && let Err(e) = self.lease.release()
-        {
-            log::error!("{e}");
-        }
-        self.locked = false;
     }
 }

@@ -19,7 +19,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lead::audit;
-use crate::lead::lease::Lease;
+use crate::lead::lease::{Claim, Lease, Lock, Record};
 use crate::lead::node::{self, Role, State};
 use crate::replication::journal;
 use crate::replication::replicator::Replicator;
@@ -63,14 +63,15 @@ struct Agent {
     root: PathBuf,
     url: Option<String>,
     health: Option<String>,
-    lock: PathBuf,
+    lock: Lock,
     state_dir: PathBuf,
     stale_after: Duration,
     interval: Duration,
     lease: Lease,
-    /// Whether this agent holds the lease's lock. A leader after a forced promotion does
-    /// not, until the deposed holder lets go.
-    locked: bool,
+    /// The record this node leads under (leader), or the last it read (passive).
+    record: Option<Record>,
+    /// Why the lease cannot be reached now, if it cannot (published for status and health).
+    lease_problem: Option<String>,
     replicator: Arc<Replicator>,
     control: Arc<Control>,
     /// How catch-up syncs run (the agent's token, this node's settings).
@@ -104,7 +105,8 @@ pub fn run(cfg: &Config) -> Result<()> {
         .map_err(|e| Error::Fatal(format!("cannot create {}: {e}", state_dir.display())))?;
     let token =
         node::new_sync_token(&state_dir).map_err(|e| Error::Fatal(format!("cannot write the sync token: {e}")))?;
-    let replicator = Replicator::new(cfg, token.clone())?;
+    let lock = Lock::from_config(cfg)?;
+    let replicator = Replicator::new(cfg, token.clone(), lock.clone())?;
     // Agents hear each other on the UDP port of their health address.
     let signal_addr = |id: &str| {
         cfg.node_health(id)
@@ -115,15 +117,15 @@ pub fn run(cfg: &Config) -> Result<()> {
     let peers = cfg.nodes().into_iter().filter(|id| *id != me).filter_map(|id| Some((id.clone(), signal_addr(&id)?)));
     let control = Control::start(&state_dir, signal_addr(&me).as_deref(), Arc::clone(&replicator));
     replicator.start();
-    let lock = cfg.lock()?;
     let mut agent = Agent {
         url: cfg.node_url(&me)?,
         health: cfg.node_health(&me)?,
-        lease: Lease::open(&lock)?,
-        locked: false,
+        lease: lock.open_lease(cfg.lease_ttl()?)?,
+        record: None,
+        lease_problem: None,
         replicator,
         control,
-        sync: sync::Settings::from_config(cfg, token)?,
+        sync: sync::Settings { catch_up: true, ..sync::Settings::from_config(cfg, token)? },
         catchup_timeout: cfg.catchup_timeout()?,
         drain_timeout: cfg.promote_drain_timeout()?,
         promote_timeout: cfg.promote_timeout()?,
@@ -165,7 +167,7 @@ impl Agent {
                 if self.role == Role::Leader {
                     self.hand_over_if_asked();
                 }
-                if self.role == Role::Leader && !self.locked {
+                if self.role == Role::Leader && !self.lease.holds() {
                     self.take_the_lock_late();
                 }
             }
@@ -203,11 +205,21 @@ impl Agent {
             .collect()
     }
 
+    /// What this node puts in the record when it leads.
+    fn claim(&self) -> Claim {
+        Claim { node: self.me.clone(), url: self.url.clone(), health: self.health.clone() }
+    }
+
     fn publish(&mut self) {
         self.replicator.set_passive(self.role == Role::Passive);
+        // The hooks compare this with their own clock since boot: no wall clock involved.
+        let valid_until_boot_ms =
+            self.lease.valid_until().filter(|_| self.role == Role::Leader).map(|until| {
+                crate::clock::boot_ms() + until.saturating_duration_since(Instant::now()).as_millis() as u64
+            });
         let state = State {
             node: self.me.clone(),
-            lock: self.lock.clone(),
+            lock: self.lock.describe(),
             stale_after_ms: self.stale_after.as_millis() as u64,
             peers: self.peers.values().cloned().collect(),
             pid: std::process::id(),
@@ -216,6 +228,9 @@ impl Agent {
             heartbeat_ms: now_ms(),
             started_ms: self.started_ms,
             draining: self.draining.clone(),
+            record: self.record.clone(),
+            valid_until_boot_ms,
+            lease_problem: self.lease_problem.clone(),
         };
         if let Err(e) = node::write_state(&self.state_dir, &state) {
             log::error!("cannot publish node state in {}: {e}", self.state_dir.display());
@@ -224,7 +239,7 @@ impl Agent {
                 self.role = Role::Passive;
                 self.draining = None;
                 self.replicator.set_passive(true);
-                self.release();
+                self.lease.release();
                 self.audit(audit::Event {
                     previous_epoch: Some(self.epoch),
                     ..self.event("step-down", "cannot publish node state")

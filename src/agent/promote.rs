@@ -16,9 +16,9 @@ use super::Agent;
 use super::control::{HANDOFF_HINT, Reply, Request};
 use crate::clock::now_ms;
 use crate::lead::audit;
-use crate::lead::handoff::{self, Handoff};
+use crate::lead::handoff::Handoff;
 use crate::lead::inflight;
-use crate::lead::lease::{self, Record};
+use crate::lead::lease::Record;
 use crate::lead::node::Role;
 
 /// How often a node waiting for the lock tries it, and hints the leader again.
@@ -31,7 +31,7 @@ impl Agent {
         if self.role == Role::Leader {
             return reply.done(Err(format!("{} already leads epoch {}", self.me, self.epoch)));
         }
-        let record = match lease::read_record(&self.lock) {
+        let record = match self.lock.read_record() {
             Ok(Some(r)) if r.node != self.me => r,
             Ok(_) => return reply.done(Err("no other node leads: nothing to take over".into())),
             Err(e) => return reply.done(Err(e.to_string())),
@@ -60,7 +60,7 @@ impl Agent {
             requested_ms: now,
             heartbeat_ms: now,
         };
-        handoff::write(&self.lock, &handoff).map_err(|e| e.to_string())?;
+        self.lock.write_handoff(&handoff).map_err(|e| e.to_string())?;
         self.audit(audit::Event {
             user: user.to_owned(),
             previous_epoch: Some(record.epoch),
@@ -71,23 +71,25 @@ impl Agent {
         let deadline = Instant::now() + self.promote_timeout;
         let mut hinted: Option<Instant> = None;
         let mut refreshed = Instant::now();
-        loop {
+        let acquired = loop {
             if hinted.is_none_or(|t| t.elapsed() >= HINT_AGAIN) {
                 self.hint(&record.node);
                 hinted = Some(Instant::now());
             }
-            match self.lease.try_acquire() {
-                Ok(true) => break,
-                Ok(false) => {}
+            match self.lease.try_acquire(&self.claim()) {
+                Ok(Some(acquired)) => break acquired,
+                Ok(None) => {}
                 Err(e) => log::error!("{e}"),
             }
-            let now = lease::read_record(&self.lock).ok().flatten();
-            if now.as_ref() != Some(&record) {
-                let _ = handoff::clear(&self.lock, &self.me);
+            // Gone (etcd: the drained leader deleted its key) is expected; another leader is not.
+            if let Ok(Some(now)) = self.lock.read_record()
+                && now != record
+            {
+                let _ = self.lock.clear_handoff(&self.me);
                 return Err("the leader record changed meanwhile; nothing done".into());
             }
             if Instant::now() >= deadline {
-                let _ = handoff::clear(&self.lock, &self.me);
+                let _ = self.lock.clear_handoff(&self.me);
                 return Err(format!(
                     "{} did not hand over within {} ms (is its agent running?); nothing changed",
                     record.node,
@@ -96,15 +98,17 @@ impl Agent {
             }
             if refreshed.elapsed() >= self.interval {
                 handoff.heartbeat_ms = now_ms();
-                let _ = handoff::write(&self.lock, &handoff);
+                let _ = self.lock.write_handoff(&handoff);
                 self.publish();
                 refreshed = Instant::now();
             }
             std::thread::sleep(POLL);
-        }
+        };
         reply.say(&format!("{} let go of the lease; catching up to its final journal position", record.node));
-        let elected = self.elect(Some(record.clone()), reply);
-        if let Err(e) = handoff::clear(&self.lock, &self.me) {
+        // The drained leader is the previous one, whatever the backend remembers.
+        let acquired = crate::lead::lease::Acquired { previous: Some(record.clone()), ..acquired };
+        let elected = self.elect(acquired, reply);
+        if let Err(e) = self.lock.clear_handoff(&self.me) {
             log::warn!("cannot end the handoff: {e}");
         }
         if !elected {
@@ -122,40 +126,40 @@ impl Agent {
 
     fn forced(&mut self, record: Record, user: &str, reply: &mut Reply) -> Result<String, String> {
         let reason = format!("forced promotion by {user}; {} was at epoch {}", record.node, record.epoch);
-        if matches!(self.lease.try_acquire(), Ok(true)) {
-            // Free: the old leader's agent is gone. Lead now; nothing to wait for.
-            self.locked = true;
-            reply.say(&format!("the lease was free; taking it (epoch {})", record.epoch + 1));
+        let mine = self.lease.seize(&self.claim(), &record).map_err(|e| e.to_string())?;
+        self.epoch = mine.epoch;
+        self.record = Some(mine.clone());
+        if self.lease.holds() {
+            reply.say(&format!("took the lease (epoch {})", mine.epoch));
         } else {
-            reply.say(&format!(
-                "{} still holds the lease's lock; leading epoch {} without it",
-                record.node,
-                record.epoch + 1
-            ));
-        }
-        let epoch = record.epoch + 1;
-        let now = now_ms();
-        if !self.locked {
+            reply
+                .say(&format!("{} still holds the lease's lock; leading epoch {} without it", record.node, mine.epoch));
+            let now = now_ms();
             let handoff = Handoff {
                 from: record.node.clone(),
-                epoch,
+                epoch: mine.epoch,
                 to: self.me.clone(),
                 forced: true,
                 user: user.to_owned(),
                 requested_ms: now,
                 heartbeat_ms: now,
             };
-            handoff::write(&self.lock, &handoff).map_err(|e| e.to_string())?;
+            if let Err(e) = self.lock.write_handoff(&handoff) {
+                log::warn!("cannot record the handoff: {e}");
+            }
         }
-        let new =
-            Record { epoch, node: self.me.clone(), url: self.url.clone(), health: self.health.clone(), since_ms: now };
-        if let Err(e) = lease::write_record(&self.lock, &new) {
-            self.release();
-            let _ = handoff::clear(&self.lock, &self.me);
-            return Err(format!("cannot record epoch {epoch}: {e}"));
+        // etcd: the deposed leader's hooks trust its last keep-alive until it runs out.
+        let wait = self.lease.seize_wait();
+        if !wait.is_zero() {
+            reply.say(&format!("waiting {} ms for {}'s last keep-alive to run out", wait.as_millis(), record.node));
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                std::thread::sleep(self.interval.min(until.saturating_duration_since(Instant::now())));
+                let _ = self.lease.renew(&mine);
+                self.publish();
+            }
         }
         self.role = Role::Leader;
-        self.epoch = epoch;
         self.replicator.count_election();
         self.audit(audit::Event {
             user: user.to_owned(),
@@ -166,12 +170,12 @@ impl Agent {
         });
         self.start_journals();
         self.publish();
-        Ok(format!("{} leads at epoch {epoch} (forced; {} was at epoch {})", self.me, record.node, record.epoch))
+        Ok(format!("{} leads at epoch {} (forced; {} was at epoch {})", self.me, mine.epoch, record.node, record.epoch))
     }
 
     /// On the leader: a planned handoff for this epoch drains it and lets go of the lease.
     pub(super) fn hand_over_if_asked(&mut self) {
-        let Ok(Some(h)) = handoff::read(&self.lock) else { return };
+        let Ok(Some(h)) = self.lock.read_handoff() else { return };
         if h.forced || h.from != self.me || h.epoch != self.epoch || h.to == self.me || h.expired(now_ms()) {
             return;
         }

@@ -1,20 +1,16 @@
 //! The audit trail: one JSON line per change of leadership and per event an operator must
 //! be able to reconstruct later (who, when, which epochs, which journal positions, why).
-//! Each line goes to the shared volume, beside the lease (`<lock>.audit`), and to the node's
-//! own copy (`<root>/.stargate/audit.log`), so that neither a lost volume nor a lost node
-//! loses the history. git-stargate(1) lists the events and fields.
+//! Each line goes to the lease's backend (`<lock>.audit` on the shared volume, or keys under
+//! `<key>/audit/` in etcd) and to the node's own copy (`<root>/.stargate/audit.log`), so
+//! that neither a lost backend nor a lost node loses the history. git-stargate(1) lists
+//! the events and fields.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::lease::{Error, io, sibling};
-
-/// The shared audit log of the lease at `lock`.
-pub fn path(lock: &Path) -> PathBuf {
-    sibling(lock, "audit")
-}
+use super::lease::{Error, Lock, io};
 
 /// A node's own copy, in its state directory.
 pub fn local_path(state_dir: &Path) -> PathBuf {
@@ -58,15 +54,14 @@ impl Event {
     }
 }
 
-/// Append `event` to the shared log of the lease at `lock` and, when given, to the node's
-/// own copy in `state_dir`. Both are tried; the first failure is returned.
-pub fn append(lock: &Path, state_dir: Option<&Path>, event: &Event) -> Result<(), Error> {
-    let shared = path(lock);
-    let line = serde_json::to_vec(event).map_err(|source| Error::Damaged { path: shared.clone(), source })?;
-    let first = crate::files::append_line(&shared, &line).map_err(io(&shared));
+/// Append `event` to the shared log of `lock` and, when given, to the node's own copy in
+/// `state_dir`. Both are tried; the first failure is returned.
+pub fn append(lock: &Lock, state_dir: Option<&Path>, event: &Event) -> Result<(), Error> {
+    let first = lock.append_audit(event);
     let second = match state_dir {
         Some(dir) => {
             let local = local_path(dir);
+            let line = serde_json::to_vec(event).map_err(|source| Error::Damaged { path: local.clone(), source })?;
             crate::files::append_line(&local, &line).map_err(io(&local))
         }
         None => Ok(()),
@@ -74,10 +69,9 @@ pub fn append(lock: &Path, state_dir: Option<&Path>, event: &Event) -> Result<()
     first.and(second)
 }
 
-/// Every event of the shared log, oldest first; lines that do not parse are skipped.
-pub fn read(lock: &Path) -> Vec<Event> {
-    let text = std::fs::read_to_string(path(lock)).unwrap_or_default();
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+/// Every event of the shared log, oldest first.
+pub fn read(lock: &Lock) -> Vec<Event> {
+    lock.read_audit()
 }
 
 /// The last promotion (planned or forced), if any.

@@ -1,13 +1,25 @@
-//! The leader lease: an exclusive `flock` on `stargate.lock` (shared volume), and beside it
-//! the leader record, whose epoch is the fencing token.
+//! The leader lease and the cluster's shared state, on one of two backends that
+//! `stargate.lock` picks (stargate(7), Lease):
 //!
-//! Only the lock holder writes the record, always with temp file + fsync + rename, so a
-//! reader sees the old record or the new one, never a torn one.
+//! - a file on a shared volume: an exclusive `flock` on it is the lease, and beside it the
+//!   leader record (`<lock>.leader`), whose epoch is the fencing token, the handoff record
+//!   and the audit log (`file`);
+//! - etcd: the leader key, created only if absent and bound to an etcd lease the agent
+//!   keeps alive; its create revision is the epoch. The handoff, the last record and the
+//!   audit log are keys beside it (`etcd`).
+//!
+//! Everything above this module sees one interface: `Lock` for what any process may read
+//! or append, `Lease` for what only the agent does (take, keep, seize, release).
 
-use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use super::audit::Event;
+use super::etcd;
+use super::file;
+use super::handoff::Handoff;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -15,9 +27,13 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("leader record {path} is damaged: {source}")]
     Damaged { path: PathBuf, source: serde_json::Error },
+    #[error(transparent)]
+    Etcd(#[from] etcd::Error),
+    #[error("etcd: {what} is damaged: {why}")]
+    EtcdDamaged { what: String, why: String },
 }
 
-pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_owned(), source }
 }
 
@@ -34,57 +50,375 @@ pub struct Record {
     pub since_ms: u64,
 }
 
-pub fn record_path(lock: &Path) -> PathBuf {
-    sibling(lock, "leader")
+/// What a node puts in the record when it takes the lease.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub node: String,
+    pub url: Option<String>,
+    pub health: Option<String>,
 }
 
-pub(crate) fn sibling(lock: &Path, ext: &str) -> PathBuf {
-    let mut name = lock.file_name().unwrap_or_default().to_owned();
-    name.push(".");
-    name.push(ext);
-    lock.with_file_name(name)
-}
-
-/// The current record, or `None` before the first election.
-pub fn read_record(lock: &Path) -> Result<Option<Record>, Error> {
-    let path = record_path(lock);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| Error::Damaged { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(&path)(e)),
+impl Claim {
+    pub(crate) fn record(&self, epoch: u64) -> Record {
+        Record {
+            epoch,
+            node: self.node.clone(),
+            url: self.url.clone(),
+            health: self.health.clone(),
+            since_ms: crate::clock::now_ms(),
+        }
     }
 }
 
-pub fn write_record(lock: &Path, record: &Record) -> Result<(), Error> {
-    let path = record_path(lock);
-    let mut bytes = serde_json::to_vec(record).map_err(|source| Error::Damaged { path: path.clone(), source })?;
-    bytes.push(b'\n');
-    crate::files::write_atomic(&path, &bytes, 0o644, true).map_err(io(&path))
+/// `stargate.lock`: where the lease and the shared state are.
+#[derive(Clone)]
+pub enum Lock {
+    File(PathBuf),
+    Etcd(std::sync::Arc<etcd::Client>),
 }
 
-/// An open handle on the lock file; holding the flock on it is holding the lease.
-pub struct Lease {
-    file: File,
-    path: PathBuf,
-}
-
-impl Lease {
-    pub fn open(path: &Path) -> Result<Lease, Error> {
-        let file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io(path))?;
-        Ok(Lease { file, path: path.to_owned() })
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
     }
+}
 
-    /// Take the lease if nobody holds it. Never blocks.
-    pub fn try_acquire(&self) -> Result<bool, Error> {
-        match self.file.try_lock() {
-            Ok(()) => Ok(true),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
-            Err(std::fs::TryLockError::Error(e)) => Err(io(&self.path)(e)),
+impl Lock {
+    /// The lock `stargate.lock` names, with this node's etcd settings.
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Lock, crate::config::Error> {
+        use crate::config::{Error as ConfigError, LockSpec};
+        match cfg.lock()? {
+            LockSpec::File(path) => Ok(Lock::File(path)),
+            LockSpec::Etcd { endpoints, key, tls } => {
+                let read = |k: &'static str, path: Option<PathBuf>| -> Result<Option<Vec<u8>>, ConfigError> {
+                    path.map(|p| {
+                        std::fs::read(&p).map_err(|e| ConfigError::Invalid {
+                            key: k.into(),
+                            value: p.display().to_string(),
+                            why: if e.kind() == std::io::ErrorKind::NotFound {
+                                "no such file"
+                            } else {
+                                "cannot be read"
+                            },
+                        })
+                    })
+                    .transpose()
+                };
+                let material = if tls {
+                    let ca =
+                        read("stargate.etcd.ca", cfg.etcd_ca()?)?.ok_or(ConfigError::Missing("stargate.etcd.ca"))?;
+                    let cert = read("stargate.etcd.cert", cfg.etcd_cert()?)?;
+                    let key = read("stargate.etcd.key", cfg.etcd_key()?)?;
+                    Some(etcd::Tls { ca, cert_and_key: cert.zip(key) })
+                } else {
+                    None
+                };
+                let spec = etcd::Spec { endpoints, key, tls };
+                let client = etcd::Client::new(spec, cfg.etcd_timeout()?, material.as_ref()).map_err(|why| {
+                    let key = why.split(':').next().unwrap_or("stargate.etcd.ca").to_owned();
+                    ConfigError::Invalid { key, value: "(PEM file)".into(), why: "not a usable PEM certificate or key" }
+                })?;
+                Ok(Lock::Etcd(std::sync::Arc::new(client)))
+            }
         }
     }
 
-    pub fn release(&self) -> Result<(), Error> {
-        self.file.unlock().map_err(io(&self.path))
+    /// As `stargate.lock` says it: the path, or `etcd[s]://endpoints/key`.
+    pub fn describe(&self) -> String {
+        match self {
+            Lock::File(path) => path.display().to_string(),
+            Lock::Etcd(c) => {
+                let s = c.spec();
+                format!("{}://{}{}", if s.tls { "etcds" } else { "etcd" }, s.endpoints.join(","), s.key)
+            }
+        }
+    }
+
+    pub fn is_etcd(&self) -> bool {
+        matches!(self, Lock::Etcd(_))
+    }
+
+    /// The current record, or `None` when nobody leads (file: before the first election;
+    /// etcd: also while the leader key is absent between two leaders).
+    pub fn read_record(&self) -> Result<Option<Record>, Error> {
+        match self {
+            Lock::File(path) => file::read_record(path),
+            Lock::Etcd(c) => etcd_record(c, &c.spec().key),
+        }
+    }
+
+    pub fn read_handoff(&self) -> Result<Option<Handoff>, Error> {
+        match self {
+            Lock::File(path) => file::read_handoff(path),
+            Lock::Etcd(c) => match c.get(&format!("{}/handoff", c.spec().key))? {
+                None => Ok(None),
+                Some(kv) => serde_json::from_slice(&kv.value)
+                    .map(Some)
+                    .map_err(|e| Error::EtcdDamaged { what: "the handoff".into(), why: e.to_string() }),
+            },
+        }
+    }
+
+    pub fn write_handoff(&self, handoff: &Handoff) -> Result<(), Error> {
+        match self {
+            Lock::File(path) => file::write_handoff(path, handoff),
+            Lock::Etcd(c) => {
+                let value = serde_json::to_vec(handoff)
+                    .map_err(|e| Error::EtcdDamaged { what: "the handoff".into(), why: e.to_string() })?;
+                Ok(c.put(&format!("{}/handoff", c.spec().key), &value, None)?)
+            }
+        }
+    }
+
+    /// End the handoff, if it is still the one naming `to`.
+    pub fn clear_handoff(&self, to: &str) -> Result<(), Error> {
+        match self.read_handoff()? {
+            Some(h) if h.to == to => match self {
+                Lock::File(path) => file::remove_handoff(path),
+                Lock::Etcd(c) => Ok(c.delete(&format!("{}/handoff", c.spec().key))?),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    pub fn append_audit(&self, event: &Event) -> Result<(), Error> {
+        let line = serde_json::to_vec(event)
+            .map_err(|e| Error::EtcdDamaged { what: "an audit event".into(), why: e.to_string() })?;
+        match self {
+            Lock::File(path) => file::append_audit(path, &line),
+            Lock::Etcd(c) => {
+                let key = format!(
+                    "{}/audit/{:020}-{}-{:08x}",
+                    c.spec().key,
+                    event.time_ms,
+                    event.node,
+                    rand::random::<u32>()
+                );
+                Ok(c.put(&key, &line, None)?)
+            }
+        }
+    }
+
+    /// Every audit event, oldest first; lines that do not parse are skipped.
+    pub fn read_audit(&self) -> Vec<Event> {
+        let lines: Vec<Vec<u8>> = match self {
+            Lock::File(path) => file::read_audit(path),
+            Lock::Etcd(c) => c.list(&format!("{}/audit/", c.spec().key)).unwrap_or_default(),
+        };
+        lines.iter().filter_map(|l| serde_json::from_slice(l).ok()).collect()
+    }
+
+    /// The agent's side of the lease.
+    pub fn open_lease(&self, ttl: Duration) -> Result<Lease, Error> {
+        Ok(match self {
+            Lock::File(path) => Lease::File(file::Flock::open(path)?),
+            Lock::Etcd(c) => Lease::Etcd(EtcdLease {
+                client: std::sync::Arc::clone(c),
+                ttl,
+                id: None,
+                mine: None,
+                valid_until: None,
+            }),
+        })
+    }
+}
+
+fn etcd_record(c: &etcd::Client, key: &str) -> Result<Option<Record>, Error> {
+    let Some(kv) = c.get(key)? else { return Ok(None) };
+    let mut record: Record = serde_json::from_slice(&kv.value)
+        .map_err(|e| Error::EtcdDamaged { what: format!("the record at {key}"), why: e.to_string() })?;
+    // The live key's create revision is the epoch; `<key>/last` keeps it in the value.
+    if kv.create_revision > 0 && key == c.spec().key {
+        record.epoch = kv.create_revision;
+    }
+    Ok(Some(record))
+}
+
+/// What taking the lease gave: the new record, and the one it replaced.
+#[derive(Debug, Clone)]
+pub struct Acquired {
+    pub record: Record,
+    pub previous: Option<Record>,
+}
+
+/// The agent's hold on the lease.
+pub enum Lease {
+    File(file::Flock),
+    Etcd(EtcdLease),
+}
+
+pub struct EtcdLease {
+    client: std::sync::Arc<etcd::Client>,
+    ttl: Duration,
+    /// The etcd lease this agent keeps alive, once granted.
+    id: Option<i64>,
+    /// The record this agent created, while it holds the key.
+    mine: Option<Record>,
+    valid_until: Option<Instant>,
+}
+
+/// How long before etcd may expire a lease its holder stops writing: the TTL is counted
+/// from a keep-alive's sending, less this margin for scheduling and clock-rate drift
+/// (docs/ARCHITECTURE.md, "The etcd lease").
+pub fn safety_margin(ttl: Duration) -> Duration {
+    ttl / 5
+}
+
+impl Lease {
+    /// Take the next epoch if nobody leads now. Never blocks longer than one request.
+    pub fn try_acquire(&mut self, claim: &Claim) -> Result<Option<Acquired>, Error> {
+        match self {
+            Lease::File(flock) => flock.try_acquire(claim),
+            Lease::Etcd(l) => l.try_acquire(claim),
+        }
+    }
+
+    /// Take the next epoch although `current`'s holder has not let go (forced promotion).
+    /// File: the lock is taken if free, else the record is written without it. etcd: the
+    /// holder's etcd lease is revoked, then the key created.
+    pub fn seize(&mut self, claim: &Claim, current: &Record) -> Result<Record, Error> {
+        match self {
+            Lease::File(flock) => flock.seize(claim, current),
+            Lease::Etcd(l) => {
+                if let Some(kv) = l.client.get(&l.client.spec().key)?
+                    && kv.lease != 0
+                {
+                    l.client.revoke(kv.lease)?;
+                }
+                l.try_acquire(claim)?
+                    .map(|a| a.record)
+                    .ok_or_else(|| Error::Etcd(etcd::Error::Refused("another node took the leader key first".into())))
+            }
+        }
+    }
+
+    /// While leading `mine`: renew the hold (etcd: keep the lease alive) and say whether
+    /// `mine` is still the record. `Err` when that cannot be known.
+    pub fn renew(&mut self, mine: &Record) -> Result<Option<Record>, Error> {
+        match self {
+            Lease::File(flock) => flock.renew(mine),
+            Lease::Etcd(l) => l.renew(mine),
+        }
+    }
+
+    /// The moment before which a leader may accept writes without renewing (etcd);
+    /// `None` when the hold does not expire by time (file: the lock is kept until let go).
+    pub fn valid_until(&self) -> Option<Instant> {
+        match self {
+            Lease::File(_) => None,
+            Lease::Etcd(l) => l.valid_until,
+        }
+    }
+
+    /// Whether this agent holds the lock (file). A leader after a forced promotion may
+    /// not yet: `take_late` tries again.
+    pub fn holds(&self) -> bool {
+        match self {
+            Lease::File(flock) => flock.locked(),
+            Lease::Etcd(l) => l.mine.is_some(),
+        }
+    }
+
+    /// A leader without the lock takes it now if it is free.
+    pub fn take_late(&mut self) -> Result<bool, Error> {
+        match self {
+            Lease::File(flock) => flock.take(),
+            Lease::Etcd(_) => Ok(true),
+        }
+    }
+
+    /// Let go: unlock (file), or delete the key if still ours and revoke the lease (etcd).
+    pub fn release(&mut self) {
+        match self {
+            Lease::File(flock) => flock.release(),
+            Lease::Etcd(l) => l.release(),
+        }
+    }
+
+    /// After `seize`, how long the new leader waits before accepting writes: the old
+    /// holder's hooks may trust their own last keep-alive until then (etcd). File: none,
+    /// the old holder's hooks read the record themselves.
+    pub fn seize_wait(&self) -> Duration {
+        match self {
+            Lease::File(_) => Duration::ZERO,
+            Lease::Etcd(l) => l.ttl,
+        }
+    }
+}
+
+impl EtcdLease {
+    fn lease(&mut self) -> Result<i64, Error> {
+        match self.id {
+            Some(id) => Ok(id),
+            None => {
+                let id = self.client.grant(self.ttl)?;
+                self.id = Some(id);
+                Ok(id)
+            }
+        }
+    }
+
+    fn try_acquire(&mut self, claim: &Claim) -> Result<Option<Acquired>, Error> {
+        let key = self.client.spec().key.clone();
+        if self.client.get(&key)?.is_some() {
+            return Ok(None);
+        }
+        let sent = Instant::now();
+        let id = self.lease()?;
+        // A lease left over from an earlier hold may have expired meanwhile.
+        if !self.client.keep_alive(id)? {
+            self.id = None;
+            return Ok(None);
+        }
+        let mut record = claim.record(0);
+        let value = serde_json::to_vec(&record)
+            .map_err(|e| Error::EtcdDamaged { what: "the record".into(), why: e.to_string() })?;
+        let revision = match self.client.create(&key, &value, id)? {
+            Ok(revision) => revision,
+            Err(_) => return Ok(None),
+        };
+        record.epoch = revision;
+        self.valid_until = Some(sent + self.ttl - safety_margin(self.ttl));
+        let previous = etcd_record(&self.client, &format!("{key}/last"))?;
+        let last = serde_json::to_vec(&record)
+            .map_err(|e| Error::EtcdDamaged { what: "the record".into(), why: e.to_string() })?;
+        self.client.put(&format!("{key}/last"), &last, None)?;
+        self.mine = Some(record.clone());
+        Ok(Some(Acquired { record, previous }))
+    }
+
+    fn renew(&mut self, mine: &Record) -> Result<Option<Record>, Error> {
+        let Some(id) = self.id else { return Ok(None) };
+        let sent = Instant::now();
+        if !self.client.keep_alive(id)? {
+            self.id = None;
+            self.mine = None;
+            self.valid_until = None;
+            return etcd_record(&self.client, &self.client.spec().key.clone()).map(|_| None);
+        }
+        self.valid_until = Some(sent + self.ttl - safety_margin(self.ttl));
+        let current = etcd_record(&self.client, &self.client.spec().key.clone())?;
+        match current {
+            Some(r) if r.epoch == mine.epoch && r.node == mine.node => Ok(Some(r)),
+            _ => {
+                self.mine = None;
+                Ok(None)
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        let key = self.client.spec().key.clone();
+        if let Some(mine) = self.mine.take()
+            && let Err(e) = self.client.delete_if(&key, mine.epoch)
+        {
+            log::warn!("cannot delete the leader key: {e}");
+        }
+        if let Some(id) = self.id.take()
+            && let Err(e) = self.client.revoke(id)
+        {
+            log::warn!("cannot revoke the etcd lease: {e}");
+        }
+        self.valid_until = None;
     }
 }

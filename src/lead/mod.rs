@@ -1,4 +1,5 @@
-//! Who may write: the leader lease with its epochs (the fencing token), a handoff of
+//! Who may write: the leader lease with its epochs (the fencing token), on a shared
+//! volume or on etcd, a handoff of
 //! leadership in progress, the audit trail of every change of leadership, this node's
 //! published state, from which hooks, the health responder and the CLI all decide "may
 //! this node accept a write now?", and the writes in flight that a draining leader waits
@@ -8,6 +9,8 @@
 //! the agent, which build on it.
 
 pub mod audit;
+pub mod etcd;
+pub mod file;
 pub mod handoff;
 pub mod inflight;
 pub mod lease;

@@ -1,5 +1,6 @@
 //! This node's view of leadership: the state the agent publishes locally, checked against
-//! the shared leader record. Hooks, the health responder and `git stargate status` all
+//! the shared leader record (file lease), or against the deadline of the agent's last etcd
+//! keep-alive (etcd lease). Hooks, the health responder and `git stargate status` all
 //! decide "may this node accept a write?" here, and they fail closed.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, STATE_DIR};
-use crate::lead::lease::{self, Record};
+use crate::lead::lease::Record;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -22,8 +23,8 @@ pub enum Role {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
     pub node: String,
-    /// `stargate.lock` as the agent uses it.
-    pub lock: PathBuf,
+    /// `stargate.lock` as the agent uses it: a path, or an `etcd[s]://` URL.
+    pub lock: String,
     /// `stargate.lease.staleAfter` in milliseconds.
     pub stale_after_ms: u64,
     /// UDP addresses of the other nodes' agents, told to sync after each write here.
@@ -38,6 +39,21 @@ pub struct State {
     /// A leader handing over (planned promotion): why it refuses writes meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining: Option<String>,
+    /// etcd lease: the record as the agent last read it (the hooks cannot ask etcd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Record>,
+    /// etcd lease: until when (`clock::boot_ms`) this leader may accept writes without a
+    /// newer keep-alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until_boot_ms: Option<u64>,
+    /// Why the agent cannot reach the lease, if it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_problem: Option<String>,
+}
+
+/// Whether `stargate.lock` names an etcd cluster (the hooks then judge by `State`).
+pub fn is_etcd(lock: &str) -> bool {
+    lock.starts_with("etcd://") || lock.starts_with("etcds://")
 }
 
 pub fn state_path(state_dir: &Path) -> PathBuf {
@@ -110,7 +126,11 @@ pub enum Authority {
 
 /// This node as configured (`git stargate status`, the health responder).
 pub fn inspect(cfg: &Config) -> Result<View, crate::config::Error> {
-    let (me, lock, stale_after) = (cfg.node()?, cfg.lock()?, cfg.lease_stale_after()?);
+    let lock = match cfg.lock()? {
+        crate::config::LockSpec::File(path) => path.display().to_string(),
+        crate::config::LockSpec::Etcd { .. } => "etcd://".to_owned(),
+    };
+    let (me, stale_after) = (cfg.node()?, cfg.lease_stale_after()?);
     let state = read_state(&cfg.state_dir()?);
     Ok(view(me, &lock, stale_after, state))
 }
@@ -142,8 +162,12 @@ pub fn read_state(state_dir: &Path) -> Option<State> {
     std::fs::read(state_path(state_dir)).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
-fn view(me: String, lock: &Path, stale_after: Duration, state: Option<State>) -> View {
-    let record = lease::read_record(lock).map_err(|e| e.to_string());
+fn view(me: String, lock: &str, stale_after: Duration, state: Option<State>) -> View {
+    let record = if is_etcd(lock) {
+        Ok(state.as_ref().and_then(|s| s.record.clone()))
+    } else {
+        crate::lead::file::read_record(Path::new(lock)).map_err(|e| e.to_string())
+    };
     let agent_problem = agent_problem(&me, state.as_ref(), stale_after);
     View { me, record, state, agent_problem }
 }
@@ -210,6 +234,15 @@ impl View {
         }
         if let Some(why) = &state.draining {
             return refused(leader, epoch, format!("draining: {why}"));
+        }
+        if is_etcd(&state.lock) && state.valid_until_boot_ms.is_none() {
+            return refused(leader, epoch, "no etcd lease to lead under".into());
+        }
+        if let Some(until) = state.valid_until_boot_ms
+            && crate::clock::boot_ms() >= until
+        {
+            let why = state.lease_problem.as_deref().unwrap_or("no answer from etcd");
+            return refused(leader, epoch, format!("the etcd lease was not renewed in time ({why})"));
         }
         if leader != self.me || epoch != state.epoch {
             let why = format!("fenced: this node led epoch {}, the lease is now at epoch {epoch}", state.epoch);

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::lead::lease;
+use crate::lead::lease::Lock;
 use crate::lead::node;
 
 /// Operate a Stargate node.
@@ -110,7 +110,8 @@ fn sync(cfg: &Config, names: Vec<String>, full: bool) -> Result<()> {
     cfg.validate()?;
     let root = cfg.root()?;
     let me = cfg.node()?;
-    let record = lease::read_record(&cfg.lock()?)?.ok_or_else(|| Error::Refused("no leader elected yet".into()))?;
+    let record =
+        Lock::from_config(cfg)?.read_record()?.ok_or_else(|| Error::Refused("no leader elected yet".into()))?;
     if record.node == me {
         return Err(Error::Refused(format!("this node ({me}) is the leader; nothing to mirror")));
     }

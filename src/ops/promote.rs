@@ -10,7 +10,8 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lead::audit;
-use crate::lead::lease::{self, Record};
+use crate::lead::lease::Lock;
+use crate::lead::lease::Record;
 use crate::lead::node::{self, Role};
 use crate::replication::sync;
 
@@ -24,7 +25,8 @@ pub fn promote(cfg: &Config, force: bool, yes: bool) -> Result<()> {
     if view.role() == Role::Leader {
         return Err(Error::Refused(format!("{me} already leads")));
     }
-    let record = lease::read_record(&cfg.lock()?)?.ok_or_else(|| Error::Refused("no leader elected yet".into()))?;
+    let record =
+        Lock::from_config(cfg)?.read_record()?.ok_or_else(|| Error::Refused("no leader elected yet".into()))?;
     if record.node == me {
         return Err(Error::Refused(format!("the leader record names {me} already; wait for its agent")));
     }
@@ -37,10 +39,8 @@ pub fn promote(cfg: &Config, force: bool, yes: bool) -> Result<()> {
     } else {
         preflight(cfg, &record)?;
         println!(
-            "planned promotion of {me}: {} (epoch {}) drains, {me} catches up, then leads at epoch {}",
-            record.node,
-            record.epoch,
-            record.epoch + 1
+            "planned promotion of {me}: {} (epoch {}) drains, {me} catches up, then leads a new epoch",
+            record.node, record.epoch
         );
     }
     confirm(yes, &format!("Promote {me}?"))?;
@@ -57,7 +57,7 @@ pub fn promote(cfg: &Config, force: bool, yes: bool) -> Result<()> {
 /// A planned promotion back to the node the last promotion took over from.
 pub fn failback(cfg: &Config, yes: bool) -> Result<()> {
     let me = cfg.node()?;
-    let events = audit::read(&cfg.lock()?);
+    let events = audit::read(&Lock::from_config(cfg)?);
     let last = audit::last_promotion(&events)
         .ok_or_else(|| Error::Refused("no promotion in the audit trail: nothing to fail back from".into()))?;
     match last.previous_leader.as_deref() {
@@ -75,7 +75,7 @@ pub fn failback(cfg: &Config, yes: bool) -> Result<()> {
 /// promotion is not too recent. Prints what it checked.
 fn preflight(cfg: &Config, record: &Record) -> Result<()> {
     let cooldown = cfg.promote_cooldown()?;
-    if let Some(last) = audit::last_promotion(&audit::read(&cfg.lock()?)) {
+    if let Some(last) = audit::last_promotion(&audit::read(&Lock::from_config(cfg)?)) {
         let age = Duration::from_millis(now_ms().saturating_sub(last.time_ms));
         if age < cooldown {
             return Err(Error::Refused(format!(

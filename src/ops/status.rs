@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::Result;
 use crate::lead::audit;
+use crate::lead::lease::Lock;
 use crate::lead::lease::Record;
 use crate::lead::node::{self, Authority, Role};
 use crate::replication::journal;
@@ -110,7 +111,7 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
             r.journal_seq = journal::tip(&repo).ok().flatten().map(|(_, seq)| seq);
             kept.extend(kept_refs(&repo, &r.name));
         }
-        last_promotion = audit::last_promotion(&audit::read(&cfg.lock()?)).cloned();
+        last_promotion = audit::last_promotion(&audit::read(&Lock::from_config(cfg)?)).cloned();
         replication =
             crate::replication::replicator::read_published(&cfg.state_dir()?).filter(|_| view.role() == Role::Passive);
     }

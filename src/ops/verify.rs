@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::lead::lease;
+use crate::lead::lease::Lock;
 use crate::replication::{journal, sync};
 
 #[derive(Debug, Serialize)]
@@ -82,7 +82,8 @@ fn list(
 
 pub fn verify(cfg: &Config, json: bool, wait: Duration) -> Result<()> {
     cfg.validate()?;
-    let record = lease::read_record(&cfg.lock()?)?.ok_or_else(|| Error::Refused("no leader elected yet".into()))?;
+    let record =
+        Lock::from_config(cfg)?.read_record()?.ok_or_else(|| Error::Refused("no leader elected yet".into()))?;
     let root = cfg.root()?;
     let token = std::fs::read_to_string(crate::lead::node::token_path(&cfg.state_dir()?)).unwrap_or_default();
     let settings = sync::Settings::from_config(cfg, token.trim().to_owned())?;

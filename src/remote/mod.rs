@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use crate::config::Config;
 use crate::error;
-use crate::lead::lease::{self, Record};
+use crate::lead::lease::Record;
 use resolve::{Op, Policy};
 use url::Node;
 
@@ -186,7 +186,7 @@ pub(crate) struct Session {
 impl Session {
     fn record(&self) -> Option<Record> {
         let lock = self.cfg.leader_lock().ok().flatten()?;
-        lease::read_record(&lock).ok().flatten()
+        crate::lead::file::read_record(&lock).ok().flatten()
     }
 
     fn resolve(&self, op: Op, options: &Options) -> Result<resolve::Choice, Error> {

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
 use crate::config::{self, Config};
-use crate::lead::{audit, lease};
+use crate::lead::audit;
+use crate::lead::lease::Lock;
 use crate::replication::alert::Alerter;
 use crate::replication::backoff::Policy;
 use crate::replication::lag::{self, Event, Judged, Windows};
@@ -104,7 +105,7 @@ pub struct Replicator {
     me: String,
     root: PathBuf,
     state_dir: PathBuf,
-    lock: PathBuf,
+    lock: Lock,
     interval: Duration,
     metrics_interval: Duration,
     policy: Policy,
@@ -116,7 +117,7 @@ pub struct Replicator {
 }
 
 impl Replicator {
-    pub fn new(cfg: &Config, token: String) -> Result<Arc<Replicator>, config::Error> {
+    pub fn new(cfg: &Config, token: String, lock: Lock) -> Result<Arc<Replicator>, config::Error> {
         let limits = lag::Limits {
             window_ms: cfg.alert_window()?.as_millis() as u64,
             p50_s: cfg.alert_p50()?.as_secs_f64(),
@@ -131,7 +132,7 @@ impl Replicator {
             me: cfg.node()?,
             root: cfg.root()?,
             state_dir: cfg.state_dir()?,
-            lock: cfg.lock()?,
+            lock,
             interval: cfg.sync_interval()?,
             metrics_interval: cfg.metrics_interval()?,
             policy: Policy::from_config(cfg)?,
@@ -371,7 +372,9 @@ impl Replicator {
 
     /// The leader to mirror from, read from the lease record at every sync.
     fn target(&self) -> Result<Target, Failure> {
-        let record = lease::read_record(&self.lock)
+        let record = self
+            .lock
+            .read_record()
             .map_err(|e| Failure::Other(e.to_string()))?
             .ok_or_else(|| Failure::Other("no leader elected yet".into()))?;
         if record.node == self.me {
@@ -428,7 +431,7 @@ impl Replicator {
             }
             unsent.extend(events);
             if let Some(a) = &alerter {
-                let leader = lease::read_record(&self.lock).ok().flatten().map(|r| r.node).unwrap_or_default();
+                let leader = self.lock.read_record().ok().flatten().map(|r| r.node).unwrap_or_default();
                 while let Some(event) = unsent.first() {
                     match a.send(event, &leader) {
                         Ok(()) => {

@@ -25,7 +25,7 @@ use gix::ObjectId;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use serde::{Deserialize, Serialize};
 
-use crate::lead::lease;
+use crate::lead::lease::Lock;
 use crate::replication::journal::{self, Entry};
 use crate::wire::endpoint::Endpoint;
 use crate::wire::git::{self, Bounded};
@@ -67,9 +67,14 @@ pub struct Settings {
     /// A full mirror measures lag only for updates accepted after this (the agent's start):
     /// a new replica must not report years of history as lag.
     pub measure_since_ms: u64,
-    /// `stargate.lock`: read again just before refs move, so that a sync overtaken by an
-    /// election (of this node or another) does not apply what it fetched.
-    pub lock: PathBuf,
+    /// The lease: its record is read again just before refs move, so that a sync overtaken
+    /// by an election (of this node or another) does not apply what it fetched.
+    pub lock: Lock,
+    /// This node's id.
+    pub me: String,
+    /// A newly elected node catching up to the previous leader (`agent`): the record then
+    /// names this node, not the target, and it may still apply.
+    pub catch_up: bool,
     /// Mirror everything even when the journal could be followed (`git stargate sync --full`).
     pub full: bool,
 }
@@ -83,7 +88,9 @@ impl Settings {
             token,
             progress: false,
             measure_since_ms: crate::clock::now_ms(),
-            lock: cfg.lock()?,
+            lock: Lock::from_config(cfg)?,
+            me: cfg.node()?,
+            catch_up: false,
             full: false,
         })
     }
@@ -558,8 +565,9 @@ impl Run<'_> {
             edits.push(update(journal::REF, old, Some(new))?);
         }
         if !edits.is_empty() {
-            match lease::read_record(&self.settings.lock) {
+            match self.settings.lock.read_record() {
                 Ok(Some(r)) if r.epoch == self.target.epoch && r.node == self.target.leader => {}
+                Ok(Some(r)) if self.settings.catch_up && r.node == self.settings.me => {}
                 _ => return Err(Error::Repo("the leader changed during this sync; nothing applied".into())),
             }
             main.edit_references(edits).map_err(repo_err)?;

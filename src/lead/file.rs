@@ -1,0 +1,160 @@
+//! The file backend of the lease: an exclusive `flock` on `stargate.lock` (on a volume
+//! every node mounts) is the lease; beside it `<lock>.leader` is the record, whose epoch
+//! grows by one at each election, `<lock>.handoff` a promotion in progress and
+//! `<lock>.audit` the audit log.
+//!
+//! Only the lock holder writes the record (or, after a forced promotion, the node that
+//! seized it), always with temp file + fsync + rename, so a reader sees the old record or
+//! the new one, never a torn one.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use super::handoff::Handoff;
+use super::lease::{Acquired, Claim, Error, Record, io};
+
+fn sibling(lock: &Path, ext: &str) -> PathBuf {
+    let mut name = lock.file_name().unwrap_or_default().to_owned();
+    name.push(".");
+    name.push(ext);
+    lock.with_file_name(name)
+}
+
+pub fn record_path(lock: &Path) -> PathBuf {
+    sibling(lock, "leader")
+}
+
+pub fn audit_path(lock: &Path) -> PathBuf {
+    sibling(lock, "audit")
+}
+
+pub fn handoff_path(lock: &Path) -> PathBuf {
+    sibling(lock, "handoff")
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map(Some).map_err(|source| Error::Damaged { path: path.to_owned(), source })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), Error> {
+    let mut bytes = serde_json::to_vec(value).map_err(|source| Error::Damaged { path: path.to_owned(), source })?;
+    bytes.push(b'\n');
+    crate::files::write_atomic(path, &bytes, 0o644, true).map_err(io(path))
+}
+
+/// The current record, or `None` before the first election.
+pub fn read_record(lock: &Path) -> Result<Option<Record>, Error> {
+    read_json(&record_path(lock))
+}
+
+fn write_record(lock: &Path, record: &Record) -> Result<(), Error> {
+    write_json(&record_path(lock), record)
+}
+
+pub fn read_handoff(lock: &Path) -> Result<Option<Handoff>, Error> {
+    read_json(&handoff_path(lock))
+}
+
+pub fn write_handoff(lock: &Path, handoff: &Handoff) -> Result<(), Error> {
+    write_json(&handoff_path(lock), handoff)
+}
+
+pub fn remove_handoff(lock: &Path) -> Result<(), Error> {
+    let path = handoff_path(lock);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+        _ => Ok(()),
+    }
+}
+
+pub fn append_audit(lock: &Path, line: &[u8]) -> Result<(), Error> {
+    let path = audit_path(lock);
+    crate::files::append_line(&path, line).map_err(io(&path))
+}
+
+pub fn read_audit(lock: &Path) -> Vec<Vec<u8>> {
+    let text = std::fs::read(audit_path(lock)).unwrap_or_default();
+    text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
+}
+
+/// An open handle on the lock file; holding the flock on it is holding the lease.
+pub struct Flock {
+    file: File,
+    path: PathBuf,
+    locked: bool,
+}
+
+impl Flock {
+    pub fn open(path: &Path) -> Result<Flock, Error> {
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io(path))?;
+        Ok(Flock { file, path: path.to_owned(), locked: false })
+    }
+
+    pub fn locked(&self) -> bool {
+        self.locked
+    }
+
+    /// Take the lock if nobody holds it. Never blocks.
+    pub fn take(&mut self) -> Result<bool, Error> {
+        if self.locked {
+            return Ok(true);
+        }
+        match self.file.try_lock() {
+            Ok(()) => {
+                self.locked = true;
+                Ok(true)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(&self.path)(e)),
+        }
+    }
+
+    /// The lock, then the next epoch in the record.
+    pub fn try_acquire(&mut self, claim: &Claim) -> Result<Option<Acquired>, Error> {
+        if !self.take()? {
+            return Ok(None);
+        }
+        let previous = match read_record(&self.path) {
+            Ok(p) => p,
+            Err(e) => {
+                self.release();
+                return Err(e);
+            }
+        };
+        let record = claim.record(previous.as_ref().map_or(0, |r| r.epoch) + 1);
+        if let Err(e) = write_record(&self.path, &record) {
+            self.release();
+            return Err(e);
+        }
+        Ok(Some(Acquired { record, previous }))
+    }
+
+    /// The next epoch after `current`, with the lock if it is free, else without it.
+    pub fn seize(&mut self, claim: &Claim, current: &Record) -> Result<Record, Error> {
+        self.take()?;
+        let record = claim.record(current.epoch + 1);
+        write_record(&self.path, &record)?;
+        Ok(record)
+    }
+
+    /// Still leading while the record names `mine`; the record when it does.
+    pub fn renew(&self, mine: &Record) -> Result<Option<Record>, Error> {
+        Ok(read_record(&self.path)?.filter(|r| r.epoch == mine.epoch && r.node == mine.node))
+    }
+
+    pub fn release(&mut self) {
+        if self.locked
+            && let Err(e) = self.file.unlock()
+        {
+            log::error!("{}", io(&self.path)(e));
+        }
+        self.locked = false;
+    }
+}

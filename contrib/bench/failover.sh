@@ -4,14 +4,27 @@
 # repositories (its own part is printed too, from the agents' logs). Runs N rounds
 # (default 20) on one two-node lab, restarting the killed agent between rounds, and prints
 # every time, the median and the worst.
-# Usage: contrib/bench/failover.sh [N]   (stargate-hook on PATH)
+# With BENCH_LEASE=etcd the nodes lease through a local one-member etcd (etcd on PATH,
+# Debian's etcd-server), with the default stargate.lease.ttl of 5 s.
+# Usage: [BENCH_LEASE=etcd] contrib/bench/failover.sh [N]   (stargate-hook on PATH)
 set -euo pipefail
 n=${1:-20}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 lab=("$root/contrib/lab/lab" --dir "$work")
-trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
+etcd_pid=
+trap '"${lab[@]}" down >/dev/null 2>&1; [ -n "$etcd_pid" ] && kill "$etcd_pid"; rm -rf "$work"' EXIT
 export GIT_CONFIG_NOSYSTEM=1
+if [ "${BENCH_LEASE:-file}" = etcd ]; then
+  etcd --name b --data-dir "$work/etcd" --listen-client-urls http://127.79.0.100:2379 \
+    --advertise-client-urls http://127.79.0.100:2379 --listen-peer-urls http://127.79.0.100:2380 \
+    --initial-advertise-peer-urls http://127.79.0.100:2380 --initial-cluster b=http://127.79.0.100:2380 \
+    --log-level warn >"$work/etcd.log" 2>&1 &
+  etcd_pid=$!
+  printf '[stargate]\n\tlock = etcd://127.79.0.100:2379/stargate/bench\n' >"$work/extra"
+  export LAB_EXTRA_CONFIG=$work/extra
+  sleep 2
+fi
 "${lab[@]}" up --nodes 2 --net 127.79.0 >/dev/null
 ready() { # node -> 0 when /readyz is 200
   exec 3<>"/dev/tcp/$(cat "$work/$1/ip")/8080" 2>/dev/null || return 1

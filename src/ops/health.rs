@@ -366,6 +366,9 @@ fn unhealthy(s: &Status) -> Option<String> {
     if let Some(problem) = &s.agent.problem {
         return Some(problem.clone());
     }
+    if let Some(problem) = &s.lease_problem {
+        return Some(format!("cannot reach the lease: {problem}"));
+    }
     if let Some(e) = s.errors.first() {
         return Some(e.clone());
     }

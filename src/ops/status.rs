@@ -23,6 +23,8 @@ pub struct Status {
     /// Why writes are refused, when they are.
     pub refusal: Option<String>,
     pub agent: AgentStatus,
+    /// Why the agent cannot reach the lease (an etcd without an answering member), if so.
+    pub lease_problem: Option<String>,
     pub repositories: Vec<Repository>,
     /// Worst lag of the last update each repository exposed (replicas), in seconds.
     pub lag_seconds: Option<f64>,
@@ -134,6 +136,7 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
             heartbeat_age_ms: view.state.as_ref().map(|s| crate::clock::now_ms().saturating_sub(s.heartbeat_ms)),
             problem: view.agent_problem.clone(),
         },
+        lease_problem: view.state.as_ref().and_then(|s| s.lease_problem.clone()),
         repositories,
         kept,
         last_promotion,
@@ -237,6 +240,9 @@ pub fn print(s: &Status) {
     match (&s.agent.problem, s.agent.pid) {
         (None, Some(pid)) => println!("agent:    running (pid {pid})"),
         (problem, _) => println!("agent:    {}", problem.as_deref().unwrap_or("unknown")),
+    }
+    if let Some(problem) = &s.lease_problem {
+        println!("lease:    {problem}");
     }
     match &s.refusal {
         None => println!("writes:   accepted"),

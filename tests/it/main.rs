@@ -4,6 +4,7 @@ mod support;
 
 mod config;
 mod docs;
+mod etcd;
 mod failover;
 mod health;
 mod hooks;

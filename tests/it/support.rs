@@ -114,8 +114,13 @@ impl Lab {
 
     /// `extra` is appended to every node's git config before anything starts.
     pub fn up_with(nodes: usize, extra: &str) -> Lab {
+        Lab::up_on(nodes, &format!("127.{}.{}", rand_octet(), rand_octet()), extra)
+    }
+
+    /// As `up_with`, on the addresses `<net>.1`, `<net>.2`, ...
+    pub fn up_on(nodes: usize, net: &str, extra: &str) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let net = format!("127.{}.{}", rand_octet(), rand_octet());
+        let net = net.to_owned();
         let lab = Lab { dir, net, nodes: ["a", "b", "c", "d", "e"][..nodes].iter().map(|s| s.to_string()).collect() };
         if !extra.is_empty() {
             // `@LAB@` stands for the lab's directory, e.g. to give a node a file-path URL;
@@ -490,5 +495,168 @@ impl Lab {
 
     pub fn agent_log(&self, node: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(node).join("agent.log")).unwrap_or_default()
+    }
+}
+
+/// A real etcd cluster for the tests: `members` processes on loopback addresses of `net`
+/// (`<net>.101`, `.102`, ...), each with its own data directory. Stopped on drop.
+pub struct Etcd {
+    pub dir: tempfile::TempDir,
+    pub net: String,
+    members: Vec<Option<std::process::Child>>,
+    token: String,
+}
+
+impl Etcd {
+    pub fn start(net: &str, members: usize) -> Etcd {
+        assert!(
+            Path::new("/usr/bin/etcd").exists(),
+            "etcd is not installed (Debian: etcd-server; contrib/test.sh installs it)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let token = format!("stargate-test-{}-{}", std::process::id(), rand_octet());
+        let mut etcd = Etcd { dir, net: net.to_owned(), members: Vec::new(), token };
+        for i in 0..members {
+            etcd.members.push(None);
+            etcd.spawn(i, members, "new");
+        }
+        etcd.wait_healthy(Duration::from_secs(20));
+        etcd
+    }
+
+    pub fn ip(&self, i: usize) -> String {
+        format!("{}.{}", self.net, 101 + i)
+    }
+
+    /// `host:port` of every member's client endpoint.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..self.members.len()).map(|i| format!("{}:2379", self.ip(i))).collect()
+    }
+
+    fn spawn(&mut self, i: usize, members: usize, state: &str) {
+        let name = |i: usize| format!("m{i}");
+        let cluster: Vec<String> = (0..members).map(|j| format!("{}=http://{}:2380", name(j), self.ip(j))).collect();
+        let ip = self.ip(i);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("m{i}.log")))
+            .unwrap();
+        let child = Command::new("/usr/bin/etcd")
+            .args(["--name", &name(i), "--data-dir"])
+            .arg(self.dir.path().join(name(i)))
+            .args(["--listen-client-urls", &format!("http://{ip}:2379")])
+            .args(["--advertise-client-urls", &format!("http://{ip}:2379")])
+            .args(["--listen-peer-urls", &format!("http://{ip}:2380")])
+            .args(["--initial-advertise-peer-urls", &format!("http://{ip}:2380")])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args(["--initial-cluster-state", state, "--initial-cluster-token", &self.token])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "warn"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        self.members[i] = Some(child);
+    }
+
+    fn healthy(&self, i: usize) -> bool {
+        let addr = format!("{}:2379", self.ip(i));
+        let body = "{\"key\":\"eA==\"}";
+        let request = format!(
+            "POST /v3/kv/range HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        TcpStream::connect(&addr).is_ok() && http_raw(&addr, request.as_bytes()).is_some_and(|(code, _, _)| code == 200)
+    }
+
+    pub fn wait_healthy(&self, timeout: Duration) {
+        let up: Vec<usize> = (0..self.members.len()).filter(|i| self.members[*i].is_some()).collect();
+        wait_until("etcd to answer", timeout, || up.iter().all(|i| self.healthy(*i)));
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start member `i` again on its data directory.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let n = self.members.len();
+        self.spawn(i, n, "existing");
+        self.wait_healthy(Duration::from_secs(20));
+    }
+
+    pub fn log(&self) -> String {
+        (0..self.members.len())
+            .map(|i| std::fs::read_to_string(self.dir.path().join(format!("m{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A TCP forwarder that can be cut: while cut, it forwards nothing in either direction
+/// and new connections go nowhere, as if the network dropped the packets. For cutting one
+/// node off a service without a network namespace. Runs until the test process ends.
+pub struct Proxy {
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(listen: &str, target: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(listen).unwrap_or_else(|e| panic!("bind {listen}: {e}"));
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, target) = (std::sync::Arc::clone(&cut), target.to_owned());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                if flag.load(Ordering::SeqCst) {
+                    // Held open, never answered: a dropped SYN-ACK would look the same.
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_secs(60));
+                        drop(client);
+                    });
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else { continue };
+                for (from, to) in [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())] {
+                    let (Ok(mut from), Ok(mut to)) = (from, to) else { continue };
+                    let flag = std::sync::Arc::clone(&flag);
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            while flag.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Proxy { cut }
+    }
+
+    pub fn cut(&self, yes: bool) {
+        self.cut.store(yes, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -1,0 +1,250 @@
+//! The etcd lease (stargate(7), `stargate.lock`, `stargate.lease.ttl`) against a real etcd:
+//! one leader, handover within the TTL, a leader cut off from etcd stops writing before
+//! another is elected, an etcd restart and a member down, promotion, and bad settings.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const KEY: &str = "/stargate/leader";
+
+/// A lab whose nodes lease through etcd, each through its own cuttable proxy (on the
+/// node's own address) to the etcd members.
+struct Cluster {
+    lab: Lab,
+    etcd: Etcd,
+    proxies: Vec<Proxy>,
+}
+
+fn cluster(nodes: usize, members: usize, extra: &str) -> Cluster {
+    // The lab picks its network when it starts; etcd and the proxies must be up first, so
+    // pick one here and give it to both.
+    let net = format!("127.{}.{}", 100 + std::process::id() % 100, rand_net());
+    let etcd = Etcd::start(&net, members);
+    let proxies =
+        (0..nodes).map(|i| Proxy::start(&format!("{net}.{}:2379", i + 1), &etcd.endpoints()[0])).collect::<Vec<_>>();
+    // Every member behind its own endpoint; the node's proxy first.
+    let others: Vec<String> = etcd.endpoints().into_iter().skip(1).collect();
+    let endpoints = std::iter::once("@IP@:2379".to_owned()).chain(others).collect::<Vec<_>>().join(",");
+    let config = format!(
+        "[stargate]\n\tlock = etcd://{endpoints}{KEY}\n[stargate \"lease\"]\n\tttl = 3s\n[stargate \"etcd\"]\n\ttimeout = 300ms\n\
+         [stargate \"sync\"]\n\tinterval = 1s\n[stargate \"promote\"]\n\tcooldown = 0s\n{extra}"
+    );
+    let lab = Lab::up_on(nodes, &net, &config);
+    Cluster { lab, etcd, proxies }
+}
+
+fn rand_net() -> u8 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    (h.finish() % 250) as u8 + 2
+}
+
+fn stargate(lab: &Lab, node: &str, args: &[&str]) -> std::process::Output {
+    run(lab.node_cmd(node, "git").arg("stargate").args(args))
+}
+
+fn epoch(lab: &Lab, node: &str) -> u64 {
+    lab.status(node)["epoch"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn one_leader_on_etcd_and_kill_9_hands_over_within_the_ttl() {
+    let c = cluster(2, 1, "");
+    let lab = &c.lab;
+    let first = lab.wait_leader(None, Duration::from_secs(10));
+    for i in 0..100 {
+        assert_eq!(lab.ready(), vec![first.clone()], "sample {i}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before = epoch(lab, &first);
+    assert!(before > 0, "the epoch is the leader key's create revision");
+    let client = Client::new();
+    client.clone(&lab.url(&first, "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "1"]).status.success());
+
+    let start = Instant::now();
+    lab.kill(&first, "agent", "KILL");
+    let second = lab.wait_leader(Some(&first), Duration::from_secs(10));
+    let handover = start.elapsed();
+    assert!(handover < Duration::from_secs(3) + Duration::from_millis(1500), "within the TTL: {handover:?}");
+    assert!(epoch(lab, &second) > before, "a later epoch");
+    assert!(lab.agent_log(&second).contains("caught up with"), "{}", lab.agent_log(&second));
+    eprintln!("handover after kill -9 on etcd: {handover:?}");
+    let client2 = Client::new();
+    client2.clone(&lab.url(&second, "kv"), "c");
+    assert!(client2.kv("c", &["set", "k", "2"]).status.success());
+    // The dead leader's hooks refuse once its published keep-alive deadline has passed.
+    let out = run(client.git("c", &["push", "origin", "HEAD:refs/heads/x"]));
+    assert!(!out.status.success());
+}
+
+/// Pushes to both nodes in turn, as fast as they go, and the times each accepted one.
+fn pushers(
+    lab: &Lab,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<Instant>>> {
+    lab.nodes
+        .iter()
+        .map(|node| {
+            let url = lab.url(node, "kv");
+            let stop = std::sync::Arc::clone(&stop);
+            let node = node.clone();
+            std::thread::spawn(move || {
+                let client = Client::new();
+                ok(client.git(".", &["init", "-q", "w"]));
+                let mut accepted = Vec::new();
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    ok(client.git("w", &["commit", "-q", "--allow-empty", "-m", &format!("{node} {i}")]));
+                    let out = run(client.git("w", &["push", "-q", "-f", &url, &format!("HEAD:refs/heads/{node}")]));
+                    if out.status.success() {
+                        accepted.push(Instant::now());
+                    } else {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                accepted
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_leader_cut_off_from_etcd_stops_writing_before_another_is_elected() {
+    let c = cluster(2, 1, "");
+    let lab = &c.lab;
+    let first = lab.wait_leader(None, Duration::from_secs(10));
+    let i = lab.nodes.iter().position(|n| *n == first).unwrap();
+    let second = lab.nodes[1 - i].clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads = pushers(lab, std::sync::Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(1000));
+    let cut = Instant::now();
+    c.proxies[i].cut(true);
+    lab.wait_until("the other node to lead", Duration::from_secs(15), || lab.ready() == vec![second.clone()]);
+    eprintln!("the other node led {:?} after the cut", cut.elapsed());
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let accepted: Vec<Vec<Instant>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let (old, new) = (&accepted[i], &accepted[1 - i]);
+    let last_old = *old.last().expect("the first leader accepted writes");
+    let first_new = *new.first().expect("the new leader accepted writes");
+    assert!(last_old < first_new, "two leaders accepted writes at once");
+    eprintln!(
+        "last write on the cut-off leader {:?} after the cut, first on the new one {:?} after: gap {:?}",
+        last_old.saturating_duration_since(cut),
+        first_new.saturating_duration_since(cut),
+        first_new - last_old
+    );
+    // It says why, and takes part again once healed.
+    let status = lab.status(&first);
+    assert!(status["lease_problem"].as_str().is_some_and(|p| p.contains("etcd")), "{status}");
+    assert_eq!(lab.http(&first, "/healthz").0, 503);
+    c.proxies[i].cut(false);
+    lab.wait_until("the healed node to report no lease problem", Duration::from_secs(10), || {
+        lab.status(&first)["lease_problem"].is_null()
+    });
+    assert_eq!(lab.ready(), vec![second]);
+}
+
+#[test]
+fn an_etcd_restart_is_survived() {
+    let mut c = cluster(2, 1, "");
+    let first = c.lab.wait_leader(None, Duration::from_secs(10));
+    c.etcd.restart(0);
+    let leader = c.lab.wait_leader(None, Duration::from_secs(15));
+    let client = Client::new();
+    client.clone(&c.lab.url(&leader, "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "after-restart"]).status.success(), "{}", c.lab.logs());
+    eprintln!("leader before the restart: {first}, after: {leader}");
+}
+
+#[test]
+fn one_etcd_member_down_in_three_changes_nothing() {
+    let mut c = cluster(2, 3, "");
+    let leader = c.lab.wait_leader(None, Duration::from_secs(15));
+    let before = epoch(&c.lab, &leader);
+    // The member behind every node's own proxy: each must move on to the others.
+    c.etcd.kill(0);
+    let client = Client::new();
+    client.clone(&c.lab.url(&leader, "kv"), "c");
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        assert_eq!(c.lab.ready(), vec![leader.clone()], "{}", c.lab.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(epoch(&c.lab, &leader), before, "no new election");
+    assert!(client.kv("c", &["set", "k", "v"]).status.success(), "{}", c.lab.logs());
+}
+
+#[test]
+fn promote_and_forced_promotion_on_etcd() {
+    let c = cluster(2, 1, "");
+    let lab = &c.lab;
+    let first = lab.wait_leader(None, Duration::from_secs(10));
+    let second = lab.nodes.iter().find(|n| **n != first).unwrap().clone();
+    let client = Client::new();
+    client.clone(&lab.url(&first, "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "1"]).status.success());
+    lab.wait_parity(&first, &second, Duration::from_secs(10));
+
+    let out = stargate(lab, &second, &["promote", "--yes"]);
+    assert!(out.status.success(), "{}{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out), lab.logs());
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), second);
+    let planned = epoch(lab, &second);
+
+    // Forced, away from a frozen leader: its lease is revoked, and its hooks trust their
+    // last keep-alive no longer than the TTL, which the new leader waits out.
+    lab.kill(&second, "agent", "STOP");
+    let start = Instant::now();
+    let out = stargate(lab, &first, &["promote", "--force", "--yes"]);
+    assert!(out.status.success(), "{}{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out), lab.logs());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("keep-alive to run out"));
+    let forced = start.elapsed();
+    assert!(forced >= Duration::from_secs(3), "the TTL was waited out: {forced:?}");
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), first);
+    assert!(epoch(lab, &first) > planned);
+    lab.kill(&second, "agent", "CONT");
+    lab.wait_until("the deposed leader to step down", Duration::from_secs(10), || {
+        lab.status(&second)["role"] == "passive" && lab.ready() == vec![first.clone()]
+    });
+    assert!(client.kv("c", &["set", "k", "2"]).status.success());
+}
+
+#[test]
+fn malformed_etcd_settings_are_named() {
+    let home = tempfile::tempdir().unwrap();
+    let cases = [
+        ("lock = etcd://nohost/stargate", "stargate.lock"),
+        ("lock = etcd://h:0/stargate", "stargate.lock"),
+        ("lock = etcd://h:2379/", "stargate.lock"),
+        ("lock = etcd://h:2379", "stargate.lock"),
+        ("lock = ftp://h:2379/k", "stargate.lock"),
+        ("lock = etcds://h:2379/k", "stargate.etcd.ca"),
+        ("lock = etcd://h:2379/k\n[stargate \"lease\"]\n\tttl = 1s", "stargate.lease.ttl"),
+        ("lock = etcd://h:2379/k\n[stargate \"lease\"]\n\tttl = 2500ms", "stargate.lease.ttl"),
+        ("lock = etcd://h:2379/k\n[stargate \"etcd\"]\n\tcert = /x.pem", "stargate.etcd.key"),
+        ("lock = etcd://h:2379/k\n[stargate \"etcd\"]\n\tca = relative.pem", "stargate.etcd.ca"),
+    ];
+    for (config, key) in cases {
+        let text = format!("[stargate]\n\tnode = a\n\troot = {}\n\t{config}\n", home.path().display());
+        std::fs::write(home.path().join(".gitconfig"), text).unwrap();
+        let out = run(cmd("git", home.path()).current_dir(home.path()).args(["stargate", "agent"]));
+        assert_eq!(out.status.code(), Some(128), "{config}: {}", stderr(&out));
+        assert!(stderr(&out).starts_with("fatal: ") && stderr(&out).contains(key), "{config}: {}", stderr(&out));
+    }
+    // A CA that is not PEM is named as it is read.
+    std::fs::write(home.path().join("ca.pem"), "not a certificate").unwrap();
+    let text = format!(
+        "[stargate]\n\tnode = a\n\troot = {0}\n\tlock = etcds://h:2379/k\n[stargate \"etcd\"]\n\tca = {0}/ca.pem\n",
+        home.path().display()
+    );
+    std::fs::write(home.path().join(".gitconfig"), text).unwrap();
+    let out = run(cmd("git", home.path()).current_dir(home.path()).args(["stargate", "agent"]));
+    assert_eq!(out.status.code(), Some(128), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stargate.etcd.ca"), "{}", stderr(&out));
+}

@@ -9,5 +9,6 @@ mod hooks;
 mod install;
 mod kv;
 mod lease;
+mod monitoring;
 mod remote;
 mod replication;

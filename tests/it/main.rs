@@ -12,3 +12,4 @@ mod lease;
 mod monitoring;
 mod remote;
 mod replication;
+mod servers;

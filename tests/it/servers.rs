@@ -195,3 +195,248 @@ fn smart_http_behind_nginx_clone_fetch_push_refusal_and_mirroring() {
     }
     assert_eq!(git_dir(&lab.repo(passive, "kv"), &["rev-parse", "refs/heads/main"]), head);
 }
+
+/// `ssh` for git with `key`, not asking anything.
+fn ssh_with(key: &Path) -> String {
+    format!(
+        "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+         -o LogLevel=ERROR",
+        key.display()
+    )
+}
+
+fn keygen(path: &Path) {
+    let out = run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+        .arg(path.file_name().unwrap())
+        .arg("-f")
+        .arg(path));
+    assert!(out.status.success(), "ssh-keygen: {}", stderr(&out));
+}
+
+/// One node's gitolite: installed as `gitolite setup -pk admin.pub` in the node's home with
+/// GL_REPO_BASE = the node's stargate.root, behind an sshd on `ip:2222` that uses
+/// gitolite's authorized_keys and gives sessions the node's HOME and git config.
+struct Gitolite {
+    home: std::path::PathBuf,
+    sshd: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Gitolite {
+    fn setup(lab: &Lab, node: &str, admin_pub: &Path) -> Gitolite {
+        let home = lab.dir.path().join(node);
+        let gitolite = |args: &[&str]| {
+            // Installed before Stargate's hooks apply to it, as on a server that ran gitolite
+            // first (contrib/gitolite/README.md).
+            let mut c = cmd("gitolite", &home);
+            c.args(args).env("GIT_CONFIG_GLOBAL", "/dev/null").env("USER", whoami());
+            c
+        };
+        std::fs::create_dir_all(home.join(".gitolite/logs")).unwrap();
+        let rc = ok(gitolite(&["print-default-rc"]));
+        let repos = home.join("repos");
+        let rc = adapt(
+            &rc,
+            "gitolite's default rc",
+            &[("%RC = (\n", format!("%RC = (\n    GL_REPO_BASE => '{}',\n", repos.display()))],
+        );
+        std::fs::write(home.join(".gitolite.rc"), rc).unwrap();
+        ok(gitolite(&["setup", "-pk", admin_pub.to_str().unwrap()]));
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        keygen(&d.join("host_key"));
+        let (h, ip) = (home.display(), lab.ip(node));
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "ListenAddress {ip}:2222\nHostKey {}/host_key\nAuthorizedKeysFile {h}/.ssh/authorized_keys\nStrictModes no\n\
+                 UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                 PermitRootLogin prohibit-password\nAcceptEnv GIT_PROTOCOL\nPidFile none\nLogLevel ERROR\n\
+                 SetEnv HOME={h} GIT_CONFIG_GLOBAL={h}/gitconfig GIT_CONFIG_NOSYSTEM=1 LC_ALL=C TZ=UTC\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let sshd = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("sshd is installed (Debian: openssh-server)");
+        let addr = format!("{ip}:2222");
+        wait_until(&format!("sshd on {addr}"), Duration::from_secs(10), || std::net::TcpStream::connect(&addr).is_ok());
+        Gitolite { home, sshd, _dir: dir }
+    }
+
+    /// contrib/gitolite/stargate-gitolite-follow, run as cron would, with the node's
+    /// configuration (Stargate's hooks on).
+    fn follow(&self) -> String {
+        let script = repo_root().join("contrib/gitolite/stargate-gitolite-follow");
+        let mut c = cmd(script.to_str().unwrap(), &self.home);
+        c.env("GIT_CONFIG_GLOBAL", self.home.join("gitconfig")).current_dir(&self.home);
+        ok(c)
+    }
+}
+
+impl Drop for Gitolite {
+    fn drop(&mut self) {
+        let _ = self.sshd.kill();
+        let _ = self.sshd.wait();
+    }
+}
+
+fn whoami() -> String {
+    ok(Command::new("id").arg("-un")).trim().to_owned()
+}
+
+#[test]
+fn gitolite_keeps_its_access_rules_behind_stargate_and_replicas_follow_its_configuration() {
+    let keys = tempfile::tempdir().unwrap();
+    for k in ["admin", "alice", "bob", "replica"] {
+        keygen(&keys.path().join(k));
+    }
+    let user = whoami();
+    // Peers and clients reach each node through its gitolite; the agents mirror with the
+    // key gitolite knows as `replica`. Stargate's hooks for every repository of the node
+    // (core.hooksPath), as with a machine-wide setting.
+    let lab = Lab::up_with(
+        2,
+        &format!(
+            "[stargate \"a\"]\n\turl = ssh://{user}@@NET@.1:2222/\n[stargate \"b\"]\n\turl = ssh://{user}@@NET@.2:2222/\n\
+             [stargate \"sync\"]\n\tinterval = 1s\n[core]\n\thooksPath = @LAB@/githooks\n\tsshCommand = {}\n",
+            ssh_with(&keys.path().join("replica"))
+        ),
+    );
+    let leader = lab.wait_leader(None, Duration::from_secs(10));
+    let replica = if leader == "a" { "b" } else { "a" }.to_owned();
+    let admin_pub = keys.path().join("admin.pub");
+    let servers: Vec<Gitolite> = lab.nodes.iter().map(|n| Gitolite::setup(&lab, n, &admin_pub)).collect();
+    let server = |n: &str| &servers[lab.nodes.iter().position(|x| x == n).unwrap()];
+    // The replica takes its admin repository from the leader (README: a replica's own
+    // first commit would otherwise be kept as lost).
+    ok(lab
+        .node_cmd(&replica, "git")
+        .args(["-c", "core.hooksPath=/dev/null", "--git-dir"])
+        .arg(lab.dir.path().join(&replica).join("repos/gitolite-admin.git"))
+        .args(["update-ref", "-d", "refs/heads/master"]));
+
+    let mut config = String::new();
+    for n in &lab.nodes {
+        let ip = lab.ip(n);
+        config += &format!("[stargate \"{n}\"]\n\turl = ssh://{user}@{ip}:2222/\n\thealth = http://{ip}:8080\n");
+    }
+    let c = remote_client(&config);
+    let as_user = |who: &str, dir: &str, args: &[&str]| {
+        let mut cmd = rgit(&c, dir, args);
+        cmd.env("GIT_SSH_COMMAND", ssh_with(&keys.path().join(who)));
+        cmd
+    };
+
+    // The admin adds the users and a repository through the leader: gitolite's own
+    // post-update hook (chained) compiles it there and creates project.git.
+    ok(as_user("admin", ".", &["clone", "-q", "stargate::a,b/gitolite-admin.git", "admin"]));
+    for k in ["alice", "bob", "replica"] {
+        std::fs::copy(keys.path().join(format!("{k}.pub")), c.home.path().join(format!("admin/keydir/{k}.pub")))
+            .unwrap();
+    }
+    let conf = c.home.path().join("admin/conf/gitolite.conf");
+    let text = std::fs::read_to_string(&conf).unwrap()
+        + "\nrepo project\n    RW+         =   alice\n    RW  dev/    =   bob\n    R           =   bob\n\nrepo @all\n    R           =   replica\n";
+    std::fs::write(&conf, text).unwrap();
+    ok(as_user("admin", "admin", &["add", "-A"]));
+    ok(as_user("admin", "admin", &["commit", "-q", "-m", "project and its users"]));
+    ok(as_user("admin", "admin", &["push", "-q", "origin", "master"]));
+    let admin_head = ok(as_user("admin", "admin", &["rev-parse", "HEAD"])).trim().to_owned();
+    assert!(lab.repo(&leader, "project").join("gl-conf").exists(), "gitolite compiled on the leader");
+
+    // The replica mirrors gitolite-admin over ssh through the leader's gitolite, and its
+    // cron job compiles it: project.git and the users' keys appear there too.
+    let admin_repo = |n: &str| lab.dir.path().join(n).join("repos/gitolite-admin.git");
+    lab.wait_until("the replica to mirror gitolite-admin", Duration::from_secs(30), || {
+        git_dir(&admin_repo(&replica), &["rev-parse", "-q", "--verify", "refs/heads/master"]) == admin_head
+    });
+    let said = server(&replica).follow();
+    assert!(said.contains(&admin_head), "{said}");
+    assert!(lab.repo(&replica, "project").join("gl-conf").exists(), "gitolite compiled on the replica");
+    let keys_there = std::fs::read_to_string(lab.dir.path().join(&replica).join(".ssh/authorized_keys")).unwrap();
+    assert!(keys_there.contains("gitolite-shell alice") && keys_there.contains("gitolite-shell bob"), "{keys_there}");
+
+    // Pushes by ssh to the leader, through stargate::, with gitolite's rules enforced by its
+    // update hook, which Stargate's hooks chain.
+    ok(rgit(&c, ".", &["init", "-q", "-b", "main", "w"]));
+    std::fs::write(c.home.path().join("w/file"), "one\n").unwrap();
+    ok(rgit(&c, "w", &["add", "file"]));
+    ok(rgit(&c, "w", &["commit", "-q", "-m", "one"]));
+    let url = "stargate::a,b/project.git";
+    ok(as_user("alice", "w", &["push", "-q", url, "main"]));
+    let one = ok(rgit(&c, "w", &["rev-parse", "HEAD"])).trim().to_owned();
+    assert_eq!(git_dir(&lab.repo(&leader, "project"), &["rev-parse", "refs/heads/main"]), one);
+    std::fs::write(c.home.path().join("w/file"), "two\n").unwrap();
+    ok(rgit(&c, "w", &["commit", "-q", "-am", "two"]));
+    let bob = |target: &str, refspec: &str| run(as_user("bob", "w", &["push", target, refspec]));
+    let out = bob(url, "HEAD:refs/heads/main");
+    assert!(!out.status.success(), "bob may not write main");
+    assert!(stderr(&out).contains("DENIED"), "gitolite's update hook refused: {}", stderr(&out));
+    assert_eq!(git_dir(&lab.repo(&leader, "project"), &["rev-parse", "refs/heads/main"]), one);
+    let out = bob(url, "HEAD:refs/heads/dev/two");
+    assert!(out.status.success(), "bob may write dev/: {}", stderr(&out));
+    let two = ok(rgit(&c, "w", &["rev-parse", "HEAD"])).trim().to_owned();
+
+    // The replica mirrors both; a refused ref was never journaled, so it is nowhere.
+    lab.wait_until("the replica to mirror project", Duration::from_secs(30), || {
+        git_dir(&lab.repo(&replica, "project"), &["rev-parse", "-q", "--verify", "refs/heads/dev/two"]) == two
+    });
+    assert_eq!(git_dir(&lab.repo(&replica, "project"), &["rev-parse", "refs/heads/main"]), one);
+
+    // A push to the passive node is refused by Stargate, first and alone: not gitolite.
+    let passive_url = format!("stargate::{replica}/project.git");
+    for who in ["alice", "bob"] {
+        let out = run(as_user(who, "w", &["push", &passive_url, "HEAD:refs/heads/main"]));
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{who}: {err}");
+        assert!(err.contains(&format!("stargate: not leader (leader: {leader}, epoch:")), "{who}: {err}");
+        assert!(!err.contains("DENIED"), "{who}: {err}");
+    }
+
+    // Failover: the replica leads with the configuration it followed.
+    lab.kill(&leader, "agent", "KILL");
+    let second = lab.wait_leader(Some(&leader), Duration::from_secs(10));
+    assert_eq!(second, replica);
+    let out = bob(url, "HEAD:refs/heads/main");
+    assert!(!out.status.success() && stderr(&out).contains("DENIED"), "{}", stderr(&out));
+    let out = run(as_user("alice", "w", &["push", "-v", url, "HEAD:refs/heads/main"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("stargate: writing to {second} ")), "{}", stderr(&out));
+    assert_eq!(git_dir(&lab.repo(&second, "project"), &["rev-parse", "refs/heads/main"]), two);
+}
+
+/// Regression: with Stargate's hooks set for the whole node (`core.hooksPath` in the
+/// configuration every git command reads, as the README installs them), a replica could not
+/// create its scratch repository for an http or ssh sync: the passive node refused the new
+/// repository's HEAD ("ref updates aborted by hook"), and such a replica never synced.
+#[test]
+fn a_replica_with_hooks_set_for_the_whole_node_mirrors_over_http() {
+    let lab = Lab::up_with(
+        2,
+        "[stargate \"a\"]\n\turl = http://@NET@.1:8182/\n[stargate \"b\"]\n\turl = http://@NET@.2:8182/\n\
+         [core]\n\thooksPath = @LAB@/githooks\n",
+    );
+    for n in &lab.nodes {
+        http_backend(&format!("{}:8182", lab.ip(n)), &lab.dir.path().join(n).join("repos"));
+    }
+    let leader = lab.wait_leader(None, Duration::from_secs(10));
+    let replica = if leader == "a" { "b" } else { "a" };
+    let c = Client::new();
+    ok(c.git(".", &["init", "-q", "w"]));
+    ok(c.git("w", &["commit", "-q", "--allow-empty", "-m", "one"]));
+    ok(c.git("w", &["push", "-q", &lab.url(&leader, "kv"), "HEAD:refs/heads/main"]));
+    let head = ok(c.git("w", &["rev-parse", "HEAD"])).trim().to_owned();
+    lab.wait_until("the replica to mirror over http", Duration::from_secs(20), || {
+        git_dir(&lab.repo(replica, "kv"), &["rev-parse", "-q", "--verify", "refs/heads/main"]) == head
+    });
+}

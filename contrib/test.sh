@@ -10,6 +10,12 @@ command -v systemd-socket-activate >/dev/null || need+=(systemd)
 command -v mandoc >/dev/null || need+=(mandoc)
 command -v setsid >/dev/null || need+=(util-linux)
 [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null || need+=(openssh-server)
+# Monitoring and the servers operators run (tests/it/monitoring.rs, tests/it/servers.rs).
+command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(prometheus)
+command -v amtool >/dev/null || need+=(prometheus-alertmanager)
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+[ -x /usr/sbin/fcgiwrap ] || need+=(fcgiwrap)
+command -v gitolite >/dev/null || need+=(gitolite3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing ${need[*]}"

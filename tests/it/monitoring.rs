@@ -127,6 +127,10 @@ fn metrics_of_both_roles_pass_promtool_and_the_histogram_matches_the_agents_perc
                 assert!(f.name.ends_with("_total"), "counter {} ends in _total", f.name);
             }
         }
+        let page = std::fs::read_to_string(repo_root().join("man/stargate-hook.1")).unwrap();
+        for f in &fams {
+            assert!(page.contains(&f.name), "{} is not described in stargate-hook(1), Metrics", f.name);
+        }
         // The agent's counters are there whatever the role.
         assert!(value(&fams, "stargate_sync_syncs_total", "").is_some(), "{text}");
         assert!(value(&fams, "stargate_elections_total", "").is_some(), "{text}");
@@ -401,7 +405,8 @@ fn a_real_prometheus_scrapes_the_lab_and_every_dashboard_query_returns_data() {
     }
 
     let targets: Vec<String> = lab.nodes.iter().map(|n| format!("{}:8080", lab.ip(n))).collect();
-    let prom = Prometheus::start(&format!("{}.200:9090", lab.net), &targets);
+    // Not 9090: a Prometheus that the package started for the whole machine may hold it.
+    let prom = Prometheus::start(&format!("{}.200:19090", lab.net), &targets);
     lab.wait_until("Prometheus to scrape both nodes", Duration::from_secs(30), || {
         prom.api("/api/v1/query?query=stargate_up")
             .is_some_and(|a| a["data"]["result"].as_array().is_some_and(|r| r.len() == 2))

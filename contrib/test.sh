@@ -10,11 +10,26 @@ command -v systemd-socket-activate >/dev/null || need+=(systemd)
 command -v mandoc >/dev/null || need+=(mandoc)
 command -v setsid >/dev/null || need+=(util-linux)
 [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null || need+=(openssh-server)
+# Monitoring and the servers operators run (tests/it/monitoring.rs, tests/it/servers.rs).
+command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(prometheus)
+command -v amtool >/dev/null || need+=(prometheus-alertmanager)
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+[ -x /usr/sbin/fcgiwrap ] || need+=(fcgiwrap)
+command -v gitolite >/dev/null || need+=(gitolite3)
+# The etcd lease (tests/it/etcd.rs).
+[ -x /usr/bin/etcd ] || need+=(etcd-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing ${need[*]}"
     apt-get update -qq
+    # The tests start their own etcd, nginx and prometheus on their own addresses: the
+    # packages' services must not start (and hold ports) on the way in.
+    policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy=1
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    [ -z "$policy" ] || rm -f /usr/sbin/policy-rc.d
   else
     echo "test.sh: please install: ${need[*]}" >&2
     exit 1

@@ -358,7 +358,13 @@ fn answer(head: &str, ctx: &Ctx) -> Vec<u8> {
             let body = serde_json::to_vec_pretty(&status).unwrap_or_default();
             response(200, "application/json", &body, head_only)
         }
-        _ => response(200, "text/plain; version=0.0.4", metrics(&status).as_bytes(), head_only),
+        _ => {
+            let dir = cfg.state_dir().ok();
+            let state = dir.as_deref().and_then(crate::lead::node::read_state);
+            let agent = dir.as_deref().and_then(crate::replication::replicator::read_published);
+            let body = super::metrics::render(&status, state.as_ref(), agent.as_ref());
+            response(200, "text/plain; version=0.0.4", body.as_bytes(), head_only)
+        }
     }
 }
 
@@ -374,52 +380,6 @@ fn unhealthy(s: &Status) -> Option<String> {
     }
     let bad: Vec<&str> = s.repositories.iter().filter(|r| !r.readable).map(|r| r.name.as_str()).collect();
     (!bad.is_empty()).then(|| format!("unreadable repositories: {}", bad.join(", ")))
-}
-
-/// Prometheus text exposition of the status figures.
-fn metrics(s: &Status) -> String {
-    let node = &s.node;
-    let unreadable = s.repositories.iter().filter(|r| !r.readable).count();
-    let gauges: [(&str, &str, u64); 5] = [
-        ("stargate_up", "1 when the node's agent is alive", s.agent.alive as u64),
-        ("stargate_leader", "1 when this node accepts writes as leader of the current epoch", s.accepts_writes as u64),
-        ("stargate_epoch", "current epoch of the leader lease", s.epoch),
-        ("stargate_repositories", "bare repositories served by this node", s.repositories.len() as u64),
-        ("stargate_repositories_unreadable", "repositories that cannot be read", unreadable as u64),
-    ];
-    let mut out = String::new();
-    for (name, help, value) in gauges {
-        out.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {value}\n"));
-    }
-    if let Some(p) = &s.replication {
-        out.push_str("# HELP stargate_replication_lag_seconds Lag of the last update a repository exposed.\n# TYPE stargate_replication_lag_seconds gauge\n");
-        out.push_str("# HELP stargate_replication_lag_operations Journal entries a repository is behind the leader.\n# TYPE stargate_replication_lag_operations gauge\n");
-        let mut repos: Vec<_> = p.repos.iter().collect();
-        repos.sort_by(|a, b| a.0.cmp(b.0));
-        for (repo, st) in repos {
-            if let Some(lag) = st.lag_seconds {
-                out.push_str(&format!(
-                    "stargate_replication_lag_seconds{{node=\"{node}\",repository=\"{repo}\"}} {lag}\n"
-                ));
-            }
-            out.push_str(&format!(
-                "stargate_replication_lag_operations{{node=\"{node}\",repository=\"{repo}\"}} {}\n",
-                st.lag_operations
-            ));
-        }
-        for (_, name, value) in p.counters.named() {
-            out.push_str(&format!("# TYPE {name} counter\n{name}{{node=\"{node}\"}} {value}\n"));
-        }
-        out.push_str(&format!(
-            "# TYPE stargate_replication_lost_refs gauge\nstargate_replication_lost_refs{{node=\"{node}\"}} {}\n",
-            p.lost.len()
-        ));
-        out.push_str(&format!(
-            "# TYPE stargate_replication_alerting gauge\nstargate_replication_alerting{{node=\"{node}\"}} {}\n",
-            p.alerting as u8
-        ));
-    }
-    out
 }
 
 fn response(code: u16, content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {

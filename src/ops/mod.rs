@@ -5,6 +5,7 @@
 //! and change state only through them.
 
 pub mod health;
+pub mod metrics;
 mod promote;
 pub mod status;
 mod verify;

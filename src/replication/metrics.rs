@@ -1,5 +1,6 @@
 //! StatsD export (DogStatsD tags, via `cadence`): the replication lag gauge per namespace
-//! and the agent's counters, every `stargate.metrics.interval`.
+//! and the agent's counters, every `stargate.metrics.interval`; and the cumulative lag
+//! histogram that `/metrics` exports (stargate-hook(1), Metrics).
 
 use std::net::UdpSocket;
 
@@ -33,6 +34,44 @@ impl Counters {
             ("stargate.elections", "stargate_elections_total", self.elections),
             ("stargate.sync.signals", "stargate_sync_signals_total", self.signals),
         ]
+    }
+}
+
+/// Upper bounds, in seconds, of the lag histogram's buckets (stargate-hook(1), Metrics). The
+/// agent adds `stargate.alert.p50` and `stargate.alert.p99`, so that a quantile PromQL
+/// computes from the buckets is above a limit exactly when the agent's own is.
+pub const LAG_BUCKETS: [f64; 18] =
+    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
+
+/// Cumulative counts of per-update lags since the agent started, Prometheus style: `counts[i]`
+/// is the number of updates whose lag was at most `bounds[i]`; `count` includes those above
+/// the last bound (`+Inf`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LagHistogram {
+    pub bounds: Vec<f64>,
+    pub counts: Vec<u64>,
+    pub count: u64,
+    pub sum_s: f64,
+}
+
+impl LagHistogram {
+    /// Empty, with `LAG_BUCKETS` and `extra` (finite, positive) as bounds, sorted, no duplicates.
+    pub fn new(extra: &[f64]) -> LagHistogram {
+        let mut bounds: Vec<f64> =
+            LAG_BUCKETS.iter().chain(extra).copied().filter(|b| b.is_finite() && *b > 0.0).collect();
+        bounds.sort_by(f64::total_cmp);
+        bounds.dedup();
+        LagHistogram { counts: vec![0; bounds.len()], bounds, count: 0, sum_s: 0.0 }
+    }
+
+    pub fn observe(&mut self, lag_s: f64) {
+        for (bound, count) in self.bounds.iter().zip(&mut self.counts) {
+            if lag_s <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_s += lag_s;
     }
 }
 
@@ -71,5 +110,24 @@ impl Statsd {
                 .try_send();
         }
         self.sent = counters;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_histogram_is_cumulative_and_holds_the_alert_limits_as_bounds() {
+        let mut h = LagHistogram::new(&[15.0, 7.5, f64::NAN]);
+        assert!(h.bounds.windows(2).all(|w| w[0] < w[1]), "{:?}", h.bounds);
+        assert!(h.bounds.contains(&7.5) && h.bounds.iter().filter(|b| **b == 15.0).count() == 1);
+        for lag in [0.005, 0.3, 15.0, 16.0, 5000.0] {
+            h.observe(lag);
+        }
+        let at = |bound: f64| h.counts[h.bounds.iter().position(|b| *b == bound).unwrap()];
+        assert_eq!((at(0.01), at(0.5), at(15.0), at(30.0), at(3600.0)), (1, 2, 3, 4, 4));
+        assert_eq!(h.count, 5);
+        assert!((h.sum_s - 5031.305).abs() < 1e-9);
     }
 }

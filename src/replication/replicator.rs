@@ -20,7 +20,7 @@ use crate::lead::lease::Lock;
 use crate::replication::alert::Alerter;
 use crate::replication::backoff::Policy;
 use crate::replication::lag::{self, Event, Judged, Windows};
-use crate::replication::metrics::{Counters, Statsd};
+use crate::replication::metrics::{Counters, LagHistogram, Statsd};
 use crate::replication::sync::{self, Mode, Target};
 
 /// Signalled syncs of one repository start at most this often: signals coalesce into one
@@ -37,6 +37,9 @@ pub struct Published {
     pub aggregate: Aggregate,
     pub alerting: bool,
     pub lost: Vec<LostRef>,
+    /// Per namespace: every update's lag since the agent started (`/metrics`).
+    #[serde(default)]
+    pub lag_histograms: HashMap<String, LagHistogram>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -57,6 +60,9 @@ pub struct RepoStatus {
     pub last_result: Option<String>,
     pub last_mode: Option<Mode>,
     pub errors: u64,
+    /// Full mirrors of this repository since the agent started.
+    #[serde(default)]
+    pub fallbacks: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +105,7 @@ struct Shared {
     interval_lag: HashMap<String, f64>,
     last_lag: HashMap<String, f64>,
     lost: Vec<LostRef>,
+    lag_histograms: HashMap<String, LagHistogram>,
 }
 
 pub struct Replicator {
@@ -112,6 +119,8 @@ pub struct Replicator {
     settings: sync::Settings,
     statsd: Option<String>,
     alert: Option<(String, String)>,
+    /// The alert limits, added to the lag histogram's bucket bounds.
+    limit_bounds: [f64; 2],
     shared: Mutex<Shared>,
     wake: Condvar,
 }
@@ -139,6 +148,7 @@ impl Replicator {
             settings: sync::Settings::from_config(cfg, token)?,
             statsd: cfg.statsd()?,
             alert,
+            limit_bounds: [limits.p50_s, limits.p99_s],
             shared: Mutex::new(Shared {
                 repos: HashMap::new(),
                 counters: Counters::default(),
@@ -147,6 +157,7 @@ impl Replicator {
                 interval_lag: HashMap::new(),
                 last_lag: HashMap::new(),
                 lost: Vec::new(),
+                lag_histograms: HashMap::new(),
             }),
             wake: Condvar::new(),
         }))
@@ -244,6 +255,7 @@ impl Replicator {
                 shared.counters.syncs += 1;
                 if report.mode == Mode::Full {
                     shared.counters.fallbacks += 1;
+                    repo.status.fallbacks += 1;
                 }
                 if report.mode != Mode::Idle {
                     log::info!(
@@ -262,6 +274,9 @@ impl Replicator {
                     let lag_s = a.exposed_ms.saturating_sub(a.accept_ms) as f64 / 1000.0;
                     shared.windows.add(a.accept_ms, lag_s);
                     let ns = namespace(name, &a.refname);
+                    (shared.lag_histograms.entry(ns.clone()))
+                        .or_insert_with(|| LagHistogram::new(&self.limit_bounds))
+                        .observe(lag_s);
                     let worst = shared.interval_lag.entry(ns.clone()).or_insert(0.0);
                     *worst = worst.max(lag_s);
                     shared.last_lag.insert(ns, lag_s);
@@ -361,6 +376,7 @@ impl Replicator {
                 aggregate: Aggregate { count, p50_s, p99_s },
                 alerting: shared.windows.alerting,
                 lost: shared.lost.clone(),
+                lag_histograms: shared.lag_histograms.clone(),
             }
         };
         if let Ok(bytes) = serde_json::to_vec(&published)

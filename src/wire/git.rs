@@ -302,8 +302,14 @@ pub fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Ve
 }
 
 /// `git init --bare -q <path>`.
+///
+/// Without hooks: git runs `reference-transaction` for the new repository's HEAD, and when
+/// `core.hooksPath` names Stargate's hooks for the whole machine, a passive node would refuse
+/// that as a write (a scratch repository lies below `stargate.root`). Creating an empty
+/// repository writes nothing anyone mirrors.
 pub fn init_bare(path: &Path) -> Result<(), Error> {
-    run(None, [std::ffi::OsStr::new("init"), "--bare".as_ref(), "-q".as_ref(), path.as_os_str()]).map(drop)
+    let args = ["-c", "core.hooksPath=/dev/null", "init", "--bare", "-q"].map(std::ffi::OsStr::new);
+    run(None, args.iter().copied().chain([path.as_os_str()])).map(drop)
 }
 
 /// Objects of `oids` that no ref reaches, refs under `exclude` (a glob) left out.

@@ -78,3 +78,26 @@ fn install_lays_out_a_working_prefix() {
     // Re-running is harmless.
     ok(cmd(script.to_str().unwrap(), home.path()).args(["--prefix", p.to_str().unwrap(), "--bindir"]).arg(bindir));
 }
+
+#[test]
+fn every_contrib_entry_has_a_readme_and_is_named_in_the_readmes_tables() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let contrib = std::fs::read_to_string(repo_root().join("contrib/README.md")).unwrap();
+    let table = |text: &str| text.lines().filter(|l| l.starts_with('|')).collect::<Vec<_>>().join("\n");
+    let (readme, contrib) = (table(&readme), table(&contrib));
+    for entry in std::fs::read_dir(repo_root().join("contrib")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name == "README.md" {
+            continue;
+        }
+        let shown = if path.is_dir() {
+            assert!(path.join("README.md").is_file(), "contrib/{name}/ has no README.md");
+            format!("{name}/")
+        } else {
+            name
+        };
+        assert!(contrib.contains(&format!("`{shown}`")), "contrib/README.md's table does not name {shown}");
+        assert!(readme.contains(&format!("`contrib/{shown}`")), "README.md's table does not name contrib/{shown}");
+    }
+}

@@ -159,7 +159,7 @@ fn an_etcd_restart_is_survived() {
     let leader = c.lab.wait_leader(None, Duration::from_secs(15));
     let client = Client::new();
     client.clone(&c.lab.url(&leader, "kv"), "c");
-    assert!(client.kv("c", &["set", "k", "after-restart"]).status.success(), "{}", c.lab.logs());
+    assert!(client.kv("c", &["set", "k", "after-restart"]).status.success(), "{}{}", c.lab.logs(), c.etcd.log());
     eprintln!("leader before the restart: {first}, after: {leader}");
 }
 

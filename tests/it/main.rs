@@ -11,5 +11,7 @@ mod hooks;
 mod install;
 mod kv;
 mod lease;
+mod monitoring;
 mod remote;
 mod replication;
+mod servers;

@@ -346,9 +346,16 @@ fn answer(head: &str, ctx: &Ctx) -> Vec<u8> {
         Err(e) => return response(503, "text/plain", format!("{e}\n").as_bytes(), head_only),
     };
     match path {
-        "/healthz" => match unhealthy(&status) {
-            None => response(200, "text/plain", b"ok\n", head_only),
-            Some(why) => response(503, "text/plain", format!("unhealthy: {why}\n").as_bytes(), head_only),
+        "/healthz" => match (unhealthy(&status), &status.lease_problem) {
+            // Alive, but unable to take part in leadership: healthy, and says why.
+            (None, Some(problem)) => response(
+                200,
+                "text/plain",
+                format!("ok, but cannot reach the lease: {problem}\n").as_bytes(),
+                head_only,
+            ),
+            (None, None) => response(200, "text/plain", b"ok\n", head_only),
+            (Some(why), _) => response(503, "text/plain", format!("unhealthy: {why}\n").as_bytes(), head_only),
         },
         "/readyz" => match &status.refusal {
             None => response(200, "text/plain", format!("leader, epoch {}\n", status.epoch).as_bytes(), head_only),
@@ -371,9 +378,6 @@ fn answer(head: &str, ctx: &Ctx) -> Vec<u8> {
 fn unhealthy(s: &Status) -> Option<String> {
     if let Some(problem) = &s.agent.problem {
         return Some(problem.clone());
-    }
-    if let Some(problem) = &s.lease_problem {
-        return Some(format!("cannot reach the lease: {problem}"));
     }
     if let Some(e) = s.errors.first() {
         return Some(e.clone());

@@ -16,8 +16,10 @@ command -v amtool >/dev/null || need+=(prometheus-alertmanager)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -x /usr/sbin/fcgiwrap ] || need+=(fcgiwrap)
 command -v gitolite >/dev/null || need+=(gitolite3)
-# The etcd lease (tests/it/etcd.rs).
+# The etcd lease (tests/it/etcd.rs), clocks shifted per process (tests/it/clocks.rs), certificates.
 [ -x /usr/bin/etcd ] || need+=(etcd-server)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing ${need[*]}"

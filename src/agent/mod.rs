@@ -226,6 +226,7 @@ impl Agent {
             role: self.role,
             epoch: self.epoch,
             heartbeat_ms: now_ms(),
+            heartbeat_boot_ms: Some(crate::clock::boot_ms()),
             started_ms: self.started_ms,
             draining: self.draining.clone(),
             record: self.record.clone(),

@@ -34,7 +34,13 @@ pub struct State {
     pub role: Role,
     /// The epoch this node leads under (leader), or the last epoch it saw (passive).
     pub epoch: u64,
+    /// Wall-clock time of the heartbeat, for people.
     pub heartbeat_ms: u64,
+    /// The same heartbeat on the clock since boot (`clock::boot_ms`): what staleness is
+    /// judged by, so that a step of the wall clock neither revives a frozen agent nor kills
+    /// a live one.
+    #[serde(default)]
+    pub heartbeat_boot_ms: Option<u64>,
     pub started_ms: u64,
     /// A leader handing over (planned promotion): why it refuses writes meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -172,6 +178,15 @@ fn view(me: String, lock: &str, stale_after: Duration, state: Option<State>) -> 
     View { me, record, state, agent_problem }
 }
 
+/// How old the agent's last heartbeat is, by the clock since boot when it published one
+/// (states of older agents carry only the wall clock).
+pub fn heartbeat_age_ms(state: &State) -> u64 {
+    match state.heartbeat_boot_ms {
+        Some(beat) => crate::clock::boot_ms().saturating_sub(beat),
+        None => crate::clock::now_ms().saturating_sub(state.heartbeat_ms),
+    }
+}
+
 fn agent_problem(me: &str, state: Option<&State>, stale_after: Duration) -> Option<String> {
     let Some(state) = state else {
         return Some("agent not running (no state)".into());
@@ -179,7 +194,7 @@ fn agent_problem(me: &str, state: Option<&State>, stale_after: Duration) -> Opti
     if state.node != me {
         return Some(format!("agent state belongs to node '{}'", state.node));
     }
-    let age = crate::clock::now_ms().saturating_sub(state.heartbeat_ms);
+    let age = heartbeat_age_ms(state);
     if age > stale_after.as_millis() as u64 {
         return Some(format!("agent state is stale ({age} ms old)"));
     }

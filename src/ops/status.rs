@@ -133,7 +133,7 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
         agent: AgentStatus {
             alive: view.agent_alive(),
             pid: view.state.as_ref().map(|s| s.pid),
-            heartbeat_age_ms: view.state.as_ref().map(|s| crate::clock::now_ms().saturating_sub(s.heartbeat_ms)),
+            heartbeat_age_ms: view.state.as_ref().map(node::heartbeat_age_ms),
             problem: view.agent_problem.clone(),
         },
         lease_problem: view.state.as_ref().and_then(|s| s.lease_problem.clone()),

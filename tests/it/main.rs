@@ -2,6 +2,7 @@
 
 mod support;
 
+mod clocks;
 mod config;
 mod docs;
 mod etcd;

@@ -399,9 +399,12 @@ fn response(code: u16, content_type: &str, body: &[u8], head_only: bool) -> Vec<
         _ => "",
     };
     let allow = if code == 405 { "Allow: GET, HEAD\r\n" } else { "" };
+    // This node's wall clock, for a replica's estimate of the offset between the two.
+    let now = crate::clock::now_ms();
     let mut out = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Cache-Control: no-store\r\n{}: {now}\r\nConnection: close\r\n\r\n",
+        body.len(),
+        crate::wire::http::TIME_HEADER
     )
     .into_bytes();
     if !head_only {

@@ -224,6 +224,24 @@ fn agent_figures(p: &Published) -> Vec<Family> {
         )
         .one(p.alerting as u8),
     );
+    if let Some(o) = &p.clock_offset {
+        families.push(
+            Family::new(
+                "stargate_leader_clock_offset_seconds",
+                "gauge",
+                "The leader's wall clock minus this replica's, as estimated (every lag is corrected by it)",
+            )
+            .one(o.offset_ms as f64 / 1000.0),
+        );
+        families.push(
+            Family::new(
+                "stargate_leader_clock_offset_uncertainty_seconds",
+                "gauge",
+                "Half the round trip of the offset's estimate: the offset is known only to within this",
+            )
+            .one(seconds(o.uncertainty_ms)),
+        );
+    }
     families
 }
 

@@ -196,6 +196,19 @@ fn lag(cfg: &Config, json: bool) -> Result<()> {
         published.windows.iter().filter(|w| w.breached).map(|w| span(w.start_ms, w.end_ms)).collect();
     println!("breached:  {}", if breached.is_empty() { "none".to_owned() } else { breached.join(", ") });
     println!("alert:     {}", if published.alerting { "open" } else { "none" });
+    if let Some(o) = &published.clock_offset {
+        println!(
+            "clock:     {}'s clock is {:+} ms from this node's (± {} ms); every lag above is corrected by it",
+            o.leader, o.offset_ms, o.uncertainty_ms
+        );
+        let uncertain = a.p50_s.is_some_and(|p50| p50 * 1000.0 < o.uncertainty_ms as f64);
+        if uncertain {
+            println!(
+                "           the median lag is below that uncertainty: read it as \"less than {} ms\"",
+                o.uncertainty_ms
+            );
+        }
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod journal;
 pub mod lag;
 pub mod metrics;
+pub mod offset;
 pub mod replicator;
 pub mod signal;
 pub mod sync;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::offset::{self, Offset};
 use crate::clock::now_ms;
 use crate::config::{self, Config};
 use crate::lead::audit;
@@ -22,6 +23,9 @@ use crate::replication::backoff::Policy;
 use crate::replication::lag::{self, Event, Judged, Windows};
 use crate::replication::metrics::{Counters, LagHistogram, Statsd};
 use crate::replication::sync::{self, Mode, Target};
+
+/// How often a replica estimates the leader's clock offset.
+const CLOCK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Signalled syncs of one repository start at most this often: signals coalesce into one
 /// flag, so a flood of forged or repeated datagrams costs at most one sync per gap.
@@ -40,6 +44,9 @@ pub struct Published {
     /// Per namespace: every update's lag since the agent started (`/metrics`).
     #[serde(default)]
     pub lag_histograms: HashMap<String, LagHistogram>,
+    /// The leader's clock against this replica's, by which every lag is corrected.
+    #[serde(default)]
+    pub clock_offset: Option<Offset>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -106,6 +113,7 @@ struct Shared {
     last_lag: HashMap<String, f64>,
     lost: Vec<LostRef>,
     lag_histograms: HashMap<String, LagHistogram>,
+    clock_offset: Option<Offset>,
 }
 
 pub struct Replicator {
@@ -158,6 +166,7 @@ impl Replicator {
                 last_lag: HashMap::new(),
                 lost: Vec::new(),
                 lag_histograms: HashMap::new(),
+                clock_offset: None,
             }),
             wake: Condvar::new(),
         }))
@@ -169,6 +178,39 @@ impl Replicator {
         std::thread::spawn(move || me.schedule());
         let me = Arc::clone(self);
         std::thread::spawn(move || me.report());
+        let me = Arc::clone(self);
+        std::thread::spawn(move || me.measure_clock());
+    }
+
+    /// While passive, estimate the leader's clock offset every `CLOCK_INTERVAL`.
+    fn measure_clock(self: Arc<Self>) {
+        loop {
+            let passive = self.lock_shared().passive;
+            let record = self.lock.read_record().ok().flatten().filter(|r| passive && r.node != self.me);
+            let addr = record.as_ref().and_then(|r| r.health.as_deref()).and_then(|h| h.strip_prefix("http://"));
+            if let (Some(record), Some(addr)) = (&record, addr) {
+                let addr = addr.split('/').next().unwrap_or(addr);
+                match offset::measure(&record.node, addr, 5, Duration::from_millis(500)) {
+                    Ok(o) => {
+                        let mut shared = self.lock_shared();
+                        let moved = shared.clock_offset.as_ref().is_none_or(|old| {
+                            old.leader != o.leader || old.offset_ms.abs_diff(o.offset_ms) > o.uncertainty_ms.max(5)
+                        });
+                        if moved {
+                            log::info!(
+                                "{}'s clock is {:+} ms from this node's (± {} ms)",
+                                o.leader,
+                                o.offset_ms,
+                                o.uncertainty_ms
+                            );
+                        }
+                        shared.clock_offset = Some(o);
+                    }
+                    Err(e) => log::debug!("cannot measure {}'s clock: {e}", record.node),
+                }
+            }
+            std::thread::sleep(CLOCK_INTERVAL);
+        }
     }
 
     /// The leader signalled a write to repository `name` (see `signal`): sync it soon.
@@ -270,9 +312,12 @@ impl Replicator {
                 if repo.attempt > 0 {
                     log::info!("{name}: recovered after {} retries", repo.attempt);
                 }
+                // Both times on this node's clock: the accept time is the leader's.
+                let offset = shared.clock_offset.clone().filter(|o| o.leader == target.leader);
                 for a in &report.applied {
-                    let lag_s = a.exposed_ms.saturating_sub(a.accept_ms) as f64 / 1000.0;
-                    shared.windows.add(a.accept_ms, lag_s);
+                    let accept_ms = offset.as_ref().map_or(a.accept_ms, |o| o.local(a.accept_ms));
+                    let lag_s = a.exposed_ms.saturating_sub(accept_ms) as f64 / 1000.0;
+                    shared.windows.add(accept_ms, lag_s);
                     let ns = namespace(name, &a.refname);
                     (shared.lag_histograms.entry(ns.clone()))
                         .or_insert_with(|| LagHistogram::new(&self.limit_bounds))
@@ -377,6 +422,7 @@ impl Replicator {
                 alerting: shared.windows.alerting,
                 lost: shared.lost.clone(),
                 lag_histograms: shared.lag_histograms.clone(),
+                clock_offset: shared.clock_offset.clone(),
             }
         };
         if let Ok(bytes) = serde_json::to_vec(&published)

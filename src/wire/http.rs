@@ -4,12 +4,26 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+/// The header in which a health responder gives its node's wall clock (milliseconds since
+/// 1970), so that a replica can estimate how far the leader's clock is from its own.
+pub const TIME_HEADER: &str = "Stargate-Time-Ms";
+
 /// Longest answer read: `/status` of a node with many repositories.
 const MAX_ANSWER: usize = 8 * 1024 * 1024;
 
 /// GET `path` from `addr` (`host:port`): the status code and the body. `timeout` is only
 /// named in the error; `deadline` bounds everything.
 pub fn get(addr: &str, path: &str, deadline: Instant, timeout: Duration) -> Result<(u16, String), String> {
+    get_with_head(addr, path, deadline, timeout).map(|(code, _, body)| (code, body))
+}
+
+/// As `get`, with the answer's head too.
+pub fn get_with_head(
+    addr: &str,
+    path: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(u16, String, String), String> {
     let late = || format!("no answer within {} ms", timeout.as_millis());
     let io_why = |e: &std::io::Error| match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
@@ -39,5 +53,5 @@ pub fn get(addr: &str, path: &str, deadline: Instant, timeout: Duration) -> Resu
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n").ok_or("not an HTTP answer")?;
     let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or("not an HTTP answer")?;
-    Ok((code, body.to_owned()))
+    Ok((code, head.to_owned(), body.to_owned()))
 }

@@ -37,3 +37,60 @@ fn a_wall_clock_step_neither_revives_a_frozen_agent_nor_kills_a_live_one() {
     assert!(stderr(&out).contains("agent state is stale"), "{}", stderr(&out));
     lab.kill("a", "agent", "CONT");
 }
+
+fn aggregate(lab: &Lab, node: &str) -> (u64, f64) {
+    let a = &lab.status(node)["replication"]["aggregate"];
+    (a["count"].as_u64().unwrap_or(0), a["p50_s"].as_f64().unwrap_or(f64::NAN))
+}
+
+fn writes(lab: &Lab, client: &Client, from: usize, n: usize) {
+    for i in from..from + n {
+        assert!(client.kv("c", &["set", &format!("k{i}"), "v"]).status.success());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.wait_parity("a", "b", Duration::from_secs(10));
+}
+
+#[test]
+fn lag_stays_true_when_the_replicas_clock_is_two_seconds_off_either_way() {
+    // A shifted agent's heartbeat is judged on the clock since boot, but give it room anyway.
+    let lab = Lab::up_with(2, "[stargate \"lease\"]\n\tstaleAfter = 10s\n[stargate \"sync\"]\n\tinterval = 1s\n");
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    writes(&lab, &client, 0, 10);
+    lab.wait_until("b to count ten updates", Duration::from_secs(10), || aggregate(&lab, "b").0 >= 10);
+    let (_, one_clock) = aggregate(&lab, "b");
+    eprintln!("lag p50 on one clock: {:.1} ms", one_clock * 1000.0);
+    for (n, (shift, expected)) in [("+2s", -2000i64), ("-2s", 2000)].into_iter().enumerate() {
+        lab.kill("b", "agent", "KILL");
+        let log = std::fs::File::create(lab.dir.path().join(format!("b/agent{shift}.log"))).unwrap();
+        let mut agent = shifted(lab.node_cmd("b", HOOK), shift);
+        agent.args(["git-stargate", "agent"]).stdout(log.try_clone().unwrap()).stderr(log);
+        let child = agent.spawn().unwrap();
+        // `lab down` stops it with the rest.
+        std::fs::write(lab.dir.path().join("b/agent.pid"), child.id().to_string()).unwrap();
+        lab.wait_until("b to measure a's clock", Duration::from_secs(15), || {
+            lab.status("b")["replication"]["clock_offset"]["offset_ms"]
+                .as_i64()
+                .is_some_and(|o| (o - expected).abs() < 200)
+        });
+        let offset = lab.status("b")["replication"]["clock_offset"].clone();
+        writes(&lab, &client, 100 * (n + 1), 10);
+        lab.wait_until("b to count ten updates", Duration::from_secs(10), || aggregate(&lab, "b").0 >= 10);
+        let (_, p50) = aggregate(&lab, "b");
+        let uncertainty = offset["uncertainty_ms"].as_u64().unwrap() as f64 / 1000.0;
+        eprintln!(
+            "clock {shift}: offset {} ms ± {} ms; lag p50 {:.1} ms (one clock: {:.1} ms; uncorrected it would read {:.1} ms)",
+            offset["offset_ms"],
+            offset["uncertainty_ms"],
+            p50 * 1000.0,
+            one_clock * 1000.0,
+            ((p50 - offset["offset_ms"].as_i64().unwrap() as f64 / 1000.0).max(0.0)) * 1000.0
+        );
+        // The skew is gone; what is left is the lag's own spread between two runs.
+        assert!((p50 - one_clock).abs() <= 0.05 + uncertainty, "p50 {p50} s against {one_clock} s on one clock");
+    }
+    let out = ok(lab.node_cmd("b", "git").args(["stargate", "lag"]));
+    assert!(out.contains("clock:") && out.contains("corrected"), "{out}");
+}

@@ -67,9 +67,10 @@ fn lag_stays_true_when_the_replicas_clock_is_two_seconds_off_either_way() {
         let log = std::fs::File::create(lab.dir.path().join(format!("b/agent{shift}.log"))).unwrap();
         let mut agent = shifted(lab.node_cmd("b", HOOK), shift);
         agent.args(["git-stargate", "agent"]).stdout(log.try_clone().unwrap()).stderr(log);
-        let child = agent.spawn().unwrap();
-        // `lab down` stops it with the rest.
+        let mut child = agent.spawn().unwrap();
+        // `lab down` (or the next round) stops it with the rest; reaped here.
         std::fs::write(lab.dir.path().join("b/agent.pid"), child.id().to_string()).unwrap();
+        std::thread::spawn(move || child.wait());
         lab.wait_until("b to measure a's clock", Duration::from_secs(15), || {
             lab.status("b")["replication"]["clock_offset"]["offset_ms"]
                 .as_i64()

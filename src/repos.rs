@@ -66,3 +66,58 @@ pub fn mark(git_dir: &Path) -> std::io::Result<bool> {
     crate::files::write_atomic(&path, MARKER_TEXT.as_bytes(), 0o644, false)?;
     Ok(true)
 }
+
+/// Why Stargate cannot serve the repository at `git_dir` yet, if it cannot: formats whose
+/// writes it could not journal or replicate (stargate(7), Repository formats). Read from
+/// the repository's own `config` file, as git writes it (`[extensions]`), without running
+/// git: the hooks ask.
+pub fn unsupported(git_dir: &Path) -> Option<&'static str> {
+    if git_dir.join("reftable").is_dir() {
+        return Some("reftable ref storage");
+    }
+    let config = std::fs::read_to_string(git_dir.join("config")).ok()?;
+    let setting = |name: &str, value: &str| {
+        config.lines().any(|l| {
+            let l = l.trim().to_ascii_lowercase();
+            l.strip_prefix(name)
+                .map(str::trim_start)
+                .and_then(|r| r.strip_prefix('='))
+                .is_some_and(|v| v.trim() == value)
+        })
+    };
+    if setting("objectformat", "sha256") {
+        return Some("the SHA-256 object format");
+    }
+    if setting("refstorage", "reftable") {
+        return Some("reftable ref storage");
+    }
+    None
+}
+
+/// The refusal of a write to a repository Stargate cannot serve.
+pub fn unsupported_refusal(why: &str) -> String {
+    format!(
+        "this repository uses {why}, which Stargate cannot replicate yet: writes are refused \
+         (stargate(7), Repository formats)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_git_writes_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git").args(args).current_dir(dir.path()).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        git(&["init", "-q", "--bare", "files.git"]);
+        git(&["init", "-q", "--bare", "--object-format=sha256", "sha.git"]);
+        git(&["init", "-q", "--bare", "--ref-format=reftable", "table.git"]);
+        assert_eq!(unsupported(&dir.path().join("files.git")), None);
+        assert_eq!(unsupported(&dir.path().join("sha.git")), Some("the SHA-256 object format"));
+        assert_eq!(unsupported(&dir.path().join("table.git")), Some("reftable ref storage"));
+    }
+}

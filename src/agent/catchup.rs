@@ -21,7 +21,9 @@ impl Agent {
         let started = Instant::now();
         let deadline = started + self.catchup_timeout;
         let repos = crate::repos::list(&self.root).unwrap_or_default();
-        let names: Vec<String> = repos.into_iter().filter(|r| r.readable).map(|r| r.name).collect();
+        let served =
+            |r: &crate::repos::Repo| r.readable && crate::repos::unsupported(&self.root.join(&r.name)).is_none();
+        let names: Vec<String> = repos.into_iter().filter(served).map(|r| r.name).collect();
         let Some(base_url) = previous.url.clone() else {
             let why = format!("the leader record names no URL for {}", previous.node);
             return names.into_iter().map(|n| (n, why.clone())).collect();

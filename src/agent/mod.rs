@@ -91,6 +91,8 @@ struct Agent {
     scanned: Option<Instant>,
     /// A leader handing over: why it refuses writes meanwhile.
     draining: Option<String>,
+    /// Repositories already reported as in a format Stargate cannot serve.
+    unsupported: std::collections::HashSet<String>,
 }
 
 /// How often the agent looks for repositories created under the root since.
@@ -140,6 +142,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         holdoff_until: None,
         scanned: None,
         draining: None,
+        unsupported: Default::default(),
         root: cfg.root()?,
         me,
     };
@@ -183,6 +186,11 @@ impl Agent {
         let Ok(repos) = crate::repos::list(&self.root) else { return };
         let mut marked = 0;
         for repo in repos.iter().filter(|r| r.readable) {
+            if let Some(why) = crate::repos::unsupported(&self.root.join(&repo.name))
+                && self.unsupported.insert(repo.name.clone())
+            {
+                log::error!("{}: {}", repo.name, crate::repos::unsupported_refusal(why));
+            }
             match crate::repos::mark(&self.root.join(&repo.name)) {
                 Ok(true) => marked += 1,
                 Ok(false) => {}

@@ -20,6 +20,9 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
         );
         return Err(Error::Refused(why));
     }
+    if let Some(why) = crate::repos::unsupported(repo.git_dir()) {
+        return Err(Error::Refused(crate::repos::unsupported_refusal(why)));
+    }
     super::require_leader(&node::inspect_state(state_dir))?;
     chain::run("pre-receive", args, repo, &input)
 }

@@ -80,6 +80,8 @@ pub struct Repository {
     pub readable: bool,
     /// Journal position: the last sequence number this node has (led or mirrored).
     pub journal_seq: Option<u64>,
+    /// Why Stargate does not serve it (a repository format it cannot replicate yet).
+    pub unsupported: Option<String>,
 }
 
 /// This node's status. `detail` adds what only `/status`, `/metrics` and `git stargate
@@ -99,7 +101,15 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
     };
     let mut repositories = match crate::repos::list(&cfg.root()?) {
         Ok(found) => {
-            found.into_iter().map(|r| Repository { name: r.name, readable: r.readable, journal_seq: None }).collect()
+            let root = cfg.root()?;
+            (found.into_iter())
+                .map(|r| Repository {
+                    unsupported: crate::repos::unsupported(&root.join(&r.name)).map(crate::repos::unsupported_refusal),
+                    name: r.name,
+                    readable: r.readable,
+                    journal_seq: None,
+                })
+                .collect()
         }
         Err(e) => {
             errors.push(format!("cannot list {}: {e}", cfg.root()?.display()));
@@ -263,7 +273,10 @@ pub fn print(s: &Status) {
                 .map_or("never".into(), |t| format!("{} s ago", crate::clock::now_ms().saturating_sub(t) / 1000));
             format!(", last sync {age}: {}", st.last_result.as_deref().unwrap_or("-"))
         });
-        println!("  {} seq {seq}{}", r.name, last.unwrap_or_default());
+        match &r.unsupported {
+            Some(why) => println!("  {}: not served: {why}", r.name),
+            None => println!("  {} seq {seq}{}", r.name, last.unwrap_or_default()),
+        }
     }
     for k in &s.kept {
         println!("kept:     {} {} at {}", k.repository, k.kept_as, k.oid);

@@ -276,7 +276,8 @@ impl Replicator {
     fn rescan(&self) {
         let Ok(found) = crate::repos::list(&self.root) else { return };
         let mut shared = self.lock_shared();
-        for r in found {
+        // A repository Stargate cannot serve is not mirrored either (its hooks refuse writes).
+        for r in found.into_iter().filter(|r| crate::repos::unsupported(&self.root.join(&r.name)).is_none()) {
             shared.repos.entry(r.name).or_default();
         }
     }

@@ -7,6 +7,7 @@ mod config;
 mod docs;
 mod etcd;
 mod failover;
+mod formats;
 mod health;
 mod hooks;
 mod install;

@@ -365,6 +365,13 @@ impl Config {
         self.duration("stargate.catchup.timeout", Duration::from_secs(10))
     }
 
+    /// `stargate.journal.keep`: entries per journal generation; every this many entries a
+    /// new generation starts, and only the current and the previous one stay reachable.
+    /// Default: 10000.
+    pub fn journal_keep(&self) -> Result<u64, Error> {
+        self.number("stargate.journal.keep", 10_000, 2..=100_000_000).map(u64::from)
+    }
+
     fn positive_duration(&self, key: &str, default: Duration) -> Result<Duration, Error> {
         let d = self.duration(key, default)?;
         if d.is_zero() {
@@ -415,6 +422,7 @@ impl Config {
         self.promote_timeout()?;
         self.promote_drain_timeout()?;
         self.catchup_timeout()?;
+        self.journal_keep()?;
         for id in self.nodes() {
             self.node_url(&id)?;
             self.node_health(&id)?;

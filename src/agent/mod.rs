@@ -91,6 +91,8 @@ struct Agent {
     scanned: Option<Instant>,
     /// A leader handing over: why it refuses writes meanwhile.
     draining: Option<String>,
+    /// `stargate.journal.keep`, published for the hooks.
+    journal_keep: u64,
     /// Repositories already reported as in a format Stargate cannot serve.
     unsupported: std::collections::HashSet<String>,
 }
@@ -143,6 +145,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         scanned: None,
         draining: None,
         unsupported: Default::default(),
+        journal_keep: cfg.journal_keep()?,
         root: cfg.root()?,
         me,
     };
@@ -240,6 +243,7 @@ impl Agent {
             record: self.record.clone(),
             valid_until_boot_ms,
             lease_problem: self.lease_problem.clone(),
+            journal_keep: Some(self.journal_keep),
         };
         if let Err(e) = node::write_state(&self.state_dir, &state) {
             log::error!("cannot publish node state in {}: {e}", self.state_dir.display());

@@ -74,7 +74,8 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
             let view = node::inspect_state(state_dir);
             let epoch = super::require_leader(&view).map_err(refuse)?;
             let git = journal::open(git_dir).map_err(|e| Error::Fatal(e.to_string()))?;
-            journal::append(&git, epoch, &view.me, updates)
+            let keep = view.state.as_ref().and_then(|s| s.journal_keep).unwrap_or(journal::DEFAULT_KEEP);
+            journal::append(&git, epoch, &view.me, updates, keep)
                 .map_err(|e| Error::Fatal(format!("cannot journal this update, refusing it: {e}")))?;
             marker.keep();
             Ok(())

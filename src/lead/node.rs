@@ -52,6 +52,9 @@ pub struct State {
     /// newer keep-alive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_until_boot_ms: Option<u64>,
+    /// `stargate.journal.keep`, for the hooks that append to the journal.
+    #[serde(default)]
+    pub journal_keep: Option<u64>,
     /// Why the agent cannot reach the lease, if it cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_problem: Option<String>,

@@ -5,12 +5,23 @@
 //! The leader appends at `reference-transaction prepared`, while the refs are locked and
 //! before they move: a crash can leave an entry for an update that never happened (replicas
 //! then find nothing to change), never an update without its entry.
+//!
+//! The journal is bounded (stargate(7), Journal): every `keep`-th entry is a checkpoint, a
+//! commit without a parent that names the entry before it (`previous`), and
+//! `refs/stargate/journal-previous` keeps that previous generation reachable. Sequence
+//! numbers go on across checkpoints. What anyone can fetch, a client's `git clone
+//! --mirror` included, is at most two generations; a replica whose position is older
+//! mirrors in full.
 
 use std::io::Write;
 
 use gix::ObjectId;
 
 pub const REF: &str = "refs/stargate/journal";
+/// The generation before the current one, kept reachable for replicas still in it.
+pub const PREVIOUS: &str = "refs/stargate/journal-previous";
+/// Entries per generation unless `stargate.journal.keep` says otherwise.
+pub const DEFAULT_KEEP: u64 = 10_000;
 /// How far back a replica walks before it gives up and mirrors everything.
 pub const MAX_WALK: usize = 100_000;
 
@@ -41,6 +52,10 @@ pub struct Entry {
     pub node: String,
     pub time_ms: u64,
     pub updates: Vec<(u64, Update)>,
+    /// Entries before this one in its generation (0 for a checkpoint or the first entry).
+    pub depth: u64,
+    /// A checkpoint: the last entry of the previous generation.
+    pub previous: Option<ObjectId>,
 }
 
 impl Entry {
@@ -50,12 +65,16 @@ impl Entry {
 
     fn message(&self) -> String {
         let mut m = format!(
-            "stargate journal {}\n\nepoch {}\nnode {}\ntime {}\n",
+            "stargate journal {}\n\nepoch {}\nnode {}\ntime {}\ndepth {}\n",
             self.last_seq(),
             self.epoch,
             self.node,
-            self.time_ms
+            self.time_ms,
+            self.depth
         );
+        if let Some(previous) = self.previous {
+            m += &format!("previous {previous}\n");
+        }
         for (seq, u) in &self.updates {
             m += &format!("{seq} {} {} {}\n", u.old, u.new, u.refname);
         }
@@ -68,13 +87,16 @@ impl Entry {
         if !lines.next().is_some_and(|l| l.starts_with("stargate journal ")) {
             return Err(bad());
         }
-        let mut entry = Entry { epoch: 0, node: String::new(), time_ms: 0, updates: Vec::new() };
+        let mut entry =
+            Entry { epoch: 0, node: String::new(), time_ms: 0, updates: Vec::new(), depth: 0, previous: None };
         for line in lines.filter(|l| !l.is_empty()) {
             let (key, rest) = line.split_once(' ').ok_or_else(bad)?;
             match key {
                 "epoch" => entry.epoch = rest.parse().map_err(|_| bad())?,
                 "node" => entry.node = rest.to_owned(),
                 "time" => entry.time_ms = rest.parse().map_err(|_| bad())?,
+                "depth" => entry.depth = rest.parse().map_err(|_| bad())?,
+                "previous" => entry.previous = Some(ObjectId::from_hex(rest.as_bytes()).map_err(|_| bad())?),
                 seq => {
                     let seq: u64 = seq.parse().map_err(|_| bad())?;
                     let mut f = rest.splitn(3, ' ');
@@ -110,13 +132,20 @@ pub const LOCAL: &str = "refs/stargate/local/";
 
 /// Refs the journal records: everything a mirror copies, except itself and node-local refs.
 pub fn journaled(refname: &str) -> bool {
-    refname.starts_with("refs/") && refname != REF && !refname.starts_with(LOCAL)
+    refname.starts_with("refs/") && refname != REF && refname != PREVIOUS && !refname.starts_with(LOCAL)
 }
 
 /// Open a repository for journal and ref work, without reading user or system config
 /// (which may make gix run `git`): only the repository's own settings matter here.
 pub fn open(path: &std::path::Path) -> Result<gix::Repository, Error> {
     gix::open_opts(path, gix::open::Options::isolated()).map_err(git_err)
+}
+
+/// The journal tip and its entry.
+fn tip_entry(repo: &gix::Repository) -> Result<Option<(ObjectId, Entry)>, Error> {
+    let Some(r) = repo.try_find_reference(REF).map_err(git_err)? else { return Ok(None) };
+    let id = r.id().detach();
+    Ok(Some((id, read(repo, id)?.0)))
 }
 
 /// The journal tip and its last sequence number.
@@ -134,24 +163,41 @@ pub fn read(repo: &gix::Repository, id: ObjectId) -> Result<(Entry, Option<Objec
     Ok((Entry::parse(id, &message)?, parent))
 }
 
-/// Entries after `since` up to `tip`, oldest first; `None` when `since` is not in the
-/// chain (a new replica, a rewritten journal after failover, or more than `MAX_WALK`).
-pub fn range(repo: &gix::Repository, tip: ObjectId, since: Option<ObjectId>) -> Result<Option<Vec<Entry>>, Error> {
+/// What walking the journal back from a tip found.
+#[derive(Debug)]
+pub enum Range {
+    /// The entries after `since`, oldest first.
+    Found(Vec<Entry>),
+    /// The walk reached a checkpoint before `since`: `entries` (oldest first) are the
+    /// current generation; the rest is behind `previous` (the leader's `PREVIOUS`).
+    Checkpoint { entries: Vec<Entry>, previous: ObjectId },
+    /// `since` is not behind `tip` (a new replica, a journal rewritten after a failover,
+    /// or more than `MAX_WALK` entries).
+    NotFound,
+}
+
+/// Walk back from `tip` to `since`.
+pub fn range(repo: &gix::Repository, tip: ObjectId, since: Option<ObjectId>) -> Result<Range, Error> {
     let mut entries = Vec::new();
     let mut at = Some(tip);
     while let Some(id) = at {
         if Some(id) == since {
             entries.reverse();
-            return Ok(Some(entries));
+            return Ok(Range::Found(entries));
         }
         if entries.len() >= MAX_WALK {
-            return Ok(None);
+            return Ok(Range::NotFound);
         }
         let (entry, parent) = read(repo, id)?;
+        let previous = entry.previous;
         entries.push(entry);
+        if let (None, Some(previous), Some(_)) = (parent, previous, since) {
+            entries.reverse();
+            return Ok(Range::Checkpoint { entries, previous });
+        }
         at = parent;
     }
-    Ok(None)
+    Ok(Range::NotFound)
 }
 
 /// Start the journal of a repository that has none with an entry of no updates (a new
@@ -161,22 +207,27 @@ pub fn genesis(repo: &gix::Repository, epoch: u64, node: &str) -> Result<bool, E
     if tip(repo)?.is_some() {
         return Ok(false);
     }
-    append(repo, epoch, node, Vec::new()).map(|_| true)
+    append(repo, epoch, node, Vec::new(), DEFAULT_KEEP).map(|_| true)
 }
 
-/// Append one entry for `updates` (leader, at `prepared`). Concurrent transactions on other
-/// refs race for the journal ref; the loser re-reads the tip and numbers after it.
-pub fn append(repo: &gix::Repository, epoch: u64, node: &str, updates: Vec<Update>) -> Result<u64, Error> {
+/// Append one entry for `updates` (leader, at `prepared`); every `keep`-th entry starts a
+/// new generation. Concurrent transactions on other refs race for the journal ref; the
+/// loser re-reads the tip and numbers after it.
+pub fn append(repo: &gix::Repository, epoch: u64, node: &str, updates: Vec<Update>, keep: u64) -> Result<u64, Error> {
     let empty_tree = write_loose(repo, &gix::objs::Tree::empty())?;
     let mut last_error = String::new();
     for attempt in 0..50u64 {
-        let tip = tip(repo)?;
-        let first = tip.map_or(1, |(_, seq)| seq + 1);
+        let tip = tip_entry(repo)?;
+        let first = tip.as_ref().map_or(1, |(_, e)| e.last_seq() + 1);
+        let depth = tip.as_ref().map_or(0, |(_, e)| e.depth + 1);
+        let checkpoint = depth >= keep.max(2);
         let entry = Entry {
             epoch,
             node: node.to_owned(),
             time_ms: crate::clock::now_ms(),
             updates: updates.iter().cloned().enumerate().map(|(i, u)| (first + i as u64, u)).collect(),
+            depth: if checkpoint { 0 } else { depth },
+            previous: tip.as_ref().map(|(id, _)| *id).filter(|_| checkpoint),
         };
         let signature = gix::actor::Signature {
             name: "stargate".into(),
@@ -189,11 +240,15 @@ pub fn append(repo: &gix::Repository, epoch: u64, node: &str, updates: Vec<Updat
             author: signature.clone(),
             committer: signature,
             encoding: None,
-            parents: tip.map(|(id, _)| id).into_iter().collect(),
+            parents: tip.as_ref().map(|(id, _)| *id).filter(|_| !checkpoint).into_iter().collect(),
             extra_headers: Vec::new(),
         };
         let id = write_loose(repo, &commit)?;
-        match swap_loose_ref(repo, tip.map(|(old, _)| old), id) {
+        if let Some(previous) = entry.previous {
+            // Reachable before the new generation is: a replica in it can still be served.
+            write_loose_ref(repo, PREVIOUS, previous).map_err(git_err)?;
+        }
+        match swap_loose_ref(repo, tip.as_ref().map(|(old, _)| *old), id) {
             Ok(()) => return Ok(entry.last_seq()),
             Err(e) => last_error = e.to_string(),
         }
@@ -285,6 +340,21 @@ fn swap_loose_ref(repo: &gix::Repository, expected: Option<ObjectId>, new: Objec
     result
 }
 
+/// Set loose ref `name` to `oid` under its lock, whatever it held.
+fn write_loose_ref(repo: &gix::Repository, name: &str, oid: ObjectId) -> std::io::Result<()> {
+    let path = repo.git_dir().join(name);
+    let lock = path.with_extension("lock");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&lock)?;
+    let written = file.write_all(format!("{oid}\n").as_bytes()).and_then(|()| std::fs::rename(&lock, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&lock);
+    }
+    written
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +371,8 @@ mod tests {
                 (7, Update { old: z, new: a, refname: "refs/heads/main".into() }),
                 (8, Update { old: a, new: z, refname: "refs/kv/x y".into() }),
             ],
+            depth: 4,
+            previous: Some(a),
         };
         assert_eq!(Entry::parse(a, &entry.message()).unwrap(), entry);
         assert!(Entry::parse(a, "not a journal\n").is_err());

@@ -287,10 +287,46 @@ impl Run<'_> {
         if let Some((_, seq)) = local.filter(|(id, _)| *id == leader_tip) {
             return Ok(idle(seq));
         }
-        match journal::range(&main, leader_tip, local.map(|(id, _)| id))? {
+        match self.walk(&mut leader, &main, leader_tip, local.map(|(id, _)| id))? {
             Some(entries) => self.incremental(&main, &mut leader, leader_tip, local.map(|(id, _)| id), &entries),
             None if local.is_none() => self.full(&main, &mut leader, "this replica has no journal yet"),
-            None => self.full(&main, &mut leader, "this replica's journal position is not in the leader's journal"),
+            None => self.full(
+                &main,
+                &mut leader,
+                "this replica's journal position is not in the leader's journal (or older than it keeps)",
+            ),
+        }
+    }
+
+    /// The journal entries after `since` up to `tip` (fetched already), oldest first,
+    /// fetching the leader's previous generation when the walk crosses a checkpoint;
+    /// `None` when `since` is not there.
+    fn walk(
+        &self,
+        leader: &mut Leader,
+        main: &gix::Repository,
+        tip: ObjectId,
+        since: Option<ObjectId>,
+    ) -> Result<Option<Vec<Entry>>, Error> {
+        let (newer, previous) = match journal::range(main, tip, since)? {
+            journal::Range::Found(entries) => return Ok(Some(entries)),
+            journal::Range::NotFound => return Ok(None),
+            journal::Range::Checkpoint { entries, previous } => (entries, previous),
+        };
+        let listed = self.ls(leader, &[journal::PREVIOUS])?;
+        if listed.get(journal::PREVIOUS) != Some(&previous) {
+            return Ok(None);
+        }
+        let ours: Refs = since.map(|id| (journal::PREVIOUS.to_owned(), id)).into_iter().collect();
+        if self.fetch(leader, main, &listed, &ours)?.is_none() {
+            return Ok(None);
+        }
+        match journal::range(main, previous, since)? {
+            journal::Range::Found(mut older) => {
+                older.extend(newer);
+                Ok(Some(older))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -312,7 +348,7 @@ impl Run<'_> {
             return Ok(Behind { replica_seq, unknown_position: true, ..Behind::default() });
         };
         let leader_seq = journal::read(&main, tip)?.0.last_seq();
-        match journal::range(&main, tip, local.map(|(id, _)| id))? {
+        match self.walk(&mut leader, &main, tip, local.map(|(id, _)| id))? {
             Some(entries) => Ok(Behind {
                 leader_seq,
                 replica_seq,
@@ -468,10 +504,16 @@ impl Run<'_> {
         let Some(values) = self.fetch(leader, main, &present, &current)? else {
             return self.full(main, leader, "a journaled ref was deleted on the leader since");
         };
-        let plan: Vec<_> =
+        let mut plan: Vec<_> =
             changed.keys().map(|r| (r.clone(), current.get(r).copied(), values.get(r).copied())).collect();
         let known = |r: &str, oid: ObjectId| changed.get(r).is_some_and(|(_, k)| k.contains(&oid));
         let lost = self.losses(main, &plan, known)?;
+        // Crossing a checkpoint moves the previous generation's ref as the leader moved it
+        // (never a loss: the generations are the journal's own).
+        if let Some(previous) = entries.iter().rev().find_map(|e| e.previous) {
+            let here = current_refs(main, std::iter::once(&journal::PREVIOUS.to_owned()))?;
+            plan.push((journal::PREVIOUS.to_owned(), here.get(journal::PREVIOUS).copied(), Some(previous)));
+        }
         log::debug!("{}: {} refs fetched after {:?}", self.path.display(), values.len(), self.started.elapsed());
         let exposed_ms = self.apply(main, &plan, &lost, Some((local_tip, leader_tip)))?;
         log::debug!("{}: applied after {:?}", self.path.display(), self.started.elapsed());

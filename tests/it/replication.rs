@@ -528,3 +528,42 @@ fn former_leaders_unreplicated_commits_are_kept_not_destroyed() {
     assert!(ok(lab.node_cmd("a", "git").args(["stargate", "status"])).contains(&kept));
     assert!(lab.agent_log("a").contains("was not on the leader"));
 }
+
+/// The journal is bounded: every `stargate.journal.keep` entries start a new generation;
+/// replicas follow across checkpoints without a full mirror, a client's mirror clone gets
+/// two generations at most, and a replica behind both mirrors in full.
+#[test]
+fn the_journal_keeps_two_generations_and_a_replica_behind_them_mirrors_in_full() {
+    let lab = Lab::up_with(2, "[stargate \"journal\"]\n\tkeep = 5\n[stargate \"sync\"]\n\tinterval = 1s\n");
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    assert!(client.kv("c", &["set", "k0", "v"]).status.success());
+    lab.wait_parity("a", "b", Duration::from_secs(10));
+    let fulls = || lab.agent_log("b").matches("full mirror").count();
+    let before = fulls();
+    for i in 1..=12 {
+        assert!(client.kv("c", &["set", &format!("k{i}"), "v"]).status.success());
+        lab.wait_parity("a", "b", Duration::from_secs(10));
+    }
+    assert_eq!(fulls(), before, "followed across checkpoints incrementally{}", lab.logs());
+    let count = |node: &str, r: &str| ok(lab.git(node, &["rev-list", "--count", r])).trim().parse::<u64>().unwrap();
+    assert!(count("a", "refs/stargate/journal") <= 5, "one generation from the tip");
+    assert!(count("a", "refs/stargate/journal-previous") <= 5);
+    let tip = ok(lab.git("a", &["log", "-1", "--format=%s", "refs/stargate/journal"]));
+    assert_eq!(tip.trim(), "stargate journal 13", "sequence numbers go on: genesis, then 13 updates");
+    client.clone(&lab.url("a", "kv"), "m");
+    ok(client.git(".", &["clone", "-q", "--mirror", &lab.url("a", "kv"), "mirror.git"]));
+    let mirrored =
+        ok(client
+            .git("mirror.git", &["rev-list", "--count", "refs/stargate/journal", "refs/stargate/journal-previous"]));
+    assert!(mirrored.trim().parse::<u64>().unwrap() <= 10, "a mirror clone gets two generations: {mirrored}");
+
+    lab.kill("b", "agent", "STOP");
+    for i in 13..30 {
+        assert!(client.kv("c", &["set", &format!("k{i}"), "v"]).status.success());
+    }
+    lab.kill("b", "agent", "CONT");
+    lab.wait_parity("a", "b", Duration::from_secs(15));
+    assert!(lab.agent_log("b").contains("older than it keeps"), "{}", lab.agent_log("b"));
+}

@@ -352,6 +352,13 @@ impl Run<'_> {
     ) -> Result<Option<Refs>, Error> {
         let Leader::Session(session) = leader else { return self.fetch_side(refs, ours) };
         let mut wants: Vec<ObjectId> = refs.values().copied().filter(|oid| !main.has_object(oid)).collect();
+        // Present is not enough: a fetch killed mid-way (watchdog, leader gone) leaves the
+        // loose objects it had written, a commit without all of its tree.
+        let mut present: Vec<String> =
+            refs.values().filter(|oid| main.has_object(*oid)).map(|oid| oid.to_string()).collect();
+        present.sort();
+        present.dedup();
+        wants.extend(git::incomplete(self.path, &present).iter().filter_map(|o| ObjectId::from_hex(o.as_bytes()).ok()));
         wants.sort();
         wants.dedup();
         if wants.is_empty() {

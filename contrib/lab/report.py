@@ -175,7 +175,7 @@ def main():
     for name, path in TESTS:
         r = results.get(name)
         if r is None:
-            md.append(f"| | `{path}` | | **did not pass** (no result; see `data/nextest.log`) | |")
+            md.append(f"| | `{path}` | | **no result**: failed, or had not finished when this report was written (see `data/nextest.log`) | |")
             continue
         md.append(f"| {r['seed']} | `{path}` | {r['check']} | {r['result']} | {r['summary']} |")
     md.append("")

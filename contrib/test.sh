@@ -20,6 +20,11 @@ command -v gitolite >/dev/null || need+=(gitolite3)
 [ -x /usr/bin/etcd ] || need+=(etcd-server)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)
 command -v openssl >/dev/null || need+=(openssl)
+# The --netns lab of the seeds' tests (tests/it/seeds): namespaces, nft cuts, the floating address.
+command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
+command -v keepalived >/dev/null || need+=(keepalived)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing ${need[*]}"

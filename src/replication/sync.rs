@@ -388,6 +388,13 @@ impl Run<'_> {
     ) -> Result<Option<Refs>, Error> {
         let Leader::Session(session) = leader else { return self.fetch_side(refs, ours) };
         let mut wants: Vec<ObjectId> = refs.values().copied().filter(|oid| !main.has_object(oid)).collect();
+        // Present is not enough: a fetch killed mid-way (watchdog, leader gone) leaves the
+        // loose objects it had written, a commit without all of its tree.
+        let mut present: Vec<String> =
+            refs.values().filter(|oid| main.has_object(*oid)).map(|oid| oid.to_string()).collect();
+        present.sort();
+        present.dedup();
+        wants.extend(git::incomplete(self.path, &present).iter().filter_map(|o| ObjectId::from_hex(o.as_bytes()).ok()));
         wants.sort();
         wants.dedup();
         if wants.is_empty() {
@@ -639,7 +646,7 @@ impl Run<'_> {
 
     /// Mirror everything: keep whatever may be lost first, fetch with prune, then drop the
     /// kept values that turned out to be on the leader after all.
-    fn full(&self, main: &gix::Repository, leader: &mut Leader, why: &str) -> Result<Report, Error> {
+    fn full(&self, main: &gix::Repository, leader_conn: &mut Leader, why: &str) -> Result<Report, Error> {
         log::info!("{}: full mirror: {why}", self.path.display());
         // Measure what is new since this replica's own journal position, or since the agent began.
         let local_time = match journal::tip(main)? {
@@ -647,21 +654,30 @@ impl Run<'_> {
             None => 0,
         };
         let since_ms = local_time.max(self.settings.measure_since_ms);
-        let leader = self.ls(leader, &[])?;
+        let leader = self.ls(leader_conn, &[])?;
         let leader =
             leader.into_iter().filter(|(r, _)| journal::journaled(r) || r == journal::REF).collect::<HashMap<_, _>>();
         let local = all_refs(main)?;
         let leader_values: HashSet<ObjectId> = leader.values().copied().collect();
+        let changed: Vec<(&String, ObjectId, Option<ObjectId>)> = (local.iter())
+            .filter(|(r, old)| *r != journal::REF && !leader_values.contains(*old))
+            .map(|(r, old)| (r, *old, leader.get(r).copied()))
+            .collect();
+        // A ref the leader only advanced is no suspect: fetch the new values of the refs it
+        // moved first, so that ancestry can be judged, not guessed.
+        let missing: Refs = (changed.iter())
+            .filter_map(|(r, _, new)| new.filter(|n| !main.has_object(n)).map(|n| ((*r).clone(), n)))
+            .collect();
+        if !missing.is_empty() {
+            let ours: Refs = changed.iter().map(|(r, old, _)| ((*r).clone(), *old)).collect();
+            self.fetch(leader_conn, main, &missing, &ours)?;
+        }
         let mut suspects = Vec::new();
-        for (r, old) in &local {
-            let new = leader.get(r).copied();
-            if Some(*old) == new || leader_values.contains(old) || r == journal::REF {
+        for (r, old, new) in changed {
+            if new.is_some_and(|n| main.has_object(n) && is_ancestor(main, old, n)) {
                 continue;
             }
-            if new.is_some_and(|n| main.has_object(n) && is_ancestor(main, *old, n)) {
-                continue;
-            }
-            suspects.push(self.keep(main, r, *old)?);
+            suspects.push(self.keep(main, r, old)?);
         }
         if !suspects.is_empty() {
             self.apply(main, &[], &suspects, None)?;

@@ -312,6 +312,23 @@ pub fn init_bare(path: &Path) -> Result<(), Error> {
     run(None, args.iter().copied().chain([path.as_os_str()])).map(drop)
 }
 
+/// Those of `oids` whose closure is not all present: each object reachable from it and
+/// from no ref must exist (the connectivity check `git fetch` makes after a fetch). A
+/// killed `unpack-objects` leaves the objects it had written, so an object that exists may
+/// still lack some of what it points to.
+pub fn incomplete(repo: &Path, oids: &[String]) -> Vec<String> {
+    let connected = |some: &[String]| {
+        let mut args = vec!["rev-list".to_owned(), "--objects".into(), "--quiet".into()];
+        args.extend(some.iter().cloned());
+        args.extend(["--not".into(), "--all".into()]);
+        run(Some(repo), &args).is_ok()
+    };
+    if oids.is_empty() || connected(oids) {
+        return Vec::new();
+    }
+    oids.iter().filter(|oid| !connected(std::slice::from_ref(*oid))).cloned().collect()
+}
+
 /// Objects of `oids` that no ref reaches, refs under `exclude` (a glob) left out.
 pub fn unreachable(repo: &Path, oids: &[String], exclude: &str) -> Result<Vec<String>, Error> {
     let mut args = vec!["rev-list".to_owned()];

@@ -16,4 +16,5 @@ mod lease;
 mod monitoring;
 mod remote;
 mod replication;
+mod seeds;
 mod servers;

@@ -105,6 +105,8 @@ pub struct Lab {
     pub dir: tempfile::TempDir,
     pub net: String,
     pub nodes: Vec<String>,
+    /// In a `--netns` lab: the calling thread's own network namespace, to return to on drop.
+    netns: Option<std::fs::File>,
 }
 
 impl Lab {
@@ -119,9 +121,14 @@ impl Lab {
 
     /// As `up_with`, on the addresses `<net>.1`, `<net>.2`, ...
     pub fn up_on(nodes: usize, net: &str, extra: &str) -> Lab {
+        Lab::launch(nodes, net, extra, &[])
+    }
+
+    fn launch(nodes: usize, net: &str, extra: &str, flags: &[&str]) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let net = net.to_owned();
-        let lab = Lab { dir, net, nodes: ["a", "b", "c", "d", "e"][..nodes].iter().map(|s| s.to_string()).collect() };
+        let names = ["a", "b", "c", "d", "e"][..nodes].iter().map(|s| s.to_string()).collect();
+        let lab = Lab { dir, net, nodes: names, netns: None };
         if !extra.is_empty() {
             // `@LAB@` stands for the lab's directory, e.g. to give a node a file-path URL;
             // `@NET@` for its first three address octets.
@@ -131,9 +138,51 @@ impl Lab {
         let out = run(lab
             .script("up")
             .args(["--nodes", &nodes.to_string(), "--net", &lab.net])
+            .args(flags)
             .env("LAB_EXTRA_CONFIG", lab.dir.path().join("extra.gitconfig")));
         assert!(out.status.success(), "lab up failed: {}{}", stderr(&out), lab.logs());
         lab
+    }
+
+    /// A `--netns` lab (root only; `contrib/lab/lab`, docs/ARCHITECTURE.md "The lab"): every
+    /// node in its own network namespace on `<net>.1`, `<net>.2`, ... and the floating address
+    /// `<net>.100` when `opts.vip`. The calling thread joins the lab's hub namespace (where
+    /// `<net>.254` is) until the lab is dropped, and so do the threads and processes it starts
+    /// meanwhile: the test's clients, HTTP requests and receivers reach the nodes as they
+    /// would over a network, while `node_cmd` runs inside a node's namespace. The lab is
+    /// torn down on drop, and by its reaper if this process dies first or `opts.ttl` passes.
+    pub fn up_netns(nodes: usize, extra: &str, opts: NetOpts) -> Lab {
+        assert!(unsafe { libc::geteuid() } == 0, "a --netns lab needs root (contrib/test.sh runs the suite as root)");
+        // Each lab has a network of its own, so its addresses cannot collide with another
+        // test's; they differ anyway, to keep logs apart.
+        let net = format!("10.{}.{}", 200 + rand_octet() % 50, rand_octet());
+        let mut flags = vec!["--netns".to_owned(), "--owner".into(), std::process::id().to_string()];
+        flags.extend(["--ttl".into(), opts.ttl.as_secs().max(60).to_string()]);
+        if opts.sshd {
+            flags.push("--sshd".into());
+        }
+        if opts.vip {
+            flags.extend(["--vip".into(), format!("{net}.100")]);
+        }
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut lab = Lab::launch(nodes, &net, extra, &flags);
+        let own = std::fs::File::open("/proc/thread-self/ns/net").expect("own network namespace");
+        let hub = std::fs::File::open(Path::new("/run/netns").join(lab.ns(None))).expect("the lab's hub namespace");
+        setns(&hub);
+        lab.netns = Some(own);
+        lab
+    }
+
+    /// The network namespace of `node`, or of the hub with None (`--netns` labs).
+    pub fn ns(&self, node: Option<&str>) -> String {
+        let f = match node {
+            Some(n) => self.dir.path().join(n).join("ns"),
+            None => self.dir.path().join("netns"),
+        };
+        std::fs::read_to_string(&f)
+            .unwrap_or_else(|e| panic!("{}: {e} (not a --netns lab?)", f.display()))
+            .trim()
+            .to_owned()
     }
 
     pub fn script(&self, sub: &str) -> Command {
@@ -155,10 +204,17 @@ impl Lab {
         self.dir.path().join(node).join("repos").join(format!("{repo}.git"))
     }
 
-    /// A command running as part of `node` (its git config and environment).
+    /// A command running as part of `node` (its git config and environment; in a `--netns`
+    /// lab, inside the node's namespace).
     pub fn node_cmd(&self, node: &str, program: &str) -> Command {
         let home = self.dir.path().join(node);
-        let mut c = cmd(program, &home);
+        let mut c = if self.netns.is_some() {
+            let mut c = cmd(ip_bin(), &home);
+            c.args(["netns", "exec", &self.ns(Some(node)), program]);
+            c
+        } else {
+            cmd(program, &home)
+        };
         c.env("GIT_CONFIG_GLOBAL", home.join("gitconfig"));
         c
     }
@@ -187,8 +243,27 @@ impl Lab {
         http_get(&format!("{}:8080", self.ip(node)), path)
     }
 
+    /// The nodes whose `/readyz` answers 200; a node that cannot be reached within a second
+    /// (stopped, cut off) is not ready.
     pub fn ready(&self) -> Vec<String> {
-        self.nodes.iter().filter(|n| self.http(n, "/readyz").0 == 200).cloned().collect()
+        self.nodes
+            .iter()
+            .filter(|n| self.try_http(n, "/readyz").is_some_and(|(code, _)| code == 200))
+            .cloned()
+            .collect()
+    }
+
+    /// As `http`, but None when the node cannot be reached or does not answer in time.
+    pub fn try_http(&self, node: &str, path: &str) -> Option<(u16, String)> {
+        let addr: std::net::SocketAddr = format!("{}:8080", self.ip(node)).parse().ok()?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        Some((head.split(' ').nth(1)?.parse().ok()?, body.to_owned()))
     }
 
     /// Wait until exactly one node is ready and it is not `not`; returns it.
@@ -228,9 +303,13 @@ impl Lab {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for n in &self.nodes {
-            for what in ["agent", "health", "daemon"] {
+            for what in ["agent", "health", "daemon", "sshd", "keepalived"] {
                 let f = self.dir.path().join(n).join(format!("{what}.log"));
-                out += &format!("\n--- {n}/{what}.log\n{}", std::fs::read_to_string(f).unwrap_or_default());
+                let Ok(text) = std::fs::read_to_string(f) else { continue };
+                // The tail: a long run's log would drown the failure message.
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(300)..].join("\n");
+                out += &format!("\n--- {n}/{what}.log\n{tail}");
             }
         }
         out
@@ -239,7 +318,85 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some(own) = self.netns.take() {
+            setns(&own);
+        }
         let _ = run(&mut self.script("down"));
+    }
+}
+
+/// What a `--netns` lab runs besides git daemon, agent and health responder.
+#[derive(Clone, Copy)]
+pub struct NetOpts {
+    /// sshd on port 22 of every node (`Lab::ssh_command` for clients).
+    pub sshd: bool,
+    /// keepalived on every node with `contrib/keepalived/keepalived.conf.example`, its
+    /// address `<net>.100`.
+    pub vip: bool,
+    /// The reaper's deadline: the lab is torn down after this in any case.
+    pub ttl: Duration,
+}
+
+impl Default for NetOpts {
+    fn default() -> NetOpts {
+        NetOpts { sshd: false, vip: false, ttl: Duration::from_secs(600) }
+    }
+}
+
+/// Move the calling thread into the network namespace `ns` (an open /run/netns or /proc file).
+fn setns(ns: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor; only this thread's network namespace changes.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// iproute2's `ip`, wherever Debian puts it.
+pub fn ip_bin() -> &'static str {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("ip")
+}
+
+/// A `--netns` lab's controls (contrib/lab/lab): whole nodes and their network.
+impl Lab {
+    /// Power `node` off: every process killed with SIGKILL, its link down.
+    pub fn stop_node(&self, node: &str) {
+        ok(self.script("stop").arg(node));
+    }
+
+    /// Start a stopped (or running) node again, link up, every process anew; waits for it.
+    pub fn restart(&self, node: &str) {
+        let out = run(self.script("restart").arg(node));
+        assert!(out.status.success(), "lab restart {node}: {}{}", stderr(&out), self.logs());
+    }
+
+    /// Drop `node`'s traffic with nft in its namespace: all of it (`peers` empty), or only
+    /// to and from `peers`.
+    pub fn cut(&self, node: &str, peers: &[&str]) {
+        ok(self.script("cut").arg(node).args(peers));
+    }
+
+    pub fn heal(&self, node: &str) {
+        ok(self.script("heal").arg(node));
+    }
+
+    /// The nodes that hold the floating address now.
+    pub fn vip_holders(&self) -> Vec<String> {
+        let out = run(&mut self.script("vip"));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    }
+
+    pub fn vip(&self) -> String {
+        format!("{}.100", self.net)
+    }
+
+    /// The clients' address in the hub namespace, where test receivers (alerts, StatsD) listen.
+    pub fn hub_ip(&self) -> String {
+        format!("{}.254", self.net)
+    }
+
+    /// `GIT_SSH_COMMAND` for the nodes' sshd (`NetOpts::sshd`).
+    pub fn ssh_command(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ssh/command")).expect("a lab with sshd").trim().to_owned()
     }
 }
 

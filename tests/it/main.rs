@@ -15,4 +15,5 @@ mod lease;
 mod monitoring;
 mod remote;
 mod replication;
+mod security;
 mod servers;

@@ -13,6 +13,7 @@ mod install;
 mod kv;
 mod lease;
 mod monitoring;
+mod props;
 mod remote;
 mod replication;
 mod security;

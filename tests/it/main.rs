@@ -18,3 +18,4 @@ mod remote;
 mod replication;
 mod security;
 mod servers;
+mod transport;

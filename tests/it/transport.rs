@@ -65,11 +65,12 @@ fn refused(lab: &Lab, replica: &str, commit: &str, why: &str) {
     assert!(status.contains(why), "{status}");
 }
 
+/// The replica mirrors `commit`, and says its last sync went well (published every
+/// `stargate.metrics.interval`).
 fn mirrored(lab: &Lab, replica: &str, commit: &str) {
     lab.wait_until(&format!("{replica} to mirror {commit}"), Duration::from_secs(20), || {
-        lab.rev(replica, "refs/heads/main").as_deref() == Some(commit)
+        lab.rev(replica, "refs/heads/main").as_deref() == Some(commit) && last_result(lab, replica) == "ok"
     });
-    assert_eq!(last_result(lab, replica), "ok");
 }
 
 fn set(lab: &Lab, node: &str, key: &str, value: &str) {
@@ -101,7 +102,7 @@ fn replicas_mirror_over_ssh_with_a_dedicated_key_and_strict_host_keys() {
     let extra = format!(
         "[stargate \"a\"]\n\turl = ssh://{user}@{net}.1:2222@LAB@/a/repos/\n\
          [stargate \"b\"]\n\turl = ssh://{user}@{net}.2:2222@LAB@/b/repos/\n\
-         [stargate \"sync\"]\n\tinterval = 2s\n[core]\n\tsshCommand = {}\n",
+         [stargate \"sync\"]\n\tinterval = 2s\n[stargate \"metrics\"]\n\tinterval = 1s\n[core]\n\tsshCommand = {}\n",
         ssh("replica_key")
     );
     let lab = Lab::up_on(2, &net, &extra);
@@ -184,7 +185,7 @@ fn replicas_mirror_over_https_with_client_certificates_and_a_wrong_one_is_refuse
     certificates(d, &ips);
     let extra = format!(
         "[stargate \"a\"]\n\turl = https://{net}.1:8443/\n[stargate \"b\"]\n\turl = https://{net}.2:8443/\n\
-         [stargate \"sync\"]\n\tinterval = 2s\n\
+         [stargate \"sync\"]\n\tinterval = 2s\n[stargate \"metrics\"]\n\tinterval = 1s\n\
          [http]\n\tsslCAInfo = {0}/ca.pem\n\tsslCert = {0}/@NODE@.pem\n\tsslKey = {0}/@NODE@.key\n",
         d.display()
     );

@@ -40,3 +40,11 @@ pub fn append_line(path: &Path, line: &[u8]) -> std::io::Result<()> {
     buf.push(b'\n');
     OpenOptions::new().append(true).create(true).open(path)?.write_all(&buf)
 }
+
+/// Whether every user of the host may create, replace or remove files in directory `dir`
+/// (world-writable; the sticky bit does not help: a file that does not exist yet can be
+/// created by anyone).
+pub fn writable_by_everyone(dir: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(dir)?.permissions().mode() & 0o002 != 0)
+}

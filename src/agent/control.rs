@@ -2,8 +2,13 @@
 //!
 //! - UDP on the node's health address: the leader's push signals (`stargate-sync <repo>`,
 //!   passed to the replicator) and a promoting node's hint that a handoff waits
-//!   (`stargate-handoff`). Both are hints only: they make the agent look now at what it
-//!   would look at anyway (the repository, the handoff record); a forged one costs a look.
+//!   (`stargate-handoff`). Both are hints only, never authenticated and never needing to
+//!   be: they make the agent look now at what it would look at anyway (the repository, the
+//!   handoff record in the lease backend), so a forged or replayed one costs a look. The
+//!   cost is bounded: a signal at most one sync per repository per 50 ms (the replicator),
+//!   a handoff hint at most one early look at the lease per 50 ms, and past a budget of
+//!   datagrams per window the agent stops reading until the window ends (docs/
+//!   ARCHITECTURE.md, Threat model). Anything else is refused, counted and logged.
 //! - A Unix socket in the state directory (`<root>/.stargate/agent.sock`, mode 0600): the
 //!   local operator's requests (`git stargate promote`), one JSON line each, answered with
 //!   JSON lines of progress and one final line. Only this node's agent user (and root)
@@ -24,6 +29,70 @@ use crate::replication::signal;
 
 /// The hint a promoting node sends the leader's agent.
 pub const HANDOFF_HINT: &str = "stargate-handoff";
+
+/// Longest datagram accepted; a signal names a repository, a few dozen bytes.
+const MAX_DATAGRAM: usize = 1024;
+/// Datagrams read per `WINDOW` at most (2000 a second). A leader sends one per
+/// transaction per peer, far below this; past it the agent stops reading for the rest of
+/// the window and the kernel drops what comes meanwhile, so a flood costs bounded work and
+/// the replicas' poll covers its duration.
+const BUDGET: u32 = 200;
+const WINDOW: Duration = Duration::from_millis(100);
+/// Handoff hints wake the agent's loop at most this often; one arriving sooner is kept
+/// and delivered when the gap has passed, never dropped.
+const HINT_GAP: Duration = Duration::from_millis(50);
+/// Refusals are logged once, then at most once per this long with their count.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// What one datagram on the agent's UDP port says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hint {
+    /// The leader accepted a write to this repository (a valid repository name).
+    Sync(String),
+    /// A handoff may wait in the lease backend.
+    Handoff,
+    /// Anything else, and why it is not a hint.
+    Refused(&'static str),
+}
+
+/// Read one datagram: `stargate-sync <repository>` or `stargate-handoff`, each with an
+/// optional final newline, nothing else.
+pub fn parse_hint(datagram: &[u8]) -> Hint {
+    if datagram.len() > MAX_DATAGRAM {
+        return Hint::Refused("too long");
+    }
+    let Ok(text) = std::str::from_utf8(datagram) else { return Hint::Refused("not UTF-8") };
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    if text == HANDOFF_HINT {
+        return Hint::Handoff;
+    }
+    match text.strip_prefix(signal::PREFIX) {
+        Some(name) if crate::repos::valid_name(name) => Hint::Sync(name.to_owned()),
+        Some(_) => Hint::Refused("not a repository name"),
+        None => Hint::Refused("not a Stargate hint"),
+    }
+}
+
+/// Refused datagrams, logged once and then in summaries.
+#[derive(Default)]
+struct Refusals {
+    since_logged: u64,
+    logged: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, why: &str, from: std::net::SocketAddr) {
+        self.since_logged += 1;
+        if self.logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            log::warn!(
+                "refused {} datagram(s) on the signal port (last from {from}: {why}); they change nothing",
+                self.since_logged
+            );
+            self.since_logged = 0;
+            self.logged = Some(Instant::now());
+        }
+    }
+}
 
 /// What the local operator asks of the agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,15 +235,43 @@ impl Control {
     }
 
     fn listen_udp(self: Arc<Self>, socket: UdpSocket, replicator: Arc<Replicator>) {
-        let mut buf = [0u8; 1024];
+        // Wakes up at least every gap, to deliver a handoff hint kept back.
+        let _ = socket.set_read_timeout(Some(HINT_GAP));
+        let mut buf = [0u8; MAX_DATAGRAM + 1];
+        let (mut window, mut read) = (Instant::now(), 0u32);
+        let (mut woke, mut pending) = (None::<Instant>, false);
+        let (mut refusals, mut throttled) = (Refusals::default(), Refusals::default());
         loop {
-            let Ok((n, _)) = socket.recv_from(&mut buf) else { continue };
-            let text = String::from_utf8_lossy(&buf[..n]);
-            let text = text.trim();
-            if let Some(name) = text.strip_prefix(signal::PREFIX.trim_end()) {
-                replicator.signal(name.trim());
-            } else if text == HANDOFF_HINT {
+            if pending && woke.is_none_or(|t| t.elapsed() >= HINT_GAP) {
                 self.wake();
+                (woke, pending) = (Some(Instant::now()), false);
+            }
+            let (n, from) = match socket.recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(_) => continue,
+            };
+            if window.elapsed() >= WINDOW {
+                (window, read) = (Instant::now(), 0);
+            }
+            read += 1;
+            match parse_hint(&buf[..n]) {
+                Hint::Sync(name) => {
+                    if !replicator.signal(&name) {
+                        replicator.count(|c| c.hints_refused += 1);
+                        refusals.note("no such repository here", from);
+                    }
+                }
+                Hint::Handoff => pending = true,
+                Hint::Refused(why) => {
+                    replicator.count(|c| c.hints_refused += 1);
+                    refusals.note(why, from);
+                }
+            }
+            if read >= BUDGET {
+                replicator.count(|c| c.hints_throttled += 1);
+                throttled.note("over the budget: not reading for the rest of the window", from);
+                std::thread::sleep(WINDOW.saturating_sub(window.elapsed()));
+                (window, read) = (Instant::now(), 0);
             }
         }
     }
@@ -227,4 +324,58 @@ pub fn ask(state_dir: &Path, request: &Request, mut say: impl FnMut(&str)) -> Re
         }
     }
     Err("the agent closed the connection without an answer (see its log)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hints_and_refusals() {
+        assert_eq!(parse_hint(b"stargate-sync kv.git\n"), Hint::Sync("kv.git".into()));
+        assert_eq!(parse_hint(b"stargate-sync owner/kv.git"), Hint::Sync("owner/kv.git".into()));
+        assert_eq!(parse_hint(b"stargate-handoff"), Hint::Handoff);
+        assert_eq!(parse_hint(b"stargate-handoff\n"), Hint::Handoff);
+        for bad in [
+            &b""[..],
+            b"stargate-sync ",
+            b"stargate-sync ../../etc/passwd.git",
+            b"stargate-sync /abs.git",
+            b"stargate-sync kv",
+            b"stargate-sync a/b/c.git",
+            b"stargate-sync kv.git\n\n",
+            b"stargate-handoff now",
+            b"\xff\xfe",
+            b"STARGATE-HANDOFF",
+        ] {
+            assert!(matches!(parse_hint(bad), Hint::Refused(_)), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse_hint(&[b'a'; MAX_DATAGRAM + 1]), Hint::Refused("too long"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 5000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any datagram: a hint naming a valid repository, the handoff hint, or a refusal.
+        #[test]
+        fn any_datagram_is_a_hint_or_refused(
+            data in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..1100),
+                "stargate-sync [a-z./_-]{0,20}\n?".prop_map(String::into_bytes),
+                "stargate-(sync|handoff)\\PC{0,10}".prop_map(String::into_bytes),
+            ]
+        ) {
+            match parse_hint(&data) {
+                Hint::Sync(name) => {
+                    prop_assert!(crate::repos::valid_name(&name));
+                    prop_assert!(!name.starts_with('/') && name.split('/').all(|c| c != "." && c != ".."));
+                    let text = String::from_utf8(data).unwrap_or_default();
+                    prop_assert_eq!(text.trim_end_matches('\n'), format!("{}{name}", signal::PREFIX));
+                }
+                Hint::Handoff => prop_assert!(data == HANDOFF_HINT.as_bytes() || data == b"stargate-handoff\n"),
+                Hint::Refused(why) => prop_assert!(!why.is_empty()),
+            }
+        }
+    }
 }

@@ -95,6 +95,8 @@ struct Agent {
     journal_keep: u64,
     /// Repositories already reported as in a format Stargate cannot serve.
     unsupported: std::collections::HashSet<String>,
+    /// The last handoff record this leader refused (logged and counted once).
+    refused_handoff: Option<crate::lead::handoff::Handoff>,
 }
 
 /// How often the agent looks for repositories created under the root since.
@@ -107,6 +109,7 @@ pub fn run(cfg: &Config) -> Result<()> {
     let state_dir = cfg.state_dir()?;
     std::fs::create_dir_all(&state_dir)
         .map_err(|e| Error::Fatal(format!("cannot create {}: {e}", state_dir.display())))?;
+    trust_root(cfg, &state_dir)?;
     let token =
         node::new_sync_token(&state_dir).map_err(|e| Error::Fatal(format!("cannot write the sync token: {e}")))?;
     let lock = Lock::from_config(cfg)?;
@@ -146,6 +149,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         draining: None,
         unsupported: Default::default(),
         journal_keep: cfg.journal_keep()?,
+        refused_handoff: None,
         root: cfg.root()?,
         me,
     };
@@ -156,6 +160,32 @@ pub fn run(cfg: &Config) -> Result<()> {
         agent.control.wait(agent.interval, &STOP);
     }
     agent.shut_down();
+    Ok(())
+}
+
+/// Whoever can write the lease backend can lead or hand leadership over, and whoever can
+/// write the state directory speaks for this agent to the hooks (docs/ARCHITECTURE.md,
+/// Threat model). Refuse directories every user of the host may write; say when the lease
+/// is etcd without TLS, which anyone who reaches etcd may write.
+fn trust_root(cfg: &Config, state_dir: &std::path::Path) -> Result<()> {
+    let mut dirs = vec![state_dir.to_owned()];
+    match cfg.lock()? {
+        crate::config::LockSpec::File(path) => dirs.extend(path.parent().map(std::path::Path::to_owned)),
+        crate::config::LockSpec::Etcd { tls: false, .. } => log::warn!(
+            "stargate.lock is etcd:// without TLS: anyone who can reach etcd can change leadership; \
+             use etcds:// with client certificates outside a lab (docs/ARCHITECTURE.md, Threat model)"
+        ),
+        crate::config::LockSpec::Etcd { tls: true, .. } => {}
+    }
+    for dir in dirs {
+        if crate::files::writable_by_everyone(&dir).unwrap_or(false) {
+            return Err(Error::Fatal(format!(
+                "{} is writable by every user of this host, who could then change leadership or this \
+                 node's state: chmod o-w it (docs/ARCHITECTURE.md, Threat model)",
+                dir.display()
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -176,7 +176,31 @@ impl Agent {
     /// On the leader: a planned handoff for this epoch drains it and lets go of the lease.
     pub(super) fn hand_over_if_asked(&mut self) {
         let Ok(Some(h)) = self.lock.read_handoff() else { return };
-        if h.forced || h.from != self.me || h.epoch != self.epoch || h.to == self.me || h.expired(now_ms()) {
+        // A forced handoff, or one for another leader, is not a request to this one.
+        if h.forced || h.from != self.me {
+            return;
+        }
+        let refused = if h.epoch != self.epoch {
+            Some(format!("it is for epoch {}, and this node leads epoch {}", h.epoch, self.epoch))
+        } else if h.expired(now_ms()) {
+            Some(format!("nobody refreshed it for {} s", crate::lead::handoff::EXPIRES_AFTER.as_secs()))
+        } else if h.to == self.me {
+            Some("it names this node as the one to lead".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            // Read every interval: say it once per record.
+            if self.refused_handoff.as_ref() != Some(&h) {
+                log::warn!(
+                    "refused the handoff to {} requested by {} at {}: {why}; nothing changed",
+                    h.to,
+                    h.user,
+                    h.requested_ms
+                );
+                self.replicator.count(|c| c.handoffs_refused += 1);
+                self.refused_handoff = Some(h);
+            }
             return;
         }
         let started = Instant::now();

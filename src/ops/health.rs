@@ -1,9 +1,15 @@
 //! `stargate-hook health`: a tiny read-only HTTP/1.x responder for `/healthz`, `/readyz`,
-//! `/status` and `/metrics` (stargate-hook(1), HEALTH RESPONDER). Three modes, picked automatically: socket activation
-//! (`LISTEN_FDS`), `--listen ADDR`, or inetd (the connection on stdin/stdout).
+//! `/status` and `/metrics` (stargate-hook(1), HEALTH RESPONDER). Three modes, picked
+//! automatically: socket activation (`LISTEN_FDS`), `--listen ADDR`, or inetd (the
+//! connection on stdin/stdout).
+//!
+//! Each socket has a scope: every endpoint, or the probes only (`/healthz`, `/readyz`), so
+//! that what `/status` and `/metrics` tell (repositories, kept commits, who promoted) can
+//! stay off the load balancer's port (`--internal`, or a socket named `internal`).
 //!
 //! Every request is bounded in size and time: one request per connection, a whole-request
-//! deadline, and a 4xx (or a closed connection) for anything else. It never changes state.
+//! deadline, and a 4xx (or a closed connection) for anything else; each listening socket
+//! serves a bounded number of connections at once. It never changes state.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -21,8 +27,23 @@ use crate::error::{Error, Result};
 
 /// Longest request head accepted; a longer one gets 431.
 const MAX_REQUEST: usize = 8 * 1024;
-/// Connections served at once in listener modes; more are closed unanswered.
+/// Connections served at once per listening socket; more are closed unanswered.
 const MAX_CONNECTIONS: usize = 32;
+
+/// What a socket serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every endpoint.
+    All,
+    /// `/healthz` and `/readyz` only; `/status` and `/metrics` answer 404.
+    Probes,
+}
+
+/// The socket name (systemd `FileDescriptorName=`) that serves every endpoint when the
+/// others serve the probes only.
+pub const INTERNAL: &str = "internal";
+/// The socket name that serves the probes only.
+pub const PUBLIC: &str = "public";
 
 /// Serve /healthz, /readyz, /status and /metrics over HTTP.
 #[derive(Parser)]
@@ -31,6 +52,29 @@ struct Args {
     /// Listen on ADDR (host:port) instead of using an inherited socket.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Also listen on ADDR, serving every endpoint there; --listen then serves only
+    /// /healthz and /readyz.
+    #[arg(long, value_name = "ADDR", requires = "listen")]
+    internal: Option<String>,
+    /// Serve only /healthz and /readyz on the inherited sockets or connection (except a
+    /// socket named "internal").
+    #[arg(long, conflicts_with = "internal")]
+    public: bool,
+}
+
+/// The scope of each inherited socket, by its name: `internal` serves everything,
+/// `public` the probes; an unnamed one serves the probes when `--public` was given or
+/// another socket is named `internal`, else everything.
+pub fn scopes(names: &[Option<&str>], public: bool) -> Vec<Scope> {
+    let split = public || names.contains(&Some(INTERNAL));
+    (names.iter())
+        .map(|name| match *name {
+            Some(INTERNAL) => Scope::All,
+            Some(PUBLIC) => Scope::Probes,
+            _ if split => Scope::Probes,
+            _ => Scope::All,
+        })
+        .collect()
 }
 
 struct Ctx {
@@ -58,29 +102,61 @@ pub fn main(args: &[String]) -> Result<()> {
     let ctx = Arc::new(Ctx { cfg, timeout });
     let fatal = |what: &str, e: io::Error| Error::Fatal(format!("{what}: {e}"));
     if let Some(addr) = args.listen {
-        let listener = TcpListener::bind(&addr).map_err(|e| fatal(&format!("cannot listen on {addr}"), e))?;
-        log::info!("health responder listening on {addr}");
-        return serve(Listener::Tcp(listener), ctx, None).map_err(|e| fatal("accept", e));
-    }
-    if let Some(fd) = inherited_fd() {
-        // SAFETY: systemd passed us fd 3 and we are its only owner.
-        return match (is_listening(fd), socket_family(fd)) {
-            (true, Some(libc::AF_UNIX)) => {
-                serve(Listener::Unix(unsafe { UnixListener::from_raw_fd(fd) }), ctx, Some(idle))
-            }
-            (true, _) => serve(Listener::Tcp(unsafe { TcpListener::from_raw_fd(fd) }), ctx, Some(idle)),
-            (false, _) => inetd(fd, fd, &ctx),
+        let mut listeners = Vec::new();
+        let public = if args.internal.is_some() { Scope::Probes } else { Scope::All };
+        for (addr, scope) in [(Some(addr), public), (args.internal, Scope::All)] {
+            let Some(addr) = addr else { continue };
+            let listener = TcpListener::bind(&addr).map_err(|e| fatal(&format!("cannot listen on {addr}"), e))?;
+            listener.set_nonblocking(true).map_err(|e| fatal(&format!("cannot listen on {addr}"), e))?;
+            log::info!("health responder listening on {addr} ({})", describe(scope));
+            listeners.push((Listener::Tcp(listener), scope));
         }
-        .map_err(|e| fatal("socket activation", e));
+        return serve(listeners, ctx, None).map_err(|e| fatal("accept", e));
     }
-    inetd(0, 1, &ctx).map_err(|e| fatal("inetd", e))
+    if let Some(fds) = inherited_fds() {
+        let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+        let names: Vec<Option<&str>> = (0..fds.len()).map(|i| names.split(':').nth(i)).collect();
+        let scopes = scopes(&names, args.public);
+        if !is_listening(fds[0]) {
+            // systemd Accept=yes: fd 3 is the connection.
+            return inetd(fds[0], fds[0], &ctx, scopes[0]).map_err(|e| fatal("socket activation", e));
+        }
+        let mut listeners = Vec::new();
+        for (&fd, scope) in fds.iter().zip(scopes) {
+            // SAFETY: systemd passed us these descriptors and we are their only owner.
+            let listener = match (is_listening(fd), socket_family(fd)) {
+                (true, Some(libc::AF_UNIX)) => Listener::Unix(unsafe { UnixListener::from_raw_fd(fd) }),
+                (true, _) => Listener::Tcp(unsafe { TcpListener::from_raw_fd(fd) }),
+                (false, _) => {
+                    log::warn!("inherited descriptor {fd} is not a listening socket; ignored");
+                    continue;
+                }
+            };
+            // Several sockets share one loop: an accept must never wait.
+            listener.set_nonblocking().map_err(|e| fatal("socket activation", e))?;
+            listeners.push((listener, scope));
+        }
+        return serve(listeners, ctx, Some(idle)).map_err(|e| fatal("socket activation", e));
+    }
+    let scope = if args.public { Scope::Probes } else { Scope::All };
+    inetd(0, 1, &ctx, scope).map_err(|e| fatal("inetd", e))
 }
 
-/// fd 3 when systemd handed us sockets (`LISTEN_PID` is us, `LISTEN_FDS` ≥ 1).
-fn inherited_fd() -> Option<RawFd> {
+fn describe(scope: Scope) -> &'static str {
+    match scope {
+        Scope::All => "every endpoint",
+        Scope::Probes => "/healthz and /readyz only",
+    }
+}
+
+/// Most inherited sockets used; systemd passes one per `Listen*=` line.
+const MAX_FDS: u32 = 16;
+
+/// fds 3, 4, ... when systemd handed us sockets (`LISTEN_PID` is us, `LISTEN_FDS` ≥ 1).
+fn inherited_fds() -> Option<Vec<RawFd>> {
     let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
     let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
-    (pid == std::process::id() && fds >= 1).then_some(3)
+    (pid == std::process::id() && fds >= 1).then(|| (0..fds.min(MAX_FDS)).map(|i| 3 + i as RawFd).collect())
 }
 
 fn sockopt(fd: RawFd, level: libc::c_int, name: libc::c_int) -> Option<libc::c_int> {
@@ -101,7 +177,7 @@ fn socket_family(fd: RawFd) -> Option<libc::c_int> {
 
 /// One connection on already-open descriptors; a watchdog ends the process at the deadline
 /// because stdin may not be a socket we can put a timeout on.
-fn inetd(input: RawFd, output: RawFd, ctx: &Ctx) -> io::Result<()> {
+fn inetd(input: RawFd, output: RawFd, ctx: &Ctx, scope: Scope) -> io::Result<()> {
     // SAFETY: the descriptors were given to this process for exactly this connection.
     let mut reader = unsafe { std::fs::File::from_raw_fd(input) };
     let writer = unsafe { std::fs::File::from_raw_fd(libc::dup(output)) };
@@ -113,7 +189,7 @@ fn inetd(input: RawFd, output: RawFd, ctx: &Ctx) -> io::Result<()> {
         std::process::exit(0);
     });
     let reply = match read_request(&mut reader) {
-        Ok(head) => answer(&head, ctx),
+        Ok(head) => answer(&head, ctx, scope),
         Err(Reject::Closed) => return Ok(()),
         Err(reject) => reject.response(),
     };
@@ -153,6 +229,13 @@ impl Conn for UnixStream {
 }
 
 impl Listener {
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.set_nonblocking(true),
+            Listener::Unix(l) => l.set_nonblocking(true),
+        }
+    }
+
     fn fd(&self) -> RawFd {
         match self {
             Listener::Tcp(l) => l.as_raw_fd(),
@@ -160,65 +243,88 @@ impl Listener {
         }
     }
 
+    /// The next connection, blocking (the listener is not).
     fn accept(&self) -> io::Result<Box<dyn Conn>> {
         Ok(match self {
-            Listener::Tcp(l) => Box::new(l.accept()?.0),
-            Listener::Unix(l) => Box::new(l.accept()?.0),
+            Listener::Tcp(l) => {
+                let conn = l.accept()?.0;
+                conn.set_nonblocking(false)?;
+                Box::new(conn)
+            }
+            Listener::Unix(l) => {
+                let conn = l.accept()?.0;
+                conn.set_nonblocking(false)?;
+                Box::new(conn)
+            }
         })
     }
 }
 
-/// Accept until idle for `idle` (socket activation) or forever (`--listen`).
-fn serve(listener: Listener, ctx: Arc<Ctx>, idle: Option<Duration>) -> io::Result<()> {
-    let active = Arc::new(AtomicUsize::new(0));
+/// Accept on every listener until all have been idle for `idle` (socket activation) or
+/// forever (`--listen`). Each listener has its own connection limit, so that a flood on the
+/// public port leaves the internal one answering.
+fn serve(listeners: Vec<(Listener, Scope)>, ctx: Arc<Ctx>, idle: Option<Duration>) -> io::Result<()> {
+    if listeners.is_empty() {
+        return Err(io::Error::other("no listening socket"));
+    }
+    let active: Vec<Arc<AtomicUsize>> = listeners.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let wait = idle.unwrap_or(Duration::from_secs(3600));
     loop {
-        if let Some(idle) = idle
-            && !readable_within(listener.fd(), idle)?
-        {
-            if active.load(Ordering::SeqCst) == 0 {
-                log::info!("idle for {} s; exiting", idle.as_secs());
+        let ready = readable_within(listeners.iter().map(|(l, _)| l.fd()), wait)?;
+        if ready.is_empty() {
+            if idle.is_some() && active.iter().all(|a| a.load(Ordering::SeqCst) == 0) {
+                log::info!("idle for {} s; exiting", wait.as_secs());
                 return Ok(());
             }
             continue;
         }
-        let conn = match listener.accept() {
-            Ok(c) => c,
-            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {
-                continue;
+        for i in ready {
+            let (listener, scope) = &listeners[i];
+            let conn = match listener.accept() {
+                Ok(c) => c,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted | io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if active[i].fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                active[i].fetch_sub(1, Ordering::SeqCst);
+                continue; // dropped: closed unanswered
             }
-            Err(e) => return Err(e),
-        };
-        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::SeqCst);
-            continue; // dropped: closed unanswered
+            let (ctx, active, scope) = (Arc::clone(&ctx), Arc::clone(&active[i]), *scope);
+            std::thread::spawn(move || {
+                handle(conn, &ctx, scope);
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
         }
-        let (ctx, active) = (Arc::clone(&ctx), Arc::clone(&active));
-        std::thread::spawn(move || {
-            handle(conn, &ctx);
-            active.fetch_sub(1, Ordering::SeqCst);
-        });
     }
 }
 
-fn readable_within(fd: RawFd, wait: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+/// The indexes of `fds` with a connection waiting, after at most `wait`.
+fn readable_within(fds: impl Iterator<Item = RawFd>, wait: Duration) -> io::Result<Vec<usize>> {
+    let mut pfds: Vec<libc::pollfd> = fds.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
     let ms = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd.
-    match unsafe { libc::poll(&raw mut pfd, 1, ms) } {
-        -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => Ok(false),
+    // SAFETY: a valid array of pollfds of the length given.
+    match unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) } {
+        -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => Ok(Vec::new()),
         -1 => Err(io::Error::last_os_error()),
-        n => Ok(n > 0),
+        _ => Ok((pfds.iter().enumerate()).filter(|(_, p)| p.revents != 0).map(|(i, _)| i).collect()),
     }
 }
 
-fn handle(mut conn: Box<dyn Conn>, ctx: &Ctx) {
+fn handle(mut conn: Box<dyn Conn>, ctx: &Ctx, scope: Scope) {
     let deadline = Instant::now() + ctx.timeout;
     let head = {
         let mut timed = Deadline { conn: &mut *conn, deadline };
         read_request(&mut timed)
     };
     let reply = match head {
-        Ok(head) => answer(&head, ctx),
+        Ok(head) => answer(&head, ctx, scope),
         Err(Reject::Closed) => return,
         Err(reject) => reject.response(),
     };
@@ -277,11 +383,15 @@ impl Reject {
 fn read_request(r: &mut impl Read) -> std::result::Result<String, Reject> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
+    // Where the search for the blank line resumes: a client trickling one byte at a time
+    // must not make each read rescan the whole head.
+    let mut scanned = 0;
     loop {
-        if let Some(end) = head_end(&buf) {
-            buf.truncate(end);
+        if let Some(end) = head_end(&buf[scanned..]) {
+            buf.truncate(scanned + end);
             return String::from_utf8(buf).map_err(|_| Reject::Malformed);
         }
+        scanned = buf.len().saturating_sub(3);
         if buf.len() >= MAX_REQUEST {
             return Err(Reject::TooLarge);
         }
@@ -308,31 +418,37 @@ fn head_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// Route one well-formed request head to its answer.
-fn answer(head: &str, ctx: &Ctx) -> Vec<u8> {
+fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
     let mut lines = head.lines();
     let request_line = lines.next().unwrap_or("");
     let parts: Vec<&str> = request_line.split(' ').collect();
     let [method, target, version] = parts[..] else {
         return Reject::Malformed.response();
     };
+    // An answer to HEAD has no body, whatever it says (RFC 9110, 9.3.2).
+    let head_only = method == "HEAD";
+    let malformed = || response(400, "text/plain", b"bad request\n", head_only);
     let valid_method = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
     let valid_target = target.starts_with('/') && target.bytes().all(|b| b.is_ascii_graphic());
     if !valid_method || !valid_target || lines.any(|l| !l.trim_end().is_empty() && !l.contains(':')) {
-        return Reject::Malformed.response();
+        return malformed();
     }
     if !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
         return if version.starts_with("HTTP/") {
-            response(505, "text/plain", b"HTTP/1.x only\n", false)
+            response(505, "text/plain", b"HTTP/1.x only\n", head_only)
         } else {
-            Reject::Malformed.response()
+            malformed()
         };
     }
-    let head_only = method == "HEAD";
     if method != "GET" && !head_only {
         return response(405, "text/plain", b"GET or HEAD only\n", false);
     }
     let path = target.split('?').next().unwrap_or(target);
-    if !matches!(path, "/healthz" | "/readyz" | "/status" | "/metrics") {
+    let known = match scope {
+        Scope::All => matches!(path, "/healthz" | "/readyz" | "/status" | "/metrics"),
+        Scope::Probes => matches!(path, "/healthz" | "/readyz"),
+    };
+    if !known {
         return response(404, "text/plain", b"not found\n", head_only);
     }
     let cfg = match &ctx.cfg {
@@ -438,8 +554,41 @@ mod tests {
             ("GET /healthz HTTP/1.1\r\nno colon here", "400"),
             ("GET /healthz HTTP/1.1\r\nHost: x", "503"),
         ] {
-            assert_eq!(code(&answer(head, &ctx())), want, "{head:?}");
+            assert_eq!(code(&answer(head, &ctx(), Scope::All)), want, "{head:?}");
         }
+    }
+
+    #[test]
+    fn probes_scope_hides_status_and_metrics() {
+        for path in ["/status", "/metrics", "/status?x=1", "/metrics?"] {
+            let head = format!("GET {path} HTTP/1.1");
+            assert_eq!(code(&answer(&head, &ctx(), Scope::Probes)), "404", "{path}");
+            assert_eq!(code(&answer(&head, &ctx(), Scope::All)), "503", "{path}: bad config in the test ctx");
+        }
+        for path in ["/healthz", "/readyz"] {
+            assert_eq!(code(&answer(&format!("GET {path} HTTP/1.1"), &ctx(), Scope::Probes)), "503", "{path}");
+        }
+    }
+
+    /// Found by the property test: a HEAD request refused with 505 or 400 got a body.
+    #[test]
+    fn refused_head_request_gets_no_body() {
+        for head in ["HEAD /healthz HTTP/1\u{a1}1", "HEAD /healthz HTTP/2.0", "HEAD nope HTTP/1.1"] {
+            let reply = String::from_utf8(answer(head, &ctx(), Scope::All)).unwrap();
+            assert!(reply.ends_with("\r\n\r\n"), "{head:?}: {reply:?}");
+        }
+    }
+
+    #[test]
+    fn socket_names_pick_scopes() {
+        use Scope::*;
+        assert_eq!(scopes(&[None], false), [All]);
+        assert_eq!(scopes(&[None], true), [Probes]);
+        assert_eq!(scopes(&[Some("public"), Some("internal")], false), [Probes, All]);
+        assert_eq!(scopes(&[Some("health"), Some("internal")], false), [Probes, All]);
+        assert_eq!(scopes(&[Some("internal")], true), [All]);
+        assert_eq!(scopes(&[Some("public")], false), [Probes]);
+        assert_eq!(scopes(&[Some("x"), None], false), [All, All]);
     }
 
     #[test]
@@ -449,5 +598,122 @@ mod tests {
         assert_eq!(read_request(&mut &b"GET / HTTP/1.1\r\n"[..]), Err(Reject::Malformed));
         assert_eq!(read_request(&mut &b""[..]), Err(Reject::Closed));
         assert_eq!(read_request(&mut &b"GET / HTTP/1.1\r\n\r\n"[..]).as_deref(), Ok("GET / HTTP/1.1"));
+    }
+
+    /// Hands out its bytes in the pieces given (a client writing in bursts).
+    struct Pieces {
+        data: Vec<u8>,
+        sizes: Vec<usize>,
+        at: usize,
+        turn: usize,
+    }
+
+    impl Read for Pieces {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let size = self.sizes.get(self.turn % self.sizes.len().max(1)).copied().unwrap_or(1).max(1);
+            self.turn += 1;
+            let n = size.min(buf.len()).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    /// A response as the responder writes it: status line, headers, blank line, and a body
+    /// of exactly Content-Length bytes (none for HEAD).
+    fn well_formed(reply: &[u8], head_only: bool) -> std::result::Result<u16, String> {
+        let text = String::from_utf8(reply.to_vec()).map_err(|_| "not UTF-8".to_owned())?;
+        let (head, body) = text.split_once("\r\n\r\n").ok_or("no blank line")?;
+        let code: u16 = head
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse().ok())
+            .ok_or("status line")?;
+        let length: usize = (head.lines())
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|n| n.parse().ok())
+            .ok_or("no Content-Length")?;
+        let want = if head_only { 0 } else { length };
+        if body.len() != want {
+            return Err(format!("body of {} bytes, Content-Length {length}", body.len()));
+        }
+        Ok(code)
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig { cases: 4000, failure_persistence: None, ..ProptestConfig::default() }
+        }
+
+        /// Request heads close to valid ones, so that the checks past the request line run.
+        fn near_valid_head() -> impl Strategy<Value = String> {
+            let method = prop_oneof!["GET", "HEAD", "POST", "get", "[A-Z]{0,8}", "\\PC{0,4}"];
+            let target = prop_oneof![
+                "/healthz",
+                "/readyz",
+                "/status",
+                "/metrics",
+                "/status\\?[ -~]{0,10}",
+                "/[ -~]{0,20}",
+                "[^/]\\PC{0,8}"
+            ];
+            let version = prop_oneof!["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/[0-9.]{0,4}", "\\PC{0,6}"];
+            let header = prop_oneof!["Host: x", "[A-Za-z-]{1,10}: [ -~]{0,20}", "\\PC{0,20}", ""];
+            let sep = prop_oneof![" ", "  ", "\t", ""];
+            (method, sep.clone(), target, sep, version, prop::collection::vec(header, 0..6)).prop_map(
+                |(m, s1, t, s2, v, h)| {
+                    let mut head = format!("{m}{s1}{t}{s2}{v}");
+                    for line in h {
+                        head += "\r\n";
+                        head += &line;
+                    }
+                    head
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any bytes, in any pieces: a head within the limit, or a rejection; never a
+            /// panic, never more than the limit buffered.
+            #[test]
+            fn reading_a_head_is_bounded(data in prop::collection::vec(any::<u8>(), 0..10_000),
+                                         sizes in prop::collection::vec(1usize..3000, 1..8)) {
+                let mut input = Pieces { data: data.clone(), sizes, at: 0, turn: 0 };
+                match read_request(&mut input) {
+                    Ok(head) => {
+                        prop_assert!(head.len() <= MAX_REQUEST + 1024);
+                        prop_assert!(!head.contains("\r\n\r\n") && !head.contains("\n\n"), "{head:?}");
+                        prop_assert!(head_end(&data).is_some());
+                    }
+                    Err(Reject::TooLarge) => prop_assert!(input.at >= MAX_REQUEST),
+                    Err(Reject::Closed) => prop_assert!(data.is_empty()),
+                    Err(Reject::Malformed) => {}
+                    Err(Reject::Timeout) => prop_assert!(false, "no read timed out"),
+                }
+            }
+
+            /// Any head: one well-formed response with a status from the documented set.
+            #[test]
+            fn every_head_gets_a_well_formed_answer(head in prop_oneof![near_valid_head(), "\\PC{0,200}"],
+                                                   probes in any::<bool>()) {
+                let scope = if probes { Scope::Probes } else { Scope::All };
+                let reply = answer(&head, &ctx(), scope);
+                let line = head.lines().next().unwrap_or("");
+                let head_only = line.split(' ').count() == 3 && line.starts_with("HEAD ");
+                let code = well_formed(&reply, head_only).map_err(TestCaseError::fail)?;
+                prop_assert!([400, 404, 405, 503, 505].contains(&code), "{code} for {head:?}");
+                let path = head.split(' ').nth(1).unwrap_or("").split('?').next().unwrap_or("");
+                if code == 503 {
+                    // Only a known endpoint reaches the configuration (which is bad here).
+                    prop_assert!(matches!(path, "/healthz" | "/readyz")
+                        || (scope == Scope::All && matches!(path, "/status" | "/metrics")), "{head:?}");
+                }
+            }
+        }
     }
 }

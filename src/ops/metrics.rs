@@ -172,6 +172,9 @@ fn agent_figures(p: &Published) -> Vec<Family> {
         "Syncs that mirrored everything because the journal could not be used",
         "Elections this node's agent won",
         "Write signals received from the leader",
+        "Datagrams on the agent's UDP port refused: malformed, or naming no repository of this node",
+        "Times the agent stopped reading its UDP port for a while: more datagrams than any leader sends",
+        "Handoff records refused by the leader: a stale epoch, expired, or naming the leader itself",
     ];
     let mut families = Vec::new();
     for ((_, name, value), help) in p.counters.named().into_iter().zip(helps) {

@@ -233,6 +233,9 @@ fn no_target(nodes: &[Node], answers: &[Option<Answer>], op: Op, policy: &Policy
 fn probe(addr: &str, path: &str, deadline: Instant, timeout: Duration) -> Answer {
     match crate::wire::http::get(addr, path, deadline, timeout) {
         Err(why) => Answer::Failed(why),
+        // A responder serving the probes only on this address (`--public`): judge the
+        // node by `/readyz`; its lag is then unknown.
+        Ok((404, _)) if path == "/status" => probe(addr, "/readyz", deadline, timeout),
         Ok((code, body)) => parse_answer(path, code, &body),
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Monotonic counts since the agent started; StatsD gets the increase of each interval.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Counters {
     pub syncs: u64,
     pub skips: u64,
@@ -19,11 +20,20 @@ pub struct Counters {
     pub fallbacks: u64,
     pub elections: u64,
     pub signals: u64,
+    /// Datagrams on the agent's UDP port that were neither a signal naming one of this
+    /// node's repositories nor a handoff hint.
+    pub hints_refused: u64,
+    /// Times the agent stopped reading its UDP port for the rest of a window because more
+    /// datagrams came than any leader sends (agent::control).
+    pub hints_throttled: u64,
+    /// Handoff records a leader refused: for an epoch it does not lead, expired, or naming
+    /// itself as the node to lead.
+    pub handoffs_refused: u64,
 }
 
 impl Counters {
     /// Every counter once: its StatsD name, its Prometheus name, its value.
-    pub fn named(&self) -> [(&'static str, &'static str, u64); 8] {
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 11] {
         [
             ("stargate.sync.count", "stargate_sync_syncs_total", self.syncs),
             ("stargate.sync.skipped", "stargate_sync_skips_total", self.skips),
@@ -33,6 +43,9 @@ impl Counters {
             ("stargate.sync.fallbacks", "stargate_sync_fallbacks_total", self.fallbacks),
             ("stargate.elections", "stargate_elections_total", self.elections),
             ("stargate.sync.signals", "stargate_sync_signals_total", self.signals),
+            ("stargate.hints.refused", "stargate_hints_refused_total", self.hints_refused),
+            ("stargate.hints.throttled", "stargate_hints_throttled_total", self.hints_throttled),
+            ("stargate.handoffs.refused", "stargate_handoffs_refused_total", self.handoffs_refused),
         ]
     }
 }

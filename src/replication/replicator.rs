@@ -214,13 +214,24 @@ impl Replicator {
     }
 
     /// The leader signalled a write to repository `name` (see `signal`): sync it soon.
-    pub fn signal(&self, name: &str) {
+    /// Returns false when `name` is no repository of this node. Only the first signal
+    /// since the last sync wakes the scheduler: a flood costs a flag, not a scan per datagram.
+    pub fn signal(&self, name: &str) -> bool {
         let mut shared = self.lock_shared();
-        let Some(repo) = shared.repos.get_mut(name) else { return };
+        let Some(repo) = shared.repos.get_mut(name) else { return false };
+        let first = !repo.signalled;
         repo.signalled = true;
         shared.counters.signals += 1;
         drop(shared);
-        self.wake.notify_all();
+        if first {
+            self.wake.notify_all();
+        }
+        true
+    }
+
+    /// Count an event of the agent's control side (`agent::control`, the handoff checks).
+    pub fn count(&self, what: fn(&mut Counters)) {
+        what(&mut self.lock_shared().counters);
     }
 
     pub fn set_passive(&self, passive: bool) {

@@ -50,8 +50,62 @@ pub fn get_with_head(
             Err(e) => return Err(io_why(&e)),
         }
     }
-    let text = String::from_utf8_lossy(&buf);
+    parse(&buf)
+}
+
+/// A whole answer: its status code (from `HTTP/x.y <code> ...`) and its body as text.
+pub fn parse_answer(buf: &[u8]) -> Result<(u16, String), String> {
+    parse(buf).map(|(code, _, body)| (code, body))
+}
+
+/// A whole answer: its status code, its head and its body.
+fn parse(buf: &[u8]) -> Result<(u16, String, String), String> {
+    let text = String::from_utf8_lossy(buf);
     let (head, body) = text.split_once("\r\n\r\n").ok_or("not an HTTP answer")?;
-    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or("not an HTTP answer")?;
+    let mut status = head.lines().next().unwrap_or("").split(' ');
+    let (version, code) = (status.next().unwrap_or(""), status.next().unwrap_or(""));
+    let code = match code.parse::<u16>() {
+        Ok(code) if version.starts_with("HTTP/") && (100..=599).contains(&code) => code,
+        _ => return Err("not an HTTP answer".into()),
+    };
     Ok((code, head.to_owned(), body.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn answers() {
+        assert_eq!(parse_answer(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nok\n"), Ok((200, "ok\n".into())));
+        for bad in
+            [&b""[..], b"HTTP/1.1 200 OK", b"SSH-2.0-OpenSSH\r\n\r\n", b"HTTP/1.1 99999 x\r\n\r\n", b"x 200\r\n\r\n"]
+        {
+            assert!(parse_answer(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever a health responder (or an impostor) answers: a status code in range and
+        /// a body, or "not an HTTP answer".
+        #[test]
+        fn any_answer_is_parsed_or_refused(
+            buf in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..600),
+                ("HTTP/1\\.[01] [0-9]{1,5}[ -~]{0,10}", prop::collection::vec("[ -~]{0,20}", 0..4), "\\PC{0,50}")
+                    .prop_map(|(s, h, b)| format!("{s}\r\n{}\r\n\r\n{b}", h.join("\r\n")).into_bytes()),
+            ]
+        ) {
+            match parse_answer(&buf) {
+                Ok((code, body)) => {
+                    prop_assert!((100..=599).contains(&code));
+                    prop_assert!(body.len() <= buf.len() * 3);
+                }
+                Err(why) => prop_assert_eq!(why, "not an HTTP answer"),
+            }
+        }
+    }
 }

@@ -373,3 +373,126 @@ pub(crate) fn connect(addrs: impl ToSocketAddrs, name: &str, deadline: Instant) 
 pub(crate) fn connect_host(host: &str, port: u16, deadline: Instant) -> std::io::Result<TcpStream> {
     connect((host.trim_start_matches('[').trim_end_matches(']'), port), host, deadline)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::TcpListener;
+
+    /// A server on loopback that sends `script` to the first client, whatever it asks, and
+    /// closes; what the client sends is read and dropped.
+    fn serve_once(script: Vec<u8>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else { return };
+            let _ = conn.set_write_timeout(Some(Duration::from_secs(3)));
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
+            let mut reader = conn.try_clone().unwrap();
+            let drain = std::thread::spawn(move || {
+                let mut sink = [0u8; 4096];
+                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+            });
+            let _ = conn.write_all(&script);
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            let _ = drain.join();
+        });
+        port
+    }
+
+    fn data(bytes: &[u8]) -> Vec<u8> {
+        let mut out = format!("{:04x}", bytes.len() + 4).into_bytes();
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    /// One element of a server's answer: mostly well-formed pkt-lines, some not.
+    fn element() -> impl Strategy<Value = Vec<u8>> {
+        let oid = "[0-9a-f]{40}";
+        prop_oneof![
+            Just(b"0000".to_vec()),
+            Just(b"0001".to_vec()),
+            Just(b"0002".to_vec()),
+            Just(data(b"version 2\n")),
+            Just(data(b"ls-refs=unborn\n")),
+            Just(data(b"fetch=shallow\n")),
+            Just(data(b"packfile\n")),
+            (oid, "[ -~]{0,30}").prop_map(|(o, n)| data(format!("{o} {n}\n").as_bytes())),
+            "\\PC{0,40}".prop_map(|t| data(format!("ERR {t}").as_bytes())),
+            (0u8..5, prop::collection::vec(any::<u8>(), 0..300)).prop_map(|(band, mut d)| {
+                d.insert(0, band);
+                data(&d)
+            }),
+            prop::collection::vec(any::<u8>(), 0..200).prop_map(|d| data(&d)),
+            // Lengths that lie: too short, not hex, longer than what follows.
+            prop::collection::vec(any::<u8>(), 4..8),
+            "[0-9a-f]{4}".prop_map(String::into_bytes),
+        ]
+    }
+
+    fn advertisement() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            3 => Just([data(b"version 2\n"), data(b"ls-refs\n"), data(b"fetch\n"), b"0000".to_vec()].concat()),
+            1 => prop::collection::vec(element(), 0..6).prop_map(|v| v.concat()),
+        ]
+    }
+
+    /// Every error is text fit for a terminal.
+    fn clean(e: &git::Error) -> std::result::Result<(), TestCaseError> {
+        let text = e.to_string();
+        prop_assert!(!text.is_empty());
+        prop_assert!(!text.contains('\u{1b}'), "{text:?}");
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1500, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever a server (or whoever sits between) answers: the session opens or not,
+        /// each command returns refs, a pack or an error, never a panic, and everything ends
+        /// by the deadline.
+        #[test]
+        fn any_server_answer_ends_in_a_result_by_the_deadline(
+            advertised in advertisement(),
+            rest in prop::collection::vec(element(), 0..40),
+        ) {
+            let script = [advertised, rest.concat()].concat();
+            let port = serve_once(script);
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(2);
+            let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
+            match Session::open(&endpoint, None, deadline) {
+                Ok(Some(mut session)) => {
+                    match session.ls_refs(&[]) {
+                        Ok(refs) => prop_assert!(refs.keys().all(|name| !name.contains('\n'))),
+                        Err(e) => clean(&e)?,
+                    }
+                    match session.ls_refs(&["refs/heads/main"]) {
+                        Ok(refs) => prop_assert!(refs.keys().all(|name| name == "refs/heads/main")),
+                        Err(e) => clean(&e)?,
+                    }
+                    let mut stored = 0usize;
+                    let want = [ObjectId::null(gix::hash::Kind::Sha1)];
+                    match session.fetch(&want, &[], false, &mut |pack| { stored += pack.len(); Ok(()) }) {
+                        Ok(()) => {}
+                        Err(e) => clean(&e)?,
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => clean(&e)?,
+            }
+            prop_assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+        }
+    }
+
+    #[test]
+    fn a_lying_length_is_an_error() {
+        let script = [data(b"version 2\n"), data(b"ls-refs\n"), data(b"fetch\n"), b"0000".to_vec(), b"zzzz".to_vec()];
+        let port = serve_once(script.concat());
+        let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
+        let mut session = Session::open(&endpoint, None, Instant::now() + Duration::from_secs(2)).unwrap().unwrap();
+        let e = session.ls_refs(&[]).unwrap_err().to_string();
+        assert!(e.contains("bad pkt-line length"), "{e}");
+    }
+}

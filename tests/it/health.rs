@@ -146,3 +146,181 @@ fn bad_config_answers_503_naming_the_key() {
     assert_eq!(code, 503);
     assert!(body.contains("stargate.lease.interval") && body.contains("soon"), "{body}");
 }
+
+/// A responder started by hand as part of `node`, stopped on drop.
+struct Responder(Child);
+
+impl Responder {
+    fn start(lab: &Lab, node: &str, args: &[&str], wait_for: &str) -> Responder {
+        let child = lab
+            .node_cmd(node, crate::support::HOOK)
+            .arg("health")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("the responder", Duration::from_secs(5), || TcpStream::connect(wait_for).is_ok());
+        Responder(child)
+    }
+
+    fn threads(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The probes answer on the public address; `/status` and `/metrics` there are 404.
+fn check_split(public: &str, internal: &str) {
+    assert_eq!(http_get(public, "/healthz").0, 200);
+    assert_eq!(http_get(public, "/readyz").0, 200);
+    for path in ["/status", "/metrics", "/status?pretty"] {
+        let (code, body) = http_get(public, path);
+        assert_eq!(code, 404, "{path} on the public address: {body}");
+        assert!(!body.contains("repositories") && !body.contains("stargate_"), "{body}");
+    }
+    for path in ["/healthz", "/readyz", "/status", "/metrics"] {
+        assert_eq!(http_get(internal, path).0, 200, "{path} on the internal address");
+    }
+}
+
+#[test]
+fn status_and_metrics_on_the_internal_address_only_when_configured() {
+    let lab = Lab::up(1);
+    lab.wait_leader(None, Duration::from_secs(5));
+    let ip = lab.ip("a");
+    // Without --internal, one address serves everything (the lab's own responder).
+    assert_eq!(lab.http("a", "/status").0, 200);
+    assert_eq!(lab.http("a", "/metrics").0, 200);
+
+    // --listen and --internal.
+    let (public, internal) = (format!("{ip}:8090"), format!("{ip}:8091"));
+    let _r = Responder::start(&lab, "a", &["--listen", &public, "--internal", &internal], &internal);
+    check_split(&public, &internal);
+
+    // Socket activation with two sockets, named as FileDescriptorName= would name them.
+    let (public, internal) = (format!("{ip}:8092"), format!("{ip}:8093"));
+    let mut both = lab
+        .node_cmd("a", "systemd-socket-activate")
+        .args(["-E", "GIT_CONFIG_GLOBAL", "-E", "GIT_CONFIG_NOSYSTEM", "-E", "PATH", "-E", "HOME"])
+        .args(["-l", &public, "-l", &internal, "--fdname=public:internal", crate::support::HOOK, "health"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the sockets", Duration::from_secs(5), || TcpStream::connect(&internal).is_ok());
+    check_split(&public, &internal);
+    let _ = both.kill();
+    let _ = both.wait();
+
+    // One connection per process (Accept=yes, inetd): --public serves the probes only.
+    let public = format!("{ip}:8094");
+    let mut probes = lab
+        .node_cmd("a", "systemd-socket-activate")
+        .args(["-E", "GIT_CONFIG_GLOBAL", "-E", "GIT_CONFIG_NOSYSTEM", "-E", "PATH", "-E", "HOME"])
+        .args(["--inetd", "-a", "-l", &public, crate::support::HOOK, "health", "--public"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the socket", Duration::from_secs(5), || TcpStream::connect(&public).is_ok());
+    assert_eq!(http_get(&public, "/readyz").0, 200);
+    assert_eq!(http_get(&public, "/status").0, 404);
+    assert_eq!(http_get(&public, "/metrics").0, 404);
+    let _ = probes.kill();
+    let _ = probes.wait();
+
+    // --internal without --listen is a usage error.
+    let out = run(lab.node_cmd("a", crate::support::HOOK).args(["health", "--internal", &internal]));
+    assert_eq!(out.status.code(), Some(129), "{}", stderr(&out));
+}
+
+/// A flood from loopback, bounded in count and time: connections that send nothing fill
+/// the public port's 32 slots, yet the internal address answers at once, the responder
+/// never runs more than its bounded number of threads, and the public port answers again
+/// when the flood ends. Then a burst of hostile requests, each answered 4xx or closed.
+#[test]
+fn a_flood_on_the_public_port_leaves_the_internal_one_answering() {
+    let lab = Lab::up_with(1, "[stargate \"health\"]\n\ttimeout = 1s\n");
+    lab.wait_leader(None, Duration::from_secs(5));
+    let ip = lab.ip("a");
+    let (public, internal) = (format!("{ip}:8095"), format!("{ip}:8096"));
+    let mut r = Responder::start(&lab, "a", &["--listen", &public, "--internal", &internal], &internal);
+
+    let start = Instant::now();
+    let mut held = Vec::new();
+    let (mut most_threads, mut refused) = (0, 0);
+    // Silent connections, renewed as the responder closes them (its 1 s deadline), for 3 s.
+    while start.elapsed() < Duration::from_secs(3) {
+        held.retain(|s: &TcpStream| {
+            let mut b = [0u8; 1];
+            s.set_nonblocking(true).is_ok() && matches!(std::io::Read::read(&mut &*s, &mut b), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        });
+        while held.len() < 200 {
+            match TcpStream::connect(&public) {
+                Ok(s) => held.push(s),
+                Err(_) => break,
+            }
+        }
+        let asked = Instant::now();
+        let (code, _) = http_get(&internal, "/status");
+        assert_eq!(code, 200, "the internal address during the flood");
+        assert!(asked.elapsed() < Duration::from_millis(900), "internal /status took {:?}", asked.elapsed());
+        most_threads = most_threads.max(r.threads());
+        if http_raw(&public, b"GET /readyz HTTP/1.0\r\n\r\n").is_none() {
+            refused += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(refused > 0, "the flood never filled the public port's slots");
+    // 32 per listener, the accept loop and the main thread.
+    assert!(most_threads <= 2 * 32 + 2, "{most_threads} threads under the flood");
+    drop(held);
+    let back = Instant::now();
+    wait_until("the public port to answer again", Duration::from_secs(3), || {
+        http_raw(&public, b"GET /readyz HTTP/1.0\r\n\r\n").is_some_and(|(code, _, _)| code == 200)
+    });
+    assert!(back.elapsed() < Duration::from_secs(2), "public port back after {:?}", back.elapsed());
+
+    // A burst of hostile requests from 4 threads, 250 each, within 20 s in all.
+    let start = Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|t| {
+            let public = public.clone();
+            std::thread::spawn(move || {
+                let mut answered = 0;
+                for i in 0..250 {
+                    let request: Vec<u8> = match (t + i) % 4 {
+                        0 => b"GET /status HTTP/1.1\r\n\r\n".to_vec(),
+                        1 => {
+                            [b"GET /healthz HTTP/1.1\r\nX: ".to_vec(), vec![b'a'; 9000], b"\r\n\r\n".to_vec()].concat()
+                        }
+                        2 => b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(),
+                        _ => b"DELETE /readyz HTTP/1.1\r\n\r\n".to_vec(),
+                    };
+                    if let Some((code, _, _)) = http_raw(&public, &request) {
+                        assert!([400, 404, 405, 431].contains(&code), "{code}");
+                        answered += 1;
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    let answered: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(start.elapsed() < Duration::from_secs(20), "the burst took {:?}", start.elapsed());
+    assert!(answered > 0, "nothing answered");
+    assert!(r.alive(), "the responder died under the flood");
+    check_split(&public, &internal);
+}

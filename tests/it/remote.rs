@@ -375,6 +375,51 @@ fn reads_follow_read_from_and_max_read_lag() {
     assert!(line.starts_with(&format!("stargate: reading from {leader} ")), "{line}");
 }
 
+/// Clients that reach only the public address of responders run with `--internal` (no
+/// `/status` there): reads still follow `stargate.readFrom`, judging each node by `/readyz`,
+/// and a replica whose lag is then unknown is skipped when `stargate.maxReadLag` is set.
+#[test]
+fn reads_through_responders_that_serve_only_the_probes() {
+    let (lab, leader) = lab_for_remote(2);
+    let other = if leader == "a" { "b" } else { "a" };
+    let mut responders = Vec::new();
+    let mut config = String::new();
+    for n in &lab.nodes {
+        let ip = lab.ip(n);
+        let (public, internal) = (format!("{ip}:8097"), format!("{ip}:8098"));
+        let child = lab
+            .node_cmd(n, HOOK)
+            .args(["health", "--listen", &public, "--internal", &internal])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("the responder", Duration::from_secs(5), || std::net::TcpStream::connect(&internal).is_ok());
+        responders.push(child);
+        assert_eq!(http_get(&public, "/status").0, 404);
+        config += &format!("[stargate \"{n}\"]\n\turl = git://{ip}/\n\thealth = http://{public}\n");
+    }
+    let r = Remote::new(&config);
+    r.work("w");
+    r.ok("w", &["push", "-q", "stargate::a,b/kv.git", "main"]);
+    let reads_from = |extra: &[&str]| {
+        let mut args = vec!["-c", "stargate.readFrom=replica"];
+        args.extend(extra);
+        args.extend(["fetch", "-v", "stargate::a,b/kv.git", "+refs/heads/*:refs/remotes/p/*"]);
+        let out = r.run("w", &args);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        err.lines().find(|l| l.starts_with("stargate: reading from")).unwrap_or_default().to_owned()
+    };
+    let line = reads_from(&[]);
+    assert!(line.starts_with(&format!("stargate: reading from {other} ")), "{line}");
+    let line = reads_from(&["-c", "stargate.maxReadLag=1m"]);
+    assert!(line.starts_with(&format!("stargate: reading from {leader} ")), "{line}");
+    for mut child in responders {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 #[test]
 fn the_command_loop_fed_random_and_truncated_lines_exits_with_an_error() {
     let home = tempfile::tempdir().unwrap();

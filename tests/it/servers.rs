@@ -50,26 +50,29 @@ fn adapt(text: &str, what: &str, replacements: &[(&str, String)]) -> String {
 
 /// nginx and fcgiwrap serving one node's repositories at `ip:8181`, with
 /// contrib/nginx/stargate-git.conf; pushes need the user `git`, password `secret`.
-struct Nginx {
+pub(crate) struct Nginx {
     dir: tempfile::TempDir,
     _procs: Group,
 }
 
 impl Nginx {
     fn start(ip: &str, repos: &Path) -> Nginx {
+        Nginx::start_with(ip, 8181, repos, "stargate-git.conf", &[("listen 80;", format!("listen {ip}:8181;"))])
+    }
+
+    /// nginx on `ip:port` with the shipped `contrib/nginx/<site>`, its paths moved into a
+    /// temporary directory, and `more` replaced too.
+    pub(crate) fn start_with(ip: &str, port: u16, repos: &Path, site: &str, more: &[(&str, String)]) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let shipped = std::fs::read_to_string(repo_root().join("contrib/nginx/stargate-git.conf")).unwrap();
-        let site = adapt(
-            &shipped,
-            "contrib/nginx/stargate-git.conf",
-            &[
-                ("listen 80;", format!("listen {ip}:8181;")),
-                ("/run/fcgiwrap.socket", d.join("fcgiwrap.socket").display().to_string()),
-                ("/srv/git;", format!("{};", repos.display())),
-                ("/etc/nginx/git.htpasswd", d.join("htpasswd").display().to_string()),
-            ],
-        );
+        let shipped = std::fs::read_to_string(repo_root().join("contrib/nginx").join(site)).unwrap();
+        let mut replacements = vec![
+            ("/run/fcgiwrap.socket", d.join("fcgiwrap.socket").display().to_string()),
+            ("/srv/git;", format!("{};", repos.display())),
+            ("/etc/nginx/git.htpasswd", d.join("htpasswd").display().to_string()),
+        ];
+        replacements.extend(more.iter().cloned());
+        let site = adapt(&shipped, &format!("contrib/nginx/{site}"), &replacements);
         std::fs::write(d.join("site.conf"), site).unwrap();
         std::fs::write(d.join("htpasswd"), "git:{PLAIN}secret\n").unwrap();
         // The rest of what /etc/nginx/nginx.conf would say, with every path in `d`.
@@ -92,14 +95,14 @@ impl Nginx {
         let mut nginx = Command::new("/usr/sbin/nginx");
         nginx.arg("-e").arg(d.join("error.log")).arg("-p").arg(d).arg("-c").arg(d.join("nginx.conf"));
         procs.spawn(nginx, &d.join("nginx.out"));
-        let addr = format!("{ip}:8181");
+        let addr = format!("{ip}:{port}");
         wait_until(&format!("nginx on {addr}"), Duration::from_secs(10), || {
             std::net::TcpStream::connect(&addr).is_ok()
         });
         Nginx { dir, _procs: procs }
     }
 
-    fn access_log(&self) -> String {
+    pub(crate) fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 }

@@ -52,7 +52,7 @@ fn us_g10_failover_moves_the_floating_address_and_a_push_through_it_succeeds() {
     lab.wait_parity(&second, &first, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(lab.vip_holders(), std::slice::from_ref(&second), "the returning node does not take the address");
-    assert_eq!(lab.ready(), [second.clone()]);
+    assert_eq!(lab.ready(), std::slice::from_ref(&second));
     assert!(kv(&client, &["set", "later", "3"]).status.success());
 
     report.measure("lease_taken_after_s", secs(lease));

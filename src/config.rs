@@ -234,6 +234,13 @@ impl Config {
         self.positive_duration("stargate.sync.interval", Duration::from_secs(30))
     }
 
+    /// `stargate.sync.sweepInterval`: while the leader's change summary can be read, how often
+    /// a passive node syncs each repository even though the summary named none of its
+    /// writes (the safety net for a lost line). Default: 1h.
+    pub fn sync_sweep_interval(&self) -> Result<Duration, Error> {
+        self.positive_duration("stargate.sync.sweepInterval", Duration::from_secs(3600))
+    }
+
     /// `stargate.sync.timeout`: the watchdog of one sync; on expiry the fetch and its
     /// children are killed and a retry is scheduled. Default: 25s.
     pub fn sync_timeout(&self) -> Result<Duration, Error> {
@@ -406,6 +413,7 @@ impl Config {
         self.health_idle_exit()?;
         self.kv_push_attempts()?;
         self.sync_interval()?;
+        self.sync_sweep_interval()?;
         self.sync_timeout()?;
         self.retry_attempts()?;
         self.retry_multiplier()?;

@@ -43,6 +43,70 @@ fn scan(root: &Path, dir: &Path, depth: u32, found: &mut Vec<Repo>) -> std::io::
     Ok(())
 }
 
+/// The repositories under a root as found by successive scans: each scan reads the
+/// directories, and looks closer (`HEAD`, `objects`) only at names it has not seen, so a
+/// node with 10,000 repositories pays one `readdir` per scan, not 20,000 `stat`s.
+#[derive(Debug, Default)]
+pub struct Scan {
+    known: std::collections::BTreeSet<String>,
+    /// Directories that are no repository (owners' folders), by name.
+    folders: std::collections::BTreeSet<String>,
+}
+
+impl Scan {
+    /// Scan `root` again: the repositories not seen before. One that disappeared is
+    /// forgotten, and found anew if it comes back.
+    pub fn update(&mut self, root: &Path) -> std::io::Result<Vec<Repo>> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut new = Vec::new();
+        self.walk(root, root, 2, &mut seen, &mut new)?;
+        self.known.retain(|n| seen.contains(n));
+        self.folders.retain(|n| seen.contains(n));
+        new.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(new)
+    }
+
+    /// Every repository known after the last `update`, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.known.iter()
+    }
+
+    fn walk(
+        &mut self,
+        root: &Path,
+        dir: &Path,
+        depth: u32,
+        seen: &mut std::collections::BTreeSet<String>,
+        new: &mut Vec<Repo>,
+    ) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            if file_name.to_string_lossy().starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = entry.path();
+            let name = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            seen.insert(name.clone());
+            if self.known.contains(&name) {
+                continue;
+            }
+            if !self.folders.contains(&name) && path.join("HEAD").is_file() && path.join("objects").is_dir() {
+                let readable =
+                    std::fs::read(path.join("HEAD")).is_ok() && std::fs::read_dir(path.join("objects")).is_ok();
+                if readable {
+                    self.known.insert(name.clone());
+                }
+                new.push(Repo { name, readable });
+            } else if depth > 1 {
+                self.folders.insert(name);
+                self.walk(root, &path, depth - 1, seen, new)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The file, inside a repository's git directory, that makes it Stargate's for the hooks
 /// even when the node's state directory is gone (stargate(7), MANAGED REPOSITORIES).
 pub const MARKER: &str = "stargate/managed";
@@ -105,6 +169,28 @@ pub fn unsupported_refusal(why: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scan_reports_each_repository_once_and_forgets_removed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mk = |name: &str| {
+            std::fs::create_dir_all(dir.path().join(name).join("objects")).unwrap();
+            std::fs::write(dir.path().join(name).join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        };
+        mk("a.git");
+        mk("owner/b.git");
+        let mut scan = Scan::default();
+        let names = |v: Vec<Repo>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(names(scan.update(dir.path()).unwrap()), ["a.git", "owner/b.git"]);
+        assert!(scan.update(dir.path()).unwrap().is_empty());
+        mk("owner/c.git");
+        assert_eq!(names(scan.update(dir.path()).unwrap()), ["owner/c.git"]);
+        std::fs::remove_dir_all(dir.path().join("a.git")).unwrap();
+        assert!(scan.update(dir.path()).unwrap().is_empty());
+        assert_eq!(scan.names().cloned().collect::<Vec<_>>(), ["owner/b.git", "owner/c.git"]);
+        mk("a.git");
+        assert_eq!(names(scan.update(dir.path()).unwrap()), ["a.git"]);
+    }
 
     #[test]
     fn formats_git_writes_are_recognised() {

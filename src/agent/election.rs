@@ -99,8 +99,13 @@ impl Agent {
         true
     }
 
-    /// Give every repository without a journal its first entry (see `journal::genesis`).
+    /// Give every repository without a journal its first entry (see `journal::genesis`), and
+    /// start a new generation of the change summary: replicas following another leader's
+    /// summary, or an older one of ours, sync every repository once (`replication::changes`).
     pub(super) fn start_journals(&self) {
+        if let Err(e) = crate::replication::changes::start(&self.state_dir) {
+            log::warn!("cannot start a change summary: {e}; replicas poll every repository");
+        }
         let repos = match crate::repos::list(&self.root) {
             Ok(repos) => repos,
             Err(e) => return log::error!("cannot list repositories under {}: {e}", self.root.display()),

@@ -95,6 +95,8 @@ struct Agent {
     journal_keep: u64,
     /// Repositories already reported as in a format Stargate cannot serve.
     unsupported: std::collections::HashSet<String>,
+    /// The repositories found under the root so far (each looked at once).
+    repos: crate::repos::Scan,
     /// The last handoff record this leader refused (logged and counted once).
     refused_handoff: Option<crate::lead::handoff::Handoff>,
 }
@@ -148,6 +150,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         scanned: None,
         draining: None,
         unsupported: Default::default(),
+        repos: Default::default(),
         journal_keep: cfg.journal_keep()?,
         refused_handoff: None,
         root: cfg.root()?,
@@ -199,6 +202,7 @@ impl Agent {
         }
         match self.role {
             Role::Leader => {
+                crate::replication::changes::maintain(&self.state_dir);
                 self.check_still_leading();
                 if self.role == Role::Leader {
                     self.hand_over_if_asked();
@@ -213,12 +217,18 @@ impl Agent {
     }
 
     /// Mark every repository under the root as managed, so that its hooks fail closed even
-    /// if this node's state directory disappears (see `repos::MARKER`).
+    /// if this node's state directory disappears (see `repos::MARKER`). Only repositories
+    /// not seen before are looked at: the cost per scan is one `readdir`, not one per
+    /// repository. A leader names each new one in its change summary, so that the replicas
+    /// create it (`replication::changes`).
     fn mark_repositories(&mut self) {
         self.scanned = Some(Instant::now());
-        let Ok(repos) = crate::repos::list(&self.root) else { return };
+        let Ok(new) = self.repos.update(&self.root) else { return };
         let mut marked = 0;
-        for repo in repos.iter().filter(|r| r.readable) {
+        for repo in new.iter().filter(|r| r.readable) {
+            if self.role == Role::Leader {
+                crate::replication::changes::note(&self.state_dir, &repo.name);
+            }
             if let Some(why) = crate::repos::unsupported(&self.root.join(&repo.name))
                 && self.unsupported.insert(repo.name.clone())
             {

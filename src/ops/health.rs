@@ -445,7 +445,7 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
     }
     let path = target.split('?').next().unwrap_or(target);
     let known = match scope {
-        Scope::All => matches!(path, "/healthz" | "/readyz" | "/status" | "/metrics"),
+        Scope::All => matches!(path, "/healthz" | "/readyz" | "/status" | "/metrics" | "/changes"),
         Scope::Probes => matches!(path, "/healthz" | "/readyz"),
     };
     if !known {
@@ -457,6 +457,9 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
             return response(503, "text/plain", format!("bad configuration: {e}\n").as_bytes(), head_only);
         }
     };
+    if path == "/changes" {
+        return changes(cfg, target.split_once('?').map(|(_, q)| q), head_only);
+    }
     let status = match status::status(cfg, matches!(path, "/status" | "/metrics")) {
         Ok(s) => s,
         Err(e) => return response(503, "text/plain", format!("{e}\n").as_bytes(), head_only),
@@ -488,6 +491,19 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
             let body = super::metrics::render(&status, state.as_ref(), agent.as_ref());
             response(200, "text/plain; version=0.0.4", body.as_bytes(), head_only)
         }
+    }
+}
+
+/// `/changes`: the leader's change summary for replicas (`replication::changes`). Read
+/// only; 404 on a node that keeps none.
+fn changes(cfg: &crate::config::Config, query: Option<&str>, head_only: bool) -> Vec<u8> {
+    let (Ok(state_dir), Ok(root)) = (cfg.state_dir(), cfg.root()) else {
+        return response(503, "text/plain", b"no stargate.root\n", head_only);
+    };
+    let all = || crate::repos::list(&root).unwrap_or_default().into_iter().map(|r| r.name).collect();
+    match crate::replication::changes::answer(&state_dir, query, all) {
+        Some(body) => response(200, "text/plain", body.as_bytes(), head_only),
+        None => response(404, "text/plain", b"no change summary on this node\n", head_only),
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod alert;
 pub mod backoff;
+pub mod changes;
 pub mod journal;
 pub mod lag;
 pub mod metrics;

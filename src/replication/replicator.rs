@@ -1,7 +1,12 @@
-//! The agent's replica side: while this node is passive, mirror every repository from the
-//! leader every `stargate.sync.interval` and as soon as the leader signals a write. One sync
-//! per repository at a time (signals coalesce; a sync finding the repository's lock taken
-//! is skipped, not queued), each under the watchdog, failures retried with backoff.
+//! The agent's replica side: while this node is passive, mirror from the leader every
+//! repository it wrote, as soon as the leader signals the write, and every repository
+//! the leader's change summary names (read every `stargate.sync.interval`; see `changes`).
+//! The idle cost is that one request per interval, whatever the number of repositories;
+//! every repository is also synced once per `stargate.sync.sweepInterval`, and, when the
+//! leader keeps no summary, once per interval as before. Repositories the summary names
+//! that this node lacks are created. One sync per repository at a time (signals coalesce; a
+//! sync finding the repository's lock taken is skipped, not queued), at most
+//! `MAX_RUNNING` at once, each under the watchdog, failures retried with backoff.
 //!
 //! It publishes what it knows in `<root>/.stargate/replication.json` for the health
 //! responder and `git stargate status|lag`, sends StatsD metrics and lag alerts.
@@ -13,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::changes;
 use super::offset::{self, Offset};
 use crate::clock::now_ms;
 use crate::config::{self, Config};
@@ -30,6 +36,15 @@ const CLOCK_INTERVAL: Duration = Duration::from_secs(5);
 /// Signalled syncs of one repository start at most this often: signals coalesce into one
 /// flag, so a flood of forged or repeated datagrams costs at most one sync per gap.
 const SIGNAL_GAP: Duration = Duration::from_millis(50);
+
+/// Syncs running at once: a sweep of 10,000 repositories must not start 10,000 threads.
+const MAX_RUNNING: usize = 8;
+
+/// `replication.json` is written at most this often (it lists every repository).
+const PUBLISH_GAP: Duration = Duration::from_secs(1);
+
+/// How often the repositories under the root are looked for (one `readdir` each time).
+const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What `replication.json` holds.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -114,6 +129,15 @@ struct Shared {
     lost: Vec<LostRef>,
     lag_histograms: HashMap<String, LagHistogram>,
     clock_offset: Option<Offset>,
+    /// Syncs running now.
+    running: usize,
+    /// The leader's change summary could be read at the last look: repositories then wait
+    /// for it, or for the sweep, instead of polling every interval.
+    summary: bool,
+    /// A sync ended since `replication.json` was last written.
+    dirty: bool,
+    published: Option<Instant>,
+    scan: crate::repos::Scan,
 }
 
 pub struct Replicator {
@@ -122,6 +146,7 @@ pub struct Replicator {
     state_dir: PathBuf,
     lock: Lock,
     interval: Duration,
+    sweep: Duration,
     metrics_interval: Duration,
     policy: Policy,
     settings: sync::Settings,
@@ -151,6 +176,7 @@ impl Replicator {
             state_dir: cfg.state_dir()?,
             lock,
             interval: cfg.sync_interval()?,
+            sweep: cfg.sync_sweep_interval()?,
             metrics_interval: cfg.metrics_interval()?,
             policy: Policy::from_config(cfg)?,
             settings: sync::Settings::from_config(cfg, token)?,
@@ -167,6 +193,11 @@ impl Replicator {
                 lost: Vec::new(),
                 lag_histograms: HashMap::new(),
                 clock_offset: None,
+                running: 0,
+                summary: false,
+                dirty: false,
+                published: None,
+                scan: Default::default(),
             }),
             wake: Condvar::new(),
         }))
@@ -180,6 +211,8 @@ impl Replicator {
         std::thread::spawn(move || me.report());
         let me = Arc::clone(self);
         std::thread::spawn(move || me.measure_clock());
+        let me = Arc::clone(self);
+        std::thread::spawn(move || me.follow_changes());
     }
 
     /// While passive, estimate the leader's clock offset every `CLOCK_INTERVAL`.
@@ -248,17 +281,24 @@ impl Replicator {
     }
 
     fn schedule(self: Arc<Self>) {
-        let mut rescanned = Instant::now() - Duration::from_secs(3600);
+        let mut rescanned: Option<Instant> = None;
         loop {
-            if rescanned.elapsed() > Duration::from_secs(5) {
+            if rescanned.is_none_or(|t| t.elapsed() > RESCAN_INTERVAL) {
                 self.rescan();
-                rescanned = Instant::now();
+                rescanned = Some(Instant::now());
+            }
+            if self.lock_shared().dirty {
+                self.publish_soon();
             }
             let mut shared = self.lock_shared();
             let now = Instant::now();
             let mut wait = Duration::from_millis(200);
             if shared.passive {
+                let shared = &mut *shared;
                 for (name, repo) in shared.repos.iter_mut() {
+                    if shared.running >= MAX_RUNNING {
+                        break;
+                    }
                     // A signal is never dropped, only deferred: a sync that started before a
                     // write was journaled must be followed by another.
                     let gap_left = repo.last_start.map_or(Duration::ZERO, |t| SIGNAL_GAP.saturating_sub(now - t));
@@ -274,6 +314,7 @@ impl Replicator {
                         continue;
                     }
                     repo.running = true;
+                    shared.running += 1;
                     repo.signalled = false;
                     repo.last_start = Some(now);
                     let (me, name) = (Arc::clone(&self), name.clone());
@@ -285,12 +326,141 @@ impl Replicator {
     }
 
     fn rescan(&self) {
-        let Ok(found) = crate::repos::list(&self.root) else { return };
+        let mut scan = std::mem::take(&mut self.lock_shared().scan);
+        let found = scan.update(&self.root);
         let mut shared = self.lock_shared();
+        shared.scan = scan;
+        let Ok(found) = found else { return };
         // A repository Stargate cannot serve is not mirrored either (its hooks refuse writes).
         for r in found.into_iter().filter(|r| crate::repos::unsupported(&self.root.join(&r.name)).is_none()) {
             shared.repos.entry(r.name).or_default();
         }
+    }
+
+    /// While passive, read the leader's change summary every interval and sync what it
+    /// names; a reset (first look, another leader, a generation this node cannot follow)
+    /// syncs every repository once. Without a summary, every repository polls at the interval.
+    fn follow_changes(self: Arc<Self>) {
+        let mut cursor: Option<(String, u64, changes::Cursor)> = None;
+        loop {
+            let passive = self.lock_shared().passive;
+            let record = self.lock.read_record().ok().flatten().filter(|r| passive && r.node != self.me);
+            let Some(record) = record else {
+                cursor = None;
+                std::thread::sleep(self.interval.min(Duration::from_secs(1)));
+                continue;
+            };
+            let following = cursor.as_ref().filter(|(l, e, _)| *l == record.node && *e == record.epoch).map(|c| c.2);
+            let addr = record.health.as_deref().and_then(|h| h.strip_prefix("http://"));
+            let answer = match addr {
+                Some(addr) => {
+                    let addr = addr.split('/').next().unwrap_or(addr);
+                    let timeout = Duration::from_secs(2);
+                    crate::wire::http::get(addr, &changes::Cursor::query(following), Instant::now() + timeout, timeout)
+                        .and_then(|(code, body)| match code {
+                            200 => changes::parse(&body),
+                            _ => Err(format!("HTTP {code}: {}", body.trim())),
+                        })
+                }
+                None => Err(format!("{} has no health address", record.node)),
+            };
+            match answer {
+                Ok(found) => {
+                    if found.reset {
+                        log::info!(
+                            "{}'s change summary: {} repositories; syncing every repository once",
+                            record.node,
+                            found.names.len()
+                        );
+                    }
+                    self.changed(&found, &record);
+                    cursor = Some((record.node.clone(), record.epoch, found.cursor));
+                }
+                Err(e) => {
+                    let mut shared = self.lock_shared();
+                    if shared.summary || cursor.is_some() {
+                        log::warn!("cannot read {}'s change summary ({e}): polling every repository", record.node);
+                    }
+                    shared.summary = false;
+                    let poll = Instant::now() + self.interval;
+                    for repo in shared.repos.values_mut() {
+                        repo.due = Some(repo.due.map_or(poll, |d| d.min(poll)));
+                    }
+                    cursor = None;
+                }
+            }
+            std::thread::sleep(self.interval);
+        }
+    }
+
+    /// What one answer of the summary asks of this node: sync the repositories it names
+    /// (every one on a reset), creating those this node lacks.
+    fn changed(&self, found: &changes::Changes, record: &crate::lead::lease::Record) {
+        let unknown: Vec<&String> = {
+            let mut shared = self.lock_shared();
+            shared.summary = true;
+            if found.reset {
+                // Those never synced yet are due anyway.
+                for repo in shared.repos.values_mut().filter(|r| r.due.is_some() || r.running) {
+                    repo.signalled = true;
+                }
+            }
+            let mut unknown = Vec::new();
+            for name in &found.names {
+                match shared.repos.get_mut(name) {
+                    Some(repo) => repo.signalled = true,
+                    None => unknown.push(name),
+                }
+            }
+            unknown
+        };
+        for name in unknown {
+            if let Err(e) = self.create(name, record) {
+                log::warn!("{name}: the leader {} has it, this node cannot create it: {e}", record.node);
+            }
+        }
+        self.wake.notify_all();
+    }
+
+    /// A repository the leader has and this node lacks: make an empty one beside the
+    /// others, with their hooks, marked as managed, and sync it. Only when the leader does
+    /// serve it (asked directly, not taken from the summary's word).
+    fn create(&self, name: &str, record: &crate::lead::lease::Record) -> Result<(), String> {
+        let path = self.root.join(name);
+        if path.join("HEAD").exists() {
+            self.lock_shared().repos.entry(name.to_owned()).or_default().signalled = true;
+            return Ok(());
+        }
+        let base = record.url.as_deref().ok_or("the leader has no stargate.<id>.url")?;
+        sync::remote_refs(&self.root, name, base, &self.settings).map_err(|e| e.to_string())?;
+        // Its hooks, or a passive node would accept pushes to it: git's default
+        // (core.hooksPath for the whole machine), else the one the other repositories have.
+        let hooks = crate::wire::git::config_get(&self.root, "core.hooksPath").ok().flatten();
+        let sibling = || -> Option<String> {
+            let shared = self.lock_shared();
+            let names: Vec<String> = shared.scan.names().cloned().collect();
+            drop(shared);
+            names.iter().find_map(|n| crate::wire::git::config_get(&self.root.join(n), "core.hooksPath").ok().flatten())
+        };
+        let Some(hooks_path) = hooks.clone().or_else(sibling) else {
+            return Err("no core.hooksPath to give it (stargate-hook(1)): not created".into());
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        crate::wire::git::init_bare(&path).map_err(|e| e.to_string())?;
+        let set = match hooks {
+            Some(_) => Ok(()),
+            None => crate::wire::git::config_set(&path, "core.hooksPath", &hooks_path).map_err(|e| e.to_string()),
+        }
+        .and_then(|()| crate::repos::mark(&path).map(drop).map_err(|e| e.to_string()));
+        if let Err(e) = set {
+            let _ = std::fs::remove_dir_all(&path);
+            return Err(e.to_string());
+        }
+        log::info!("{name}: created, as on the leader {}", record.node);
+        self.lock_shared().repos.entry(name.to_owned()).or_default().signalled = true;
+        Ok(())
     }
 
     fn run_one(&self, name: &str) {
@@ -300,6 +470,9 @@ impl Replicator {
         });
         let mut guard = self.lock_shared();
         let shared = &mut *guard;
+        shared.running = shared.running.saturating_sub(1);
+        shared.dirty = true;
+        let next_poll = if shared.summary { self.sweep } else { self.interval };
         let Some(repo) = shared.repos.get_mut(name) else { return };
         repo.running = false;
         repo.status.last_sync_ms = Some(now_ms());
@@ -372,7 +545,7 @@ impl Replicator {
                 repo.good_since_ms = started;
                 repo.attempt = 0;
                 repo.retry_at = None;
-                repo.due = Some(now + self.interval);
+                repo.due = Some(now + jitter(next_poll));
             }
             Err(Failure::Sync(sync::Error::Locked)) => {
                 shared.counters.skips += 1;
@@ -417,13 +590,25 @@ impl Replicator {
         }
         drop(guard);
         self.wake.notify_all();
-        self.publish();
+        self.publish_soon();
+    }
+
+    /// Write `replication.json` now, or, within `PUBLISH_GAP` of the last time, once the gap
+    /// has passed (the scheduler looks every 200 ms): a sweep of many repositories must not
+    /// write a file listing all of them after each one.
+    fn publish_soon(&self) {
+        let due = self.lock_shared().published.is_none_or(|t| t.elapsed() >= PUBLISH_GAP);
+        if due {
+            self.publish();
+        }
     }
 
     /// Write `replication.json` from the current figures.
     fn publish(&self) {
         let published = {
-            let shared = self.lock_shared();
+            let mut shared = self.lock_shared();
+            shared.dirty = false;
+            shared.published = Some(Instant::now());
             let (count, p50_s, p99_s) = shared.windows.aggregate();
             Published {
                 updated_ms: now_ms(),
@@ -531,6 +716,12 @@ enum Failure {
     Sync(sync::Error),
     #[error("{0}")]
     Other(String),
+}
+
+/// `base` less up to a tenth, at random: repositories synced together (a sweep) do not all
+/// come due together again.
+fn jitter(base: Duration) -> Duration {
+    base.mul_f64(1.0 - rand::random::<f64>() / 10.0)
 }
 
 /// The StatsD `namespace` tag of an update: the kv namespace, or the repository.

@@ -1,6 +1,7 @@
 //! The push signal: after a write, the leader's hook sends each replica's agent one UDP
 //! datagram naming the repository, so the replica syncs now instead of at its next poll.
-//! It is a hint, never trusted: a lost one costs a poll interval, a forged one an idle sync.
+//! It is a hint, never trusted: a lost one costs a poll interval (the replica reads the name
+//! from the change summary, `changes`), a forged one an idle sync.
 
 use std::path::Path;
 
@@ -13,7 +14,10 @@ pub fn peers(state_dir: &Path, git_dir: &Path) {
     let Some(state) = node::read_state(state_dir).filter(|s| s.role == Role::Leader) else { return };
     let (Some(root), Ok(repo)) = (state_dir.parent(), git_dir.canonicalize()) else { return };
     let Ok(name) = repo.strip_prefix(root) else { return };
-    send(&state.peers, &name.to_string_lossy());
+    let name = name.to_string_lossy();
+    send(&state.peers, &name);
+    // For the replicas' next look at the summary, should this datagram be lost.
+    super::changes::note(state_dir, &name);
 }
 
 /// Tell `peers` (UDP `host:port`) that repository `name` changed. Best effort.

@@ -59,6 +59,23 @@ pub fn config_list(dir: Option<&Path>) -> Result<Vec<(String, String)>, Error> {
     Ok(entries)
 }
 
+/// `git config --get <key>` as seen from `dir` (a repository, or any directory for the
+/// machine's and the user's settings); `None` when unset.
+pub fn config_get(dir: &Path, key: &str) -> Result<Option<String>, Error> {
+    let args = ["config", "--get", key];
+    let out = command(Some(dir)).args(args).output().map_err(Error::Spawn)?;
+    match out.status.code() {
+        Some(0) => Ok(Some(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())),
+        Some(1) => Ok(None),
+        _ => Err(failed(&args.map(std::ffi::OsString::from), &out)),
+    }
+}
+
+/// `git config <key> <value>` in the repository at `repo`.
+pub fn config_set(repo: &Path, key: &str, value: &str) -> Result<(), Error> {
+    run(Some(repo), ["config", key, value]).map(drop)
+}
+
 /// What `git push` did with one ref.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushResult {

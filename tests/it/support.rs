@@ -119,6 +119,12 @@ impl Lab {
         Lab::up_on(nodes, &format!("127.{}.{}", rand_octet(), rand_octet()), extra)
     }
 
+    /// As `up_with`, every node serving the repositories `repos` (names without `.git`,
+    /// separated by spaces) instead of `kv` alone.
+    pub fn up_with_repos(nodes: usize, extra: &str, repos: &str) -> Lab {
+        Lab::launch(nodes, &format!("127.{}.{}", rand_octet(), rand_octet()), extra, &["--repos", repos])
+    }
+
     /// As `up_with`, on the addresses `<net>.1`, `<net>.2`, ...
     pub fn up_on(nodes: usize, net: &str, extra: &str) -> Lab {
         Lab::launch(nodes, net, extra, &[])

@@ -387,13 +387,13 @@ impl Run<'_> {
         ours: &Refs,
     ) -> Result<Option<Refs>, Error> {
         let Leader::Session(session) = leader else { return self.fetch_side(refs, ours) };
-        let mut wants: Vec<ObjectId> = refs.values().copied().filter(|oid| !main.has_object(oid)).collect();
+        // Each value once: 100k refs often point at far fewer objects.
+        let values: HashSet<ObjectId> = refs.values().copied().collect();
+        let (mut wants, present): (Vec<ObjectId>, Vec<ObjectId>) = values.into_iter().partition(|oid| !main.has_object(oid));
         // Present is not enough: a fetch killed mid-way (watchdog, leader gone) leaves the
         // loose objects it had written, a commit without all of its tree.
-        let mut present: Vec<String> =
-            refs.values().filter(|oid| main.has_object(*oid)).map(|oid| oid.to_string()).collect();
+        let mut present: Vec<String> = present.iter().map(ObjectId::to_string).collect();
         present.sort();
-        present.dedup();
         wants.extend(git::incomplete(self.path, &present).iter().filter_map(|o| ObjectId::from_hex(o.as_bytes()).ok()));
         wants.sort();
         wants.dedup();
@@ -654,9 +654,11 @@ impl Run<'_> {
             None => 0,
         };
         let since_ms = local_time.max(self.settings.measure_since_ms);
-        let leader = self.ls(leader_conn, &[])?;
-        let leader =
-            leader.into_iter().filter(|(r, _)| journal::journaled(r) || r == journal::REF).collect::<HashMap<_, _>>();
+        let listed = self.ls(leader_conn, &[])?;
+        let leader = (listed.iter())
+            .filter(|(r, _)| journal::journaled(r) || *r == journal::REF)
+            .map(|(r, oid)| (r.clone(), *oid))
+            .collect::<HashMap<_, _>>();
         let local = all_refs(main)?;
         let leader_values: HashSet<ObjectId> = leader.values().copied().collect();
         let changed: Vec<(&String, ObjectId, Option<ObjectId>)> = (local.iter())
@@ -682,21 +684,33 @@ impl Run<'_> {
         if !suspects.is_empty() {
             self.apply(main, &[], &suspects, None)?;
         }
-        let args = self.fetch_args(vec![
-            "--prune".into(),
-            "--atomic".into(),
-            self.url.clone(),
-            "+refs/*:refs/*".into(),
-            "^refs/stargate/local/*".into(),
-        ]);
-        self.bounded(self.path, &args).run(self.deadline)?;
         let refs_changed = leader.iter().filter(|(r, oid)| local.get(*r) != Some(oid)).count()
             + local.keys().filter(|r| !leader.contains_key(*r)).count();
-        if refs_changed > PACK_AFTER {
-            // The fetch left that many loose refs; a later `git gc` would prune them one
-            // transaction, and two hook runs, each. Packing only moves storage: no hooks.
-            let args = ["-c", "core.hooksPath=/dev/null", "pack-refs", "--all"].map(String::from);
-            self.bounded(self.path, &args).show_progress(false).run(self.deadline)?;
+        if refs_changed > PACK_AFTER && matches!(leader_conn, Leader::Session(_)) {
+            // As `git clone` does: objects first, then every ref in one `packed-refs`.
+            let everything: Refs = listed.into_iter().filter(|(r, _)| !r.starts_with(journal::LOCAL)).collect();
+            let ours: Refs = local.iter().map(|(r, oid)| (r.clone(), *oid)).collect();
+            log::debug!("{}: {} refs listed after {:?}", self.path.display(), everything.len(), self.started.elapsed());
+            if self.fetch(leader_conn, main, &everything, &ours)?.is_none() {
+                return Err(Error::Repo("the leader's refs moved during the full mirror; retrying".into()));
+            }
+            log::debug!("{}: objects fetched after {:?}", self.path.display(), self.started.elapsed());
+            self.write_packed(&everything)?;
+            log::debug!("{}: packed-refs written after {:?}", self.path.display(), self.started.elapsed());
+        } else {
+            let args = self.fetch_args(vec![
+                "--prune".into(),
+                "--atomic".into(),
+                self.url.clone(),
+                "+refs/*:refs/*".into(),
+                "^refs/stargate/local/*".into(),
+            ]);
+            self.bounded(self.path, &args).run(self.deadline)?;
+            if refs_changed > PACK_AFTER {
+                // The fetch left that many loose refs; a later `git gc` would prune them one
+                // transaction, and two hook runs, each. Packing only moves storage: no hooks.
+                self.pack_refs()?;
+            }
         }
         let mut lost = Vec::new();
         if !suspects.is_empty() {
@@ -732,6 +746,66 @@ impl Run<'_> {
         })
     }
 
+    fn pack_refs(&self) -> Result<(), Error> {
+        let args = ["-c", "core.hooksPath=/dev/null", "pack-refs", "--all"].map(String::from);
+        self.bounded(self.path, &args).show_progress(false).run(self.deadline)?;
+        Ok(())
+    }
+
+    /// Make the replica's refs `refs` (every ref of the leader but `refs/stargate/local/*`,
+    /// objects present) by writing `packed-refs` whole, as `git clone` does: one file and one
+    /// rename however many refs there are, so the change is atomic and no hook runs per
+    /// ref. The replica's own `refs/stargate/local/*` are kept as they are. Loose refs would
+    /// hide packed values, so any are first folded into `packed-refs` (values unchanged).
+    fn write_packed(&self, refs: &Refs) -> Result<(), Error> {
+        if has_loose_refs(&self.path.join("refs"))? {
+            self.pack_refs()?;
+        }
+        let path = self.path.join("packed-refs");
+        let lock_path = self.path.join("packed-refs.lock");
+        let mut lock = match File::options().write(true).create_new(true).open(&lock_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Repo(format!("{} exists: another git is writing refs", lock_path.display())));
+            }
+            Err(e) => return Err(repo_err(e)),
+        };
+        let unlock = Unlock(&lock_path);
+        let mut entries: BTreeMap<String, ObjectId> = BTreeMap::new();
+        let current = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(repo_err(e)),
+        };
+        for line in current.lines().filter(|l| !l.starts_with('#') && !l.starts_with('^')) {
+            if let Some((hex, name)) = line.split_once(' ')
+                && name.starts_with(journal::LOCAL)
+            {
+                entries.insert(name.to_owned(), ObjectId::from_hex(hex.as_bytes()).map_err(repo_err)?);
+            }
+        }
+        for (name, oid) in refs {
+            gix::refs::FullName::try_from(name.as_str()).map_err(repo_err)?;
+            entries.insert(name.clone(), *oid);
+        }
+        // Without `peeled`, git peels tags itself when asked; `sorted`: byte order of names.
+        let mut text = String::with_capacity(entries.len() * 64 + 32);
+        text.push_str("# pack-refs with: sorted \n");
+        for (name, oid) in &entries {
+            text.push_str(&format!("{oid} {name}\n"));
+        }
+        std::io::Write::write_all(&mut lock, text.as_bytes()).map_err(repo_err)?;
+        lock.sync_all().map_err(repo_err)?;
+        match self.settings.lock.read_record() {
+            Ok(Some(r)) if r.epoch == self.target.epoch && r.node == self.target.leader => {}
+            Ok(Some(r)) if self.settings.catch_up && r.node == self.settings.me => {}
+            _ => return Err(Error::Repo("the leader changed during this sync; nothing applied".into())),
+        }
+        std::fs::rename(&lock_path, &path).map_err(repo_err)?;
+        std::mem::forget(unlock);
+        Ok(())
+    }
+
     /// Updates a full mirror just exposed: the journal entries accepted after `since_ms`,
     /// newest back, at most `journal::MAX_WALK`.
     fn newly_exposed(&self, main: &gix::Repository, tip: ObjectId, since_ms: u64) -> Result<Vec<Applied>, Error> {
@@ -751,6 +825,40 @@ impl Run<'_> {
         applied.reverse();
         Ok(applied)
     }
+}
+
+/// Removes a lock file it was not told to keep.
+struct Unlock<'a>(&'a Path);
+
+impl Drop for Unlock<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+/// Whether any loose ref exists under `dir` (`<repo>/refs`), the replica's own
+/// `refs/stargate/local/*` aside.
+fn has_loose_refs(dir: &Path) -> Result<bool, Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(repo_err(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(repo_err)?;
+        let path = entry.path();
+        if path.ends_with("stargate/local") {
+            continue;
+        }
+        let kind = entry.file_type().map_err(repo_err)?;
+        if kind.is_file() && !path.extension().is_some_and(|e| e == "lock") {
+            return Ok(true);
+        }
+        if kind.is_dir() && has_loose_refs(&path)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn update(name: &str, old: Option<ObjectId>, new: Option<ObjectId>) -> Result<RefEdit, Error> {

@@ -95,3 +95,53 @@ fn a_repository_created_on_the_leader_appears_on_the_replica_with_its_hooks() {
     let out = run(client.git("w", &["push", &format!("git://{}/team/new.git", lab.ip(replica)), "HEAD:refs/heads/main"]));
     assert!(!out.status.success() && stderr(&out).contains("not leader"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_full_mirror_of_many_refs_writes_packed_refs_once_runs_no_hook_and_keeps_what_the_leader_lacks() {
+    let lab = Lab::up_with(2, "[stargate \"sync\"]\n\tinterval = 1h\n");
+    let leader = lab.wait_leader(None, Duration::from_secs(5));
+    let replica = if leader == "a" { "b" } else { "a" };
+    let client = Client::new();
+    client.clone(&lab.url(&leader, "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "base"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    lab.wait_parity(&leader, replica, Duration::from_secs(10));
+    // The replica stops mirroring, and holds a commit of its own that the leader never had.
+    lab.kill(replica, "agent", "KILL");
+    let (l, r) = (lab.repo(&leader, "kv"), lab.repo(replica, "kv"));
+    let git = |node: &str, repo: &std::path::Path, args: &[&str]| {
+        ok(lab.node_cmd(node, "git").arg("--git-dir").arg(repo).args(["-c", "core.hooksPath=/dev/null"]).args(args))
+    };
+    let tree = git(replica, &r, &["rev-parse", "main^{tree}"]);
+    let own = git(replica, &r, &["commit-tree", tree.trim(), "-p", "main", "-m", "only here"]);
+    git(replica, &r, &["update-ref", "refs/heads/mine", own.trim()]);
+    // The leader gains 1500 branches behind the journal's back, then one pushed change.
+    let base = git(&leader, &l, &["rev-parse", "main"]);
+    let mut packed = String::from("# pack-refs with: peeled fully-peeled sorted \n");
+    for i in 0..1500 {
+        packed.push_str(&format!("{} refs/heads/b{i:05}\n", base.trim()));
+    }
+    std::fs::write(l.join("packed-refs"), packed).unwrap();
+    git(&leader, &l, &["pack-refs", "--all"]);
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "change"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    // The replica's copy has a reference-transaction hook of its own, which logs its runs.
+    let runs = lab.dir.path().join("hook-runs");
+    let hook = r.join("hooks/reference-transaction");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(&hook, format!("#!/bin/sh\necho \"$1\" >> '{}'\ncat >/dev/null\n", runs.display())).unwrap();
+    ok(std::process::Command::new("chmod").args(["+x", hook.to_str().unwrap()]));
+
+    let out = ok(lab.node_cmd(replica, "git").args(["stargate", "sync", "--full", "kv.git"]));
+    assert_eq!(lab.mirrored_refs(&leader), lab.mirrored_refs(replica), "{out}");
+    let text = std::fs::read_to_string(r.join("packed-refs")).unwrap();
+    assert!(text.contains(" refs/heads/b01499\n") && text.contains(" refs/stargate/journal\n"), "one packed-refs");
+    let loose = std::fs::read_dir(r.join("refs/heads")).unwrap().count();
+    assert_eq!(loose, 0, "no loose branch");
+    assert!(!runs.exists(), "no hook ran: {}", std::fs::read_to_string(&runs).unwrap_or_default());
+    // The commit only the replica had is kept, not destroyed.
+    let kept = git(replica, &r, &["for-each-ref", "--format=%(objectname) %(refname)", "refs/stargate/local/lost/"]);
+    assert!(kept.contains(own.trim()) && kept.contains("/refs/heads/mine"), "kept: {kept}\n{out}");
+    assert!(!lab.mirrored_refs(replica).contains("refs/heads/mine"));
+    git(replica, &r, &["fsck", "--connectivity-only", "--no-dangling"]);
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Initial mirror at many refs: a replica whose copy is empty runs `git stargate sync` against
+# `git clone --mirror` of the same leader repository, same run. N rounds (default 5), each
+# from an empty repository, medians; the replica's copy is checked against the leader's.
+# Usage: contrib/bench/mirror.sh [REFS] [N]   (stargate-hook on PATH; REFS default 100000)
+set -euo pipefail
+refs=${1:-100000} n=${2:-5}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+lab=("$root/contrib/lab/lab" --dir "$work/lab")
+[ -n "${KEEP:-}" ] || trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=$work/gitconfig HOME=$work LC_ALL=C
+printf '[user]\n\tname = Bench\n\temail = bench@example.com\n' >"$GIT_CONFIG_GLOBAL"
+"${lab[@]}" up --nodes 2 --net 127.79.4 >/dev/null
+leader=$("${lab[@]}" leader); replica=$([ "$leader" = a ] && echo b || echo a)
+# Only this script syncs: the replica's agent stops (its sync token stays valid).
+"${lab[@]}" kill "$replica" agent TERM
+sleep 1
+L=$work/lab/$leader/repos/kv.git R=$work/lab/$replica/repos/kv.git
+url=git://$(cat "$work/lab/$leader/ip")/kv.git
+hooks=$(git -C "$R" config core.hooksPath)
+as_replica() { GIT_CONFIG_GLOBAL=$work/lab/$replica/gitconfig "$@"; }
+
+# The leader: 100 commits, REFS branches over them, packed, and a journal.
+git clone -q "$url" "$work/client" 2>/dev/null
+for i in $(seq 1 100); do git -C "$work/client" commit -q --allow-empty -m "c$i"; done
+git -C "$work/client" push -q origin HEAD:refs/heads/main
+git -C "$work/client" rev-list HEAD >"$work/commits"
+awk -v n="$refs" 'BEGIN { print "# pack-refs with: peeled fully-peeled sorted" } { c[NR] = $1 } END { for (i = 0; i < n; i++) printf "%s refs/heads/b%07d\n", c[i % NR + 1], i }' "$work/commits" >"$L/packed-refs"
+git -C "$L" pack-refs --all
+git -C "$work/client" commit -q --allow-empty -m last
+git -C "$work/client" push -q origin HEAD:refs/heads/main
+
+ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 )); }
+median() { sort -n | sed -n "$(( (n + 1) / 2 ))p"; }
+fmt() { printf '%d.%03d ms' $(( $1 / 1000 )) $(( $1 % 1000 )); }
+empty_replica() {
+  rm -rf "$R"
+  git -c core.hooksPath=/dev/null init -q --bare "$R"
+  git -C "$R" config core.hooksPath "$hooks"
+}
+plain() { rm -rf "$work/plain.git"; git clone -q --mirror "$url" "$work/plain.git"; }
+ours() { as_replica git -c stargate.sync.timeout=10m stargate sync kv.git; }
+declare -A t
+for ((i = 1; i <= n; i++)); do
+  t[plain]+="$(ms plain) "
+  empty_replica
+  t[ours]+="$(ms ours) "
+  [ -z "${TRACE:-}" ] || { empty_replica; STARGATE_LOG=debug ours 2>&1 | ts -s "%.s" | tail -20; }
+done
+want=$(git -C "$L" for-each-ref --format='%(objectname) %(refname)' | grep -v ' refs/stargate/local/' | md5sum)
+have=$(git -C "$R" for-each-ref --format='%(objectname) %(refname)' | grep -v ' refs/stargate/local/' | md5sum)
+[ "$want" = "$have" ] || { echo "bench: the replica's refs differ from the leader's" >&2; exit 1; }
+git -C "$R" fsck --connectivity-only --no-dangling 2>/dev/null || { echo "bench: the replica's copy is not connected" >&2; exit 1; }
+declare -A m
+for k in plain ours; do m[$k]=$(printf '%s\n' ${t[$k]} | median); done
+echo "initial mirror at $refs refs: git stargate sync $(fmt "${m[ours]}")  vs  git clone --mirror $(fmt "${m[plain]}")  (ratio $(awk "BEGIN{printf \"%.3f\", ${m[ours]}/${m[plain]}}"))"
+echo "medians of $n rounds; target: ratio <= 1.0"

@@ -223,9 +223,16 @@ impl Config {
         self.raw("kv.remote").unwrap_or("origin")
     }
 
-    /// `kv.pushAttempts`: how often `git kv` retries a push that lost a race. Default: 10.
+    /// `kv.pushAttempts`: how many times at most `git kv` tries a write that loses races
+    /// with other writers (within `kv.timeout`). Default: 1000.
     pub fn kv_push_attempts(&self) -> Result<u32, Error> {
-        self.number("kv.pushAttempts", 10, 1..=1000)
+        self.number("kv.pushAttempts", 1000, 1..=1000)
+    }
+
+    /// `kv.timeout`: how long at most `git kv` keeps trying a write that loses races with
+    /// other writers (jittered backoff between tries). Default: 60s.
+    pub fn kv_timeout(&self) -> Result<Duration, Error> {
+        self.positive_duration("kv.timeout", Duration::from_secs(60))
     }
 
     /// `stargate.sync.interval`: how often a replica mirrors the leader when no write
@@ -412,6 +419,7 @@ impl Config {
         self.health_timeout()?;
         self.health_idle_exit()?;
         self.kv_push_attempts()?;
+        self.kv_timeout()?;
         self.sync_interval()?;
         self.sync_sweep_interval()?;
         self.sync_timeout()?;

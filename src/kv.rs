@@ -1,10 +1,14 @@
 //! `git kv`: a key/value store kept in git (git-kv(1)). A namespace is the ref
 //! `refs/kv/<namespace>`; its tree holds one blob per key (a `/` in a key makes a subtree).
-//! Every `set`/`del` is one commit, written with gix and pushed to the cluster; a push that
-//! lost a race is rebuilt on the new tip and retried.
+//! Every `set`/`del` is one commit (several pairs of one `set` too), written with gix and
+//! pushed to the cluster with a lease on the tip it was built on: the first try builds on
+//! the tip this clone already has, so a writer that is current pays one push and no fetch.
+//! A push that lost a race (or found the clone's tip stale) fetches, is rebuilt on the new
+//! tip and retried after a jittered backoff, until `kv.timeout`.
 
+use std::io::BufRead;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use gix::ObjectId;
@@ -32,8 +36,10 @@ pub enum Error {
     /// Another writer got there first: rebuilt and retried, shown only if attempts run out.
     #[error("lost a race: {0}")]
     Race(String),
-    #[error("gave up after {0} attempts: other writers kept moving the namespace")]
-    TooManyRaces(u32),
+    #[error("gave up after {0} attempts in {1:?}: other writers kept moving the namespace (kv.timeout)")]
+    TooManyRaces(u32, Duration),
+    #[error("{0}")]
+    Usage(String),
     #[error(
         "no remote '{0}' in this repository: add one that reaches the cluster \
          (git remote add {0} stargate::<node>,<node>/<repo>) or set kv.remote (git-kv(1))"
@@ -53,7 +59,7 @@ impl From<Error> for crate::error::Error {
         match e {
             Error::NotLeader(words) => Exit::NotLeader(words),
             Error::NotFound(_) | Error::Conflict { .. } => Exit::Refused(e.to_string()),
-            Error::InvalidKey(..) | Error::InvalidNamespace(..) => Exit::Usage(e.to_string()),
+            Error::InvalidKey(..) | Error::InvalidNamespace(..) | Error::Usage(_) => Exit::Usage(e.to_string()),
             _ => Exit::Fatal(e.to_string()),
         }
     }
@@ -76,12 +82,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Set KEY to VALUE (one commit, pushed).
+    /// Set KEY to VALUE; several pairs, or `--stdin`, in one commit and one push.
     Set {
-        /// The key: `/`-separated names, e.g. `service/db/url`.
-        key: String,
-        /// The value, stored as given.
-        value: String,
+        /// KEY VALUE [KEY VALUE...]: each key `/`-separated names, e.g. `service/db/url`;
+        /// each value stored as given.
+        #[arg(value_names = ["KEY", "VALUE"])]
+        pairs: Vec<String>,
+        /// Read further pairs from standard input, one per line: the key, one space, the
+        /// value (the rest of the line).
+        #[arg(long)]
+        stdin: bool,
     },
     /// Print the value of KEY.
     Get {
@@ -127,13 +137,19 @@ pub fn main(args: &[String]) -> crate::error::Result<()> {
     }
     let store = Store { repo, dir, remote, refname: format!("refs/kv/{namespace}") };
     match cli.command {
-        Command::Set { key, value } => {
-            validate_key(&key)?;
-            store.write(cfg.kv_push_attempts()?, &format!("set {key}"), |tree| set(tree, &key, value.as_bytes()))?;
+        Command::Set { pairs, stdin } => {
+            let pairs = set_pairs(pairs, stdin.then(|| std::io::stdin().lock()))?;
+            let message = match &pairs[..] {
+                [(key, _)] => format!("set {key}"),
+                _ => format!("set {} keys\n\n{}", pairs.len(), pairs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join("\n")),
+            };
+            store.write(Limits::from_config(&cfg)?, &message, |tree| {
+                pairs.iter().try_for_each(|(key, value)| set(tree, key, value.as_bytes()))
+            })?;
         }
         Command::Del { key } => {
             validate_key(&key)?;
-            store.write(cfg.kv_push_attempts()?, &format!("del {key}"), |tree| del(tree, &key))?;
+            store.write(Limits::from_config(&cfg)?, &format!("del {key}"), |tree| del(tree, &key))?;
         }
         Command::Get { key, from_leader } => {
             validate_key(&key)?;
@@ -150,6 +166,55 @@ pub fn main(args: &[String]) -> crate::error::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The pairs of one `set`: from the arguments, then from `input` (`KEY VALUE` lines), each
+/// key valid and given once.
+fn set_pairs(args: Vec<String>, input: Option<impl BufRead>) -> Result<Vec<(String, String)>, Error> {
+    if args.len() % 2 == 1 {
+        return Err(Error::Usage(format!("'{}' has no value: set takes KEY VALUE pairs", args[args.len() - 1])));
+    }
+    let mut pairs: Vec<(String, String)> = args.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+    if let Some(input) = input {
+        for line in input.lines() {
+            let line = line.map_err(|e| Error::Usage(format!("cannot read standard input: {e}")))?;
+            if line.is_empty() {
+                continue;
+            }
+            let (key, value) = line.split_once(' ').unwrap_or((&line, ""));
+            pairs.push((key.to_owned(), value.to_owned()));
+        }
+    }
+    if pairs.is_empty() {
+        return Err(Error::Usage("set needs KEY VALUE, several pairs, or --stdin".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (key, _) in &pairs {
+        validate_key(key)?;
+        if !seen.insert(key.as_str()) {
+            return Err(Error::Usage(format!("'{key}' is given twice")));
+        }
+    }
+    Ok(pairs)
+}
+
+/// How long a write keeps trying against other writers (git-kv(1)).
+struct Limits {
+    attempts: u32,
+    timeout: Duration,
+}
+
+impl Limits {
+    fn from_config(cfg: &Config) -> Result<Limits, crate::config::Error> {
+        Ok(Limits { attempts: cfg.kv_push_attempts()?, timeout: cfg.kv_timeout()? })
+    }
+}
+
+/// The pause after the `n`th lost race (from 1): uniformly random in
+/// [0, min(1 s, 20 ms × 2^(n-1))] (full jitter), so writers that collided spread out.
+fn backoff(n: u32) -> Duration {
+    let ceiling = (20u64 << n.saturating_sub(1).min(6)).min(1000);
+    Duration::from_millis(rand::random_range(0..=ceiling))
 }
 
 /// 1–1024 bytes; `/`-separated components, none empty or starting with `.`; no
@@ -228,34 +293,60 @@ impl Store {
         Ok(keys)
     }
 
-    /// Fetch, apply `edit` to the namespace's tree, commit and push; on a lost race start
-    /// over from the new tip.
+    /// Apply `edit` to the namespace's tree, commit and push with a lease on the tip it was
+    /// built on. The first try builds on this clone's tip, without fetching; a lease that
+    /// fails (another writer, or a stale clone), or an edit that fails on a tip not just
+    /// fetched, fetches and starts over from the new tip, after a jittered backoff once
+    /// writers really collide.
     fn write(
         &self,
-        attempts: u32,
+        limits: Limits,
         message: &str,
         edit: impl Fn(&mut Edit<'_, '_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        for attempt in 1..=attempts {
-            self.fetch(false)?;
+        let started = Instant::now();
+        let mut fresh = false;
+        let mut races = 0;
+        for attempt in 1..=limits.attempts {
+            if !fresh && attempt > 1 {
+                self.fetch(false)?;
+                fresh = true;
+            }
             let tip = self.tip()?;
             let base = self.tree(tip)?;
             let mut editor = base.edit().map_err(repo_err)?;
-            edit(&mut Edit { base: &base, editor: &mut editor })?;
+            match edit(&mut Edit { base: &base, editor: &mut editor }) {
+                Ok(()) => {}
+                // Judged on a tip that may be stale: judged again on the remote's.
+                Err(Error::Conflict { .. } | Error::NotFound(_)) if !fresh => continue,
+                Err(e) => return Err(e),
+            }
             let tree = editor.write().map_err(repo_err)?.detach();
             let commit = self.commit(message, tree, tip)?;
-            match git::push(&self.dir, &[], &self.remote, &commit.to_string(), &self.refname).map_err(repo_err)? {
+            let lease = tip.map(|t| t.to_string());
+            let pushed = git::push(&self.dir, &[], &self.remote, &commit.to_string(), &self.refname, Some(lease.as_deref()))
+                .map_err(repo_err)?;
+            match pushed {
                 PushResult::Ok => return self.set_tip(commit, tip, message),
                 PushResult::Rejected { reason, stderr } => match rejection(&self.remote, reason, &stderr) {
                     Error::Race(why) => {
                         log::info!("push lost a race ({why}, attempt {attempt}); retrying on the new tip");
-                        std::thread::sleep(Duration::from_millis(rand::random_range(5..=50) * attempt as u64));
+                        if started.elapsed() >= limits.timeout {
+                            break;
+                        }
+                        // A stale clone is no collision: fetch and go again at once.
+                        if fresh {
+                            races += 1;
+                            let left = limits.timeout.saturating_sub(started.elapsed());
+                            std::thread::sleep(backoff(races).min(left));
+                        }
+                        fresh = false;
                     }
                     e => return Err(e),
                 },
             }
         }
-        Err(Error::TooManyRaces(attempts))
+        Err(Error::TooManyRaces(limits.attempts.min(races + 1), started.elapsed()))
     }
 
     fn commit(&self, message: &str, tree: ObjectId, parent: Option<ObjectId>) -> Result<ObjectId, Error> {
@@ -292,8 +383,14 @@ fn rejection(remote: &str, reason: String, stderr: &str) -> Error {
             eprintln!("{remote}: {words}");
         }
     }
-    const RACES: [&str; 5] =
-        ["non-fast-forward", "fetch first", "failed to update ref", "cannot lock ref", "incorrect old value"];
+    const RACES: [&str; 6] = [
+        "non-fast-forward",
+        "fetch first",
+        "failed to update ref",
+        "cannot lock ref",
+        "incorrect old value",
+        "stale info",
+    ];
     if RACES.iter().any(|r| reason.contains(r)) {
         return Error::Race(reason);
     }
@@ -375,6 +472,30 @@ mod tests {
         for bad in ["", "/a", "a/", "a//b", ".git", "a/../b", "a b", "a\nb", "a\\b", &"k".repeat(1025)] {
             assert!(validate_key(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn set_pairs_from_arguments_and_input() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let none: Option<&[u8]> = None;
+        assert_eq!(set_pairs(args(&["a", "1", "b/c", "two words"]), none).unwrap().len(), 2);
+        assert!(matches!(set_pairs(args(&["a"]), none), Err(Error::Usage(_))));
+        assert!(matches!(set_pairs(args(&[]), none), Err(Error::Usage(_))));
+        assert!(matches!(set_pairs(args(&["a", "1", "a", "2"]), none), Err(Error::Usage(_))));
+        assert!(matches!(set_pairs(args(&["a b", "1"]), none), Err(Error::InvalidKey(..))));
+        let input: &[u8] = b"x 1\n\ny/z the rest of the line\nempty\n";
+        let pairs = set_pairs(args(&["a", "0"]), Some(input)).unwrap();
+        assert_eq!(pairs[2], ("y/z".to_owned(), "the rest of the line".to_owned()));
+        assert_eq!(pairs[3], ("empty".to_owned(), String::new()));
+    }
+
+    #[test]
+    fn backoff_grows_to_a_second_with_full_jitter() {
+        for n in 1..40 {
+            let ceiling = Duration::from_millis((20u64 << (n - 1).min(6)).min(1000));
+            assert!(backoff(n) <= ceiling, "{n}");
+        }
+        assert!((0..200).map(|_| backoff(10)).any(|d| d > Duration::from_millis(500)));
     }
 
     #[test]

@@ -40,8 +40,10 @@ const SIGNAL_GAP: Duration = Duration::from_millis(50);
 /// Syncs running at once: a sweep of 10,000 repositories must not start 10,000 threads.
 const MAX_RUNNING: usize = 8;
 
-/// `replication.json` is written at most this often (it lists every repository).
-const PUBLISH_GAP: Duration = Duration::from_secs(1);
+/// `replication.json` lists every repository, so it is written at most once per this much
+/// time per repository (at most a second apart): at once on a node with a few, once a
+/// second during a sweep of thousands, never the whole file after each of their syncs.
+const PUBLISH_GAP_PER_REPO: Duration = Duration::from_millis(1);
 
 /// How often the repositories under the root are looked for (one `readdir` each time).
 const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
@@ -593,11 +595,14 @@ impl Replicator {
         self.publish_soon();
     }
 
-    /// Write `replication.json` now, or, within `PUBLISH_GAP` of the last time, once the gap
-    /// has passed (the scheduler looks every 200 ms): a sweep of many repositories must not
-    /// write a file listing all of them after each one.
+    /// Write `replication.json` now, or, within `PUBLISH_GAP_PER_REPO` per repository of the
+    /// last time, once the gap has passed (the scheduler looks every 200 ms): a sweep of
+    /// many repositories must not write a file listing all of them after each one.
     fn publish_soon(&self) {
-        let due = self.lock_shared().published.is_none_or(|t| t.elapsed() >= PUBLISH_GAP);
+        let shared = self.lock_shared();
+        let gap = (PUBLISH_GAP_PER_REPO * shared.repos.len() as u32).min(Duration::from_secs(1));
+        let due = shared.published.is_none_or(|t| t.elapsed() >= gap);
+        drop(shared);
         if due {
             self.publish();
         }

@@ -88,14 +88,27 @@ pub enum PushResult {
     },
 }
 
-/// `git push --porcelain <remote> <src>:<dst>` from `repo`, with extra `-c` settings.
-pub fn push(repo: &Path, config: &[&str], remote: &str, src: &str, dst: &str) -> Result<PushResult, Error> {
+/// `git push --porcelain <remote> <src>:<dst>` from `repo`, with extra `-c` settings. With
+/// `lease`, only if the remote's `dst` is that value now (`Some(None)`: does not exist), as
+/// `--force-with-lease` says; the remote's ref update is a compare-and-swap on it.
+pub fn push(
+    repo: &Path,
+    config: &[&str],
+    remote: &str,
+    src: &str,
+    dst: &str,
+    lease: Option<Option<&str>>,
+) -> Result<PushResult, Error> {
     let mut cmd = command(Some(repo));
     for c in config {
         cmd.args(["-c", c]);
     }
     let refspec = format!("{src}:{dst}");
-    cmd.args(["push", "--porcelain", "--no-verify", remote, &refspec]);
+    cmd.args(["push", "--porcelain", "--no-verify"]);
+    if let Some(expected) = lease {
+        cmd.arg(format!("--force-with-lease={dst}:{}", expected.unwrap_or("")));
+    }
+    cmd.args([remote, &refspec]);
     let out = cmd.stderr(Stdio::piped()).output().map_err(Error::Spawn)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = crate::wire::sanitize::text(&String::from_utf8_lossy(&out.stderr));

@@ -329,7 +329,7 @@ fn backoff_retries_transient_failures_within_jitter_bounds_and_gives_up() {
         assert!(*ms <= ceiling, "retry {n}: {ms} ms above the full-jitter ceiling {ceiling} ms");
     }
     assert!(log.contains("(connection"), "{log}");
-    assert!(counter(&lab, "b", "failures") >= 1);
+    wait_until("the failure counted", Duration::from_secs(5), || counter(&lab, "b", "failures") >= 1);
 }
 
 #[test]

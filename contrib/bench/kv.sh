@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `git kv set` against a plain `git push` to the same leader over git://, same run: the median
+# of N sequential sets from one client (each a commit and one push, no fetch when the clone is
+# current) against the median of N plain pushes of a new commit; then 8 clients writing
+# unique keys into one namespace at once (M each): sets per second, every set's latency
+# p50/p99, that none gave up, and that no key was lost or written twice (M x 8 keys and
+# commits). Each phase's replication lag p50/p99 is the replica's own (git stargate lag).
+# Usage: contrib/bench/kv.sh [N] [M]   (stargate-hook on PATH; N default 30, M default 10)
+set -euo pipefail
+n=${1:-30} m=${2:-10}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+lab=("$root/contrib/lab/lab" --dir "$work/lab")
+trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=$work/gitconfig HOME=$work LC_ALL=C
+printf '[user]\n\tname = Bench\n\temail = bench@example.com\n' >"$GIT_CONFIG_GLOBAL"
+printf '[stargate "alert"]\n\twindow = 2s\n[stargate "metrics"]\n\tinterval = 1s\n' >"$work/extra"
+LAB_EXTRA_CONFIG=$work/extra "${lab[@]}" up --nodes 2 --net 127.79.5 >/dev/null
+leader=$("${lab[@]}" leader); replica=$([ "$leader" = a ] && echo b || echo a)
+url=git://$(cat "$work/lab/$leader/ip")/kv.git
+now_us() { echo $(( $(date +%s%N) / 1000 )); }
+pct() { sort -n | awk -v p="$1" '{ v[NR] = $1 } END { i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] }'; }
+fmt() { printf '%d.%03d ms' $(( $1 / 1000 )) $(( $1 % 1000 )); }
+lag() { # the replica's aggregate lag over the run so far, once its windows are judged
+  sleep 5
+  GIT_CONFIG_GLOBAL=$work/lab/$replica/gitconfig git stargate lag | grep -i 'aggregate' || true
+}
+for i in $(seq 0 8); do git clone -q "$url" "$work/c$i" 2>/dev/null; done
+git -C "$work/c0" commit -q --allow-empty -m base
+git -C "$work/c0" push -q origin HEAD:refs/heads/bench
+git -C "$work/c0" kv set warm 0 # the namespace exists; c0's clone is current
+
+plain=() ours=()
+for ((i = 1; i <= n; i++)); do
+  git -C "$work/c0" commit -q --allow-empty -m "push $i"
+  s=$(now_us); git -C "$work/c0" push -q origin HEAD:refs/heads/bench; plain+=($(( $(now_us) - s )))
+  s=$(now_us); git -C "$work/c0" kv set "one/$i" "$i"; ours+=($(( $(now_us) - s )))
+done
+p=$(printf '%s\n' "${plain[@]}" | pct 50) o=$(printf '%s\n' "${ours[@]}" | pct 50)
+echo "one client: git kv set $(fmt "$o") vs git push $(fmt "$p") (ratio $(awk "BEGIN{printf \"%.2f\", $o/$p}")); $(awk "BEGIN{printf \"%.1f\", 1000000/$o}") sets/s; medians of $n"
+echo "  replica lag so far: $(lag)"
+
+start=$(now_us)
+for w in $(seq 1 8); do
+  (
+    cd "$work/c$w"
+    for ((i = 0; i < m; i++)); do
+      s=$(now_us)
+      git kv set "many/w$w/k$i" "$w.$i" 2>>"$work/errors" || echo "w$w/k$i" >>"$work/failed"
+      echo $(( $(now_us) - s )) >>"$work/lat"
+    done
+  ) &
+done
+wait
+total=$(( $(now_us) - start ))
+failed=$(wc -l <"$work/failed" 2>/dev/null || echo 0)
+keys=$(git -C "$work/c0" kv list many/ | wc -l)
+commits=$(git --git-dir="$work/lab/$leader/repos/kv.git" rev-list --count refs/kv/default)
+want_commits=$(( 1 + n + 8 * m ))
+echo "8 clients x $m sets: $(awk "BEGIN{printf \"%.1f\", 8*$m*1000000/$total}") sets/s; latency p50 $(fmt "$(pct 50 <"$work/lat")") p99 $(fmt "$(pct 99 <"$work/lat")"); gave up: $failed; keys $keys of $(( 8 * m )); commits $commits of $want_commits"
+echo "  replica lag over the run: $(lag)"
+[ "$failed" -eq 0 ] && [ "$keys" -eq $(( 8 * m )) ] && [ "$commits" -eq "$want_commits" ] || { echo "bench: lost, duplicated or failed sets" >&2; cat "$work/errors" >&2 || true; exit 1; }

@@ -66,7 +66,7 @@ put_text() {
 	say "$1"
 }
 
-mkdir -p "$dest/bin" "$dest/share/stargate/githooks"
+mkdir -p "$dest/bin" "$dest/share/stargate/githooks" "$dest/share/stargate/githooks-minimal"
 
 put "$bindir/stargate-hook" "$dest/bin/stargate-hook" 755
 if [ -f "$bindir/git-remote-stargate" ]; then
@@ -89,6 +89,15 @@ for shim in "$repo"/githooks/*; do
 	rm -f "$dest/share/stargate/githooks/$hook"
 	ln -s "$prefix/bin/stargate-hook" "$dest/share/stargate/githooks/$hook"
 	say "$dest/share/stargate/githooks/$hook -> $prefix/bin/stargate-hook"
+done
+
+# Stargate's own two hooks and nothing else: for machines whose repositories have no hooks
+# of their own (core.hooksPath replaces every repository's hooks/). A one-ref push then
+# starts three hook processes instead of six (stargate-hook(1), Hooks directories).
+for hook in pre-receive reference-transaction; do
+	rm -f "$dest/share/stargate/githooks-minimal/$hook"
+	ln -s "$prefix/bin/stargate-hook" "$dest/share/stargate/githooks-minimal/$hook"
+	say "$dest/share/stargate/githooks-minimal/$hook -> $prefix/bin/stargate-hook"
 done
 
 for page in "$repo"/man/*.1 "$repo"/man/*.7; do

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Added cost of the Stargate hooks on a push to a small repository: N pushes (default 20)
-# to a repository with core.hooksPath set and N to an identical one without, interleaved,
-# through the same git daemon on the leader. Prints both medians and the difference.
-# Usage: contrib/bench/hook-cost.sh [N]   (stargate-hook on PATH)
+# Added cost of the Stargate hooks on a push to a small repository: N pushes (default 20) to
+# each of four identical repositories on the leader, interleaved, through the same git daemon:
+#   plain    no hooks at all (core.hooksPath unset): git's own push
+#   floor    every hook git runs is a link to /bin/true: what starting them costs git
+#   full     Stargate's hooks, one link per hook git knows (contrib/install.sh's githooks)
+#   minimal  Stargate's pre-receive and reference-transaction only (githooks-minimal)
+# Prints each median and its difference and ratio against plain.
+# Usage: contrib/bench/hook-cost.sh [N]   (stargate-hook on PATH; HOOK_BENCH_URL=file: by path)
 set -euo pipefail
 n=${1:-20}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -11,21 +15,29 @@ lab=("$root/contrib/lab/lab" --dir "$work/lab")
 trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=$work/gitconfig HOME=$work
 printf '[user]\n\tname = Bench\n\temail = bench@example.com\n' >"$GIT_CONFIG_GLOBAL"
-"${lab[@]}" up --nodes 1 --net 127.79.1 --repos "hooked plain" >/dev/null
-git --git-dir="$work/lab/a/repos/plain.git" config --unset core.hooksPath
+kinds="plain floor full minimal"
+"${lab[@]}" up --nodes 1 --net 127.79.1 --repos "$kinds" >/dev/null
+repos=$work/lab/a/repos
+mkdir "$work/hooks-floor" "$work/hooks-minimal"
+for h in "$root"/githooks/*; do ln -s /bin/true "$work/hooks-floor/$(basename "$h")"; done
+for h in pre-receive reference-transaction; do ln -s "$(command -v stargate-hook)" "$work/hooks-minimal/$h"; done
+git --git-dir="$repos/plain.git" config --unset core.hooksPath
+git --git-dir="$repos/floor.git" config core.hooksPath "$work/hooks-floor"
+git --git-dir="$repos/minimal.git" config core.hooksPath "$work/hooks-minimal"
 ip=$(cat "$work/lab/a/ip")
 # HOOK_BENCH_URL=file pushes to the repositories by path (no daemon, no TCP).
 base="git://$ip"
-[ "${HOOK_BENCH_URL:-}" = file ] && base="file://$work/lab/a/repos"
-for r in hooked plain; do
+[ "${HOOK_BENCH_URL:-}" = file ] && base="file://$repos"
+for r in $kinds; do
   git clone -q "$base/$r.git" "$work/$r" 2>/dev/null
   git -C "$work/$r" commit -q --allow-empty -m init
   git -C "$work/$r" push -q origin HEAD:refs/heads/main
 done
 median() { sort -n | sed -n "$(( (n + 1) / 2 ))p"; }
+fmt() { local v=$1 s=""; [ "$v" -lt 0 ] && { s=-; v=$(( -v )); }; printf '%s%d.%03d ms' "$s" $(( v / 1000 )) $(( v % 1000 )); }
 declare -A t
 for ((i = 1; i <= n; i++)); do
-  for r in hooked plain; do
+  for r in $kinds; do
     echo "$i" >"$work/$r/file"
     git -C "$work/$r" add file
     git -C "$work/$r" commit -q -m "change $i"
@@ -34,7 +46,12 @@ for ((i = 1; i <= n; i++)); do
     t[$r]+="$(( ($(date +%s%N) - start) / 1000 )) "
   done
 done
-hooked=$(printf '%s\n' ${t[hooked]} | median)
-plain=$(printf '%s\n' ${t[plain]} | median)
-echo "push median over $n runs: with hooks $((hooked / 1000)).$(printf %03d $((hooked % 1000))) ms, without $((plain / 1000)).$(printf %03d $((plain % 1000))) ms"
-echo "added cost of the hooks: $(( (hooked - plain) / 1000 )).$(printf %03d $(( (hooked - plain) % 1000 < 0 ? 0 : (hooked - plain) % 1000 ))) ms per push (ratio $(awk "BEGIN{printf \"%.2f\", $hooked/$plain}"))"
+[ "$(git --git-dir="$repos/full.git" rev-list --count refs/stargate/journal)" -gt "$n" ] || { echo "bench: the full hooks did not journal" >&2; exit 1; }
+[ "$(git --git-dir="$repos/minimal.git" rev-list --count refs/stargate/journal)" -gt "$n" ] || { echo "bench: the minimal hooks did not journal" >&2; exit 1; }
+declare -A m
+for r in $kinds; do m[$r]=$(printf '%s\n' ${t[$r]} | median); done
+echo "push medians over $n runs ($( [ "${HOOK_BENCH_URL:-}" = file ] && echo "by path" || echo "git://")):"
+for r in $kinds; do
+  echo "  $r: $(fmt "${m[$r]}")  (+$(fmt $(( m[$r] - m[plain] ))), ratio $(awk "BEGIN{printf \"%.2f\", ${m[$r]}/${m[plain]}}"))"
+done
+echo "added cost of the hooks: $(fmt $(( m[full] - m[plain] ))) per push (ratio $(awk "BEGIN{printf \"%.2f\", ${m[full]}/${m[plain]}}")); of which starting six processes: $(fmt $(( m[floor] - m[plain] )))"

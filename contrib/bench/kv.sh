@@ -53,7 +53,7 @@ for w in $(seq 1 8); do
 done
 wait
 total=$(( $(now_us) - start ))
-failed=$(wc -l <"$work/failed" 2>/dev/null || echo 0)
+touch "$work/failed"; failed=$(wc -l <"$work/failed")
 keys=$(git -C "$work/c0" kv list many/ | wc -l)
 commits=$(git --git-dir="$work/lab/$leader/repos/kv.git" rev-list --count refs/kv/default)
 want_commits=$(( 1 + n + 8 * m ))

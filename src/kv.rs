@@ -141,7 +141,11 @@ pub fn main(args: &[String]) -> crate::error::Result<()> {
             let pairs = set_pairs(pairs, stdin.then(|| std::io::stdin().lock()))?;
             let message = match &pairs[..] {
                 [(key, _)] => format!("set {key}"),
-                _ => format!("set {} keys\n\n{}", pairs.len(), pairs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join("\n")),
+                _ => format!(
+                    "set {} keys\n\n{}",
+                    pairs.len(),
+                    pairs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join("\n")
+                ),
             };
             store.write(Limits::from_config(&cfg)?, &message, |tree| {
                 pairs.iter().try_for_each(|(key, value)| set(tree, key, value.as_bytes()))
@@ -324,8 +328,9 @@ impl Store {
             let tree = editor.write().map_err(repo_err)?.detach();
             let commit = self.commit(message, tree, tip)?;
             let lease = tip.map(|t| t.to_string());
-            let pushed = git::push(&self.dir, &[], &self.remote, &commit.to_string(), &self.refname, Some(lease.as_deref()))
-                .map_err(repo_err)?;
+            let pushed =
+                git::push(&self.dir, &[], &self.remote, &commit.to_string(), &self.refname, Some(lease.as_deref()))
+                    .map_err(repo_err)?;
             match pushed {
                 PushResult::Ok => return self.set_tip(commit, tip, message),
                 PushResult::Rejected { reason, stderr } => match rejection(&self.remote, reason, &stderr) {

@@ -47,6 +47,7 @@ done
 sorted=$(printf '%s\n' "${times[@]}" | sort -n)
 echo "handover after kill -9 (ms): ${times[*]}"
 echo "median: $(echo "$sorted" | sed -n "$(( (n + 1) / 2 ))p") ms, worst: $(echo "$sorted" | tail -1) ms, runs: $n"
+echo "BENCH handover_kill9_${BENCH_LEASE:-file} $(echo "$sorted" | sed -n "$(( (n + 1) / 2 ))p") - ms"
 catchup=$(cat "$work"/*/agent.log | sed -n 's/.*caught up with .* in \([0-9]*\) ms$/\1/p' | sort -n)
 count=$(echo "$catchup" | grep -c . || true)
 [ "$count" -gt 0 ] && echo "of which catching up: median $(echo "$catchup" | sed -n "$(( (count + 1) / 2 ))p") ms, worst $(echo "$catchup" | tail -1) ms"

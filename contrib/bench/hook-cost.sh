@@ -54,4 +54,6 @@ echo "push medians over $n runs ($( [ "${HOOK_BENCH_URL:-}" = file ] && echo "by
 for r in $kinds; do
   echo "  $r: $(fmt "${m[$r]}")  (+$(fmt $(( m[$r] - m[plain] ))), ratio $(awk "BEGIN{printf \"%.2f\", ${m[$r]}/${m[plain]}}"))"
 done
+t=$([ "${HOOK_BENCH_URL:-}" = file ] && echo path || echo git)
+for r in floor full minimal; do echo "BENCH hooks_${r}_$t $(awk "BEGIN{printf \"%.3f\", ${m[$r]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain]}/1000}") ms"; done
 echo "added cost of the hooks: $(fmt $(( m[full] - m[plain] ))) per push (ratio $(awk "BEGIN{printf \"%.2f\", ${m[full]}/${m[plain]}}")); of which starting six processes: $(fmt $(( m[floor] - m[plain] )))"

@@ -38,7 +38,11 @@ for ((i = 1; i <= n; i++)); do
 done
 p=$(printf '%s\n' "${plain[@]}" | pct 50) o=$(printf '%s\n' "${ours[@]}" | pct 50)
 echo "one client: git kv set $(fmt "$o") vs git push $(fmt "$p") (ratio $(awk "BEGIN{printf \"%.2f\", $o/$p}")); $(awk "BEGIN{printf \"%.1f\", 1000000/$o}") sets/s; medians of $n"
-echo "  replica lag so far: $(lag)"
+l1=$(lag)
+echo "  replica lag so far: $l1"
+echo "BENCH kv_set_1 $(awk "BEGIN{printf \"%.3f\", $o/1000}") $(awk "BEGIN{printf \"%.3f\", $p/1000}") ms"
+echo "BENCH kv_rate_1 $(awk "BEGIN{printf \"%.1f\", 1000000/$o}") - sets/s"
+echo "BENCH kv_lag_p99_1 $(sed -n 's/.*p99 \([0-9.]*\) s.*/\1/p' <<<"$l1") - s"
 
 start=$(now_us)
 for w in $(seq 1 8); do
@@ -58,5 +62,11 @@ keys=$(git -C "$work/c0" kv list many/ | wc -l)
 commits=$(git --git-dir="$work/lab/$leader/repos/kv.git" rev-list --count refs/kv/default)
 want_commits=$(( 1 + n + 8 * m ))
 echo "8 clients x $m sets: $(awk "BEGIN{printf \"%.1f\", 8*$m*1000000/$total}") sets/s; latency p50 $(fmt "$(pct 50 <"$work/lat")") p99 $(fmt "$(pct 99 <"$work/lat")"); gave up: $failed; keys $keys of $(( 8 * m )); commits $commits of $want_commits"
-echo "  replica lag over the run: $(lag)"
+l8=$(lag)
+echo "  replica lag over the run: $l8"
+echo "BENCH kv_rate_8 $(awk "BEGIN{printf \"%.1f\", 8*$m*1000000/$total}") - sets/s"
+echo "BENCH kv_latency_p50_8 $(awk "BEGIN{printf \"%.3f\", $(pct 50 <"$work/lat")/1000}") - ms"
+echo "BENCH kv_latency_p99_8 $(awk "BEGIN{printf \"%.3f\", $(pct 99 <"$work/lat")/1000}") - ms"
+echo "BENCH kv_gave_up_8 $failed - sets"
+echo "BENCH kv_lag_p99_all $(sed -n 's/.*p99 \([0-9.]*\) s.*/\1/p' <<<"$l8") - s"
 [ "$failed" -eq 0 ] && [ "$keys" -eq $(( 8 * m )) ] && [ "$commits" -eq "$want_commits" ] || { echo "bench: lost, duplicated or failed sets" >&2; cat "$work/errors" >&2 || true; exit 1; }

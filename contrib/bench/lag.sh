@@ -25,4 +25,8 @@ while [ "$(date +%s)" -lt "$end" ]; do
 done
 sleep 65 # let the last window close and be judged
 echo "$i writes in $seconds s on $leader; lag measured on $replica:"
-GIT_CONFIG_GLOBAL=$work/lab/$replica/gitconfig git stargate lag
+out=$(GIT_CONFIG_GLOBAL=$work/lab/$replica/gitconfig git stargate lag)
+echo "$out"
+agg=$(grep -i aggregate <<<"$out" || true)
+echo "BENCH lag_p50_${rate}ps $(sed -n 's/.*p50 \([0-9.]*\) s.*/\1/p' <<<"$agg") - s"
+echo "BENCH lag_p99_${rate}ps $(sed -n 's/.*p99 \([0-9.]*\) s.*/\1/p' <<<"$agg") - s"

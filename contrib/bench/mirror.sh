@@ -56,3 +56,4 @@ declare -A m
 for k in plain ours; do m[$k]=$(printf '%s\n' ${t[$k]} | median); done
 echo "initial mirror at $refs refs: git stargate sync $(fmt "${m[ours]}")  vs  git clone --mirror $(fmt "${m[plain]}")  (ratio $(awk "BEGIN{printf \"%.3f\", ${m[ours]}/${m[plain]}}"))"
 echo "medians of $n rounds; target: ratio <= 1.0"
+echo "BENCH mirror_$refs $(awk "BEGIN{printf \"%.3f\", ${m[ours]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain]}/1000}") ms"

@@ -78,6 +78,7 @@ for kind in clone fetch push; do
   printf '%-5s via    (ms): %s\n' "$kind" "${times[$kind-stargate]}"
   printf '%-5s median direct %s ms, via stargate:: %s ms, ratio %s\n' "$kind" "$d" "$s" \
     "$(awk -v a="$s" -v b="$d" 'BEGIN { printf "%.3f", a / b }')"
+  echo "BENCH helper_$kind $s $d ms"
 done
 
 small_direct="" small_via=""
@@ -86,6 +87,7 @@ for ((i = 0; i < 20; i++)); do
   start=$(date +%s%N); git ls-remote "$via/bench.git" >/dev/null; small_via+="$(ms "$start") "
 done
 echo "ls-remote median direct $(echo "$small_direct" | median) ms, via stargate:: $(echo "$small_via" | median) ms (20 runs each)"
+echo "BENCH helper_ls_remote $(echo "$small_via" | median) $(echo "$small_direct" | median) ms"
 
 res=()
 for ((i = 0; i < 20; i++)); do

@@ -63,3 +63,5 @@ for k in plain_idle ours_idle plain_one ours_one; do m[$k]=$(printf '%s\n' ${t[$
 echo "idle:       git stargate sync $(fmt "${m[ours_idle]}")  vs  git fetch --prune $(fmt "${m[plain_idle]}")  (ratio $(awk "BEGIN{printf \"%.3f\", ${m[ours_idle]}/${m[plain_idle]}}"))"
 echo "one change: git stargate sync $(fmt "${m[ours_one]}")  vs  git fetch --prune $(fmt "${m[plain_one]}")  (ratio $(awk "BEGIN{printf \"%.3f\", ${m[ours_one]}/${m[plain_one]}}"))"
 echo "medians of $n rounds at $refs refs; targets: idle <= 20 ms, one change <= 100 ms"
+echo "BENCH sync_idle_$refs $(awk "BEGIN{printf \"%.3f\", ${m[ours_idle]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain_idle]}/1000}") ms"
+echo "BENCH sync_one_$refs $(awk "BEGIN{printf \"%.3f\", ${m[ours_one]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain_one]}/1000}") ms"

@@ -168,7 +168,9 @@ pub fn answer(state_dir: &Path, query: Option<&str>, all: impl FnOnce() -> Vec<S
     let now = generation(&current)?;
     // The usual answer reads only what follows the cursor.
     let followed = match since {
-        Some(c) if c.generation == now => read_from(&current, c.offset).filter(|r| r.generation == c.generation && c.offset <= r.end),
+        Some(c) if c.generation == now => {
+            read_from(&current, c.offset).filter(|r| r.generation == c.generation && c.offset <= r.end)
+        }
         Some(c) => read_from(&previous, c.offset)
             .filter(|r| r.generation == c.generation && c.offset <= r.end)
             .and_then(|older| {
@@ -289,7 +291,13 @@ mod tests {
 
     #[test]
     fn answers_are_parsed_strictly() {
-        for bad in ["", "nope", "stargate-changes 12 3", "stargate-changes 0000000000000001 x", "stargate-changes 0000000000000001 1\n../x.git"] {
+        for bad in [
+            "",
+            "nope",
+            "stargate-changes 12 3",
+            "stargate-changes 0000000000000001 x",
+            "stargate-changes 0000000000000001 1\n../x.git",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         let ok = parse("stargate-changes 00000000000000ff 30 reset\na.git\n").unwrap();

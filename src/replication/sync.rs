@@ -389,7 +389,8 @@ impl Run<'_> {
         let Leader::Session(session) = leader else { return self.fetch_side(refs, ours) };
         // Each value once: 100k refs often point at far fewer objects.
         let values: HashSet<ObjectId> = refs.values().copied().collect();
-        let (mut wants, present): (Vec<ObjectId>, Vec<ObjectId>) = values.into_iter().partition(|oid| !main.has_object(oid));
+        let (mut wants, present): (Vec<ObjectId>, Vec<ObjectId>) =
+            values.into_iter().partition(|oid| !main.has_object(oid));
         // Present is not enough: a fetch killed mid-way (watchdog, leader gone) leaves the
         // loose objects it had written, a commit without all of its tree.
         let mut present: Vec<String> = present.iter().map(ObjectId::to_string).collect();
@@ -851,7 +852,7 @@ fn has_loose_refs(dir: &Path) -> Result<bool, Error> {
             continue;
         }
         let kind = entry.file_type().map_err(repo_err)?;
-        if kind.is_file() && !path.extension().is_some_and(|e| e == "lock") {
+        if kind.is_file() && path.extension().is_none_or(|e| e != "lock") {
             return Ok(true);
         }
         if kind.is_dir() && has_loose_refs(&path)? {

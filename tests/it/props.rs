@@ -221,6 +221,7 @@ const KEYS: &[&str] = &[
     "stargate.health.timeout",
     "stargate.health.idleExit",
     "stargate.sync.interval",
+    "stargate.sync.sweepInterval",
     "stargate.sync.timeout",
     "stargate.retry.attempts",
     "stargate.retry.baseDelay",
@@ -240,6 +241,7 @@ const KEYS: &[&str] = &[
     "stargate.a.url",
     "stargate.a.health",
     "kv.pushAttempts",
+    "kv.timeout",
 ];
 
 /// A bare repository for the journal properties, one per test process.

@@ -167,9 +167,7 @@ fn a_repository_never_written_is_mirrored_in_full_once_then_left_alone() {
     let replica = if leader == "a" { "b" } else { "a" };
     let fulls = || lab.agent_log(replica).matches("full mirror").count();
     wait_until("the first sync", Duration::from_secs(10), || counter(&lab, replica, "syncs") >= 1);
-    wait_until("the journal mirrored", Duration::from_secs(10), || {
-        lab.rev(replica, "refs/stargate/journal").is_some()
-    });
+    wait_until("the journal mirrored", Duration::from_secs(10), || lab.rev(replica, "refs/stargate/journal").is_some());
     let (before, syncs) = (fulls(), counter(&lab, replica, "syncs"));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(fulls(), before, "no second full mirror{}", lab.logs());

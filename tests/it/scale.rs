@@ -46,7 +46,8 @@ fn idle_repositories_cost_the_replica_no_sync_each_and_a_write_still_arrives_at_
     ok(client.git("w", &["commit", "-q", "--allow-empty", "-m", "one"]));
     let pushed = Instant::now();
     ok(client.git("w", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
-    let at_leader = ok(lab.node_cmd(&leader, "git").arg("--git-dir").arg(lab.repo(&leader, "r042")).args(["rev-parse", "main"]));
+    let at_leader =
+        ok(lab.node_cmd(&leader, "git").arg("--git-dir").arg(lab.repo(&leader, "r042")).args(["rev-parse", "main"]));
     let copy = lab.repo(replica, "r042");
     wait_until("the write on the replica", Duration::from_secs(5), || {
         run(lab.node_cmd(replica, "git").arg("--git-dir").arg(&copy).args(["rev-parse", "main"])).stdout
@@ -86,13 +87,17 @@ fn a_repository_created_on_the_leader_appears_on_the_replica_with_its_hooks() {
     ok(client.git("w", &["commit", "-q", "--allow-empty", "-m", "first"]));
     ok(client.git("w", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
     let rev = |node: &str| {
-        let out = run(lab.node_cmd(node, "git").arg("--git-dir").arg(on(node)).args(["rev-parse", "-q", "--verify", "main"]));
+        let out =
+            run(lab.node_cmd(node, "git").arg("--git-dir").arg(on(node)).args(["rev-parse", "-q", "--verify", "main"]));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
-    wait_until("the write mirrored", Duration::from_secs(10), || !rev(&leader).is_empty() && rev(&leader) == rev(replica));
+    wait_until("the write mirrored", Duration::from_secs(10), || {
+        !rev(&leader).is_empty() && rev(&leader) == rev(replica)
+    });
     // The replica's copy has Stargate's hooks: a push there is refused, not accepted.
     ok(client.git("w", &["commit", "-q", "--allow-empty", "-m", "second"]));
-    let out = run(client.git("w", &["push", &format!("git://{}/team/new.git", lab.ip(replica)), "HEAD:refs/heads/main"]));
+    let out =
+        run(client.git("w", &["push", &format!("git://{}/team/new.git", lab.ip(replica)), "HEAD:refs/heads/main"]));
     assert!(!out.status.success() && stderr(&out).contains("not leader"), "{}", stderr(&out));
 }
 

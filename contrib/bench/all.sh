@@ -94,7 +94,9 @@ rows = [
     ("idle_cpu_1000", "replica agent CPU, 1,000 idle repositories, 30 s interval (plain: git ls-remote per repository per interval)"),
     ("idle_rss_1000", "replica agent memory, 1,000 repositories"),
     ("idle_write_1000", "a write reaching the replica, 1,000 repositories"),
+    ("idle_sweep_1000", "the hourly sweep's share, 1,000 repositories (500 idle syncs' CPU, spread over the hour)"),
     ("idle_cpu_10000", "replica agent CPU, 10,000 idle repositories, 30 s interval"),
+    ("idle_sweep_10000", "the hourly sweep's share, 10,000 repositories"),
     ("idle_rss_10000", "replica agent memory, 10,000 repositories"),
     ("idle_write_10000", "a write reaching the replica, 10,000 repositories"),
     ("lag_p50_4ps", "replication lag p50, 4 writes/s for 120 s"),
@@ -133,11 +135,13 @@ floor_add, _ = added("floor", "path")
 mirror_ratio = (med("mirror_100000") / med("mirror_100000", plains)) if med("mirror_100000") and med("mirror_100000", plains) else None
 kv_ratio = (med("kv_set_1") / med("kv_set_1", plains)) if med("kv_set_1") and med("kv_set_1", plains) else None
 idle10k = med("idle_cpu_10000")
+sweep10k = med("idle_sweep_10000")
+idle10k_all = idle10k + sweep10k if idle10k is not None and sweep10k is not None else idle10k
 gave_up = med("kv_gave_up_8")
 goals = [
     ("1. 10,000 idle repositories cost the replica's agent <= 2 % of a core at the default interval",
-     f"{fmt(idle10k, '%')} (1,000: {fmt(med('idle_cpu_1000'), '%')}, {fmt(med('idle_rss_1000'), 'MB')}; 10,000: {fmt(med('idle_rss_10000'), 'MB')})",
-     verdict(idle10k is not None and idle10k <= 2.0)),
+     f"{fmt(idle10k, '%')} between sweeps, {fmt(idle10k_all, '%')} with the hourly sweep spread out; {fmt(med('idle_rss_10000'), 'MB')} (1,000: {fmt(med('idle_cpu_1000'), '%')}, {fmt(med('idle_rss_1000'), 'MB')})",
+     verdict(idle10k_all is not None and idle10k_all <= 2.0)),
     ("2. initial mirror at 100k refs, ratio to git clone --mirror <= 1.0",
      f"{fmt(med('mirror_100000'), 'ms')} vs {fmt(med('mirror_100000', plains), 'ms')}, ratio {fmt(mirror_ratio)}",
      verdict(mirror_ratio is not None and mirror_ratio <= 1.0)),
@@ -179,7 +183,9 @@ filed). Now it reads the leader's change summary once per interval (`GET /change
 stargate(7) "Change summary") and syncs only what it names; every repository is swept once per
 `stargate.sync.sweepInterval` (1 h). What is left per interval is that request, the clock-offset
 probe, a `readdir` of the root every 5 s and the scheduler's 200 ms tick over one small record
-per repository. The plain-git column is what polling each repository with `git ls-remote` once
+per repository. The sweep is not in the measured window: its share is the agent's CPU for one idle sync
+(500 measured, asked for by UDP signals as the leader's hooks do) times the number of
+repositories, over the hour. The plain-git column is what polling each repository with `git ls-remote` once
 per interval would cost the client alone.
 
 **Initial mirror.** Before: 10.5 s against 1.1 s for `git clone --mirror` at 100k refs (ratio

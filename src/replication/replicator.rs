@@ -138,6 +138,8 @@ struct Shared {
     summary: bool,
     /// A sync ended since `replication.json` was last written.
     dirty: bool,
+    /// Something may have become due since the scheduler last looked (`poke`).
+    poked: bool,
     published: Option<Instant>,
     scan: crate::repos::Scan,
 }
@@ -198,6 +200,7 @@ impl Replicator {
                 running: 0,
                 summary: false,
                 dirty: false,
+                poked: true,
                 published: None,
                 scan: Default::default(),
             }),
@@ -259,7 +262,7 @@ impl Replicator {
         shared.counters.signals += 1;
         drop(shared);
         if first {
-            self.wake.notify_all();
+            self.poke();
         }
         true
     }
@@ -271,7 +274,7 @@ impl Replicator {
 
     pub fn set_passive(&self, passive: bool) {
         self.lock_shared().passive = passive;
-        self.wake.notify_all();
+        self.poke();
     }
 
     pub fn count_election(&self) {
@@ -282,8 +285,13 @@ impl Replicator {
         self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Start the syncs that are due. The repositories are looked at only when something may
+    /// have become due: a poke (a signal, the summary, a sync's end, a new repository) or the
+    /// earliest due time seen at the last look; an idle node with 10,000 repositories does not
+    /// walk them five times a second.
     fn schedule(self: Arc<Self>) {
         let mut rescanned: Option<Instant> = None;
+        let mut next_due: Option<Instant> = None;
         loop {
             if rescanned.is_none_or(|t| t.elapsed() > RESCAN_INTERVAL) {
                 self.rescan();
@@ -294,25 +302,31 @@ impl Replicator {
             }
             let mut shared = self.lock_shared();
             let now = Instant::now();
-            let mut wait = Duration::from_millis(200);
-            if shared.passive {
+            let look = shared.poked || next_due.is_none_or(|t| t <= now);
+            if shared.passive && look {
                 let shared = &mut *shared;
+                shared.poked = false;
+                let mut earliest = now + Duration::from_secs(3600);
                 for (name, repo) in shared.repos.iter_mut() {
                     if shared.running >= MAX_RUNNING {
+                        // A sync's end pokes the scheduler.
+                        earliest = now + Duration::from_millis(200);
                         break;
+                    }
+                    if repo.running {
+                        continue;
                     }
                     // A signal is never dropped, only deferred: a sync that started before a
                     // write was journaled must be followed by another.
                     let gap_left = repo.last_start.map_or(Duration::ZERO, |t| SIGNAL_GAP.saturating_sub(now - t));
-                    if repo.signalled && !repo.running && !gap_left.is_zero() {
-                        wait = wait.min(gap_left);
-                    }
                     // A pending retry runs when its backoff ends; otherwise a signal or the poll.
-                    let ready = match repo.retry_at {
-                        Some(at) => at <= now,
-                        None => (repo.signalled && gap_left.is_zero()) || repo.due.is_none_or(|d| d <= now),
+                    let at = match repo.retry_at {
+                        Some(at) => at,
+                        None if repo.signalled => now + gap_left,
+                        None => repo.due.unwrap_or(now),
                     };
-                    if repo.running || !ready {
+                    if at > now {
+                        earliest = earliest.min(at);
                         continue;
                     }
                     repo.running = true;
@@ -322,9 +336,23 @@ impl Replicator {
                     let (me, name) = (Arc::clone(&self), name.clone());
                     std::thread::spawn(move || me.run_one(&name));
                 }
+                next_due = Some(earliest);
+            } else if !shared.passive {
+                next_due = None;
             }
-            let _ = self.wake.wait_timeout(shared, wait);
+            // At most a second: the rescan and the publication are looked after here too.
+            let wait = next_due.map_or(Duration::from_millis(200), |t| t.saturating_duration_since(now));
+            let wait = wait.clamp(Duration::from_millis(1), Duration::from_secs(1));
+            if !shared.poked {
+                let _ = self.wake.wait_timeout(shared, wait);
+            }
         }
+    }
+
+    /// Something may have become due: the scheduler looks at the repositories again.
+    fn poke(&self) {
+        self.lock_shared().poked = true;
+        self.wake.notify_all();
     }
 
     fn rescan(&self) {
@@ -336,6 +364,7 @@ impl Replicator {
         // A repository Stargate cannot serve is not mirrored either (its hooks refuse writes).
         for r in found.into_iter().filter(|r| crate::repos::unsupported(&self.root.join(&r.name)).is_none()) {
             shared.repos.entry(r.name).or_default();
+            shared.poked = true;
         }
     }
 
@@ -388,6 +417,7 @@ impl Replicator {
                     for repo in shared.repos.values_mut() {
                         repo.due = Some(repo.due.map_or(poll, |d| d.min(poll)));
                     }
+                    shared.poked = true;
                     cursor = None;
                 }
             }
@@ -421,7 +451,7 @@ impl Replicator {
                 log::warn!("{name}: the leader {} has it, this node cannot create it: {e}", record.node);
             }
         }
-        self.wake.notify_all();
+        self.poke();
     }
 
     /// A repository the leader has and this node lacks: make an empty one beside the
@@ -591,7 +621,7 @@ impl Replicator {
             }
         }
         drop(guard);
-        self.wake.notify_all();
+        self.poke();
         self.publish_soon();
     }
 

@@ -45,9 +45,11 @@ agent=$(pgrep -f -P "$(cat "$work/lab/$replica/agent.pid")" 'stargate agent' || 
 syncs() { curl -s "http://$rip:8080/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["replication"]["counters"]["syncs"])'; }
 ticks() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$agent/stat"; }
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$agent/status"; }
-# The first sweep: every repository once.
+# The first sweep: every repository once (BENCH_SETTLE=<seconds>: wait that long instead, for
+# agents that poll every repository and so never settle).
 t0=$(date +%s) last=-1
-while :; do
+[ -z "${BENCH_SETTLE:-}" ] || sleep "$BENCH_SETTLE"
+while [ -z "${BENCH_SETTLE:-}" ]; do
   s=$(syncs); [ "$s" = "$last" ] && [ "$s" -ge "$count" ] && break
   last=$s; sleep 5
   [ $(( $(date +%s) - t0 )) -lt 1800 ] || { echo "bench: the first sweep did not end ($s syncs)" >&2; exit 1; }

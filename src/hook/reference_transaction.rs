@@ -43,9 +43,9 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
                 .filter(|u| !refs.storage_only(u) && !u.refname.starts_with(journal::LOCAL))
                 .cloned()
                 .collect();
-            // Lines that are not `<oid> <oid> <ref>` (symbolic refs such as HEAD) are writes too.
-            let symbolic = text.lines().filter(|l| !l.trim().is_empty()).count() > all.len();
-            if changes.is_empty() && !symbolic {
+            // Symbolic refs (HEAD, as `git init` writes it) are neither journaled nor
+            // mirrored: like storage moves, they need no leader.
+            if changes.is_empty() {
                 return chain::run(NAME, args, repo, &input);
             }
             let refuse = |e: Error| {

@@ -285,11 +285,45 @@ impl Replicator {
     }
 
     fn rescan(&self) {
+        if self.lock_shared().passive {
+            self.create_missing();
+        }
         let Ok(found) = crate::repos::list(&self.root) else { return };
         let mut shared = self.lock_shared();
         // A repository Stargate cannot serve is not mirrored either (its hooks refuse writes).
         for r in found.into_iter().filter(|r| crate::repos::unsupported(&self.root.join(&r.name)).is_none()) {
             shared.repos.entry(r.name).or_default();
+        }
+    }
+
+    /// Create the leader's repositories this node lacks (`/repositories` of its health
+    /// responder): empty and managed, they are mirrored in full at their first sync.
+    fn create_missing(&self) {
+        let Ok(Some(record)) = self.lock.read_record() else { return };
+        let Some(addr) = record.health.as_deref().and_then(|h| h.strip_prefix("http://")) else { return };
+        let addr = addr.split('/').next().unwrap_or(addr);
+        let timeout = Duration::from_secs(1);
+        let names = match crate::wire::http::get(addr, "/repositories", Instant::now() + timeout, timeout) {
+            Ok((200, body)) => body,
+            Ok((code, _)) => return log::debug!("{} /repositories: HTTP {code}", record.node),
+            Err(e) => return log::debug!("{} /repositories: {e}", record.node),
+        };
+        for name in names.lines().map(str::trim).filter(|n| crate::repos::valid_name(n)) {
+            let path = self.root.join(name);
+            if path.exists() {
+                continue;
+            }
+            let created = (|| {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                crate::wire::git::init_bare(&path).map_err(|e| e.to_string())?;
+                crate::repos::mark(&path).map_err(|e| e.to_string())
+            })();
+            match created {
+                Ok(_) => log::info!("{name}: created, as on the leader {}", record.node),
+                Err(e) => log::error!("{name}: cannot create it as on the leader {}: {e}", record.node),
+            }
         }
     }
 

@@ -17,6 +17,7 @@ mod monitoring;
 mod props;
 mod remote;
 mod replication;
+mod repos;
 mod security;
 mod seeds;
 mod servers;

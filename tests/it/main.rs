@@ -15,6 +15,7 @@ mod kv;
 mod lease;
 mod monitoring;
 mod props;
+mod quorum;
 mod remote;
 mod replication;
 mod repos;

@@ -386,6 +386,39 @@ impl Config {
         self.number("stargate.journal.keep", 10_000, 2..=100_000_000).map(u64::from)
     }
 
+    /// `stargate.replication.mode`: `async` (a write is acknowledged once on the leader) or
+    /// `quorum` (once staged on a majority). Default: `async`.
+    pub fn replication_quorum_mode(&self) -> Result<bool, Error> {
+        let key = "stargate.replication.mode";
+        match self.raw(key).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("async") => Ok(false),
+            Some("quorum") => Ok(true),
+            Some(_) => Err(invalid(key, self.raw(key).unwrap_or(""), "expected async or quorum")),
+        }
+    }
+
+    /// `stargate.replication.quorum`: how many nodes, the leader counted, must have staged
+    /// a write before it is acknowledged in quorum mode; at least a majority of the nodes
+    /// configured. Default: a majority.
+    pub fn replication_quorum(&self) -> Result<usize, Error> {
+        let key = "stargate.replication.quorum";
+        let nodes = self.nodes().len().max(1);
+        let majority = nodes / 2 + 1;
+        match self.raw(key) {
+            None => Ok(majority),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (majority..=nodes).contains(&n) => Ok(n),
+                _ => Err(invalid(key, v, "expected a whole number from a majority of the nodes to all of them")),
+            },
+        }
+    }
+
+    /// `stargate.quorum.timeout`: how long the leader's hook waits for a quorum before the
+    /// write is refused. Default: 5s.
+    pub fn quorum_timeout(&self) -> Result<Duration, Error> {
+        self.positive_duration("stargate.quorum.timeout", Duration::from_secs(5))
+    }
+
     fn positive_duration(&self, key: &str, default: Duration) -> Result<Duration, Error> {
         let d = self.duration(key, default)?;
         if d.is_zero() {
@@ -439,6 +472,9 @@ impl Config {
         self.promote_drain_timeout()?;
         self.catchup_timeout()?;
         self.journal_keep()?;
+        self.replication_quorum_mode()?;
+        self.replication_quorum()?;
+        self.quorum_timeout()?;
         for id in self.nodes() {
             self.node_url(&id)?;
             self.node_health(&id)?;

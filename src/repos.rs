@@ -17,6 +17,35 @@ pub fn valid_name(name: &str) -> bool {
     (1..=2).contains(&parts.len()) && parts.iter().all(|p| crate::config::valid_id(p)) && name.ends_with(".git")
 }
 
+/// The canonical name of a repository to create from what an operator typed:
+/// `name[.git]` or `owner/name[.git]`, each part 1-64 of `A-Z a-z 0-9 . _ -`, not starting
+/// with `.` or `-`; `.git` is added when missing and may appear only once, at the end.
+pub fn canonical(typed: &str) -> Result<String, String> {
+    let bad = |why: &str| Err(format!("invalid repository name '{}': {why}", crate::wire::sanitize::text(typed)));
+    if typed.is_empty() || typed.starts_with('/') || typed.ends_with('/') {
+        return bad("expected name or owner/name, relative to stargate.root");
+    }
+    let parts: Vec<&str> = typed.split('/').collect();
+    if parts.len() > 2 {
+        return bad("at most one '/' (owner/name)");
+    }
+    let last = parts[parts.len() - 1];
+    let base = last.strip_suffix(".git").unwrap_or(last);
+    for part in parts[..parts.len() - 1].iter().chain([&base]) {
+        if !crate::config::valid_id(part) || *part == ".." {
+            return bad("each part is 1-64 of A-Z a-z 0-9 . _ -, not starting with '.' or '-'");
+        }
+        if part.ends_with(".git") {
+            return bad("'.git' only once, at the end");
+        }
+    }
+    let name = match parts.len() {
+        1 => format!("{base}.git"),
+        _ => format!("{}/{base}.git", parts[0]),
+    };
+    if valid_name(&name) { Ok(name) } else { bad("not a repository name") }
+}
+
 /// Bare repositories under `root`, as `name.git` or `owner/name.git` (two levels at most),
 /// sorted by name. Directories starting with `.` (such as `.stargate`) are skipped.
 pub fn list(root: &Path) -> std::io::Result<Vec<Repo>> {
@@ -205,5 +234,31 @@ mod tests {
         assert_eq!(unsupported(&dir.path().join("files.git")), None);
         assert_eq!(unsupported(&dir.path().join("sha.git")), Some("the SHA-256 object format"));
         assert_eq!(unsupported(&dir.path().join("table.git")), Some("reftable ref storage"));
+    }
+
+    #[test]
+    fn names_to_create_are_canonical_or_refused() {
+        for (typed, name) in
+            [("kv", "kv.git"), ("kv.git", "kv.git"), ("team/app", "team/app.git"), ("a.b/c_d.git", "a.b/c_d.git")]
+        {
+            assert_eq!(canonical(typed).as_deref(), Ok(name), "{typed}");
+        }
+        for bad in [
+            "",
+            "/abs",
+            "a/",
+            "../x",
+            "a/../b",
+            "a/b/c",
+            "x.git.git",
+            "o.git/x",
+            ".hidden",
+            "-x",
+            "a b",
+            "a\nb",
+            "a\u{1b}[2J",
+        ] {
+            assert!(canonical(bad).is_err(), "{bad:?}");
+        }
     }
 }

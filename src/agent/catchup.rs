@@ -15,6 +15,93 @@ use crate::replication::sync::{self, Target};
 const LOCKED_RETRY: Duration = Duration::from_millis(5);
 
 impl Agent {
+    /// Quorum mode, before leading: an entry a quorum acknowledged is on `needed` nodes, so
+    /// any `nodes - needed + 1` of them, this one counted, include one that holds it. Ask
+    /// every peer, and take over, per repository, what the furthest node (this one
+    /// included) holds beyond this node's journal; when too few answer, the reason not to
+    /// lead. The first leader of all (no `previous`) has nothing to find. In quorum mode this
+    /// is the catch-up: the previous leader is one of the nodes asked.
+    pub(super) fn adopt_staged(
+        &mut self,
+        previous: Option<&Record>,
+        mine: &Record,
+        reply: &mut Reply,
+    ) -> Result<(), String> {
+        use crate::replication::stage::{self, Position};
+        let Some(plan) = self.quorum.clone().filter(|_| previous.is_some()) else { return Ok(()) };
+        let must_hear = plan.peers.len() + 2 - plan.needed;
+        let repos = crate::repos::list(&self.root).unwrap_or_default();
+        let timeout = Duration::from_millis(500);
+        for repo in repos.iter().filter(|r| r.readable && crate::repos::unsupported(&self.root.join(&r.name)).is_none())
+        {
+            let path = self.root.join(&repo.name);
+            let own = stage::position(&path);
+            let (ours, _) = Position { staged: None, ..own.clone() }.reach();
+            let mut best = Some((own.reach(), self.me.clone())).filter(|((at, _), _)| *at > ours);
+            // A node counts only with a journal of the repository: one that lost its
+            // storage (no repository, or one never mirrored) may have lost the write too.
+            let mut heard = usize::from(own.journal.is_some());
+            let mut asked = vec![false; plan.peers.len()];
+            let deadline = Instant::now() + Duration::from_millis(plan.timeout_ms);
+            while heard < must_hear && Instant::now() < deadline && asked.iter().any(|a| !a) {
+                for (i, peer) in plan.peers.iter().enumerate() {
+                    if asked[i] {
+                        continue;
+                    }
+                    let path = format!("/staged?repo={}", repo.name);
+                    let wait = deadline.saturating_duration_since(Instant::now()).min(timeout);
+                    let Ok((200, body)) = crate::wire::http::get(&peer.health, &path, Instant::now() + wait, wait)
+                    else {
+                        continue;
+                    };
+                    let Ok(p) = serde_json::from_str::<Position>(&body) else { continue };
+                    asked[i] = true;
+                    if p.journal.is_none() {
+                        continue;
+                    }
+                    heard += 1;
+                    let (at, staged) = p.reach();
+                    if at > ours && best.as_ref().is_none_or(|((b, _), _)| at > *b) {
+                        best = Some(((at, staged), peer.node.clone()));
+                    }
+                }
+                if heard < must_hear {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            if heard < must_hear {
+                return Err(format!(
+                    "{}: {heard} of the {must_hear} nodes needed hold a journal and answered /staged; an acknowledged write may be on the others",
+                    repo.name
+                ));
+            }
+            let Some((((_, seq), staged), node)) = best else { continue };
+            let Some(url) = self.node_urls.get(&node).cloned() else {
+                return Err(format!("{}: no stargate.{node}.url to fetch what it holds", repo.name));
+            };
+            let target = Target { leader: node.clone(), epoch: mine.epoch, base_url: url };
+            // What it applied comes with a mirror of it; what it holds staged, by adoption.
+            let applied = if node == self.me {
+                Ok(Default::default())
+            } else {
+                sync::sync(&path, &repo.name, &target, &self.sync)
+            };
+            if staged {
+                if let Err(e) = &applied {
+                    log::warn!("{}: cannot mirror {node}: {e}", repo.name);
+                }
+                let moved = sync::adopt(&path, &repo.name, &target, &self.sync)
+                    .map_err(|e| format!("{}: cannot take over what {node} holds staged: {e}", repo.name))?;
+                reply.say(&format!("{}: took over what {node} held staged, to seq {seq} ({moved} refs)", repo.name));
+            } else if let Err(e) = applied {
+                return Err(format!("{}: cannot mirror {node}, which is further: {e}", repo.name));
+            } else {
+                reply.say(&format!("{}: caught up with {node} to seq {seq}", repo.name));
+            }
+        }
+        Ok(())
+    }
+
     /// Mirror every repository from `previous`, keeping the lease to lead under (`mine`)
     /// alive meanwhile; the repositories it could not, with why.
     pub(super) fn catch_up(&mut self, previous: &Record, mine: &Record, reply: &mut Reply) -> Vec<(String, String)> {

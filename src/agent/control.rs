@@ -51,11 +51,14 @@ pub enum Hint {
     Sync(String),
     /// A handoff may wait in the lease backend.
     Handoff,
+    /// Quorum mode: the leader waits for this repository's newest entry to be staged.
+    Stage(String),
     /// Anything else, and why it is not a hint.
     Refused(&'static str),
 }
 
-/// Read one datagram: `stargate-sync <repository>` or `stargate-handoff`, each with an
+/// Read one datagram: `stargate-sync <repository>`, `stargate-stage <repository>` or
+/// `stargate-handoff`, each with an
 /// optional final newline, nothing else.
 pub fn parse_hint(datagram: &[u8]) -> Hint {
     if datagram.len() > MAX_DATAGRAM {
@@ -65,6 +68,12 @@ pub fn parse_hint(datagram: &[u8]) -> Hint {
     let text = text.strip_suffix('\n').unwrap_or(text);
     if text == HANDOFF_HINT {
         return Hint::Handoff;
+    }
+    if let Some(name) = text.strip_prefix(crate::replication::stage::HINT) {
+        return match crate::repos::valid_name(name) {
+            true => Hint::Stage(name.to_owned()),
+            false => Hint::Refused("not a repository name"),
+        };
     }
     match text.strip_prefix(signal::PREFIX) {
         Some(name) if crate::repos::valid_name(name) => Hint::Sync(name.to_owned()),
@@ -262,6 +271,12 @@ impl Control {
                     }
                 }
                 Hint::Handoff => pending = true,
+                Hint::Stage(name) => {
+                    if !replicator.stage(&name) {
+                        replicator.count(|c| c.hints_refused += 1);
+                        refusals.note("no such repository here", from);
+                    }
+                }
                 Hint::Refused(why) => {
                     replicator.count(|c| c.hints_refused += 1);
                     refusals.note(why, from);
@@ -363,7 +378,7 @@ mod tests {
             data in prop_oneof![
                 prop::collection::vec(any::<u8>(), 0..1100),
                 "stargate-sync [a-z./_-]{0,20}\n?".prop_map(String::into_bytes),
-                "stargate-(sync|handoff)\\PC{0,10}".prop_map(String::into_bytes),
+                "stargate-(sync|handoff|stage)\\PC{0,10}".prop_map(String::into_bytes),
             ]
         ) {
             match parse_hint(&data) {
@@ -372,6 +387,11 @@ mod tests {
                     prop_assert!(!name.starts_with('/') && name.split('/').all(|c| c != "." && c != ".."));
                     let text = String::from_utf8(data).unwrap_or_default();
                     prop_assert_eq!(text.trim_end_matches('\n'), format!("{}{name}", signal::PREFIX));
+                }
+                Hint::Stage(name) => {
+                    prop_assert!(crate::repos::valid_name(&name));
+                    let text = String::from_utf8(data).unwrap_or_default();
+                    prop_assert_eq!(text.trim_end_matches('\n'), format!("{}{name}", crate::replication::stage::HINT));
                 }
                 Hint::Handoff => prop_assert!(data == HANDOFF_HINT.as_bytes() || data == b"stargate-handoff\n"),
                 Hint::Refused(why) => prop_assert!(!why.is_empty()),

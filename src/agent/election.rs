@@ -12,6 +12,10 @@ use crate::lead::lease::Acquired;
 use crate::lead::node::Role;
 use crate::replication::journal;
 
+/// Quorum mode: how long a node that could not hear from enough peers to lead waits
+/// before it contends again.
+const QUORUM_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Agent {
     pub(super) fn contend(&mut self) {
         let record = match self.lock.read_record() {
@@ -59,7 +63,9 @@ impl Agent {
         self.epoch = record.epoch;
         self.record = Some(record.clone());
         self.lease_problem = None;
-        if let Some(prev) = previous.as_ref().filter(|p| p.node != self.me && !self.catchup_timeout.is_zero()) {
+        // Quorum mode catches up from the furthest node instead (`adopt_staged`).
+        let from_previous = self.quorum.is_none() && !self.catchup_timeout.is_zero();
+        if let Some(prev) = previous.as_ref().filter(|p| p.node != self.me && from_previous) {
             let shortfall = self.catch_up(prev, &record, reply);
             if !shortfall.is_empty() {
                 let listed: Vec<String> = shortfall.iter().map(|(r, why)| format!("{r} ({why})")).collect();
@@ -70,6 +76,14 @@ impl Agent {
                     ..self.event("catch-up-shortfall", format!("leading without: {}", listed.join("; ")))
                 });
             }
+        }
+        if let Err(why) = self.adopt_staged(previous.as_ref(), &record, reply) {
+            log::error!("not leading: {why}");
+            reply.say(&format!("not leading: {why}"));
+            self.audit(self.event("quorum-shortfall", format!("not leading: {why}")));
+            self.lease.release();
+            self.holdoff_until = Some(Instant::now() + QUORUM_RETRY);
+            return false;
         }
         // An election elsewhere (a forced promotion) may have happened meanwhile.
         match self.lease.renew(&record) {

@@ -93,6 +93,10 @@ struct Agent {
     draining: Option<String>,
     /// `stargate.journal.keep`, published for the hooks.
     journal_keep: u64,
+    /// Quorum mode: who must stage a write, published for the hooks.
+    quorum: Option<node::Quorum>,
+    /// Every node's base URL (`stargate.<id>.url`), by node id.
+    node_urls: HashMap<String, String>,
     /// Repositories already reported as in a format Stargate cannot serve.
     unsupported: std::collections::HashSet<String>,
     /// The repositories found under the root so far (each looked at once).
@@ -152,6 +156,10 @@ pub fn run(cfg: &Config) -> Result<()> {
         unsupported: Default::default(),
         repos: Default::default(),
         journal_keep: cfg.journal_keep()?,
+        quorum: quorum_plan(cfg, &me)?,
+        node_urls: (cfg.nodes().into_iter())
+            .filter_map(|id| Some((id.clone(), cfg.node_url(&id).ok().flatten()?)))
+            .collect(),
         refused_handoff: None,
         root: cfg.root()?,
         me,
@@ -190,6 +198,21 @@ fn trust_root(cfg: &Config, state_dir: &std::path::Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Quorum mode's plan for the hooks: how many must stage a write, and where to ask.
+fn quorum_plan(cfg: &Config, me: &str) -> Result<Option<node::Quorum>> {
+    if !cfg.replication_quorum_mode()? {
+        return Ok(None);
+    }
+    let mut peers = Vec::new();
+    for id in cfg.nodes().into_iter().filter(|id| id != me) {
+        let health = cfg.node_health(&id)?.ok_or(crate::config::Error::Missing("stargate.<id>.health"))?;
+        let addr = health.strip_prefix("http://").unwrap_or(&health);
+        peers.push(node::QuorumPeer { node: id, health: addr.split('/').next().unwrap_or(addr).to_owned() });
+    }
+    let needed = cfg.replication_quorum()?;
+    Ok(Some(node::Quorum { needed, timeout_ms: cfg.quorum_timeout()?.as_millis() as u64, peers }))
 }
 
 impl Agent {
@@ -284,6 +307,7 @@ impl Agent {
             valid_until_boot_ms,
             lease_problem: self.lease_problem.clone(),
             journal_keep: Some(self.journal_keep),
+            quorum: self.quorum.clone(),
         };
         if let Err(e) = node::write_state(&self.state_dir, &state) {
             log::error!("cannot publish node state in {}: {e}", self.state_dir.display());

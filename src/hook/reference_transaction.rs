@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::lead::inflight;
 use crate::lead::node::{self, SyncClaim};
 use crate::replication::journal::{self, Update};
+use crate::replication::stage;
 
 const NAME: &str = "reference-transaction";
 
@@ -43,9 +44,9 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
                 .filter(|u| !refs.storage_only(u) && !u.refname.starts_with(journal::LOCAL))
                 .cloned()
                 .collect();
-            // Lines that are not `<oid> <oid> <ref>` (symbolic refs such as HEAD) are writes too.
-            let symbolic = text.lines().filter(|l| !l.trim().is_empty()).count() > all.len();
-            if changes.is_empty() && !symbolic {
+            // Symbolic refs (HEAD, as `git init` writes it) are neither journaled nor
+            // mirrored: like storage moves, they need no leader.
+            if changes.is_empty() {
                 return chain::run(NAME, args, repo, &input);
             }
             let refuse = |e: Error| {
@@ -75,13 +76,24 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
             let epoch = super::require_leader(&view).map_err(refuse)?;
             let git = journal::open(git_dir).map_err(|e| Error::Fatal(e.to_string()))?;
             let keep = view.state.as_ref().and_then(|s| s.journal_keep).unwrap_or(journal::DEFAULT_KEEP);
-            journal::append(&git, epoch, &view.me, updates, keep)
+            let count = updates.len() as u64;
+            let (entry, last) = journal::append(&git, epoch, &view.me, updates.clone(), keep)
                 .map_err(|e| Error::Fatal(format!("cannot journal this update, refusing it: {e}")))?;
-            marker.keep();
+            let first = last + 1 - count.max(1);
+            if let Some(plan) = view.state.as_ref().and_then(|s| s.quorum.clone()) {
+                stage::anchor(&git, first, &updates)
+                    .map_err(|e| Error::Fatal(format!("cannot anchor this update for the quorum: {e}")))?;
+                let name = state_dir.and_then(|d| repo_name(d, git_dir)).unwrap_or_default();
+                if let Err(why) = stage::wait_for_quorum(&git, &name, entry, last, &plan) {
+                    stage::unanchor(git_dir, first..=last);
+                    return Err(refuse(Error::Refused(why)));
+                }
+            }
+            marker.keep(&format!("{first} {last}"));
             Ok(())
         }
         "committed" => {
-            inflight::end(git_dir);
+            unanchor(git_dir, &inflight::end(git_dir));
             // A signal is a hint: one after a gc only costs the replicas an idle sync.
             if let Some(state_dir) = state_dir
                 && all.iter().any(|u| u.old != u.new && journal::journaled(&u.refname))
@@ -91,12 +103,27 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
             chain::run(NAME, args, repo, &input)
         }
         "aborted" => {
-            inflight::end(git_dir);
+            unanchor(git_dir, &inflight::end(git_dir));
             chain::run(NAME, args, repo, &input)
         }
         _ => chain::run(NAME, args, repo, &input),
     }
 }
+/// Drop a finished transaction's quorum anchors (its in-flight note: `first last`).
+fn unanchor(git_dir: &Path, note: &str) {
+    let mut seqs = note.split_whitespace().filter_map(|n| n.parse::<u64>().ok());
+    if let (Some(first), Some(last)) = (seqs.next(), seqs.next()) {
+        stage::unanchor(git_dir, first..=last);
+    }
+}
+
+/// The repository's name relative to the root whose node state is `state_dir`.
+fn repo_name(state_dir: &Path, git_dir: &Path) -> Option<String> {
+    let root = state_dir.parent()?;
+    let repo = git_dir.canonicalize().ok()?;
+    Some(repo.strip_prefix(root.canonicalize().ok()?).ok()?.to_string_lossy().into_owned())
+}
+
 /// An update that changes how a ref is stored, not its value. Judged against the ref's
 /// actual value: `old` in the hook's input is the caller's expectation (all zeros for
 /// `update-ref -d` without one), not what the ref holds.

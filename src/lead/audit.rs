@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::lease::{Error, Lock, io};
+use super::lease::Lock;
+use super::record::{Error, io};
 
 /// A node's own copy, in its state directory.
 pub fn local_path(state_dir: &Path) -> PathBuf {
@@ -57,7 +58,9 @@ impl Event {
 /// Append `event` to the shared log of `lock` and, when given, to the node's own copy in
 /// `state_dir`. Both are tried; the first failure is returned.
 pub fn append(lock: &Lock, state_dir: Option<&Path>, event: &Event) -> Result<(), Error> {
-    let first = lock.append_audit(event);
+    let line = serde_json::to_vec(event)
+        .map_err(|e| Error::EtcdDamaged { what: "an audit event".into(), why: e.to_string() })?;
+    let first = lock.append_audit(&line, &format!("{:020}-{}", event.time_ms, event.node));
     let second = match state_dir {
         Some(dir) => {
             let local = local_path(dir);
@@ -71,7 +74,7 @@ pub fn append(lock: &Lock, state_dir: Option<&Path>, event: &Event) -> Result<()
 
 /// Every event of the shared log, oldest first.
 pub fn read(lock: &Lock) -> Vec<Event> {
-    lock.read_audit()
+    lock.read_audit().iter().filter_map(|l| serde_json::from_slice(l).ok()).collect()
 }
 
 /// The last promotion (planned or forced), if any.

@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use super::handoff::Handoff;
-use super::lease::{Acquired, Claim, Error, Record, io};
+use super::record::{Acquired, Claim, Error, Record, io};
 
 fn sibling(lock: &Path, ext: &str) -> PathBuf {
     let mut name = lock.file_name().unwrap_or_default().to_owned();

@@ -34,9 +34,12 @@ impl Marker {
         Ok(Marker(Some(path)))
     }
 
-    /// The transaction goes on: `committed` or `aborted` will remove the marker.
-    pub fn keep(mut self) {
-        self.0 = None;
+    /// The transaction goes on: `committed` or `aborted` will remove the marker, and read
+    /// back `note` (what the transaction left to clean up).
+    pub fn keep(mut self, note: &str) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::write(path, note);
+        }
     }
 }
 
@@ -48,9 +51,13 @@ impl Drop for Marker {
     }
 }
 
-/// At `committed` or `aborted`: this transaction is no longer in flight.
-pub fn end(git_dir: &Path) {
-    let _ = std::fs::remove_file(marker(git_dir));
+/// At `committed` or `aborted`: this transaction is no longer in flight. Returns the note
+/// it was kept with.
+pub fn end(git_dir: &Path) -> String {
+    let path = marker(git_dir);
+    let note = std::fs::read_to_string(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(path);
+    note
 }
 
 /// Wait until no transaction is in flight in `git_dir`, or `deadline`. Markers of git

@@ -14,61 +14,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use super::audit::Event;
 use super::etcd;
 use super::file;
 use super::handoff::Handoff;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("lease {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("leader record {path} is damaged: {source}")]
-    Damaged { path: PathBuf, source: serde_json::Error },
-    #[error(transparent)]
-    Etcd(#[from] etcd::Error),
-    #[error("etcd: {what} is damaged: {why}")]
-    EtcdDamaged { what: String, why: String },
-}
-
-pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_owned(), source }
-}
-
-/// Who leads, since when, under which epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub epoch: u64,
-    pub node: String,
-    #[serde(default)]
-    pub url: Option<String>,
-    #[serde(default)]
-    pub health: Option<String>,
-    /// Milliseconds since the Unix epoch when this epoch began.
-    pub since_ms: u64,
-}
-
-/// What a node puts in the record when it takes the lease.
-#[derive(Debug, Clone)]
-pub struct Claim {
-    pub node: String,
-    pub url: Option<String>,
-    pub health: Option<String>,
-}
-
-impl Claim {
-    pub(crate) fn record(&self, epoch: u64) -> Record {
-        Record {
-            epoch,
-            node: self.node.clone(),
-            url: self.url.clone(),
-            health: self.health.clone(),
-            since_ms: crate::clock::now_ms(),
-        }
-    }
-}
+pub use super::record::{Acquired, Claim, Error, Record};
 
 /// `stargate.lock`: where the lease and the shared state are.
 #[derive(Clone)]
@@ -181,31 +130,24 @@ impl Lock {
         }
     }
 
-    pub fn append_audit(&self, event: &Event) -> Result<(), Error> {
-        let line = serde_json::to_vec(event)
-            .map_err(|e| Error::EtcdDamaged { what: "an audit event".into(), why: e.to_string() })?;
+    /// Append one audit line (a JSON object); `sort_key` orders lines kept as etcd keys
+    /// (the event's time, then its node).
+    pub fn append_audit(&self, line: &[u8], sort_key: &str) -> Result<(), Error> {
         match self {
-            Lock::File(path) => file::append_audit(path, &line),
+            Lock::File(path) => file::append_audit(path, line),
             Lock::Etcd(c) => {
-                let key = format!(
-                    "{}/audit/{:020}-{}-{:08x}",
-                    c.spec().key,
-                    event.time_ms,
-                    event.node,
-                    rand::random::<u32>()
-                );
-                Ok(c.put(&key, &line, None)?)
+                let key = format!("{}/audit/{sort_key}-{:08x}", c.spec().key, rand::random::<u32>());
+                Ok(c.put(&key, line, None)?)
             }
         }
     }
 
-    /// Every audit event, oldest first; lines that do not parse are skipped.
-    pub fn read_audit(&self) -> Vec<Event> {
-        let lines: Vec<Vec<u8>> = match self {
+    /// Every audit line, oldest first.
+    pub fn read_audit(&self) -> Vec<Vec<u8>> {
+        match self {
             Lock::File(path) => file::read_audit(path),
             Lock::Etcd(c) => c.list(&format!("{}/audit/", c.spec().key)).unwrap_or_default(),
-        };
-        lines.iter().filter_map(|l| serde_json::from_slice(l).ok()).collect()
+        }
     }
 
     /// The agent's side of the lease.
@@ -232,13 +174,6 @@ fn etcd_record(c: &etcd::Client, key: &str) -> Result<Option<Record>, Error> {
         record.epoch = kv.create_revision;
     }
     Ok(Some(record))
-}
-
-/// What taking the lease gave: the new record, and the one it replaced.
-#[derive(Debug, Clone)]
-pub struct Acquired {
-    pub record: Record,
-    pub previous: Option<Record>,
 }
 
 /// The agent's hold on the lease.

@@ -15,3 +15,4 @@ pub mod handoff;
 pub mod inflight;
 pub mod lease;
 pub mod node;
+pub mod record;

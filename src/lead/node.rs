@@ -52,12 +52,30 @@ pub struct State {
     /// newer keep-alive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_until_boot_ms: Option<u64>,
+    /// Quorum mode (`stargate.replication.mode = quorum`): who must stage a write first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<Quorum>,
     /// `stargate.journal.keep`, for the hooks that append to the journal.
     #[serde(default)]
     pub journal_keep: Option<u64>,
     /// Why the agent cannot reach the lease, if it cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_problem: Option<String>,
+}
+
+/// What the leader's hook needs in quorum mode: the nodes counted, the leader included.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Quorum {
+    pub needed: usize,
+    pub timeout_ms: u64,
+    /// The other nodes: id, health responder (`host:port`) and UDP address.
+    pub peers: Vec<QuorumPeer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuorumPeer {
+    pub node: String,
+    pub health: String,
 }
 
 /// Whether `stargate.lock` names an etcd cluster (the hooks then judge by `State`).

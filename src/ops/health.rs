@@ -445,8 +445,11 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
     }
     let path = target.split('?').next().unwrap_or(target);
     let known = match scope {
-        Scope::All => matches!(path, "/healthz" | "/readyz" | "/status" | "/metrics" | "/changes"),
-        Scope::Probes => matches!(path, "/healthz" | "/readyz"),
+        Scope::All => {
+            matches!(path, "/healthz" | "/readyz" | "/repositories" | "/staged" | "/changes" | "/status" | "/metrics")
+        }
+        // Nodes ask each other these, wherever the health address points.
+        Scope::Probes => matches!(path, "/healthz" | "/readyz" | "/repositories" | "/staged" | "/changes"),
     };
     if !known {
         return response(404, "text/plain", b"not found\n", head_only);
@@ -480,6 +483,26 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
             None => response(200, "text/plain", format!("leader, epoch {}\n", status.epoch).as_bytes(), head_only),
             Some(why) => response(503, "text/plain", format!("not leader: {why}\n").as_bytes(), head_only),
         },
+        "/staged" => {
+            let name = target.split_once("?repo=").map(|(_, n)| n).unwrap_or("");
+            let root = cfg.root().ok();
+            match root
+                .filter(|_| crate::repos::valid_name(name))
+                .map(|r| r.join(name))
+                .filter(|p| p.join("HEAD").is_file())
+            {
+                Some(path) => {
+                    let body = serde_json::to_vec(&crate::replication::stage::position(&path)).unwrap_or_default();
+                    response(200, "application/json", &body, head_only)
+                }
+                None => response(404, "text/plain", b"no such repository\n", head_only),
+            }
+        }
+        "/repositories" => {
+            let served = status.repositories.iter().filter(|r| r.readable && r.unsupported.is_none());
+            let body: String = served.map(|r| format!("{}\n", r.name)).collect();
+            response(200, "text/plain", body.as_bytes(), head_only)
+        }
         "/status" => {
             let body = serde_json::to_vec_pretty(&status).unwrap_or_default();
             response(200, "application/json", &body, head_only)

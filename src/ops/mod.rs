@@ -7,6 +7,7 @@
 pub mod health;
 pub mod metrics;
 mod promote;
+mod repos;
 pub mod status;
 mod verify;
 
@@ -60,6 +61,17 @@ enum Command {
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
         wait: std::time::Duration,
     },
+    /// Create a repository for the whole group (on the leader; replicas follow).
+    Create {
+        /// `name` or `owner/name`; `.git` is added when missing.
+        name: String,
+    },
+    /// List this node's repositories with their journal positions.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Mirror repositories from the leader now (all of them without arguments).
     Sync {
         /// Mirror everything, as if the journal could not be followed: repairs what
@@ -89,6 +101,8 @@ pub fn main(args: &[String]) -> Result<()> {
         Command::Promote { force, yes } => promote::promote(&cfg, force, yes),
         Command::Failback { yes } => promote::failback(&cfg, yes),
         Command::Verify { json, wait } => verify::verify(&cfg, json, wait),
+        Command::Create { name } => repos::create(&cfg, &name),
+        Command::List { json } => repos::list(&cfg, json),
         Command::Sync { full, repos } => sync(&cfg, repos, full),
         Command::Lag { json } => lag(&cfg, json),
         Command::Status { json } => {

@@ -132,7 +132,7 @@ pub const LOCAL: &str = "refs/stargate/local/";
 
 /// Refs the journal records: everything a mirror copies, except itself and node-local refs.
 pub fn journaled(refname: &str) -> bool {
-    refname.starts_with("refs/") && refname != REF && refname != PREVIOUS && !refname.starts_with(LOCAL)
+    refname.starts_with("refs/") && !refname.starts_with("refs/stargate/")
 }
 
 /// Open a repository for journal and ref work, without reading user or system config
@@ -213,7 +213,14 @@ pub fn genesis(repo: &gix::Repository, epoch: u64, node: &str) -> Result<bool, E
 /// Append one entry for `updates` (leader, at `prepared`); every `keep`-th entry starts a
 /// new generation. Concurrent transactions on other refs race for the journal ref; the
 /// loser re-reads the tip and numbers after it.
-pub fn append(repo: &gix::Repository, epoch: u64, node: &str, updates: Vec<Update>, keep: u64) -> Result<u64, Error> {
+/// Returns the new entry and its last sequence number.
+pub fn append(
+    repo: &gix::Repository,
+    epoch: u64,
+    node: &str,
+    updates: Vec<Update>,
+    keep: u64,
+) -> Result<(ObjectId, u64), Error> {
     let empty_tree = write_loose(repo, &gix::objs::Tree::empty())?;
     let mut last_error = String::new();
     for attempt in 0..50u64 {
@@ -246,10 +253,10 @@ pub fn append(repo: &gix::Repository, epoch: u64, node: &str, updates: Vec<Updat
         let id = write_loose(repo, &commit)?;
         if let Some(previous) = entry.previous {
             // Reachable before the new generation is: a replica in it can still be served.
-            write_loose_ref(repo, PREVIOUS, previous).map_err(git_err)?;
+            write_ref(repo, PREVIOUS, previous).map_err(git_err)?;
         }
         match swap_loose_ref(repo, tip.as_ref().map(|(old, _)| *old), id) {
-            Ok(()) => return Ok(entry.last_seq()),
+            Ok(()) => return Ok((id, entry.last_seq())),
             Err(e) => last_error = e.to_string(),
         }
         std::thread::sleep(std::time::Duration::from_millis(1 + rand::random_range(0..=attempt)));
@@ -340,8 +347,9 @@ fn swap_loose_ref(repo: &gix::Repository, expected: Option<ObjectId>, new: Objec
     result
 }
 
-/// Set loose ref `name` to `oid` under its lock, whatever it held.
-fn write_loose_ref(repo: &gix::Repository, name: &str, oid: ObjectId) -> std::io::Result<()> {
+/// Set loose ref `name` to `oid` under its lock, whatever it held (files backend, no hooks:
+/// for Stargate's own refs beside the journal).
+pub fn write_ref(repo: &gix::Repository, name: &str, oid: ObjectId) -> std::io::Result<()> {
     let path = repo.git_dir().join(name);
     let lock = path.with_extension("lock");
     if let Some(dir) = path.parent() {

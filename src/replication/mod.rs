@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod offset;
 pub mod replicator;
 pub mod signal;
+pub mod stage;
 pub mod sync;

@@ -118,6 +118,9 @@ struct Repo {
     /// Start of the last successful sync: every update accepted before it is exposed.
     good_since_ms: u64,
     status: RepoStatus,
+    /// Quorum mode: a stage of it runs; another was asked for meanwhile.
+    staging: bool,
+    stage_again: bool,
 }
 
 struct Shared {
@@ -265,6 +268,61 @@ impl Replicator {
             self.poke();
         }
         true
+    }
+
+    /// Quorum mode: the leader waits for repository `name`'s newest entry to be staged
+    /// here. Stages run one at a time per repository; one asked for meanwhile runs after.
+    pub fn stage(self: &Arc<Self>, name: &str) -> bool {
+        let mut shared = self.lock_shared();
+        let passive = shared.passive;
+        let Some(repo) = shared.repos.get_mut(name) else { return false };
+        if !passive {
+            return true;
+        }
+        if repo.staging {
+            repo.stage_again = true;
+            return true;
+        }
+        repo.staging = true;
+        drop(shared);
+        let (me, name) = (Arc::clone(self), name.to_owned());
+        std::thread::spawn(move || me.run_stages(&name));
+        true
+    }
+
+    fn run_stages(&self, name: &str) {
+        loop {
+            let target = self.target();
+            let deadline = Instant::now() + self.settings.timeout;
+            let result = loop {
+                let attempt = target.as_ref().map_err(|e| e.to_string()).and_then(|t| {
+                    sync::stage(&self.root.join(name), name, t, &self.settings).map_err(|e| match e {
+                        sync::Error::Locked => String::new(),
+                        other => other.to_string(),
+                    })
+                });
+                match attempt {
+                    // A sync of it is running: it will hold the entry, or the next stage will.
+                    Err(why) if why.is_empty() && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(2))
+                    }
+                    other => break other,
+                }
+            };
+            match result {
+                Ok(Some(tip)) => log::debug!("{name}: staged up to {tip}"),
+                Ok(None) => {}
+                Err(why) if why.is_empty() => {}
+                Err(why) => log::warn!("{name}: cannot stage: {why}"),
+            }
+            let mut shared = self.lock_shared();
+            let Some(repo) = shared.repos.get_mut(name) else { return };
+            if !repo.stage_again {
+                repo.staging = false;
+                return;
+            }
+            repo.stage_again = false;
+        }
     }
 
     /// Count an event of the agent's control side (`agent::control`, the handoff checks).

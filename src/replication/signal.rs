@@ -22,8 +22,12 @@ pub fn peers(state_dir: &Path, git_dir: &Path) {
 
 /// Tell `peers` (UDP `host:port`) that repository `name` changed. Best effort.
 pub fn send(peers: &[String], name: &str) {
+    send_message(peers, &format!("{PREFIX}{name}\n"));
+}
+
+/// One datagram of `message` to each of `peers`. Best effort.
+pub fn send_message(peers: &[String], message: &str) {
     let Ok(socket) = std::net::UdpSocket::bind(("0.0.0.0", 0)) else { return };
-    let message = format!("{PREFIX}{name}\n");
     for peer in peers {
         let _ = socket.send_to(message.as_bytes(), peer.as_str());
     }

@@ -158,7 +158,32 @@ pub fn sync(path: &Path, name: &str, target: &Target, settings: &Settings) -> Re
         started: Instant::now(),
         keeps: Default::default(),
     };
-    run.sync()
+    let report = run.sync()?;
+    if report.mode != Mode::Idle {
+        clear_staged(path, report.replica_seq)?;
+    }
+    Ok(report)
+}
+
+/// Quorum mode: once the journal here has applied what was staged, the anchors go.
+fn clear_staged(path: &Path, applied_seq: u64) -> Result<(), Error> {
+    let Some(staged) = super::stage::staged(path) else { return Ok(()) };
+    let main = journal::open(path)?;
+    let staged_seq = journal::read(&main, staged).map(|(e, _)| e.last_seq()).unwrap_or(0);
+    if staged_seq > applied_seq {
+        return Ok(());
+    }
+    let refs = main.references().map_err(repo_err)?;
+    let anchors: Vec<String> = (refs.prefixed(super::stage::STAGED).map_err(repo_err)?)
+        .filter_map(Result::ok)
+        .map(|r| r.name().as_bstr().to_string())
+        .collect();
+    let edits = anchors.iter().map(|a| delete(a)).collect::<Result<Vec<_>, _>>()?;
+    if !edits.is_empty() {
+        main.edit_references(edits).map_err(repo_err)?;
+    }
+    let _ = std::fs::remove_file(path.join("stargate/staged"));
+    Ok(())
 }
 
 /// How far this replica's copy of `name` is behind `target`'s, measured now: the journal
@@ -202,6 +227,45 @@ pub fn remote_refs(
     };
     let mut leader = run.connect()?;
     run.ls(&mut leader, &[])
+}
+
+/// Quorum mode, on a peer: fetch the leader's journal entries beyond this node's position
+/// and the values they name (anchored on the leader under `refs/stargate/staging/<seq>`),
+/// and anchor them here under `refs/stargate/local/staged/`, without moving any ref the
+/// mirror serves (stargate(7), Quorum replication). Entries of an epoch other than the
+/// target's are refused. Returns the journal entry now held staged.
+pub fn stage(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Option<ObjectId>, Error> {
+    let _lock = lock(path)?;
+    let run = Run {
+        path,
+        name,
+        url: repo_url(&target.base_url, name),
+        target,
+        settings,
+        deadline: Instant::now() + settings.timeout,
+        started: Instant::now(),
+        keeps: Default::default(),
+    };
+    run.stage()
+}
+
+/// Quorum mode, on a newly elected node: take over what `peer` holds staged beyond this
+/// node's journal (entries a quorum may have acknowledged while the previous leader could
+/// not commit them here), applying each ref's last staged value and the journal, as if
+/// the entries had been mirrored. Returns how many refs moved.
+pub fn adopt(path: &Path, name: &str, peer: &Target, settings: &Settings) -> Result<usize, Error> {
+    let _lock = lock(path)?;
+    let run = Run {
+        path,
+        name,
+        url: repo_url(&peer.base_url, name),
+        target: peer,
+        settings,
+        deadline: Instant::now() + settings.timeout,
+        started: Instant::now(),
+        keeps: Default::default(),
+    };
+    run.adopt()
 }
 
 /// What `behind` found.
@@ -328,6 +392,92 @@ impl Run<'_> {
             }
             _ => Ok(None),
         }
+    }
+
+    fn stage(&self) -> Result<Option<ObjectId>, Error> {
+        let main = journal::open(self.path)?;
+        let local = journal::tip(&main)?.map(|(id, _)| id);
+        let staged = super::stage::staged(self.path);
+        let mut leader = self.connect()?;
+        let tips = self.ls(&mut leader, &[journal::REF])?;
+        let Some(&tip) = tips.get(journal::REF) else { return Ok(None) };
+        if Some(tip) == local || Some(tip) == staged {
+            return Ok(Some(tip));
+        }
+        let ours: Refs = local.map(|id| (journal::REF.to_owned(), id)).into_iter().collect();
+        let Some(fetched) = self.fetch(&mut leader, &main, &tips, &ours)? else { return Ok(None) };
+        let Some(&tip) = fetched.get(journal::REF) else { return Ok(None) };
+        // From the applied position: staged values beyond it are all needed again.
+        let Some(entries) = self.walk(&mut leader, &main, tip, local)? else {
+            return Err(Error::Repo(
+                "this node's journal position is not in the leader's: a full mirror is due".into(),
+            ));
+        };
+        if let Some(stale) = entries.iter().rev().find(|e| e.epoch != self.target.epoch && !e.updates.is_empty()) {
+            return Err(Error::Repo(format!(
+                "refused to stage: entry of epoch {} from {}, the lease is at epoch {}",
+                stale.epoch, stale.node, self.target.epoch
+            )));
+        }
+        let values: Refs = (entries.iter())
+            .flat_map(|e| e.updates.iter())
+            .filter(|(_, u)| journal::journaled(&u.refname) && !u.new.is_null())
+            .map(|(seq, u)| (format!("{}{seq}", super::stage::STAGING), u.new))
+            .collect();
+        let wanted: Refs =
+            values.iter().filter(|(_, oid)| !main.has_object(*oid)).map(|(r, o)| (r.clone(), *o)).collect();
+        if !wanted.is_empty() && self.fetch(&mut leader, &main, &wanted, &Refs::new())?.is_none() {
+            return Err(Error::Repo("the leader's staged values are gone (its transaction ended)".into()));
+        }
+        let mut edits = vec![update_any(&format!("{}journal", super::stage::STAGED), tip)?];
+        for (anchor, oid) in &values {
+            let seq = anchor.trim_start_matches(super::stage::STAGING);
+            edits.push(update_any(&format!("{}{seq}", super::stage::STAGED), *oid)?);
+        }
+        main.edit_references(edits).map_err(repo_err)?;
+        super::stage::set_staged(self.path, tip).map_err(repo_err)?;
+        Ok(Some(tip))
+    }
+
+    fn adopt(&self) -> Result<usize, Error> {
+        let main = journal::open(self.path)?;
+        let local = journal::tip(&main)?.map(|(id, _)| id);
+        let mut peer = self.connect()?;
+        let anchor = format!("{}journal", super::stage::STAGED);
+        let listed = self.ls(&mut peer, &[anchor.as_str()])?;
+        let Some(&tip) = listed.get(&anchor) else { return Ok(0) };
+        if Some(tip) == local {
+            return Ok(0);
+        }
+        let ours: Refs = local.map(|id| (anchor.clone(), id)).into_iter().collect();
+        if self.fetch(&mut peer, &main, &listed, &ours)?.is_none() {
+            return Ok(0);
+        }
+        let entries = match journal::range(&main, tip, local)? {
+            journal::Range::Found(entries) => entries,
+            // Behind a checkpoint or not on this chain: not a continuation of this journal.
+            _ => return Ok(0),
+        };
+        let mut last: BTreeMap<String, (Option<ObjectId>, u64)> = BTreeMap::new();
+        for (seq, u) in entries.iter().flat_map(|e| e.updates.iter()).filter(|(_, u)| journal::journaled(&u.refname)) {
+            last.insert(u.refname.clone(), ((!u.new.is_null()).then_some(u.new), *seq));
+        }
+        let values: Refs = (last.values())
+            .filter_map(|(new, seq)| {
+                new.filter(|n| !main.has_object(n)).map(|n| (format!("{}{seq}", super::stage::STAGED), n))
+            })
+            .collect();
+        if !values.is_empty() && self.fetch(&mut peer, &main, &values, &Refs::new())?.is_none() {
+            return Err(Error::Repo(format!("{} no longer holds the staged values", self.target.leader)));
+        }
+        let current = current_refs(&main, last.keys())?;
+        let plan: Vec<_> = last.iter().map(|(r, (new, _))| (r.clone(), current.get(r).copied(), *new)).collect();
+        let known = |r: &str, oid: ObjectId| {
+            entries.iter().flat_map(|e| e.updates.iter()).any(|(_, u)| u.refname == r && (u.old == oid || u.new == oid))
+        };
+        let lost = self.losses(&main, &plan, known)?;
+        self.apply(&main, &plan, &lost, Some((local, tip)))?;
+        Ok(plan.iter().filter(|(_, old, new)| old != new).count())
     }
 
     fn behind(&self) -> Result<Behind, Error> {
@@ -689,7 +839,9 @@ impl Run<'_> {
             + local.keys().filter(|r| !leader.contains_key(*r)).count();
         if refs_changed > PACK_AFTER && matches!(leader_conn, Leader::Session(_)) {
             // As `git clone` does: objects first, then every ref in one `packed-refs`.
-            let everything: Refs = listed.into_iter().filter(|(r, _)| !r.starts_with(journal::LOCAL)).collect();
+            let everything: Refs = (listed.into_iter())
+                .filter(|(r, _)| !r.starts_with(journal::LOCAL) && !r.starts_with(super::stage::STAGING))
+                .collect();
             let ours: Refs = local.iter().map(|(r, oid)| (r.clone(), *oid)).collect();
             log::debug!("{}: {} refs listed after {:?}", self.path.display(), everything.len(), self.started.elapsed());
             if self.fetch(leader_conn, main, &everything, &ours)?.is_none() {
@@ -705,6 +857,7 @@ impl Run<'_> {
                 self.url.clone(),
                 "+refs/*:refs/*".into(),
                 "^refs/stargate/local/*".into(),
+                "^refs/stargate/staging/*".into(),
             ]);
             self.bounded(self.path, &args).run(self.deadline)?;
             if refs_changed > PACK_AFTER {
@@ -780,7 +933,7 @@ impl Run<'_> {
         };
         for line in current.lines().filter(|l| !l.starts_with('#') && !l.starts_with('^')) {
             if let Some((hex, name)) = line.split_once(' ')
-                && name.starts_with(journal::LOCAL)
+                && (name.starts_with(journal::LOCAL) || name.starts_with(super::stage::STAGING))
             {
                 entries.insert(name.to_owned(), ObjectId::from_hex(hex.as_bytes()).map_err(repo_err)?);
             }
@@ -873,6 +1026,16 @@ fn update(name: &str, old: Option<ObjectId>, new: Option<ObjectId>) -> Result<Re
         None => Change::Delete { expected, log: RefLog::AndReference },
     };
     Ok(RefEdit { change, name, deref: false })
+}
+
+/// Set `name` to `oid` whatever it held.
+fn update_any(name: &str, oid: ObjectId) -> Result<RefEdit, Error> {
+    let name = gix::refs::FullName::try_from(name).map_err(repo_err)?;
+    Ok(RefEdit {
+        change: Change::Update { log: LogChange::default(), expected: PreviousValue::Any, new: oid.into() },
+        name,
+        deref: false,
+    })
 }
 
 fn delete(name: &str) -> Result<RefEdit, Error> {

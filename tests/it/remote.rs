@@ -263,7 +263,8 @@ fn an_unreachable_node_costs_at_most_the_probe_timeout() {
 }
 
 /// Health answers from a script: each port answers its list in turn, then repeats the last
-/// (`leader…` and JSON bodies with 200, others with 503).
+/// (`leader…` and JSON bodies with 200, others with 503; a body after `slow ` 200 ms late,
+/// within the clients' 500 ms).
 fn fake_health(ip: &str, answers: Vec<(u16, Vec<&'static str>)>) -> Vec<std::thread::JoinHandle<()>> {
     let mut threads = Vec::new();
     for (port, script) in answers {
@@ -273,7 +274,11 @@ fn fake_health(ip: &str, answers: Vec<(u16, Vec<&'static str>)>) -> Vec<std::thr
                 let Ok(mut conn) = conn else { return };
                 let mut buf = [0u8; 1024];
                 let _ = conn.read(&mut buf);
-                let body = script[i.min(script.len() - 1)];
+                let mut body = script[i.min(script.len() - 1)];
+                if let Some(rest) = body.strip_prefix("slow ") {
+                    std::thread::sleep(Duration::from_millis(200));
+                    body = rest;
+                }
                 let ok = body.starts_with("leader") || body.starts_with('{');
                 let code = if ok { "200 OK" } else { "503 Service Unavailable" };
                 let _ = write!(conn, "HTTP/1.1 {code}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
@@ -288,12 +293,13 @@ fn a_connection_that_fails_before_anything_is_sent_is_retried_on_the_new_leader(
     let (lab, leader) = lab_for_remote(2);
     let ip = lab.ip("a");
     // x looks like the leader at first, but nothing listens at its URL; then y leads, and y
-    // is the real leader's repository.
+    // is the real leader's repository. y's first answer comes late, so that x's settles the
+    // first look whichever of y's requests arrives first.
     fake_health(
         &ip,
         vec![
             (8091, vec!["leader, epoch 5\n", "not leader: fenced\n"]),
-            (8092, vec!["not leader: passive\n", "leader, epoch 6\n"]),
+            (8092, vec!["slow leader, epoch 6\n", "leader, epoch 6\n"]),
         ],
     );
     let config = format!(

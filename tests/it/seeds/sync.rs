@@ -203,8 +203,14 @@ fn sync_leader_failure_mid_fetch_of_a_large_repository() {
         SEED,
         "the leader fails while a replica fetches a large repository: first cut off (the fetch is killed, retried, completed), then powered off (the replica leads with consistent refs; the old leader keeps what only it had)",
     );
-    let extra = "[stargate \"sync\"]\n\tinterval = 1s\n\ttimeout = 5s\n[stargate \"catchup\"]\n\ttimeout = 5s\n[stargate \"retry\"]\n\tbaseDelay = 500ms\n\tmaxDelay = 2s\n\tattempts = 20\n";
-    let lab = Lab::up_netns(2, extra, plan.net(false, false));
+    // The watchdog must outlast a whole transfer at the throttled rate (200 MB at 8 MB/s in
+    // the long suite), or every attempt is killed and none completes.
+    let timeout = if plan.long { "60s" } else { "5s" };
+    let extra = format!(
+        "[stargate \"sync\"]\n\tinterval = 1s\n\ttimeout = {timeout}\n[stargate \"catchup\"]\n\ttimeout = 5s\n\
+         [stargate \"retry\"]\n\tbaseDelay = 500ms\n\tmaxDelay = 2s\n\tattempts = 20\n"
+    );
+    let lab = Lab::up_netns(2, &extra, plan.net(false, false));
     let a = lab.wait_leader(None, Duration::from_secs(10));
     let b = other(&lab, &a);
     let client = stargate_client(&lab, &lab.nodes.join(","));

@@ -1,0 +1,84 @@
+//! `git stargate create` and `git stargate list`: the repositories of the group. A
+//! repository is created on the leader, marked managed and given its journal; replicas
+//! learn of it from the leader's change summary (`/changes`) and create it before
+//! mirroring it (stargate(7), Repositories).
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lead::audit;
+use crate::lead::lease::Lock;
+use crate::lead::node::{self, Authority};
+use crate::replication::journal;
+
+pub fn create(cfg: &Config, typed: &str) -> Result<()> {
+    cfg.validate()?;
+    let name = crate::repos::canonical(typed).map_err(Error::Usage)?;
+    let view = node::inspect(cfg)?;
+    let epoch = match view.authority() {
+        Authority::Leader { epoch } => epoch,
+        Authority::Refused { leader, .. } => {
+            return Err(Error::Refused(format!(
+                "create repositories on the leader ({leader}); this node does not lead"
+            )));
+        }
+    };
+    let root = cfg.root()?;
+    let path = root.join(&name);
+    if path.exists() {
+        return Err(Error::Refused(format!("{name} exists already under {}", root.display())));
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::Fatal(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    crate::wire::git::init_bare(&path)?;
+    crate::repos::mark(&path).map_err(|e| Error::Fatal(format!("cannot mark {name} as managed: {e}")))?;
+    let git = journal::open(&path).map_err(|e| Error::Fatal(e.to_string()))?;
+    journal::genesis(&git, epoch, &view.me).map_err(|e| Error::Fatal(e.to_string()))?;
+    let mut event = audit::Event::new(&view.me, "created", epoch, format!("{name} created by {}", audit::user()));
+    event.user = audit::user();
+    if let Err(e) = audit::append(&Lock::from_config(cfg)?, Some(&cfg.state_dir()?), &event) {
+        log::warn!("cannot append to the audit log: {e}");
+    }
+    println!("created {name} on {}; every replica creates and mirrors it at its next rescan (within 5 s)", view.me);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Listed {
+    name: String,
+    journal_seq: Option<u64>,
+    /// Why Stargate does not serve it, if it does not.
+    unsupported: Option<String>,
+}
+
+pub fn list(cfg: &Config, json: bool) -> Result<()> {
+    let root = cfg.root()?;
+    let repos = crate::repos::list(&root).map_err(|e| Error::Fatal(format!("cannot list {}: {e}", root.display())))?;
+    let listed: Vec<Listed> = repos
+        .into_iter()
+        .map(|r| {
+            let path = root.join(&r.name);
+            let unsupported = crate::repos::unsupported(&path).map(str::to_owned);
+            let journal_seq = unsupported
+                .is_none()
+                .then(|| journal::open(&path).ok().and_then(|g| journal::tip(&g).ok().flatten()).map(|(_, s)| s))
+                .flatten();
+            Listed { name: r.name, journal_seq, unsupported }
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&listed).map_err(|e| Error::Fatal(e.to_string()))?);
+        return Ok(());
+    }
+    for l in &listed {
+        match (&l.unsupported, l.journal_seq) {
+            (Some(why), _) => println!("{}\tnot served: {why}", l.name),
+            (None, Some(seq)) => println!("{}\tseq {seq}", l.name),
+            (None, None) => println!("{}\tno journal yet", l.name),
+        }
+    }
+    Ok(())
+}

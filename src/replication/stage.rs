@@ -1,0 +1,181 @@
+//! Quorum mode (stargate(7), Quorum replication): a write is acknowledged only once a
+//! quorum of nodes, the leader counted, holds it durably.
+//!
+//! The leader's hook, at `prepared` (refs locked, the pushed objects in the repository, the
+//! journal entry written), anchors each new value as `refs/stargate/staging/<seq>` so that
+//! peers may fetch it, hints the peers (UDP `stargate-stage <repo>`), and asks their health
+//! responders (`/staged`) until enough of them hold the journal entry; only then does git
+//! commit. A peer stages by fetching the journal entries and their values and anchoring
+//! them under `refs/stargate/local/staged/`; it refuses entries of an epoch other than the
+//! leader record's, so a deposed leader gathers no quorum. Anchors go once the peer's
+//! journal has applied them; a leader's at `committed` or `aborted`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gix::ObjectId;
+use serde::{Deserialize, Serialize};
+
+use super::journal::{self, Update};
+use crate::lead::node::Quorum;
+
+/// The leader's anchors: `<prefix><seq>`.
+pub const STAGING: &str = "refs/stargate/staging/";
+/// A peer's anchors: `<prefix>journal` and `<prefix><seq>`.
+pub const STAGED: &str = "refs/stargate/local/staged/";
+/// The datagram that tells a peer to stage: this prefix, then the repository name.
+pub const HINT: &str = "stargate-stage ";
+
+/// Where a node is, for `/staged`: its journal and what it holds staged beyond it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub journal: Option<String>,
+    pub journal_seq: Option<u64>,
+    /// The epoch of the leader that wrote the journal's newest entry.
+    #[serde(default)]
+    pub journal_epoch: Option<u64>,
+    pub staged: Option<String>,
+    pub staged_seq: Option<u64>,
+    #[serde(default)]
+    pub staged_epoch: Option<u64>,
+}
+
+impl Position {
+    /// How far this position reaches, as `(epoch, seq)` of its newest entry, applied or
+    /// staged, and whether that one is staged. A later epoch is further whatever the
+    /// sequence numbers: its leader took over all a quorum had acknowledged before it led.
+    pub fn reach(&self) -> ((u64, u64), bool) {
+        let applied = (self.journal_epoch.unwrap_or(0), self.journal_seq.unwrap_or(0));
+        let staged = (self.staged_epoch.unwrap_or(0), self.staged_seq.unwrap_or(0));
+        if self.staged.is_some() && staged > applied { (staged, true) } else { (applied, false) }
+    }
+}
+
+fn staged_file(git_dir: &Path) -> PathBuf {
+    git_dir.join("stargate/staged")
+}
+
+/// The journal entry this node holds staged (peers), if any.
+pub fn staged(git_dir: &Path) -> Option<ObjectId> {
+    let text = std::fs::read_to_string(staged_file(git_dir)).ok()?;
+    ObjectId::from_hex(text.trim().as_bytes()).ok()
+}
+
+pub fn set_staged(git_dir: &Path, tip: ObjectId) -> std::io::Result<()> {
+    crate::files::write_atomic(&staged_file(git_dir), format!("{tip}\n").as_bytes(), 0o644, true)
+}
+
+/// This node's position in repository `git_dir`, for `/staged`.
+pub fn position(git_dir: &Path) -> Position {
+    let Ok(repo) = journal::open(git_dir) else { return Position::default() };
+    let tip = journal::tip(&repo).ok().flatten();
+    let epoch = |id: ObjectId| journal::read(&repo, id).ok().map(|(e, _)| e.epoch);
+    let staged = staged(git_dir).and_then(|id| journal::read(&repo, id).ok().map(|(e, _)| (id, e.last_seq(), e.epoch)));
+    Position {
+        journal: tip.map(|(id, _)| id.to_string()),
+        journal_seq: tip.map(|(_, s)| s),
+        journal_epoch: tip.and_then(|(id, _)| epoch(id)),
+        staged: staged.map(|(id, ..)| id.to_string()),
+        staged_seq: staged.map(|(_, s, _)| s),
+        staged_epoch: staged.map(|(.., e)| e),
+    }
+}
+
+/// Leader: anchor the new values of `updates` (numbered from `first`) for the peers.
+pub fn anchor(repo: &gix::Repository, first: u64, updates: &[Update]) -> std::io::Result<()> {
+    for (i, u) in updates.iter().enumerate().filter(|(_, u)| !u.new.is_null()) {
+        journal::write_ref(repo, &format!("{STAGING}{}", first + i as u64), u.new)?;
+    }
+    Ok(())
+}
+
+/// Leader: drop the anchors of sequence numbers `seqs`.
+pub fn unanchor(git_dir: &Path, seqs: impl IntoIterator<Item = u64>) {
+    for seq in seqs {
+        let _ = std::fs::remove_file(git_dir.join(format!("{STAGING}{seq}")));
+    }
+}
+
+/// Whether entry `want` is `at` or behind it on the journal chain of `repo` (the leader's,
+/// which holds every entry), looking back at most `steps` entries.
+fn holds(repo: &gix::Repository, at: &str, want: ObjectId, want_seq: u64) -> bool {
+    let Ok(mut id) = ObjectId::from_hex(at.as_bytes()) else { return false };
+    for _ in 0..100_000 {
+        if id == want {
+            return true;
+        }
+        let Ok((entry, parent)) = journal::read(repo, id) else { return false };
+        if entry.last_seq() < want_seq {
+            return false;
+        }
+        match parent.or(entry.previous) {
+            Some(p) => id = p,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Leader, at `prepared`: hint the peers and wait until `plan.needed` nodes (this one
+/// counted) hold journal entry `entry` of repository `name`. The reason for each peer that
+/// does not, when the quorum is not reached in time.
+pub fn wait_for_quorum(
+    repo: &gix::Repository,
+    name: &str,
+    entry: ObjectId,
+    seq: u64,
+    plan: &Quorum,
+) -> Result<usize, String> {
+    let peers: Vec<String> = plan.peers.iter().map(|p| p.health.clone()).collect();
+    super::signal::send_message(&peers, &format!("{HINT}{name}\n"));
+    let deadline = Instant::now() + Duration::from_millis(plan.timeout_ms);
+    let mut acked = vec![false; plan.peers.len()];
+    let mut why: Vec<String> = vec!["no answer".into(); plan.peers.len()];
+    let mut hinted = Instant::now();
+    let path = format!("/staged?repo={name}");
+    loop {
+        for (i, peer) in plan.peers.iter().enumerate() {
+            if acked[i] {
+                continue;
+            }
+            let timeout = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(500));
+            if timeout.is_zero() {
+                break;
+            }
+            match crate::wire::http::get(&peer.health, &path, Instant::now() + timeout, timeout) {
+                Ok((200, body)) => match serde_json::from_str::<Position>(&body) {
+                    Ok(p) => {
+                        let has = |at: &Option<String>| at.as_deref().is_some_and(|at| holds(repo, at, entry, seq));
+                        acked[i] = has(&p.staged) || has(&p.journal);
+                        why[i] = format!("at seq {}", p.staged_seq.or(p.journal_seq).unwrap_or(0));
+                    }
+                    Err(_) => why[i] = "not a /staged answer".into(),
+                },
+                Ok((code, body)) => why[i] = format!("HTTP {code} {}", body.lines().next().unwrap_or("")),
+                Err(e) => why[i] = e,
+            }
+        }
+        let count = 1 + acked.iter().filter(|a| **a).count();
+        if count >= plan.needed {
+            return Ok(count);
+        }
+        if Instant::now() >= deadline {
+            let listed: Vec<String> = (plan.peers.iter().zip(&why).zip(&acked))
+                .filter(|(_, a)| !**a)
+                .map(|((p, w), _)| format!("{}: {w}", p.node))
+                .collect();
+            return Err(format!(
+                "no quorum ({count} of {} needed staged within {} ms; {}): not acknowledged, though a peer that staged it may still carry it past a failover",
+                plan.needed,
+                plan.timeout_ms,
+                listed.join(", ")
+            ));
+        }
+        // A hint may be lost: say it again now and then.
+        if hinted.elapsed() >= Duration::from_millis(200) {
+            super::signal::send_message(&peers, &format!("{HINT}{name}\n"));
+            hinted = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}

@@ -1,0 +1,132 @@
+//! Quorum replication (stargate(7), Quorum replication) on three nodes: an acknowledged
+//! write is on a majority when the push returns; one peer down changes nothing; without a
+//! quorum the push is refused and nothing moves; the leader lost with its storage right
+//! after an acknowledgement loses nothing.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const QUORUM: &str = "[stargate \"replication\"]\n\tmode = quorum\n[stargate \"quorum\"]\n\ttimeout = 2s\n\
+                      [stargate \"sync\"]\n\tinterval = 1s\n[stargate \"catchup\"]\n\ttimeout = 2s\n";
+
+fn has_object(lab: &Lab, node: &str, oid: &str) -> bool {
+    run(lab.git(node, &["cat-file", "-e", oid])).status.success()
+}
+
+#[test]
+fn an_acknowledged_write_is_on_a_majority_and_without_a_quorum_nothing_moves() {
+    let lab = Lab::up_with(3, QUORUM);
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(10)), "a");
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    for i in 0..5 {
+        assert!(client.kv("c", &["set", &format!("k{i}"), "v"]).status.success(), "{}", lab.logs());
+        let tip = lab.rev("a", "refs/kv/default").unwrap();
+        let holders = ["b", "c"].iter().filter(|n| has_object(&lab, n, &tip)).count();
+        assert!(holders >= 1, "write {i} acknowledged on the leader alone");
+    }
+    // What a node holds, for the others; a path that is not a repository name is refused.
+    let (code, body) = lab.http("b", "/staged?repo=kv.git");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"journal_seq\":"), "{body}");
+    for bad in ["/staged?repo=../a/repos/kv.git", "/staged?repo=", "/staged"] {
+        assert_eq!(lab.http("b", bad).0, 404, "{bad}");
+    }
+    // One peer down: the leader and the other still make a majority.
+    lab.kill("c", "agent", "KILL");
+    assert!(client.kv("c", &["set", "one-down", "v"]).status.success(), "{}", lab.logs());
+    // Both down: refused, and the leader's refs are what they were.
+    lab.kill("b", "agent", "KILL");
+    let before = lab.mirrored_refs("a");
+    // By path, so that the hook's words reach the client (git daemon keeps a refusal at
+    // `prepared` in its own log: stargate(7), Quorum replication).
+    let local = Client::new();
+    local.clone(&format!("file://{}", lab.repo("a", "kv").display()), "c");
+    let out = local.kv("c", &["set", "no-quorum", "v"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no quorum (1 of 2 needed"), "{}{}", stderr(&out), lab.logs());
+    let after = lab.mirrored_refs("a");
+    let moved: Vec<&str> = after.lines().filter(|l| !before.contains(l) && !l.contains("refs/stargate/")).collect();
+    assert!(moved.is_empty(), "refs moved without a quorum: {moved:?}");
+    // A peer back catches up and counts again.
+    lab.start("b", "agent");
+    lab.wait_until("b to count again", Duration::from_secs(15), || {
+        client.kv("c", &["set", "b-back", "v"]).status.success()
+    });
+}
+
+/// Each round: the leader `l`, the node that stages its writes `s`, and one that cannot
+/// (its agent frozen, `g`). After an acknowledged write, the leader's machine is lost with
+/// its storage, and `s` is frozen too: `g` must lead, and must have the write, which only
+/// `s` holds. In async mode `g` would lead without it.
+#[test]
+fn the_leader_lost_with_its_storage_right_after_an_acknowledgement_loses_nothing() {
+    let lab = Lab::up_with(3, QUORUM);
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(10)), "a");
+    let (mut l, mut s, mut g) = ("a".to_owned(), "b".to_owned(), "c".to_owned());
+    for round in 0..20 {
+        lab.wait_parity(&l, &s, Duration::from_secs(20));
+        lab.wait_parity(&l, &g, Duration::from_secs(20));
+        let client = Client::new();
+        client.clone(&lab.url(&l, "kv"), "c");
+        lab.kill(&g, "agent", "STOP");
+        let key = format!("round{round}");
+        let out = client.kv("c", &["set", &key, "acked"]);
+        assert!(out.status.success(), "round {round}: {}{}", stderr(&out), lab.logs());
+        // `s` stops (first, or it could take the lease and stop holding it); the leader's
+        // machine is gone: agent, Git server and storage.
+        lab.kill(&s, "agent", "STOP");
+        lab.kill(&l, "agent", "KILL");
+        lab.kill(&l, "daemon", "KILL");
+        let repos = lab.dir.path().join(&l).join("repos");
+        std::fs::rename(repos.join("kv.git"), lab.dir.path().join(&l).join(format!("gone-{round}"))).unwrap();
+        lab.kill(&g, "agent", "CONT");
+        lab.wait_until(&format!("round {round}: {g} to lead"), Duration::from_secs(20), || lab.ready() == [g.clone()]);
+        let shown = run(lab.git(&g, &["show", &format!("refs/kv/default:{key}")]));
+        assert!(
+            shown.status.success() && String::from_utf8_lossy(&shown.stdout) == "acked",
+            "round {round}: {g} leads without the acknowledged write{}",
+            lab.logs()
+        );
+        assert_eq!(ok(lab.git(&g, &["fsck", "--connectivity-only", "--no-dangling"])), "");
+        // `s` resumes; the old leader's node comes back empty and mirrors the new leader.
+        lab.kill(&s, "agent", "CONT");
+        ok(lab.node_cmd(&l, "git").args(["init", "-q", "--bare"]).arg(repos.join("kv.git")));
+        lab.start(&l, "daemon");
+        lab.start(&l, "agent");
+        (l, s, g) = (g, l, s);
+    }
+}
+
+/// A node leads only once it has heard from enough nodes to include one of any quorum:
+/// with the leader's machine and the only peer holding its last write both gone, the third
+/// waits; the peer back, it leads with the write.
+#[test]
+fn a_node_that_cannot_hear_enough_peers_does_not_lead() {
+    let lab = Lab::up_with(3, QUORUM);
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(10)), "a");
+    lab.wait_parity("a", "c", Duration::from_secs(20));
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    lab.kill("c", "agent", "STOP");
+    assert!(client.kv("c", &["set", "only-on-b", "acked"]).status.success(), "{}", lab.logs());
+    for node in ["a", "b"] {
+        for what in ["agent", "daemon", "health"] {
+            lab.kill(node, what, "KILL");
+        }
+    }
+    let repos = lab.dir.path().join("a").join("repos");
+    std::fs::rename(repos.join("kv.git"), lab.dir.path().join("a").join("gone")).unwrap();
+    lab.kill("c", "agent", "CONT");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(lab.ready().is_empty(), "led without hearing from a quorum: {:?}{}", lab.ready(), lab.logs());
+    assert!(lab.agent_log("c").contains("nodes needed hold a journal and answered /staged"), "{}", lab.logs());
+    for what in ["daemon", "health", "agent"] {
+        lab.start("b", what);
+    }
+    lab.wait_until("a leader with b back", Duration::from_secs(20), || !lab.ready().is_empty());
+    let leader = lab.ready().remove(0);
+    let shown = run(lab.git(&leader, &["show", "refs/kv/default:only-on-b"]));
+    assert_eq!(String::from_utf8_lossy(&shown.stdout), "acked", "{}", lab.logs());
+}

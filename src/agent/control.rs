@@ -268,6 +268,7 @@ impl Control {
                     if !replicator.signal(&name) {
                         replicator.count(|c| c.hints_refused += 1);
                         refusals.note("no such repository here", from);
+                        replicator.look_for(&name);
                     }
                 }
                 Hint::Handoff => pending = true,
@@ -275,6 +276,7 @@ impl Control {
                     if !replicator.stage(&name) {
                         replicator.count(|c| c.hints_refused += 1);
                         refusals.note("no such repository here", from);
+                        replicator.look_for(&name);
                     }
                 }
                 Hint::Refused(why) => {

@@ -281,6 +281,7 @@ mod tests {
             kept: Vec::new(),
             last_promotion: None,
             peers: None,
+            quorum: None,
             errors: Vec::new(),
         }
     }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::lead::audit;
 use crate::lead::lease::Lock;
 use crate::lead::node::{self, Authority};
-use crate::replication::journal;
+use crate::replication::{journal, stage};
 
 pub fn create(cfg: &Config, typed: &str) -> Result<()> {
     cfg.validate()?;
@@ -37,13 +37,32 @@ pub fn create(cfg: &Config, typed: &str) -> Result<()> {
     crate::repos::mark(&path).map_err(|e| Error::Fatal(format!("cannot mark {name} as managed: {e}")))?;
     let git = journal::open(&path).map_err(|e| Error::Fatal(e.to_string()))?;
     journal::genesis(&git, epoch, &view.me).map_err(|e| Error::Fatal(e.to_string()))?;
+    // The replicas' cue: a hint, and a line in the change summary should it be lost.
+    let state_dir = cfg.state_dir()?;
+    crate::replication::signal::peers(&state_dir, &path);
     let mut event = audit::Event::new(&view.me, "created", epoch, format!("{name} created by {}", audit::user()));
     event.user = audit::user();
     if let Err(e) = audit::append(&Lock::from_config(cfg)?, Some(&cfg.state_dir()?), &event) {
         log::warn!("cannot append to the audit log: {e}");
     }
-    println!("created {name} on {}; every replica creates and mirrors it at its next rescan (within 5 s)", view.me);
-    Ok(())
+    let Some(plan) = view.state.as_ref().and_then(|s| s.quorum.clone()) else {
+        println!("created {name} on {}; the replicas create and mirror it as soon as they hear of it", view.me);
+        return Ok(());
+    };
+    // Quorum mode: done once a quorum of nodes holds it, with its journal.
+    let Some((entry, seq)) = journal::tip(&git).map_err(|e| Error::Fatal(e.to_string()))? else {
+        return Err(Error::Fatal(format!("{name} has no journal after its creation")));
+    };
+    match stage::wait_for_quorum(&git, &name, entry, seq, &plan) {
+        Ok(count) => {
+            println!("created {name} on {count} of {} nodes (a quorum: {})", plan.peers.len() + 1, plan.needed);
+            Ok(())
+        }
+        Err(why) => Err(Error::Refused(format!(
+            "{name} is created on {} but not yet on a quorum: {why}; the others create it when they hear of it",
+            view.me
+        ))),
+    }
 }
 
 #[derive(Serialize)]

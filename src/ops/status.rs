@@ -39,6 +39,9 @@ pub struct Status {
     /// The other nodes as seen from here (`git stargate status` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<Peer>>,
+    /// Quorum mode (`git stargate status` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<QuorumView>,
     pub errors: Vec<String>,
 }
 
@@ -64,6 +67,22 @@ pub struct Peer {
     pub lag_operations: Option<u64>,
     /// Why it could not be asked, or why it refuses writes.
     pub note: Option<String>,
+    /// Quorum mode: whether its word counts toward a quorum now (`quorum` says why not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<String>,
+    #[serde(skip)]
+    agent_alive: Option<bool>,
+}
+
+/// Quorum mode, as `git stargate status` sees it: how many nodes a write needs, and which
+/// count now.
+#[derive(Debug, Serialize)]
+pub struct QuorumView {
+    pub needed: usize,
+    pub nodes: usize,
+    pub counting: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -151,6 +170,7 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
         kept,
         last_promotion,
         peers: None,
+        quorum: None,
         errors,
     })
 }
@@ -194,7 +214,53 @@ pub fn add_peers(status: &mut Status, cfg: &Config) {
             })
         })
         .collect();
-    status.peers = Some(asks.into_iter().filter_map(|t| t.join().ok()).collect());
+    let mut peers: Vec<Peer> = asks.into_iter().filter_map(|t| t.join().ok()).collect();
+    if cfg.replication_quorum_mode().unwrap_or(false) {
+        let epoch = status.leader.as_ref().map(|r| r.epoch);
+        let mut counting: Vec<String> = Vec::new();
+        if let Some(r) = &status.leader {
+            counting.push(r.node.clone());
+        }
+        for p in &mut peers {
+            let why_not = quorum_exclusion(p, epoch);
+            p.counts = Some(why_not.is_none());
+            p.quorum = why_not;
+            if p.counts == Some(true) && !counting.contains(&p.node) {
+                counting.push(p.node.clone());
+            }
+        }
+        // This node, when it is a passive one, counts by the same rules.
+        if status.role == Role::Passive
+            && status.leader.as_ref().is_some_and(|r| r.epoch == status.epoch)
+            && status.agent.alive
+            && !counting.contains(&status.node)
+        {
+            counting.push(status.node.clone());
+        }
+        let nodes = cfg.nodes().len();
+        status.quorum = cfg.replication_quorum().ok().map(|needed| QuorumView { needed, nodes, counting });
+    }
+    status.peers = Some(peers);
+}
+
+/// Why a peer's word does not count toward a quorum now, if it does not: a write needs it
+/// reachable, alive and following the leader's epoch. A peer behind counts: to stage the
+/// leader's newest entry it fetches every entry from its own position on, so it catches up
+/// from the journal in the same step.
+fn quorum_exclusion(p: &Peer, epoch: Option<u64>) -> Option<String> {
+    if !p.reachable {
+        return Some("unreachable".into());
+    }
+    if p.accepts_writes == Some(true) {
+        return (p.epoch != epoch).then(|| format!("leads at epoch {}", p.epoch.unwrap_or(0)));
+    }
+    if p.agent_alive != Some(true) {
+        return Some("its agent is not running".into());
+    }
+    if p.epoch != epoch {
+        return Some(format!("follows epoch {}, not {}", p.epoch.unwrap_or(0), epoch.unwrap_or(0)));
+    }
+    None
 }
 
 fn peer(node: String, health: Option<String>, answer: std::result::Result<(u16, String), String>) -> Peer {
@@ -208,6 +274,9 @@ fn peer(node: String, health: Option<String>, answer: std::result::Result<(u16, 
         lag_seconds: None,
         lag_operations: None,
         note: Some(note),
+        counts: None,
+        quorum: None,
+        agent_alive: None,
     };
     let (code, body) = match answer {
         Ok(a) => a,
@@ -227,6 +296,9 @@ fn peer(node: String, health: Option<String>, answer: std::result::Result<(u16, 
         lag_seconds: v["lag_seconds"].as_f64(),
         lag_operations: v["lag_operations"].as_u64(),
         note: text(&v["refusal"]),
+        counts: None,
+        quorum: None,
+        agent_alive: v["agent"]["alive"].as_bool(),
     }
 }
 
@@ -298,6 +370,12 @@ pub fn print(s: &Status) {
                 };
                 println!("peer:     {} passive (epoch {}){lag}", p.node, p.epoch.unwrap_or(0));
             }
+        }
+    }
+    if let Some(q) = &s.quorum {
+        println!("quorum:   {} of {} nodes; counting now: {}", q.needed, q.nodes, q.counting.join(", "));
+        for p in s.peers.iter().flatten().filter(|p| p.counts == Some(false)) {
+            println!("  {} does not count: {}", p.node, p.quorum.as_deref().unwrap_or("?"));
         }
     }
     for e in &s.errors {

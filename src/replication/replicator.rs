@@ -47,6 +47,9 @@ const PUBLISH_GAP_PER_REPO: Duration = Duration::from_millis(1);
 
 /// How often the repositories under the root are looked for (one `readdir` each time).
 const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
+/// The least time between two reads of the leader's change summary, however many hints
+/// name repositories this node lacks.
+const MIN_LOOK_GAP: Duration = Duration::from_millis(100);
 
 /// What `replication.json` holds.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -143,6 +146,8 @@ struct Shared {
     dirty: bool,
     /// Something may have become due since the scheduler last looked (`poke`).
     poked: bool,
+    /// A hint named a repository this node lacks: read the leader's summary now.
+    look_now: bool,
     published: Option<Instant>,
     scan: crate::repos::Scan,
 }
@@ -204,6 +209,7 @@ impl Replicator {
                 summary: false,
                 dirty: false,
                 poked: true,
+                look_now: false,
                 published: None,
                 scan: Default::default(),
             }),
@@ -396,6 +402,9 @@ impl Replicator {
                 }
                 next_due = Some(earliest);
             } else if !shared.passive {
+                // A leader syncs nothing: what poked it is looked at once it is passive
+                // (`set_passive` pokes), not spun on meanwhile.
+                shared.poked = false;
                 next_due = None;
             }
             // At most a second: the rescan and the publication are looked after here too.
@@ -479,7 +488,35 @@ impl Replicator {
                     cursor = None;
                 }
             }
-            std::thread::sleep(self.interval);
+            self.wait_for_next_look();
+        }
+    }
+
+    /// Until the next read of the summary: the interval, or less when a hint named a
+    /// repository this node lacks (`look_for`), but never sooner than `MIN_LOOK_GAP`.
+    fn wait_for_next_look(&self) {
+        std::thread::sleep(MIN_LOOK_GAP);
+        let until = Instant::now() + self.interval.saturating_sub(MIN_LOOK_GAP);
+        let mut shared = self.lock_shared();
+        shared.look_now = false;
+        while !shared.look_now {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            shared = self.wake.wait_timeout(shared, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+        }
+        shared.look_now = false;
+    }
+
+    /// A hint named repository `name`, which this node lacks: it may be new on the leader
+    /// (`git stargate create`), so read the leader's summary now rather than at the
+    /// interval. What the summary names is checked against the leader's Git server.
+    pub fn look_for(&self, name: &str) {
+        let mut shared = self.lock_shared();
+        if shared.passive && !shared.repos.contains_key(name) {
+            shared.look_now = true;
+            self.wake.notify_all();
         }
     }
 

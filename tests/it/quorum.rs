@@ -130,3 +130,116 @@ fn a_node_that_cannot_hear_enough_peers_does_not_lead() {
     let shown = run(lab.git(&leader, &["show", "refs/kv/default:only-on-b"]));
     assert_eq!(String::from_utf8_lossy(&shown.stdout), "acked", "{}", lab.logs());
 }
+
+/// A leader deposed while its write waits for the quorum: the peers stage only what the
+/// lease's leader holds, so the write is refused, and no node ends up with it. In network
+/// namespaces, so that b can be cut off from a (and cannot stage a's write before it leads).
+#[test]
+fn a_leader_deposed_by_a_forced_promotion_gathers_no_quorum() {
+    let extra = QUORUM.replacen("\ttimeout = 2s\n", "\ttimeout = 8s\n", 1);
+    let lab = Lab::up_netns(3, &extra, NetOpts::default());
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(10)), "a");
+    lab.wait_parity("a", "b", Duration::from_secs(20));
+    lab.wait_parity("a", "c", Duration::from_secs(20));
+    // A client on a's machine (its hooks speak from a's address), writing by path.
+    let work = lab.dir.path().join("a-client");
+    ok(lab.node_cmd("a", "git").args(["clone", "-q"]).arg(lab.repo("a", "kv")).arg(&work));
+    // Nobody stages a's next write while it waits: b cut off from a, c's agent stopped.
+    lab.cut("b", &["a"]);
+    lab.kill("c", "agent", "STOP");
+    let writer = lab
+        .node_cmd("a", "git")
+        .arg("-C")
+        .arg(&work)
+        .args(["-c", "user.name=T", "-c", "user.email=t@example.com", "kv", "set", "stale", "from-a"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let anchors = lab.repo("a", "kv").join("refs/stargate/staging");
+    lab.wait_until("a's write to wait for the quorum", Duration::from_secs(10), || {
+        std::fs::read_dir(&anchors).is_ok_and(|mut d| d.next().is_some())
+    });
+    // b is promoted by force, with c's word (c's health responder answers for it).
+    let out = run(lab.node_cmd("b", "git").args(["stargate", "promote", "--force", "--yes"]));
+    assert!(out.status.success(), "{}{}", stderr(&out), lab.logs());
+    lab.kill("c", "agent", "CONT");
+    let out = writer.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the deposed leader's write was acknowledged{}", lab.logs());
+    assert!(stderr(&out).contains("no quorum (1 of 2 needed"), "{}{}", stderr(&out), lab.logs());
+    // Healed, a follows b; no node has the refused write.
+    lab.heal("b");
+    lab.wait_until("a and c to follow b", Duration::from_secs(30), || {
+        ["a", "c"].iter().all(|n| lab.status(n)["leader"]["node"] == "b" && lab.status(n)["lag_operations"] == 0)
+    });
+    for node in ["a", "b", "c"] {
+        let shown = run(lab.git(node, &["show", "refs/kv/default:stale"]));
+        assert!(!shown.status.success(), "{node} holds the refused write{}", lab.logs());
+    }
+}
+
+/// `git stargate create` in quorum mode returns once a quorum holds the repository;
+/// `git stargate status` names the nodes whose word counts now, and why the others' does not.
+#[test]
+fn create_waits_for_a_quorum_and_status_names_the_nodes_that_count() {
+    let lab = Lab::up_with(3, QUORUM);
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(10)), "a");
+    let stargate = |node: &str, args: &[&str]| run(lab.node_cmd(node, "git").arg("stargate").args(args));
+    let out = stargate("a", &["create", "team/q"]);
+    assert!(out.status.success(), "{}{}", stderr(&out), lab.logs());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("created team/q.git on ") && said.contains(" of 3 nodes (a quorum: 2)"), "{said}");
+    let holders: Vec<&str> = ["b", "c"]
+        .into_iter()
+        .filter(|n| {
+            let (code, body) = lab.http(n, "/staged?repo=team/q.git");
+            code == 200 && body.contains("\"journal_seq\":0")
+        })
+        .collect();
+    assert!(!holders.is_empty(), "created on the leader alone{}", lab.logs());
+    let out = ok(lab.node_cmd("a", "git").args(["stargate", "status"]));
+    assert!(out.contains("quorum:   2 of 3 nodes; counting now: a, b, c"), "{out}");
+
+    // c's agent stops: its health responder still answers, its word no longer counts.
+    lab.kill("c", "agent", "STOP");
+    lab.wait_until("status to leave c out", Duration::from_secs(20), || {
+        let out = ok(lab.node_cmd("a", "git").args(["stargate", "status"]));
+        out.contains("counting now: a, b\n") && out.contains("c does not count: its agent is not running")
+    });
+    // b's too: no quorum for a new repository, which the others create once they are back.
+    lab.kill("b", "agent", "STOP");
+    let out = stargate("a", &["create", "team/r"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("team/r.git is created on a but not yet on a quorum: no quorum (1 of 2"),
+        "{}",
+        stderr(&out)
+    );
+    lab.kill("b", "agent", "CONT");
+    lab.kill("c", "agent", "CONT");
+    lab.wait_until("b and c to create team/r", Duration::from_secs(20), || {
+        ["b", "c"].iter().all(|n| lab.http(n, "/staged?repo=team/r.git").0 == 200)
+    });
+
+    // A push to the new repository is on a quorum when it returns, and reaches all.
+    let client = Client::new();
+    ok(client.git(".", &["init", "-q", "w"]));
+    ok(client.git("w", &["commit", "-q", "--allow-empty", "-m", "first"]));
+    ok(client.git("w", &["push", "-q", &lab.url("a", "team/q"), "HEAD:refs/heads/main"]));
+    let head = ok(client.git("w", &["rev-parse", "HEAD"])).trim().to_owned();
+    let on = |n: &str| lab.repo(n, "team/q");
+    assert!(["b", "c"].iter().any(|n| {
+        run(lab.node_cmd(n, "git").arg("--git-dir").arg(on(n)).args(["cat-file", "-e", &head])).status.success()
+    }));
+    lab.wait_until("every node to hold team/q's main", Duration::from_secs(20), || {
+        ["b", "c"].iter().all(|n| {
+            let out = run(lab.node_cmd(n, "git").arg("--git-dir").arg(on(n)).args([
+                "rev-parse",
+                "-q",
+                "--verify",
+                "refs/heads/main",
+            ]));
+            out.stdout.starts_with(head.as_bytes())
+        })
+    });
+}

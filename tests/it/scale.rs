@@ -35,8 +35,15 @@ fn idle_repositories_cost_the_replica_no_sync_each_and_a_write_still_arrives_at_
     // looks a second.
     let swept = settled(&lab, replica, Duration::from_secs(2), Duration::from_secs(90));
     assert!(swept >= names.len() as u64, "{swept} syncs for {} repositories{}", names.len(), lab.logs());
+    let agents = [lab.pid(&leader, "agent"), lab.pid(replica, "agent")];
+    let used_before = agents.map(cpu);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(syncs(&lab, replica), swept, "15 intervals later, no repository was synced{}", lab.logs());
+    // Idle agents sleep: a tenth of a core at most (a spinning scheduler takes all of one).
+    for (i, who) in [&leader, replica].into_iter().enumerate() {
+        let used = cpu(agents[i]) - used_before[i];
+        assert!(used < Duration::from_millis(300), "{who}'s idle agent used {used:?} of CPU in 3 s");
+    }
     assert!(lab.agent_log(replica).contains("change summary"), "{}", lab.agent_log(replica));
 
     let (_, before) = lab.http(&leader, "/changes");

@@ -39,6 +39,7 @@ plain=$(printf '%s\n' ${t[plain]} | median)
 for k in plain async quorum; do
   m=$(printf '%s\n' ${t[$k]} | median)
   echo "$k: push median $(ms "$m") ms over $n runs (ratio to plain git $(awk "BEGIN{printf \"%.2f\", $m/$plain}"))"
+  [ "$k" = plain ] || echo "BENCH quorum_push_$k $(ms "$m") $(ms "$plain") ms"
 done
 # Every acknowledged quorum write is on a second node.
 tip=$(git --git-dir="$work/quorum/a/repos/r.git" rev-parse refs/heads/main)

@@ -147,6 +147,35 @@ pub fn is_marked(git_dir: &Path) -> bool {
     git_dir.join(MARKER).is_file()
 }
 
+/// Create repository `name` under `root` as a replica or a new leader does for one another
+/// node has: empty, managed, and with the hooks of the others (git's own `core.hooksPath`
+/// when the node sets one for every repository, else the first of `siblings` that has
+/// one; asked for only then), or a passive node would accept pushes to it. Nothing is
+/// left behind on failure.
+pub fn create_empty(root: &Path, name: &str, siblings: impl FnOnce() -> Vec<String>) -> Result<(), String> {
+    use crate::wire::git;
+    let path = root.join(name);
+    let hooks = git::config_get(root, "core.hooksPath").ok().flatten();
+    let sibling = || siblings().iter().find_map(|n| git::config_get(&root.join(n), "core.hooksPath").ok().flatten());
+    let Some(hooks_path) = hooks.clone().or_else(sibling) else {
+        return Err("no core.hooksPath to give it (stargate-hook(1)): not created".into());
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    git::init_bare(&path).map_err(|e| e.to_string())?;
+    let set = match hooks {
+        Some(_) => Ok(()),
+        None => git::config_set(&path, "core.hooksPath", &hooks_path).map_err(|e| e.to_string()),
+    }
+    .and_then(|()| mark(&path).map(drop).map_err(|e| e.to_string()));
+    if let Err(e) = set {
+        let _ = std::fs::remove_dir_all(&path);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Mark the repository at `git_dir` as managed; returns whether it was not yet.
 pub fn mark(git_dir: &Path) -> std::io::Result<bool> {
     let path = git_dir.join(MARKER);

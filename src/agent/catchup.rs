@@ -30,11 +30,15 @@ impl Agent {
         use crate::replication::stage::{self, Position};
         let Some(plan) = self.quorum.clone().filter(|_| previous.is_some()) else { return Ok(()) };
         let must_hear = plan.peers.len() + 2 - plan.needed;
+        let created = self.create_what_peers_have(&plan, reply);
         let repos = crate::repos::list(&self.root).unwrap_or_default();
         let timeout = Duration::from_millis(500);
         for repo in repos.iter().filter(|r| r.readable && crate::repos::unsupported(&self.root.join(&r.name)).is_none())
         {
             let path = self.root.join(&repo.name);
+            // One this node never had: what the furthest peer that answers holds (see
+            // `create_what_peers_have`).
+            let must_hear = if created.contains(&repo.name) { 1 } else { must_hear };
             let own = stage::position(&path);
             let (ours, _) = Position { staged: None, ..own.clone() }.reach();
             let mut best = Some((own.reach(), self.me.clone())).filter(|((at, _), _)| *at > ours);
@@ -100,6 +104,43 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// Quorum mode, before leading: a repository `git stargate create` put on a quorum may
+    /// be missing here. Create, empty, every one a peer serves (`/repositories`) and this
+    /// node lacks, so that the adoption that follows takes over its contents from the
+    /// furthest peer that answers. A node without the repository cannot have staged a write
+    /// to it, so the peers' word is enough, unless this node lost that repository's
+    /// directory alone (docs/ARCHITECTURE.md, Quorum mode).
+    fn create_what_peers_have(
+        &self,
+        plan: &crate::lead::node::Quorum,
+        reply: &mut Reply,
+    ) -> std::collections::HashSet<String> {
+        let timeout = Duration::from_millis(500);
+        let ours: std::collections::HashSet<String> =
+            crate::repos::list(&self.root).unwrap_or_default().into_iter().map(|r| r.name).collect();
+        let mut created = std::collections::HashSet::new();
+        for peer in &plan.peers {
+            let Ok((200, body)) =
+                crate::wire::http::get(&peer.health, "/repositories", Instant::now() + timeout, timeout)
+            else {
+                continue;
+            };
+            for name in body.lines().map(str::trim).filter(|n| crate::repos::valid_name(n)) {
+                if ours.contains(name) || created.contains(name) || self.root.join(name).exists() {
+                    continue;
+                }
+                match crate::repos::create_empty(&self.root, name, || ours.iter().cloned().collect()) {
+                    Ok(()) => {
+                        reply.say(&format!("{name}: created, as {} has it", peer.node));
+                        created.insert(name.to_owned());
+                    }
+                    Err(e) => log::warn!("{name}: {} has it, this node cannot create it: {e}", peer.node),
+                }
+            }
+        }
+        created
     }
 
     /// Mirror every repository from `previous`, keeping the lease to lead under (`mine`)

@@ -560,31 +560,7 @@ impl Replicator {
         }
         let base = record.url.as_deref().ok_or("the leader has no stargate.<id>.url")?;
         sync::remote_refs(&self.root, name, base, &self.settings).map_err(|e| e.to_string())?;
-        // Its hooks, or a passive node would accept pushes to it: git's default
-        // (core.hooksPath for the whole machine), else the one the other repositories have.
-        let hooks = crate::wire::git::config_get(&self.root, "core.hooksPath").ok().flatten();
-        let sibling = || -> Option<String> {
-            let shared = self.lock_shared();
-            let names: Vec<String> = shared.scan.names().cloned().collect();
-            drop(shared);
-            names.iter().find_map(|n| crate::wire::git::config_get(&self.root.join(n), "core.hooksPath").ok().flatten())
-        };
-        let Some(hooks_path) = hooks.clone().or_else(sibling) else {
-            return Err("no core.hooksPath to give it (stargate-hook(1)): not created".into());
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        }
-        crate::wire::git::init_bare(&path).map_err(|e| e.to_string())?;
-        let set = match hooks {
-            Some(_) => Ok(()),
-            None => crate::wire::git::config_set(&path, "core.hooksPath", &hooks_path).map_err(|e| e.to_string()),
-        }
-        .and_then(|()| crate::repos::mark(&path).map(drop).map_err(|e| e.to_string()));
-        if let Err(e) = set {
-            let _ = std::fs::remove_dir_all(&path);
-            return Err(e.to_string());
-        }
+        crate::repos::create_empty(&self.root, name, || self.lock_shared().scan.names().cloned().collect())?;
         log::info!("{name}: created, as on the leader {}", record.node);
         self.lock_shared().repos.entry(name.to_owned()).or_default().signalled = true;
         Ok(())

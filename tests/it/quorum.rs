@@ -243,3 +243,32 @@ fn create_waits_for_a_quorum_and_status_names_the_nodes_that_count() {
         })
     });
 }
+
+/// A repository created on a quorum that did not include the next leader: that node
+/// creates it before leading and takes over what the peer holds, acknowledged write and all.
+#[test]
+fn a_new_leader_without_a_repository_creates_it_and_takes_over_its_writes() {
+    let lab = Lab::up_with(3, QUORUM);
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(10)), "a");
+    lab.wait_parity("a", "c", Duration::from_secs(20));
+    lab.kill("c", "agent", "STOP");
+    let out = run(lab.node_cmd("a", "git").args(["stargate", "create", "team/q"]));
+    assert!(out.status.success(), "{}{}", stderr(&out), lab.logs());
+    let client = Client::new();
+    ok(client.git(".", &["init", "-q", "w"]));
+    ok(client.git("w", &["commit", "-q", "--allow-empty", "-m", "acked"]));
+    ok(client.git("w", &["push", "-q", &lab.url("a", "team/q"), "HEAD:refs/heads/main"]));
+    let head = ok(client.git("w", &["rev-parse", "HEAD"])).trim().to_owned();
+    assert!(!lab.repo("c", "team/q").exists(), "c heard of team/q while stopped");
+    // b is stopped but its Git server and health responder answer; a's machine is gone.
+    lab.kill("b", "agent", "STOP");
+    for what in ["agent", "daemon", "health"] {
+        lab.kill("a", what, "KILL");
+    }
+    lab.kill("c", "agent", "CONT");
+    lab.wait_until("c to lead", Duration::from_secs(20), || lab.ready() == ["c"]);
+    let at_c = run(lab.node_cmd("c", "git").arg("--git-dir").arg(lab.repo("c", "team/q")).args(["rev-parse", "main"]));
+    assert_eq!(String::from_utf8_lossy(&at_c.stdout).trim(), head, "c leads without team/q's write{}", lab.logs());
+    assert!(lab.agent_log("c").contains("team/q.git: created, as b has it"), "{}", lab.agent_log("c"));
+    lab.kill("b", "agent", "CONT");
+}

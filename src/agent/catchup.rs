@@ -33,8 +33,9 @@ impl Agent {
         let created = self.create_what_peers_have(&plan, reply);
         let repos = crate::repos::list(&self.root).unwrap_or_default();
         let timeout = Duration::from_millis(500);
-        for repo in repos.iter().filter(|r| r.readable && crate::repos::unsupported(&self.root.join(&r.name)).is_none())
-        {
+        let mut published = Instant::now();
+        let root = self.root.clone();
+        for repo in repos.iter().filter(|r| r.readable && crate::repos::unsupported(&root.join(&r.name)).is_none()) {
             let path = self.root.join(&repo.name);
             // One this node never had: what the furthest peer that answers holds (see
             // `create_what_peers_have`).
@@ -72,6 +73,7 @@ impl Agent {
                 if heard < must_hear {
                     std::thread::sleep(Duration::from_millis(50));
                 }
+                self.keep_fresh(mine, &mut published);
             }
             if heard < must_hear {
                 return Err(format!(
@@ -102,8 +104,21 @@ impl Agent {
             } else {
                 reply.say(&format!("{}: caught up with {node} to seq {seq}", repo.name));
             }
+            self.keep_fresh(mine, &mut published);
         }
         Ok(())
+    }
+
+    /// Keep the heartbeat and the lease (an etcd lease expires) fresh through a long
+    /// catch-up or adoption: every `stargate.lease.interval`.
+    fn keep_fresh(&mut self, mine: &Record, published: &mut Instant) {
+        if published.elapsed() >= self.interval {
+            self.publish();
+            if let Err(e) = self.lease.renew(mine) {
+                log::warn!("cannot renew the lease while catching up: {e}");
+            }
+            *published = Instant::now();
+        }
     }
 
     /// Quorum mode, before leading: a repository `git stargate create` put on a quorum may
@@ -186,14 +201,7 @@ impl Agent {
                     }
                 }
             }
-            // Keep the heartbeat and the lease fresh through a long catch-up.
-            if published.elapsed() >= self.interval {
-                self.publish();
-                if let Err(e) = self.lease.renew(mine) {
-                    log::warn!("cannot renew the lease while catching up: {e}");
-                }
-                published = Instant::now();
-            }
+            self.keep_fresh(mine, &mut published);
         }
         let took = started.elapsed().as_millis();
         if shortfall.is_empty() {

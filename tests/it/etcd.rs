@@ -303,3 +303,31 @@ fn etcds_with_client_certificates_and_a_wrong_one_refused() {
     std::thread::sleep(Duration::from_secs(5));
     assert!(lab.ready().is_empty(), "b led with a certificate etcd does not trust");
 }
+
+/// Quorum mode on etcd: a node that waits longer than the lease's TTL to hear enough peers
+/// before leading keeps its lease alive meanwhile, and leads under the revision it won.
+#[test]
+fn quorum_adoption_longer_than_the_ttl_keeps_the_etcd_lease() {
+    let quorum = "[stargate \"replication\"]\n\tmode = quorum\n[stargate \"quorum\"]\n\ttimeout = 10s\n";
+    let c = cluster(3, 1, quorum);
+    let lab = &c.lab;
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(10)), "a");
+    lab.wait_parity("a", "b", Duration::from_secs(20));
+    lab.wait_parity("a", "c", Duration::from_secs(20));
+    // c neither contends nor answers; a's machine is gone: b hears only itself.
+    lab.kill("c", "agent", "STOP");
+    lab.kill("c", "health", "KILL");
+    for what in ["agent", "daemon", "health"] {
+        lab.kill("a", what, "KILL");
+    }
+    // a's lease ends within the TTL (3 s), b takes the key and waits for a second node;
+    // twice the TTL after that, c answers again.
+    std::thread::sleep(Duration::from_secs(9));
+    assert!(lab.ready().is_empty(), "b led without hearing a second node{}", lab.logs());
+    lab.start("c", "health");
+    lab.wait_until("b to lead", Duration::from_secs(15), || lab.ready() == ["b"]);
+    let log = lab.agent_log("b");
+    assert!(!log.contains("lost the lease while catching up"), "{log}");
+    assert_eq!(log.matches("elected leader at epoch").count(), 1, "{log}");
+    lab.kill("c", "agent", "CONT");
+}

@@ -1,7 +1,8 @@
 //! Quorum replication (stargate(7), Quorum replication) on three nodes: an acknowledged
 //! write is on a majority when the push returns; one peer down changes nothing; without a
 //! quorum the push is refused and nothing moves; the leader lost with its storage right
-//! after an acknowledgement loses nothing.
+//! after an acknowledgement loses nothing; a deposed leader gathers no quorum; a healed
+//! peer votes again; `create` and `status` in quorum mode.
 
 use std::time::Duration;
 
@@ -132,10 +133,11 @@ fn a_node_that_cannot_hear_enough_peers_does_not_lead() {
 }
 
 /// A leader deposed while its write waits for the quorum: the peers stage only what the
-/// lease's leader holds, so the write is refused, and no node ends up with it. In network
-/// namespaces, so that b can be cut off from a (and cannot stage a's write before it leads).
+/// lease's leader holds, so the write is refused, and no node ends up with it. Then a peer
+/// cut off heals, catches up and makes the quorum again. In network namespaces, so that
+/// nodes can be cut off (b from a: it cannot stage a's write before it leads).
 #[test]
-fn a_leader_deposed_by_a_forced_promotion_gathers_no_quorum() {
+fn a_deposed_leader_gathers_no_quorum_and_a_healed_peer_votes_again() {
     let extra = QUORUM.replacen("\ttimeout = 2s\n", "\ttimeout = 8s\n", 1);
     let lab = Lab::up_netns(3, &extra, NetOpts::default());
     assert_eq!(lab.wait_leader(None, Duration::from_secs(10)), "a");
@@ -176,6 +178,35 @@ fn a_leader_deposed_by_a_forced_promotion_gathers_no_quorum() {
         let shown = run(lab.git(node, &["show", "refs/kv/default:stale"]));
         assert!(!shown.status.success(), "{node} holds the refused write{}", lab.logs());
     }
+
+    // A partitioned peer heals, catches up and votes again: c cut off while b and a write
+    // on; then a stops staging, and only c, back, can make the quorum.
+    let at_b = lab.dir.path().join("b-client");
+    ok(lab.node_cmd("b", "git").args(["clone", "-q"]).arg(lab.repo("b", "kv")).arg(&at_b));
+    let set = |key: &str| {
+        run(lab.node_cmd("b", "git").arg("-C").arg(&at_b).args([
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.com",
+            "kv",
+            "set",
+            key,
+            "v",
+        ]))
+    };
+    lab.cut("c", &[]);
+    for i in 0..3 {
+        let out = set(&format!("while-c-is-cut-{i}"));
+        assert!(out.status.success(), "{}{}", stderr(&out), lab.logs());
+    }
+    lab.kill("a", "agent", "STOP");
+    lab.heal("c");
+    let out = set("c-votes-again");
+    assert!(out.status.success(), "c back did not make the quorum: {}{}", stderr(&out), lab.logs());
+    let shown = run(lab.git("c", &["show", "refs/kv/default:while-c-is-cut-2"]));
+    assert!(shown.status.success(), "c voted without the writes it missed{}", lab.logs());
+    lab.kill("a", "agent", "CONT");
 }
 
 /// `git stargate create` in quorum mode returns once a quorum holds the repository;

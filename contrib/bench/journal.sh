@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Journal cost with many entries behind the tip: a push's cost (the hooks append one entry)
+# and the replica's sync of it (`git stargate sync`, one change), N rounds each (default 15),
+# first with the ~100 entries a new journal has, then after ENTRIES more (default 1,000,000)
+# were put behind the tip, in one generation (stargate.journal.keep above ENTRIES, so no
+# checkpoint bounds them). Medians, the long journal's against the short one's.
+# Usage: contrib/bench/journal.sh [ENTRIES] [N]   (stargate-hook on PATH)
+set -euo pipefail
+entries=${1:-1000000} n=${2:-15}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+lab=("$root/contrib/lab/lab" --dir "$work/lab")
+trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=$work/gitconfig HOME=$work LC_ALL=C
+printf '[user]\n\tname = Bench\n\temail = bench@example.com\n' >"$GIT_CONFIG_GLOBAL"
+printf '[stargate "journal"]\n\tkeep = %d\n[stargate "sync"]\n\ttimeout = 10m\n' $((entries * 2)) >"$work/extra"
+LAB_EXTRA_CONFIG=$work/extra "${lab[@]}" up --nodes 2 --net 127.79.14 >/dev/null
+leader=$("${lab[@]}" leader); replica=$([ "$leader" = a ] && echo b || echo a)
+# Only this script syncs: the replica's agent stops (its sync token stays valid).
+"${lab[@]}" kill "$replica" agent TERM
+sleep 1
+L=$work/lab/$leader/repos/kv.git R=$work/lab/$replica/repos/kv.git
+url=git://$(cat "$work/lab/$leader/ip")/kv.git
+as_replica() { GIT_CONFIG_GLOBAL=$work/lab/$replica/gitconfig "$@"; }
+git clone -q "$url" "$work/client" 2>/dev/null
+
+us() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 )); }
+median() { sort -n | sed -n "$(( (n + 1) / 2 ))p"; }
+ms() { awk "BEGIN{printf \"%.2f\", $1/1000}"; }
+push() { git -C "$work/client" commit -q --allow-empty -m "$1"; git -C "$work/client" push -q origin HEAD:refs/heads/main; }
+replica_sync() { as_replica git stargate sync kv.git; }
+seq_of() { git -C "$1" log -1 --format=%s refs/stargate/journal | awk '{print $3}'; }
+declare -A t
+rounds() { # label
+  local i
+  for ((i = 1; i <= n; i++)); do
+    git -C "$work/client" commit -q --allow-empty -m "$1 $i"
+    t[push_$1]+="$(us git -C "$work/client" push -q origin HEAD:refs/heads/main) "
+    t[sync_$1]+="$(us replica_sync) "
+  done
+  [ "$(git -C "$R" rev-parse refs/heads/main)" = "$(git -C "$L" rev-parse refs/heads/main)" ] ||
+    { echo "bench: the replica did not converge" >&2; exit 1; }
+}
+for i in $(seq 100); do push "fill $i"; done
+replica_sync
+echo "short journal: seq $(seq_of "$L")"
+rounds short
+
+# ENTRIES entries behind the tip, as the hooks write them (one update each, of main to
+# itself), through git fast-import; the journal ref moves with the hooks out of the way.
+tip=$(git -C "$L" rev-parse refs/stargate/journal)
+head=$(git -C "$L" rev-parse refs/heads/main)
+msg=$(git -C "$L" log -1 --format=%B "$tip")
+first=$(($(seq_of "$L") + 1))
+depth=$(echo "$msg" | awk '$1 == "depth" {print $2}')
+epoch=$(echo "$msg" | awk '$1 == "epoch" {print $2}')
+node=$(echo "$msg" | awk '$1 == "node" {print $2}')
+started=$(date +%s%N)
+awk -v n="$entries" -v first="$first" -v depth="$depth" -v epoch="$epoch" -v node="$node" \
+  -v head="$head" -v tip="$tip" -v now="$(date +%s)" 'BEGIN {
+  for (i = 0; i < n; i++) {
+    seq = first + i
+    m = sprintf("stargate journal %d\n\nepoch %d\nnode %s\ntime %d000\ndepth %d\n%d %s %s refs/heads/main\n", seq, epoch, node, now, depth + 1 + i, seq, head, head)
+    printf "commit refs/stargate/bench\nmark :%d\ncommitter stargate <stargate@%s> %d +0000\ndata %d\n%s", i + 1, node, now, length(m), m
+    if (i == 0) printf "from %s\n", tip; else printf "from :%d\n", i
+    printf "deleteall\n\n"
+  }
+}' | git -C "$L" fast-import --quiet
+new=$(git -C "$L" rev-parse refs/stargate/bench)
+git -C "$L" -c core.hooksPath=/dev/null update-ref refs/stargate/journal "$new" "$tip"
+git -C "$L" -c core.hooksPath=/dev/null update-ref -d refs/stargate/bench
+echo "wrote $entries entries in $(( ($(date +%s%N) - started) / 1000000 )) ms"
+# The replica is now further behind than it walks: one full mirror, not measured.
+mirrored=$(us replica_sync)
+echo "the replica's full mirror of the long journal: $(ms "$mirrored") ms"
+[ "$(seq_of "$R")" = "$(seq_of "$L")" ] || { echo "bench: the replica did not mirror the journal" >&2; exit 1; }
+echo "long journal: seq $(seq_of "$L")"
+rounds long
+
+for k in push sync; do
+  s=$(printf '%s\n' ${t[${k}_short]} | median) l=$(printf '%s\n' ${t[${k}_long]} | median)
+  echo "$k: $(ms "$l") ms with $entries entries behind the tip, $(ms "$s") ms with ~100 (ratio $(awk "BEGIN{printf \"%.2f\", $l/$s}"))"
+  echo "BENCH journal_${k}_$entries $(ms "$l") $(ms "$s") ms"
+done

@@ -171,14 +171,14 @@ goals = [
     ("4. git kv set <= 2x one plain push; 8 concurrent writers never give up",
      f"ratio {fmt(kv_ratio)}; gave up {fmt(gave_up)} of 80",
      verdict(kv_ratio is not None and kv_ratio <= 2.0 and gave_up == 0)),
-    ("5. a push in quorum mode <= 2x the same push in async mode (issue 11)",
+    ("5. a push in quorum mode <= 2x the same push in async mode",
      f"{fmt(q_quorum, 'ms')} vs {fmt(q_async, 'ms')}, ratio {fmt(quorum_ratio)}",
      verdict(quorum_ratio is not None and quorum_ratio <= 2.0)),
 ]
 j_push, j_push0 = med("journal_push_1000000"), med("journal_push_1000000", plains)
 j_sync, j_sync0 = med("journal_sync_1000000"), med("journal_sync_1000000", plains)
 goals.append((
-    "6. append and sync cost with 1M journal entries behind the tip stay what they are at 100 (issue 15; ratio <= 1.2)",
+    "6. append and sync cost with 1M journal entries behind the tip stay what they are at 100 (ratio <= 1.2)",
     f"push {fmt(j_push, 'ms')} vs {fmt(j_push0, 'ms')}; sync {fmt(j_sync, 'ms')} vs {fmt(j_sync0, 'ms')}",
     verdict(j_push is not None and j_push0 and j_sync is not None and j_sync0
             and j_push / j_push0 <= 1.2 and j_sync / j_sync0 <= 1.2)))
@@ -195,7 +195,7 @@ with another machine's. Every run's full output is in `target/bench/` after a ru
 
 {os.environ['MACHINE']}
 
-## Goals (issues 11, 13 and 15)
+## Goals
 
 {chr(10).join(goal_lines)}
 {"" if not failed else chr(10) + "Runs that failed (see target/bench/): " + ", ".join(failed) + chr(10)}
@@ -206,8 +206,8 @@ with another machine's. Every run's full output is in `target/bench/` after a ru
 ## What was found
 
 **Idle cost.** Before, a replica synced every repository once per `stargate.sync.interval`:
-1,000 idle repositories cost its agent 25 % of a core and 102 MB (measured when the issue was
-filed). Now it reads the leader's change summary once per interval (`GET /changes`,
+1,000 idle repositories cost its agent 25 % of a core and 102 MB (measured before the change
+summary). Now it reads the leader's change summary once per interval (`GET /changes`,
 stargate(7) "Change summary") and syncs only what it names; every repository is swept once per
 `stargate.sync.sweepInterval` (1 h). What is left per interval is that request, the clock-offset
 probe and a `readdir` of the root every 5 s; the scheduler looks at its one small record per

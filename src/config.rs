@@ -379,6 +379,12 @@ impl Config {
         self.duration("stargate.catchup.timeout", Duration::from_secs(10))
     }
 
+    /// `stargate.catchup.connectTimeout`: how long the catch-up waits for the previous
+    /// leader's Git server to accept a connection before it leads without catching up.
+    pub fn catchup_connect_timeout(&self) -> Result<Duration, Error> {
+        self.positive_duration("stargate.catchup.connectTimeout", Duration::from_secs(1))
+    }
+
     /// `stargate.journal.keep`: entries per journal generation; every this many entries a
     /// new generation starts, and only the current and the previous one stay reachable.
     /// Default: 10000.

@@ -171,6 +171,30 @@ impl Agent {
             let why = format!("the leader record names no URL for {}", previous.node);
             return names.into_iter().map(|n| (n, why.clone())).collect();
         };
+        // A machine that is gone (powered off, cut off) answers nothing: waiting for its git
+        // daemon would spend the whole catch-up timeout on nothing. Only for git://, whose
+        // connection goes straight to that address (ssh and http may go through a jump host
+        // or a proxy); a name that does not resolve is left to the catch-up itself.
+        if let Some(name) = names.first()
+            && let Ok(crate::wire::endpoint::Endpoint::Git { host, port, .. }) =
+                crate::wire::endpoint::Endpoint::join(&base_url, name)
+            && let Err(e) = crate::wire::proto::connect_host(&host, port, Instant::now() + self.catchup_connect_timeout)
+            && matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            )
+        {
+            let why = format!(
+                "{}'s Git server {host}:{port} does not answer ({e}, stargate.catchup.connectTimeout {} ms)",
+                previous.node,
+                self.catchup_connect_timeout.as_millis()
+            );
+            reply.say(&format!("not catching up: {why}"));
+            return names.into_iter().map(|n| (n, why.clone())).collect();
+        }
         let target = Target { leader: previous.node.clone(), epoch: previous.epoch, base_url };
         let (mut shortfall, mut changed) = (Vec::new(), 0usize);
         let mut published = Instant::now();

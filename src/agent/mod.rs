@@ -77,6 +77,7 @@ struct Agent {
     /// How catch-up syncs run (the agent's token, this node's settings).
     sync: sync::Settings,
     catchup_timeout: Duration,
+    catchup_connect_timeout: Duration,
     drain_timeout: Duration,
     promote_timeout: Duration,
     /// UDP addresses of the other nodes' agents, by node id.
@@ -140,6 +141,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         control,
         sync: sync::Settings { catch_up: true, ..sync::Settings::from_config(cfg, token)? },
         catchup_timeout: cfg.catchup_timeout()?,
+        catchup_connect_timeout: cfg.catchup_connect_timeout()?,
         drain_timeout: cfg.promote_drain_timeout()?,
         promote_timeout: cfg.promote_timeout()?,
         peers: peers.collect(),

@@ -346,7 +346,6 @@ fn io_error(url: &str, e: std::io::Error) -> git::Error {
     git::Error::Failed { args: format!("upload-pack {url}"), status: "io error".into(), stderr: e.to_string() }
 }
 
-/// A TCP connection to `host:port` (any of its addresses), by `deadline`.
 /// A TCP connection to the first of `addrs` that answers by `deadline` (`name` is the
 /// address as given, for messages), with `TCP_NODELAY` set: every client here sends
 /// whole requests. Used for git daemon and the health probes alike.

@@ -9,12 +9,7 @@
 # Usage: contrib/bench/hook-cost.sh [N]   (stargate-hook on PATH; HOOK_BENCH_URL=file: by path)
 set -euo pipefail
 n=${1:-20}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-lab=("$root/contrib/lab/lab" --dir "$work/lab")
-trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=$work/gitconfig HOME=$work
-printf '[user]\n\tname = Bench\n\temail = bench@example.com\n' >"$GIT_CONFIG_GLOBAL"
+. "$(dirname "$0")/lib.sh"
 kinds="plain floor full minimal"
 "${lab[@]}" up --nodes 1 --net 127.79.1 --repos "$kinds" >/dev/null
 repos=$work/lab/a/repos

@@ -10,12 +10,7 @@
 # idle syncs. Usage: contrib/bench/idle.sh [REPOS] [SECONDS]   (stargate-hook on PATH)
 set -euo pipefail
 count=${1:-1000} seconds=${2:-120}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-lab=("$root/contrib/lab/lab" --dir "$work/lab")
-trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=$work/gitconfig HOME=$work LC_ALL=C
-printf '[user]\n\tname = Bench\n\temail = bench@example.com\n' >"$GIT_CONFIG_GLOBAL"
+. "$(dirname "$0")/lib.sh"
 "${lab[@]}" up --nodes 2 --net 127.79.7 >/dev/null
 # COUNT repositories on both nodes, copied from one made like the lab's (git init and
 # config for each would take minutes), then the agents start again: the leader starts their
@@ -88,12 +83,13 @@ done
 k1=$(ticks)
 idle_ms=$(awk "BEGIN{printf \"%.2f\", 1000 * ($k1 - $k0) / $hz / $n_idle}")
 sweep=$(awk "BEGIN{printf \"%.2f\", 100 * $idle_ms / 1000 * $count / 3600}")
-# Plain git: one ls-remote per repository per interval, measured on 50.
+# Plain git: one ls-remote per repository per interval, measured on 50 (or all there are).
+polled=$(( count < 50 ? count : 50 ))
 p0=$(awk '{ print $14 + $15 + $16 + $17 }' /proc/$$/stat) q0=$(date +%s%N)
-for r in $(seq -f 'r%05g' 1 50); do git ls-remote "git://$lip/$r.git" >/dev/null; done
+for r in $(seq -f 'r%05g' 1 "$polled"); do git ls-remote "git://$lip/$r.git" >/dev/null; done
 p1=$(awk '{ print $14 + $15 + $16 + $17 }' /proc/$$/stat) q1=$(date +%s%N)
-per=$(awk "BEGIN{printf \"%.2f\", ($q1 - $q0) / 1e6 / 50}")
-plain=$(awk "BEGIN{printf \"%.1f\", 100 * ($p1 - $p0) / $hz / 50 * $count / 30}")
+per=$(awk "BEGIN{printf \"%.2f\", ($q1 - $q0) / 1e6 / $polled}")
+plain=$(awk "BEGIN{printf \"%.1f\", 100 * ($p1 - $p0) / $hz / $polled * $count / 30}")
 echo "idle, $count repositories, default interval 30s: replica agent $cpu % of a core over $seconds s ($(( s1 - s0 )) syncs), RSS $rss MB; first sweep ${swept} s; a write reached the replica in $arrived ms"
 echo "  the hourly sweep: $idle_ms ms of the agent's CPU per idle sync ($n_idle measured), $sweep % of a core spread over the hour"
 echo "BENCH idle_cpu_$count $cpu $plain %"

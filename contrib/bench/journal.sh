@@ -7,21 +7,10 @@
 # Usage: contrib/bench/journal.sh [ENTRIES] [N]   (stargate-hook on PATH)
 set -euo pipefail
 entries=${1:-1000000} n=${2:-15}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-lab=("$root/contrib/lab/lab" --dir "$work/lab")
-trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=$work/gitconfig HOME=$work LC_ALL=C
-printf '[user]\n\tname = Bench\n\temail = bench@example.com\n' >"$GIT_CONFIG_GLOBAL"
+. "$(dirname "$0")/lib.sh"
 printf '[stargate "journal"]\n\tkeep = %d\n[stargate "sync"]\n\ttimeout = 10m\n' $((entries * 2)) >"$work/extra"
-LAB_EXTRA_CONFIG=$work/extra "${lab[@]}" up --nodes 2 --net 127.79.14 >/dev/null
-leader=$("${lab[@]}" leader); replica=$([ "$leader" = a ] && echo b || echo a)
-# Only this script syncs: the replica's agent stops (its sync token stays valid).
-"${lab[@]}" kill "$replica" agent TERM
-sleep 1
-L=$work/lab/$leader/repos/kv.git R=$work/lab/$replica/repos/kv.git
-url=git://$(cat "$work/lab/$leader/ip")/kv.git
-as_replica() { GIT_CONFIG_GLOBAL=$work/lab/$replica/gitconfig "$@"; }
+lab_up 127.79.14 "$work/extra"
+replica_agent_off
 git clone -q "$url" "$work/client" 2>/dev/null
 
 us() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 )); }

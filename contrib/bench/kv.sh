@@ -8,15 +8,9 @@
 # Usage: contrib/bench/kv.sh [N] [M]   (stargate-hook on PATH; N default 30, M default 10)
 set -euo pipefail
 n=${1:-30} m=${2:-10}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-lab=("$root/contrib/lab/lab" --dir "$work/lab")
-trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=$work/gitconfig HOME=$work LC_ALL=C
-printf '[user]\n\tname = Bench\n\temail = bench@example.com\n' >"$GIT_CONFIG_GLOBAL"
+. "$(dirname "$0")/lib.sh"
 printf '[stargate "alert"]\n\twindow = 2s\n[stargate "metrics"]\n\tinterval = 1s\n' >"$work/extra"
-LAB_EXTRA_CONFIG=$work/extra "${lab[@]}" up --nodes 2 --net 127.79.5 >/dev/null
-leader=$("${lab[@]}" leader); replica=$([ "$leader" = a ] && echo b || echo a)
+lab_up 127.79.5 "$work/extra"
 url=git://$(cat "$work/lab/$leader/ip")/kv.git
 now_us() { echo $(( $(date +%s%N) / 1000 )); }
 pct() { sort -n | awk -v p="$1" '{ v[NR] = $1 } END { i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] }'; }

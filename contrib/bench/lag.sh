@@ -5,15 +5,9 @@
 # Usage: contrib/bench/lag.sh [SECONDS] [WRITES_PER_SECOND]   (stargate-hook on PATH)
 set -euo pipefail
 seconds=${1:-300} rate=${2:-2}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-lab=("$root/contrib/lab/lab" --dir "$work/lab")
-trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=$work/gitconfig HOME=$work LC_ALL=C
-printf '[user]\n\tname = Bench\n\temail = bench@example.com\n' >"$GIT_CONFIG_GLOBAL"
+. "$(dirname "$0")/lib.sh"
 printf '[stargate "alert"]\n\twindow = 1m\n[stargate "metrics"]\n\tinterval = 1s\n' >"$work/extra"
-LAB_EXTRA_CONFIG=$work/extra "${lab[@]}" up --nodes 2 --net 127.79.3 >/dev/null
-leader=$("${lab[@]}" leader); replica=$([ "$leader" = a ] && echo b || echo a)
+lab_up 127.79.3 "$work/extra"
 git clone -q "git://$(cat "$work/lab/$leader/ip")/kv.git" "$work/client" 2>/dev/null
 cd "$work/client"
 gap=$(awk "BEGIN{print 1/$rate}")

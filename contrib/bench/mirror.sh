@@ -5,21 +5,10 @@
 # Usage: contrib/bench/mirror.sh [REFS] [N]   (stargate-hook on PATH; REFS default 100000)
 set -euo pipefail
 refs=${1:-100000} n=${2:-5}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-lab=("$root/contrib/lab/lab" --dir "$work/lab")
-[ -n "${KEEP:-}" ] || trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=$work/gitconfig HOME=$work LC_ALL=C
-printf '[user]\n\tname = Bench\n\temail = bench@example.com\n' >"$GIT_CONFIG_GLOBAL"
-"${lab[@]}" up --nodes 2 --net 127.79.4 >/dev/null
-leader=$("${lab[@]}" leader); replica=$([ "$leader" = a ] && echo b || echo a)
-# Only this script syncs: the replica's agent stops (its sync token stays valid).
-"${lab[@]}" kill "$replica" agent TERM
-sleep 1
-L=$work/lab/$leader/repos/kv.git R=$work/lab/$replica/repos/kv.git
-url=git://$(cat "$work/lab/$leader/ip")/kv.git
+. "$(dirname "$0")/lib.sh"
+lab_up 127.79.4
+replica_agent_off
 hooks=$(git -C "$R" config core.hooksPath)
-as_replica() { GIT_CONFIG_GLOBAL=$work/lab/$replica/gitconfig "$@"; }
 
 # The leader: 100 commits, REFS branches over them, packed, and a journal.
 git clone -q "$url" "$work/client" 2>/dev/null

@@ -146,18 +146,8 @@ pub fn repo_url(base: &str, name: &str) -> String {
 /// Mirror `name` (at `path`) from `target`. Fails with `Locked` when another sync of this
 /// repository holds its lock: the caller skips, it does not queue.
 pub fn sync(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Report, Error> {
-    let deadline = Instant::now() + settings.timeout;
     let _lock = lock(path)?;
-    let run = Run {
-        path,
-        name,
-        url: repo_url(&target.base_url, name),
-        target,
-        settings,
-        deadline,
-        started: Instant::now(),
-        keeps: Default::default(),
-    };
+    let run = Run::new(path, name, target, settings);
     let report = run.sync()?;
     if report.mode != Mode::Idle {
         clear_staged(path, report.replica_seq)?;
@@ -192,16 +182,7 @@ fn clear_staged(path: &Path, applied_seq: u64) -> Result<(), Error> {
 /// `Locked` while a sync of the repository runs.
 pub fn behind(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Behind, Error> {
     let _lock = lock(path)?;
-    let run = Run {
-        path,
-        name,
-        url: repo_url(&target.base_url, name),
-        target,
-        settings,
-        deadline: Instant::now() + settings.timeout,
-        started: Instant::now(),
-        keeps: Default::default(),
-    };
+    let run = Run::new(path, name, target, settings);
     run.behind()
 }
 
@@ -215,16 +196,7 @@ pub fn remote_refs(
     settings: &Settings,
 ) -> Result<HashMap<String, ObjectId>, Error> {
     let target = Target { leader: String::new(), epoch: 0, base_url: base_url.to_owned() };
-    let run = Run {
-        path,
-        name,
-        url: repo_url(base_url, name),
-        target: &target,
-        settings,
-        deadline: Instant::now() + settings.timeout,
-        started: Instant::now(),
-        keeps: Default::default(),
-    };
+    let run = Run::new(path, name, &target, settings);
     let mut leader = run.connect()?;
     run.ls(&mut leader, &[])
 }
@@ -236,16 +208,7 @@ pub fn remote_refs(
 /// target's are refused. Returns the journal entry now held staged.
 pub fn stage(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Option<ObjectId>, Error> {
     let _lock = lock(path)?;
-    let run = Run {
-        path,
-        name,
-        url: repo_url(&target.base_url, name),
-        target,
-        settings,
-        deadline: Instant::now() + settings.timeout,
-        started: Instant::now(),
-        keeps: Default::default(),
-    };
+    let run = Run::new(path, name, target, settings);
     run.stage()
 }
 
@@ -255,16 +218,7 @@ pub fn stage(path: &Path, name: &str, target: &Target, settings: &Settings) -> R
 /// the entries had been mirrored. Returns how many refs moved.
 pub fn adopt(path: &Path, name: &str, peer: &Target, settings: &Settings) -> Result<usize, Error> {
     let _lock = lock(path)?;
-    let run = Run {
-        path,
-        name,
-        url: repo_url(&peer.base_url, name),
-        target: peer,
-        settings,
-        deadline: Instant::now() + settings.timeout,
-        started: Instant::now(),
-        keeps: Default::default(),
-    };
+    let run = Run::new(path, name, peer, settings);
     run.adopt()
 }
 
@@ -326,7 +280,21 @@ impl Drop for Run<'_> {
     }
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// One sync's run against `target`, due by `settings.timeout` from now.
+    fn new(path: &'a Path, name: &'a str, target: &'a Target, settings: &'a Settings) -> Run<'a> {
+        Run {
+            path,
+            name,
+            url: repo_url(&target.base_url, name),
+            target,
+            settings,
+            deadline: Instant::now() + settings.timeout,
+            started: Instant::now(),
+            keeps: Default::default(),
+        }
+    }
+
     fn sync(&self) -> Result<Report, Error> {
         let main = journal::open(self.path)?;
         let local = journal::tip(&main)?;

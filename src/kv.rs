@@ -117,7 +117,7 @@ enum Command {
 }
 
 struct Store {
-    repo: gix::Repository,
+    refs: crate::refs::Store,
     dir: PathBuf,
     remote: String,
     refname: String,
@@ -135,7 +135,7 @@ pub fn main(args: &[String]) -> crate::error::Result<()> {
     if !remote.contains([':', '/']) && cfg.remote_url(&remote).is_none() {
         return Err(Error::NoRemote(remote).into());
     }
-    let store = Store { repo, dir, remote, refname: format!("refs/kv/{namespace}") };
+    let store = Store { refs: crate::refs::Store::new(repo), dir, remote, refname: format!("refs/kv/{namespace}") };
     match cli.command {
         Command::Set { pairs, stdin } => {
             let pairs = set_pairs(pairs, stdin.then(|| std::io::stdin().lock()))?;
@@ -272,14 +272,13 @@ impl Store {
     }
 
     fn tip(&self) -> Result<Option<ObjectId>, Error> {
-        let r = self.repo.try_find_reference(self.refname.as_str()).map_err(repo_err)?;
-        Ok(r.map(|r| r.id().detach()))
+        self.refs.find(&self.refname).map_err(repo_err)
     }
 
     fn tree(&self, tip: Option<ObjectId>) -> Result<gix::Tree<'_>, Error> {
         match tip {
-            None => Ok(self.repo.empty_tree()),
-            Some(id) => self.repo.find_commit(id).and_then(|c| c.tree()).map_err(repo_err),
+            None => Ok(self.refs.repo().empty_tree()),
+            Some(id) => self.refs.repo().find_commit(id).and_then(|c| c.tree()).map_err(repo_err),
         }
     }
 
@@ -332,7 +331,7 @@ impl Store {
                 git::push(&self.dir, &[], &self.remote, &commit.to_string(), &self.refname, Some(lease.as_deref()))
                     .map_err(repo_err)?;
             match pushed {
-                PushResult::Ok => return self.set_tip(commit, tip, message),
+                PushResult::Ok => return self.set_tip(commit, tip),
                 PushResult::Rejected { reason, stderr } => match rejection(&self.remote, reason, &stderr) {
                     Error::Race(why) => {
                         log::info!("push lost a race ({why}, attempt {attempt}); retrying on the new tip");
@@ -355,7 +354,7 @@ impl Store {
     }
 
     fn commit(&self, message: &str, tree: ObjectId, parent: Option<ObjectId>) -> Result<ObjectId, Error> {
-        let signature = signature(&self.repo);
+        let signature = signature(self.refs.repo());
         let commit = gix::objs::Commit {
             message: format!("{message}\n").into(),
             tree,
@@ -365,14 +364,13 @@ impl Store {
             parents: parent.into_iter().collect(),
             extra_headers: Vec::new(),
         };
-        Ok(self.repo.write_object(&commit).map_err(repo_err)?.detach())
+        Ok(self.refs.repo().write_object(&commit).map_err(repo_err)?.detach())
     }
 
-    fn set_tip(&self, commit: ObjectId, previous: Option<ObjectId>, message: &str) -> Result<(), Error> {
-        use gix::refs::transaction::PreviousValue;
-        let expected = previous.map_or(PreviousValue::Any, |p| PreviousValue::MustExistAndMatch(p.into()));
-        self.repo.reference(self.refname.as_str(), commit, expected, format!("kv: {message}")).map_err(repo_err)?;
-        Ok(())
+    fn set_tip(&self, commit: ObjectId, previous: Option<ObjectId>) -> Result<(), Error> {
+        use crate::refs::{Edit, Expect};
+        let expect = previous.map_or(Expect::Any, Expect::Value);
+        self.refs.edit(&[Edit { name: self.refname.clone(), expect, new: Some(commit) }]).map_err(repo_err)
     }
 }
 

@@ -27,5 +27,6 @@ pub mod error;
 pub mod clock;
 pub mod config;
 pub mod files;
+pub mod refs;
 pub mod repos;
 pub mod wire;

@@ -194,9 +194,6 @@ pub fn mark(git_dir: &Path) -> std::io::Result<bool> {
 /// the repository's own `config` file, as git writes it (`[extensions]`), without running
 /// git: the hooks ask.
 pub fn unsupported(git_dir: &Path) -> Option<&'static str> {
-    if git_dir.join("reftable").is_dir() {
-        return Some("reftable ref storage");
-    }
     let config = std::fs::read_to_string(git_dir.join("config")).ok()?;
     let setting = |name: &str, value: &str| {
         config.lines().any(|l| {
@@ -210,10 +207,17 @@ pub fn unsupported(git_dir: &Path) -> Option<&'static str> {
     if setting("objectformat", "sha256") {
         return Some("the SHA-256 object format");
     }
-    if setting("refstorage", "reftable") {
-        return Some("reftable ref storage");
-    }
     None
+}
+
+/// Why quorum mode cannot serve a reftable repository yet: its anchors are refs written at
+/// `prepared`, while git holds the whole reftable store locked (stargate(7), Repository
+/// formats).
+pub const QUORUM_REFTABLE: &str = "reftable ref storage in quorum mode";
+
+/// `unsupported`, for a node in quorum mode when `quorum`.
+pub fn unsupported_in(git_dir: &Path, quorum: bool) -> Option<&'static str> {
+    unsupported(git_dir).or_else(|| (quorum && crate::refs::is_reftable(git_dir)).then_some(QUORUM_REFTABLE))
 }
 
 /// The refusal of a write to a repository Stargate cannot serve.
@@ -262,7 +266,10 @@ mod tests {
         git(&["init", "-q", "--bare", "--ref-format=reftable", "table.git"]);
         assert_eq!(unsupported(&dir.path().join("files.git")), None);
         assert_eq!(unsupported(&dir.path().join("sha.git")), Some("the SHA-256 object format"));
-        assert_eq!(unsupported(&dir.path().join("table.git")), Some("reftable ref storage"));
+        assert_eq!(unsupported(&dir.path().join("table.git")), None);
+        assert_eq!(unsupported_in(&dir.path().join("table.git"), true), Some(QUORUM_REFTABLE));
+        assert_eq!(unsupported_in(&dir.path().join("files.git"), true), None);
+        assert_eq!(unsupported_in(&dir.path().join("sha.git"), false), Some("the SHA-256 object format"));
     }
 
     #[test]

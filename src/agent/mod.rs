@@ -254,7 +254,7 @@ impl Agent {
             if self.role == Role::Leader {
                 crate::replication::changes::note(&self.state_dir, &repo.name);
             }
-            if let Some(why) = crate::repos::unsupported(&self.root.join(&repo.name))
+            if let Some(why) = crate::repos::unsupported_in(&self.root.join(&repo.name), self.quorum.is_some())
                 && self.unsupported.insert(repo.name.clone())
             {
                 log::error!("{}: {}", repo.name, crate::repos::unsupported_refusal(why));

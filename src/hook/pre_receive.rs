@@ -20,10 +20,12 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
         );
         return Err(Error::Refused(why));
     }
-    if let Some(why) = crate::repos::unsupported(repo.git_dir()) {
+    let view = node::inspect_state(state_dir);
+    let quorum = view.state.as_ref().is_some_and(|s| s.quorum.is_some());
+    if let Some(why) = crate::repos::unsupported_in(repo.git_dir(), quorum) {
         return Err(Error::Refused(crate::repos::unsupported_refusal(why)));
     }
-    super::require_leader(&node::inspect_state(state_dir))?;
+    super::require_leader(&view)?;
     chain::run("pre-receive", args, repo, &input)
 }
 

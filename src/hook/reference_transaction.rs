@@ -37,7 +37,7 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
                 _ => {}
             }
             // Judged before anything moves: at `committed` every real change looks stored already.
-            let refs = Refs::new(git_dir);
+            let refs = Refs::new(git_dir, &all);
             // A node's own refs (kept lost commits) are neither mirrored nor journaled: an
             // operator may remove them on any node.
             let changes: Vec<Update> = (all.iter())
@@ -75,12 +75,16 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
             let view = node::inspect_state(state_dir);
             let epoch = super::require_leader(&view).map_err(refuse)?;
             let git = journal::open(git_dir).map_err(|e| Error::Fatal(e.to_string()))?;
+            let quorum = view.state.as_ref().and_then(|s| s.quorum.clone());
+            if quorum.is_some() && git.is_reftable() {
+                return Err(refuse(Error::Refused(crate::repos::unsupported_refusal(crate::repos::QUORUM_REFTABLE))));
+            }
             let keep = view.state.as_ref().and_then(|s| s.journal_keep).unwrap_or(journal::DEFAULT_KEEP);
             let count = updates.len() as u64;
             let (entry, last) = journal::append(&git, epoch, &view.me, updates.clone(), keep)
                 .map_err(|e| Error::Fatal(format!("cannot journal this update, refusing it: {e}")))?;
             let first = last + 1 - count.max(1);
-            if let Some(plan) = view.state.as_ref().and_then(|s| s.quorum.clone()) {
+            if let Some(plan) = quorum {
                 stage::anchor(&git, first, &updates)
                     .map_err(|e| Error::Fatal(format!("cannot anchor this update for the quorum: {e}")))?;
                 let name = state_dir.and_then(|d| repo_name(d, git_dir)).unwrap_or_default();
@@ -93,6 +97,9 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
             Ok(())
         }
         "committed" => {
+            // Published before the write stops counting as in flight: a draining leader
+            // hands over only once its journal names every committed write.
+            publish(git_dir);
             unanchor(git_dir, &inflight::end(git_dir));
             // A signal is a hint: one after a gc only costs the replicas an idle sync.
             if let Some(state_dir) = state_dir
@@ -103,12 +110,27 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
             chain::run(NAME, args, repo, &input)
         }
         "aborted" => {
+            // Its entry names updates that did not happen: harmless, and it may carry an
+            // earlier entry nobody published yet.
+            publish(git_dir);
             unanchor(git_dir, &inflight::end(git_dir));
             chain::run(NAME, args, repo, &input)
         }
         _ => chain::run(NAME, args, repo, &input),
     }
 }
+/// Reftable: the journal entries appended at `prepared` become visible to the replicas
+/// now, before they are signalled (see `journal::publish`). A failure loses nothing: the
+/// entry stays pending and the next transaction's end publishes it.
+fn publish(git_dir: &Path) {
+    if !journal::pending(git_dir) {
+        return;
+    }
+    if let Err(e) = journal::open(git_dir).and_then(|store| journal::publish(&store)) {
+        log::warn!("journal not published yet: {e}");
+    }
+}
+
 /// Drop a finished transaction's quorum anchors (its in-flight note: `first last`).
 fn unanchor(git_dir: &Path, note: &str) {
     let mut seqs = note.split_whitespace().filter_map(|n| n.parse::<u64>().ok());
@@ -132,27 +154,51 @@ fn repo_name(state_dir: &Path, git_dir: &Path) -> Option<String> {
 /// while the ref already is X), then prunes each loose copy (`X -> 0000` while
 /// `packed-refs` holds the same X and nobody holds `packed-refs.lock`). Any real deletion
 /// of a packed ref holds that lock while it is prepared, so it is never taken for a prune.
+/// Reftable has no such moves (its compaction runs no transaction): there only a ref set
+/// to the value it holds changes nothing.
 struct Refs<'a> {
     git_dir: &'a Path,
     /// `packed-refs`, read once on first use: a transaction may name 100k refs.
     packed: std::cell::OnceCell<HashMap<String, ObjectId>>,
+    /// Reftable: the transaction's refs as git lists them, read once on first use.
+    /// Unreadable, they read as absent: every update then counts as a change, judged and
+    /// journaled with the old value git reported.
+    table: Option<std::cell::OnceCell<HashMap<String, ObjectId>>>,
+    updates: &'a [Update],
 }
 
-impl Refs<'_> {
-    fn new(git_dir: &Path) -> Refs<'_> {
-        Refs { git_dir, packed: std::cell::OnceCell::new() }
+impl<'a> Refs<'a> {
+    fn new(git_dir: &'a Path, updates: &'a [Update]) -> Refs<'a> {
+        let table = crate::refs::is_reftable(git_dir).then(std::cell::OnceCell::new);
+        Refs { git_dir, packed: std::cell::OnceCell::new(), table, updates }
     }
 
     fn storage_only(&self, u: &Update) -> bool {
         if !u.new.is_null() {
             return self.current(&u.refname) == Some(u.new);
         }
+        if self.table.is_some() {
+            return false;
+        }
         let loose = self.loose(&u.refname);
         loose.is_some() && !self.git_dir.join("packed-refs.lock").exists() && loose == self.packed(&u.refname)
     }
 
-    /// What `refname` holds now: its loose file, else its `packed-refs` line.
+    /// What `refname` holds now: its loose file, else its `packed-refs` line (reftable:
+    /// git's answer).
     fn current(&self, refname: &str) -> Option<ObjectId> {
+        if let Some(table) = &self.table {
+            let table = table.get_or_init(|| {
+                let names =
+                    (self.updates.iter()).map(|u| u.refname.as_str()).filter(|n| crate::refs::check_name(n).is_ok());
+                let listed = crate::refs::Store::open(self.git_dir).and_then(|store| store.find_many(names));
+                listed.unwrap_or_else(|e| {
+                    log::warn!("cannot read the refs of this transaction: {e}");
+                    HashMap::new()
+                })
+            });
+            return table.get(refname).copied();
+        }
         self.loose(refname).or_else(|| self.packed(refname))
     }
 

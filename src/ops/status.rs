@@ -121,9 +121,11 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
     let mut repositories = match crate::repos::list(&cfg.root()?) {
         Ok(found) => {
             let root = cfg.root()?;
+            let quorum = cfg.replication_quorum_mode().unwrap_or(false);
             (found.into_iter())
                 .map(|r| Repository {
-                    unsupported: crate::repos::unsupported(&root.join(&r.name)).map(crate::repos::unsupported_refusal),
+                    unsupported: crate::repos::unsupported_in(&root.join(&r.name), quorum)
+                        .map(crate::repos::unsupported_refusal),
                     name: r.name,
                     readable: r.readable,
                     journal_seq: None,
@@ -175,14 +177,10 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
     })
 }
 
-fn kept_refs(repo: &gix::Repository, name: &str) -> Vec<Kept> {
-    let Ok(refs) = repo.references() else { return Vec::new() };
-    let Ok(iter) = refs.prefixed("refs/stargate/local/lost/") else { return Vec::new() };
-    iter.filter_map(Result::ok)
-        .filter_map(|r| {
-            let oid = r.try_id()?.to_string();
-            Some(Kept { repository: name.to_owned(), kept_as: r.name().as_bstr().to_string(), oid })
-        })
+fn kept_refs(repo: &crate::refs::Store, name: &str) -> Vec<Kept> {
+    let Ok(kept) = repo.prefixed("refs/stargate/local/lost/") else { return Vec::new() };
+    (kept.into_iter())
+        .map(|(kept_as, oid)| Kept { repository: name.to_owned(), kept_as, oid: oid.to_string() })
         .collect()
 }
 

@@ -12,10 +12,19 @@
 //! numbers go on across checkpoints. What anyone can fetch, a client's `git clone
 //! --mirror` included, is at most two generations; a replica whose position is older
 //! mirrors in full.
+//!
+//! With reftable ref storage, git holds the whole ref store locked from `prepared` until
+//! the transaction ends, so the journal ref cannot move at `prepared`. There the entry is
+//! written as an object and named in `<repo>/stargate/journal.pending`, and `committed` (or
+//! `aborted`) publishes it: one `update-ref` moving the journal ref to the newest pending
+//! entry, which carries any earlier one a crashed hook left unpublished.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use gix::ObjectId;
+
+use crate::refs::{Edit, Store};
 
 pub const REF: &str = "refs/stargate/journal";
 /// The generation before the current one, kept reachable for replicas still in it.
@@ -135,29 +144,21 @@ pub fn journaled(refname: &str) -> bool {
     refname.starts_with("refs/") && !refname.starts_with("refs/stargate/")
 }
 
-/// Open a repository for journal and ref work, without reading user or system config
-/// (which may make gix run `git`): only the repository's own settings matter here.
-pub fn open(path: &std::path::Path) -> Result<gix::Repository, Error> {
-    gix::open_opts(path, gix::open::Options::isolated()).map_err(git_err)
+/// Open a repository for journal and ref work (see `refs::Store::open`).
+pub fn open(path: &Path) -> Result<Store, Error> {
+    Store::open(path).map_err(git_err)
 }
 
-/// The journal tip and its entry.
-fn tip_entry(repo: &gix::Repository) -> Result<Option<(ObjectId, Entry)>, Error> {
-    let Some(r) = repo.try_find_reference(REF).map_err(git_err)? else { return Ok(None) };
-    let id = r.id().detach();
-    Ok(Some((id, read(repo, id)?.0)))
-}
-
-/// The journal tip and its last sequence number.
-pub fn tip(repo: &gix::Repository) -> Result<Option<(ObjectId, u64)>, Error> {
-    let Some(r) = repo.try_find_reference(REF).map_err(git_err)? else { return Ok(None) };
-    let id = r.id().detach();
-    Ok(Some((id, read(repo, id)?.0.last_seq())))
+/// The journal tip and its last sequence number, as the journal ref says (on a reftable
+/// leader, entries still pending publication are not counted).
+pub fn tip(store: &Store) -> Result<Option<(ObjectId, u64)>, Error> {
+    let Some(id) = store.find(REF).map_err(git_err)? else { return Ok(None) };
+    Ok(Some((id, read(store, id)?.0.last_seq())))
 }
 
 /// The entry stored in journal commit `id`, and its parent.
-pub fn read(repo: &gix::Repository, id: ObjectId) -> Result<(Entry, Option<ObjectId>), Error> {
-    let commit = repo.find_commit(id).map_err(git_err)?;
+pub fn read(store: &Store, id: ObjectId) -> Result<(Entry, Option<ObjectId>), Error> {
+    let commit = store.repo().find_commit(id).map_err(git_err)?;
     let message = commit.message_raw().map_err(git_err)?.to_string();
     let parent = commit.parent_ids().next().map(|p| p.detach());
     Ok((Entry::parse(id, &message)?, parent))
@@ -177,7 +178,7 @@ pub enum Range {
 }
 
 /// Walk back from `tip` to `since`.
-pub fn range(repo: &gix::Repository, tip: ObjectId, since: Option<ObjectId>) -> Result<Range, Error> {
+pub fn range(repo: &Store, tip: ObjectId, since: Option<ObjectId>) -> Result<Range, Error> {
     let mut entries = Vec::new();
     let mut at = Some(tip);
     while let Some(id) = at {
@@ -203,11 +204,19 @@ pub fn range(repo: &gix::Repository, tip: ObjectId, since: Option<ObjectId>) -> 
 /// Start the journal of a repository that has none with an entry of no updates (a new
 /// leader, at election): replicas then mirror it in full once, and follow the journal
 /// from there, instead of mirroring in full at every poll. Returns whether it wrote one.
-pub fn genesis(repo: &gix::Repository, epoch: u64, node: &str) -> Result<bool, Error> {
-    if tip(repo)?.is_some() {
+pub fn genesis(store: &Store, epoch: u64, node: &str) -> Result<bool, Error> {
+    if store.is_reftable() {
+        // A hook killed between its transaction's end and the publication left entries.
+        publish(store)?;
+    }
+    if tip(store)?.is_some() {
         return Ok(false);
     }
-    append(repo, epoch, node, Vec::new(), DEFAULT_KEEP).map(|_| true)
+    append(store, epoch, node, Vec::new(), DEFAULT_KEEP)?;
+    if store.is_reftable() {
+        publish(store)?;
+    }
+    Ok(true)
 }
 
 /// Append one entry for `updates` (leader, at `prepared`); every `keep`-th entry starts a
@@ -215,16 +224,24 @@ pub fn genesis(repo: &gix::Repository, epoch: u64, node: &str) -> Result<bool, E
 /// loser re-reads the tip and numbers after it.
 /// Returns the new entry and its last sequence number.
 pub fn append(
-    repo: &gix::Repository,
+    store: &Store,
     epoch: u64,
     node: &str,
     updates: Vec<Update>,
     keep: u64,
 ) -> Result<(ObjectId, u64), Error> {
+    let repo = store.repo();
     let empty_tree = write_loose(repo, &gix::objs::Tree::empty())?;
+    // Reftable: one transaction is prepared at a time (git holds the store), so no race
+    // for the tip; the lock only orders this against a publication's cleanup.
+    let pending_lock = if store.is_reftable() { Some(lock_pending(store.git_dir())?) } else { None };
     let mut last_error = String::new();
     for attempt in 0..50u64 {
-        let tip = tip_entry(repo)?;
+        let (published, pending) = unpublished(store)?;
+        let tip = match pending.or(published) {
+            Some(id) => Some((id, read(store, id)?.0)),
+            None => None,
+        };
         let first = tip.as_ref().map_or(1, |(_, e)| e.last_seq() + 1);
         let depth = tip.as_ref().map_or(0, |(_, e)| e.depth + 1);
         let checkpoint = depth >= keep.max(2);
@@ -251,17 +268,151 @@ pub fn append(
             extra_headers: Vec::new(),
         };
         let id = write_loose(repo, &commit)?;
+        if pending_lock.is_some() {
+            let base = match pending {
+                Some(_) => read_pending(store.git_dir()).and_then(|p| p.base),
+                None => published,
+            };
+            write_pending(store.git_dir(), &Pending { tip: id, base }).map_err(git_err)?;
+            return Ok((id, entry.last_seq()));
+        }
         if let Some(previous) = entry.previous {
             // Reachable before the new generation is: a replica in it can still be served.
-            write_ref(repo, PREVIOUS, previous).map_err(git_err)?;
+            write_ref(store, PREVIOUS, previous).map_err(git_err)?;
         }
-        match swap_loose_ref(repo, tip.as_ref().map(|(old, _)| *old), id) {
+        match swap_loose_ref(store, tip.as_ref().map(|(old, _)| *old), id) {
             Ok(()) => return Ok((id, entry.last_seq())),
             Err(e) => last_error = e.to_string(),
         }
         std::thread::sleep(std::time::Duration::from_millis(1 + rand::random_range(0..=attempt)));
     }
     Err(Error::Git(format!("cannot append to {REF}: {last_error}")))
+}
+
+/// Reftable: entries appended since the journal ref last moved. `tip` is the newest;
+/// `base` the journal ref's value when the first of them was appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pending {
+    tip: ObjectId,
+    base: Option<ObjectId>,
+}
+
+fn pending_path(git_dir: &Path) -> PathBuf {
+    git_dir.join("stargate/journal.pending")
+}
+
+/// Whether entries may wait for publication (reftable; nothing else writes the file).
+pub fn pending(git_dir: &Path) -> bool {
+    pending_path(git_dir).exists()
+}
+
+fn read_pending(git_dir: &Path) -> Option<Pending> {
+    let text = std::fs::read_to_string(pending_path(git_dir)).ok()?;
+    let mut f = text.split_whitespace();
+    let tip = ObjectId::from_hex(f.next()?.as_bytes()).ok()?;
+    let base = f.next().and_then(|b| ObjectId::from_hex(b.as_bytes()).ok());
+    Some(Pending { tip, base })
+}
+
+fn write_pending(git_dir: &Path, p: &Pending) -> std::io::Result<()> {
+    let base = p.base.map(|b| format!(" {b}")).unwrap_or_default();
+    let path = pending_path(git_dir);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::files::write_atomic(&path, format!("{}{base}\n", p.tip).as_bytes(), 0o644, false)
+}
+
+/// The lock ordering appends and a publication's cleanup of the pending file (flock,
+/// released when dropped).
+fn lock_pending(git_dir: &Path) -> Result<std::fs::File, Error> {
+    let dir = git_dir.join("stargate");
+    std::fs::create_dir_all(&dir).map_err(git_err)?;
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("journal.lock"))
+        .map_err(git_err)?;
+    file.lock().map_err(git_err)?;
+    Ok(file)
+}
+
+/// How far a pending chain is walked back looking for the journal ref.
+const PENDING_WALK: usize = 10_000;
+
+/// The journal ref, and the newest pending entry when it continues the ref: a pending
+/// file left from another leadership (its chain does not reach the ref) is stale.
+fn unpublished(store: &Store) -> Result<(Option<ObjectId>, Option<ObjectId>), Error> {
+    let published = store.find(REF).map_err(git_err)?;
+    let Some(p) = read_pending(store.git_dir()) else { return Ok((published, None)) };
+    if Some(p.tip) == published {
+        return Ok((published, None));
+    }
+    let mut at = Some(p.tip);
+    for _ in 0..PENDING_WALK {
+        let Some(id) = at else { break };
+        if Some(id) == published {
+            return Ok((published, Some(p.tip)));
+        }
+        if Some(id) == p.base {
+            break;
+        }
+        let (entry, parent) = read(store, id)?;
+        at = parent.or(entry.previous);
+    }
+    Ok((published, (at.is_none() && published.is_none()).then_some(p.tip)))
+}
+
+/// Reftable: move the journal ref to the newest pending entry (and the previous
+/// generation's ref, when a checkpoint is among them), in one transaction. Returns whether
+/// the ref moved. It may not: another transaction holds the ref store (its own end then
+/// publishes this entry with its own), or git's compaction does for a moment (so a failed
+/// attempt is retried a few times, for some 35 ms).
+pub fn publish(store: &Store) -> Result<bool, Error> {
+    for pause in [5, 10, 20] {
+        match publish_once(store) {
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(pause)),
+            Ok(Some(moved)) => return Ok(moved),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(publish_once(store)?.unwrap_or(false))
+}
+
+/// One attempt of `publish`: `None` when the ref store was busy.
+fn publish_once(store: &Store) -> Result<Option<bool>, Error> {
+    let git_dir = store.git_dir();
+    let (published, pending) = {
+        let _lock = lock_pending(git_dir)?;
+        let (published, pending) = unpublished(store)?;
+        if pending.is_none() {
+            let _ = std::fs::remove_file(pending_path(git_dir));
+            return Ok(Some(false));
+        }
+        (published, pending)
+    };
+    let Some(tip) = pending else { return Ok(Some(false)) };
+    let mut edits = Vec::new();
+    let mut at = Some(tip);
+    while let Some(id) = at.filter(|id| Some(*id) != published) {
+        let (entry, parent) = read(store, id)?;
+        if let Some(previous) = entry.previous {
+            edits.push(Edit::set(PREVIOUS, previous));
+            break;
+        }
+        at = parent;
+    }
+    edits.push(Edit::update(REF, published, Some(tip)));
+    if let Err(e) = store.edit(&edits) {
+        log::debug!("{}: journal not published yet: {e}", git_dir.display());
+        return Ok(None);
+    }
+    let _lock = lock_pending(git_dir)?;
+    if read_pending(git_dir).is_some_and(|p| p.tip == tip) {
+        let _ = std::fs::remove_file(pending_path(git_dir));
+    }
+    Ok(Some(true))
 }
 
 /// Write `object` as a loose object, the way git does: zlib data in a temporary file,
@@ -326,7 +477,7 @@ fn zlib_stored(data: &[u8]) -> Vec<u8> {
 /// `<ref>.lock` created exclusively, the old value checked under it, then renamed into
 /// place. (A gix transaction would also want `packed-refs.lock`, which receive-pack holds
 /// at `prepared` when a push deletes a ref.)
-fn swap_loose_ref(repo: &gix::Repository, expected: Option<ObjectId>, new: ObjectId) -> std::io::Result<()> {
+fn swap_loose_ref(repo: &Store, expected: Option<ObjectId>, new: ObjectId) -> std::io::Result<()> {
     let path = repo.git_dir().join(REF);
     let lock = path.with_extension("lock");
     if let Some(dir) = path.parent() {
@@ -334,7 +485,7 @@ fn swap_loose_ref(repo: &gix::Repository, expected: Option<ObjectId>, new: Objec
     }
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&lock)?;
     let result = (|| {
-        let current = repo.try_find_reference(REF).map_err(std::io::Error::other)?.map(|r| r.id().detach());
+        let current = repo.find(REF).map_err(std::io::Error::other)?;
         if current != expected {
             return Err(std::io::Error::other(format!("{REF} moved to {current:?} meanwhile")));
         }
@@ -347,9 +498,14 @@ fn swap_loose_ref(repo: &gix::Repository, expected: Option<ObjectId>, new: Objec
     result
 }
 
-/// Set loose ref `name` to `oid` under its lock, whatever it held (files backend, no hooks:
-/// for Stargate's own refs beside the journal).
-pub fn write_ref(repo: &gix::Repository, name: &str, oid: ObjectId) -> std::io::Result<()> {
+/// Set ref `name` to `oid`, whatever it held, without hooks: for Stargate's own refs
+/// beside the journal. On the files backend a loose ref under its lock, never
+/// `packed-refs.lock` (see `swap_loose_ref`).
+pub fn write_ref(repo: &Store, name: &str, oid: ObjectId) -> std::io::Result<()> {
+    if repo.is_reftable() {
+        return repo.edit(&[Edit::set(name, oid)]).map_err(std::io::Error::other);
+    }
+    crate::refs::check_name(name).map_err(std::io::Error::other)?;
     let path = repo.git_dir().join(name);
     let lock = path.with_extension("lock");
     if let Some(dir) = path.parent() {
@@ -392,9 +548,10 @@ mod tests {
     fn loose_objects_written_here_are_read_by_git() {
         let dir = tempfile::tempdir().unwrap();
         crate::wire::git::init_bare(dir.path()).unwrap();
-        let repo = open(dir.path()).unwrap();
         let git =
             |args: &[&str]| std::process::Command::new("git").arg("-C").arg(dir.path()).args(args).output().unwrap();
+        let store = open(dir.path()).unwrap();
+        let repo = store.repo();
         let tree = repo.write_object(gix::objs::Tree::empty()).unwrap().detach();
         let signature = gix::actor::Signature {
             name: "t".into(),
@@ -411,16 +568,90 @@ mod tests {
                 parents: Default::default(),
                 extra_headers: Vec::new(),
             };
-            let id = write_loose(&repo, &commit).unwrap();
+            let id = write_loose(repo, &commit).unwrap();
             let out = git(&["cat-file", "commit", &id.to_string()]);
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             let mut expected = Vec::new();
             gix::objs::WriteTo::write_to(&commit, &mut expected).unwrap();
             assert!(out.stdout == expected, "message of {len} bytes read back differently");
-            assert_eq!(write_loose(&repo, &commit).unwrap(), id, "written again: same id");
+            assert_eq!(write_loose(repo, &commit).unwrap(), id, "written again: same id");
         }
         let fsck = git(&["fsck", "--strict", "--unreachable"]);
         assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
+    }
+
+    fn reftable_repo(dir: &Path) -> (Store, ObjectId) {
+        let out = std::process::Command::new("git")
+            .args(["init", "-q", "--bare", "--ref-format=reftable"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let store = open(dir).unwrap();
+        let oid = store.repo().write_object(gix::objs::Tree::empty()).unwrap().detach();
+        (store, oid)
+    }
+
+    fn update(oid: ObjectId) -> Vec<Update> {
+        vec![Update { old: ObjectId::null(gix::hash::Kind::Sha1), new: oid, refname: "refs/heads/main".into() }]
+    }
+
+    /// Reftable: entries appended at `prepared` wait in the pending file; the next append
+    /// chains after them (a crashed hook never published its entry), one publication moves
+    /// the ref over all of them, and a generation started among them moves `PREVIOUS` too.
+    #[test]
+    fn reftable_entries_chain_while_pending_and_publish_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, oid) = reftable_repo(dir.path());
+        assert!(genesis(&store, 1, "a").unwrap());
+        let (first, seq) = tip(&store).unwrap().unwrap();
+        assert_eq!(seq, 0);
+        assert!(!pending(dir.path()), "genesis publishes at once");
+        let (e1, s1) = append(&store, 1, "a", update(oid), 3).unwrap();
+        assert_eq!(tip(&store).unwrap(), Some((first, 0)), "not published before the transaction ends");
+        let (e2, s2) = append(&store, 1, "a", update(oid), 3).unwrap();
+        assert_eq!((s1, s2), (1, 2));
+        assert_eq!(read(&store, e2).unwrap().1, Some(e1), "chained after the pending entry");
+        let (e3, s3) = append(&store, 1, "a", update(oid), 3).unwrap();
+        let checkpoint = read(&store, e3).unwrap().0;
+        assert_eq!((s3, checkpoint.previous), (3, Some(e2)), "a new generation among the pending entries");
+        assert!(publish(&store).unwrap());
+        assert_eq!(tip(&store).unwrap(), Some((e3, 3)));
+        assert_eq!(store.find(PREVIOUS).unwrap(), Some(e2));
+        assert!(!pending(dir.path()));
+        assert!(!publish(&store).unwrap(), "nothing left to publish");
+        assert!(!genesis(&store, 1, "a").unwrap());
+    }
+
+    /// A pending file left by another leadership (its chain does not reach the journal ref,
+    /// which mirroring moved since) is never published over the ref, nor chained after.
+    #[test]
+    fn a_stale_pending_entry_is_neither_published_nor_continued() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, oid) = reftable_repo(dir.path());
+        genesis(&store, 1, "a").unwrap();
+        let (stale, _) = append(&store, 1, "a", update(oid), DEFAULT_KEEP).unwrap();
+        let (published, _) = tip(&store).unwrap().unwrap();
+        // Another leader's journal, mirrored here: a chain that does not contain `stale`.
+        let other = tempfile::tempdir().unwrap();
+        let (theirs, _) = reftable_repo(other.path());
+        genesis(&theirs, 2, "b").unwrap();
+        let (their_tip, _) = append(&theirs, 2, "b", update(oid), DEFAULT_KEEP).unwrap();
+        publish(&theirs).unwrap();
+        let out = std::process::Command::new("git")
+            .args(["--git-dir", dir.path().to_str().unwrap(), "fetch", "-q"])
+            .arg(other.path())
+            .arg(format!("+{REF}:{REF}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_ne!(published, their_tip);
+        assert!(!publish(&store).unwrap(), "the stale entry is dropped");
+        assert_eq!(tip(&store).unwrap().map(|t| t.0), Some(their_tip));
+        assert!(!pending(dir.path()));
+        let (next, seq) = append(&store, 3, "a", update(oid), DEFAULT_KEEP).unwrap();
+        assert_eq!(read(&store, next).unwrap().1, Some(their_tip), "continues the ref, not {stale}");
+        assert_eq!(seq, 2);
     }
 
     #[test]

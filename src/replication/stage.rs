@@ -82,7 +82,7 @@ pub fn position(git_dir: &Path) -> Position {
 }
 
 /// Leader: anchor the new values of `updates` (numbered from `first`) for the peers.
-pub fn anchor(repo: &gix::Repository, first: u64, updates: &[Update]) -> std::io::Result<()> {
+pub fn anchor(repo: &crate::refs::Store, first: u64, updates: &[Update]) -> std::io::Result<()> {
     for (i, u) in updates.iter().enumerate().filter(|(_, u)| !u.new.is_null()) {
         journal::write_ref(repo, &format!("{STAGING}{}", first + i as u64), u.new)?;
     }
@@ -98,7 +98,7 @@ pub fn unanchor(git_dir: &Path, seqs: impl IntoIterator<Item = u64>) {
 
 /// Whether entry `want` is `at` or behind it on the journal chain of `repo` (the leader's,
 /// which holds every entry), looking back at most `steps` entries.
-fn holds(repo: &gix::Repository, at: &str, want: ObjectId, want_seq: u64) -> bool {
+fn holds(repo: &crate::refs::Store, at: &str, want: ObjectId, want_seq: u64) -> bool {
     let Ok(mut id) = ObjectId::from_hex(at.as_bytes()) else { return false };
     for _ in 0..100_000 {
         if id == want {
@@ -120,7 +120,7 @@ fn holds(repo: &gix::Repository, at: &str, want: ObjectId, want_seq: u64) -> boo
 /// counted) hold journal entry `entry` of repository `name`. The reason for each peer that
 /// does not, when the quorum is not reached in time.
 pub fn wait_for_quorum(
-    repo: &gix::Repository,
+    repo: &crate::refs::Store,
     name: &str,
     entry: ObjectId,
     seq: u64,

@@ -8,8 +8,9 @@
 //! Elsewhere (ssh, http) it is `git ls-remote` and `git fetch` in a private side repository
 //! (`<repo>/stargate/sync.git`) that shares the replica's object store but holds only the
 //! refs of this sync, so git neither negotiates with nor connectivity-checks against the
-//! replica's other refs. The refs then move in the replica with one atomic gix
-//! transaction, journal ref last.
+//! replica's other refs. The refs then move in the replica with one atomic transaction
+//! (`refs::Store`: gix on the files backend, `git update-ref --stdin` on reftable),
+//! journal ref last.
 //!
 //! Without a usable journal (new replica, gap, rewritten journal after a failover) the sync
 //! mirrors everything with `git fetch --prune`, and says so. Whichever way, a ref whose old
@@ -22,10 +23,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gix::ObjectId;
-use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use serde::{Deserialize, Serialize};
 
 use crate::lead::lease::Lock;
+use crate::refs::{Edit, Store};
 use crate::replication::journal::{self, Entry};
 use crate::wire::endpoint::Endpoint;
 use crate::wire::git::{self, Bounded};
@@ -163,15 +164,9 @@ fn clear_staged(path: &Path, applied_seq: u64) -> Result<(), Error> {
     if staged_seq > applied_seq {
         return Ok(());
     }
-    let refs = main.references().map_err(repo_err)?;
-    let anchors: Vec<String> = (refs.prefixed(super::stage::STAGED).map_err(repo_err)?)
-        .filter_map(Result::ok)
-        .map(|r| r.name().as_bstr().to_string())
-        .collect();
-    let edits = anchors.iter().map(|a| delete(a)).collect::<Result<Vec<_>, _>>()?;
-    if !edits.is_empty() {
-        main.edit_references(edits).map_err(repo_err)?;
-    }
+    let anchors = main.prefixed(super::stage::STAGED).map_err(repo_err)?;
+    let edits: Vec<Edit> = anchors.iter().map(|(a, _)| Edit::delete(a)).collect();
+    main.edit(&edits).map_err(repo_err)?;
     let _ = std::fs::remove_file(path.join("stargate/staged"));
     Ok(())
 }
@@ -336,7 +331,7 @@ impl<'a> Run<'a> {
     fn walk(
         &self,
         leader: &mut Leader,
-        main: &gix::Repository,
+        main: &Store,
         tip: ObjectId,
         since: Option<ObjectId>,
     ) -> Result<Option<Vec<Entry>>, Error> {
@@ -393,16 +388,16 @@ impl<'a> Run<'a> {
             .map(|(seq, u)| (format!("{}{seq}", super::stage::STAGING), u.new))
             .collect();
         let wanted: Refs =
-            values.iter().filter(|(_, oid)| !main.has_object(*oid)).map(|(r, o)| (r.clone(), *o)).collect();
+            values.iter().filter(|(_, oid)| !main.repo().has_object(*oid)).map(|(r, o)| (r.clone(), *o)).collect();
         if !wanted.is_empty() && self.fetch(&mut leader, &main, &wanted, &Refs::new())?.is_none() {
             return Err(Error::Repo("the leader's staged values are gone (its transaction ended)".into()));
         }
-        let mut edits = vec![update_any(&format!("{}journal", super::stage::STAGED), tip)?];
+        let mut edits = vec![Edit::set(&format!("{}journal", super::stage::STAGED), tip)];
         for (anchor, oid) in &values {
             let seq = anchor.trim_start_matches(super::stage::STAGING);
-            edits.push(update_any(&format!("{}{seq}", super::stage::STAGED), *oid)?);
+            edits.push(Edit::set(&format!("{}{seq}", super::stage::STAGED), *oid));
         }
-        main.edit_references(edits).map_err(repo_err)?;
+        main.edit(&edits).map_err(repo_err)?;
         super::stage::set_staged(self.path, tip).map_err(repo_err)?;
         Ok(Some(tip))
     }
@@ -432,7 +427,7 @@ impl<'a> Run<'a> {
         }
         let values: Refs = (last.values())
             .filter_map(|(new, seq)| {
-                new.filter(|n| !main.has_object(n)).map(|n| (format!("{}{seq}", super::stage::STAGED), n))
+                new.filter(|n| !main.repo().has_object(n)).map(|n| (format!("{}{seq}", super::stage::STAGED), n))
             })
             .collect();
         if !values.is_empty() && self.fetch(&mut peer, &main, &values, &Refs::new())?.is_none() {
@@ -497,18 +492,12 @@ impl<'a> Run<'a> {
     /// (the replica's values of those refs) as what it has. Returns the values fetched:
     /// `refs` itself in a session; by name with git, so newer if a ref moved meanwhile.
     /// `None` when a ref disappeared from the leader in between.
-    fn fetch(
-        &self,
-        leader: &mut Leader,
-        main: &gix::Repository,
-        refs: &Refs,
-        ours: &Refs,
-    ) -> Result<Option<Refs>, Error> {
+    fn fetch(&self, leader: &mut Leader, main: &Store, refs: &Refs, ours: &Refs) -> Result<Option<Refs>, Error> {
         let Leader::Session(session) = leader else { return self.fetch_side(refs, ours) };
         // Each value once: 100k refs often point at far fewer objects.
         let values: HashSet<ObjectId> = refs.values().copied().collect();
         let (mut wants, present): (Vec<ObjectId>, Vec<ObjectId>) =
-            values.into_iter().partition(|oid| !main.has_object(oid));
+            values.into_iter().partition(|oid| !main.repo().has_object(oid));
         // Present is not enough: a fetch killed mid-way (watchdog, leader gone) leaves the
         // loose objects it had written, a commit without all of its tree.
         let mut present: Vec<String> = present.iter().map(ObjectId::to_string).collect();
@@ -519,7 +508,7 @@ impl<'a> Run<'a> {
         if wants.is_empty() {
             return Ok(Some(refs.clone()));
         }
-        let mut haves: Vec<ObjectId> = ours.values().copied().filter(|oid| main.has_object(oid)).collect();
+        let mut haves: Vec<ObjectId> = ours.values().copied().filter(|oid| main.repo().has_object(oid)).collect();
         haves.sort();
         haves.dedup();
         let mut store = git::PackStore::new(self.path, self.settings.progress);
@@ -527,7 +516,7 @@ impl<'a> Run<'a> {
         if let Some(keep) = store.finish(self.deadline)? {
             self.keeps.borrow_mut().push(keep);
         }
-        if let Some(missing) = wants.iter().find(|oid| !main.has_object(*oid)) {
+        if let Some(missing) = wants.iter().find(|oid| !main.repo().has_object(*oid)) {
             return Err(Error::Repo(format!("the leader's pack lacks {missing}")));
         }
         Ok(Some(refs.clone()))
@@ -538,7 +527,7 @@ impl<'a> Run<'a> {
     fn side_repo(&self) -> Result<PathBuf, Error> {
         let side = self.path.join("stargate/sync.git");
         if !side.join("HEAD").is_file() {
-            git::init_bare(&side)?;
+            git::init_bare_files(&side)?;
         }
         let _ = std::fs::remove_file(side.join("packed-refs"));
         let refs = side.join("refs");
@@ -607,7 +596,7 @@ impl<'a> Run<'a> {
 
     fn incremental(
         &self,
-        main: &gix::Repository,
+        main: &Store,
         leader: &mut Leader,
         leader_tip: ObjectId,
         local_tip: Option<ObjectId>,
@@ -666,7 +655,7 @@ impl<'a> Run<'a> {
     /// Values of the plan's old refs the leader does not contain, with where they will be kept.
     fn losses(
         &self,
-        main: &gix::Repository,
+        main: &Store,
         plan: &[(String, Option<ObjectId>, Option<ObjectId>)],
         known: impl Fn(&str, ObjectId) -> bool,
     ) -> Result<Vec<Lost>, Error> {
@@ -689,16 +678,12 @@ impl<'a> Run<'a> {
     /// Where `oid`, the value of `refname` the leader lacks, is kept:
     /// `refs/stargate/local/lost/<epoch>/<ref>`, or `lost/<epoch>.<n>/<ref>` when that name
     /// already keeps another value (the same ref lost twice under one epoch).
-    fn keep(&self, main: &gix::Repository, refname: &str, oid: ObjectId) -> Result<Lost, Error> {
+    fn keep(&self, main: &Store, refname: &str, oid: ObjectId) -> Result<Lost, Error> {
         let epoch = self.target.epoch;
         for n in 1..1000 {
             let dir = if n == 1 { epoch.to_string() } else { format!("{epoch}.{n}") };
             let kept_as = format!("refs/stargate/local/lost/{dir}/{refname}");
-            match main
-                .try_find_reference(kept_as.as_str())
-                .map_err(repo_err)?
-                .and_then(|r| r.try_id().map(|i| i.detach()))
-            {
+            match main.find(&kept_as).map_err(repo_err)? {
                 Some(kept) if kept != oid => continue,
                 _ => return Ok(Lost { refname: refname.to_owned(), oid: oid.to_string(), kept_as }),
             }
@@ -710,7 +695,7 @@ impl<'a> Run<'a> {
     /// Returns when the new values became visible.
     fn apply(
         &self,
-        main: &gix::Repository,
+        main: &Store,
         plan: &[(String, Option<ObjectId>, Option<ObjectId>)],
         lost: &[Lost],
         journal_move: Option<(Option<ObjectId>, ObjectId)>,
@@ -720,27 +705,33 @@ impl<'a> Run<'a> {
         let mut edits = Vec::new();
         for l in lost {
             let oid = ObjectId::from_hex(l.oid.as_bytes()).map_err(repo_err)?;
-            if main.try_find_reference(l.kept_as.as_str()).map_err(repo_err)?.is_none() {
-                edits.push(update(&l.kept_as, None, Some(oid))?);
+            if main.find(&l.kept_as).map_err(repo_err)?.is_none() {
+                edits.push(Edit::update(&l.kept_as, None, Some(oid)));
             }
         }
         for (r, old, new) in plan {
             if old != new {
-                edits.push(update(r, *old, *new)?);
+                edits.push(Edit::update(r, *old, *new));
             }
         }
         if let Some((old, new)) = journal_move {
-            edits.push(update(journal::REF, old, Some(new))?);
+            edits.push(Edit::update(journal::REF, old, Some(new)));
         }
         if !edits.is_empty() {
-            match self.settings.lock.read_record() {
-                Ok(Some(r)) if r.epoch == self.target.epoch && r.node == self.target.leader => {}
-                Ok(Some(r)) if self.settings.catch_up && r.node == self.settings.me => {}
-                _ => return Err(Error::Repo("the leader changed during this sync; nothing applied".into())),
-            }
-            main.edit_references(edits).map_err(repo_err)?;
+            self.still_following()?;
+            main.edit(&edits).map_err(repo_err)?;
         }
         Ok(crate::clock::now_ms())
+    }
+
+    /// Re-read the leader record just before refs move: a sync overtaken by an election
+    /// applies nothing.
+    fn still_following(&self) -> Result<(), Error> {
+        match self.settings.lock.read_record() {
+            Ok(Some(r)) if r.epoch == self.target.epoch && r.node == self.target.leader => Ok(()),
+            Ok(Some(r)) if self.settings.catch_up && r.node == self.settings.me => Ok(()),
+            _ => Err(Error::Repo("the leader changed during this sync; nothing applied".into())),
+        }
     }
 
     fn ls_remote(&self, refs: &[&str]) -> Result<Refs, Error> {
@@ -765,7 +756,7 @@ impl<'a> Run<'a> {
 
     /// Mirror everything: keep whatever may be lost first, fetch with prune, then drop the
     /// kept values that turned out to be on the leader after all.
-    fn full(&self, main: &gix::Repository, leader_conn: &mut Leader, why: &str) -> Result<Report, Error> {
+    fn full(&self, main: &Store, leader_conn: &mut Leader, why: &str) -> Result<Report, Error> {
         log::info!("{}: full mirror: {why}", self.path.display());
         // Measure what is new since this replica's own journal position, or since the agent began.
         let local_time = match journal::tip(main)? {
@@ -787,7 +778,7 @@ impl<'a> Run<'a> {
         // A ref the leader only advanced is no suspect: fetch the new values of the refs it
         // moved first, so that ancestry can be judged, not guessed.
         let missing: Refs = (changed.iter())
-            .filter_map(|(r, _, new)| new.filter(|n| !main.has_object(n)).map(|n| ((*r).clone(), n)))
+            .filter_map(|(r, _, new)| new.filter(|n| !main.repo().has_object(n)).map(|n| ((*r).clone(), n)))
             .collect();
         if !missing.is_empty() {
             let ours: Refs = changed.iter().map(|(r, old, _)| ((*r).clone(), *old)).collect();
@@ -795,7 +786,7 @@ impl<'a> Run<'a> {
         }
         let mut suspects = Vec::new();
         for (r, old, new) in changed {
-            if new.is_some_and(|n| main.has_object(n) && is_ancestor(main, old, n)) {
+            if new.is_some_and(|n| main.repo().has_object(n) && is_ancestor(main, old, n)) {
                 continue;
             }
             suspects.push(self.keep(main, r, old)?);
@@ -816,8 +807,12 @@ impl<'a> Run<'a> {
                 return Err(Error::Repo("the leader's refs moved during the full mirror; retrying".into()));
             }
             log::debug!("{}: objects fetched after {:?}", self.path.display(), self.started.elapsed());
-            self.write_packed(&everything)?;
-            log::debug!("{}: packed-refs written after {:?}", self.path.display(), self.started.elapsed());
+            if main.is_reftable() {
+                self.write_all(main, &everything, &local)?;
+            } else {
+                self.write_packed(&everything)?;
+            }
+            log::debug!("{}: refs written after {:?}", self.path.display(), self.started.elapsed());
         } else {
             let args = self.fetch_args(vec![
                 "--prune".into(),
@@ -828,7 +823,7 @@ impl<'a> Run<'a> {
                 "^refs/stargate/staging/*".into(),
             ]);
             self.bounded(self.path, &args).run(self.deadline)?;
-            if refs_changed > PACK_AFTER {
+            if refs_changed > PACK_AFTER && !main.is_reftable() {
                 // The fetch left that many loose refs; a later `git gc` would prune them one
                 // transaction, and two hook runs, each. Packing only moves storage: no hooks.
                 self.pack_refs()?;
@@ -843,12 +838,10 @@ impl<'a> Run<'a> {
                 if unreachable.contains(&s.oid) {
                     lost.push(s);
                 } else {
-                    drop.push(delete(&s.kept_as)?);
+                    drop.push(Edit::delete(&s.kept_as));
                 }
             }
-            if !drop.is_empty() {
-                main.edit_references(drop).map_err(repo_err)?;
-            }
+            main.edit(&drop).map_err(repo_err)?;
         }
 
         let tip = journal::tip(main)?;
@@ -918,19 +911,27 @@ impl<'a> Run<'a> {
         }
         std::io::Write::write_all(&mut lock, text.as_bytes()).map_err(repo_err)?;
         lock.sync_all().map_err(repo_err)?;
-        match self.settings.lock.read_record() {
-            Ok(Some(r)) if r.epoch == self.target.epoch && r.node == self.target.leader => {}
-            Ok(Some(r)) if self.settings.catch_up && r.node == self.settings.me => {}
-            _ => return Err(Error::Repo("the leader changed during this sync; nothing applied".into())),
-        }
+        self.still_following()?;
         std::fs::rename(&lock_path, &path).map_err(repo_err)?;
         std::mem::forget(unlock);
         Ok(())
     }
 
+    /// Reftable's `write_packed`: the replica's refs become `refs` (its own
+    /// `refs/stargate/local/*` aside) in one `update-ref` transaction, which git writes as
+    /// one table however many refs it moves.
+    fn write_all(&self, main: &Store, refs: &Refs, local: &HashMap<String, ObjectId>) -> Result<(), Error> {
+        let mut edits: Vec<Edit> =
+            (refs.iter()).filter(|(r, oid)| local.get(*r) != Some(*oid)).map(|(r, oid)| Edit::set(r, *oid)).collect();
+        edits.extend(local.keys().filter(|r| !refs.contains_key(*r)).map(|r| Edit::delete(r)));
+        edits.sort_by(|a, b| a.name.cmp(&b.name));
+        self.still_following()?;
+        main.edit(&edits).map_err(repo_err)
+    }
+
     /// Updates a full mirror just exposed: the journal entries accepted after `since_ms`,
     /// newest back, at most `journal::MAX_WALK`.
-    fn newly_exposed(&self, main: &gix::Repository, tip: ObjectId, since_ms: u64) -> Result<Vec<Applied>, Error> {
+    fn newly_exposed(&self, main: &Store, tip: ObjectId, since_ms: u64) -> Result<Vec<Applied>, Error> {
         let exposed_ms = crate::clock::now_ms();
         let mut applied = Vec::new();
         let mut at = Some(tip);
@@ -983,79 +984,29 @@ fn has_loose_refs(dir: &Path) -> Result<bool, Error> {
     Ok(false)
 }
 
-fn update(name: &str, old: Option<ObjectId>, new: Option<ObjectId>) -> Result<RefEdit, Error> {
-    let name = gix::refs::FullName::try_from(name).map_err(repo_err)?;
-    let expected = match old {
-        Some(old) => PreviousValue::MustExistAndMatch(old.into()),
-        None => PreviousValue::MustNotExist,
-    };
-    let change = match new {
-        Some(new) => Change::Update { log: LogChange::default(), expected, new: new.into() },
-        None => Change::Delete { expected, log: RefLog::AndReference },
-    };
-    Ok(RefEdit { change, name, deref: false })
-}
-
-/// Set `name` to `oid` whatever it held.
-fn update_any(name: &str, oid: ObjectId) -> Result<RefEdit, Error> {
-    let name = gix::refs::FullName::try_from(name).map_err(repo_err)?;
-    Ok(RefEdit {
-        change: Change::Update { log: LogChange::default(), expected: PreviousValue::Any, new: oid.into() },
-        name,
-        deref: false,
-    })
-}
-
-fn delete(name: &str) -> Result<RefEdit, Error> {
-    let name = gix::refs::FullName::try_from(name).map_err(repo_err)?;
-    Ok(RefEdit {
-        change: Change::Delete { expected: PreviousValue::Any, log: RefLog::AndReference },
-        name,
-        deref: false,
-    })
-}
-
-fn current_refs<'a>(
-    repo: &gix::Repository,
-    names: impl Iterator<Item = &'a String>,
-) -> Result<HashMap<String, ObjectId>, Error> {
-    let mut out = HashMap::new();
-    for name in names {
-        if let Some(r) = repo.try_find_reference(name.as_str()).map_err(repo_err)?
-            && let Some(id) = r.try_id()
-        {
-            out.insert(name.clone(), id.detach());
-        }
-    }
-    Ok(out)
+fn current_refs<'a>(main: &Store, names: impl Iterator<Item = &'a String>) -> Result<HashMap<String, ObjectId>, Error> {
+    main.find_many(names.map(String::as_str)).map_err(repo_err)
 }
 
 /// Every ref a mirror manages (all but `refs/stargate/local/*`), with its object id.
-fn all_refs(repo: &gix::Repository) -> Result<HashMap<String, ObjectId>, Error> {
-    let mut out = HashMap::new();
-    let refs = repo.references().map_err(repo_err)?;
-    for r in refs.all().map_err(repo_err)? {
-        let r = r.map_err(repo_err)?;
-        let name = r.name().as_bstr().to_string();
-        if let (true, Some(id)) = (journal::journaled(&name) || name == journal::REF, r.try_id()) {
-            out.insert(name, id.detach());
-        }
-    }
-    Ok(out)
+fn all_refs(main: &Store) -> Result<HashMap<String, ObjectId>, Error> {
+    Ok((main.prefixed("refs/").map_err(repo_err)?.into_iter())
+        .filter(|(name, _)| journal::journaled(name) || name == journal::REF)
+        .collect())
 }
 
 /// Is `old` reachable from `new`? A bounded walk: very long histories count as "no",
 /// which only means a value is kept that need not have been.
-fn is_ancestor(repo: &gix::Repository, old: ObjectId, new: ObjectId) -> bool {
+fn is_ancestor(main: &Store, old: ObjectId, new: ObjectId) -> bool {
     if old == new {
         return true;
     }
-    let Ok(walk) = repo.rev_walk([new]).all() else { return false };
+    let Ok(walk) = main.repo().rev_walk([new]).all() else { return false };
     walk.take(1_000_000).filter_map(Result::ok).any(|info| info.id == old)
 }
 
 fn loose_ref_path(repo: &Path, name: &str) -> Result<PathBuf, Error> {
-    gix::refs::FullName::try_from(name).map_err(repo_err)?;
+    crate::refs::check_name(name).map_err(repo_err)?;
     Ok(repo.join(name))
 }
 

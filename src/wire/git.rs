@@ -342,6 +342,62 @@ pub fn init_bare(path: &Path) -> Result<(), Error> {
     run(None, args.iter().copied().chain([path.as_os_str()])).map(drop)
 }
 
+/// `init_bare` with the files ref backend whatever `init.defaultRefFormat` says, for a
+/// scratch repository whose refs Stargate reads and writes as files. (The variable, unlike
+/// `--ref-format`, is ignored by a git older than reftable.)
+pub fn init_bare_files(path: &Path) -> Result<(), Error> {
+    let mut cmd = command(None);
+    cmd.args(["-c", "core.hooksPath=/dev/null", "init", "--bare", "-q"]).arg(path);
+    let out = cmd.env("GIT_DEFAULT_REF_FORMAT", "files").output().map_err(Error::Spawn)?;
+    if out.status.success() { Ok(()) } else { Err(failed(&["init".into(), path.as_os_str().into()], &out)) }
+}
+
+/// A git command on the repository at `git_dir` alone: the variables a hook inherits
+/// (`GIT_DIR`, `GIT_OBJECT_DIRECTORY`, ...) removed, and no hooks of its own.
+fn on_repo(git_dir: &Path) -> Command {
+    let mut cmd = command(None);
+    for var in LOCAL_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.arg("-c").arg("core.hooksPath=/dev/null").arg("--git-dir").arg(git_dir);
+    cmd
+}
+
+/// The refs of `git_dir` matching `patterns` (`for-each-ref`'s: a full name, or a prefix
+/// ending at a `/`; every ref when empty) as `(name, object id)`, symbolic refs left out.
+/// For ref storage gix cannot read (reftable): git reads it as it stores it.
+pub fn list_refs(git_dir: &Path, patterns: &[&str]) -> Result<Vec<(String, String)>, Error> {
+    let mut cmd = on_repo(git_dir);
+    cmd.args(["for-each-ref", "--format=%(objectname) %(refname) %(symref)"]).args(patterns);
+    let out = cmd.output().map_err(Error::Spawn)?;
+    if !out.status.success() {
+        return Err(failed(&[git_dir.as_os_str().into(), "for-each-ref".into()], &out));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (oid, rest) = l.split_once(' ')?;
+            let (name, symref) = rest.split_once(' ').unwrap_or((rest, ""));
+            symref.is_empty().then(|| (name.to_owned(), oid.to_owned()))
+        })
+        .collect())
+}
+
+/// Apply `commands` (`git update-ref --stdin` lines: `update <ref> <new> [<old>]`,
+/// `delete <ref> [<old>]`) to `git_dir` as one transaction: all of them or none. No hook
+/// runs, as none runs for gix's transactions on the files backend.
+pub fn update_refs(git_dir: &Path, commands: &[u8]) -> Result<(), Error> {
+    let mut cmd = on_repo(git_dir);
+    cmd.args(["update-ref", "--stdin"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(Error::Spawn)?;
+    let written = child.stdin.take().map(|mut pipe| pipe.write_all(commands));
+    let out = child.wait_with_output().map_err(Error::Spawn)?;
+    if !out.status.success() {
+        return Err(failed(&[git_dir.as_os_str().into(), "update-ref".into(), "--stdin".into()], &out));
+    }
+    written.transpose().map_err(Error::Spawn).map(drop)
+}
+
 /// Those of `oids` whose closure is not all present: each object reachable from it and
 /// from no ref must exist (the connectivity check `git fetch` makes after a fetch). A
 /// killed `unpack-objects` leaves the objects it had written, so an object that exists may

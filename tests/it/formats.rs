@@ -1,14 +1,121 @@
-//! Repository formats Stargate cannot replicate yet (reftable ref storage, SHA-256 objects)
-//! are refused with a clear message, never accepted unreplicated; the rest of the node
-//! works on (stargate(7), Repository formats).
+//! Repository formats (stargate(7), Repository formats): reftable ref storage is served
+//! like the files backend, on every node or only some; SHA-256 objects, and reftable in
+//! quorum mode, are refused with a clear message, never accepted unreplicated; the rest of
+//! the node works on.
 
 use std::time::Duration;
 
 use crate::support::*;
 
+const REFTABLE: &str = "[init]\n\tdefaultRefFormat = reftable\n";
+
+fn ref_format(lab: &Lab, node: &str, repo: &str) -> String {
+    ok(lab.git(node, &["--git-dir", lab.repo(node, repo).to_str().unwrap(), "rev-parse", "--show-ref-format"]))
+        .trim()
+        .to_owned()
+}
+
+fn journal_text(lab: &Lab, node: &str) -> String {
+    ok(lab.git(node, &["log", "--format=%B", "refs/stargate/journal"]))
+}
+
+/// Both nodes' repositories in reftable: writes are journaled, mirrored incrementally and
+/// survive a failover, and a former leader's unreplicated commit is kept, as on files.
+#[test]
+fn reftable_repositories_are_journaled_mirrored_and_fail_over() {
+    let lab = Lab::up_with(2, &format!("{REFTABLE}[stargate \"sync\"]\n\tinterval = 1s\n"));
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    for node in ["a", "b"] {
+        assert_eq!(ref_format(&lab, node, "kv"), "reftable");
+    }
+    // The client's clone in reftable too: `git kv` reads and moves its refs through git.
+    let client = Client::new();
+    ok(client.git(".", &["config", "--global", "init.defaultRefFormat", "reftable"]));
+    client.clone(&lab.url("a", "kv"), "c");
+    assert_eq!(ok(client.git("c", &["rev-parse", "--show-ref-format"])).trim(), "reftable");
+    for i in 0..5 {
+        assert!(client.kv("c", &["set", "k", &format!("v{i}")]).status.success());
+    }
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "x"]));
+    ok(client.git("c", &["push", "-q", &lab.url("a", "kv"), "HEAD:refs/heads/main"]));
+    lab.wait_parity("a", "b", Duration::from_secs(10));
+    let journal = journal_text(&lab, "a");
+    assert!(journal.contains(" refs/kv/default\n") && journal.contains(" refs/heads/main\n"), "{journal}");
+    assert_eq!(journal_text(&lab, "b"), journal, "the replica holds the leader's journal");
+    assert!(!lab.repo("a", "kv").join("stargate/journal.pending").exists(), "every entry published");
+    let fulls = lab.agent_log("b").matches("full mirror").count();
+    assert!(fulls <= 1, "the journal drives the syncs, not full mirrors{}", lab.logs());
+    let fsck = run(lab.git("b", &["--git-dir", lab.repo("b", "kv").to_str().unwrap(), "fsck", "--no-progress"]));
+    assert!(fsck.status.success(), "{}", stderr(&fsck));
+
+    // b stops mirroring; a takes a write b never sees; b leads; a returns as its replica.
+    lab.kill("b", "agent", "KILL");
+    assert!(client.kv("c", &["set", "k", "unreplicated"]).status.success());
+    let divergent = lab.rev("a", "refs/kv/default").unwrap();
+    lab.kill("a", "agent", "KILL");
+    lab.kill("a", "daemon", "KILL");
+    lab.start("b", "agent");
+    lab.wait_leader(Some("a"), Duration::from_secs(15));
+    lab.start("a", "daemon");
+    let epoch = lab.record()["epoch"].as_u64().unwrap();
+    let client2 = Client::new();
+    client2.clone(&lab.url("b", "kv"), "c");
+    assert!(client2.kv("c", &["set", "k", "new-leader"]).status.success(), "{}", lab.logs());
+    lab.start("a", "agent");
+    lab.wait_parity("b", "a", Duration::from_secs(15));
+    let kept = format!("refs/stargate/local/lost/{epoch}/refs/kv/default");
+    assert_eq!(lab.rev("a", &kept), Some(divergent), "{}", lab.logs());
+    ok(client.git("c", &["remote", "set-url", "origin", &lab.url("b", "kv")]));
+    assert!(client.kv("c", &["set", "k2", "v"]).status.success(), "the reftable clone writes on");
+    assert_eq!(String::from_utf8_lossy(&client.kv("c", &["get", "k"]).stdout).trim(), "new-leader");
+    assert_eq!(ref_format(&lab, "a", "kv"), "reftable", "mirroring kept the storage");
+}
+
+/// Storage is each node's own business: a repository in reftable on one node and files on
+/// the other replicates both ways, and one node serves both kinds side by side.
+#[test]
+fn a_node_with_both_storages_and_a_cluster_with_mixed_ones_replicate() {
+    let lab = Lab::up_with_repos(2, "[stargate \"sync\"]\n\tinterval = 1s\n", "kv table");
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    // Before any write: a's `table` and b's `kv` move to reftable.
+    for (node, repo) in [("a", "table"), ("b", "kv")] {
+        let dir = lab.repo(node, repo);
+        ok(lab.git(node, &["--git-dir", dir.to_str().unwrap(), "refs", "migrate", "--ref-format=reftable"]));
+        assert_eq!(ref_format(&lab, node, repo), "reftable");
+    }
+    assert_eq!(ref_format(&lab, "a", "kv"), "files");
+    let client = Client::new();
+    for repo in ["kv", "table"] {
+        ok(client.git(".", &["init", "-q", repo]));
+        for i in 0..3 {
+            ok(client.git(repo, &["commit", "-q", "--allow-empty", "-m", &format!("{i}")]));
+            ok(client.git(repo, &["push", "-q", &lab.url("a", repo), "HEAD:refs/heads/main"]));
+        }
+        ok(client.git(repo, &["push", "-q", &lab.url("a", repo), "HEAD:refs/tags/t"]));
+        ok(client.git(repo, &["push", "-q", &lab.url("a", repo), ":refs/tags/t"]));
+    }
+    let same = |repo: &str| {
+        let refs = |node: &str| {
+            let dir = lab.repo(node, repo);
+            ok(lab
+                .git(node, &["--git-dir", dir.to_str().unwrap(), "for-each-ref", "--format=%(objectname) %(refname)"]))
+        };
+        let a = refs("a");
+        a.contains("refs/heads/main") && a.contains("refs/stargate/journal") && a == refs("b")
+    };
+    lab.wait_until("both repositories mirrored", Duration::from_secs(15), || same("kv") && same("table"));
+    for repo in ["kv", "table"] {
+        let dir = lab.repo("b", repo);
+        let tags = ok(lab.git("b", &["--git-dir", dir.to_str().unwrap(), "for-each-ref", "refs/tags"]));
+        assert_eq!(tags, "", "{repo}: the deletion was mirrored");
+    }
+    assert_eq!(ref_format(&lab, "b", "kv"), "reftable");
+    assert_eq!(ref_format(&lab, "b", "table"), "files");
+}
+
 #[test]
 fn repositories_in_formats_stargate_cannot_replicate_refuse_writes_and_say_why() {
-    let lab = Lab::up(2);
+    let lab = Lab::up_with(2, "[stargate \"replication\"]\n\tmode = quorum\n");
     let leader = lab.wait_leader(None, Duration::from_secs(5));
     for node in &lab.nodes {
         let root = lab.dir.path().join(node).join("repos");
@@ -29,13 +136,14 @@ fn repositories_in_formats_stargate_cannot_replicate_refuse_writes_and_say_why()
         }
     }
     let client = Client::new();
-    for (repo, format, init) in
-        [("table", "reftable ref storage", "--ref-format=reftable"), ("sha", "SHA-256", "--object-format=sha256")]
-    {
+    for (repo, format, init) in [
+        ("table", "reftable ref storage in quorum mode", "--ref-format=reftable"),
+        ("sha", "SHA-256", "--object-format=sha256"),
+    ] {
         ok(client.git(".", &["init", "-q", init, repo]));
         ok(client.git(repo, &["commit", "-q", "--allow-empty", "-m", "x"]));
         let out = run(client.git(repo, &["push", &lab.url(&leader, repo), "HEAD:refs/heads/main"]));
-        assert_eq!(out.status.code(), Some(1), "{repo}: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "{repo}: {}{}", stderr(&out), lab.logs());
         assert!(stderr(&out).contains(format) && stderr(&out).contains("cannot replicate"), "{repo}: {}", stderr(&out));
         let refs = ok(lab.node_cmd(&leader, "git").arg("--git-dir").arg(lab.repo(&leader, repo)).arg("for-each-ref"));
         assert_eq!(refs, "", "{repo}: nothing was written");
@@ -44,11 +152,56 @@ fn repositories_in_formats_stargate_cannot_replicate_refuse_writes_and_say_why()
     client.clone(&lab.url(&leader, "kv"), "c");
     assert!(client.kv("c", &["set", "k", "v"]).status.success());
     let status = ok(lab.node_cmd(&leader, "git").args(["stargate", "status"]));
-    assert!(status.contains("table.git: not served: this repository uses reftable ref storage"), "{status}");
+    assert!(status.contains("table.git: not served: this repository uses reftable ref storage in quorum"), "{status}");
     assert!(status.contains("sha.git: not served: this repository uses the SHA-256 object format"), "{status}");
     lab.wait_until("the agent to report them", Duration::from_secs(10), || {
         let log = lab.agent_log(&leader);
         log.contains("table.git: this repository uses reftable")
             && log.contains("sha.git: this repository uses the SHA-256")
     });
+}
+
+/// A full mirror of many refs into a reftable replica (one `update-ref` transaction where
+/// the files backend writes `packed-refs` whole) runs no hook, prunes, and keeps what only
+/// the replica had.
+#[test]
+fn a_full_mirror_of_many_refs_into_reftable_runs_no_hook_and_keeps_what_the_leader_lacks() {
+    let lab = Lab::up_with(2, &format!("{REFTABLE}[stargate \"sync\"]\n\tinterval = 1h\n"));
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "base"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/doomed"]));
+    lab.wait_parity("a", "b", Duration::from_secs(10));
+    lab.kill("b", "agent", "KILL");
+    let (l, r) = (lab.repo("a", "kv"), lab.repo("b", "kv"));
+    let git = |node: &str, repo: &std::path::Path, args: &[&str]| {
+        ok(lab.node_cmd(node, "git").arg("--git-dir").arg(repo).args(["-c", "core.hooksPath=/dev/null"]).args(args))
+    };
+    let tree = git("b", &r, &["rev-parse", "main^{tree}"]);
+    let own = git("b", &r, &["commit-tree", tree.trim(), "-p", "main", "-m", "only here"]);
+    git("b", &r, &["update-ref", "refs/heads/mine", own.trim()]);
+    // The leader gains 1500 branches behind the journal's back and loses one.
+    let base = git("a", &l, &["rev-parse", "main"]);
+    let creates: String = (0..1500).map(|i| format!("create refs/heads/b{i:05} {}\n", base.trim())).collect();
+    let file = lab.dir.path().join("creates");
+    std::fs::write(&file, creates).unwrap();
+    let mut update = lab.node_cmd("a", "git");
+    update.arg("--git-dir").arg(&l).args(["-c", "core.hooksPath=/dev/null", "update-ref", "--stdin"]);
+    ok(update.stdin(std::fs::File::open(&file).unwrap()));
+    git("a", &l, &["update-ref", "-d", "refs/heads/doomed"]);
+    let runs = lab.dir.path().join("hook-runs");
+    let hook = r.join("hooks/reference-transaction");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(&hook, format!("#!/bin/sh\necho \"$1\" >> '{}'\ncat >/dev/null\n", runs.display())).unwrap();
+    ok(std::process::Command::new("chmod").args(["+x", hook.to_str().unwrap()]));
+
+    let out = ok(lab.node_cmd("b", "git").args(["stargate", "sync", "--full", "kv.git"]));
+    assert_eq!(lab.mirrored_refs("a"), lab.mirrored_refs("b"), "{out}");
+    assert!(lab.mirrored_refs("b").contains(" refs/heads/b01499") && !lab.mirrored_refs("b").contains("doomed"));
+    assert!(!runs.exists(), "no hook ran: {}", std::fs::read_to_string(&runs).unwrap_or_default());
+    let kept = git("b", &r, &["for-each-ref", "--format=%(objectname) %(refname)", "refs/stargate/local/lost/"]);
+    assert!(kept.contains(own.trim()) && kept.contains("/refs/heads/mine"), "kept: {kept}\n{out}");
+    assert_eq!(ref_format(&lab, "b", "kv"), "reftable");
+    git("b", &r, &["fsck", "--connectivity-only", "--no-dangling"]);
 }

@@ -293,7 +293,7 @@ proptest! {
         ], 0..6)).prop_map(|(h, l)| (h + &l.join("\n")).into_bytes()),
     ]) {
         let repo = journal::open(&journal_repo().1).unwrap();
-        let id = commit_with(&repo, &message);
+        let id = commit_with(repo.repo(), &message);
         match journal::read(&repo, id) {
             Ok((entry, parent)) => {
                 prop_assert!(parent.is_none());

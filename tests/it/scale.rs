@@ -86,8 +86,11 @@ fn a_repository_created_on_the_leader_appears_on_the_replica_with_its_hooks() {
     let on = |node: &str| lab.dir.path().join(node).join("repos/team/new.git");
     ok(lab.node_cmd(&leader, "git").args(["init", "-q", "--bare"]).arg(on(&leader)));
     ok(lab.node_cmd(&leader, "git").arg("--git-dir").arg(on(&leader)).args(["config", "core.hooksPath", hooks.trim()]));
-    wait_until("the new repository on the replica", Duration::from_secs(20), || on(replica).join("HEAD").is_file());
-    assert!(lab.agent_log(replica).contains("team/new.git: created"), "{}", lab.agent_log(replica));
+    // git writes HEAD first and the agent logs once the hooks are set: wait for the log.
+    wait_until("the new repository on the replica", Duration::from_secs(20), || {
+        lab.agent_log(replica).contains("team/new.git: created")
+    });
+    assert!(on(replica).join("HEAD").is_file());
 
     let client = Client::new();
     client.clone(&format!("git://{}/team/new.git", lab.ip(&leader)), "w");

@@ -80,6 +80,8 @@ pub fn is_reftable(git_dir: &Path) -> bool {
 pub struct Store {
     repo: gix::Repository,
     reftable: bool,
+    /// Reftable: values `read_ahead` listed, answered from memory until the next edit.
+    known: std::cell::RefCell<HashMap<String, Option<ObjectId>>>,
 }
 
 /// Above this many names, one listing of every ref is cheaper than naming each to git.
@@ -95,7 +97,7 @@ impl Store {
     /// A repository gix opened some other way (`git kv` discovers its clone).
     pub fn new(repo: gix::Repository) -> Store {
         let reftable = is_reftable(repo.git_dir());
-        Store { repo, reftable }
+        Store { repo, reftable, known: Default::default() }
     }
 
     pub fn repo(&self) -> &gix::Repository {
@@ -118,7 +120,26 @@ impl Store {
             let found = self.repo.try_find_reference(name).map_err(gix_err)?;
             return Ok(found.and_then(|r| r.try_id().map(|id| id.detach())));
         }
+        if let Some(known) = self.known.borrow().get(name) {
+            return Ok(*known);
+        }
         Ok(self.listed(&[name])?.remove(name))
+    }
+
+    /// Reftable: read `names` in one git run, and answer `find` for them from memory until
+    /// the next `edit`. Only for a caller that knows they cannot move meanwhile: the hook at
+    /// `prepared`, while git holds the whole ref store for its transaction.
+    pub fn read_ahead<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), Error> {
+        if !self.reftable {
+            return Ok(());
+        }
+        let names: Vec<&str> = names.into_iter().collect();
+        let mut found = self.find_many(names.iter().copied())?;
+        let mut known = self.known.borrow_mut();
+        for name in names {
+            known.insert(name.to_owned(), found.remove(name));
+        }
+        Ok(())
     }
 
     /// The values of those of `names` that exist.
@@ -172,6 +193,7 @@ impl Store {
         if edits.is_empty() {
             return Ok(());
         }
+        self.known.borrow_mut().clear();
         if !self.reftable {
             let edits = edits.iter().map(to_gix).collect::<Result<Vec<_>, _>>()?;
             self.repo.edit_references(edits).map_err(gix_err)?;

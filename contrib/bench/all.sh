@@ -50,7 +50,8 @@ bench idle-1k "$runs" contrib/bench/idle.sh 1000 60
 bench idle-10k 1 contrib/bench/idle.sh 10000 120
 bench lag 1 contrib/bench/lag.sh 120 4
 bench journal 1 contrib/bench/journal.sh 1000000 15
-bench reftable "$runs" contrib/bench/reftable.sh 20
+bench reftable-path "$runs" env HOOK_BENCH_URL=file contrib/bench/reftable.sh 20
+bench reftable-git "$runs" contrib/bench/reftable.sh 20
 ended=$(date -u +%Y-%m-%dT%H:%MZ)
 commit=$(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')
 printf 'runs=%s\nstarted=%s\nended=%s\ncommit=%q\n' "$runs" "$started" "$ended" "$commit" >"$out/run-info"
@@ -131,8 +132,10 @@ rows = [
     ("quorum_push_quorum", "push over git://, three nodes, quorum mode (a second node staged it)"),
     ("journal_push_1000000", "push over git:// with 1,000,000 journal entries behind the tip (plain column: the same with ~100)"),
     ("journal_sync_1000000", "the replica's one-change sync with 1,000,000 entries behind the tip (plain column: with ~100)"),
-    ("files_hooks", "push over git:// to a files repository, Stargate's hooks (plain: no hooks)"),
-    ("reftable_hooks", "push over git:// to a reftable repository, Stargate's hooks (plain: no hooks)"),
+    ("files_hooks_path", "push by path to a files repository, Stargate's hooks (plain: no hooks; reftable bench)"),
+    ("reftable_hooks_path", "push by path to a reftable repository, Stargate's hooks (plain: no hooks)"),
+    ("files_hooks_git", "push over git:// to a files repository, Stargate's hooks (plain: no hooks; reftable bench)"),
+    ("reftable_hooks_git", "push over git:// to a reftable repository, Stargate's hooks (plain: no hooks)"),
     ("reftable_sync", "the replica's sync of one push, reftable on both nodes (plain column: the same on files)"),
 ]
 lines = ["| measure | median | plain git, same run | ratio | runs |", "|---|---|---|---|---|"]

@@ -7,7 +7,7 @@
 #   files, table               Stargate's hooks (journaled)
 # and after each round, on the replica (agent off), one `git stargate sync` of `files` and
 # of `table` (both reftable there too for `table`). Prints medians, differences and ratios.
-# Usage: contrib/bench/reftable.sh [N]   (stargate-hook on PATH)
+# Usage: contrib/bench/reftable.sh [N]   (stargate-hook on PATH; HOOK_BENCH_URL=file: by path)
 set -euo pipefail
 n=${1:-20}
 . "$(dirname "$0")/lib.sh"
@@ -24,8 +24,11 @@ for node in "$leader" "$replica"; do
   for r in plain-files plain-table; do git --git-dir="$work/lab/$node/repos/$r.git" config --unset core.hooksPath; done
 done
 ip=$(cat "$work/lab/$leader/ip")
+# HOOK_BENCH_URL=file pushes to the repositories by path (no daemon, no TCP).
+base="git://$ip" how="git://" t=git
+[ "${HOOK_BENCH_URL:-}" = file ] && base="file://$work/lab/$leader/repos" how="by path" t=path
 for r in $kinds; do
-  git clone -q "git://$ip/$r.git" "$work/$r" 2>/dev/null
+  git clone -q "$base/$r.git" "$work/$r" 2>/dev/null
   git -C "$work/$r" commit -q --allow-empty -m init
   git -C "$work/$r" push -q origin HEAD:refs/heads/main
 done
@@ -53,11 +56,11 @@ done
 declare -A m
 for k in $kinds sync-files sync-table; do m[$k]=$(printf '%s\n' ${t[$k]} | median); done
 ratio() { awk "BEGIN{printf \"%.2f\", $1/$2}"; }
-echo "push medians over $n runs (git://):"
+echo "push medians over $n runs ($how):"
 for r in $kinds; do echo "  $r: $(fmt "${m[$r]}")"; done
 echo "  hooks on files:    +$(fmt $(( m[files] - m[plain-files] ))) (ratio $(ratio "${m[files]}" "${m[plain-files]}"))"
 echo "  hooks on reftable: +$(fmt $(( m[table] - m[plain-table] ))) (ratio $(ratio "${m[table]}" "${m[plain-table]}"))"
 echo "sync of one push (git stargate sync, replica): files $(fmt "${m[sync-files]}"), reftable $(fmt "${m[sync-table]}") (ratio $(ratio "${m[sync-table]}" "${m[sync-files]}"))"
-echo "BENCH reftable_hooks $(awk "BEGIN{printf \"%.3f\", ${m[table]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain-table]}/1000}") ms"
-echo "BENCH files_hooks $(awk "BEGIN{printf \"%.3f\", ${m[files]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain-files]}/1000}") ms"
-echo "BENCH reftable_sync $(awk "BEGIN{printf \"%.3f\", ${m[sync-table]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[sync-files]}/1000}") ms"
+echo "BENCH reftable_hooks_$t $(awk "BEGIN{printf \"%.3f\", ${m[table]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain-table]}/1000}") ms"
+echo "BENCH files_hooks_$t $(awk "BEGIN{printf \"%.3f\", ${m[files]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain-files]}/1000}") ms"
+[ "$t" = git ] && echo "BENCH reftable_sync $(awk "BEGIN{printf \"%.3f\", ${m[sync-table]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[sync-files]}/1000}") ms"

@@ -74,7 +74,7 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
             // Judged again: the repository's own hook may have taken its time.
             let view = node::inspect_state(state_dir);
             let epoch = super::require_leader(&view).map_err(refuse)?;
-            let git = journal::open(git_dir).map_err(|e| Error::Fatal(e.to_string()))?;
+            let git = refs.into_store().map_err(|e| Error::Fatal(e.to_string()))?;
             let quorum = view.state.as_ref().and_then(|s| s.quorum.clone());
             if quorum.is_some() && git.is_reftable() {
                 return Err(refuse(Error::Refused(crate::repos::unsupported_refusal(crate::repos::QUORUM_REFTABLE))));
@@ -160,10 +160,12 @@ struct Refs<'a> {
     git_dir: &'a Path,
     /// `packed-refs`, read once on first use: a transaction may name 100k refs.
     packed: std::cell::OnceCell<HashMap<String, ObjectId>>,
-    /// Reftable: the transaction's refs as git lists them, read once on first use.
-    /// Unreadable, they read as absent: every update then counts as a change, judged and
-    /// journaled with the old value git reported.
-    table: Option<std::cell::OnceCell<HashMap<String, ObjectId>>>,
+    /// Reftable: the repository, with the transaction's refs and the journal's read ahead
+    /// in one git run on first use (nothing moves them while git holds the store for this
+    /// transaction), kept for the journal append. Unreadable, the refs read as absent:
+    /// every update then counts as a change, judged and journaled with the old value git
+    /// reported.
+    table: Option<std::cell::OnceCell<Option<crate::refs::Store>>>,
     updates: &'a [Update],
 }
 
@@ -171,6 +173,14 @@ impl<'a> Refs<'a> {
     fn new(git_dir: &'a Path, updates: &'a [Update]) -> Refs<'a> {
         let table = crate::refs::is_reftable(git_dir).then(std::cell::OnceCell::new);
         Refs { git_dir, packed: std::cell::OnceCell::new(), table, updates }
+    }
+
+    /// The store read so far (reftable), else a newly opened one, for the journal.
+    fn into_store(self) -> std::result::Result<crate::refs::Store, journal::Error> {
+        match self.table.and_then(|mut t| t.take()).flatten() {
+            Some(store) => Ok(store),
+            None => journal::open(self.git_dir),
+        }
     }
 
     fn storage_only(&self, u: &Update) -> bool {
@@ -188,16 +198,20 @@ impl<'a> Refs<'a> {
     /// git's answer).
     fn current(&self, refname: &str) -> Option<ObjectId> {
         if let Some(table) = &self.table {
-            let table = table.get_or_init(|| {
-                let names =
-                    (self.updates.iter()).map(|u| u.refname.as_str()).filter(|n| crate::refs::check_name(n).is_ok());
-                let listed = crate::refs::Store::open(self.git_dir).and_then(|store| store.find_many(names));
-                listed.unwrap_or_else(|e| {
-                    log::warn!("cannot read the refs of this transaction: {e}");
-                    HashMap::new()
-                })
+            let store = table.get_or_init(|| {
+                let names = (self.updates.iter().map(|u| u.refname.as_str()))
+                    .chain([journal::REF])
+                    .filter(|n| crate::refs::check_name(n).is_ok());
+                let store = crate::refs::Store::open(self.git_dir);
+                match store.and_then(|store| store.read_ahead(names).map(|()| store)) {
+                    Ok(store) => Some(store),
+                    Err(e) => {
+                        log::warn!("cannot read the refs of this transaction: {e}");
+                        None
+                    }
+                }
             });
-            return table.get(refname).copied();
+            return store.as_ref().and_then(|s| s.find(refname).ok().flatten());
         }
         self.loose(refname).or_else(|| self.packed(refname))
     }

@@ -369,33 +369,41 @@ fn unpublished(store: &Store) -> Result<(Option<ObjectId>, Option<ObjectId>), Er
 /// the ref moved. It may not: another transaction holds the ref store (its own end then
 /// publishes this entry with its own), or git's compaction does for a moment (so a failed
 /// attempt is retried a few times, for some 35 ms).
+///
+/// First as if the ref were still where the pending entries began, which it almost always
+/// is: one git run. Only when that fails is the ref read.
 pub fn publish(store: &Store) -> Result<bool, Error> {
-    for pause in [5, 10, 20] {
-        match publish_once(store) {
-            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(pause)),
-            Ok(Some(moved)) => return Ok(moved),
-            Err(e) => return Err(e),
-        }
+    let Some(p) = read_pending(store.git_dir()) else { return Ok(false) };
+    if move_ref(store, p.tip, p.base)? {
+        return Ok(true);
     }
-    Ok(publish_once(store)?.unwrap_or(false))
+    for pause in [5, 10, 20, 0] {
+        let (published, pending) = {
+            let _lock = lock_pending(store.git_dir())?;
+            let (published, pending) = unpublished(store)?;
+            if pending.is_none() {
+                let _ = std::fs::remove_file(pending_path(store.git_dir()));
+                return Ok(false);
+            }
+            (published, pending)
+        };
+        if let Some(tip) = pending
+            && move_ref(store, tip, published)?
+        {
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(pause));
+    }
+    Ok(false)
 }
 
-/// One attempt of `publish`: `None` when the ref store was busy.
-fn publish_once(store: &Store) -> Result<Option<bool>, Error> {
-    let git_dir = store.git_dir();
-    let (published, pending) = {
-        let _lock = lock_pending(git_dir)?;
-        let (published, pending) = unpublished(store)?;
-        if pending.is_none() {
-            let _ = std::fs::remove_file(pending_path(git_dir));
-            return Ok(Some(false));
-        }
-        (published, pending)
-    };
-    let Some(tip) = pending else { return Ok(Some(false)) };
+/// Move the journal ref from `from` to pending entry `tip`, and the previous generation's
+/// ref with it when a checkpoint lies between; then forget `tip` as pending. Whether the
+/// ref moved: not when it was not at `from`, or the store was busy.
+fn move_ref(store: &Store, tip: ObjectId, from: Option<ObjectId>) -> Result<bool, Error> {
     let mut edits = Vec::new();
     let mut at = Some(tip);
-    while let Some(id) = at.filter(|id| Some(*id) != published) {
+    while let Some(id) = at.filter(|id| Some(*id) != from) {
         let (entry, parent) = read(store, id)?;
         if let Some(previous) = entry.previous {
             edits.push(Edit::set(PREVIOUS, previous));
@@ -403,16 +411,16 @@ fn publish_once(store: &Store) -> Result<Option<bool>, Error> {
         }
         at = parent;
     }
-    edits.push(Edit::update(REF, published, Some(tip)));
+    edits.push(Edit::update(REF, from, Some(tip)));
     if let Err(e) = store.edit(&edits) {
-        log::debug!("{}: journal not published yet: {e}", git_dir.display());
-        return Ok(None);
+        log::debug!("{}: journal not published yet: {e}", store.git_dir().display());
+        return Ok(false);
     }
-    let _lock = lock_pending(git_dir)?;
-    if read_pending(git_dir).is_some_and(|p| p.tip == tip) {
-        let _ = std::fs::remove_file(pending_path(git_dir));
+    let _lock = lock_pending(store.git_dir())?;
+    if read_pending(store.git_dir()).is_some_and(|p| p.tip == tip) {
+        let _ = std::fs::remove_file(pending_path(store.git_dir()));
     }
-    Ok(Some(true))
+    Ok(true)
 }
 
 /// Write `object` as a loose object, the way git does: zlib data in a temporary file,
@@ -612,10 +620,12 @@ mod tests {
         let (e2, s2) = append(&store, 1, "a", update(oid), 3).unwrap();
         assert_eq!((s1, s2), (1, 2));
         assert_eq!(read(&store, e2).unwrap().1, Some(e1), "chained after the pending entry");
+        // Another transaction's end published part of the chain meanwhile.
+        store.edit(&[Edit::update(REF, Some(first), Some(e1))]).unwrap();
         let (e3, s3) = append(&store, 1, "a", update(oid), 3).unwrap();
         let checkpoint = read(&store, e3).unwrap().0;
         assert_eq!((s3, checkpoint.previous), (3, Some(e2)), "a new generation among the pending entries");
-        assert!(publish(&store).unwrap());
+        assert!(publish(&store).unwrap(), "from where the ref is, not where the chain began");
         assert_eq!(tip(&store).unwrap(), Some((e3, 3)));
         assert_eq!(store.find(PREVIOUS).unwrap(), Some(e2));
         assert!(!pending(dir.path()));

@@ -475,8 +475,11 @@ impl Error {
             "could not read username",
             "access denied",
         ];
-        const TRANSIENT: [(&str, ErrorClass); 15] = [
+        const TRANSIENT: [(&str, ErrorClass); 17] = [
             ("connection refused", ErrorClass::Connection),
+            // curl's words for a web server that does not accept (git over http).
+            ("failed to connect", ErrorClass::Connection),
+            ("couldn't connect to server", ErrorClass::Connection),
             ("connection reset", ErrorClass::Connection),
             ("connection timed out", ErrorClass::Connection),
             ("unable to connect", ErrorClass::Connection),
@@ -608,4 +611,24 @@ pub fn push_to_deploy(new: &str) -> Result<(), &'static str> {
 fn empty_tree() -> Option<String> {
     let out = run(None, ["hash-object", "-t", "tree", "/dev/null"]).ok()?;
     Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What git really prints when nothing listens, per transport: retried, not given up.
+    #[test]
+    fn a_server_that_does_not_accept_is_a_connection_failure_on_every_transport() {
+        for url in ["http://127.0.0.1:1/x", "git://127.0.0.1:1/x", "ssh://127.0.0.1:1/x"] {
+            let err = run(None, ["-c", "core.sshCommand=ssh -o BatchMode=yes", "ls-remote", url]).unwrap_err();
+            assert_eq!(err.class(), ErrorClass::Connection, "{url}: {err}");
+        }
+        let missing = Error::Failed {
+            args: String::new(),
+            status: String::new(),
+            stderr: "fatal: repository 'http://h/x/' not found".into(),
+        };
+        assert_eq!(missing.class(), ErrorClass::Permanent);
+    }
 }

@@ -111,6 +111,30 @@ fn a_node_with_both_storages_and_a_cluster_with_mixed_ones_replicate() {
     }
     assert_eq!(ref_format(&lab, "b", "kv"), "reftable");
     assert_eq!(ref_format(&lab, "b", "table"), "files");
+    let verify = |node: &str| run(lab.node_cmd(node, "git").args(["stargate", "verify", "--wait", "2s"]));
+    let out = verify("b");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("kv.git b: in-sync") && text.contains("table.git b: in-sync"),
+        "{text}"
+    );
+    // A ref written behind Stargate's back on the reftable side is found, and repaired.
+    let dir = lab.repo("a", "table");
+    let head = ok(lab.git("a", &["--git-dir", dir.to_str().unwrap(), "rev-parse", "main"]));
+    let mut sneak = lab.node_cmd("a", "git");
+    sneak.arg("--git-dir").arg(&dir).args([
+        "-c",
+        "core.hooksPath=/dev/null",
+        "update-ref",
+        "refs/heads/sneaky",
+        head.trim(),
+    ]);
+    ok(&mut sneak);
+    let out = verify("a");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("differs: refs/heads/sneaky"));
+    ok(lab.node_cmd("b", "git").args(["stargate", "sync", "--full", "table.git"]));
+    assert!(verify("a").status.success());
 }
 
 #[test]

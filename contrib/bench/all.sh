@@ -263,6 +263,17 @@ until a second node staged the journal entry: a UDP hint, the peer's fetch of th
 values from the leader, and the leader's poll of the peer's `/staged`. That is one fetch
 round trip of the nearest peer on top of the async push; over loopback most of it is the
 peer's `git fetch` starting up.
+
+**Reftable.** gix cannot read reftable, so on such a repository Stargate reads and moves refs
+with git's `for-each-ref` and `update-ref --stdin` (about 1.8 ms a process here) where it
+handles the files backend in-process. The leader's hooks run two of them per push: one
+`for-each-ref` at `prepared` for the transaction's refs and the journal tip together (git holds
+the whole store then, so one read serves both), and one `update-ref` at `committed` that
+publishes the journal entry, first assuming the journal ref is where the pending entries began
+(reading it only when that fails). That is the ~4 ms between the files and reftable rows by
+path; over `git://` both disappear in git daemon's own cost. A replica's sync of one push runs
+two or three (its journal tip, the refs' current values, the transaction): about 3-4 ms, a
+ratio of 1.16-1.20.
 """
 open(doc, "w").write(body)
 print(f"wrote {doc}")

@@ -152,7 +152,12 @@ pub fn is_marked(git_dir: &Path) -> bool {
 /// when the node sets one for every repository, else the first of `siblings` that has
 /// one; asked for only then), or a passive node would accept pushes to it. Nothing is
 /// left behind on failure.
-pub fn create_empty(root: &Path, name: &str, siblings: impl FnOnce() -> Vec<String>) -> Result<(), String> {
+pub fn create_empty(
+    root: &Path,
+    name: &str,
+    object_format: Option<&str>,
+    siblings: impl FnOnce() -> Vec<String>,
+) -> Result<(), String> {
     use crate::wire::git;
     let path = root.join(name);
     let hooks = git::config_get(root, "core.hooksPath").ok().flatten();
@@ -163,7 +168,7 @@ pub fn create_empty(root: &Path, name: &str, siblings: impl FnOnce() -> Vec<Stri
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     }
-    git::init_bare(&path).map_err(|e| e.to_string())?;
+    git::init_bare_as(&path, object_format).map_err(|e| e.to_string())?;
     let set = match hooks {
         Some(_) => Ok(()),
         None => git::config_set(&path, "core.hooksPath", &hooks_path).map_err(|e| e.to_string()),
@@ -189,25 +194,17 @@ pub fn mark(git_dir: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Why Stargate cannot serve the repository at `git_dir` yet, if it cannot: formats whose
-/// writes it could not journal or replicate (stargate(7), Repository formats). Read from
-/// the repository's own `config` file, as git writes it (`[extensions]`), without running
-/// git: the hooks ask.
-pub fn unsupported(git_dir: &Path) -> Option<&'static str> {
-    let config = std::fs::read_to_string(git_dir.join("config")).ok()?;
-    let setting = |name: &str, value: &str| {
-        config.lines().any(|l| {
-            let l = l.trim().to_ascii_lowercase();
-            l.strip_prefix(name)
-                .map(str::trim_start)
-                .and_then(|r| r.strip_prefix('='))
-                .is_some_and(|v| v.trim() == value)
-        })
-    };
-    if setting("objectformat", "sha256") {
-        return Some("the SHA-256 object format");
-    }
-    None
+/// The repository's object format as git decides it: `sha256` when its own `config` sets
+/// `extensions.objectFormat` so, else `sha1`. Read without running git (the hooks ask).
+pub fn object_format(git_dir: &Path) -> &'static str {
+    let Ok(config) = std::fs::read_to_string(git_dir.join("config")) else { return "sha1" };
+    let sha256 = config.lines().any(|l| {
+        let l = l.trim().to_ascii_lowercase();
+        (l.strip_prefix("objectformat").map(str::trim_start))
+            .and_then(|r| r.strip_prefix('='))
+            .is_some_and(|v| v.trim() == "sha256")
+    });
+    if sha256 { "sha256" } else { "sha1" }
 }
 
 /// Why quorum mode cannot serve a reftable repository yet: its anchors are refs written at
@@ -215,9 +212,10 @@ pub fn unsupported(git_dir: &Path) -> Option<&'static str> {
 /// formats).
 pub const QUORUM_REFTABLE: &str = "reftable ref storage in quorum mode";
 
-/// `unsupported`, for a node in quorum mode when `quorum`.
+/// Why Stargate cannot serve the repository at `git_dir` yet, if it cannot, on a node in
+/// quorum mode when `quorum` (stargate(7), Repository formats).
 pub fn unsupported_in(git_dir: &Path, quorum: bool) -> Option<&'static str> {
-    unsupported(git_dir).or_else(|| (quorum && crate::refs::is_reftable(git_dir)).then_some(QUORUM_REFTABLE))
+    (quorum && crate::refs::is_reftable(git_dir)).then_some(QUORUM_REFTABLE)
 }
 
 /// The refusal of a write to a repository Stargate cannot serve.
@@ -264,12 +262,12 @@ mod tests {
         git(&["init", "-q", "--bare", "files.git"]);
         git(&["init", "-q", "--bare", "--object-format=sha256", "sha.git"]);
         git(&["init", "-q", "--bare", "--ref-format=reftable", "table.git"]);
-        assert_eq!(unsupported(&dir.path().join("files.git")), None);
-        assert_eq!(unsupported(&dir.path().join("sha.git")), Some("the SHA-256 object format"));
-        assert_eq!(unsupported(&dir.path().join("table.git")), None);
+        assert_eq!(object_format(&dir.path().join("files.git")), "sha1");
+        assert_eq!(object_format(&dir.path().join("sha.git")), "sha256");
+        assert_eq!(unsupported_in(&dir.path().join("table.git"), false), None);
         assert_eq!(unsupported_in(&dir.path().join("table.git"), true), Some(QUORUM_REFTABLE));
         assert_eq!(unsupported_in(&dir.path().join("files.git"), true), None);
-        assert_eq!(unsupported_in(&dir.path().join("sha.git"), false), Some("the SHA-256 object format"));
+        assert_eq!(unsupported_in(&dir.path().join("sha.git"), true), None);
     }
 
     #[test]

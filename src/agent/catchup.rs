@@ -34,8 +34,7 @@ impl Agent {
         let repos = crate::repos::list(&self.root).unwrap_or_default();
         let timeout = Duration::from_millis(500);
         let mut published = Instant::now();
-        let root = self.root.clone();
-        for repo in repos.iter().filter(|r| r.readable && crate::repos::unsupported(&root.join(&r.name)).is_none()) {
+        for repo in repos.iter().filter(|r| r.readable) {
             let path = self.root.join(&repo.name);
             // One this node never had: what the furthest peer that answers holds (see
             // `create_what_peers_have`).
@@ -146,7 +145,8 @@ impl Agent {
                 if ours.contains(name) || created.contains(name) || self.root.join(name).exists() {
                     continue;
                 }
-                match crate::repos::create_empty(&self.root, name, || ours.iter().cloned().collect()) {
+                // The node's default object format: the peers' `/repositories` does not say.
+                match crate::repos::create_empty(&self.root, name, None, || ours.iter().cloned().collect()) {
                     Ok(()) => {
                         reply.say(&format!("{name}: created, as {} has it", peer.node));
                         created.insert(name.to_owned());
@@ -164,9 +164,7 @@ impl Agent {
         let started = Instant::now();
         let deadline = started + self.catchup_timeout;
         let repos = crate::repos::list(&self.root).unwrap_or_default();
-        let served =
-            |r: &crate::repos::Repo| r.readable && crate::repos::unsupported(&self.root.join(&r.name)).is_none();
-        let names: Vec<String> = repos.into_iter().filter(served).map(|r| r.name).collect();
+        let names: Vec<String> = repos.into_iter().filter(|r| r.readable).map(|r| r.name).collect();
         let Some(base_url) = previous.url.clone() else {
             let why = format!("the leader record names no URL for {}", previous.node);
             return names.into_iter().map(|n| (n, why.clone())).collect();

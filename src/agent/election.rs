@@ -125,8 +125,7 @@ impl Agent {
             Err(e) => return log::error!("cannot list repositories under {}: {e}", self.root.display()),
         };
         let peers: Vec<String> = self.peers.values().cloned().collect();
-        for repo in repos.iter().filter(|r| r.readable && crate::repos::unsupported(&self.root.join(&r.name)).is_none())
-        {
+        for repo in repos.iter().filter(|r| r.readable) {
             let started =
                 journal::open(&self.root.join(&repo.name)).and_then(|git| journal::genesis(&git, self.epoch, &self.me));
             match started {

@@ -55,9 +55,6 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
                 }
                 e
             };
-            if let Some(why) = crate::repos::unsupported(git_dir) {
-                return Err(refuse(Error::Refused(crate::repos::unsupported_refusal(why))));
-            }
             super::require_leader(&node::inspect_state(state_dir)).map_err(refuse)?;
             chain::run(NAME, args, repo, &input)?;
             // The journal records what each ref really held, whatever the caller expected.

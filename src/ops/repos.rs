@@ -75,12 +75,13 @@ struct Listed {
 
 pub fn list(cfg: &Config, json: bool) -> Result<()> {
     let root = cfg.root()?;
+    let quorum = cfg.replication_quorum_mode()?;
     let repos = crate::repos::list(&root).map_err(|e| Error::Fatal(format!("cannot list {}: {e}", root.display())))?;
     let listed: Vec<Listed> = repos
         .into_iter()
         .map(|r| {
             let path = root.join(&r.name);
-            let unsupported = crate::repos::unsupported(&path).map(str::to_owned);
+            let unsupported = crate::repos::unsupported_in(&path, quorum).map(str::to_owned);
             let journal_seq = unsupported
                 .is_none()
                 .then(|| journal::open(&path).ok().and_then(|g| journal::tip(&g).ok().flatten()).map(|(_, s)| s))

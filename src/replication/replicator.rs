@@ -428,8 +428,7 @@ impl Replicator {
         let mut shared = self.lock_shared();
         shared.scan = scan;
         let Ok(found) = found else { return };
-        // A repository Stargate cannot serve is not mirrored either (its hooks refuse writes).
-        for r in found.into_iter().filter(|r| crate::repos::unsupported(&self.root.join(&r.name)).is_none()) {
+        for r in found {
             shared.repos.entry(r.name).or_default();
             shared.poked = true;
         }
@@ -559,8 +558,9 @@ impl Replicator {
             return Ok(());
         }
         let base = record.url.as_deref().ok_or("the leader has no stargate.<id>.url")?;
-        sync::remote_refs(&self.root, name, base, &self.settings).map_err(|e| e.to_string())?;
-        crate::repos::create_empty(&self.root, name, || self.lock_shared().scan.names().cloned().collect())?;
+        let format = sync::served_format(&self.root, name, base, &self.settings).map_err(|e| e.to_string())?;
+        let siblings = || self.lock_shared().scan.names().cloned().collect();
+        crate::repos::create_empty(&self.root, name, format.as_deref(), siblings)?;
         log::info!("{name}: created, as on the leader {}", record.node);
         self.lock_shared().repos.entry(name.to_owned()).or_default().signalled = true;
         Ok(())

@@ -181,6 +181,21 @@ pub fn behind(path: &Path, name: &str, target: &Target, settings: &Settings) -> 
     run.behind()
 }
 
+/// Whether the node whose base URL is `base_url` serves repository `name`, and in which
+/// object format when the transport tells (`None` over ssh and http): for creating this
+/// node's copy alike. `path`: where git may run on this node.
+pub fn served_format(path: &Path, name: &str, base_url: &str, settings: &Settings) -> Result<Option<String>, Error> {
+    let target = Target { leader: String::new(), epoch: 0, base_url: base_url.to_owned() };
+    let run = Run::new(path, name, &target, settings);
+    match run.connect()? {
+        Leader::Session(mut s) => {
+            s.ls_refs(&["HEAD"])?;
+            Ok(Some(s.object_format().to_owned()))
+        }
+        Leader::Commands => run.ls_remote(&[]).map(|_| None),
+    }
+}
+
 /// Every ref of repository `name` at the node whose base URL is `base_url`: one protocol v2
 /// `ls-refs` where the transport allows, else `git ls-remote` (run in `path`, this node's
 /// copy). For `git stargate verify`.
@@ -293,7 +308,7 @@ impl<'a> Run<'a> {
     fn sync(&self) -> Result<Report, Error> {
         let main = journal::open(self.path)?;
         let local = journal::tip(&main)?;
-        let mut leader = self.connect()?;
+        let mut leader = self.connect_same_format()?;
         let tips = self.ls(&mut leader, &[journal::REF])?;
         log::debug!("{}: journal tip asked after {:?}", self.path.display(), self.started.elapsed());
         let idle = |seq| Report { leader_seq: seq, replica_seq: seq, ..Report::default() };
@@ -361,7 +376,7 @@ impl<'a> Run<'a> {
         let main = journal::open(self.path)?;
         let local = journal::tip(&main)?.map(|(id, _)| id);
         let staged = super::stage::staged(self.path);
-        let mut leader = self.connect()?;
+        let mut leader = self.connect_same_format()?;
         let tips = self.ls(&mut leader, &[journal::REF])?;
         let Some(&tip) = tips.get(journal::REF) else { return Ok(None) };
         if Some(tip) == local || Some(tip) == staged {
@@ -405,7 +420,7 @@ impl<'a> Run<'a> {
     fn adopt(&self) -> Result<usize, Error> {
         let main = journal::open(self.path)?;
         let local = journal::tip(&main)?.map(|(id, _)| id);
-        let mut peer = self.connect()?;
+        let mut peer = self.connect_same_format()?;
         let anchor = format!("{}journal", super::stage::STAGED);
         let listed = self.ls(&mut peer, &[anchor.as_str()])?;
         let Some(&tip) = listed.get(&anchor) else { return Ok(0) };
@@ -446,7 +461,7 @@ impl<'a> Run<'a> {
     fn behind(&self) -> Result<Behind, Error> {
         let main = journal::open(self.path)?;
         let local = journal::tip(&main)?;
-        let mut leader = self.connect()?;
+        let mut leader = self.connect_same_format()?;
         let tips = self.ls(&mut leader, &[journal::REF])?;
         let replica_seq = local.map_or(0, |(_, seq)| seq);
         let Some(&tip) = tips.get(journal::REF) else {
@@ -478,6 +493,23 @@ impl<'a> Run<'a> {
         let Ok(endpoint) = Endpoint::join(&self.target.base_url, self.name) else { return Ok(Leader::Commands) };
         let session = proto::Session::open(&endpoint, self.settings.upload_pack.as_deref(), self.deadline)?;
         Ok(session.map_or(Leader::Commands, Leader::Session))
+    }
+
+    /// `connect`, for a sync into this node's copy: objects are named alike on every node
+    /// or not at all, so a leader whose copy uses another object format is refused (over
+    /// ssh and http, git's own fetch refuses it).
+    fn connect_same_format(&self) -> Result<Leader, Error> {
+        let leader = self.connect()?;
+        let ours = crate::repos::object_format(self.path);
+        match &leader {
+            Leader::Session(s) if s.object_format() != ours => Err(Error::Repo(format!(
+                "{} names objects with {} and this node's copy with {ours}: a repository must use one object \
+                 format on every node (stargate(7), Repository formats)",
+                self.url,
+                s.object_format()
+            ))),
+            _ => Ok(leader),
+        }
     }
 
     /// The leader's values of the refs `names` (every ref when empty); absent: no such ref.
@@ -526,8 +558,12 @@ impl<'a> Run<'a> {
     /// replica's objects, owned by whoever holds the sync lock.
     fn side_repo(&self) -> Result<PathBuf, Error> {
         let side = self.path.join("stargate/sync.git");
+        let format = crate::repos::object_format(self.path);
+        if side.join("HEAD").is_file() && crate::repos::object_format(&side) != format {
+            std::fs::remove_dir_all(&side).map_err(repo_err)?;
+        }
         if !side.join("HEAD").is_file() {
-            git::init_bare_files(&side)?;
+            git::init_bare_files(&side, format)?;
         }
         let _ = std::fs::remove_file(side.join("packed-refs"));
         let refs = side.join("refs");

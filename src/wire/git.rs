@@ -338,16 +338,25 @@ pub fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Ve
 /// that as a write (a scratch repository lies below `stargate.root`). Creating an empty
 /// repository writes nothing anyone mirrors.
 pub fn init_bare(path: &Path) -> Result<(), Error> {
-    let args = ["-c", "core.hooksPath=/dev/null", "init", "--bare", "-q"].map(std::ffi::OsStr::new);
-    run(None, args.iter().copied().chain([path.as_os_str()])).map(drop)
+    init_bare_as(path, None)
+}
+
+/// `init_bare` with `object_format` (`sha1`, `sha256`), else git's default.
+pub fn init_bare_as(path: &Path, object_format: Option<&str>) -> Result<(), Error> {
+    let mut args = ["-c", "core.hooksPath=/dev/null", "init", "--bare", "-q"].map(std::ffi::OsString::from).to_vec();
+    args.extend(object_format.map(|f| format!("--object-format={f}").into()));
+    args.push(path.into());
+    run(None, args).map(drop)
 }
 
 /// `init_bare` with the files ref backend whatever `init.defaultRefFormat` says, for a
-/// scratch repository whose refs Stargate reads and writes as files. (The variable, unlike
-/// `--ref-format`, is ignored by a git older than reftable.)
-pub fn init_bare_files(path: &Path) -> Result<(), Error> {
+/// scratch repository whose refs Stargate reads and writes as files, with `object_format`
+/// (`sha1`, `sha256`). (The variable, unlike `--ref-format`, is ignored by a git older
+/// than reftable.)
+pub fn init_bare_files(path: &Path, object_format: &str) -> Result<(), Error> {
     let mut cmd = command(None);
-    cmd.args(["-c", "core.hooksPath=/dev/null", "init", "--bare", "-q"]).arg(path);
+    cmd.args(["-c", "core.hooksPath=/dev/null", "init", "--bare", "-q"]);
+    cmd.arg(format!("--object-format={object_format}")).arg(path);
     let out = cmd.env("GIT_DEFAULT_REF_FORMAT", "files").output().map_err(Error::Spawn)?;
     if out.status.success() { Ok(()) } else { Err(failed(&["init".into(), path.as_os_str().into()], &out)) }
 }

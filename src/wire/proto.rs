@@ -28,6 +28,9 @@ pub struct Session {
     reader: BufReader<Reader>,
     writer: Writer,
     url: String,
+    /// The server's object format, when it advertises one (`object-format`), sent back
+    /// with every command as protocol v2 requires of a SHA-256 server's clients.
+    object_format: Option<String>,
 }
 
 struct Reader {
@@ -155,20 +158,37 @@ impl Session {
             Endpoint::Ssh { .. } | Endpoint::Http(_) => return Ok(None),
         };
         let reader = BufReader::with_capacity(64 * 1024, Reader { input, deadline });
-        let mut session = Session { reader, writer, url };
+        let mut session = Session { reader, writer, url, object_format: None };
         let advertisement = session.lines()?;
         let has = |cap: &str| advertisement.iter().any(|l| l == cap || l.starts_with(&format!("{cap}=")));
         if advertisement.first().map(String::as_str) != Some("version 2") || !has("ls-refs") || !has("fetch") {
             return Ok(None);
         }
+        if let Some(format) = advertisement.iter().find_map(|l| l.strip_prefix("object-format=")) {
+            session.object_format = Some(format.to_owned());
+        }
         Ok(Some(session))
+    }
+
+    /// The server's object format: `sha1` (also when it does not say) or `sha256`.
+    pub fn object_format(&self) -> &str {
+        self.object_format.as_deref().unwrap_or("sha1")
+    }
+
+    /// The start of a request for `command`, up to its delimiter.
+    fn command(&self, command: &str) -> Vec<u8> {
+        let mut request = pkt(&format!("command={command}\n"));
+        if let Some(format) = &self.object_format {
+            request.extend(pkt(&format!("object-format={format}\n")));
+        }
+        request.extend_from_slice(b"0001");
+        request
     }
 
     /// The leader's refs named in `names` (all refs when empty), with their object ids.
     /// A name missing from the answer is a ref the server does not have.
     pub fn ls_refs(&mut self, names: &[&str]) -> Result<HashMap<String, ObjectId>, git::Error> {
-        let mut request = pkt("command=ls-refs\n");
-        request.extend_from_slice(b"0001");
+        let mut request = self.command("ls-refs");
         for name in names {
             request.extend(pkt(&format!("ref-prefix {name}\n")));
         }
@@ -197,8 +217,7 @@ impl Session {
         progress: bool,
         store: &mut dyn FnMut(&[u8]) -> Result<(), git::Error>,
     ) -> Result<(), git::Error> {
-        let mut request = pkt("command=fetch\n");
-        request.extend_from_slice(b"0001");
+        let mut request = self.command("fetch");
         request.extend(pkt("thin-pack\n"));
         request.extend(pkt("ofs-delta\n"));
         if !progress {

@@ -1,7 +1,7 @@
 //! Repository formats (stargate(7), Repository formats): reftable ref storage is served
-//! like the files backend, on every node or only some; SHA-256 objects, and reftable in
-//! quorum mode, are refused with a clear message, never accepted unreplicated; the rest of
-//! the node works on.
+//! like the files backend, on every node or only some; SHA-256 object names too, on every
+//! node alike. What cannot be served (reftable in quorum mode; copies whose object formats
+//! differ) is refused with the reason, never accepted unreplicated.
 
 use std::time::Duration;
 
@@ -137,8 +137,107 @@ fn a_node_with_both_storages_and_a_cluster_with_mixed_ones_replicate() {
     assert!(verify("a").status.success());
 }
 
+/// SHA-256 repositories: journaled, mirrored over a protocol v2 session (which names the
+/// object format), `git kv` in a SHA-256 clone, and a
+/// repository the leader creates made alike on the replica, whatever its default.
 #[test]
-fn repositories_in_formats_stargate_cannot_replicate_refuse_writes_and_say_why() {
+fn sha256_repositories_are_journaled_mirrored_and_created_alike() {
+    let lab = Lab::up_with(
+        2,
+        &format!("[init]\n\tdefaultObjectFormat = sha256\n{REFTABLE}[stargate \"sync\"]\n\tinterval = 1s\n"),
+    );
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    let format = |node: &str, repo: &str| {
+        let dir = lab.repo(node, repo);
+        ok(lab.git(node, &["--git-dir", dir.to_str().unwrap(), "rev-parse", "--show-object-format"])).trim().to_owned()
+    };
+    assert_eq!(format("a", "kv"), "sha256");
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    assert_eq!(ok(client.git("c", &["rev-parse", "--show-object-format"])).trim(), "sha256");
+    for i in 0..3 {
+        assert!(client.kv("c", &["set", "k", &format!("v{i}")]).status.success(), "{}", lab.logs());
+    }
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "x"]));
+    ok(client.git("c", &["push", "-q", &lab.url("a", "kv"), "HEAD:refs/heads/main"]));
+    lab.wait_parity("a", "b", Duration::from_secs(10));
+    let head = lab.rev("b", "refs/heads/main").unwrap();
+    assert_eq!(head.len(), 64, "{head}");
+    assert!(journal_text(&lab, "b").contains(&format!(" {head} refs/heads/main\n")), "{}", journal_text(&lab, "b"));
+    assert!(lab.agent_log("b").matches("full mirror").count() <= 1, "{}", lab.logs());
+    assert_eq!(String::from_utf8_lossy(&client.kv("c", &["get", "k"]).stdout).trim(), "v2");
+    let fsck = run(lab.git("b", &["fsck", "--no-progress"]));
+    assert!(fsck.status.success(), "{}", stderr(&fsck));
+
+    // A repository the leader gains is created on the replica in the leader's format, even
+    // where the replica's own default says otherwise.
+    ok(lab.git("b", &["config", "--global", "init.defaultObjectFormat", "sha1"]));
+    let hooks = ok(lab.git("a", &["config", "core.hooksPath"]));
+    let new = lab.repo("a", "new");
+    ok(lab.node_cmd("a", "git").args(["init", "-q", "--bare", "--object-format=sha256"]).arg(&new));
+    ok(lab.node_cmd("a", "git").arg("--git-dir").arg(&new).args(["config", "core.hooksPath", hooks.trim()]));
+    lab.wait_until("the new repository on the replica", Duration::from_secs(20), || {
+        lab.agent_log("b").contains("new.git: created")
+    });
+    assert_eq!(format("b", "new"), "sha256");
+    ok(client.git(".", &["clone", "-q", &lab.url("a", "new"), "n"]));
+    ok(client.git("n", &["commit", "-q", "--allow-empty", "-m", "first"]));
+    ok(client.git("n", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    let rev = |node: &str| {
+        let dir = lab.repo(node, "new");
+        let out = run(lab.git(node, &["--git-dir", dir.to_str().unwrap(), "rev-parse", "-q", "--verify", "main"]));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    lab.wait_until("the write mirrored", Duration::from_secs(10), || !rev("a").is_empty() && rev("a") == rev("b"));
+}
+
+/// Quorum mode stages and acknowledges SHA-256 entries as SHA-1 ones.
+#[test]
+fn sha256_writes_in_quorum_mode_are_staged_on_a_majority() {
+    let lab = Lab::up_with(
+        2,
+        "[init]\n\tdefaultObjectFormat = sha256\n[stargate \"replication\"]\n\tmode = quorum\n[stargate \"quorum\"]\n\ttimeout = 1s\n",
+    );
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    // Two of two: acknowledged only once b staged it.
+    assert!(client.kv("c", &["set", "k", "v"]).status.success(), "{}", lab.logs());
+    lab.wait_parity("a", "b", Duration::from_secs(10));
+    lab.kill("b", "agent", "KILL");
+    let out = client.kv("c", &["set", "k", "w"]);
+    // Over git:// the daemon keeps the hook's words: they are in its log.
+    assert!(!out.status.success() && lab.logs().contains("no quorum"), "{}{}", stderr(&out), lab.logs());
+}
+
+/// A repository whose copies name objects differently (SHA-1 here, SHA-256 there) cannot
+/// be mirrored: the replica says why, and changes nothing.
+#[test]
+fn copies_in_different_object_formats_are_refused_with_the_reason() {
+    let lab = Lab::up_with_repos(2, "[stargate \"sync\"]\n\tinterval = 1s\n", "kv");
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    let hooks = ok(lab.git("a", &["config", "core.hooksPath"]));
+    for (node, format) in [("a", "sha1"), ("b", "sha256")] {
+        let dir = lab.repo(node, "mixed");
+        ok(lab.node_cmd(node, "git").args(["init", "-q", "--bare", &format!("--object-format={format}")]).arg(&dir));
+        ok(lab.node_cmd(node, "git").arg("--git-dir").arg(&dir).args(["config", "core.hooksPath", hooks.trim()]));
+    }
+    let client = Client::new();
+    ok(client.git(".", &["init", "-q", "m"]));
+    ok(client.git("m", &["commit", "-q", "--allow-empty", "-m", "x"]));
+    ok(client.git("m", &["push", "-q", &lab.url("a", "mixed"), "HEAD:refs/heads/main"]));
+    lab.wait_until("the replica to say why", Duration::from_secs(15), || {
+        lab.agent_log("b").contains("names objects with sha1 and this node's copy with sha256")
+    });
+    let dir = lab.repo("b", "mixed");
+    let refs = ok(lab.node_cmd("b", "git").arg("--git-dir").arg(&dir).arg("for-each-ref"));
+    assert_eq!(refs, "", "nothing was written");
+}
+
+/// Quorum mode cannot serve reftable repositories yet: writes are refused at `pre-receive`
+/// with the reason, nothing is written, and the node's other repositories work on.
+#[test]
+fn reftable_in_quorum_mode_refuses_writes_and_says_why() {
     let lab = Lab::up_with(2, "[stargate \"replication\"]\n\tmode = quorum\n");
     let leader = lab.wait_leader(None, Duration::from_secs(5));
     for node in &lab.nodes {
@@ -147,41 +246,30 @@ fn repositories_in_formats_stargate_cannot_replicate_refuse_writes_and_say_why()
             .node_cmd(node, "git")
             .args(["init", "-q", "--bare", "--ref-format=reftable"])
             .arg(root.join("table.git")));
-        ok(lab
-            .node_cmd(node, "git")
-            .args(["init", "-q", "--bare", "--object-format=sha256"])
-            .arg(root.join("sha.git")));
-        for repo in ["table", "sha"] {
-            ok(lab.node_cmd(node, "git").arg("--git-dir").arg(lab.repo(node, repo)).args([
-                "config",
-                "core.hooksPath",
-                lab.dir.path().join("githooks").to_str().unwrap(),
-            ]));
-        }
+        ok(lab.node_cmd(node, "git").arg("--git-dir").arg(lab.repo(node, "table")).args([
+            "config",
+            "core.hooksPath",
+            lab.dir.path().join("githooks").to_str().unwrap(),
+        ]));
     }
     let client = Client::new();
-    for (repo, format, init) in [
-        ("table", "reftable ref storage in quorum mode", "--ref-format=reftable"),
-        ("sha", "SHA-256", "--object-format=sha256"),
-    ] {
-        ok(client.git(".", &["init", "-q", init, repo]));
-        ok(client.git(repo, &["commit", "-q", "--allow-empty", "-m", "x"]));
-        let out = run(client.git(repo, &["push", &lab.url(&leader, repo), "HEAD:refs/heads/main"]));
-        assert_eq!(out.status.code(), Some(1), "{repo}: {}{}", stderr(&out), lab.logs());
-        assert!(stderr(&out).contains(format) && stderr(&out).contains("cannot replicate"), "{repo}: {}", stderr(&out));
-        let refs = ok(lab.node_cmd(&leader, "git").arg("--git-dir").arg(lab.repo(&leader, repo)).arg("for-each-ref"));
-        assert_eq!(refs, "", "{repo}: nothing was written");
-    }
-    // The node's other repositories work on.
+    ok(client.git(".", &["init", "-q", "--ref-format=reftable", "table"]));
+    ok(client.git("table", &["commit", "-q", "--allow-empty", "-m", "x"]));
+    let out = run(client.git("table", &["push", &lab.url(&leader, "table"), "HEAD:refs/heads/main"]));
+    assert_eq!(out.status.code(), Some(1), "{}{}", stderr(&out), lab.logs());
+    assert!(
+        stderr(&out).contains("reftable ref storage in quorum mode, which Stargate cannot replicate"),
+        "{}",
+        stderr(&out)
+    );
+    let refs = ok(lab.node_cmd(&leader, "git").arg("--git-dir").arg(lab.repo(&leader, "table")).arg("for-each-ref"));
+    assert_eq!(refs, "", "nothing was written");
     client.clone(&lab.url(&leader, "kv"), "c");
     assert!(client.kv("c", &["set", "k", "v"]).status.success());
     let status = ok(lab.node_cmd(&leader, "git").args(["stargate", "status"]));
     assert!(status.contains("table.git: not served: this repository uses reftable ref storage in quorum"), "{status}");
-    assert!(status.contains("sha.git: not served: this repository uses the SHA-256 object format"), "{status}");
-    lab.wait_until("the agent to report them", Duration::from_secs(10), || {
-        let log = lab.agent_log(&leader);
-        log.contains("table.git: this repository uses reftable")
-            && log.contains("sha.git: this repository uses the SHA-256")
+    lab.wait_until("the agent to report it", Duration::from_secs(10), || {
+        lab.agent_log(&leader).contains("table.git: this repository uses reftable ref storage in quorum mode")
     });
 }
 
@@ -228,4 +316,31 @@ fn a_full_mirror_of_many_refs_into_reftable_runs_no_hook_and_keeps_what_the_lead
     assert!(kept.contains(own.trim()) && kept.contains("/refs/heads/mine"), "kept: {kept}\n{out}");
     assert_eq!(ref_format(&lab, "b", "kv"), "reftable");
     git("b", &r, &["fsck", "--connectivity-only", "--no-dangling"]);
+}
+
+/// Over http the replica mirrors with git's own commands, in a side repository that must
+/// name objects as the replica's copy does: SHA-256 and reftable together, incremental.
+#[test]
+fn sha256_reftable_repositories_mirror_over_http_incrementally() {
+    let lab = Lab::up_with(
+        2,
+        &format!(
+            "[init]\n\tdefaultObjectFormat = sha256\n{REFTABLE}[stargate \"a\"]\n\turl = http://@NET@.1:8181/\n[stargate \"sync\"]\n\tinterval = 1s\n"
+        ),
+    );
+    http_backend(&format!("{}:8181", lab.ip("a")), &lab.dir.path().join("a/repos"));
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/doomed"]));
+    lab.wait_parity("a", "b", Duration::from_secs(15));
+    let fulls = || lab.agent_log("b").matches("full mirror").count();
+    let before = fulls();
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "two"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", ":refs/heads/doomed"]));
+    lab.wait_parity("a", "b", Duration::from_secs(15));
+    assert_eq!(lab.rev("b", "refs/heads/doomed"), None);
+    assert_eq!(lab.rev("b", "refs/heads/main").map(|r| r.len()), Some(64));
+    assert_eq!(fulls(), before, "incremental after the first mirror{}", lab.logs());
 }

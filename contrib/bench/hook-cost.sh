@@ -28,18 +28,9 @@ for r in $kinds; do
   git -C "$work/$r" commit -q --allow-empty -m init
   git -C "$work/$r" push -q origin HEAD:refs/heads/main
 done
-median() { sort -n | sed -n "$(( (n + 1) / 2 ))p"; }
-fmt() { local v=$1 s=""; [ "$v" -lt 0 ] && { s=-; v=$(( -v )); }; printf '%s%d.%03d ms' "$s" $(( v / 1000 )) $(( v % 1000 )); }
 declare -A t
 for ((i = 1; i <= n; i++)); do
-  for r in $kinds; do
-    echo "$i" >"$work/$r/file"
-    git -C "$work/$r" add file
-    git -C "$work/$r" commit -q -m "change $i"
-    start=$(date +%s%N)
-    git -C "$work/$r" push -q origin HEAD:refs/heads/main
-    t[$r]+="$(( ($(date +%s%N) - start) / 1000 )) "
-  done
+  for r in $kinds; do t[$r]+="$(push_change "$work/$r" "$i") "; done
 done
 [ "$(git --git-dir="$repos/full.git" rev-list --count refs/stargate/journal)" -gt "$n" ] || { echo "bench: the full hooks did not journal" >&2; exit 1; }
 [ "$(git --git-dir="$repos/minimal.git" rev-list --count refs/stargate/journal)" -gt "$n" ] || { echo "bench: the minimal hooks did not journal" >&2; exit 1; }

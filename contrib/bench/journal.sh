@@ -14,7 +14,6 @@ replica_agent_off
 git clone -q "$url" "$work/client" 2>/dev/null
 
 us() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 )); }
-median() { sort -n | sed -n "$(( (n + 1) / 2 ))p"; }
 ms() { awk "BEGIN{printf \"%.2f\", $1/1000}"; }
 push() { git -C "$work/client" commit -q --allow-empty -m "$1"; git -C "$work/client" push -q origin HEAD:refs/heads/main; }
 replica_sync() { as_replica git stargate sync kv.git; }

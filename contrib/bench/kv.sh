@@ -14,7 +14,6 @@ lab_up 127.79.5 "$work/extra"
 url=git://$(cat "$work/lab/$leader/ip")/kv.git
 now_us() { echo $(( $(date +%s%N) / 1000 )); }
 pct() { sort -n | awk -v p="$1" '{ v[NR] = $1 } END { i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] }'; }
-fmt() { printf '%d.%03d ms' $(( $1 / 1000 )) $(( $1 % 1000 )); }
 lag() { # the replica's aggregate lag over the run so far, once its windows are judged
   sleep 5
   GIT_CONFIG_GLOBAL=$work/lab/$replica/gitconfig git stargate lag | grep -i 'aggregate' || true

@@ -27,3 +27,21 @@ replica_agent_off() {
 
 # A command as the replica's node runs it (its git config).
 as_replica() { GIT_CONFIG_GLOBAL=$work/lab/$replica/gitconfig "$@"; }
+
+# median: the median of the numbers on stdin, one per line, of `n` rounds.
+median() { sort -n | sed -n "$(( (n + 1) / 2 ))p"; }
+
+# fmt US: microseconds as milliseconds with three decimals (negative too).
+fmt() { local v=$1 s=""; [ "$v" -lt 0 ] && { s=-; v=$(( -v )); }; printf '%s%d.%03d ms' "$s" $(( v / 1000 )) $(( v % 1000 )); }
+
+# push_change DIR I: commit change I in the clone DIR and push it to its origin's main;
+# prints how long the push took, in microseconds.
+push_change() {
+  local start
+  echo "$2" >"$1/file"
+  git -C "$1" add file
+  git -C "$1" commit -q -m "change $2"
+  start=$(date +%s%N)
+  git -C "$1" push -q origin HEAD:refs/heads/main
+  echo $(( ($(date +%s%N) - start) / 1000 ))
+}

@@ -21,8 +21,6 @@ git -C "$work/client" commit -q --allow-empty -m last
 git -C "$work/client" push -q origin HEAD:refs/heads/main
 
 ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 )); }
-median() { sort -n | sed -n "$(( (n + 1) / 2 ))p"; }
-fmt() { printf '%d.%03d ms' $(( $1 / 1000 )) $(( $1 % 1000 )); }
 empty_replica() {
   rm -rf "$R"
   git -c core.hooksPath=/dev/null init -q --bare "$R"

@@ -34,17 +34,10 @@ for r in $kinds; do
 done
 as_replica() { GIT_CONFIG_GLOBAL=$work/lab/$replica/gitconfig "$@"; }
 for r in files table; do as_replica git stargate sync "$r.git" >/dev/null; done
-median() { sort -n | sed -n "$(( (n + 1) / 2 ))p"; }
-fmt() { local v=$1 s=""; [ "$v" -lt 0 ] && { s=-; v=$(( -v )); }; printf '%s%d.%03d ms' "$s" $(( v / 1000 )) $(( v % 1000 )); }
 us() { local s; s=$(date +%s%N); "$@" >/dev/null; echo $(( ($(date +%s%N) - s) / 1000 )); }
 declare -A t
 for ((i = 1; i <= n; i++)); do
-  for r in $kinds; do
-    echo "$i" >"$work/$r/file"
-    git -C "$work/$r" add file
-    git -C "$work/$r" commit -q -m "change $i"
-    t[$r]+="$(us git -C "$work/$r" push -q origin HEAD:refs/heads/main) "
-  done
+  for r in $kinds; do t[$r]+="$(push_change "$work/$r" "$i") "; done
   for r in files table; do t[sync-$r]+="$(us as_replica git stargate sync "$r.git") "; done
 done
 for r in files table; do

@@ -33,8 +33,6 @@ echo "refs: $have on the replica"
 [ "$have" -gt "$refs" ] || { echo "bench: the replica did not mirror the $refs refs" >&2; exit 1; }
 
 ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 )); }
-median() { sort -n | sed -n "$(( (n + 1) / 2 ))p"; }
-fmt() { printf '%d.%03d ms' $(( $1 / 1000 )) $(( $1 % 1000 )); }
 plain_fetch() { git -C "$work/plain.git" fetch -q --prune --no-tags "$url" '+refs/*:refs/*'; }
 ours() { as_replica git stargate sync kv.git; }
 declare -A t

@@ -48,14 +48,8 @@ fn reftable_repositories_are_journaled_mirrored_and_fail_over() {
     let fsck = run(lab.git("b", &["--git-dir", lab.repo("b", "kv").to_str().unwrap(), "fsck", "--no-progress"]));
     assert!(fsck.status.success(), "{}", stderr(&fsck));
 
-    // b stops mirroring; a takes a write b never sees; b leads; a returns as its replica.
-    lab.kill("b", "agent", "KILL");
-    assert!(client.kv("c", &["set", "k", "unreplicated"]).status.success());
-    let divergent = lab.rev("a", "refs/kv/default").unwrap();
-    lab.kill("a", "agent", "KILL");
-    lab.kill("a", "daemon", "KILL");
-    lab.start("b", "agent");
-    lab.wait_leader(Some("a"), Duration::from_secs(15));
+    // a takes a write b never sees; b leads; a returns as its replica.
+    let divergent = lab.diverge_and_fail_over(&client);
     lab.start("a", "daemon");
     let epoch = lab.record()["epoch"].as_u64().unwrap();
     let client2 = Client::new();
@@ -322,25 +316,8 @@ fn a_full_mirror_of_many_refs_into_reftable_runs_no_hook_and_keeps_what_the_lead
 /// name objects as the replica's copy does: SHA-256 and reftable together, incremental.
 #[test]
 fn sha256_reftable_repositories_mirror_over_http_incrementally() {
-    let lab = Lab::up_with(
-        2,
-        &format!(
-            "[init]\n\tdefaultObjectFormat = sha256\n{REFTABLE}[stargate \"a\"]\n\turl = http://@NET@.1:8181/\n[stargate \"sync\"]\n\tinterval = 1s\n"
-        ),
-    );
-    http_backend(&format!("{}:8181", lab.ip("a")), &lab.dir.path().join("a/repos"));
-    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
-    let client = Client::new();
-    client.clone(&lab.url("a", "kv"), "c");
-    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
-    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/doomed"]));
-    lab.wait_parity("a", "b", Duration::from_secs(15));
-    let fulls = || lab.agent_log("b").matches("full mirror").count();
-    let before = fulls();
-    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "two"]));
-    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", ":refs/heads/doomed"]));
-    lab.wait_parity("a", "b", Duration::from_secs(15));
-    assert_eq!(lab.rev("b", "refs/heads/doomed"), None);
+    let extra = format!("[init]\n\tdefaultObjectFormat = sha256\n{REFTABLE}");
+    let lab = mirrors_over_http_incrementally(&extra);
     assert_eq!(lab.rev("b", "refs/heads/main").map(|r| r.len()), Some(64));
-    assert_eq!(fulls(), before, "incremental after the first mirror{}", lab.logs());
+    assert_eq!(ref_format(&lab, "b", "kv"), "reftable");
 }

@@ -179,21 +179,7 @@ fn a_repository_never_written_is_mirrored_in_full_once_then_left_alone() {
 /// still journal-driven, still incremental, deletions included.
 #[test]
 fn sync_over_http_is_incremental_with_git_commands() {
-    let lab = Lab::up_with(2, "[stargate \"a\"]\n\turl = http://@NET@.1:8181/\n[stargate \"sync\"]\n\tinterval = 1s\n");
-    http_backend(&format!("{}:8181", lab.ip("a")), &lab.dir.path().join("a/repos"));
-    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
-    let client = Client::new();
-    client.clone(&lab.url("a", "kv"), "c");
-    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
-    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/doomed"]));
-    lab.wait_parity("a", "b", Duration::from_secs(15));
-    let fulls = || lab.agent_log("b").matches("full mirror").count();
-    let before = fulls();
-    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "two"]));
-    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", ":refs/heads/doomed"]));
-    lab.wait_parity("a", "b", Duration::from_secs(15));
-    assert_eq!(lab.rev("b", "refs/heads/doomed"), None);
-    assert_eq!(fulls(), before, "incremental after the first mirror{}", lab.logs());
+    mirrors_over_http_incrementally("");
 }
 
 #[test]
@@ -495,16 +481,7 @@ fn former_leaders_unreplicated_commits_are_kept_not_destroyed() {
     client.clone(&lab.url("a", "kv"), "c");
     assert!(client.kv("c", &["set", "k", "replicated"]).status.success());
     lab.wait_parity("a", "b", Duration::from_secs(10));
-    // b stops mirroring; a takes a write that b never sees.
-    lab.kill("b", "agent", "KILL");
-    assert!(client.kv("c", &["set", "k", "unreplicated"]).status.success());
-    let divergent = lab.rev("a", "refs/kv/default").unwrap();
-    // The epoch moves to b while a still holds that commit, and its storage is out of
-    // reach, so that b's catch-up on election cannot fetch it.
-    lab.kill("a", "agent", "KILL");
-    lab.kill("a", "daemon", "KILL");
-    lab.start("b", "agent");
-    lab.wait_leader(Some("a"), Duration::from_secs(15));
+    let divergent = lab.diverge_and_fail_over(&client);
     assert!(
         lab.audit().iter().any(|e| e["event"] == "catch-up-shortfall" && e["node"] == "b"),
         "the shortfall is audited: {:?}{}",

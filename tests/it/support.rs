@@ -630,6 +630,24 @@ fn serve_cgi(mut conn: TcpStream, root: &Path) -> std::io::Result<()> {
     conn.flush()
 }
 
+impl Lab {
+    /// With a leading and b mirroring: b stops mirroring, a takes a write b never sees
+    /// (`git kv set k unreplicated` in `client`'s clone `c`), then the epoch moves to b
+    /// while a still holds that commit and its storage is out of reach (agent and git
+    /// daemon killed), so that b's catch-up on election cannot fetch it. Returns a's value
+    /// of `refs/kv/default`, the one b never got.
+    pub fn diverge_and_fail_over(&self, client: &Client) -> String {
+        self.kill("b", "agent", "KILL");
+        assert!(client.kv("c", &["set", "k", "unreplicated"]).status.success());
+        let divergent = self.rev("a", "refs/kv/default").unwrap();
+        self.kill("a", "agent", "KILL");
+        self.kill("a", "daemon", "KILL");
+        self.start("b", "agent");
+        self.wait_leader(Some("a"), Duration::from_secs(15));
+        divergent
+    }
+}
+
 /// What the tests read off a node of the lab.
 impl Lab {
     /// Every ref a mirror copies (all but `refs/stargate/local/*`), with its value.
@@ -853,4 +871,28 @@ pub fn cpu(pid: u32) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// The lab (with `extra` config) whose replica mirrors node a over http, after checking
+/// that a second write, a deletion among them, is mirrored without a full mirror.
+pub fn mirrors_over_http_incrementally(extra: &str) -> Lab {
+    let lab = Lab::up_with(
+        2,
+        &format!("{extra}[stargate \"a\"]\n\turl = http://@NET@.1:8181/\n[stargate \"sync\"]\n\tinterval = 1s\n"),
+    );
+    http_backend(&format!("{}:8181", lab.ip("a")), &lab.dir.path().join("a/repos"));
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", "HEAD:refs/heads/doomed"]));
+    lab.wait_parity("a", "b", Duration::from_secs(15));
+    let fulls = || lab.agent_log("b").matches("full mirror").count();
+    let before = fulls();
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "two"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main", ":refs/heads/doomed"]));
+    lab.wait_parity("a", "b", Duration::from_secs(15));
+    assert_eq!(lab.rev("b", "refs/heads/doomed"), None);
+    assert_eq!(fulls(), before, "incremental after the first mirror{}", lab.logs());
+    lab
 }

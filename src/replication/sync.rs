@@ -957,9 +957,15 @@ impl<'a> Run<'a> {
     /// `refs/stargate/local/*` aside) in one `update-ref` transaction, which git writes as
     /// one table however many refs it moves.
     fn write_all(&self, main: &Store, refs: &Refs, local: &HashMap<String, ObjectId>) -> Result<(), Error> {
-        let mut edits: Vec<Edit> =
-            (refs.iter()).filter(|(r, oid)| local.get(*r) != Some(*oid)).map(|(r, oid)| Edit::set(r, *oid)).collect();
-        edits.extend(local.keys().filter(|r| !refs.contains_key(*r)).map(|r| Edit::delete(r)));
+        // Each from the value listed at the start of this mirror (git's cheaper `create` for
+        // most): a ref that moved meanwhile fails the whole transaction.
+        let mut edits: Vec<Edit> = (refs.iter())
+            .filter(|(r, oid)| local.get(*r) != Some(*oid))
+            .map(|(r, oid)| Edit::update(r, local.get(r).copied(), Some(*oid)))
+            .collect();
+        edits.extend(
+            local.iter().filter(|(r, _)| !refs.contains_key(*r)).map(|(r, oid)| Edit::update(r, Some(*oid), None)),
+        );
         edits.sort_by(|a, b| a.name.cmp(&b.name));
         self.still_following()?;
         main.edit(&edits).map_err(repo_err)

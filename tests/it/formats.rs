@@ -65,6 +65,13 @@ fn reftable_repositories_are_journaled_mirrored_and_fail_over() {
     assert_eq!(ref_format(&lab, "a", "kv"), "reftable", "mirroring kept the storage");
 }
 
+/// The bounded journal on reftable: checkpoints published with the previous generation's
+/// ref, replicas following across them, a replica behind both mirroring in full.
+#[test]
+fn the_journal_keeps_two_generations_on_reftable_too() {
+    crate::replication::journal_generations(REFTABLE);
+}
+
 /// Storage is each node's own business: a repository in reftable on one node and files on
 /// the other replicates both ways, and one node serves both kinds side by side.
 #[test]

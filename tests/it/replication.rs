@@ -514,7 +514,13 @@ fn former_leaders_unreplicated_commits_are_kept_not_destroyed() {
 /// two generations at most, and a replica behind both mirrors in full.
 #[test]
 fn the_journal_keeps_two_generations_and_a_replica_behind_them_mirrors_in_full() {
-    let lab = Lab::up_with(2, "[stargate \"journal\"]\n\tkeep = 5\n[stargate \"sync\"]\n\tinterval = 1s\n");
+    journal_generations("");
+}
+
+/// The journal's generations on a lab with `extra` config (reftable: formats.rs).
+pub fn journal_generations(extra: &str) {
+    let lab =
+        Lab::up_with(2, &format!("{extra}[stargate \"journal\"]\n\tkeep = 5\n[stargate \"sync\"]\n\tinterval = 1s\n"));
     assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
     let client = Client::new();
     client.clone(&lab.url("a", "kv"), "c");

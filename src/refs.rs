@@ -64,18 +64,6 @@ pub fn check_name(name: &str) -> Result<(), Error> {
     gix::refs::FullName::try_from(name).map(drop).map_err(|e| Error::Name(name.to_owned(), e.to_string()))
 }
 
-/// Whether the repository at `git_dir` keeps its refs in reftable, as git decides it:
-/// `extensions.refStorage` in its own `config`. Read without running git (the hooks ask).
-pub fn is_reftable(git_dir: &Path) -> bool {
-    let Ok(config) = std::fs::read_to_string(git_dir.join("config")) else { return false };
-    config.lines().any(|l| {
-        let l = l.trim().to_ascii_lowercase();
-        (l.strip_prefix("refstorage").map(str::trim_start))
-            .and_then(|r| r.strip_prefix('='))
-            .is_some_and(|v| v.trim() == "reftable")
-    })
-}
-
 /// One repository's refs, and its objects through `repo()`.
 pub struct Store {
     repo: gix::Repository,
@@ -96,7 +84,7 @@ impl Store {
 
     /// A repository gix opened some other way (`git kv` discovers its clone).
     pub fn new(repo: gix::Repository) -> Store {
-        let reftable = is_reftable(repo.git_dir());
+        let reftable = crate::repos::is_reftable(repo.git_dir());
         Store { repo, reftable, known: Default::default() }
     }
 

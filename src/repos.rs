@@ -194,17 +194,26 @@ pub fn mark(git_dir: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// The repository's object format as git decides it: `sha256` when its own `config` sets
-/// `extensions.objectFormat` so, else `sha1`. Read without running git (the hooks ask).
-pub fn object_format(git_dir: &Path) -> &'static str {
-    let Ok(config) = std::fs::read_to_string(git_dir.join("config")) else { return "sha1" };
-    let sha256 = config.lines().any(|l| {
+/// Whether the repository's own `config` sets `name` (lower case, as `extensions.<name>`
+/// is written) to `value`: how git decides a repository's formats, read without running
+/// git (the hooks ask).
+fn sets(git_dir: &Path, name: &str, value: &str) -> bool {
+    let Ok(config) = std::fs::read_to_string(git_dir.join("config")) else { return false };
+    config.lines().any(|l| {
         let l = l.trim().to_ascii_lowercase();
-        (l.strip_prefix("objectformat").map(str::trim_start))
-            .and_then(|r| r.strip_prefix('='))
-            .is_some_and(|v| v.trim() == "sha256")
-    });
-    if sha256 { "sha256" } else { "sha1" }
+        (l.strip_prefix(name).map(str::trim_start)).and_then(|r| r.strip_prefix('=')).is_some_and(|v| v.trim() == value)
+    })
+}
+
+/// The repository's object format: `sha256` when `extensions.objectFormat` says so, else
+/// `sha1`.
+pub fn object_format(git_dir: &Path) -> &'static str {
+    if sets(git_dir, "objectformat", "sha256") { "sha256" } else { "sha1" }
+}
+
+/// Whether the repository keeps its refs in reftable (`extensions.refStorage`).
+pub fn is_reftable(git_dir: &Path) -> bool {
+    sets(git_dir, "refstorage", "reftable")
 }
 
 /// Why quorum mode cannot serve a reftable repository yet: its anchors are refs written at
@@ -215,7 +224,7 @@ pub const QUORUM_REFTABLE: &str = "reftable ref storage in quorum mode";
 /// Why Stargate cannot serve the repository at `git_dir` yet, if it cannot, on a node in
 /// quorum mode when `quorum` (stargate(7), Repository formats).
 pub fn unsupported_in(git_dir: &Path, quorum: bool) -> Option<&'static str> {
-    (quorum && crate::refs::is_reftable(git_dir)).then_some(QUORUM_REFTABLE)
+    (quorum && is_reftable(git_dir)).then_some(QUORUM_REFTABLE)
 }
 
 /// The refusal of a write to a repository Stargate cannot serve.

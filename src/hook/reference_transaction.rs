@@ -168,7 +168,7 @@ struct Refs<'a> {
 
 impl<'a> Refs<'a> {
     fn new(git_dir: &'a Path, updates: &'a [Update]) -> Refs<'a> {
-        let table = crate::refs::is_reftable(git_dir).then(std::cell::OnceCell::new);
+        let table = crate::repos::is_reftable(git_dir).then(std::cell::OnceCell::new);
         Refs { git_dir, packed: std::cell::OnceCell::new(), table, updates }
     }
 

@@ -238,7 +238,7 @@ pub fn append(
     let mut last_error = String::new();
     for attempt in 0..50u64 {
         let (published, pending) = unpublished(store)?;
-        let tip = match pending.or(published) {
+        let tip = match pending.map(|p| p.tip).or(published) {
             Some(id) => Some((id, read(store, id)?.0)),
             None => None,
         };
@@ -269,10 +269,7 @@ pub fn append(
         };
         let id = write_loose(repo, &commit)?;
         if pending_lock.is_some() {
-            let base = match pending {
-                Some(_) => read_pending(store.git_dir()).and_then(|p| p.base),
-                None => published,
-            };
+            let base = pending.map_or(published, |p| p.base);
             write_pending(store.git_dir(), &Pending { tip: id, base }).map_err(git_err)?;
             return Ok((id, entry.last_seq()));
         }
@@ -341,9 +338,9 @@ fn lock_pending(git_dir: &Path) -> Result<std::fs::File, Error> {
 /// How far a pending chain is walked back looking for the journal ref.
 const PENDING_WALK: usize = 10_000;
 
-/// The journal ref, and the newest pending entry when it continues the ref: a pending
-/// file left from another leadership (its chain does not reach the ref) is stale.
-fn unpublished(store: &Store) -> Result<(Option<ObjectId>, Option<ObjectId>), Error> {
+/// The journal ref, and the pending entries when they continue the ref: a pending file
+/// left from another leadership (its chain does not reach the ref) is stale.
+fn unpublished(store: &Store) -> Result<(Option<ObjectId>, Option<Pending>), Error> {
     let published = store.find(REF).map_err(git_err)?;
     let Some(p) = read_pending(store.git_dir()) else { return Ok((published, None)) };
     if Some(p.tip) == published {
@@ -353,7 +350,7 @@ fn unpublished(store: &Store) -> Result<(Option<ObjectId>, Option<ObjectId>), Er
     for _ in 0..PENDING_WALK {
         let Some(id) = at else { break };
         if Some(id) == published {
-            return Ok((published, Some(p.tip)));
+            return Ok((published, Some(p)));
         }
         if Some(id) == p.base {
             break;
@@ -361,7 +358,7 @@ fn unpublished(store: &Store) -> Result<(Option<ObjectId>, Option<ObjectId>), Er
         let (entry, parent) = read(store, id)?;
         at = parent.or(entry.previous);
     }
-    Ok((published, (at.is_none() && published.is_none()).then_some(p.tip)))
+    Ok((published, (at.is_none() && published.is_none()).then_some(p)))
 }
 
 /// Reftable: move the journal ref to the newest pending entry (and the previous
@@ -387,8 +384,8 @@ pub fn publish(store: &Store) -> Result<bool, Error> {
             }
             (published, pending)
         };
-        if let Some(tip) = pending
-            && move_ref(store, tip, published)?
+        if let Some(p) = pending
+            && move_ref(store, p.tip, published)?
         {
             return Ok(true);
         }

@@ -187,11 +187,9 @@ pub fn behind(path: &Path, name: &str, target: &Target, settings: &Settings) -> 
 pub fn served_format(path: &Path, name: &str, base_url: &str, settings: &Settings) -> Result<Option<String>, Error> {
     let target = Target { leader: String::new(), epoch: 0, base_url: base_url.to_owned() };
     let run = Run::new(path, name, &target, settings);
+    // A session opens only on a repository its upload-pack serves.
     match run.connect()? {
-        Leader::Session(mut s) => {
-            s.ls_refs(&["HEAD"])?;
-            Ok(Some(s.object_format().to_owned()))
-        }
+        Leader::Session(s) => Ok(Some(s.object_format().to_owned())),
         Leader::Commands => run.ls_remote(&[]).map(|_| None),
     }
 }
@@ -966,7 +964,6 @@ impl<'a> Run<'a> {
         edits.extend(
             local.iter().filter(|(r, _)| !refs.contains_key(*r)).map(|(r, oid)| Edit::update(r, Some(*oid), None)),
         );
-        edits.sort_by(|a, b| a.name.cmp(&b.name));
         self.still_following()?;
         main.edit(&edits).map_err(repo_err)
     }

@@ -213,6 +213,42 @@ impl Store {
     }
 }
 
+/// The refs a mirror copies, as an operator compares them: every ref but Stargate's own
+/// (`refs/stargate/*`), by name.
+pub fn mirrored(refs: impl IntoIterator<Item = (String, ObjectId)>) -> std::collections::BTreeMap<String, ObjectId> {
+    refs.into_iter().filter(|(name, _)| !name.starts_with("refs/stargate/")).collect()
+}
+
+/// One checksum of a set of refs (`mirrored`): the XOR of SHA-1 over `<oid> <refname>` of
+/// each, as Gitaly does. Equal sets give equal sums, whatever the order; one differing ref
+/// changes it.
+pub fn checksum(refs: &std::collections::BTreeMap<String, ObjectId>) -> String {
+    let mut sum = [0u8; 20];
+    for (name, oid) in refs {
+        let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
+        hasher.update(format!("{oid} {name}").as_bytes());
+        if let Ok(digest) = hasher.try_finalize() {
+            for (s, d) in sum.iter_mut().zip(digest.as_bytes()) {
+                *s ^= d;
+            }
+        }
+    }
+    sum.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The names of the refs (`mirrored`) whose values differ between two listings.
+pub fn differing(
+    a: impl IntoIterator<Item = (String, ObjectId)>,
+    b: impl IntoIterator<Item = (String, ObjectId)>,
+) -> Vec<String> {
+    let (a, b) = (mirrored(a), mirrored(b));
+    if checksum(&a) == checksum(&b) {
+        return Vec::new();
+    }
+    let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    names.into_iter().filter(|n| a.get(*n) != b.get(*n)).cloned().collect()
+}
+
 fn to_gix(e: &Edit) -> Result<RefEdit, Error> {
     let name = gix::refs::FullName::try_from(e.name.as_str()).map_err(gix_err)?;
     let expected = match e.expect {

@@ -8,104 +8,280 @@ use std::time::{Duration, Instant};
 
 use super::Agent;
 use super::control::Reply;
+use crate::lead::audit;
 use crate::lead::lease::Record;
 use crate::replication::sync::{self, Target};
 
 /// How often a catch-up that waits for a running sync of the same repository looks again.
 const LOCKED_RETRY: Duration = Duration::from_millis(5);
+/// How often a catch-up that waits for the outcome of a write in flight looks again.
+const OUTCOME_RETRY: Duration = Duration::from_millis(20);
+
+/// What asking the peers for their positions found: the nodes that hold a journal and
+/// answered, and those further than this node, furthest first.
+pub(super) struct Heard {
+    pub heard: Vec<String>,
+    pub further: Vec<((u64, u64), String)>,
+}
+
+/// How many writes of `epoch` the journal of `path` leaves open.
+fn in_flight(path: &std::path::Path, epoch: u64) -> usize {
+    let open = crate::replication::journal::open(path).and_then(|git| match crate::replication::journal::tip(&git)? {
+        Some((tip, _)) => crate::replication::journal::open_prepares(&git, tip),
+        None => Ok(Vec::new()),
+    });
+    open.map_or(0, |open| open.iter().filter(|(_, e)| e.epoch == epoch).count())
+}
 
 impl Agent {
-    /// Quorum mode, before leading: an entry a quorum acknowledged is on `needed` nodes, so
-    /// any `nodes - needed + 1` of them, this one counted, include one that holds it. Ask
-    /// every peer, and take over, per repository, what the furthest node (this one
-    /// included) holds beyond this node's journal; when too few answer, the reason not to
-    /// lead. The first leader of all (no `previous`) has nothing to find. In quorum mode this
-    /// is the catch-up: the previous leader is one of the nodes asked.
+    /// Quorum mode, before leading: a write a quorum acknowledged is on `needed` nodes, so
+    /// any `nodes - needed + 1` of them, this one counted, include one that holds it (applied
+    /// or staged: a node holds every write at or before its journal position). Ask every
+    /// peer, and mirror, per repository, the furthest node (this one included) with the
+    /// values it holds staged; `settle` then applies what is still open. When too few
+    /// answer, the reason not to lead, unless `accept_loss` (a forced promotion told to),
+    /// which takes the furthest of those that did. The first leader of all (no `previous`)
+    /// has nothing to find. In quorum mode this is the catch-up: the previous leader is one
+    /// of the nodes asked.
     pub(super) fn adopt_staged(
         &mut self,
         previous: Option<&Record>,
         mine: &Record,
         reply: &mut Reply,
+        accept_loss: bool,
     ) -> Result<(), String> {
-        use crate::replication::stage::{self, Position};
         let Some(plan) = self.quorum.clone().filter(|_| previous.is_some()) else { return Ok(()) };
         let must_hear = plan.peers.len() + 2 - plan.needed;
         let created = self.create_what_peers_have(&plan, reply);
         let repos = crate::repos::list(&self.root).unwrap_or_default();
-        let timeout = Duration::from_millis(500);
         let mut published = Instant::now();
         for repo in repos.iter().filter(|r| r.readable) {
-            let path = self.root.join(&repo.name);
             // One this node never had: what the furthest peer that answers holds (see
             // `create_what_peers_have`).
             let must_hear = if created.contains(&repo.name) { 1 } else { must_hear };
-            let own = stage::position(&path);
-            let (ours, _) = Position { staged: None, ..own.clone() }.reach();
-            let mut best = Some((own.reach(), self.me.clone())).filter(|((at, _), _)| *at > ours);
-            // A node counts only with a journal of the repository: one that lost its
-            // storage (no repository, or one never mirrored) may have lost the write too.
-            let mut heard = usize::from(own.journal.is_some());
-            let mut asked = vec![false; plan.peers.len()];
-            let deadline = Instant::now() + Duration::from_millis(plan.timeout_ms);
-            while heard < must_hear && Instant::now() < deadline && asked.iter().any(|a| !a) {
-                for (i, peer) in plan.peers.iter().enumerate() {
-                    if asked[i] {
-                        continue;
-                    }
-                    let path = format!("/staged?repo={}", repo.name);
-                    let wait = deadline.saturating_duration_since(Instant::now()).min(timeout);
-                    let Ok((200, body)) = crate::wire::http::get(&peer.health, &path, Instant::now() + wait, wait)
-                    else {
-                        continue;
-                    };
-                    let Ok(p) = serde_json::from_str::<Position>(&body) else { continue };
-                    asked[i] = true;
-                    if p.journal.is_none() {
-                        continue;
-                    }
-                    heard += 1;
-                    let (at, staged) = p.reach();
-                    if at > ours && best.as_ref().is_none_or(|((b, _), _)| at > *b) {
-                        best = Some(((at, staged), peer.node.clone()));
-                    }
-                }
-                if heard < must_hear {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                self.keep_fresh(mine, &mut published);
-            }
-            if heard < must_hear {
-                return Err(format!(
-                    "{}: {heard} of the {must_hear} nodes needed hold a journal and answered /staged; an acknowledged write may be on the others",
-                    repo.name
-                ));
-            }
-            let Some((((_, seq), staged), node)) = best else { continue };
-            let Some(url) = self.node_urls.get(&node).cloned() else {
-                return Err(format!("{}: no stargate.{node}.url to fetch what it holds", repo.name));
-            };
-            let target = Target { leader: node.clone(), epoch: mine.epoch, base_url: url };
-            // What it applied comes with a mirror of it; what it holds staged, by adoption.
-            let applied = if node == self.me {
-                Ok(Default::default())
-            } else {
-                sync::sync(&path, &repo.name, &target, &self.sync)
-            };
-            if staged {
-                if let Err(e) = &applied {
-                    log::warn!("{}: cannot mirror {node}: {e}", repo.name);
-                }
-                let moved = sync::adopt(&path, &repo.name, &target, &self.sync)
-                    .map_err(|e| format!("{}: cannot take over what {node} holds staged: {e}", repo.name))?;
-                reply.say(&format!("{}: took over what {node} held staged, to seq {seq} ({moved} refs)", repo.name));
-            } else if let Err(e) = applied {
-                return Err(format!("{}: cannot mirror {node}, which is further: {e}", repo.name));
-            } else {
-                reply.say(&format!("{}: caught up with {node} to seq {seq}", repo.name));
-            }
+            self.take_from_furthest(&plan, &repo.name, must_hear, accept_loss, Some(mine), reply, &mut published)?;
             self.keep_fresh(mine, &mut published);
         }
         Ok(())
+    }
+
+    /// Quorum mode, for repository `name`: hear `must_hear` nodes, then mirror the furthest
+    /// of them (its staged values with it) as a node about to lead under `mine`. One whose
+    /// Git server does not answer (frozen, cut off) is left out and the others asked again:
+    /// safe while those heard still make `must_hear`, which the furthest of them then
+    /// covers. Without `mine`, only checks that it could (a forced promotion, before it
+    /// fences anyone): the furthest answers. Too few, and the reason, unless `accept_loss`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn take_from_furthest(
+        &mut self,
+        plan: &crate::lead::node::Quorum,
+        name: &str,
+        must_hear: usize,
+        accept_loss: bool,
+        mine: Option<&Record>,
+        reply: &mut Reply,
+        published: &mut Instant,
+    ) -> Result<(), String> {
+        let path = self.root.join(name);
+        let mut unusable: Vec<String> = Vec::new();
+        'hear: loop {
+            let Heard { heard, further } = self.hear(plan, name, must_hear, &unusable, mine, published);
+            if heard.len() < must_hear {
+                let why = format!(
+                    "{name}: {} of the {must_hear} nodes needed answered with a journal ({}){}: a write a quorum \
+                     acknowledged may be on the others",
+                    heard.len(),
+                    heard.join(", "),
+                    if unusable.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} cannot be read", unusable.join(", "))
+                    }
+                );
+                if !accept_loss {
+                    return Err(why);
+                }
+                reply.say(&format!("accepting the loss: {why}"));
+                log::warn!("accepting the loss: {why}");
+            }
+            let Some(((_, seq), node)) = further.into_iter().next() else { return Ok(()) };
+            let Some(url) = self.node_urls.get(&node).cloned() else {
+                log::warn!("{name}: no stargate.{node}.url to fetch what it holds");
+                unusable.push(node);
+                continue 'hear;
+            };
+            let target = Target { leader: node.clone(), epoch: mine.map_or(0, |m| m.epoch), base_url: url, peer: true };
+            let probe = sync::Settings {
+                timeout: self.catchup_connect_timeout.max(Duration::from_secs(1)),
+                ..self.sync.clone()
+            };
+            let mut read = sync::journal_at(&path, name, &target.base_url, &probe).map(drop);
+            if mine.is_some() && read.is_ok() {
+                read = self.sync_waiting(&path, name, &target, &self.sync.clone()).map(drop);
+            }
+            match read {
+                Ok(()) if mine.is_some() => {
+                    reply.say(&format!("{name}: caught up with {node} to seq {seq}"));
+                    return Ok(());
+                }
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    log::warn!("{name}: cannot read {node}, which is further: {e}; asking the others");
+                    unusable.push(node);
+                }
+            }
+        }
+    }
+
+    /// Quorum mode: ask the peers (but the `unusable` ones) for their position in repository
+    /// `name` until `must_hear` nodes holding a journal of it (this one counted) answered,
+    /// or the quorum timeout passes. Keeps the lease to lead under (`mine`) fresh meanwhile.
+    pub(super) fn hear(
+        &mut self,
+        plan: &crate::lead::node::Quorum,
+        name: &str,
+        must_hear: usize,
+        unusable: &[String],
+        mine: Option<&Record>,
+        published: &mut Instant,
+    ) -> Heard {
+        use crate::replication::stage::{self, Position};
+        let timeout = Duration::from_millis(500);
+        let own = stage::position(&self.root.join(name));
+        let ours = own.reach();
+        let mut found = Heard { heard: Vec::new(), further: Vec::new() };
+        // A node counts only with a journal of the repository: one that lost its storage
+        // (no repository, or one never mirrored) may have lost the write too.
+        if own.journal.is_some() {
+            found.heard.push(self.me.clone());
+        }
+        let mut asked: Vec<bool> = plan.peers.iter().map(|p| unusable.contains(&p.node)).collect();
+        let deadline = Instant::now() + Duration::from_millis(plan.timeout_ms);
+        while found.heard.len() < must_hear && Instant::now() < deadline && asked.iter().any(|a| !a) {
+            for (i, peer) in plan.peers.iter().enumerate() {
+                if asked[i] {
+                    continue;
+                }
+                let path = format!("/staged?repo={name}");
+                let wait = deadline.saturating_duration_since(Instant::now()).min(timeout);
+                let Ok((200, body)) = crate::wire::http::get(&peer.health, &path, Instant::now() + wait, wait) else {
+                    continue;
+                };
+                let Ok(p) = serde_json::from_str::<Position>(&body) else { continue };
+                asked[i] = true;
+                if p.journal.is_none() {
+                    continue;
+                }
+                found.heard.push(peer.node.clone());
+                let at = p.reach();
+                if at > ours {
+                    found.further.push((at, peer.node.clone()));
+                }
+            }
+            if found.heard.len() < must_hear {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Some(mine) = mine {
+                self.keep_fresh(mine, published);
+            }
+        }
+        // Furthest first; among equals, the order they were asked in.
+        found.further.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        found
+    }
+
+    /// Defence in depth for a planned promotion (docs/ARCHITECTURE.md, No silent loss):
+    /// once caught up to the drained leader's final position, this node's refs must be the
+    /// leader's, ref for ref, or it does not lead.
+    pub(super) fn verify_against(&self, previous: &Record) -> Result<(), String> {
+        let base =
+            previous.url.clone().ok_or_else(|| format!("the leader record names no URL for {}", previous.node))?;
+        let repos = crate::repos::list(&self.root).unwrap_or_default();
+        for repo in repos.iter().filter(|r| r.readable) {
+            let path = self.root.join(&repo.name);
+            let theirs = sync::remote_refs(&path, &repo.name, &base, &self.sync)
+                .map_err(|e| format!("{}: cannot list {}'s refs to compare: {e}", repo.name, previous.node))?;
+            let ours = crate::replication::journal::open(&path)
+                .and_then(|git| {
+                    git.prefixed("refs/").map_err(|e| crate::replication::journal::Error::Git(e.to_string()))
+                })
+                .map_err(|e| format!("{}: cannot list this node's refs: {e}", repo.name))?;
+            let differing = crate::refs::differing(theirs, ours);
+            if !differing.is_empty() {
+                return Err(format!(
+                    "{}: after catching up, this node's refs differ from {}'s: {} (git stargate verify; git stargate sync --full)",
+                    repo.name,
+                    previous.node,
+                    differing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A sync of one repository, waiting its turn while the replica side syncs it.
+    fn sync_waiting(
+        &self,
+        path: &std::path::Path,
+        name: &str,
+        target: &Target,
+        settings: &sync::Settings,
+    ) -> Result<sync::Report, sync::Error> {
+        loop {
+            match sync::sync(path, name, target, settings) {
+                Err(sync::Error::Locked) => std::thread::sleep(LOCKED_RETRY),
+                other => return other,
+            }
+        }
+    }
+
+    /// Before leading: settle every prepared write the repositories' journals leave open
+    /// (`sync::settle`): taken over where this node holds it staged (quorum mode), dropped
+    /// otherwise. What was dropped is audited: the node that prepared it may have
+    /// acknowledged it, and keeps it if so (stargate(7), Lost commits).
+    pub(super) fn settle_open_writes(&mut self, previous: Option<&Record>) {
+        let repos = crate::repos::list(&self.root).unwrap_or_default();
+        let mut dropped = Vec::new();
+        for repo in repos.iter().filter(|r| r.readable) {
+            let path = self.root.join(&repo.name);
+            let mut published = Instant::now();
+            let settled = loop {
+                match sync::settle(&path, self.epoch, &self.me, self.journal_keep, self.quorum.is_some()) {
+                    // The replica side's last sync of it: wait it out, staying fresh.
+                    Err(sync::Error::Locked) => {
+                        std::thread::sleep(LOCKED_RETRY);
+                        if let Some(mine) = self.record.clone() {
+                            self.keep_fresh(&mine, &mut published);
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            match settled {
+                Ok(s) => {
+                    for (seq, refs) in &s.taken_over {
+                        log::info!("{}: took over the write at seq {seq} ({})", repo.name, refs.join(", "));
+                    }
+                    for (seq, refs, why) in s.dropped {
+                        log::warn!(
+                            "{}: dropped the write prepared at seq {seq} ({}): {why}",
+                            repo.name,
+                            refs.join(", ")
+                        );
+                        dropped.push(format!("{} seq {seq} {} ({why})", repo.name, refs.join(" ")));
+                    }
+                }
+                Err(e) => log::error!("{}: cannot settle its open writes: {e}", repo.name),
+            }
+        }
+        if !dropped.is_empty() {
+            self.audit(audit::Event {
+                previous_epoch: previous.map(|p| p.epoch),
+                previous_leader: previous.map(|p| p.node.clone()),
+                ..self
+                    .event("dropped-writes", format!("prepared, outcome unknown, not applied: {}", dropped.join("; ")))
+            });
+        }
     }
 
     /// Keep the heartbeat and the lease (an etcd lease expires) fresh through a long
@@ -115,6 +291,16 @@ impl Agent {
             self.publish();
             if let Err(e) = self.lease.renew(mine) {
                 log::warn!("cannot renew the lease while catching up: {e}");
+            }
+            // A forced promotion's handoff keeps the others off the lock meanwhile.
+            if let Ok(Some(mut h)) = self.lock.read_handoff()
+                && h.to == self.me
+                && h.forced
+            {
+                h.heartbeat_ms = crate::clock::now_ms();
+                if let Err(e) = self.lock.write_handoff(&h) {
+                    log::warn!("cannot refresh the handoff: {e}");
+                }
             }
             *published = Instant::now();
         }
@@ -193,7 +379,7 @@ impl Agent {
             reply.say(&format!("not catching up: {why}"));
             return names.into_iter().map(|n| (n, why.clone())).collect();
         }
-        let target = Target { leader: previous.node.clone(), epoch: previous.epoch, base_url };
+        let target = Target { leader: previous.node.clone(), epoch: previous.epoch, base_url, peer: false };
         let (mut shortfall, mut changed) = (Vec::new(), 0usize);
         let mut published = Instant::now();
         for name in &names {
@@ -213,7 +399,15 @@ impl Agent {
                                 target.leader, report.leader_seq, report.refs_changed
                             ));
                         }
-                        break;
+                        // Writes it had prepared and not yet ended: their outcome comes soon.
+                        match in_flight(&self.root.join(name), previous.epoch) {
+                            0 => break,
+                            n if Instant::now() + OUTCOME_RETRY >= deadline => {
+                                shortfall.push((name.clone(), format!("{n} writes prepared there had no outcome yet")));
+                                break;
+                            }
+                            _ => std::thread::sleep(OUTCOME_RETRY),
+                        }
                     }
                     // The replica side is syncing it right now: wait, then sync once more.
                     Err(sync::Error::Locked) => std::thread::sleep(LOCKED_RETRY),

@@ -107,8 +107,15 @@ impl Refusals {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
-    /// Take leadership: planned (the leader drains first) or forced.
-    Promote { force: bool, user: String },
+    /// Take leadership: planned (the leader drains first) or forced. `accept_loss`: a
+    /// forced promotion in quorum mode leads even without hearing enough nodes to know the
+    /// furthest position.
+    Promote {
+        force: bool,
+        user: String,
+        #[serde(default)]
+        accept_loss: bool,
+    },
 }
 
 /// One line of the agent's answer: progress (`say`), then one line with `done` set.

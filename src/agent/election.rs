@@ -45,7 +45,7 @@ impl Agent {
         }
         match self.lease.try_acquire(&self.claim()) {
             Ok(Some(acquired)) => {
-                self.elect(acquired, &mut Reply::none());
+                self.elect(acquired, &mut Reply::none(), false);
             }
             Ok(None) => {}
             Err(e) => {
@@ -57,7 +57,8 @@ impl Agent {
 
     /// The lease is ours at a new epoch: catch up to the previous leader, still passive,
     /// then lead. Returns whether this node now leads.
-    pub(super) fn elect(&mut self, acquired: Acquired, reply: &mut Reply) -> bool {
+    /// `verify`: a planned promotion, whose refs must then equal the drained leader's.
+    pub(super) fn elect(&mut self, acquired: Acquired, reply: &mut Reply, verify: bool) -> bool {
         let Acquired { record, previous } = acquired;
         let started = Instant::now();
         self.epoch = record.epoch;
@@ -77,7 +78,7 @@ impl Agent {
                 });
             }
         }
-        if let Err(why) = self.adopt_staged(previous.as_ref(), &record, reply) {
+        if let Err(why) = self.adopt_staged(previous.as_ref(), &record, reply, false) {
             log::error!("not leading: {why}");
             reply.say(&format!("not leading: {why}"));
             self.audit(self.event("quorum-shortfall", format!("not leading: {why}")));
@@ -85,6 +86,16 @@ impl Agent {
             self.holdoff_until = Some(Instant::now() + QUORUM_RETRY);
             return false;
         }
+        if let Some(prev) = previous.as_ref().filter(|_| verify)
+            && let Err(why) = self.verify_against(prev)
+        {
+            log::error!("not leading: {why}");
+            reply.say(&format!("not leading: {why}"));
+            self.audit(self.event("promotion-refused", format!("not leading: {why}")));
+            self.lease.release();
+            return false;
+        }
+        self.settle_open_writes(previous.as_ref());
         // An election elsewhere (a forced promotion) may have happened meanwhile.
         match self.lease.renew(&record) {
             Ok(Some(_)) => {}

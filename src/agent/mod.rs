@@ -19,6 +19,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lead::audit;
+use crate::lead::inflight;
 use crate::lead::lease::{Claim, Lease, Lock, Record};
 use crate::lead::node::{self, Role, State};
 use crate::replication::journal;
@@ -228,6 +229,7 @@ impl Agent {
         match self.role {
             Role::Leader => {
                 crate::replication::changes::maintain(&self.state_dir);
+                self.sweep_orphans();
                 self.check_still_leading();
                 if self.role == Role::Leader {
                     self.hand_over_if_asked();
@@ -267,6 +269,52 @@ impl Agent {
         }
         if marked > 0 {
             log::info!("marked {marked} repositories as managed");
+        }
+    }
+
+    /// Transactions whose git process died between `prepared` and the outcome: journal
+    /// their outcome as ended (the transaction is over, and the refs hold what it did), so
+    /// that replicas read those refs again and no prepare stays open (`lead::inflight`). A
+    /// prepare no longer open in its journal (an earlier leadership's, settled since) is
+    /// only forgotten. One `readdir` per interval.
+    fn sweep_orphans(&self) {
+        for note in inflight::orphans(&self.state_dir) {
+            let Some((prepare, first, last)) = note.prepare else {
+                inflight::forget(&self.state_dir, &note);
+                continue;
+            };
+            let ended = journal::open(&note.git_dir).and_then(|git| {
+                let Some(head) = journal::head(&git)? else { return Ok(false) };
+                if !journal::open_prepares(&git, head)?.iter().any(|(id, _)| *id == prepare) {
+                    return Ok(false);
+                }
+                journal::append_outcome(
+                    &git,
+                    self.epoch,
+                    &self.me,
+                    prepare,
+                    journal::Outcome::Ended,
+                    self.journal_keep,
+                )?;
+                if git.is_reftable() {
+                    journal::publish(&git)?;
+                }
+                Ok(true)
+            });
+            match ended {
+                Ok(ended) => {
+                    if ended {
+                        log::warn!(
+                            "{}: git (pid {}) died with its write at seq {first}..{last} prepared; journaled as ended",
+                            note.git_dir.display(),
+                            note.pid
+                        );
+                        crate::replication::stage::unanchor(&note.git_dir, first..=last);
+                    }
+                    inflight::forget(&self.state_dir, &note);
+                }
+                Err(e) => log::error!("{}: cannot journal an ended write's outcome: {e}", note.git_dir.display()),
+            }
         }
     }
 

@@ -27,7 +27,7 @@ const HINT_AGAIN: Duration = Duration::from_millis(250);
 
 impl Agent {
     pub(super) fn serve(&mut self, request: Request, mut reply: Reply) {
-        let Request::Promote { force, user } = request;
+        let Request::Promote { force, user, accept_loss } = request;
         if self.role == Role::Leader {
             return reply.done(Err(format!("{} already leads epoch {}", self.me, self.epoch)));
         }
@@ -36,8 +36,11 @@ impl Agent {
             Ok(_) => return reply.done(Err("no other node leads: nothing to take over".into())),
             Err(e) => return reply.done(Err(e.to_string())),
         };
-        let result =
-            if force { self.forced(record, &user, &mut reply) } else { self.planned(record, &user, &mut reply) };
+        let result = if force {
+            self.forced(record, &user, accept_loss, &mut reply)
+        } else {
+            self.planned(record, &user, &mut reply)
+        };
         reply.done(result);
     }
 
@@ -107,7 +110,7 @@ impl Agent {
         reply.say(&format!("{} let go of the lease; catching up to its final journal position", record.node));
         // The drained leader is the previous one, whatever the backend remembers.
         let acquired = crate::lead::lease::Acquired { previous: Some(record.clone()), ..acquired };
-        let elected = self.elect(acquired, reply);
+        let elected = self.elect(acquired, reply, true);
         if let Err(e) = self.lock.clear_handoff(&self.me) {
             log::warn!("cannot end the handoff: {e}");
         }
@@ -124,8 +127,21 @@ impl Agent {
         Ok(format!("{} leads at epoch {} (was {} at epoch {})", self.me, self.epoch, record.node, record.epoch))
     }
 
-    fn forced(&mut self, record: Record, user: &str, reply: &mut Reply) -> Result<String, String> {
+    fn forced(&mut self, record: Record, user: &str, accept_loss: bool, reply: &mut Reply) -> Result<String, String> {
         let reason = format!("forced promotion by {user}; {} was at epoch {}", record.node, record.epoch);
+        // Quorum mode: a write a quorum acknowledged may be staged on other nodes only. Know
+        // the furthest position before fencing anyone, as an election would.
+        if let Some(plan) = self.quorum.clone()
+            && !accept_loss
+        {
+            let must_hear = plan.peers.len() + 2 - plan.needed;
+            let mut published = Instant::now();
+            for repo in crate::repos::list(&self.root).unwrap_or_default().iter().filter(|r| r.readable) {
+                self.take_from_furthest(&plan, &repo.name, must_hear, false, None, reply, &mut published)
+                    .map_err(|why| format!("{why}; nothing changed (--accept-loss promotes anyway)"))?;
+            }
+            reply.say(&format!("heard enough nodes to take over the furthest position (quorum {})", plan.needed));
+        }
         let mine = self.lease.seize(&self.claim(), &record).map_err(|e| e.to_string())?;
         self.epoch = mine.epoch;
         self.record = Some(mine.clone());
@@ -159,6 +175,16 @@ impl Agent {
                 self.publish();
             }
         }
+        // The deposed leader is fenced now (its epoch is stale): take over what a quorum holds.
+        if let Err(why) = self.adopt_staged(Some(&record), &mine, reply, accept_loss) {
+            log::error!("not leading: {why}");
+            self.audit(self.event("quorum-shortfall", format!("forced promotion, not leading: {why}")));
+            let _ = self.lock.clear_handoff(&self.me);
+            self.lease.release();
+            self.holdoff_until = Some(Instant::now() + std::time::Duration::from_secs(1));
+            return Err(format!("not leading: {why}"));
+        }
+        self.settle_open_writes(Some(&record));
         self.role = Role::Leader;
         self.replicator.count_election();
         self.audit(audit::Event {
@@ -166,7 +192,7 @@ impl Agent {
             previous_epoch: Some(record.epoch),
             previous_leader: Some(record.node.clone()),
             positions: self.positions(),
-            ..self.event("forced-promotion", reason)
+            ..self.event("forced-promotion", if accept_loss { format!("{reason}; loss accepted") } else { reason })
         });
         self.start_journals();
         self.publish();
@@ -210,14 +236,12 @@ impl Agent {
             user: h.user.clone(),
             ..self.event("draining", format!("handing over to {}", h.to))
         });
-        let deadline = Instant::now() + self.drain_timeout;
-        let repos = crate::repos::list(&self.root).unwrap_or_default();
-        for repo in repos.iter().filter(|r| r.readable) {
-            let left = inflight::wait(&self.root.join(&repo.name), deadline);
-            if !left.is_empty() {
-                log::warn!("{}: writes still in flight after the drain timeout (git pids {left:?})", repo.name);
-            }
+        let left = inflight::wait(&self.state_dir, Instant::now() + self.drain_timeout);
+        if !left.is_empty() {
+            log::warn!("writes still in flight after the drain timeout (git pids {left:?})");
         }
+        // Those whose git died meanwhile get their outcome before the final position is handed over.
+        self.sweep_orphans();
         self.audit(audit::Event {
             user: h.user.clone(),
             positions: self.positions(),

@@ -18,7 +18,7 @@ use super::{Repo, chain};
 use crate::error::{Error, Result};
 use crate::lead::inflight;
 use crate::lead::node::{self, SyncClaim};
-use crate::replication::journal::{self, Update};
+use crate::replication::journal::{self, Body, Outcome, Update};
 use crate::replication::stage;
 
 const NAME: &str = "reference-transaction";
@@ -66,38 +66,41 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
             }
             // In flight from here to `committed` or `aborted`, marked before the last look at
             // the node state: a draining leader waits for it (see `lead::inflight`).
-            let marker = inflight::Marker::begin(git_dir)
+            let state_dir = state_dir.ok_or_else(|| Error::Fatal("no node state to mark this write in".into()))?;
+            let mut marker = inflight::Marker::begin(state_dir, git_dir)
                 .map_err(|e| Error::Fatal(format!("cannot mark this write as in flight: {e}")))?;
             // Judged again: the repository's own hook may have taken its time.
-            let view = node::inspect_state(state_dir);
+            let view = node::inspect_state(Some(state_dir));
             let epoch = super::require_leader(&view).map_err(refuse)?;
             let git = refs.into_store().map_err(|e| Error::Fatal(e.to_string()))?;
             let quorum = view.state.as_ref().and_then(|s| s.quorum.clone());
             if quorum.is_some() && git.is_reftable() {
                 return Err(refuse(Error::Refused(crate::repos::unsupported_refusal(crate::repos::QUORUM_REFTABLE))));
             }
-            let keep = view.state.as_ref().and_then(|s| s.journal_keep).unwrap_or(journal::DEFAULT_KEEP);
             let count = updates.len() as u64;
-            let (entry, last) = journal::append(&git, epoch, &view.me, updates.clone(), keep)
+            let (entry, last) = journal::append(&git, epoch, &view.me, Body::Prepare(updates.clone()), keep(&view))
                 .map_err(|e| Error::Fatal(format!("cannot journal this update, refusing it: {e}")))?;
             let first = last + 1 - count.max(1);
+            // From here on `aborted` or `committed` journals the outcome, or, should git die
+            // first, the agent's sweep does (`Outcome::Ended`).
+            marker
+                .note_prepare(entry, first, last)
+                .map_err(|e| Error::Fatal(format!("cannot note this write as in flight: {e}")))?;
+            marker.keep();
             if let Some(plan) = quorum {
                 stage::anchor(&git, first, &updates)
                     .map_err(|e| Error::Fatal(format!("cannot anchor this update for the quorum: {e}")))?;
-                let name = state_dir.and_then(|d| repo_name(d, git_dir)).unwrap_or_default();
+                let name = repo_name(state_dir, git_dir).unwrap_or_default();
                 if let Err(why) = stage::wait_for_quorum(&git, &name, entry, last, &plan) {
-                    stage::unanchor(git_dir, first..=last);
                     return Err(refuse(Error::Refused(why)));
                 }
             }
-            marker.keep(&format!("{first} {last}"));
             Ok(())
         }
         "committed" => {
-            // Published before the write stops counting as in flight: a draining leader
+            // Journaled before the write stops counting as in flight: a draining leader
             // hands over only once its journal names every committed write.
-            publish(git_dir);
-            unanchor(git_dir, &inflight::end(git_dir));
+            end(state_dir, Outcome::Committed);
             // A signal is a hint: one after a gc only costs the replicas an idle sync.
             if let Some(state_dir) = state_dir
                 && all.iter().any(|u| u.old != u.new && journal::journaled(&u.refname))
@@ -107,32 +110,42 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
             chain::run(NAME, args, repo, &input)
         }
         "aborted" => {
-            // Its entry names updates that did not happen: harmless, and it may carry an
-            // earlier entry nobody published yet.
-            publish(git_dir);
-            unanchor(git_dir, &inflight::end(git_dir));
+            end(state_dir, Outcome::Aborted);
             chain::run(NAME, args, repo, &input)
         }
         _ => chain::run(NAME, args, repo, &input),
     }
 }
-/// Reftable: the journal entries appended at `prepared` become visible to the replicas
-/// now, before they are signalled (see `journal::publish`). A failure loses nothing: the
-/// entry stays pending and the next transaction's end publishes it.
-fn publish(git_dir: &Path) {
-    if !journal::pending(git_dir) {
-        return;
-    }
-    if let Err(e) = journal::open(git_dir).and_then(|store| journal::publish(&store)) {
-        log::warn!("journal not published yet: {e}");
-    }
+
+/// `stargate.journal.keep` as the agent published it.
+fn keep(view: &node::View) -> u64 {
+    view.state.as_ref().and_then(|s| s.journal_keep).unwrap_or(journal::DEFAULT_KEEP)
 }
 
-/// Drop a finished transaction's quorum anchors (its in-flight note: `first last`).
-fn unanchor(git_dir: &Path, note: &str) {
-    let mut seqs = note.split_whitespace().filter_map(|n| n.parse::<u64>().ok());
-    if let (Some(first), Some(last)) = (seqs.next(), seqs.next()) {
-        stage::unanchor(git_dir, first..=last);
+/// The transaction this hook journaled at `prepared` ended: journal its outcome (published
+/// at once on reftable), drop its quorum anchors, and only then stop counting it as in
+/// flight. A failure leaves the marker, so that the agent's sweep writes the outcome.
+fn end(state_dir: Option<&Path>, outcome: Outcome) {
+    let Some(state_dir) = state_dir else { return };
+    let Some(note) = inflight::current(state_dir) else { return };
+    let Some((prepare, first, last)) = note.prepare else {
+        return inflight::finish(state_dir);
+    };
+    let keep = keep(&node::inspect_state(Some(state_dir)));
+    let done = journal::open(&note.git_dir).and_then(|git| {
+        let (entry, _) = journal::read(&git, prepare)?;
+        journal::append_outcome(&git, entry.epoch, &entry.node, prepare, outcome, keep)?;
+        if git.is_reftable() {
+            journal::publish(&git)?;
+        }
+        Ok(())
+    });
+    match done {
+        Ok(()) => {
+            stage::unanchor(&note.git_dir, first..=last);
+            inflight::finish(state_dir);
+        }
+        Err(e) => log::warn!("cannot journal this write's outcome ({}); the agent will: {e}", outcome.word()),
     }
 }
 

@@ -282,6 +282,7 @@ mod tests {
             last_promotion: None,
             peers: None,
             quorum: None,
+            diverged: Vec::new(),
             errors: Vec::new(),
         }
     }

@@ -42,6 +42,10 @@ enum Command {
         /// without the preflight checks; prints what may be lost first.
         #[arg(long)]
         force: bool,
+        /// Quorum mode, with --force: lead even when too few nodes answer to know the
+        /// furthest position (writes a quorum acknowledged may be lost; printed first).
+        #[arg(long, requires = "force")]
+        accept_loss: bool,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
@@ -98,7 +102,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let cfg = Config::load(None)?;
     match cli.command {
         Command::Agent => crate::agent::run(&cfg),
-        Command::Promote { force, yes } => promote::promote(&cfg, force, yes),
+        Command::Promote { force, accept_loss, yes } => promote::promote(&cfg, force, accept_loss, yes),
         Command::Failback { yes } => promote::failback(&cfg, yes),
         Command::Verify { json, wait } => verify::verify(&cfg, json, wait),
         Command::Create { name } => repos::create(&cfg, &name),
@@ -109,6 +113,7 @@ pub fn main(args: &[String]) -> Result<()> {
             cfg.validate()?;
             let mut status = status::status(&cfg, true)?;
             status::add_peers(&mut status, &cfg);
+            status::add_divergence(&mut status, &cfg);
             if json {
                 let text = serde_json::to_string_pretty(&status).map_err(|e| Error::Fatal(e.to_string()))?;
                 println!("{text}");
@@ -148,7 +153,7 @@ fn sync(cfg: &Config, names: Vec<String>, full: bool) -> Result<()> {
         full,
         ..crate::replication::sync::Settings::from_config(cfg, token.trim().to_owned())?
     };
-    let target = crate::replication::sync::Target { leader: record.node.clone(), epoch: record.epoch, base_url };
+    let target = crate::replication::sync::Target::leader(&record, base_url);
     let mut failed = 0;
     for name in names {
         let path = root.join(&name);

@@ -15,7 +15,7 @@ use crate::lead::lease::Record;
 use crate::lead::node::{self, Role};
 use crate::replication::sync;
 
-pub fn promote(cfg: &Config, force: bool, yes: bool) -> Result<()> {
+pub fn promote(cfg: &Config, force: bool, accept_loss: bool, yes: bool) -> Result<()> {
     cfg.validate()?;
     let me = cfg.node()?;
     let view = node::inspect(cfg)?;
@@ -35,7 +35,7 @@ pub fn promote(cfg: &Config, force: bool, yes: bool) -> Result<()> {
             "emergency promotion of {me}: {} (epoch {}) is not asked, and not waited for",
             record.node, record.epoch
         );
-        may_lose(cfg);
+        may_lose(cfg, accept_loss)?;
     } else {
         preflight(cfg, &record)?;
         println!(
@@ -44,7 +44,7 @@ pub fn promote(cfg: &Config, force: bool, yes: bool) -> Result<()> {
         );
     }
     confirm(yes, &format!("Promote {me}?"))?;
-    let request = Request::Promote { force, user: audit::user() };
+    let request = Request::Promote { force, user: audit::user(), accept_loss };
     let outcome = control::ask(&cfg.state_dir()?, &request, |line| println!("{line}")).map_err(Error::Fatal)?;
     if outcome.ok {
         println!("{}", outcome.message);
@@ -61,7 +61,7 @@ pub fn failback(cfg: &Config, yes: bool) -> Result<()> {
     let last = audit::last_promotion(&events)
         .ok_or_else(|| Error::Refused("no promotion in the audit trail: nothing to fail back from".into()))?;
     match last.previous_leader.as_deref() {
-        Some(previous) if previous == me => promote(cfg, false, yes),
+        Some(previous) if previous == me => promote(cfg, false, false, yes),
         previous => Err(Error::Refused(format!(
             "the last promotion made {} leader, taking over from {}; failback runs on {}",
             last.node,
@@ -104,7 +104,7 @@ fn preflight(cfg: &Config, record: &Record) -> Result<()> {
         Some((name, lag, updates)) => {
             println!("check: at most {:.3} s behind ({name}: {updates} updates to catch up)", lag.as_secs_f64())
         }
-        None => println!("check: every repository is at the leader's journal position"),
+        None => println!("check: every repository is at the leader's journal position, with the leader's refs"),
     }
     Ok(())
 }
@@ -149,7 +149,7 @@ fn lag(cfg: &Config, record: &Record) -> Result<Option<(String, Duration, u64)>>
         .url
         .clone()
         .ok_or_else(|| Error::Refused(format!("the leader record names no URL for {}", record.node)))?;
-    let target = sync::Target { leader: record.node.clone(), epoch: record.epoch, base_url };
+    let target = sync::Target::leader(record, base_url);
     // The token lets a fetch through git's commands (ssh, http) write its scratch refs.
     let token = std::fs::read_to_string(node::token_path(&cfg.state_dir()?)).unwrap_or_default();
     let settings = sync::Settings::from_config(cfg, token.trim().to_owned())?;
@@ -172,6 +172,31 @@ fn lag(cfg: &Config, record: &Record) -> Result<Option<(String, Duration, u64)>>
                 repo.name, record.node
             )));
         }
+        if behind.updates == 0 {
+            // At the leader's position: the refs must be the leader's too (a ref moved
+            // behind the journal's back, or a write a sync missed, shows here).
+            let differing = || -> Result<Vec<String>> {
+                let theirs = sync::remote_refs(&path, &repo.name, &target.base_url, &settings)
+                    .map_err(|e| Error::Refused(format!("{}: cannot list {}'s refs: {e}", repo.name, record.node)))?;
+                let ours = crate::replication::journal::open(&path)
+                    .map_err(|e| Error::Fatal(e.to_string()))?
+                    .prefixed("refs/")
+                    .map_err(|e| Error::Fatal(e.to_string()))?;
+                Ok(crate::refs::differing(theirs, ours))
+            };
+            if !differing()?.is_empty() {
+                std::thread::sleep(Duration::from_millis(200));
+                let refs = differing()?;
+                if !refs.is_empty() {
+                    return Err(Error::Refused(format!(
+                        "{}: at {}'s journal position, but refs differ: {} (git stargate verify; git stargate sync --full repairs)",
+                        repo.name,
+                        record.node,
+                        refs.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+        }
         let Some(oldest) = behind.oldest_ms else { continue };
         let lag = Duration::from_millis(now_ms().saturating_sub(oldest));
         if worst.as_ref().is_none_or(|(_, w, _)| lag > *w) {
@@ -181,12 +206,54 @@ fn lag(cfg: &Config, record: &Record) -> Result<Option<(String, Duration, u64)>>
     Ok(worst)
 }
 
-/// What an emergency promotion may lose: per repository, this node's journal position
-/// against the last one it saw from the leader.
-fn may_lose(cfg: &Config) {
+/// What an emergency promotion may lose, said before it is confirmed (git-stargate(1),
+/// promote): in quorum mode, nothing a quorum acknowledged unless the loss is accepted;
+/// in async mode, per repository, this node's journal position against the last one it saw
+/// from the leader, and the writes the leader had prepared whose outcome this node never
+/// saw (dropped when it leads; the old leader keeps any it acknowledged).
+fn may_lose(cfg: &Config, accept_loss: bool) -> Result<()> {
+    if cfg.replication_quorum_mode()? {
+        let nodes = cfg.nodes().len();
+        let quorum = cfg.replication_quorum()?;
+        let must_hear = nodes + 1 - quorum;
+        if accept_loss {
+            println!(
+                "may lose: writes a quorum acknowledged, when none of the nodes that answer holds them \
+                 (--accept-loss: this node leads with whatever it hears, even fewer than {must_hear} of {nodes} nodes)"
+            );
+        } else {
+            println!(
+                "may lose: nothing a quorum acknowledged: this node hears at least {must_hear} of the {nodes} nodes \
+                 and takes over the furthest position first, or refuses and changes nothing"
+            );
+        }
+        println!("may lose: writes no quorum staged: their pushes were refused (no quorum) or got no answer");
+        return Ok(());
+    }
+    let root = cfg.root()?;
+    for repo in crate::repos::list(&root).unwrap_or_default().into_iter().filter(|r| r.readable) {
+        let open = crate::replication::journal::open(&root.join(&repo.name)).and_then(|git| {
+            match crate::replication::journal::tip(&git)? {
+                Some((tip, _)) => crate::replication::journal::open_prepares(&git, tip),
+                None => Ok(Vec::new()),
+            }
+        });
+        if let Ok(open) = open
+            && !open.is_empty()
+        {
+            let seqs: Vec<String> = open.iter().map(|(_, e)| e.seq.to_string()).collect();
+            println!(
+                "may lose: {}: {} write{} the leader had prepared, without an outcome here (seq {}): dropped",
+                repo.name,
+                open.len(),
+                if open.len() == 1 { "" } else { "s" },
+                seqs.join(", ")
+            );
+        }
+    }
     let Some(published) = cfg.state_dir().ok().and_then(|d| crate::replication::replicator::read_published(&d)) else {
         println!("may lose: unknown (this node has published no replication figures)");
-        return;
+        return Ok(());
     };
     let mut repos: Vec<_> = published.repos.iter().collect();
     repos.sort_by(|a, b| a.0.cmp(b.0));
@@ -206,6 +273,7 @@ fn may_lose(cfg: &Config) {
         println!("may lose: nothing this node saw: every repository was at the leader's last seen position");
     }
     println!("may lose: and any write the leader accepted since this node last synced; the old leader keeps it");
+    Ok(())
 }
 
 /// Ask on the terminal unless `yes`; without a terminal, refuse.

@@ -42,6 +42,10 @@ pub struct Status {
     /// Quorum mode (`git stargate status` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quorum: Option<QuorumView>,
+    /// Repositories this passive node is at the leader's journal position in, whose refs
+    /// still differ from the leader's (`git stargate status` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diverged: Vec<Diverged>,
     pub errors: Vec<String>,
 }
 
@@ -52,6 +56,14 @@ pub struct Kept {
     /// `refs/stargate/local/lost/<epoch>/<ref>`.
     pub kept_as: String,
     pub oid: String,
+}
+
+/// A repository whose refs differ from the leader's at the same journal position.
+#[derive(Debug, Serialize)]
+pub struct Diverged {
+    pub repository: String,
+    /// The refs that differ (at most 20).
+    pub refs: Vec<String>,
 }
 
 /// Another node, from its health responder's `/status`.
@@ -173,6 +185,7 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
         last_promotion,
         peers: None,
         quorum: None,
+        diverged: Vec::new(),
         errors,
     })
 }
@@ -182,6 +195,43 @@ fn kept_refs(repo: &crate::refs::Store, name: &str) -> Vec<Kept> {
     (kept.into_iter())
         .map(|(kept_as, oid)| Kept { repository: name.to_owned(), kept_as, oid: oid.to_string() })
         .collect()
+}
+
+/// Repositories compared with the leader by `add_divergence` (`git stargate verify` compares
+/// them all).
+const DIVERGENCE_CHECKS: usize = 200;
+
+/// A passive node is "0 operations behind" in a repository only if its refs are the
+/// leader's: for each repository at the leader's position, compare them (the checksum
+/// `git stargate verify` uses) and list those that differ, so that status never says "0
+/// behind" of refs that are not the leader's. A ref written meanwhile may differ for a
+/// moment: a difference is confirmed by a second look.
+pub fn add_divergence(status: &mut Status, cfg: &Config) {
+    use crate::replication::sync;
+    let (Some(replication), Some(leader)) = (&status.replication, &status.leader) else { return };
+    let (Some(base_url), Ok(root), Ok(state_dir)) = (leader.url.clone(), cfg.root(), cfg.state_dir()) else { return };
+    let token = std::fs::read_to_string(node::token_path(&state_dir)).unwrap_or_default();
+    let Ok(settings) = sync::Settings::from_config(cfg, token.trim().to_owned()) else { return };
+    let mut names: Vec<&String> =
+        replication.repos.iter().filter(|(_, r)| r.lag_operations == 0).map(|(n, _)| n).collect();
+    names.sort();
+    let compare = |name: &str| -> Option<Vec<String>> {
+        let path = root.join(name);
+        let theirs = sync::remote_refs(&path, name, &base_url, &settings).ok()?;
+        let ours = journal::open(&path).ok()?.prefixed("refs/").ok()?;
+        let (theirs_pos, ours_pos) =
+            (theirs.get(journal::REF).copied(), ours.iter().find(|(r, _)| r == journal::REF).map(|(_, o)| *o));
+        // Only at the same position: behind is what the lag already says.
+        (theirs_pos == ours_pos).then(|| crate::refs::differing(theirs, ours))
+    };
+    for name in names.into_iter().take(DIVERGENCE_CHECKS) {
+        if compare(name).is_some_and(|d| !d.is_empty()) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if let Some(refs) = compare(name).filter(|d| !d.is_empty()) {
+                status.diverged.push(Diverged { repository: name.clone(), refs: refs.into_iter().take(20).collect() });
+            }
+        }
+    }
 }
 
 /// Ask every other configured node's health responder for its `/status`, in parallel,
@@ -331,6 +381,11 @@ pub fn print(s: &Status) {
     let unreadable = s.repositories.iter().filter(|r| !r.readable).count();
     println!("repos:    {} ({unreadable} unreadable)", s.repositories.len());
     match (s.lag_seconds, s.lag_operations) {
+        _ if !s.diverged.is_empty() => println!(
+            "lag:      refs differ from the leader's in {} repositories at its journal position \
+             (git stargate verify; git stargate sync --full repairs)",
+            s.diverged.len()
+        ),
         (Some(secs), Some(ops)) => println!("lag:      {secs:.3} s, {ops} operations behind"),
         (None, Some(ops)) => println!("lag:      {ops} operations behind"),
         _ => {}
@@ -347,6 +402,9 @@ pub fn print(s: &Status) {
             Some(why) => println!("  {}: not served: {why}", r.name),
             None => println!("  {} seq {seq}{}", r.name, last.unwrap_or_default()),
         }
+    }
+    for d in &s.diverged {
+        println!("diverged: {}: {}", d.repository, d.refs.join(", "));
     }
     for k in &s.kept {
         println!("kept:     {} {} at {}", k.repository, k.kept_as, k.oid);

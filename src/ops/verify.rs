@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lead::lease::Lock;
+use crate::refs::checksum;
 use crate::replication::{journal, sync};
 
 #[derive(Debug, Serialize)]
@@ -48,20 +49,6 @@ struct NodeReport {
 /// The refs a mirror copies, for comparison: everything but Stargate's own.
 type Refs = BTreeMap<String, ObjectId>;
 
-fn checksum(refs: &Refs) -> String {
-    let mut sum = [0u8; 20];
-    for (name, oid) in refs {
-        let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-        hasher.update(format!("{oid} {name}").as_bytes());
-        if let Ok(digest) = hasher.try_finalize() {
-            for (s, d) in sum.iter_mut().zip(digest.as_bytes()) {
-                *s ^= d;
-            }
-        }
-    }
-    sum.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 struct Listing {
     refs: Refs,
     journal: Option<ObjectId>,
@@ -76,7 +63,7 @@ fn list(
     let all: HashMap<String, ObjectId> =
         sync::remote_refs(path, name, base_url, settings).map_err(|e| e.to_string())?;
     let journal = all.get(journal::REF).copied();
-    let refs = all.into_iter().filter(|(r, _)| !r.starts_with("refs/stargate/")).collect();
+    let refs = crate::refs::mirrored(all);
     Ok(Listing { refs, journal })
 }
 

@@ -1,24 +1,34 @@
-//! The replication journal, kept inside git: `refs/stargate/journal` is a chain of commits,
-//! one per accepted ref transaction, each listing its updates with monotonically increasing
-//! sequence numbers, the epoch, the leader and the accept time. It replicates like any ref.
+//! The replication journal, kept inside git: `refs/stargate/journal` is a chain of commits
+//! that says what the leader did to its refs, in order, each entry carrying sequence
+//! numbers, the epoch, the leader and the time (docs/ARCHITECTURE.md, The journal).
 //!
-//! The leader appends at `reference-transaction prepared`, while the refs are locked and
-//! before they move: a crash can leave an entry for an update that never happened (replicas
-//! then find nothing to change), never an update without its entry.
+//! A transaction leaves two entries. At `reference-transaction prepared` (refs locked,
+//! nothing moved yet) the leader appends a **prepare** entry: its updates, numbered. When
+//! the transaction ends it appends the **outcome** of that prepare: `committed` or
+//! `aborted` as git's hook says; `ended` when its git process died without a word (the
+//! leader's agent finds it, and the leader's refs then hold whatever it did); `taken-over`
+//! or `dropped` when a new leader decided it (quorum mode applies what a quorum staged).
+//! Only outcomes that applied name refs for a replica to read: a replica that walks past a
+//! prepare whose outcome has not come yet moves nothing for it, and applies it when the
+//! outcome comes. So a write is never skipped for having been caught between `prepared`
+//! and git's commit, and an aborted write is known to be aborted, never guessed from the
+//! leader's current ref values. A crash leaves at worst a prepare without outcome (the
+//! agent's sweep, or the next election, writes one), never a moved ref without an entry.
 //!
 //! The journal is bounded (stargate(7), Journal): every `keep`-th entry is a checkpoint, a
-//! commit without a parent that names the entry before it (`previous`), and
-//! `refs/stargate/journal-previous` keeps that previous generation reachable. Sequence
-//! numbers go on across checkpoints. What anyone can fetch, a client's `git clone
-//! --mirror` included, is at most two generations; a replica whose position is older
-//! mirrors in full.
+//! commit without a parent that names the entry before it (`previous`) and the prepares
+//! then still open; `refs/stargate/journal-previous` keeps that previous generation
+//! reachable. Sequence numbers go on across checkpoints. What anyone can fetch, a client's
+//! `git clone --mirror` included, is at most two generations; a replica whose position is
+//! older mirrors in full.
 //!
 //! With reftable ref storage, git holds the whole ref store locked from `prepared` until
-//! the transaction ends, so the journal ref cannot move at `prepared`. There the entry is
-//! written as an object and named in `<repo>/stargate/journal.pending`, and `committed` (or
-//! `aborted`) publishes it: one `update-ref` moving the journal ref to the newest pending
-//! entry, which carries any earlier one a crashed hook left unpublished.
+//! the transaction ends, so the journal ref cannot move at `prepared`. There entries are
+//! written as objects and named in `<repo>/stargate/journal.pending`, and the end of the
+//! transaction publishes them: one `update-ref` moving the journal ref to the newest
+//! pending entry, which carries any earlier one a crashed hook left unpublished.
 
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -54,35 +64,102 @@ pub struct Update {
     pub refname: String,
 }
 
-/// One journal commit: a transaction's updates, numbered.
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The first entry of a journal: no updates.
+    Start,
+    /// A transaction git has prepared: what it will do, not yet done.
+    Prepare,
+    /// How the transaction of prepare entry `of` ended.
+    Outcome { of: ObjectId, outcome: Outcome },
+    /// Written before the journal had outcomes: its updates are read as done when walked.
+    Legacy,
+}
+
+/// How a prepared transaction ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// git committed it (its `committed` hook).
+    Committed,
+    /// git aborted it (its `aborted` hook).
+    Aborted,
+    /// Its git process ended without a word: it is over, and the leader's refs hold what
+    /// it did.
+    Ended,
+    /// A new leader applied it (quorum mode: it was staged on a node the election heard).
+    TakenOver,
+    /// A new leader did not apply it: its values were not to be had here (async mode), or
+    /// its refs had moved on.
+    Dropped,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 5] =
+        [Outcome::Committed, Outcome::Aborted, Outcome::Ended, Outcome::TakenOver, Outcome::Dropped];
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Committed => "committed",
+            Outcome::Aborted => "aborted",
+            Outcome::Ended => "ended",
+            Outcome::TakenOver => "taken-over",
+            Outcome::Dropped => "dropped",
+        }
+    }
+
+    /// Whether the leader's refs may have moved: a replica then reads and applies them.
+    pub fn applies(self) -> bool {
+        matches!(self, Outcome::Committed | Outcome::Ended | Outcome::TakenOver)
+    }
+}
+
+/// One journal commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    pub kind: Kind,
+    /// The journal's sequence number at this entry: the last one given out at or before it.
+    pub seq: u64,
     pub epoch: u64,
     pub node: String,
     pub time_ms: u64,
+    /// A prepare's updates, numbered; an outcome that applies repeats them.
     pub updates: Vec<(u64, Update)>,
     /// Entries before this one in its generation (0 for a checkpoint or the first entry).
     pub depth: u64,
     /// A checkpoint: the last entry of the previous generation.
     pub previous: Option<ObjectId>,
+    /// A checkpoint: the prepares of earlier generations still without an outcome.
+    pub open: Vec<ObjectId>,
 }
 
 impl Entry {
-    pub fn last_seq(&self) -> u64 {
-        self.updates.last().map_or(0, |(seq, _)| *seq)
+    /// The updates this entry makes a replica apply: an applying outcome's, a legacy
+    /// entry's; none for a prepare (not done yet), an abort or a start.
+    pub fn applied(&self) -> &[(u64, Update)] {
+        match self.kind {
+            Kind::Outcome { outcome, .. } if outcome.applies() => &self.updates,
+            Kind::Legacy => &self.updates,
+            _ => &[],
+        }
     }
 
     fn message(&self) -> String {
         let mut m = format!(
             "stargate journal {}\n\nepoch {}\nnode {}\ntime {}\ndepth {}\n",
-            self.last_seq(),
-            self.epoch,
-            self.node,
-            self.time_ms,
-            self.depth
+            self.seq, self.epoch, self.node, self.time_ms, self.depth
         );
+        match self.kind {
+            Kind::Start => m += "state start\n",
+            Kind::Prepare => m += "state prepared\n",
+            Kind::Outcome { of, outcome } => m += &format!("state {} {of}\n", outcome.word()),
+            Kind::Legacy => {}
+        }
         if let Some(previous) = self.previous {
             m += &format!("previous {previous}\n");
+        }
+        for open in &self.open {
+            m += &format!("open {open}\n");
         }
         for (seq, u) in &self.updates {
             m += &format!("{seq} {} {} {}\n", u.old, u.new, u.refname);
@@ -93,11 +170,19 @@ impl Entry {
     fn parse(id: ObjectId, message: &str) -> Result<Entry, Error> {
         let bad = || Error::Malformed(id);
         let mut lines = message.lines();
-        if !lines.next().is_some_and(|l| l.starts_with("stargate journal ")) {
-            return Err(bad());
-        }
-        let mut entry =
-            Entry { epoch: 0, node: String::new(), time_ms: 0, updates: Vec::new(), depth: 0, previous: None };
+        let seq = lines.next().and_then(|l| l.strip_prefix("stargate journal ")).ok_or_else(bad)?;
+        let mut entry = Entry {
+            kind: Kind::Legacy,
+            seq: seq.parse().map_err(|_| bad())?,
+            epoch: 0,
+            node: String::new(),
+            time_ms: 0,
+            updates: Vec::new(),
+            depth: 0,
+            previous: None,
+            open: Vec::new(),
+        };
+        let oid = |hex: &str| ObjectId::from_hex(hex.as_bytes()).map_err(|_| bad());
         for line in lines.filter(|l| !l.is_empty()) {
             let (key, rest) = line.split_once(' ').ok_or_else(bad)?;
             match key {
@@ -105,16 +190,26 @@ impl Entry {
                 "node" => entry.node = rest.to_owned(),
                 "time" => entry.time_ms = rest.parse().map_err(|_| bad())?,
                 "depth" => entry.depth = rest.parse().map_err(|_| bad())?,
-                "previous" => entry.previous = Some(ObjectId::from_hex(rest.as_bytes()).map_err(|_| bad())?),
+                "previous" => entry.previous = Some(oid(rest)?),
+                "open" => entry.open.push(oid(rest)?),
+                "state" => {
+                    entry.kind = match rest.split_once(' ') {
+                        None if rest == "start" => Kind::Start,
+                        None if rest == "prepared" => Kind::Prepare,
+                        Some((word, of)) => {
+                            let outcome = Outcome::ALL.into_iter().find(|o| o.word() == word).ok_or_else(bad)?;
+                            Kind::Outcome { of: oid(of)?, outcome }
+                        }
+                        None => return Err(bad()),
+                    }
+                }
                 seq => {
                     let seq: u64 = seq.parse().map_err(|_| bad())?;
                     let mut f = rest.splitn(3, ' ');
                     let (Some(old), Some(new), Some(refname)) = (f.next(), f.next(), f.next()) else {
                         return Err(bad());
                     };
-                    let old = ObjectId::from_hex(old.as_bytes()).map_err(|_| bad())?;
-                    let new = ObjectId::from_hex(new.as_bytes()).map_err(|_| bad())?;
-                    entry.updates.push((seq, Update { old, new, refname: refname.to_owned() }));
+                    entry.updates.push((seq, Update { old: oid(old)?, new: oid(new)?, refname: refname.to_owned() }));
                 }
             }
         }
@@ -149,11 +244,17 @@ pub fn open(path: &Path) -> Result<Store, Error> {
     Store::open(path).map_err(git_err)
 }
 
-/// The journal tip and its last sequence number, as the journal ref says (on a reftable
+/// The journal tip and its sequence number, as the journal ref says (on a reftable
 /// leader, entries still pending publication are not counted).
 pub fn tip(store: &Store) -> Result<Option<(ObjectId, u64)>, Error> {
     let Some(id) = store.find(REF).map_err(git_err)? else { return Ok(None) };
-    Ok(Some((id, read(store, id)?.0.last_seq())))
+    Ok(Some((id, read(store, id)?.0.seq)))
+}
+
+/// The newest entry, published or not (reftable: still pending publication).
+pub fn head(store: &Store) -> Result<Option<ObjectId>, Error> {
+    let (published, pending) = unpublished(store)?;
+    Ok(pending.map(|p| p.tip).or(published))
 }
 
 /// The entry stored in journal commit `id`, and its parent.
@@ -164,14 +265,17 @@ pub fn read(store: &Store, id: ObjectId) -> Result<(Entry, Option<ObjectId>), Er
     Ok((Entry::parse(id, &message)?, parent))
 }
 
+/// Entries with their commit ids, oldest first.
+pub type Entries = Vec<(ObjectId, Entry)>;
+
 /// What walking the journal back from a tip found.
 #[derive(Debug)]
 pub enum Range {
     /// The entries after `since`, oldest first.
-    Found(Vec<Entry>),
+    Found(Entries),
     /// The walk reached a checkpoint before `since`: `entries` (oldest first) are the
     /// current generation; the rest is behind `previous` (the leader's `PREVIOUS`).
-    Checkpoint { entries: Vec<Entry>, previous: ObjectId },
+    Checkpoint { entries: Entries, previous: ObjectId },
     /// `since` is not behind `tip` (a new replica, a journal rewritten after a failover,
     /// or more than `MAX_WALK` entries).
     NotFound,
@@ -191,7 +295,7 @@ pub fn range(repo: &Store, tip: ObjectId, since: Option<ObjectId>) -> Result<Ran
         }
         let (entry, parent) = read(repo, id)?;
         let previous = entry.previous;
-        entries.push(entry);
+        entries.push((id, entry));
         if let (None, Some(previous), Some(_)) = (parent, previous, since) {
             entries.reverse();
             return Ok(Range::Checkpoint { entries, previous });
@@ -199,6 +303,84 @@ pub fn range(repo: &Store, tip: ObjectId, since: Option<ObjectId>) -> Result<Ran
         at = parent;
     }
     Ok(Range::NotFound)
+}
+
+/// What a replica learns from the entries after its position (`walk`).
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// The refs whose leader value to read and apply, each with every value the journal
+    /// says the leader's ref held (old or new of any of its updates): none of those is a
+    /// loss.
+    pub refs: BTreeMap<String, HashSet<ObjectId>>,
+    /// The updates applied, for lag: sequence number, ref, the leader's time of the entry
+    /// that applied it.
+    pub applied: Vec<(u64, String, u64)>,
+    /// Prepares walked past whose outcome is not among the entries: open after the walk.
+    pub opened: Entries,
+    /// The sequence numbers of every outcome among the entries: no longer open.
+    pub closed: Vec<u64>,
+}
+
+/// What entries after a position (oldest first) ask of a replica.
+pub fn walk(entries: &[(ObjectId, Entry)]) -> Walked {
+    let mut walked = Walked::default();
+    let outcomes: HashSet<ObjectId> = (entries.iter())
+        .filter_map(|(_, e)| match e.kind {
+            Kind::Outcome { of, .. } => Some(of),
+            _ => None,
+        })
+        .collect();
+    for (id, entry) in entries {
+        for (_, u) in entry.updates.iter().filter(|(_, u)| journaled(&u.refname)) {
+            walked.refs.entry(u.refname.clone()).or_default().extend([u.old, u.new]);
+        }
+        match entry.kind {
+            Kind::Prepare if !outcomes.contains(id) => walked.opened.push((*id, entry.clone())),
+            Kind::Outcome { .. } => walked.closed.extend(entry.updates.iter().map(|(seq, _)| *seq)),
+            _ => {}
+        }
+        for (seq, u) in entry.applied().iter().filter(|(_, u)| journaled(&u.refname)) {
+            walked.applied.push((*seq, u.refname.clone(), entry.time_ms));
+        }
+    }
+    // Only what some entry applies is read from the leader; the rest were known values.
+    let applying: HashSet<&str> = walked.applied.iter().map(|(_, r, _)| r.as_str()).collect();
+    walked.refs.retain(|r, _| applying.contains(r.as_str()));
+    walked
+}
+
+/// The prepares at or before `tip` still without an outcome, oldest first: those of the
+/// generation of `tip`, and those its checkpoint names as open from before.
+pub fn open_prepares(store: &Store, tip: ObjectId) -> Result<Entries, Error> {
+    let mut closed = HashSet::new();
+    let mut open = Vec::new();
+    let mut at = Some(tip);
+    let mut carried = Vec::new();
+    for _ in 0..MAX_WALK {
+        let Some(id) = at else { break };
+        let (entry, parent) = read(store, id)?;
+        match entry.kind {
+            Kind::Outcome { of, .. } => {
+                closed.insert(of);
+            }
+            Kind::Prepare if !closed.contains(&id) => open.push((id, entry.clone())),
+            _ => {}
+        }
+        if parent.is_none() {
+            carried = entry.open.clone();
+        }
+        at = parent;
+    }
+    open.reverse();
+    let mut older = Vec::new();
+    for id in carried.into_iter().filter(|id| !closed.contains(id)) {
+        // Behind a checkpoint: readable while the previous generation is kept.
+        if let Ok((entry, _)) = read(store, id) {
+            older.push((id, entry));
+        }
+    }
+    older.extend(open);
+    Ok(older)
 }
 
 /// Start the journal of a repository that has none with an entry of no updates (a new
@@ -212,24 +394,29 @@ pub fn genesis(store: &Store, epoch: u64, node: &str) -> Result<bool, Error> {
     if tip(store)?.is_some() {
         return Ok(false);
     }
-    append(store, epoch, node, Vec::new(), DEFAULT_KEEP)?;
+    append(store, epoch, node, Body::Start, DEFAULT_KEEP)?;
     if store.is_reftable() {
         publish(store)?;
     }
     Ok(true)
 }
 
-/// Append one entry for `updates` (leader, at `prepared`); every `keep`-th entry starts a
+/// What to append.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// A journal's first entry.
+    Start,
+    /// A prepared transaction's updates, to be numbered after the tip.
+    Prepare(Vec<Update>),
+    /// The outcome of prepare entry `of`, whose numbered updates it repeats.
+    Outcome { of: ObjectId, outcome: Outcome, updates: Vec<(u64, Update)> },
+}
+
+/// Append one entry (the leader, or a node about to lead); every `keep`-th entry starts a
 /// new generation. Concurrent transactions on other refs race for the journal ref; the
-/// loser re-reads the tip and numbers after it.
-/// Returns the new entry and its last sequence number.
-pub fn append(
-    store: &Store,
-    epoch: u64,
-    node: &str,
-    updates: Vec<Update>,
-    keep: u64,
-) -> Result<(ObjectId, u64), Error> {
+/// loser re-reads the tip and numbers after it. Returns the new entry and the journal's
+/// sequence number at it (a prepare's last).
+pub fn append(store: &Store, epoch: u64, node: &str, body: Body, keep: u64) -> Result<(ObjectId, u64), Error> {
     let repo = store.repo();
     let empty_tree = write_loose(repo, &gix::objs::Tree::empty())?;
     // Reftable: one transaction is prepared at a time (git holds the store), so no race
@@ -242,16 +429,41 @@ pub fn append(
             Some(id) => Some((id, read(store, id)?.0)),
             None => None,
         };
-        let first = tip.as_ref().map_or(1, |(_, e)| e.last_seq() + 1);
+        let seq = tip.as_ref().map_or(0, |(_, e)| e.seq);
         let depth = tip.as_ref().map_or(0, |(_, e)| e.depth + 1);
         let checkpoint = depth >= keep.max(2);
+        let (kind, updates, seq) = match &body {
+            Body::Start => (Kind::Start, Vec::new(), seq),
+            Body::Prepare(updates) => {
+                let numbered: Vec<_> =
+                    updates.iter().cloned().enumerate().map(|(i, u)| (seq + 1 + i as u64, u)).collect();
+                (Kind::Prepare, numbered, seq + updates.len() as u64)
+            }
+            Body::Outcome { of, outcome, updates } => {
+                (Kind::Outcome { of: *of, outcome: *outcome }, updates.clone(), seq)
+            }
+        };
+        // A checkpoint names the prepares open before it, but for the one it closes itself.
+        let closes = match kind {
+            Kind::Outcome { of, .. } => Some(of),
+            _ => None,
+        };
+        let open = match (&tip, checkpoint) {
+            (Some((id, _)), true) => {
+                open_prepares(store, *id)?.into_iter().map(|(id, _)| id).filter(|id| Some(*id) != closes).collect()
+            }
+            _ => Vec::new(),
+        };
         let entry = Entry {
+            kind,
+            seq,
             epoch,
             node: node.to_owned(),
             time_ms: crate::clock::now_ms(),
-            updates: updates.iter().cloned().enumerate().map(|(i, u)| (first + i as u64, u)).collect(),
+            updates,
             depth: if checkpoint { 0 } else { depth },
             previous: tip.as_ref().map(|(id, _)| *id).filter(|_| checkpoint),
+            open,
         };
         let signature = gix::actor::Signature {
             name: "stargate".into(),
@@ -271,19 +483,32 @@ pub fn append(
         if pending_lock.is_some() {
             let base = pending.map_or(published, |p| p.base);
             write_pending(store.git_dir(), &Pending { tip: id, base }).map_err(git_err)?;
-            return Ok((id, entry.last_seq()));
+            return Ok((id, entry.seq));
         }
         if let Some(previous) = entry.previous {
             // Reachable before the new generation is: a replica in it can still be served.
             write_ref(store, PREVIOUS, previous).map_err(git_err)?;
         }
         match swap_loose_ref(store, tip.as_ref().map(|(old, _)| *old), id) {
-            Ok(()) => return Ok((id, entry.last_seq())),
+            Ok(()) => return Ok((id, entry.seq)),
             Err(e) => last_error = e.to_string(),
         }
         std::thread::sleep(std::time::Duration::from_millis(1 + rand::random_range(0..=attempt)));
     }
     Err(Error::Git(format!("cannot append to {REF}: {last_error}")))
+}
+
+/// Append the outcome of prepare entry `of`, repeating its updates.
+pub fn append_outcome(
+    store: &Store,
+    epoch: u64,
+    node: &str,
+    of: ObjectId,
+    outcome: Outcome,
+    keep: u64,
+) -> Result<(ObjectId, u64), Error> {
+    let (prepare, _) = read(store, of)?;
+    append(store, epoch, node, Body::Outcome { of, outcome, updates: prepare.updates }, keep)
 }
 
 /// Reftable: entries appended since the journal ref last moved. `tip` is the newest;
@@ -532,20 +757,109 @@ mod tests {
     fn entries_round_trip_through_their_message() {
         let a = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
         let z = ObjectId::null(gix::hash::Kind::Sha1);
-        let entry = Entry {
+        let updates = vec![
+            (7, Update { old: z, new: a, refname: "refs/heads/main".into() }),
+            (8, Update { old: a, new: z, refname: "refs/kv/x y".into() }),
+        ];
+        let mut entry = Entry {
+            kind: Kind::Prepare,
+            seq: 8,
             epoch: 3,
             node: "a".into(),
             time_ms: 1_700_000_000_123,
-            updates: vec![
-                (7, Update { old: z, new: a, refname: "refs/heads/main".into() }),
-                (8, Update { old: a, new: z, refname: "refs/kv/x y".into() }),
-            ],
+            updates,
             depth: 4,
             previous: Some(a),
+            open: vec![a, a],
         };
         assert_eq!(Entry::parse(a, &entry.message()).unwrap(), entry);
+        for outcome in Outcome::ALL {
+            entry.kind = Kind::Outcome { of: a, outcome };
+            assert_eq!(Entry::parse(a, &entry.message()).unwrap(), entry);
+        }
+        entry.kind = Kind::Start;
+        assert_eq!(Entry::parse(a, &entry.message()).unwrap(), entry);
+        // What a leader without outcomes wrote: read as legacy, its updates applied when walked.
+        let legacy = format!("stargate journal 8\n\nepoch 3\nnode a\ntime 1\ndepth 0\n8 {z} {a} refs/heads/main\n");
+        let parsed = Entry::parse(a, &legacy).unwrap();
+        assert_eq!((parsed.kind, parsed.seq, parsed.applied().len()), (Kind::Legacy, 8, 1));
         assert!(Entry::parse(a, "not a journal\n").is_err());
         assert!(Entry::parse(a, "stargate journal 1\n\nepoch x\n").is_err());
+        assert!(Entry::parse(a, "stargate journal 1\n\nstate won 1111\n").is_err());
+    }
+
+    /// A prepare is not a write: walking past it moves nothing, and its outcome, whenever it
+    /// comes, applies it (committed, ended, taken over) or closes it (aborted, dropped).
+    #[test]
+    fn a_walk_applies_outcomes_not_prepares() {
+        let z = ObjectId::null(gix::hash::Kind::Sha1);
+        let id = |n: u8| ObjectId::from_bytes_or_panic(&[n; 20]);
+        let prepare = |seq: u64, refname: &str| Entry {
+            kind: Kind::Prepare,
+            seq,
+            epoch: 1,
+            node: "a".into(),
+            time_ms: seq * 10,
+            updates: vec![(seq, Update { old: z, new: id(seq as u8), refname: refname.into() })],
+            depth: 0,
+            previous: None,
+            open: Vec::new(),
+        };
+        let outcome = |of: u8, p: &Entry, outcome: Outcome| Entry {
+            kind: Kind::Outcome { of: id(of), outcome },
+            time_ms: p.time_ms + 5,
+            ..p.clone()
+        };
+        let (p1, p2, p3) = (prepare(1, "refs/heads/a"), prepare(2, "refs/heads/b"), prepare(3, "refs/heads/c"));
+        // Caught between prepared and commit: nothing to apply, the prepare stays open.
+        let walked = walk(&[(id(1), p1.clone())]);
+        assert!(walked.refs.is_empty() && walked.applied.is_empty());
+        assert_eq!(walked.opened.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![id(1)]);
+        // Its outcome in a later walk applies it, from the leader's value at that time.
+        let walked = walk(&[(id(2), p2.clone()), (id(11), outcome(1, &p1, Outcome::Committed))]);
+        assert_eq!(walked.refs.keys().collect::<Vec<_>>(), vec!["refs/heads/a"]);
+        assert_eq!(walked.applied, vec![(1, "refs/heads/a".to_owned(), 15)]);
+        assert_eq!(walked.opened.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![id(2)]);
+        assert_eq!(walked.closed, vec![1]);
+        // Aborted and dropped close without applying; ended and taken over apply.
+        let walked = walk(&[
+            (id(12), outcome(2, &p2, Outcome::Aborted)),
+            (id(3), p3.clone()),
+            (id(13), outcome(3, &p3, Outcome::Ended)),
+        ]);
+        assert_eq!(walked.refs.keys().collect::<Vec<_>>(), vec!["refs/heads/c"]);
+        assert!(walked.opened.is_empty());
+        assert_eq!(walked.closed, vec![2, 3]);
+        let walked =
+            walk(&[(id(13), outcome(3, &p3, Outcome::Dropped)), (id(14), outcome(1, &p1, Outcome::TakenOver))]);
+        assert_eq!(walked.refs.keys().collect::<Vec<_>>(), vec!["refs/heads/a"]);
+    }
+
+    /// Prepares still open when a generation ends are named by its checkpoint, so that
+    /// whoever reads only the current generation still knows them; their outcome closes them.
+    #[test]
+    fn open_prepares_are_carried_across_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::wire::git::init_bare(dir.path()).unwrap();
+        let store = open(dir.path()).unwrap();
+        let oid = store.repo().write_object(gix::objs::Tree::empty()).unwrap().detach();
+        let keep = 3;
+        assert!(genesis(&store, 1, "a").unwrap());
+        let (p1, s1) = append(&store, 1, "a", update(oid), keep).unwrap();
+        let (p2, s2) = append(&store, 1, "a", update(oid), keep).unwrap();
+        assert_eq!((s1, s2), (1, 2));
+        let ids = |entries: Entries| entries.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        assert_eq!(ids(open_prepares(&store, p2).unwrap()), vec![p1, p2]);
+        let (o2, seq) = append_outcome(&store, 1, "a", p2, Outcome::Committed, keep).unwrap();
+        assert_eq!(seq, 2, "an outcome gives out no number");
+        let (checkpoint, parent) = read(&store, o2).unwrap();
+        assert_eq!((parent, checkpoint.previous, &checkpoint.open), (None, Some(p2), &vec![p1]));
+        assert_eq!(checkpoint.applied().iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(ids(open_prepares(&store, o2).unwrap()), vec![p1], "carried by the checkpoint");
+        let (o1, _) = append_outcome(&store, 1, "a", p1, Outcome::Aborted, keep).unwrap();
+        assert!(open_prepares(&store, o1).unwrap().is_empty());
+        let (p3, s3) = append(&store, 1, "a", update(oid), keep).unwrap();
+        assert_eq!((s3, ids(open_prepares(&store, p3).unwrap())), (3, vec![p3]));
     }
 
     /// Objects written by `write_loose` (stored zlib blocks, one and several) read back by git.
@@ -597,8 +911,12 @@ mod tests {
         (store, oid)
     }
 
-    fn update(oid: ObjectId) -> Vec<Update> {
-        vec![Update { old: ObjectId::null(gix::hash::Kind::Sha1), new: oid, refname: "refs/heads/main".into() }]
+    fn update(oid: ObjectId) -> Body {
+        Body::Prepare(vec![Update {
+            old: ObjectId::null(gix::hash::Kind::Sha1),
+            new: oid,
+            refname: "refs/heads/main".into(),
+        }])
     }
 
     /// Reftable: entries appended at `prepared` wait in the pending file; the next append
@@ -622,6 +940,7 @@ mod tests {
         let (e3, s3) = append(&store, 1, "a", update(oid), 3).unwrap();
         let checkpoint = read(&store, e3).unwrap().0;
         assert_eq!((s3, checkpoint.previous), (3, Some(e2)), "a new generation among the pending entries");
+        assert_eq!(checkpoint.open, vec![e1, e2], "the prepares still open");
         assert!(publish(&store).unwrap(), "from where the ref is, not where the chain began");
         assert_eq!(tip(&store).unwrap(), Some((e3, 3)));
         assert_eq!(store.find(PREVIOUS).unwrap(), Some(e2));

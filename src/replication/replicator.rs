@@ -296,29 +296,34 @@ impl Replicator {
         true
     }
 
+    /// Quorum mode: a stage is a sync at once (`sync::sync` stages what it walks past with
+    /// its outcome still to come), retried while another sync of the repository runs,
+    /// since that one may have looked before the leader's entry was there.
     fn run_stages(&self, name: &str) {
         loop {
-            let target = self.target();
+            let started = now_ms();
             let deadline = Instant::now() + self.settings.timeout;
             let result = loop {
-                let attempt = target.as_ref().map_err(|e| e.to_string()).and_then(|t| {
-                    sync::stage(&self.root.join(name), name, t, &self.settings).map_err(|e| match e {
-                        sync::Error::Locked => String::new(),
-                        other => other.to_string(),
-                    })
+                let attempt = self.target().and_then(|t| {
+                    sync::sync(&self.root.join(name), name, &t, &self.settings).map(|r| (t, r)).map_err(Failure::Sync)
                 });
                 match attempt {
-                    // A sync of it is running: it will hold the entry, or the next stage will.
-                    Err(why) if why.is_empty() && Instant::now() < deadline => {
+                    Err(Failure::Sync(sync::Error::Locked)) if Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(2))
                     }
                     other => break other,
                 }
             };
             match result {
-                Ok(Some(tip)) => log::debug!("{name}: staged up to {tip}"),
-                Ok(None) => {}
-                Err(why) if why.is_empty() => {}
+                Ok((target, report)) => {
+                    let mut guard = self.lock_shared();
+                    self.account(&mut guard, name, &target, report);
+                    if let Some(repo) = guard.repos.get_mut(name) {
+                        repo.good_since_ms = repo.good_since_ms.max(started);
+                    }
+                    guard.dirty = true;
+                }
+                Err(Failure::Sync(sync::Error::Locked)) => {}
                 Err(why) => log::warn!("{name}: cannot stage: {why}"),
             }
             let mut shared = self.lock_shared();
@@ -582,69 +587,11 @@ impl Replicator {
         let now = Instant::now();
         match result {
             Ok((target, report)) => {
-                shared.counters.syncs += 1;
-                if report.mode == Mode::Full {
-                    shared.counters.fallbacks += 1;
-                    repo.status.fallbacks += 1;
-                }
-                if report.mode != Mode::Idle {
-                    log::info!(
-                        "{name}: {:?} sync from {}: {} refs, seq {}{}",
-                        report.mode,
-                        target.leader,
-                        report.refs_changed,
-                        report.leader_seq,
-                        report.fallback.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()
-                    );
-                }
                 if repo.attempt > 0 {
                     log::info!("{name}: recovered after {} retries", repo.attempt);
                 }
-                // Both times on this node's clock: the accept time is the leader's.
-                let offset = shared.clock_offset.clone().filter(|o| o.leader == target.leader);
-                for a in &report.applied {
-                    let accept_ms = offset.as_ref().map_or(a.accept_ms, |o| o.local(a.accept_ms));
-                    let lag_s = a.exposed_ms.saturating_sub(accept_ms) as f64 / 1000.0;
-                    shared.windows.add(accept_ms, lag_s);
-                    let ns = namespace(name, &a.refname);
-                    (shared.lag_histograms.entry(ns.clone()))
-                        .or_insert_with(|| LagHistogram::new(&self.limit_bounds))
-                        .observe(lag_s);
-                    let worst = shared.interval_lag.entry(ns.clone()).or_insert(0.0);
-                    *worst = worst.max(lag_s);
-                    shared.last_lag.insert(ns, lag_s);
-                    repo.status.lag_seconds = Some(lag_s);
-                }
-                if !report.lost.is_empty() {
-                    let kept: Vec<String> =
-                        report.lost.iter().map(|l| format!("{} at {} as {}", l.refname, l.oid, l.kept_as)).collect();
-                    let mut event = audit::Event::new(
-                        &self.me,
-                        "lost-commits",
-                        target.epoch,
-                        format!("{name}: not on the leader {}, kept: {}", target.leader, kept.join(", ")),
-                    );
-                    event.previous_leader = Some(target.leader.clone());
-                    event.positions.insert(name.to_owned(), report.replica_seq);
-                    if let Err(e) = audit::append(&self.lock, Some(&self.state_dir), &event) {
-                        log::error!("cannot append to the audit log: {e}");
-                    }
-                }
-                for l in report.lost {
-                    log::warn!("{name}: {} at {} was not on the leader; kept as {}", l.refname, l.oid, l.kept_as);
-                    shared.lost.push(LostRef {
-                        repo: name.to_owned(),
-                        refname: l.refname,
-                        oid: l.oid,
-                        kept_as: l.kept_as,
-                        at_ms: now_ms(),
-                    });
-                }
-                repo.status.leader_seq = report.leader_seq;
-                repo.status.replica_seq = report.replica_seq;
-                repo.status.lag_operations = report.leader_seq.saturating_sub(report.replica_seq);
-                repo.status.last_result = Some("ok".into());
-                repo.status.last_mode = Some(report.mode);
+                self.account(shared, name, &target, report);
+                let Some(repo) = shared.repos.get_mut(name) else { return };
                 repo.good_since_ms = started;
                 repo.attempt = 0;
                 repo.retry_at = None;
@@ -694,6 +641,78 @@ impl Replicator {
         drop(guard);
         self.poke();
         self.publish_soon();
+    }
+
+    /// What one successful sync of repository `name` tells: counters, lag of every update
+    /// it exposed, kept lost commits (audited), the repository's status.
+    fn account(&self, shared: &mut Shared, name: &str, target: &Target, report: sync::Report) {
+        shared.counters.syncs += 1;
+        if report.mode == Mode::Full {
+            shared.counters.fallbacks += 1;
+        }
+        if report.mode != Mode::Idle {
+            log::info!(
+                "{name}: {:?} sync from {}: {} refs, seq {}{}",
+                report.mode,
+                target.leader,
+                report.refs_changed,
+                report.leader_seq,
+                report.fallback.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()
+            );
+        }
+        // Both times on this node's clock: the accept time is the leader's.
+        let offset = shared.clock_offset.clone().filter(|o| o.leader == target.leader);
+        let mut last_lag = None;
+        for a in &report.applied {
+            let accept_ms = offset.as_ref().map_or(a.accept_ms, |o| o.local(a.accept_ms));
+            let lag_s = a.exposed_ms.saturating_sub(accept_ms) as f64 / 1000.0;
+            shared.windows.add(accept_ms, lag_s);
+            let ns = namespace(name, &a.refname);
+            (shared.lag_histograms.entry(ns.clone()))
+                .or_insert_with(|| LagHistogram::new(&self.limit_bounds))
+                .observe(lag_s);
+            let worst = shared.interval_lag.entry(ns.clone()).or_insert(0.0);
+            *worst = worst.max(lag_s);
+            shared.last_lag.insert(ns, lag_s);
+            last_lag = Some(lag_s);
+        }
+        if !report.lost.is_empty() {
+            let kept: Vec<String> =
+                report.lost.iter().map(|l| format!("{} at {} as {}", l.refname, l.oid, l.kept_as)).collect();
+            let mut event = audit::Event::new(
+                &self.me,
+                "lost-commits",
+                target.epoch,
+                format!("{name}: not on the leader {}, kept: {}", target.leader, kept.join(", ")),
+            );
+            event.previous_leader = Some(target.leader.clone());
+            event.positions.insert(name.to_owned(), report.replica_seq);
+            if let Err(e) = audit::append(&self.lock, Some(&self.state_dir), &event) {
+                log::error!("cannot append to the audit log: {e}");
+            }
+        }
+        for l in &report.lost {
+            log::warn!("{name}: {} at {} was not on the leader; kept as {}", l.refname, l.oid, l.kept_as);
+            shared.lost.push(LostRef {
+                repo: name.to_owned(),
+                refname: l.refname.clone(),
+                oid: l.oid.clone(),
+                kept_as: l.kept_as.clone(),
+                at_ms: now_ms(),
+            });
+        }
+        let Some(repo) = shared.repos.get_mut(name) else { return };
+        if report.mode == Mode::Full {
+            repo.status.fallbacks += 1;
+        }
+        if let Some(lag_s) = last_lag {
+            repo.status.lag_seconds = Some(lag_s);
+        }
+        repo.status.leader_seq = report.leader_seq;
+        repo.status.replica_seq = report.replica_seq;
+        repo.status.lag_operations = report.leader_seq.saturating_sub(report.replica_seq);
+        repo.status.last_result = Some("ok".into());
+        repo.status.last_mode = Some(report.mode);
     }
 
     /// Write `replication.json` now, or, within `PUBLISH_GAP_PER_REPO` per repository of the
@@ -748,7 +767,7 @@ impl Replicator {
         let base_url = record
             .url
             .ok_or_else(|| Failure::Other(format!("leader {0} has no stargate.{0}.url (stargate(7))", record.node)))?;
-        Ok(Target { leader: record.node, epoch: record.epoch, base_url })
+        Ok(Target { leader: record.node, epoch: record.epoch, base_url, peer: false })
     }
 
     /// Every metrics interval: judge lag windows (alerts), publish, send StatsD.

@@ -2,15 +2,17 @@
 //! quorum of nodes, the leader counted, holds it durably.
 //!
 //! The leader's hook, at `prepared` (refs locked, the pushed objects in the repository, the
-//! journal entry written), anchors each new value as `refs/stargate/staging/<seq>` so that
+//! prepare entry journaled), anchors each new value as `refs/stargate/staging/<seq>` so that
 //! peers may fetch it, hints the peers (UDP `stargate-stage <repo>`), and asks their health
-//! responders (`/staged`) until enough of them hold the journal entry; only then does git
-//! commit. A peer stages by fetching the journal entries and their values and anchoring
-//! them under `refs/stargate/local/staged/`; it refuses entries of an epoch other than the
-//! leader record's, so a deposed leader gathers no quorum. Anchors go once the peer's
-//! journal has applied them; a leader's at `committed` or `aborted`.
+//! responders (`/staged`) until enough of them hold the entry; only then does git commit.
+//! A peer stages with a sync: every prepared write it walks past without its outcome has
+//! its values fetched and anchored under `refs/stargate/local/staged/<seq>` before the
+//! peer's journal position moves past it, so a node holds every write at or before its
+//! position, applied or staged. It refuses writes of an epoch other than the leader
+//! record's, so a deposed leader gathers no quorum. A peer's anchors go when the outcome
+//! comes; a leader's at `committed` or `aborted`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gix::ObjectId;
@@ -26,7 +28,8 @@ pub const STAGED: &str = "refs/stargate/local/staged/";
 /// The datagram that tells a peer to stage: this prefix, then the repository name.
 pub const HINT: &str = "stargate-stage ";
 
-/// Where a node is, for `/staged`: its journal and what it holds staged beyond it.
+/// Where a node is, for `/staged`: its journal position. Every write at or before it is
+/// held here, applied or staged.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     pub journal: Option<String>,
@@ -34,35 +37,15 @@ pub struct Position {
     /// The epoch of the leader that wrote the journal's newest entry.
     #[serde(default)]
     pub journal_epoch: Option<u64>,
-    pub staged: Option<String>,
-    pub staged_seq: Option<u64>,
-    #[serde(default)]
-    pub staged_epoch: Option<u64>,
 }
 
 impl Position {
-    /// How far this position reaches, as `(epoch, seq)` of its newest entry, applied or
-    /// staged, and whether that one is staged. A later epoch is further whatever the
-    /// sequence numbers: its leader took over all a quorum had acknowledged before it led.
-    pub fn reach(&self) -> ((u64, u64), bool) {
-        let applied = (self.journal_epoch.unwrap_or(0), self.journal_seq.unwrap_or(0));
-        let staged = (self.staged_epoch.unwrap_or(0), self.staged_seq.unwrap_or(0));
-        if self.staged.is_some() && staged > applied { (staged, true) } else { (applied, false) }
+    /// How far this position reaches, as `(epoch, seq)` of its newest entry. A later epoch
+    /// is further whatever the sequence numbers: its leader settled everything a quorum had
+    /// acknowledged before it led.
+    pub fn reach(&self) -> (u64, u64) {
+        (self.journal_epoch.unwrap_or(0), self.journal_seq.unwrap_or(0))
     }
-}
-
-fn staged_file(git_dir: &Path) -> PathBuf {
-    git_dir.join("stargate/staged")
-}
-
-/// The journal entry this node holds staged (peers), if any.
-pub fn staged(git_dir: &Path) -> Option<ObjectId> {
-    let text = std::fs::read_to_string(staged_file(git_dir)).ok()?;
-    ObjectId::from_hex(text.trim().as_bytes()).ok()
-}
-
-pub fn set_staged(git_dir: &Path, tip: ObjectId) -> std::io::Result<()> {
-    crate::files::write_atomic(&staged_file(git_dir), format!("{tip}\n").as_bytes(), 0o644, true)
 }
 
 /// This node's position in repository `git_dir`, for `/staged`.
@@ -70,14 +53,10 @@ pub fn position(git_dir: &Path) -> Position {
     let Ok(repo) = journal::open(git_dir) else { return Position::default() };
     let tip = journal::tip(&repo).ok().flatten();
     let epoch = |id: ObjectId| journal::read(&repo, id).ok().map(|(e, _)| e.epoch);
-    let staged = staged(git_dir).and_then(|id| journal::read(&repo, id).ok().map(|(e, _)| (id, e.last_seq(), e.epoch)));
     Position {
         journal: tip.map(|(id, _)| id.to_string()),
         journal_seq: tip.map(|(_, s)| s),
         journal_epoch: tip.and_then(|(id, _)| epoch(id)),
-        staged: staged.map(|(id, ..)| id.to_string()),
-        staged_seq: staged.map(|(_, s, _)| s),
-        staged_epoch: staged.map(|(.., e)| e),
     }
 }
 
@@ -105,7 +84,7 @@ fn holds(repo: &crate::refs::Store, at: &str, want: ObjectId, want_seq: u64) -> 
             return true;
         }
         let Ok((entry, parent)) = journal::read(repo, id) else { return false };
-        if entry.last_seq() < want_seq {
+        if entry.seq < want_seq {
             return false;
         }
         match parent.or(entry.previous) {
@@ -145,9 +124,8 @@ pub fn wait_for_quorum(
             match crate::wire::http::get(&peer.health, &path, Instant::now() + timeout, timeout) {
                 Ok((200, body)) => match serde_json::from_str::<Position>(&body) {
                     Ok(p) => {
-                        let has = |at: &Option<String>| at.as_deref().is_some_and(|at| holds(repo, at, entry, seq));
-                        acked[i] = has(&p.staged) || has(&p.journal);
-                        why[i] = format!("at seq {}", p.staged_seq.or(p.journal_seq).unwrap_or(0));
+                        acked[i] = p.journal.as_deref().is_some_and(|at| holds(repo, at, entry, seq));
+                        why[i] = format!("at seq {}", p.journal_seq.unwrap_or(0));
                     }
                     Err(_) => why[i] = "not a /staged answer".into(),
                 },

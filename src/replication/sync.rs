@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lead::lease::Lock;
 use crate::refs::{Edit, Store};
-use crate::replication::journal::{self, Entry};
+use crate::replication::journal;
 use crate::wire::endpoint::Endpoint;
 use crate::wire::git::{self, Bounded};
 use crate::wire::proto;
@@ -42,6 +42,10 @@ pub enum Error {
     Repo(String),
     #[error("another sync of this repository is running")]
     Locked,
+    /// Quorum mode: the values of a prepared write went with its transaction's end before
+    /// they could be staged; its outcome is in the leader's journal now.
+    #[error("{0}")]
+    Gone(String),
 }
 
 fn repo_err(e: impl std::fmt::Display) -> Error {
@@ -55,6 +59,16 @@ pub struct Target {
     pub epoch: u64,
     /// The leader's base URL (`stargate.<id>.url`); the repository name is appended.
     pub base_url: String,
+    /// Quorum mode: a node that holds staged values as a peer does
+    /// (`refs/stargate/local/staged/`), not as the leader does (`refs/stargate/staging/`).
+    pub peer: bool,
+}
+
+impl Target {
+    /// The leader `record` names.
+    pub fn leader(record: &crate::lead::lease::Record, base_url: String) -> Target {
+        Target { leader: record.node.clone(), epoch: record.epoch, base_url, peer: false }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +92,8 @@ pub struct Settings {
     pub catch_up: bool,
     /// Mirror everything even when the journal could be followed (`git stargate sync --full`).
     pub full: bool,
+    /// Quorum mode: stage the values of every prepared write the sync walks past.
+    pub quorum: bool,
 }
 
 impl Settings {
@@ -93,6 +109,7 @@ impl Settings {
             me: cfg.node()?,
             catch_up: false,
             full: false,
+            quorum: cfg.replication_quorum_mode()?,
         })
     }
 }
@@ -145,30 +162,21 @@ pub fn repo_url(base: &str, name: &str) -> String {
 }
 
 /// Mirror `name` (at `path`) from `target`. Fails with `Locked` when another sync of this
-/// repository holds its lock: the caller skips, it does not queue.
+/// repository holds its lock: the caller skips, it does not queue. In quorum mode this is
+/// also how a peer stages the leader's prepared writes.
 pub fn sync(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Report, Error> {
     let _lock = lock(path)?;
-    let run = Run::new(path, name, target, settings);
-    let report = run.sync()?;
-    if report.mode != Mode::Idle {
-        clear_staged(path, report.replica_seq)?;
+    let mut tries = 0;
+    loop {
+        match Run::new(path, name, target, settings).sync() {
+            // The transaction ended meanwhile: its outcome is in the journal at the next look.
+            Err(Error::Gone(why)) if tries < 3 => {
+                log::debug!("{}: {why}; looking again", path.display());
+                tries += 1;
+            }
+            other => return other,
+        }
     }
-    Ok(report)
-}
-
-/// Quorum mode: once the journal here has applied what was staged, the anchors go.
-fn clear_staged(path: &Path, applied_seq: u64) -> Result<(), Error> {
-    let Some(staged) = super::stage::staged(path) else { return Ok(()) };
-    let main = journal::open(path)?;
-    let staged_seq = journal::read(&main, staged).map(|(e, _)| e.last_seq()).unwrap_or(0);
-    if staged_seq > applied_seq {
-        return Ok(());
-    }
-    let anchors = main.prefixed(super::stage::STAGED).map_err(repo_err)?;
-    let edits: Vec<Edit> = anchors.iter().map(|(a, _)| Edit::delete(a)).collect();
-    main.edit(&edits).map_err(repo_err)?;
-    let _ = std::fs::remove_file(path.join("stargate/staged"));
-    Ok(())
 }
 
 /// How far this replica's copy of `name` is behind `target`'s, measured now: the journal
@@ -185,7 +193,7 @@ pub fn behind(path: &Path, name: &str, target: &Target, settings: &Settings) -> 
 /// object format when the transport tells (`None` over ssh and http): for creating this
 /// node's copy alike. `path`: where git may run on this node.
 pub fn served_format(path: &Path, name: &str, base_url: &str, settings: &Settings) -> Result<Option<String>, Error> {
-    let target = Target { leader: String::new(), epoch: 0, base_url: base_url.to_owned() };
+    let target = Target { leader: String::new(), epoch: 0, base_url: base_url.to_owned(), peer: false };
     let run = Run::new(path, name, &target, settings);
     // A session opens only on a repository its upload-pack serves.
     match run.connect()? {
@@ -203,31 +211,139 @@ pub fn remote_refs(
     base_url: &str,
     settings: &Settings,
 ) -> Result<HashMap<String, ObjectId>, Error> {
-    let target = Target { leader: String::new(), epoch: 0, base_url: base_url.to_owned() };
+    let target = Target { leader: String::new(), epoch: 0, base_url: base_url.to_owned(), peer: false };
     let run = Run::new(path, name, &target, settings);
     let mut leader = run.connect()?;
     run.ls(&mut leader, &[])
 }
 
-/// Quorum mode, on a peer: fetch the leader's journal entries beyond this node's position
-/// and the values they name (anchored on the leader under `refs/stargate/staging/<seq>`),
-/// and anchor them here under `refs/stargate/local/staged/`, without moving any ref the
-/// mirror serves (stargate(7), Quorum replication). Entries of an epoch other than the
-/// target's are refused. Returns the journal entry now held staged.
-pub fn stage(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Option<ObjectId>, Error> {
-    let _lock = lock(path)?;
-    let run = Run::new(path, name, target, settings);
-    run.stage()
+/// The journal tip of repository `name` at the node whose base URL is `base_url`, asked
+/// within `settings.timeout`: whether that node's Git server answers at all, before a
+/// longer mirror of it.
+pub fn journal_at(path: &Path, name: &str, base_url: &str, settings: &Settings) -> Result<Option<ObjectId>, Error> {
+    let target = Target { leader: String::new(), epoch: 0, base_url: base_url.to_owned(), peer: true };
+    let run = Run::new(path, name, &target, settings);
+    let mut node = run.connect()?;
+    Ok(run.ls(&mut node, &[journal::REF])?.remove(journal::REF))
 }
 
-/// Quorum mode, on a newly elected node: take over what `peer` holds staged beyond this
-/// node's journal (entries a quorum may have acknowledged while the previous leader could
-/// not commit them here), applying each ref's last staged value and the journal, as if
-/// the entries had been mirrored. Returns how many refs moved.
-pub fn adopt(path: &Path, name: &str, peer: &Target, settings: &Settings) -> Result<usize, Error> {
+/// What a node about to lead decided about the prepared writes its journal leaves open.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Applied and journaled as taken over: (first sequence number, refs).
+    pub taken_over: Vec<(u64, Vec<String>)>,
+    /// Journaled as dropped: (first sequence number, refs, why).
+    pub dropped: Vec<(u64, Vec<String>, String)>,
+}
+
+/// A node about to lead settles every prepared write its journal leaves open (stargate(7),
+/// Journal), so that no entry before its leadership waits for an outcome any more. With
+/// `staged` (quorum mode) a write whose new values this node holds, and whose refs still
+/// hold its old values (or its new ones), is applied and journaled as taken over: a quorum
+/// may have acknowledged it. Every other one is journaled as dropped: its values are not
+/// here (async mode), a later write to its refs superseded it, or its refs moved on. The
+/// refs move first, so that a crash between the two leaves a write applied and still open,
+/// which the next settlement finds applied and journals as taken over.
+pub fn settle(path: &Path, epoch: u64, node: &str, keep: u64, staged: bool) -> Result<Settled, Error> {
+    // Almost always nothing is open: then no need to wait for a sync of the repository.
+    if !has_open_writes(path)? {
+        return Ok(Settled::default());
+    }
     let _lock = lock(path)?;
-    let run = Run::new(path, name, peer, settings);
-    run.adopt()
+    let main = journal::open(path)?;
+    if main.is_reftable() {
+        journal::publish(&main)?;
+    }
+    let Some((tip, _)) = journal::tip(&main)? else { return Ok(Settled::default()) };
+    let open = journal::open_prepares(&main, tip)?;
+    if open.is_empty() {
+        return Ok(Settled::default());
+    }
+    let names: Vec<String> = (open.iter())
+        .flat_map(|(_, e)| e.updates.iter().map(|(_, u)| u.refname.clone()))
+        .filter(|r| journal::journaled(r))
+        .collect();
+    let mut current = current_refs(&main, names.iter())?;
+    let mut settled = Settled::default();
+    let mut decisions = Vec::new();
+    let mut edits = Vec::new();
+    // A later open write to the same ref could only prepare once the earlier one had ended.
+    let last_prepare: HashMap<&str, ObjectId> =
+        (open.iter()).flat_map(|(id, e)| e.updates.iter().map(move |(_, u)| (u.refname.as_str(), *id))).collect();
+    for (id, entry) in &open {
+        let updates: Vec<&journal::Update> =
+            entry.updates.iter().map(|(_, u)| u).filter(|u| journal::journaled(&u.refname)).collect();
+        let refs: Vec<String> = updates.iter().map(|u| u.refname.clone()).collect();
+        let first = entry.updates.first().map_or(entry.seq, |(seq, _)| *seq);
+        let value = |oid: ObjectId| (!oid.is_null()).then_some(oid);
+        let superseded = || {
+            let u = updates.iter().find(|u| last_prepare.get(u.refname.as_str()) != Some(id))?;
+            Some(format!("a later write to {} superseded it", u.refname))
+        };
+        let missing = || {
+            let u = updates.iter().find(|u| !u.new.is_null() && !main.repo().has_object(u.new))?;
+            Some(format!("the new value of {} is not here", u.refname))
+        };
+        let moved = || {
+            let u = updates.iter().find(|u| {
+                let now = current.get(&u.refname).copied();
+                now != value(u.old) && now != value(u.new)
+            })?;
+            Some(format!("{} moved on since", u.refname))
+        };
+        let why = if staged {
+            superseded().or_else(missing).or_else(moved)
+        } else {
+            Some("its values are only on the node that prepared it".to_owned())
+        };
+        match why {
+            Some(why) => {
+                decisions.push((*id, journal::Outcome::Dropped));
+                settled.dropped.push((first, refs, why));
+            }
+            None => {
+                for u in updates {
+                    let now = current.get(&u.refname).copied();
+                    if now != value(u.new) {
+                        edits.push(Edit::update(&u.refname, now, value(u.new)));
+                        match value(u.new) {
+                            Some(new) => current.insert(u.refname.clone(), new),
+                            None => current.remove(&u.refname),
+                        };
+                    }
+                }
+                decisions.push((*id, journal::Outcome::TakenOver));
+                settled.taken_over.push((first, refs));
+            }
+        }
+    }
+    let anchored: HashSet<String> =
+        main.prefixed(super::stage::STAGED).map_err(repo_err)?.into_iter().map(|(r, _)| r).collect();
+    for (_, entry) in &open {
+        for (seq, _) in &entry.updates {
+            let anchor = format!("{}{seq}", super::stage::STAGED);
+            if anchored.contains(&anchor) {
+                edits.push(Edit::delete(&anchor));
+            }
+        }
+    }
+    main.edit(&edits).map_err(repo_err)?;
+    for (id, outcome) in decisions {
+        journal::append_outcome(&main, epoch, node, id, outcome, keep)?;
+    }
+    if main.is_reftable() {
+        journal::publish(&main)?;
+    }
+    Ok(settled)
+}
+
+/// Whether the journal of `path` leaves any prepared write without its outcome.
+pub fn has_open_writes(path: &Path) -> Result<bool, Error> {
+    let main = journal::open(path)?;
+    Ok(match journal::head(&main)? {
+        Some(head) => !journal::open_prepares(&main, head)?.is_empty(),
+        None => false,
+    })
 }
 
 /// What `behind` found.
@@ -307,33 +423,38 @@ impl<'a> Run<'a> {
         let main = journal::open(self.path)?;
         let local = journal::tip(&main)?;
         let mut leader = self.connect_same_format()?;
+        // The journal tip first, every other ref after: whatever an entry up to this tip
+        // says the leader committed, the values read next already hold (or newer ones).
         let tips = self.ls(&mut leader, &[journal::REF])?;
         log::debug!("{}: journal tip asked after {:?}", self.path.display(), self.started.elapsed());
         let idle = |seq| Report { leader_seq: seq, replica_seq: seq, ..Report::default() };
-        if self.settings.full {
-            return self.full(&main, &mut leader, "asked for (git stargate sync --full)");
-        }
-        match (tips.get(journal::REF), local) {
-            (None, _) => return self.full(&main, &mut leader, "the leader has no journal yet"),
-            (Some(tip), Some((id, seq))) if *tip == id => return Ok(idle(seq)),
-            _ => {}
+        if let (Some(tip), Some((id, seq)), false) = (tips.get(journal::REF), local, self.settings.full)
+            && *tip == id
+        {
+            return Ok(idle(seq));
         }
         let ours: Refs = local.map(|(id, _)| (journal::REF.to_owned(), id)).into_iter().collect();
-        let fetched = self.fetch(&mut leader, &main, &tips, &ours)?;
+        let fetched = if tips.is_empty() { None } else { self.fetch(&mut leader, &main, &tips, &ours)? };
         log::debug!("{}: journal fetched after {:?}", self.path.display(), self.started.elapsed());
         let Some(&leader_tip) = fetched.as_ref().and_then(|f| f.get(journal::REF)) else {
-            return self.full(&main, &mut leader, "the leader has no journal yet");
+            return self.full(&main, &mut leader, "the leader has no journal yet", None);
         };
+        if self.settings.full {
+            return self.full(&main, &mut leader, "asked for (git stargate sync --full)", Some(leader_tip));
+        }
         if let Some((_, seq)) = local.filter(|(id, _)| *id == leader_tip) {
             return Ok(idle(seq));
         }
         match self.walk(&mut leader, &main, leader_tip, local.map(|(id, _)| id))? {
             Some(entries) => self.incremental(&main, &mut leader, leader_tip, local.map(|(id, _)| id), &entries),
-            None if local.is_none() => self.full(&main, &mut leader, "this replica has no journal yet"),
+            None if local.is_none() => {
+                self.full(&main, &mut leader, "this replica has no journal yet", Some(leader_tip))
+            }
             None => self.full(
                 &main,
                 &mut leader,
                 "this replica's journal position is not in the leader's journal (or older than it keeps)",
+                Some(leader_tip),
             ),
         }
     }
@@ -347,7 +468,7 @@ impl<'a> Run<'a> {
         main: &Store,
         tip: ObjectId,
         since: Option<ObjectId>,
-    ) -> Result<Option<Vec<Entry>>, Error> {
+    ) -> Result<Option<journal::Entries>, Error> {
         let (newer, previous) = match journal::range(main, tip, since)? {
             journal::Range::Found(entries) => return Ok(Some(entries)),
             journal::Range::NotFound => return Ok(None),
@@ -370,92 +491,6 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn stage(&self) -> Result<Option<ObjectId>, Error> {
-        let main = journal::open(self.path)?;
-        let local = journal::tip(&main)?.map(|(id, _)| id);
-        let staged = super::stage::staged(self.path);
-        let mut leader = self.connect_same_format()?;
-        let tips = self.ls(&mut leader, &[journal::REF])?;
-        let Some(&tip) = tips.get(journal::REF) else { return Ok(None) };
-        if Some(tip) == local || Some(tip) == staged {
-            return Ok(Some(tip));
-        }
-        let ours: Refs = local.map(|id| (journal::REF.to_owned(), id)).into_iter().collect();
-        let Some(fetched) = self.fetch(&mut leader, &main, &tips, &ours)? else { return Ok(None) };
-        let Some(&tip) = fetched.get(journal::REF) else { return Ok(None) };
-        // From the applied position: staged values beyond it are all needed again.
-        let Some(entries) = self.walk(&mut leader, &main, tip, local)? else {
-            return Err(Error::Repo(
-                "this node's journal position is not in the leader's: a full mirror is due".into(),
-            ));
-        };
-        if let Some(stale) = entries.iter().rev().find(|e| e.epoch != self.target.epoch && !e.updates.is_empty()) {
-            return Err(Error::Repo(format!(
-                "refused to stage: entry of epoch {} from {}, the lease is at epoch {}",
-                stale.epoch, stale.node, self.target.epoch
-            )));
-        }
-        let values: Refs = (entries.iter())
-            .flat_map(|e| e.updates.iter())
-            .filter(|(_, u)| journal::journaled(&u.refname) && !u.new.is_null())
-            .map(|(seq, u)| (format!("{}{seq}", super::stage::STAGING), u.new))
-            .collect();
-        let wanted: Refs =
-            values.iter().filter(|(_, oid)| !main.repo().has_object(*oid)).map(|(r, o)| (r.clone(), *o)).collect();
-        if !wanted.is_empty() && self.fetch(&mut leader, &main, &wanted, &Refs::new())?.is_none() {
-            return Err(Error::Repo("the leader's staged values are gone (its transaction ended)".into()));
-        }
-        let mut edits = vec![Edit::set(&format!("{}journal", super::stage::STAGED), tip)];
-        for (anchor, oid) in &values {
-            let seq = anchor.trim_start_matches(super::stage::STAGING);
-            edits.push(Edit::set(&format!("{}{seq}", super::stage::STAGED), *oid));
-        }
-        main.edit(&edits).map_err(repo_err)?;
-        super::stage::set_staged(self.path, tip).map_err(repo_err)?;
-        Ok(Some(tip))
-    }
-
-    fn adopt(&self) -> Result<usize, Error> {
-        let main = journal::open(self.path)?;
-        let local = journal::tip(&main)?.map(|(id, _)| id);
-        let mut peer = self.connect_same_format()?;
-        let anchor = format!("{}journal", super::stage::STAGED);
-        let listed = self.ls(&mut peer, &[anchor.as_str()])?;
-        let Some(&tip) = listed.get(&anchor) else { return Ok(0) };
-        if Some(tip) == local {
-            return Ok(0);
-        }
-        let ours: Refs = local.map(|id| (anchor.clone(), id)).into_iter().collect();
-        if self.fetch(&mut peer, &main, &listed, &ours)?.is_none() {
-            return Ok(0);
-        }
-        let entries = match journal::range(&main, tip, local)? {
-            journal::Range::Found(entries) => entries,
-            // Behind a checkpoint or not on this chain: not a continuation of this journal.
-            _ => return Ok(0),
-        };
-        let mut last: BTreeMap<String, (Option<ObjectId>, u64)> = BTreeMap::new();
-        for (seq, u) in entries.iter().flat_map(|e| e.updates.iter()).filter(|(_, u)| journal::journaled(&u.refname)) {
-            last.insert(u.refname.clone(), ((!u.new.is_null()).then_some(u.new), *seq));
-        }
-        let values: Refs = (last.values())
-            .filter_map(|(new, seq)| {
-                new.filter(|n| !main.repo().has_object(n)).map(|n| (format!("{}{seq}", super::stage::STAGED), n))
-            })
-            .collect();
-        if !values.is_empty() && self.fetch(&mut peer, &main, &values, &Refs::new())?.is_none() {
-            return Err(Error::Repo(format!("{} no longer holds the staged values", self.target.leader)));
-        }
-        let current = current_refs(&main, last.keys())?;
-        let plan: Vec<_> = last.iter().map(|(r, (new, _))| (r.clone(), current.get(r).copied(), *new)).collect();
-        let known = |r: &str, oid: ObjectId| {
-            entries.iter().flat_map(|e| e.updates.iter()).any(|(_, u)| u.refname == r && (u.old == oid || u.new == oid))
-        };
-        let lost = self.losses(&main, &plan, known)?;
-        self.apply(&main, &plan, &lost, Some((local, tip)))?;
-        Ok(plan.iter().filter(|(_, old, new)| old != new).count())
-    }
-
     fn behind(&self) -> Result<Behind, Error> {
         let main = journal::open(self.path)?;
         let local = journal::tip(&main)?;
@@ -473,13 +508,13 @@ impl<'a> Run<'a> {
         let Some(&tip) = fetched.as_ref().and_then(|f| f.get(journal::REF)) else {
             return Ok(Behind { replica_seq, unknown_position: true, ..Behind::default() });
         };
-        let leader_seq = journal::read(&main, tip)?.0.last_seq();
+        let leader_seq = journal::read(&main, tip)?.0.seq;
         match self.walk(&mut leader, &main, tip, local.map(|(id, _)| id))? {
             Some(entries) => Ok(Behind {
                 leader_seq,
                 replica_seq,
-                updates: entries.iter().map(|e| e.updates.len() as u64).sum(),
-                oldest_ms: entries.iter().filter(|e| !e.updates.is_empty()).map(|e| e.time_ms).min(),
+                updates: entries.iter().map(|(_, e)| e.applied().len() as u64).sum(),
+                oldest_ms: entries.iter().filter(|(_, e)| !e.applied().is_empty()).map(|(_, e)| e.time_ms).min(),
                 unknown_position: false,
             }),
             None => Ok(Behind { leader_seq, replica_seq, unknown_position: true, ..Behind::default() }),
@@ -634,45 +669,34 @@ impl<'a> Run<'a> {
         leader: &mut Leader,
         leader_tip: ObjectId,
         local_tip: Option<ObjectId>,
-        entries: &[Entry],
+        entries: &journal::Entries,
     ) -> Result<Report, Error> {
-        // Per ref: its final journaled value, and every value the leader is known to have had.
-        let mut changed: BTreeMap<String, (ObjectId, HashSet<ObjectId>)> = BTreeMap::new();
-        for entry in entries {
-            for (_, u) in entry.updates.iter().filter(|(_, u)| journal::journaled(&u.refname)) {
-                let (last, known) = changed.entry(u.refname.clone()).or_insert((u.new, HashSet::new()));
-                *last = u.new;
-                known.extend([u.old, u.new]);
-            }
-        }
-        let current = current_refs(main, changed.keys())?;
-        // The journal says which refs changed; the leader says what they are now (an entry
-        // is written before its update, which may still have failed, or moved on since).
-        let names: Vec<&str> = changed.keys().map(String::as_str).collect();
+        // The journal says which refs a committed write changed; the leader says what they
+        // hold now (that write's value or a later one's).
+        let walked = journal::walk(entries);
+        let current = current_refs(main, walked.refs.keys())?;
+        let names: Vec<&str> = walked.refs.keys().map(String::as_str).collect();
         let present = if names.is_empty() { Refs::new() } else { self.ls(leader, &names)? };
         let Some(values) = self.fetch(leader, main, &present, &current)? else {
-            return self.full(main, leader, "a journaled ref was deleted on the leader since");
+            return self.full(main, leader, "a journaled ref was deleted on the leader since", Some(leader_tip));
         };
         let mut plan: Vec<_> =
-            changed.keys().map(|r| (r.clone(), current.get(r).copied(), values.get(r).copied())).collect();
-        let known = |r: &str, oid: ObjectId| changed.get(r).is_some_and(|(_, k)| k.contains(&oid));
+            walked.refs.keys().map(|r| (r.clone(), current.get(r).copied(), values.get(r).copied())).collect();
+        let known = |r: &str, oid: ObjectId| walked.refs.get(r).is_some_and(|k| k.contains(&oid));
         let lost = self.losses(main, &plan, known)?;
+        let staging = self.staging(main, leader, &walked.opened, &walked.closed)?;
         // Crossing a checkpoint moves the previous generation's ref as the leader moved it
         // (never a loss: the generations are the journal's own).
-        if let Some(previous) = entries.iter().rev().find_map(|e| e.previous) {
+        if let Some(previous) = entries.iter().rev().find_map(|(_, e)| e.previous) {
             let here = current_refs(main, std::iter::once(&journal::PREVIOUS.to_owned()))?;
             plan.push((journal::PREVIOUS.to_owned(), here.get(journal::PREVIOUS).copied(), Some(previous)));
         }
         log::debug!("{}: {} refs fetched after {:?}", self.path.display(), values.len(), self.started.elapsed());
-        let exposed_ms = self.apply(main, &plan, &lost, Some((local_tip, leader_tip)))?;
+        let exposed_ms = self.apply(main, &plan, &lost, staging, Some((local_tip, leader_tip)))?;
         log::debug!("{}: applied after {:?}", self.path.display(), self.started.elapsed());
-        let leader_seq = entries.last().map_or(0, Entry::last_seq);
-        let applied = entries
-            .iter()
-            .flat_map(|e| {
-                e.updates.iter().filter(|(_, u)| journal::journaled(&u.refname)).map(move |(seq, u)| (e, seq, u))
-            })
-            .map(|(e, seq, u)| Applied { seq: *seq, refname: u.refname.clone(), accept_ms: e.time_ms, exposed_ms })
+        let leader_seq = entries.last().map_or(0, |(_, e)| e.seq);
+        let applied = (walked.applied.into_iter())
+            .map(|(seq, refname, accept_ms)| Applied { seq, refname, accept_ms, exposed_ms })
             .collect();
         let refs_changed = plan.iter().filter(|(_, old, new)| old != new).count();
         Ok(Report {
@@ -684,6 +708,62 @@ impl<'a> Run<'a> {
             applied,
             lost,
         })
+    }
+
+    /// Quorum mode: the anchors this sync adds and drops (`refs/stargate/local/staged/<seq>`):
+    /// the new values of the prepared writes it walks past with their outcome still to
+    /// come, fetched from where the target keeps them staged, so that this node holds every
+    /// write at or before its journal position, applied or staged; and the anchors of writes
+    /// whose outcome came. Only the lease's epoch is staged from the leader: a deposed
+    /// leader gathers no quorum.
+    fn staging(
+        &self,
+        main: &Store,
+        leader: &mut Leader,
+        opened: &journal::Entries,
+        closed: &[u64],
+    ) -> Result<Vec<Edit>, Error> {
+        use super::stage::{STAGED, STAGING};
+        if !self.settings.quorum {
+            return Ok(Vec::new());
+        }
+        let anchored: HashSet<String> = main.prefixed(STAGED).map_err(repo_err)?.into_iter().map(|(r, _)| r).collect();
+        let mut edits: Vec<Edit> = (closed.iter())
+            .map(|seq| format!("{STAGED}{seq}"))
+            .filter(|anchor| anchored.contains(anchor))
+            .map(|anchor| Edit::delete(&anchor))
+            .collect();
+        if opened.is_empty() {
+            return Ok(edits);
+        }
+        if !self.settings.catch_up
+            && let Some((_, stale)) = opened.iter().find(|(_, e)| e.epoch != self.target.epoch)
+        {
+            return Err(Error::Repo(format!(
+                "refused to stage: a write of epoch {} from {}, the lease is at epoch {}",
+                stale.epoch, stale.node, self.target.epoch
+            )));
+        }
+        let prefix = if self.target.peer { STAGED } else { STAGING };
+        let values: Vec<(u64, ObjectId)> = (opened.iter())
+            .flat_map(|(_, e)| e.updates.iter())
+            .filter(|(_, u)| journal::journaled(&u.refname) && !u.new.is_null())
+            .map(|(seq, u)| (*seq, u.new))
+            .collect();
+        let wanted: Refs = (values.iter())
+            .filter(|(_, oid)| !main.repo().has_object(oid))
+            .map(|(seq, oid)| (format!("{prefix}{seq}"), *oid))
+            .collect();
+        if !wanted.is_empty() {
+            let gone = |why: String| Error::Gone(format!("cannot stage the prepared writes' values: {why}"));
+            match self.fetch(leader, main, &wanted, &Refs::new()) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(gone("their anchors are gone".into())),
+                Err(e) => return Err(gone(e.to_string())),
+            }
+        }
+        edits.extend(values.iter().map(|(seq, oid)| Edit::set(&format!("{STAGED}{seq}"), *oid)));
+        Ok(edits)
     }
 
     /// Values of the plan's old refs the leader does not contain, with where they will be kept.
@@ -725,18 +805,19 @@ impl<'a> Run<'a> {
         Err(Error::Repo(format!("too many kept values of {refname} under epoch {epoch}")))
     }
 
-    /// One atomic transaction: kept values, ref moves, and (incremental) the journal ref.
+    /// One atomic transaction: kept values, ref moves, `edits` (quorum anchors), and
+    /// (incremental) the journal ref.
     /// Returns when the new values became visible.
     fn apply(
         &self,
         main: &Store,
         plan: &[(String, Option<ObjectId>, Option<ObjectId>)],
         lost: &[Lost],
+        mut edits: Vec<Edit>,
         journal_move: Option<(Option<ObjectId>, ObjectId)>,
     ) -> Result<u64, Error> {
         // Reported by the caller once it is sure: a full mirror keeps suspects first and
         // drops those the leader turns out to contain.
-        let mut edits = Vec::new();
         for l in lost {
             let oid = ObjectId::from_hex(l.oid.as_bytes()).map_err(repo_err)?;
             if main.find(&l.kept_as).map_err(repo_err)?.is_none() {
@@ -790,7 +871,15 @@ impl<'a> Run<'a> {
 
     /// Mirror everything: keep whatever may be lost first, fetch with prune, then drop the
     /// kept values that turned out to be on the leader after all.
-    fn full(&self, main: &Store, leader_conn: &mut Leader, why: &str) -> Result<Report, Error> {
+    /// `journal_tip`: the leader's journal as read before anything else, which becomes this
+    /// replica's position (the listing of every ref comes after it; see `sync`).
+    fn full(
+        &self,
+        main: &Store,
+        leader_conn: &mut Leader,
+        why: &str,
+        journal_tip: Option<ObjectId>,
+    ) -> Result<Report, Error> {
         log::info!("{}: full mirror: {why}", self.path.display());
         // Measure what is new since this replica's own journal position, or since the agent began.
         let local_time = match journal::tip(main)? {
@@ -826,15 +915,30 @@ impl<'a> Run<'a> {
             suspects.push(self.keep(main, r, old)?);
         }
         if !suspects.is_empty() {
-            self.apply(main, &[], &suspects, None)?;
+            self.apply(main, &[], &suspects, Vec::new(), None)?;
+        }
+        if let Some(tip) = journal_tip {
+            // Quorum mode: the values of the writes open at that position, staged first.
+            let open = journal::open_prepares(main, tip)?;
+            let open_seqs: HashSet<u64> = open.iter().flat_map(|(_, e)| e.updates.iter().map(|(s, _)| *s)).collect();
+            let anchored: Vec<u64> = (main.prefixed(super::stage::STAGED).map_err(repo_err)?.into_iter())
+                .filter_map(|(r, _)| r.strip_prefix(super::stage::STAGED)?.parse().ok())
+                .filter(|seq| !open_seqs.contains(seq))
+                .collect();
+            let staging = self.staging(main, leader_conn, &open, &anchored)?;
+            self.apply(main, &[], &[], staging, None)?;
         }
         let refs_changed = leader.iter().filter(|(r, oid)| local.get(*r) != Some(oid)).count()
             + local.keys().filter(|r| !leader.contains_key(*r)).count();
         if refs_changed > PACK_AFTER && matches!(leader_conn, Leader::Session(_)) {
             // As `git clone` does: objects first, then every ref in one `packed-refs`.
-            let everything: Refs = (listed.into_iter())
+            let mut everything: Refs = (listed.into_iter())
                 .filter(|(r, _)| !r.starts_with(journal::LOCAL) && !r.starts_with(super::stage::STAGING))
                 .collect();
+            match journal_tip {
+                Some(tip) => everything.insert(journal::REF.to_owned(), tip),
+                None => everything.remove(journal::REF),
+            };
             let ours: Refs = local.iter().map(|(r, oid)| (r.clone(), *oid)).collect();
             log::debug!("{}: {} refs listed after {:?}", self.path.display(), everything.len(), self.started.elapsed());
             if self.fetch(leader_conn, main, &everything, &ours)?.is_none() {
@@ -855,8 +959,18 @@ impl<'a> Run<'a> {
                 "+refs/*:refs/*".into(),
                 "^refs/stargate/local/*".into(),
                 "^refs/stargate/staging/*".into(),
+                format!("^{}", journal::REF),
             ]);
             self.bounded(self.path, &args).run(self.deadline)?;
+            // The position read before the listing (its objects came with `sync`'s fetch).
+            let edit = match journal_tip {
+                Some(tip) => Edit::set(journal::REF, tip),
+                None => Edit::delete(journal::REF),
+            };
+            if journal_tip.is_some() || main.find(journal::REF).map_err(repo_err)?.is_some() {
+                self.still_following()?;
+                main.edit(&[edit]).map_err(repo_err)?;
+            }
             if refs_changed > PACK_AFTER && !main.is_reftable() {
                 // The fetch left that many loose refs; a later `git gc` would prune them one
                 // transaction, and two hook runs, each. Packing only moves storage: no hooks.
@@ -979,7 +1093,7 @@ impl<'a> Run<'a> {
             if entry.time_ms <= since_ms || applied.len() >= journal::MAX_WALK {
                 break;
             }
-            for (seq, u) in entry.updates.iter().rev().filter(|(_, u)| journal::journaled(&u.refname)) {
+            for (seq, u) in entry.applied().iter().rev().filter(|(_, u)| journal::journaled(&u.refname)) {
                 applied.push(Applied { seq: *seq, refname: u.refname.clone(), accept_ms: entry.time_ms, exposed_ms });
             }
             at = parent;

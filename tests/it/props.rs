@@ -324,7 +324,7 @@ proptest! {
             })
             .collect();
         let before = journal::tip(&repo).unwrap().map_or(0, |(_, s)| s);
-        let (_, last) = journal::append(&repo, epoch, &node, updates.clone(), journal::DEFAULT_KEEP).unwrap();
+        let (_, last) = journal::append(&repo, epoch, &node, journal::Body::Prepare(updates.clone()), journal::DEFAULT_KEEP).unwrap();
         let (id, seq) = journal::tip(&repo).unwrap().unwrap();
         prop_assert_eq!(seq, last);
         let (entry, _) = journal::read(&repo, id).unwrap();

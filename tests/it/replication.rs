@@ -553,3 +553,97 @@ pub fn journal_generations(extra: &str) {
     lab.wait_parity("a", "b", Duration::from_secs(15));
     assert!(lab.agent_log("b").contains("older than it keeps"), "{}", lab.agent_log("b"));
 }
+
+/// `lab`'s hooks for `node`'s repository `kv`, but with `reference-transaction` sleeping
+/// `sleep` after Stargate's own `prepared` (the prepare entry journaled, no ref moved yet):
+/// git commits only then. Widens the window a sync may fall into.
+pub fn slow_prepared(lab: &Lab, node: &str, sleep: &str) {
+    let hooks = lab.dir.path().join(format!("slow-hooks-{node}"));
+    std::fs::create_dir_all(&hooks).unwrap();
+    for entry in std::fs::read_dir(lab.dir.path().join("githooks")).unwrap() {
+        let entry = entry.unwrap();
+        std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), hooks.join(entry.file_name())).unwrap();
+    }
+    let script = hooks.join("reference-transaction");
+    std::fs::remove_file(&script).unwrap();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ninput=$(cat)\nprintf '%s\\n' \"$input\" | {HOOK} reference-transaction \"$@\" || exit $?\n\
+             [ \"$1\" = prepared ] && sleep {sleep}\nexit 0\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    ok(lab.git(node, &["config", "core.hooksPath", hooks.to_str().unwrap()]));
+}
+
+/// A replica's sync that runs while the leader's write is between `prepared` (journaled)
+/// and git's commit applies nothing for it, and the write's outcome, journaled when git
+/// commits, brings it. It used to be skipped for ever: the replica's journal position had
+/// passed the entry, every later sync found the journal unchanged, and status said "0
+/// operations behind".
+#[test]
+fn a_sync_between_prepared_and_commit_does_not_skip_the_write() {
+    let lab = Lab::up(2);
+    let leader = lab.wait_leader(None, Duration::from_secs(10));
+    let replica = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
+    let client = Client::new();
+    client.clone(&lab.url(&leader, "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "v0"]).status.success());
+    lab.wait_parity(&leader, &replica, Duration::from_secs(10));
+    slow_prepared(&lab, &leader, "1.5");
+    let pusher = std::thread::spawn(move || (client.kv("c", &["set", "k", "v1"]), client));
+    std::thread::sleep(Duration::from_millis(500));
+    // The replica's sync now: the prepare is journaled, the ref not moved yet.
+    let out = run(lab.node_cmd(&replica, "git").args(["stargate", "sync"]));
+    assert!(out.status.success(), "{}{}", stderr(&out), lab.logs());
+    let (pushed, _client) = pusher.join().unwrap();
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    let acknowledged = lab.rev(&leader, "refs/kv/default");
+    lab.wait_until("the replica to apply the acknowledged write", Duration::from_secs(10), || {
+        lab.rev(&replica, "refs/kv/default") == acknowledged
+    });
+    let out = run(lab.node_cmd(&leader, "git").args(["stargate", "verify"]));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    // The journal says what happened: prepared, then committed.
+    let journal = ok(lab.git(&leader, &["log", "-2", "--format=%B", "refs/stargate/journal"]));
+    assert!(journal.contains("state committed ") && journal.contains("state prepared"), "{journal}");
+}
+
+/// The same window without help: a push of many refs, not atomic (a transaction, and a
+/// prepare and an outcome, per ref), while forged `stargate-sync` hints make the replica
+/// sync every few milliseconds. Every acknowledged ref reaches it, and `verify` agrees.
+#[test]
+fn a_push_of_many_refs_under_a_hail_of_sync_hints_loses_none() {
+    let lab = Lab::up(2);
+    let leader = lab.wait_leader(None, Duration::from_secs(10));
+    let replica = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
+    let client = Client::new();
+    client.clone(&lab.url(&leader, "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "base"]));
+    let refs = 600;
+    let commands: String = (0..refs).map(|i| format!("create refs/heads/b{i:04} HEAD\n")).collect();
+    let mut update = client.git("c", &["update-ref", "--stdin"]);
+    update.stdin(std::process::Stdio::piped());
+    let mut child = update.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hints = {
+        let (stop, addr) = (Arc::clone(&stop), format!("{}:8080", lab.ip(&replica)));
+        std::thread::spawn(move || {
+            let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = socket.send_to(b"stargate-sync kv.git\n", &addr);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    ok(client.git("c", &["push", "-q", "--no-atomic", "origin", "refs/heads/*:refs/heads/*"]));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    hints.join().unwrap();
+    lab.wait_parity(&leader, &replica, Duration::from_secs(30));
+    let out = run(lab.node_cmd(&leader, "git").args(["stargate", "verify"]));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+}

@@ -306,6 +306,17 @@ fn watch_epochs(lab: &Lab, stop: &AtomicBool) -> Vec<String> {
     backwards
 }
 
+/// Sets every flag when dropped, panicking or not.
+struct StopOnDrop<'a>(&'a [&'a AtomicBool]);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        for flag in self.0 {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Something the suite found wrong.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Anomaly {
@@ -369,6 +380,9 @@ pub fn run_suite(mode: Mode, nemesis: Nemesis) {
     let watching = AtomicBool::new(false);
     let run_started = Instant::now();
     let (mut history, windows, backwards) = std::thread::scope(|s| {
+        // Whatever panics in here (a fault that could not be injected or healed), the
+        // clients and the watcher stop, so that the scope can end and the test fail.
+        let _stop = StopOnDrop(&[&stop, &watching]);
         let watcher = s.spawn(|| watch_epochs(&lab, &watching));
         let workers: Vec<_> = clients
             .iter()
@@ -414,7 +428,7 @@ pub fn run_suite(mode: Mode, nemesis: Nemesis) {
     let reader = shared.threads.fetch_add(1, Ordering::SeqCst);
     for (label, (ns, key)) in &keys {
         let mut done = false;
-        for _ in 0..5 {
+        for _ in 0..if settled.is_ok() { 5 } else { 1 } {
             let r = operate(&shared, CLIENTS, &clients[0], reader, ns, key, Op::Get);
             let ok = r.outcome == Outcome::Ok;
             if ok {
@@ -614,6 +628,7 @@ pub fn run_suite(mode: Mode, nemesis: Nemesis) {
     report.json["measured"]["allowed_loss_list"] = serde_json::to_value(&allowed).unwrap();
     report.json["measured"]["anomaly_list"] = serde_json::to_value(&anomalies).unwrap();
     report.json["measured"]["nemesis_windows"] = serde_json::to_value(&windows).unwrap();
+    report.json["measured"]["audit"] = serde_json::to_value(lab.audit()).unwrap();
     for w in &windows {
         eprintln!("{test}: nemesis {} on {} [{} .. {}] {}", w.what, w.node, w.start_ms, w.end_ms, w.note);
     }
@@ -658,6 +673,11 @@ pub fn run_suite(mode: Mode, nemesis: Nemesis) {
     let idle = ok_ops < 20 || windows.is_empty();
     if !anomalies.is_empty() || unchecked > 0 || idle {
         let why: Vec<String> = anomalies.iter().map(|a| format!("{}: {}", a.kind, a.detail)).collect();
+        eprintln!("{test}: the audit log:");
+        for e in lab.audit() {
+            eprintln!("  {e}");
+        }
+        eprintln!("{test}: the lab's logs:{}", lab.logs());
         report.failed(&summary);
         panic!(
             "{summary}{}{}\n{}",

@@ -210,6 +210,8 @@ fn machine_loss(lab: &Lab, timing: &Timing, round: usize) -> Window {
     let was_leader = leader(lab).as_deref() == Some(n.as_str());
     let start = now_ms();
     lab.stop_node(&n);
+    // A write may still be acknowledged while the power goes: until every process is dead.
+    let dead = now_ms();
     // The storage gone: repositories and the node's state; a new machine gets an empty
     // repository, as an operator restoring it would create.
     let repos = lab.dir.path().join(&n).join("repos");
@@ -226,7 +228,7 @@ fn machine_loss(lab: &Lab, timing: &Timing, round: usize) -> Window {
     );
     w.wiped = true;
     if was_leader {
-        w.loss = Some((start - REPLICATION_WINDOW.as_millis() as u64, start));
+        w.loss = Some((start - REPLICATION_WINDOW.as_millis() as u64, dead));
     }
     w
 }

@@ -208,13 +208,21 @@ pub fn shrink(calls: &[Call], per_try: Duration, budget: Duration) -> Vec<Call> 
     current
 }
 
-/// Turns the acknowledged writes of `values` into writes of unknown outcome: a write async
-/// mode was allowed to lose (kept under `refs/stargate/local/lost/`, acknowledged just
-/// before a forced promotion or the loss of the leader's machine) may or may not have taken
-/// effect. An unknown operation is the last of its thread, so the operations its thread
-/// went on with move to a fresh thread, as a client that timed out does. Returns how many
-/// writes were turned.
-pub fn allow_losses(calls: &mut [Call], values: &HashSet<String>, next_thread: &mut u64) -> usize {
+/// Encodes the writes async mode was allowed to lose (docs/CONSISTENCY.md, "Allowed
+/// losses"): `lost` maps each such value to the time its forced promotion or machine loss
+/// ended. Its acknowledged write becomes a write of unknown outcome (it may or may not have
+/// taken effect), and a read that returned it before that time is left out: it saw the old
+/// leader's state, which the fault rolled back. A read of it after that time stays, and
+/// fails the check (a lost value served again). An unknown operation is the last of its
+/// thread, so the operations its thread went on with move to a fresh thread, as a client
+/// that timed out does. Returns how many writes were turned and reads left out.
+pub fn allow_losses(calls: &mut Vec<Call>, lost: &HashMap<String, u64>, next_thread: &mut u64) -> (usize, usize) {
+    let before = calls.len();
+    calls.retain(|c| match &c.ret {
+        Some((at, Ret::Got(Some(v)))) => lost.get(v).is_none_or(|end| at > end),
+        _ => true,
+    });
+    let dropped = before - calls.len();
     let mut order: Vec<usize> = (0..calls.len()).collect();
     order.sort_by_key(|&i| calls[i].invoke);
     // Recorded thread -> the id its operations go on under.
@@ -224,14 +232,14 @@ pub fn allow_losses(calls: &mut [Call], values: &HashSet<String>, next_thread: &
         let c = &mut calls[i];
         let recorded = c.thread;
         c.thread = renamed.get(&recorded).copied().unwrap_or(recorded);
-        if matches!(&c.op, Op::Set(v) if values.contains(v)) && c.ret.is_some() {
+        if matches!(&c.op, Op::Set(v) if lost.contains_key(v)) && c.ret.is_some() {
             c.ret = None;
             turned += 1;
             renamed.insert(recorded, *next_thread);
             *next_thread += 1;
         }
     }
-    turned
+    (turned, dropped)
 }
 
 #[cfg(test)]
@@ -286,7 +294,7 @@ mod tests {
         // Once async mode may lose it, the same history passes.
         let mut allowed = h.to_vec();
         let mut next = 100;
-        assert_eq!(allow_losses(&mut allowed, &HashSet::from(["a".to_owned()]), &mut next), 1);
+        assert_eq!(allow_losses(&mut allowed, &lost(&["a"], 15), &mut next), (1, 0));
         assert_eq!(check(&allowed, BUDGET), Verdict::Linearizable);
     }
 
@@ -301,19 +309,44 @@ mod tests {
         assert_eq!(check(&flicker, BUDGET), Verdict::NotLinearizable);
     }
 
+    fn lost(values: &[&str], until: u64) -> HashMap<String, u64> {
+        values.iter().map(|v| (v.to_string(), until)).collect()
+    }
+
     #[test]
     fn allowed_losses_move_the_rest_of_the_thread_to_a_fresh_one() {
         let mut h = vec![set(1, "a", 0, Some(10)), set(1, "b", 20, Some(30)), get(1, Some("b"), 40, 50)];
         let mut next = 7;
-        assert_eq!(allow_losses(&mut h, &HashSet::from(["a".to_owned()]), &mut next), 1);
+        assert_eq!(allow_losses(&mut h, &lost(&["a"], 15), &mut next), (1, 0));
         assert_eq!((h[0].thread, h[0].ret.clone()), (1, None));
         assert_eq!((h[1].thread, h[2].thread, next), (7, 7, 8));
         assert_eq!(check(&h, BUDGET), Verdict::Linearizable);
         // Two turned on one thread: three threads in all, each unknown last on its own.
         let mut h = vec![set(1, "a", 0, Some(10)), set(1, "b", 20, Some(30)), get(1, Some("b"), 40, 50)];
-        allow_losses(&mut h, &HashSet::from(["a".to_owned(), "b".to_owned()]), &mut next);
+        allow_losses(&mut h, &lost(&["a", "b"], 35), &mut next);
         assert_eq!(h.iter().map(|c| c.thread).collect::<Vec<_>>(), vec![1, 8, 9]);
         assert_eq!(check(&h, BUDGET), Verdict::Linearizable);
+    }
+
+    #[test]
+    fn a_lost_write_read_before_its_promotion_passes_and_served_after_it_fails() {
+        // b is acknowledged and read on the old leader; a forced promotion ends at 50 and
+        // the new leader never had b: reads there return a again.
+        let h = vec![
+            set(1, "a", 0, Some(10)),
+            set(1, "b", 20, Some(30)),
+            get(2, Some("b"), 32, 34),
+            get(2, Some("a"), 60, 70),
+        ];
+        assert_eq!(check(&h, BUDGET), Verdict::NotLinearizable);
+        let mut allowed = h.clone();
+        assert_eq!(allow_losses(&mut allowed, &lost(&["b"], 50), &mut 100), (1, 1));
+        assert_eq!(check(&allowed, BUDGET), Verdict::Linearizable);
+        // b read again after the promotion: a lost value served again, not allowed.
+        let mut again = h.clone();
+        again.push(get(2, Some("b"), 80, 90));
+        allow_losses(&mut again, &lost(&["b"], 50), &mut 100);
+        assert_eq!(check(&again, BUDGET), Verdict::NotLinearizable);
     }
 
     #[test]

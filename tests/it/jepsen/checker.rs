@@ -212,8 +212,9 @@ pub fn shrink(calls: &[Call], per_try: Duration, budget: Duration) -> Vec<Call> 
 /// losses"): `lost` maps each such value to the time its forced promotion or machine loss
 /// ended. Its acknowledged write becomes a write of unknown outcome (it may or may not have
 /// taken effect), and a read that returned it before that time is left out: it saw the old
-/// leader's state, which the fault rolled back. A read of it after that time stays, and
-/// fails the check (a lost value served again). An unknown operation is the last of its
+/// leader's state, which the fault rolled back. A read of it after that time stays (the
+/// suite reports it as a lost value served again: to the register it could be a late
+/// effect of the unknown write). An unknown operation is the last of its
 /// thread, so the operations its thread went on with move to a fresh thread, as a client
 /// that timed out does. Returns how many writes were turned and reads left out.
 pub fn allow_losses(calls: &mut Vec<Call>, lost: &HashMap<String, u64>, next_thread: &mut u64) -> (usize, usize) {
@@ -342,11 +343,13 @@ mod tests {
         let mut allowed = h.clone();
         assert_eq!(allow_losses(&mut allowed, &lost(&["b"], 50), &mut 100), (1, 1));
         assert_eq!(check(&allowed, BUDGET), Verdict::Linearizable);
-        // b read again after the promotion: a lost value served again, not allowed.
+        // b read again after the promotion stays in the history; the register cannot tell
+        // it from a late effect of the now unknown write, so the suite judges such a read
+        // itself (a lost value served again).
         let mut again = h.clone();
         again.push(get(2, Some("b"), 80, 90));
-        allow_losses(&mut again, &lost(&["b"], 50), &mut 100);
-        assert_eq!(check(&again, BUDGET), Verdict::NotLinearizable);
+        assert_eq!(allow_losses(&mut again, &lost(&["b"], 50), &mut 100), (1, 1));
+        assert!(again.iter().any(|c| c.ret == Some((90, Ret::Got(Some("b".into()))))));
     }
 
     #[test]

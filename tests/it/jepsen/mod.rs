@@ -557,6 +557,15 @@ pub fn run_suite(mode: Mode, nemesis: Nemesis) {
         }
     }
 
+    // A lost value must stay lost: read after its fault ended, it was served again.
+    for r in &history {
+        if let (Some(Ret::Got(Some(v))), Some(at)) = (&r.ret, r.return_ns)
+            && allowed_values.get(v).is_some_and(|until| at > *until)
+        {
+            anomalies.push(anomaly("lost-value-served-again", format!("{} read {v:?} after it was lost", r.label())));
+        }
+    }
+
     // Linearizability, key by key.
     let check_started = Instant::now();
     let mut next_thread = 1 << 32;

@@ -740,7 +740,16 @@ fn settle(lab: &Lab) -> Result<String, String> {
         why = format!("git stargate verify on {leader}: {}{}", stdout(&out), stderr(&out));
         std::thread::sleep(Duration::from_millis(500));
     }
-    Err(format!("not converged {limit:?} after the faults healed: {why}"))
+    // What verify says of each node: "diverged" (its journal at the leader's, its refs not)
+    // is a write a replica skipped for good; "behind", one still catching up.
+    let verdict = match &lab.ready()[..] {
+        [leader] => stdout(&stargate(lab, leader, &["verify", "--json", "--wait", "5s"])),
+        _ => String::new(),
+    };
+    Err(format!(
+        "not converged {limit:?} after the faults healed: {why}; git stargate verify --json: {}",
+        verdict.trim()
+    ))
 }
 
 fn refs_with_values(lab: &Lab, node: &str) -> String {

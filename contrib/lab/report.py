@@ -164,7 +164,8 @@ def timeline_plot(out, data, name, rep):
     fig, ax = plt.subplots(figsize=(12, 3.6))
     for f in faults:
         ax.axvspan(s(f["start_ms"]), s(f["end_ms"]), color="tab:red", alpha=0.12)
-        ax.annotate(f["what"] + " " + f["node"], (s(f["start_ms"]), 5.6), fontsize=6, rotation=90, va="top")
+        ax.annotate(f["what"] + " " + f["node"], (s(f["start_ms"]), 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(2, -2), textcoords="offset points", fontsize=6, va="top")
     for (op, outcome), colour in OUTCOME_COLOURS.items():
         xs, ys = [], []
         for r in ops:

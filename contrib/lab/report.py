@@ -147,6 +147,90 @@ def failover_plot(out, results):
     return "failover.svg"
 
 
+OUTCOME_COLOURS = {("set", "ok"): "tab:green", ("get", "ok"): "tab:blue", ("set", "fail"): "tab:gray",
+                   ("get", "fail"): "tab:gray", ("set", "unknown"): "tab:orange", ("get", "unknown"): "tab:orange"}
+
+
+def timeline_plot(out, data, name, rep):
+    """The consistency suite's timeline: every operation per client (a bar from invocation to
+    return, an unknown one drawn to the end of the run), coloured by outcome; faults shaded."""
+    ops = rows(data / f"{name}.ops.csv")
+    if not ops:
+        return None
+    faults = rows(data / f"{name}.nemesis.csv")
+    t0 = min(int(r["invoke_ms"]) for r in ops)
+    end = max(int(r["return_ms"] or r["invoke_ms"]) for r in ops)
+    s = lambda ms: (int(ms) - t0) / 1000  # noqa: E731
+    fig, ax = plt.subplots(figsize=(12, 3.6))
+    for f in faults:
+        ax.axvspan(s(f["start_ms"]), s(f["end_ms"]), color="tab:red", alpha=0.12)
+        ax.annotate(f["what"] + " " + f["node"], (s(f["start_ms"]), 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(2, -2), textcoords="offset points", fontsize=6, va="top")
+    for (op, outcome), colour in OUTCOME_COLOURS.items():
+        xs, ys = [], []
+        for r in ops:
+            if r["op"] != op or r["outcome"] != outcome:
+                continue
+            stop = r["return_ms"] if outcome != "unknown" and r["return_ms"] else end
+            xs += [s(r["invoke_ms"]), s(stop), None]
+            y = int(r["client"]) + (0.15 if op == "set" else -0.15)
+            ys += [y, y, None]
+        if xs:
+            ax.plot(xs, ys, color=colour, lw=3 if outcome == "ok" else 1.5, solid_capstyle="butt",
+                    ls="-" if outcome != "unknown" else (0, (2, 1)), label=f"{op} {outcome}")
+    clients = sorted({int(r["client"]) for r in ops})
+    ax.set_yticks(clients, [f"client {c}" if c < 5 else "final reads" for c in clients])
+    ax.set_xlabel("seconds since the first operation")
+    m = rep["measured"]
+    ax.set_title(f"{m['mode']} mode, {m['nemesis'].replace('_', ' ')}: {m['operations']} operations, "
+                 f"{m['anomalies']} anomalies (faults shaded)")
+    ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / f"{name}.svg")
+    plt.close(fig)
+    return f"{name}.svg"
+
+
+def consistency_section(out, data):
+    """One section per consistency test (tests/it/jepsen): its numbers, timeline, anomalies."""
+    reports = sorted(data.glob("jepsen_*.json"))
+    if not reports:
+        return []
+    md = ["## Consistency suite (tests/it/jepsen, docs/CONSISTENCY.md)", "",
+          "| test | result | operations | writes ok / refused / unknown | reads ok / failed | checked | unchecked keys | allowed losses | anomalies | faults |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    reps = [(f.stem, json.loads(f.read_text())) for f in reports]
+    for name, r in reps:
+        m = r["measured"]
+        w, rd = m["writes"], m["reads"]
+        md.append(f"| `{name}` | {r.get('result', 'no result')} | {m['operations']} | {w['ok']} / {w['refused']} / {w['unknown']} | "
+                  f"{rd['ok']} / {rd['failed']} | {m['operations_checked']} | {m['keys_unchecked']} | {m['allowed_losses']} | "
+                  f"{m['anomalies']} | {m['nemesis_events']} |")
+    md.append("")
+    for name, r in reps:
+        m = r["measured"]
+        md += [f"### `{name}`", "", f"{r['check']}. {r.get('summary', '')}.", ""]
+        plot = timeline_plot(out, data, name, r)
+        if plot:
+            md += [f"![{name}]({plot})", ""]
+        md += ["Faults:", ""]
+        for f in m.get("nemesis_windows", []):
+            md.append(f"- {utc(f['start_ms'])}–{utc(f['end_ms'])} {f['what']} on {f['node']}: {f['note']}")
+        if m.get("allowed_loss_list"):
+            md += ["", "Allowed losses (async mode: kept or reported):", ""]
+            for a in m["allowed_loss_list"]:
+                md.append(f"- {a['key']} = {a['value']}, acknowledged {utc(a['acknowledged_ms'])}, {a['event']}: {a['kept']}")
+        for a in m.get("anomaly_list", []):
+            md += ["", f"**Anomaly, {a['kind']}**: {a['detail']}", ""]
+            for h in a.get("history", []):
+                md.append(f"    client {h['client']} thread {h['thread']} {h['op']} -> {h['ret']} "
+                          f"[{utc(h['invoke_ms'])} .. {utc(h['return_ms']) if h['return_ms'] else '?'}] {h['outcome']} "
+                          f"(leader {h['node']}) {h['why']}")
+        md.append("")
+    return md
+
+
 def main():
     out = pathlib.Path(sys.argv[1])
     data = out / "data"
@@ -204,6 +288,7 @@ def main():
         md += ["", "Breaching windows (start, UTC): " + ", ".join(utc(s) for s in meas["breached_windows"]) + ".", "",
                f"The alert triggered {t['after_cut_s']:.0f} s after the cut, after the second consecutive breaching window: "
                f"`{json.dumps(t['details'])}`; it resolved {meas['resolve_after_heal_s']:.0f} s after the heal.", ""]
+    md += consistency_section(out, data)
     md += ["## Every measured figure", ""]
     for name, path in TESTS:
         r = results.get(name)

@@ -6,16 +6,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// libfaketime, which `faketime` (Debian) preloads: `FAKETIME` shifts this process's wall
-/// clock; the clocks since boot stay true, as under an NTP step.
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-
-fn shifted(mut c: std::process::Command, by: &str) -> std::process::Command {
-    assert!(std::path::Path::new(LIBFAKETIME).exists(), "faketime is not installed (contrib/test.sh installs it)");
-    c.env("LD_PRELOAD", LIBFAKETIME).env("FAKETIME", by).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    c
-}
-
 #[test]
 fn a_wall_clock_step_neither_revives_a_frozen_agent_nor_kills_a_live_one() {
     let lab = Lab::up(1);

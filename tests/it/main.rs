@@ -11,6 +11,7 @@ mod formats;
 mod health;
 mod hooks;
 mod install;
+mod jepsen;
 mod kv;
 mod lease;
 mod monitoring;

@@ -406,7 +406,7 @@ impl Lab {
     }
 }
 
-fn rand_octet() -> u8 {
+pub fn rand_octet() -> u8 {
     // Distinct per test process and call: nextest runs tests in parallel processes.
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -440,6 +440,17 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// libfaketime, which `faketime` (Debian) preloads: `FAKETIME` shifts this process's wall
+/// clock; the clocks since boot stay true, as under an NTP step.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// `c` with its wall clock (and its children's) shifted `by` ("+1h", "-30s").
+pub fn shifted(mut c: Command, by: &str) -> Command {
+    assert!(Path::new(LIBFAKETIME).exists(), "faketime is not installed (contrib/test.sh installs it)");
+    c.env("LD_PRELOAD", LIBFAKETIME).env("FAKETIME", by).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    c
 }
 
 /// `git-remote-stargate`, built with the tests.

@@ -131,6 +131,21 @@ impl Report {
     }
 }
 
+impl Report {
+    /// Called when a check failed, before the test panics: the long suite's report shows
+    /// what failed (the consistency suite's anomalies and their histories).
+    pub fn failed(mut self, summary: &str) {
+        self.json["result"] = "failed".into();
+        self.json["summary"] = summary.into();
+        self.json["finished_ms"] = now_ms().into();
+        eprintln!("{}: FAILED: {summary}", self.test);
+        if let Some(dir) = report_dir() {
+            std::fs::write(dir.join(format!("{}.json", self.test)), serde_json::to_string_pretty(&self.json).unwrap())
+                .unwrap();
+        }
+    }
+}
+
 fn report_dir() -> Option<std::path::PathBuf> {
     let dir = std::path::PathBuf::from(std::env::var_os("STARGATE_REPORT_DIR")?);
     std::fs::create_dir_all(&dir).unwrap();

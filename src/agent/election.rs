@@ -8,7 +8,7 @@ use super::Agent;
 use super::control::Reply;
 use crate::clock::now_ms;
 use crate::lead::audit;
-use crate::lead::lease::Acquired;
+use crate::lead::lease::{Acquired, Error};
 use crate::lead::node::Role;
 use crate::replication::journal;
 
@@ -22,6 +22,13 @@ impl Agent {
             Ok(r) => {
                 self.lease_problem = None;
                 r
+            }
+            // Older than this node has seen (restored from a backup): not followed, and
+            // reported once (`report_refusals`). Contend on: taking the lease writes an epoch
+            // after both, which every node accepts (docs/ARCHITECTURE.md, Fencing).
+            Err(e @ Error::Behind(_)) => {
+                self.lease_problem = Some(e.to_string());
+                None
             }
             Err(e) => {
                 self.lease_problem = Some(e.to_string());
@@ -48,6 +55,7 @@ impl Agent {
                 self.elect(acquired, &mut Reply::none());
             }
             Ok(None) => {}
+            Err(e @ Error::Behind(_)) => self.lease_problem = Some(e.to_string()),
             Err(e) => {
                 self.lease_problem = Some(e.to_string());
                 log::error!("{e}");
@@ -155,6 +163,13 @@ impl Agent {
                 self.record = now;
                 self.holdoff_until = Some(Instant::now() + self.interval * 3);
             }
+            // The record went back to an older epoch (restored from a backup): this node
+            // cannot lead under it; it contends at once for an epoch after both, and
+            // `report_refusals` says why.
+            Err(e @ Error::Behind(_)) => {
+                self.lease_problem = Some(e.to_string());
+                self.step_down("step-down", &e.to_string());
+            }
             Err(e) => {
                 self.lease_problem = Some(e.to_string());
                 // An etcd lease stays ours until its deadline; the hooks stop at it on their own.
@@ -188,6 +203,20 @@ impl Agent {
                 _ => {}
             },
             Err(e) => log::error!("{e}"),
+        }
+    }
+
+    /// Log, count and audit each record, handoff or leader key refused as older than what
+    /// this node has seen, once however often it is read again.
+    pub(super) fn report_refusals(&mut self) {
+        for refusal in self.highest.take_refusals() {
+            log::error!("{refusal}");
+            self.replicator.count(|c| c.epochs_refused += 1);
+            self.audit(audit::Event {
+                previous_epoch: Some(refusal.epoch),
+                previous_leader: refusal.node.clone(),
+                ..self.event("epoch-refused", refusal.to_string())
+            });
         }
     }
 

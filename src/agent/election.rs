@@ -155,11 +155,14 @@ impl Agent {
             Ok(Some(_)) => self.lease_problem = None,
             Ok(None) => {
                 let now = self.lock.read_record().ok().flatten();
-                let (node, epoch) = now.as_ref().map_or(("none".into(), 0), |r| (r.node.clone(), r.epoch));
-                let why = format!("epoch {epoch} now belongs to {node}");
+                let why = match &now {
+                    Some(r) => format!("epoch {} now belongs to {}", r.epoch, r.node),
+                    None => "nobody holds the lease now".to_owned(),
+                };
                 log::warn!("fenced: {why}; stepping down");
                 self.step_down("fenced", &why);
-                self.epoch = epoch;
+                // Epochs never go backwards here: without a record, the last one stays.
+                self.epoch = now.as_ref().map_or(self.epoch, |r| r.epoch);
                 self.record = now;
                 self.holdoff_until = Some(Instant::now() + self.interval * 3);
             }

@@ -217,3 +217,58 @@ fn a_leader_record_restored_from_a_backup_never_makes_the_lease_issue_an_epoch_t
     });
     assert!(lab.agent_log(&second).contains("refused the leader record"), "{}", lab.agent_log(&second));
 }
+
+/// What a restored record can still do (stargate(7), Epoch): a node that was down while the
+/// epochs moved on has not seen them, takes the lease first and leads an epoch issued
+/// before. The node that has seen the newest refuses it, clients do not push to it, and a
+/// forced promotion there ends it, keeping what it accepted meanwhile.
+#[test]
+fn a_node_that_missed_the_newest_epochs_and_leads_under_a_restored_record_is_refused_and_forced_out() {
+    let lab = Lab::up(2);
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    let path = lab.dir.path().join("shared/stargate.lock.leader");
+    let backup = std::fs::read(&path).unwrap();
+    // b is down while a is elected twice more.
+    lab.kill("b", "agent", "KILL");
+    for epoch in [2, 3] {
+        lab.kill("a", "agent", "KILL");
+        lab.start("a", "agent");
+        lab.wait_until("a to lead again", Duration::from_secs(5), || lab.record()["epoch"] == epoch);
+    }
+    // The backup comes back with a's agent gone; b returns and takes the lease first.
+    lab.kill("a", "agent", "KILL");
+    std::fs::write(&path, &backup).unwrap();
+    lab.start("b", "agent");
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "b");
+    assert_eq!(lab.record()["epoch"], 2, "b never saw epoch 2 issued to a");
+    lab.start("a", "agent");
+    lab.wait_until("a to refuse b's epoch", Duration::from_secs(5), || {
+        let (code, body) = lab.http("a", "/readyz");
+        code == 503
+            && body.contains("its epoch 2 (b) is older than epoch 3 (a)")
+            && body.ends_with("leader a, epoch 3\n")
+    });
+
+    // A client of both is not sent to b, which leads an epoch a says is old.
+    let client = Client::new();
+    let config = std::fs::read_to_string(client.home.path().join(".gitconfig")).unwrap() + &lab.client_config(&["git"]);
+    std::fs::write(client.home.path().join(".gitconfig"), config).unwrap();
+    client.clone(&lab.url("b", "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "to b"]));
+    let out = run(with_helper(client.git("c", &["push", "stargate::a,b/kv.git", "HEAD:refs/heads/main"])));
+    assert_eq!(out.status.code(), Some(128), "{}", stderr(&out));
+    assert!(stderr(&out).contains("its epoch 2 is behind epoch 3, which a named"), "{}", stderr(&out));
+    // b itself still accepts a push made to it directly.
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    let accepted = lab.rev("b", "refs/heads/main").unwrap();
+
+    // The operator's way out: a forced promotion on a, which has seen the newest epoch.
+    let out = run(lab.node_cmd("a", "git").args(["stargate", "promote", "--force", "--yes"]));
+    assert!(out.status.success(), "{}{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out), lab.logs());
+    assert_eq!(lab.record()["epoch"], 4, "after every epoch a has seen");
+    lab.wait_until("b to step down and a to lead", Duration::from_secs(10), || lab.ready() == ["a"]);
+    lab.wait_until("b to keep what it accepted", Duration::from_secs(15), || {
+        lab.rev("b", "refs/stargate/local/lost/4/refs/heads/main").as_deref() == Some(accepted.as_str())
+    });
+    assert!(lab.audit().iter().any(|e| e["event"] == "epoch-refused" && e["node"] == "a"));
+}

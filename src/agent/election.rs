@@ -43,10 +43,12 @@ impl Agent {
             return;
         }
         self.holdoff_until = None;
-        // Leadership promised to another node (a promotion in progress) is left to it.
+        // Leadership promised to another node (a promotion in progress) is left to it, unless
+        // the handoff names an epoch older than this node has seen (restored from a backup).
         if let Ok(Some(h)) = self.lock.read_handoff()
             && h.to != self.me
             && !h.expired(now_ms())
+            && self.highest.check_handoff(&h).is_ok()
         {
             return;
         }

@@ -1,9 +1,9 @@
 //! The highest epoch this node has seen, and who led it (docs/ARCHITECTURE.md, Fencing):
-//! `<root>/.stargate/epoch.json`, raised by every leader record, handoff and leader key
-//! the agent reads, never lowered, written whole and fsynced.
+//! `<root>/.stargate/epoch.json`, raised by every leader record and leader key the agent
+//! reads, never lowered, written whole and fsynced.
 //!
 //! A record, handoff or key naming an older epoch, or naming another node at the epoch
-//! seen, is refused: it can only come from a backup restored over the lease (or from an
+//! seen, is refused (a handoff never raises it: its epoch is always a record's first): it can only come from a backup restored over the lease (or from an
 //! etcd restored without a revision bump), and following it could make two nodes lead one
 //! epoch. Taking the lease then writes an epoch after both the record's and the one seen.
 //! The agent is the only writer; the hooks and the health responder read it (`read`) and
@@ -173,20 +173,50 @@ impl Highest {
     /// Check `record`, read from the lease: raise what was seen when it is newer, refuse it
     /// when it is older or names another node at the epoch seen.
     pub fn check_record(&self, record: &Record) -> Result<(), Error> {
-        self.check(Kind::Record, record.epoch, &record.node, || record.clone())
+        let mut inner = self.inner();
+        let seen = inner.seen.clone();
+        match (compare(seen.as_ref(), record.epoch, &record.node), seen) {
+            (Compared::Refused, Some(s)) => {
+                let refusal = Refusal {
+                    kind: Kind::Record,
+                    epoch: record.epoch,
+                    node: Some(record.node.clone()),
+                    seen: s.epoch,
+                    seen_node: s.node,
+                };
+                return Err(inner.refuse(refusal));
+            }
+            (Compared::Newer, _) => self.store(&mut inner, record.clone())?,
+            _ => {}
+        }
+        inner.refused.remove(&Kind::Record);
+        Ok(())
     }
 
     /// Check `handoff` as the claim that its node leads its epoch: the leader asked to drain
-    /// (planned), or the node that now leads (forced).
+    /// (planned), or the node that now leads (forced). It never raises what was seen: a
+    /// handoff's epoch is always carried by a record first, and one for a future epoch must
+    /// change nothing (docs/ARCHITECTURE.md, Threat model).
     pub fn check_handoff(&self, handoff: &Handoff) -> Result<(), Error> {
         let node = if handoff.forced { &handoff.to } else { &handoff.from };
-        self.check(Kind::Handoff, handoff.epoch, node, || Record {
-            epoch: handoff.epoch,
-            node: node.clone(),
-            url: None,
-            health: None,
-            since_ms: handoff.requested_ms,
-        })
+        let mut inner = self.inner();
+        let seen = inner.seen.clone();
+        match (compare(seen.as_ref(), handoff.epoch, node), seen) {
+            (Compared::Refused, Some(s)) => {
+                let refusal = Refusal {
+                    kind: Kind::Handoff,
+                    epoch: handoff.epoch,
+                    node: Some(node.clone()),
+                    seen: s.epoch,
+                    seen_node: s.node,
+                };
+                Err(inner.refuse(refusal))
+            }
+            _ => {
+                inner.refused.remove(&Kind::Handoff);
+                Ok(())
+            }
+        }
     }
 
     /// etcd: a leader key created now gets at least `epoch`; refused unless it is after
@@ -203,28 +233,6 @@ impl Highest {
                 Ok(())
             }
         }
-    }
-
-    fn check(&self, kind: Kind, epoch: u64, node: &str, record: impl FnOnce() -> Record) -> Result<(), Error> {
-        let mut inner = self.inner();
-        let seen = inner.seen.clone();
-        match (compare(seen.as_ref(), epoch, node), seen) {
-            (Compared::Refused, Some(s)) => {
-                let refusal = Refusal { kind, epoch, node: Some(node.to_owned()), seen: s.epoch, seen_node: s.node };
-                return Err(inner.refuse(refusal));
-            }
-            (Compared::Newer, _) => self.store(&mut inner, record())?,
-            // A handoff raised it first: the record adds the leader's addresses.
-            (Compared::Same, Some(s)) if kind == Kind::Record && s.url.is_none() => {
-                let record = record();
-                if record.url.is_some() {
-                    self.store(&mut inner, record)?;
-                }
-            }
-            _ => {}
-        }
-        inner.refused.remove(&kind);
-        Ok(())
     }
 
     fn store(&self, inner: &mut Inner, record: Record) -> Result<(), Error> {
@@ -330,7 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn handoffs_raise_and_are_refused_like_records() {
+    fn handoffs_are_refused_like_records_but_never_raise_the_epoch_seen() {
         let dir = tempfile::tempdir().unwrap();
         let h = Highest::open(dir.path()).unwrap();
         h.check_record(&record(4, "a")).unwrap();
@@ -345,11 +353,14 @@ mod tests {
         };
         h.check_handoff(&handoff(4, false)).unwrap();
         assert!(h.check_handoff(&handoff(3, false)).is_err());
-        // Forced: b leads epoch 5; a record of b at 5 is the same claim and adds its URL.
-        h.check_handoff(&handoff(5, true)).unwrap();
-        assert_eq!(h.seen().unwrap().url, None);
+        assert!(h.check_handoff(&handoff(4, true)).is_err(), "b at epoch 4 is not what was seen");
+        // A future epoch is left to the leader, which refuses it; it does not depose anyone.
+        h.check_handoff(&handoff(9, false)).unwrap();
+        assert_eq!(h.seen().unwrap(), record(4, "a"));
+        h.check_record(&record(4, "a")).unwrap();
+        // Forced: the record of b at 5 comes first, then the handoff naming b at 5.
         h.check_record(&record(5, "b")).unwrap();
-        assert_eq!(h.seen().unwrap(), record(5, "b"));
+        h.check_handoff(&handoff(5, true)).unwrap();
         assert!(h.check_handoff(&handoff(5, false)).is_err(), "a at epoch 5 is not what was seen");
     }
 

@@ -12,8 +12,8 @@
 //! or append, `Lease` for what only the agent does (take, keep, seize, release).
 //!
 //! The agent's `Lock` and `Lease` carry the highest epoch its node has seen (`epoch`): every
-//! record, handoff and leader key read through them raises it or is refused as older, and
-//! every acquisition writes an epoch after it.
+//! record and leader key read through them raises it or is refused as older, and every
+//! acquisition writes an epoch after it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -125,22 +125,18 @@ impl Lock {
         }
     }
 
-    /// The handoff in progress; with the highest epoch seen, `Error::Behind` for one older.
+    /// The handoff in progress. Not checked against the highest epoch seen: a leader refuses
+    /// one for any epoch but its own, and a contender checks it (`Highest::check_handoff`).
     pub fn read_handoff(&self) -> Result<Option<Handoff>, Error> {
-        let handoff: Option<Handoff> = match &self.backend {
-            Backend::File(path) => file::read_handoff(path)?,
+        match &self.backend {
+            Backend::File(path) => file::read_handoff(path),
             Backend::Etcd(c) => match c.get(&format!("{}/handoff", c.spec().key))? {
-                None => None,
-                Some(kv) => Some(
-                    serde_json::from_slice(&kv.value)
-                        .map_err(|e| Error::EtcdDamaged { what: "the handoff".into(), why: e.to_string() })?,
-                ),
+                None => Ok(None),
+                Some(kv) => serde_json::from_slice(&kv.value)
+                    .map(Some)
+                    .map_err(|e| Error::EtcdDamaged { what: "the handoff".into(), why: e.to_string() }),
             },
-        };
-        if let (Some(highest), Some(h)) = (&self.highest, &handoff) {
-            highest.check_handoff(h)?;
         }
-        Ok(handoff)
     }
 
     pub fn write_handoff(&self, handoff: &Handoff) -> Result<(), Error> {

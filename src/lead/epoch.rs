@@ -43,6 +43,10 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    fn of(kind: Kind, epoch: u64, node: &str, seen: &Record) -> Refusal {
+        Refusal { kind, epoch, node: Some(node.to_owned()), seen: seen.epoch, seen_node: seen.node.clone() }
+    }
+
     /// Why, without what was refused: for "cannot read the leader record: …".
     pub fn detail(&self) -> String {
         let (seen, by) = (self.seen, &self.seen_node);
@@ -107,13 +111,7 @@ fn compare(seen: Option<&Record>, epoch: u64, node: &str) -> Compared {
 /// Whether `record` may be followed by a node that has seen `seen`; the refusal if not.
 pub fn judge(seen: Option<&Record>, record: &Record) -> Result<(), Refusal> {
     match (compare(seen, record.epoch, &record.node), seen) {
-        (Compared::Refused, Some(s)) => Err(Refusal {
-            kind: Kind::Record,
-            epoch: record.epoch,
-            node: Some(record.node.clone()),
-            seen: s.epoch,
-            seen_node: s.node.clone(),
-        }),
+        (Compared::Refused, Some(s)) => Err(Refusal::of(Kind::Record, record.epoch, &record.node, s)),
         _ => Ok(()),
     }
 }
@@ -177,14 +175,7 @@ impl Highest {
         let seen = inner.seen.clone();
         match (compare(seen.as_ref(), record.epoch, &record.node), seen) {
             (Compared::Refused, Some(s)) => {
-                let refusal = Refusal {
-                    kind: Kind::Record,
-                    epoch: record.epoch,
-                    node: Some(record.node.clone()),
-                    seen: s.epoch,
-                    seen_node: s.node,
-                };
-                return Err(inner.refuse(refusal));
+                return Err(inner.refuse(Refusal::of(Kind::Record, record.epoch, &record.node, &s)));
             }
             (Compared::Newer, _) => self.store(&mut inner, record.clone())?,
             _ => {}
@@ -202,16 +193,7 @@ impl Highest {
         let mut inner = self.inner();
         let seen = inner.seen.clone();
         match (compare(seen.as_ref(), handoff.epoch, node), seen) {
-            (Compared::Refused, Some(s)) => {
-                let refusal = Refusal {
-                    kind: Kind::Handoff,
-                    epoch: handoff.epoch,
-                    node: Some(node.clone()),
-                    seen: s.epoch,
-                    seen_node: s.node,
-                };
-                Err(inner.refuse(refusal))
-            }
+            (Compared::Refused, Some(s)) => Err(inner.refuse(Refusal::of(Kind::Handoff, handoff.epoch, node, &s))),
             _ => {
                 inner.refused.remove(&Kind::Handoff);
                 Ok(())

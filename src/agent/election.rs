@@ -8,7 +8,7 @@ use super::Agent;
 use super::control::Reply;
 use crate::clock::now_ms;
 use crate::lead::audit;
-use crate::lead::lease::Acquired;
+use crate::lead::lease::{Acquired, Error};
 use crate::lead::node::Role;
 use crate::replication::journal;
 
@@ -23,6 +23,13 @@ impl Agent {
                 self.lease_problem = None;
                 r
             }
+            // Older than this node has seen (restored from a backup): not followed, and
+            // reported once (`report_refusals`). Contend on: taking the lease writes an epoch
+            // after both, which every node accepts (docs/ARCHITECTURE.md, Fencing).
+            Err(e @ Error::Behind(_)) => {
+                self.lease_problem = Some(e.to_string());
+                None
+            }
             Err(e) => {
                 self.lease_problem = Some(e.to_string());
                 return log::error!("{e}; not contending");
@@ -36,10 +43,12 @@ impl Agent {
             return;
         }
         self.holdoff_until = None;
-        // Leadership promised to another node (a promotion in progress) is left to it.
+        // Leadership promised to another node (a promotion in progress) is left to it, unless
+        // the handoff names an epoch older than this node has seen (restored from a backup).
         if let Ok(Some(h)) = self.lock.read_handoff()
             && h.to != self.me
             && !h.expired(now_ms())
+            && self.highest.check_handoff(&h).is_ok()
         {
             return;
         }
@@ -48,6 +57,7 @@ impl Agent {
                 self.elect(acquired, &mut Reply::none(), false);
             }
             Ok(None) => {}
+            Err(e @ Error::Behind(_)) => self.lease_problem = Some(e.to_string()),
             Err(e) => {
                 self.lease_problem = Some(e.to_string());
                 log::error!("{e}");
@@ -158,13 +168,23 @@ impl Agent {
             Ok(Some(_)) => self.lease_problem = None,
             Ok(None) => {
                 let now = self.lock.read_record().ok().flatten();
-                let (node, epoch) = now.as_ref().map_or(("none".into(), 0), |r| (r.node.clone(), r.epoch));
-                let why = format!("epoch {epoch} now belongs to {node}");
+                let why = match &now {
+                    Some(r) => format!("epoch {} now belongs to {}", r.epoch, r.node),
+                    None => "nobody holds the lease now".to_owned(),
+                };
                 log::warn!("fenced: {why}; stepping down");
                 self.step_down("fenced", &why);
-                self.epoch = epoch;
+                // Epochs never go backwards here: without a record, the last one stays.
+                self.epoch = now.as_ref().map_or(self.epoch, |r| r.epoch);
                 self.record = now;
                 self.holdoff_until = Some(Instant::now() + self.interval * 3);
+            }
+            // The record went back to an older epoch (restored from a backup): this node
+            // cannot lead under it; it contends at once for an epoch after both, and
+            // `report_refusals` says why.
+            Err(e @ Error::Behind(_)) => {
+                self.lease_problem = Some(e.to_string());
+                self.step_down("step-down", &e.to_string());
             }
             Err(e) => {
                 self.lease_problem = Some(e.to_string());
@@ -199,6 +219,20 @@ impl Agent {
                 _ => {}
             },
             Err(e) => log::error!("{e}"),
+        }
+    }
+
+    /// Log, count and audit each record, handoff or leader key refused as older than what
+    /// this node has seen, once however often it is read again.
+    pub(super) fn report_refusals(&mut self) {
+        for refusal in self.highest.take_refusals() {
+            log::error!("{refusal}");
+            self.replicator.count(|c| c.epochs_refused += 1);
+            self.audit(audit::Event {
+                previous_epoch: Some(refusal.epoch),
+                previous_leader: refusal.node.clone(),
+                ..self.event("epoch-refused", refusal.to_string())
+            });
         }
     }
 

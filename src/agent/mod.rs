@@ -19,6 +19,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lead::audit;
+use crate::lead::epoch::Highest;
 use crate::lead::inflight;
 use crate::lead::lease::{Claim, Lease, Lock, Record};
 use crate::lead::node::{self, Role, State};
@@ -86,6 +87,8 @@ struct Agent {
     role: Role,
     /// Epoch led (leader) or last seen (passive).
     epoch: u64,
+    /// The highest epoch this node has seen, shared with `lock` and `lease`.
+    highest: Arc<Highest>,
     started_ms: u64,
     /// After being fenced, give the node named in the record time to take the lock.
     holdoff_until: Option<Instant>,
@@ -120,7 +123,9 @@ pub fn run(cfg: &Config) -> Result<()> {
     trust_root(cfg, &state_dir)?;
     let token =
         node::new_sync_token(&state_dir).map_err(|e| Error::Fatal(format!("cannot write the sync token: {e}")))?;
-    let lock = Lock::from_config(cfg)?;
+    // Everything this agent and its replica side read from the lease goes through it.
+    let highest = Arc::new(Highest::open(&state_dir).map_err(|e| Error::Fatal(e.to_string()))?);
+    let lock = Lock::from_config(cfg)?.with_highest(Arc::clone(&highest));
     let replicator = Replicator::new(cfg, token.clone(), lock.clone())?;
     // Agents hear each other on the UDP port of their health address.
     let signal_addr = |id: &str| {
@@ -140,7 +145,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         lease_problem: None,
         replicator,
         control,
-        sync: sync::Settings { catch_up: true, ..sync::Settings::from_config(cfg, token)? },
+        sync: sync::Settings { catch_up: true, lock: lock.clone(), ..sync::Settings::from_config(cfg, token)? },
         catchup_timeout: cfg.catchup_timeout()?,
         catchup_connect_timeout: cfg.catchup_connect_timeout()?,
         drain_timeout: cfg.promote_drain_timeout()?,
@@ -151,7 +156,8 @@ pub fn run(cfg: &Config) -> Result<()> {
         stale_after: cfg.lease_stale_after()?,
         interval: cfg.lease_interval()?,
         role: Role::Passive,
-        epoch: 0,
+        epoch: highest.seen().map_or(0, |r| r.epoch),
+        highest,
         started_ms: now_ms(),
         holdoff_until: None,
         scanned: None,
@@ -240,6 +246,7 @@ impl Agent {
             }
             Role::Passive => self.contend(),
         }
+        self.report_refusals();
         self.publish();
     }
 

@@ -33,6 +33,12 @@ impl Agent {
         }
         let record = match self.lock.read_record() {
             Ok(Some(r)) if r.node != self.me => r,
+            // A record older than this node has seen (restored): forced, the next epoch is
+            // after both (stargate(7), Epoch).
+            Err(crate::lead::lease::Error::Behind(_)) if force => match self.lock.read_record_as_is() {
+                Ok(Some(r)) => r,
+                _ => return reply.done(Err("the leader record changed meanwhile; nothing done".into())),
+            },
             Ok(_) => return reply.done(Err("no other node leads: nothing to take over".into())),
             Err(e) => return reply.done(Err(e.to_string())),
         };

@@ -155,8 +155,14 @@ impl Client {
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Kv>, Error> {
+        self.get_at(key).map(|(kv, _)| kv)
+    }
+
+    /// `key`, and the store's revision when it was read: a key created next gets a later one.
+    pub fn get_at(&self, key: &str) -> Result<(Option<Kv>, u64), Error> {
         let answer = self.call("/v3/kv/range", json!({ "key": Self::b64(key.as_bytes()) }))?;
-        answer["kvs"].as_array().and_then(|kvs| kvs.first()).map(Self::kv).transpose()
+        let kv = answer["kvs"].as_array().and_then(|kvs| kvs.first()).map(Self::kv).transpose()?;
+        Ok((kv, num(&answer["header"]["revision"])))
     }
 
     /// Every key under `prefix`, in key order, values only.

@@ -5,11 +5,15 @@
 //!
 //! Only the lock holder writes the record (or, after a forced promotion, the node that
 //! seized it), always with temp file + fsync + rename, so a reader sees the old record or
-//! the new one, never a torn one.
+//! the new one, never a torn one. The epoch written is after the record's and after the
+//! highest this node has seen, so that a record restored from a backup cannot make two
+//! nodes lead one epoch (`epoch`).
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::epoch::Highest;
 use super::handoff::Handoff;
 use super::record::{Acquired, Claim, Error, Record, io};
 
@@ -88,13 +92,33 @@ pub struct Flock {
     file: File,
     path: PathBuf,
     locked: bool,
+    /// The highest epoch this node has seen (the agent's): every epoch written is after it.
+    highest: Option<Arc<Highest>>,
 }
 
 impl Flock {
-    pub fn open(path: &Path) -> Result<Flock, Error> {
+    pub fn open(path: &Path, highest: Option<Arc<Highest>>) -> Result<Flock, Error> {
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io(path))?;
-        Ok(Flock { file, path: path.to_owned(), locked: false })
+        Ok(Flock { file, path: path.to_owned(), locked: false, highest })
+    }
+
+    /// The epoch after `record`'s and after every one seen, and the leader to catch up from:
+    /// the record's, unless this node has seen a newer one (the record was restored).
+    fn next(&self, record: Option<Record>) -> (u64, Option<Record>) {
+        match &self.highest {
+            Some(h) => (h.next_epoch(record.as_ref()), h.previous(record)),
+            None => (record.as_ref().map_or(0, |r| r.epoch) + 1, record),
+        }
+    }
+
+    /// Write `record` as the new epoch, and remember it as seen.
+    fn record(&self, record: &Record) -> Result<(), Error> {
+        write_record(&self.path, record)?;
+        match &self.highest {
+            Some(h) => h.check_record(record),
+            None => Ok(()),
+        }
     }
 
     pub fn locked(&self) -> bool {
@@ -121,32 +145,38 @@ impl Flock {
         if !self.take()? {
             return Ok(None);
         }
-        let previous = match read_record(&self.path) {
-            Ok(p) => p,
+        let (epoch, previous) = match read_record(&self.path) {
+            Ok(p) => self.next(p),
             Err(e) => {
                 self.release();
                 return Err(e);
             }
         };
-        let record = claim.record(previous.as_ref().map_or(0, |r| r.epoch) + 1);
-        if let Err(e) = write_record(&self.path, &record) {
+        let record = claim.record(epoch);
+        if let Err(e) = self.record(&record) {
             self.release();
             return Err(e);
         }
         Ok(Some(Acquired { record, previous }))
     }
 
-    /// The next epoch after `current`, with the lock if it is free, else without it.
+    /// The next epoch after `current` (and after every one seen), with the lock if it is
+    /// free, else without it.
     pub fn seize(&mut self, claim: &Claim, current: &Record) -> Result<Record, Error> {
         self.take()?;
-        let record = claim.record(current.epoch + 1);
-        write_record(&self.path, &record)?;
+        let record = claim.record(self.next(Some(current.clone())).0);
+        self.record(&record)?;
         Ok(record)
     }
 
-    /// Still leading while the record names `mine`; the record when it does.
+    /// Still leading while the record names `mine`; the record when it does. `Error::Behind`
+    /// when the record is older than what this node has seen (restored from a backup).
     pub fn renew(&self, mine: &Record) -> Result<Option<Record>, Error> {
-        Ok(read_record(&self.path)?.filter(|r| r.epoch == mine.epoch && r.node == mine.node))
+        let record = read_record(&self.path)?;
+        if let (Some(h), Some(r)) = (&self.highest, &record) {
+            h.check_record(r)?;
+        }
+        Ok(record.filter(|r| r.epoch == mine.epoch && r.node == mine.node))
     }
 
     pub fn release(&mut self) {

@@ -10,10 +10,16 @@
 //!
 //! Everything above this module sees one interface: `Lock` for what any process may read
 //! or append, `Lease` for what only the agent does (take, keep, seize, release).
+//!
+//! The agent's `Lock` and `Lease` carry the highest epoch its node has seen (`epoch`): every
+//! record and leader key read through them raises it or is refused as older, and every
+//! acquisition writes an epoch after it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::epoch::Highest;
 use super::etcd;
 use super::file;
 use super::handoff::Handoff;
@@ -21,9 +27,15 @@ pub use super::record::{Acquired, Claim, Error, Record};
 
 /// `stargate.lock`: where the lease and the shared state are.
 #[derive(Clone)]
-pub enum Lock {
+pub struct Lock {
+    backend: Backend,
+    highest: Option<Arc<Highest>>,
+}
+
+#[derive(Clone)]
+enum Backend {
     File(PathBuf),
-    Etcd(std::sync::Arc<etcd::Client>),
+    Etcd(Arc<etcd::Client>),
 }
 
 impl std::fmt::Debug for Lock {
@@ -37,7 +49,7 @@ impl Lock {
     pub fn from_config(cfg: &crate::config::Config) -> Result<Lock, crate::config::Error> {
         use crate::config::{Error as ConfigError, LockSpec};
         match cfg.lock()? {
-            LockSpec::File(path) => Ok(Lock::File(path)),
+            LockSpec::File(path) => Ok(Lock { backend: Backend::File(path), highest: None }),
             LockSpec::Etcd { endpoints, key, tls } => {
                 let read = |k: &'static str, path: Option<PathBuf>| -> Result<Option<Vec<u8>>, ConfigError> {
                     path.map(|p| {
@@ -67,16 +79,22 @@ impl Lock {
                     let key = why.split(':').next().unwrap_or("stargate.etcd.ca").to_owned();
                     ConfigError::Invalid { key, value: "(PEM file)".into(), why: "not a usable PEM certificate or key" }
                 })?;
-                Ok(Lock::Etcd(std::sync::Arc::new(client)))
+                Ok(Lock { backend: Backend::Etcd(Arc::new(client)), highest: None })
             }
         }
     }
 
+    /// This lock, checking what it reads against the highest epoch `highest` has seen, and
+    /// raising it (the agent's).
+    pub fn with_highest(self, highest: Arc<Highest>) -> Lock {
+        Lock { highest: Some(highest), ..self }
+    }
+
     /// As `stargate.lock` says it: the path, or `etcd[s]://endpoints/key`.
     pub fn describe(&self) -> String {
-        match self {
-            Lock::File(path) => path.display().to_string(),
-            Lock::Etcd(c) => {
+        match &self.backend {
+            Backend::File(path) => path.display().to_string(),
+            Backend::Etcd(c) => {
                 let s = c.spec();
                 format!("{}://{}{}", if s.tls { "etcds" } else { "etcd" }, s.endpoints.join(","), s.key)
             }
@@ -84,22 +102,35 @@ impl Lock {
     }
 
     pub fn is_etcd(&self) -> bool {
-        matches!(self, Lock::Etcd(_))
+        matches!(self.backend, Backend::Etcd(_))
     }
 
     /// The current record, or `None` when nobody leads (file: before the first election;
-    /// etcd: also while the leader key is absent between two leaders).
+    /// etcd: also while the leader key is absent between two leaders). With the highest
+    /// epoch seen: `Error::Behind` for a record older than it.
     pub fn read_record(&self) -> Result<Option<Record>, Error> {
-        match self {
-            Lock::File(path) => file::read_record(path),
-            Lock::Etcd(c) => etcd_record(c, &c.spec().key),
+        let record = self.read_record_as_is()?;
+        if let (Some(highest), Some(r)) = (&self.highest, &record) {
+            highest.check_record(r)?;
+        }
+        Ok(record)
+    }
+
+    /// The current record, whatever its epoch: for a forced promotion over a record this
+    /// node refuses.
+    pub fn read_record_as_is(&self) -> Result<Option<Record>, Error> {
+        match &self.backend {
+            Backend::File(path) => file::read_record(path),
+            Backend::Etcd(c) => etcd_record(c, &c.spec().key),
         }
     }
 
+    /// The handoff in progress. Not checked against the highest epoch seen: a leader refuses
+    /// one for any epoch but its own, and a contender checks it (`Highest::check_handoff`).
     pub fn read_handoff(&self) -> Result<Option<Handoff>, Error> {
-        match self {
-            Lock::File(path) => file::read_handoff(path),
-            Lock::Etcd(c) => match c.get(&format!("{}/handoff", c.spec().key))? {
+        match &self.backend {
+            Backend::File(path) => file::read_handoff(path),
+            Backend::Etcd(c) => match c.get(&format!("{}/handoff", c.spec().key))? {
                 None => Ok(None),
                 Some(kv) => serde_json::from_slice(&kv.value)
                     .map(Some)
@@ -109,9 +140,9 @@ impl Lock {
     }
 
     pub fn write_handoff(&self, handoff: &Handoff) -> Result<(), Error> {
-        match self {
-            Lock::File(path) => file::write_handoff(path, handoff),
-            Lock::Etcd(c) => {
+        match &self.backend {
+            Backend::File(path) => file::write_handoff(path, handoff),
+            Backend::Etcd(c) => {
                 let value = serde_json::to_vec(handoff)
                     .map_err(|e| Error::EtcdDamaged { what: "the handoff".into(), why: e.to_string() })?;
                 Ok(c.put(&format!("{}/handoff", c.spec().key), &value, None)?)
@@ -122,9 +153,9 @@ impl Lock {
     /// End the handoff, if it is still the one naming `to`.
     pub fn clear_handoff(&self, to: &str) -> Result<(), Error> {
         match self.read_handoff()? {
-            Some(h) if h.to == to => match self {
-                Lock::File(path) => file::remove_handoff(path),
-                Lock::Etcd(c) => Ok(c.delete(&format!("{}/handoff", c.spec().key))?),
+            Some(h) if h.to == to => match &self.backend {
+                Backend::File(path) => file::remove_handoff(path),
+                Backend::Etcd(c) => Ok(c.delete(&format!("{}/handoff", c.spec().key))?),
             },
             _ => Ok(()),
         }
@@ -133,9 +164,9 @@ impl Lock {
     /// Append one audit line (a JSON object); `sort_key` orders lines kept as etcd keys
     /// (the event's time, then its node).
     pub fn append_audit(&self, line: &[u8], sort_key: &str) -> Result<(), Error> {
-        match self {
-            Lock::File(path) => file::append_audit(path, line),
-            Lock::Etcd(c) => {
+        match &self.backend {
+            Backend::File(path) => file::append_audit(path, line),
+            Backend::Etcd(c) => {
                 let key = format!("{}/audit/{sort_key}-{:08x}", c.spec().key, rand::random::<u32>());
                 Ok(c.put(&key, line, None)?)
             }
@@ -144,23 +175,20 @@ impl Lock {
 
     /// Every audit line, oldest first.
     pub fn read_audit(&self) -> Vec<Vec<u8>> {
-        match self {
-            Lock::File(path) => file::read_audit(path),
-            Lock::Etcd(c) => c.list(&format!("{}/audit/", c.spec().key)).unwrap_or_default(),
+        match &self.backend {
+            Backend::File(path) => file::read_audit(path),
+            Backend::Etcd(c) => c.list(&format!("{}/audit/", c.spec().key)).unwrap_or_default(),
         }
     }
 
-    /// The agent's side of the lease.
+    /// The agent's side of the lease, with this lock's highest epoch seen.
     pub fn open_lease(&self, ttl: Duration) -> Result<Lease, Error> {
-        Ok(match self {
-            Lock::File(path) => Lease::File(file::Flock::open(path)?),
-            Lock::Etcd(c) => Lease::Etcd(EtcdLease {
-                client: std::sync::Arc::clone(c),
-                ttl,
-                id: None,
-                mine: None,
-                valid_until: None,
-            }),
+        let highest = self.highest.clone();
+        Ok(match &self.backend {
+            Backend::File(path) => Lease::File(file::Flock::open(path, highest)?),
+            Backend::Etcd(c) => {
+                Lease::Etcd(EtcdLease { client: Arc::clone(c), ttl, id: None, mine: None, valid_until: None, highest })
+            }
         })
     }
 }
@@ -183,13 +211,14 @@ pub enum Lease {
 }
 
 pub struct EtcdLease {
-    client: std::sync::Arc<etcd::Client>,
+    client: Arc<etcd::Client>,
     ttl: Duration,
     /// The etcd lease this agent keeps alive, once granted.
     id: Option<i64>,
     /// The record this agent created, while it holds the key.
     mine: Option<Record>,
     valid_until: Option<Instant>,
+    highest: Option<Arc<Highest>>,
 }
 
 /// How long before etcd may expire a lease its holder stops writing: the TTL is counted
@@ -295,8 +324,14 @@ impl EtcdLease {
 
     fn try_acquire(&mut self, claim: &Claim) -> Result<Option<Acquired>, Error> {
         let key = self.client.spec().key.clone();
-        if self.client.get(&key)?.is_some() {
+        let (existing, revision) = self.client.get_at(&key)?;
+        if existing.is_some() {
             return Ok(None);
+        }
+        // The key created next gets a later revision: it must be after every epoch seen, or
+        // nobody leads (etcd restored from a backup without a revision bump).
+        if let Some(highest) = &self.highest {
+            highest.check_revision(revision + 1)?;
         }
         let sent = Instant::now();
         let id = self.lease()?;
@@ -313,12 +348,25 @@ impl EtcdLease {
             Err(_) => return Ok(None),
         };
         record.epoch = revision;
+        if let Some(highest) = &self.highest
+            && let Err(e) = highest.check_revision(revision)
+        {
+            let _ = self.client.delete_if(&key, revision);
+            return Err(e);
+        }
         self.valid_until = Some(sent + self.ttl - safety_margin(self.ttl));
         let previous = etcd_record(&self.client, &format!("{key}/last"))?;
+        let previous = match &self.highest {
+            Some(highest) => highest.previous(previous),
+            None => previous,
+        };
         let last = serde_json::to_vec(&record)
             .map_err(|e| Error::EtcdDamaged { what: "the record".into(), why: e.to_string() })?;
         self.client.put(&format!("{key}/last"), &last, None)?;
         self.mine = Some(record.clone());
+        if let Some(highest) = &self.highest {
+            highest.check_record(&record)?;
+        }
         Ok(Some(Acquired { record, previous }))
     }
 
@@ -333,6 +381,9 @@ impl EtcdLease {
         }
         self.valid_until = Some(sent + self.ttl - safety_margin(self.ttl));
         let current = etcd_record(&self.client, &self.client.spec().key.clone())?;
+        if let (Some(highest), Some(r)) = (&self.highest, &current) {
+            highest.check_record(r)?;
+        }
         match current {
             Some(r) if r.epoch == mine.epoch && r.node == mine.node => Ok(Some(r)),
             _ => {

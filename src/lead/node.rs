@@ -138,7 +138,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Debug)]
 pub struct View {
     pub me: String,
+    /// The leader record; `Err` when it cannot be read, or is older than `seen`.
     pub record: Result<Option<Record>, String>,
+    /// The newest record this node's agent has seen (`lead::epoch`).
+    pub seen: Option<Record>,
     pub state: Option<State>,
     /// Why the agent counts as dead, if it does.
     pub agent_problem: Option<String>,
@@ -158,22 +161,29 @@ pub fn inspect(cfg: &Config) -> Result<View, crate::config::Error> {
         crate::config::LockSpec::Etcd { .. } => "etcd://".to_owned(),
     };
     let (me, stale_after) = (cfg.node()?, cfg.lease_stale_after()?);
-    let state = read_state(&cfg.state_dir()?);
-    Ok(view(me, &lock, stale_after, state))
+    let state_dir = cfg.state_dir()?;
+    let state = read_state(&state_dir);
+    Ok(view(me, &lock, stale_after, state, &state_dir))
 }
 
 /// The node whose node-state directory (`<stargate.root>/.stargate`) is `state_dir`,
 /// judged by what its agent published (hooks). `None` is a managed repository with no such
 /// directory above it: refused like a node whose agent is gone.
 pub fn inspect_state(state_dir: Option<&Path>) -> View {
-    let unknown = |why: String| View { me: "unknown".into(), record: Ok(None), state: None, agent_problem: Some(why) };
+    let unknown = |why: String| View {
+        me: "unknown".into(),
+        record: Ok(None),
+        seen: None,
+        state: None,
+        agent_problem: Some(why),
+    };
     let Some(state_dir) = state_dir else {
         return unknown(format!("managed repository, but no {STATE_DIR} directory above it (node state missing)"));
     };
     match read_state(state_dir) {
         Some(state) => {
             let (me, lock) = (state.node.clone(), state.lock.clone());
-            view(me, &lock, Duration::from_millis(state.stale_after_ms), Some(state))
+            view(me, &lock, Duration::from_millis(state.stale_after_ms), Some(state), state_dir)
         }
         None => unknown("agent not running (no state)".into()),
     }
@@ -189,14 +199,25 @@ pub fn read_state(state_dir: &Path) -> Option<State> {
     std::fs::read(state_path(state_dir)).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
-fn view(me: String, lock: &str, stale_after: Duration, state: Option<State>) -> View {
+fn view(me: String, lock: &str, stale_after: Duration, state: Option<State>, state_dir: &Path) -> View {
     let record = if is_etcd(lock) {
         Ok(state.as_ref().and_then(|s| s.record.clone()))
     } else {
         crate::lead::file::read_record(Path::new(lock)).map_err(|e| e.to_string())
     };
+    // A record older than this node has seen is refused like a damaged one (fail closed).
+    let (record, seen) = match crate::lead::epoch::read(state_dir) {
+        Err(why) => (Err(why), None),
+        Ok(seen) => {
+            let current = record.as_ref().ok().and_then(Option::as_ref);
+            match current.and_then(|r| crate::lead::epoch::judge(seen.as_ref(), r).err()) {
+                Some(refusal) => (Err(refusal.detail()), seen),
+                None => (record, seen),
+            }
+        }
+    };
     let agent_problem = agent_problem(&me, state.as_ref(), stale_after);
-    View { me, record, state, agent_problem }
+    View { me, record, seen, state, agent_problem }
 }
 
 /// How old the agent's last heartbeat is, by the clock since boot when it published one

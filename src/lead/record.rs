@@ -17,6 +17,13 @@ pub enum Error {
     Etcd(#[from] etcd::Error),
     #[error("etcd: {what} is damaged: {why}")]
     EtcdDamaged { what: String, why: String },
+    /// Older than what this node has seen (docs/ARCHITECTURE.md, Fencing).
+    #[error("{0}")]
+    Behind(super::epoch::Refusal),
+    #[error(
+        "the highest epoch seen, {path}, is damaged: {source}; check the audit log for the last epoch before removing it (stargate(7), Epoch)"
+    )]
+    SeenDamaged { path: PathBuf, source: serde_json::Error },
 }
 
 pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

@@ -481,7 +481,13 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
         },
         "/readyz" => match &status.refusal {
             None => response(200, "text/plain", format!("leader, epoch {}\n", status.epoch).as_bytes(), head_only),
-            Some(why) => response(503, "text/plain", format!("not leader: {why}\n").as_bytes(), head_only),
+            // The second line says which epoch is current here, so that a client can tell a
+            // deposed leader still answering 200 from the leader (remote::resolve).
+            Some(why) => {
+                let current = status.current().map(|c| format!("leader {}, epoch {}\n", c.node, c.epoch));
+                let body = format!("not leader: {why}\n{}", current.unwrap_or_default());
+                response(503, "text/plain", body.as_bytes(), head_only)
+            }
         },
         "/staged" => {
             let name = target.split_once("?repo=").map(|(_, n)| n).unwrap_or("");

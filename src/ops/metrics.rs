@@ -175,6 +175,7 @@ fn agent_figures(p: &Published) -> Vec<Family> {
         "Datagrams on the agent's UDP port refused: malformed, or naming no repository of this node",
         "Times the agent stopped reading its UDP port for a while: more datagrams than any leader sends",
         "Handoff records refused by the leader: a stale epoch, expired, or naming the leader itself",
+        "Leader records, handoffs or leader keys refused: older than the highest epoch this node has seen",
     ];
     let mut families = Vec::new();
     for ((_, name, value), help) in p.counters.named().into_iter().zip(helps) {
@@ -270,6 +271,7 @@ mod tests {
             role: Role::Passive,
             epoch: 3,
             leader: None,
+            seen: None,
             accepts_writes: false,
             refusal: Some("this node is passive".into()),
             agent: AgentStatus { alive: true, pid: Some(1), heartbeat_age_ms: Some(1), problem: None },

@@ -19,6 +19,8 @@ pub struct Status {
     pub role: Role,
     pub epoch: u64,
     pub leader: Option<Record>,
+    /// The highest epoch this node's agent has seen, and who led it (stargate(7), Epoch).
+    pub seen: Option<Seen>,
     pub accepts_writes: bool,
     /// Why writes are refused, when they are.
     pub refusal: Option<String>,
@@ -47,6 +49,26 @@ pub struct Status {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub diverged: Vec<Diverged>,
     pub errors: Vec<String>,
+}
+
+/// An epoch and the node that led it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Seen {
+    pub epoch: u64,
+    pub node: String,
+}
+
+impl Status {
+    /// The newest epoch this node knows of, and its leader: the record's, or the one its
+    /// agent has seen when that is newer (the record is refused, or not read yet).
+    pub fn current(&self) -> Option<Seen> {
+        let record = self.leader.as_ref().map(|r| Seen { epoch: r.epoch, node: r.node.clone() });
+        match (record, self.seen.clone()) {
+            (Some(r), Some(s)) if s.epoch > r.epoch => Some(s),
+            (None, s) => s,
+            (r, _) => r,
+        }
+    }
 }
 
 /// A value a replica kept instead of destroying it (stargate(7), Lost commits).
@@ -170,6 +192,7 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
         node: view.me.clone(),
         role: view.role(),
         epoch,
+        seen: view.seen.as_ref().map(|r| Seen { epoch: r.epoch, node: r.node.clone() }),
         leader,
         accepts_writes,
         refusal,
@@ -366,6 +389,9 @@ pub fn print(s: &Status) {
             crate::clock::now_ms().saturating_sub(r.since_ms) / 1000
         ),
         None => println!("leader:   none elected yet"),
+    }
+    if let Some(seen) = s.seen.as_ref().filter(|seen| s.leader.as_ref().is_none_or(|r| r.epoch < seen.epoch)) {
+        println!("seen:     epoch {} ({}), newer than the leader record", seen.epoch, seen.node);
     }
     match (&s.agent.problem, s.agent.pid) {
         (None, Some(pid)) => println!("agent:    running (pid {pid})"),

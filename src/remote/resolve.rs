@@ -2,6 +2,13 @@
 //! one deadline for all (`stargate.probeTimeout`), like libpq's multi-host connection
 //! strings picking the writable server. Writes need the leader (`/readyz` = 200); reads
 //! follow `stargate.readFrom`, judging replicas by their `/status` lag.
+//!
+//! Every answer names an epoch: the one a leader leads, or the newest one a passive node
+//! knows of. A node answering 200 for an epoch older than another answer names (a deposed
+//! leader whose responder still says 200) is not the leader, and the leader is the node
+//! claiming the newest epoch. So a leader's answer settles it only once it is confirmed:
+//! every node has answered, or another node names the same epoch; otherwise the helper
+//! waits for the others until the deadline.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -39,8 +46,8 @@ pub enum Answer {
     /// Leads the current epoch and accepts writes.
     Leader { epoch: Option<u64>, note: Option<String> },
     /// Up, but not the leader: why, and (from `/status`) whether its agent is alive and
-    /// its replication lag in seconds, when it publishes one.
-    Passive { why: String, alive: bool, lag_seconds: Option<f64> },
+    /// its replication lag in seconds, when it publishes one; the newest epoch it knows of.
+    Passive { why: String, alive: bool, lag_seconds: Option<f64>, epoch: Option<u64> },
     /// No usable answer.
     Failed(String),
 }
@@ -94,7 +101,7 @@ pub fn resolve(nodes: &[Node], op: Op, policy: &Policy, record: Option<&Record>)
         pending -= 1;
         answers[i] = Some(answer);
         let judged = judge(nodes, &answers, record);
-        if let Some(i) = decisive(&judged, op, policy) {
+        if let Some(i) = decisive(&judged, op, policy, record) {
             return Ok(choice(i, &judged[i], policy, start));
         }
     }
@@ -113,27 +120,46 @@ fn choice(i: usize, answer: &Option<Answer>, policy: &Policy, start: Instant) ->
     Choice { node: i, leader, epoch, elapsed: start.elapsed(), why: describe(answer, policy) }
 }
 
-/// The answers as the leader record corrects them: a node without a health responder is
-/// judged by the record; a leader whose epoch is behind the record is stale; the node the
-/// record names is taken as the leader when its health responder did not answer at all.
+impl Answer {
+    /// The epoch this answer names: led, or the newest known.
+    fn epoch(&self) -> Option<u64> {
+        match self {
+            Answer::Leader { epoch, .. } | Answer::Passive { epoch, .. } => *epoch,
+            Answer::Failed(_) => None,
+        }
+    }
+}
+
+/// The answers as the leader record (when this machine can read one) and each other
+/// correct them: the node the record names is taken as the leader when its health
+/// responder did not answer at all; a node claiming to lead an epoch older than the record's
+/// or than one another node named is not the leader (a deposed leader still answering 200).
 pub fn judge(nodes: &[Node], answers: &[Option<Answer>], record: Option<&Record>) -> Vec<Option<Answer>> {
     let mut judged = answers.to_vec();
-    let Some(record) = record else { return judged };
+    let mut newest: Option<(u64, String)> = record.map(|r| (r.epoch, "the leader record".to_owned()));
+    for (node, answer) in nodes.iter().zip(answers) {
+        if let Some(e) = answer.as_ref().and_then(Answer::epoch)
+            && newest.as_ref().is_none_or(|(n, _)| e > *n)
+        {
+            newest = Some((e, node.name.clone()));
+        }
+    }
     for (node, answer) in nodes.iter().zip(judged.iter_mut()) {
-        let named = node.configured && node.name == record.node;
-        match answer {
-            Some(Answer::Leader { epoch: Some(e), .. }) if *e < record.epoch => {
-                *answer = Some(Answer::Passive {
-                    why: format!("its epoch {e} is behind the leader record's {}", record.epoch),
-                    alive: true,
-                    lag_seconds: None,
-                })
-            }
-            Some(Answer::Failed(why)) if named => {
-                let note = format!("by the leader record (epoch {}); its health responder: {why}", record.epoch);
-                *answer = Some(Answer::Leader { epoch: Some(record.epoch), note: Some(note) });
-            }
-            _ => {}
+        if let (Some(record), Some(Answer::Failed(why))) = (record, &answer)
+            && node.configured
+            && node.name == record.node
+        {
+            let note = format!("by the leader record (epoch {}); its health responder: {why}", record.epoch);
+            *answer = Some(Answer::Leader { epoch: Some(record.epoch), note: Some(note) });
+        }
+        if let (Some(Answer::Leader { epoch: Some(e), .. }), Some((n, by))) = (&answer, &newest)
+            && e < n
+        {
+            let why = match record.filter(|r| r.epoch == *n) {
+                Some(r) => format!("its epoch {e} is behind the leader record's {}", r.epoch),
+                None => format!("its epoch {e} is behind epoch {n}, which {by} named"),
+            };
+            *answer = Some(Answer::Passive { why, alive: true, lag_seconds: None, epoch: Some(*e) });
         }
     }
     judged
@@ -153,24 +179,41 @@ fn readable(answer: &Answer, policy: &Policy) -> Result<f64, String> {
     }
 }
 
-/// The node to use right away, before every answer is in.
-pub fn decisive(answers: &[Option<Answer>], op: Op, policy: &Policy) -> Option<usize> {
+/// The node to use right away, before every answer is in (`answers` as `judge` made them).
+/// Where the leader is needed: the one claiming the newest epoch, once every node answered
+/// or another node (or the leader record) names that same epoch.
+pub fn decisive(answers: &[Option<Answer>], op: Op, policy: &Policy, record: Option<&Record>) -> Option<usize> {
+    if policy.leader_only(op) {
+        let i = newest_leader(answers)?;
+        let epoch = answers[i].as_ref().and_then(Answer::epoch);
+        let everyone = answers.iter().all(Option::is_some);
+        let named_elsewhere = epoch.is_some()
+            && (record.is_some_and(|r| Some(r.epoch) == epoch)
+                || (answers.iter().enumerate())
+                    .any(|(j, a)| j != i && matches!(a, Some(p @ Answer::Passive { .. }) if p.epoch() == epoch)));
+        return (everyone || named_elsewhere).then_some(i);
+    }
     answers.iter().position(|a| match a {
-        Some(Answer::Leader { .. }) => policy.leader_only(op) || policy.read_from == ReadFrom::Any,
-        Some(a @ Answer::Passive { .. }) => !policy.leader_only(op) && readable(a, policy).is_ok(),
+        Some(Answer::Leader { .. }) => policy.read_from == ReadFrom::Any,
+        Some(a @ Answer::Passive { .. }) => readable(a, policy).is_ok(),
         _ => false,
     })
 }
 
-/// The node to use once every answer is in (or the deadline passed).
-pub fn settle(answers: &[Option<Answer>], op: Op, policy: &Policy) -> Option<usize> {
-    let leader = (answers.iter().enumerate())
+/// The node claiming to lead the newest epoch (the first named, between equals).
+fn newest_leader(answers: &[Option<Answer>]) -> Option<usize> {
+    (answers.iter().enumerate())
         .filter_map(|(i, a)| match a {
             Some(Answer::Leader { epoch, .. }) => Some((i, epoch.unwrap_or(0))),
             _ => None,
         })
         .max_by_key(|&(i, epoch)| (epoch, std::cmp::Reverse(i)))
-        .map(|(i, _)| i);
+        .map(|(i, _)| i)
+}
+
+/// The node to use once every answer is in (or the deadline passed).
+pub fn settle(answers: &[Option<Answer>], op: Op, policy: &Policy) -> Option<usize> {
+    let leader = newest_leader(answers);
     if policy.leader_only(op) {
         return leader;
     }
@@ -247,13 +290,17 @@ pub fn parse_answer(path: &str, code: u16, body: &str) -> Answer {
     if path == "/readyz" {
         return match code {
             200 => {
-                let epoch = body.trim().rsplit(' ').next().and_then(|n| n.parse().ok());
+                let epoch = body.lines().next().and_then(|l| l.trim().rsplit(' ').next()?.parse().ok());
                 Answer::Leader { epoch, note: None }
             }
+            // `not leader: <why>`, then `leader <node>, epoch <n>` when the node knows one.
             503 => {
                 let line = first_line();
                 let why = line.strip_prefix("not leader: ").unwrap_or(&line).to_owned();
-                Answer::Passive { why, alive: true, lag_seconds: None }
+                let epoch = (body.lines().nth(1))
+                    .filter(|l| l.starts_with("leader "))
+                    .and_then(|l| l.trim().rsplit_once(", epoch ")?.1.parse().ok());
+                Answer::Passive { why, alive: true, lag_seconds: None, epoch }
             }
             _ => Answer::Failed(format!("HTTP {code}: {}", first_line())),
         };
@@ -271,7 +318,9 @@ pub fn parse_answer(path: &str, code: u16, body: &str) -> Answer {
     let why = status["refusal"].as_str().map_or_else(|| "passive".to_owned(), crate::wire::sanitize::text);
     let alive = status["agent"]["alive"].as_bool() == Some(true);
     let lag_seconds = status["lag_seconds"].as_f64().filter(|l| l.is_finite() && *l >= 0.0);
-    Answer::Passive { why, alive, lag_seconds }
+    // The newest epoch it knows of: the record's, or the one its agent has seen.
+    let epoch = [&status["leader"]["epoch"], &status["seen"]["epoch"]].iter().filter_map(|e| e.as_u64()).max();
+    Answer::Passive { why, alive, lag_seconds, epoch }
 }
 
 #[cfg(test)]
@@ -287,7 +336,24 @@ mod tests {
         Some(Answer::Leader { epoch: Some(e), note: None })
     }
     fn replica(lag: Option<f64>) -> Option<Answer> {
-        Some(Answer::Passive { why: "passive".into(), alive: true, lag_seconds: lag })
+        Some(Answer::Passive { why: "passive".into(), alive: true, lag_seconds: lag, epoch: None })
+    }
+    /// A passive node that names the newest epoch it knows of.
+    fn passive(e: u64) -> Option<Answer> {
+        Some(Answer::Passive { why: "passive".into(), alive: true, lag_seconds: None, epoch: Some(e) })
+    }
+    fn down() -> Option<Answer> {
+        Some(Answer::Failed("connection refused".into()))
+    }
+    /// What `resolve` does with the answers in so far: the node to use now, if any.
+    fn now(answers: &[Option<Answer>], record: Option<&Record>) -> Option<usize> {
+        let names: Vec<Node> = (0..answers.len()).map(|i| node(&format!("n{i}"))).collect();
+        decisive(&judge(&names, answers, record), Op::Write, &policy(ReadFrom::Leader, None), record)
+    }
+    /// What `resolve` does at the deadline.
+    fn at_deadline(answers: &[Option<Answer>]) -> Option<usize> {
+        let names: Vec<Node> = (0..answers.len()).map(|i| node(&format!("n{i}"))).collect();
+        settle(&judge(&names, answers, None), Op::Write, &policy(ReadFrom::Leader, None))
     }
     fn node(name: &str) -> Node {
         Node { name: name.into(), endpoint: Endpoint::Local("/x".into()), health: None, configured: true }
@@ -297,10 +363,49 @@ mod tests {
     fn writes_need_the_leader() {
         let p = policy(ReadFrom::Any, None);
         let answers = [replica(Some(0.0)), leader(3), Some(Answer::Failed("refused".into()))];
-        assert_eq!(decisive(&answers, Op::Write, &p), Some(1));
+        assert_eq!(decisive(&answers, Op::Write, &p, None), Some(1));
         assert_eq!(settle(&[replica(None), None], Op::Write, &p), None);
         // Two nodes claiming leadership: the newer epoch wins.
         assert_eq!(settle(&[leader(3), leader(4)], Op::Write, &p), Some(1));
+    }
+
+    /// The helper used to push to the first node answering 200, which could be a deposed
+    /// leader whose responder still said so.
+    #[test]
+    fn a_push_goes_to_the_newest_epoch_never_to_one_another_node_named_newer() {
+        // The common case: the leader, confirmed by a passive node naming its epoch, or with
+        // every other node down, settles it at once.
+        assert_eq!(now(&[leader(7), passive(7), None], None), Some(0));
+        assert_eq!(now(&[passive(7), None, leader(7)], None), Some(2));
+        assert_eq!(now(&[leader(7), down(), down()], None), Some(0));
+        assert_eq!(now(&[leader(7), None], Some(&record(7, "n0"))), Some(0), "the leader record confirms it");
+        // Unconfirmed while a node has not answered: it may name a newer epoch.
+        assert_eq!(now(&[leader(7), None], None), None);
+        assert_eq!(now(&[leader(7), passive(6), None], None), None, "a passive node behind confirms nothing");
+        // Two claims: the older one is a deposed leader, whoever answered first.
+        assert_eq!(now(&[leader(3), None], None), None);
+        assert_eq!(now(&[leader(3), leader(5)], None), Some(1));
+        assert_eq!(now(&[leader(3), passive(5), None], None), None, "waits for the leader of epoch 5");
+        assert_eq!(now(&[leader(3), passive(5), leader(5)], None), Some(2));
+        // At the deadline: the newest claim among those in, and never one older than an
+        // epoch another node named.
+        assert_eq!(at_deadline(&[leader(7), None]), Some(0));
+        assert_eq!(at_deadline(&[leader(3), passive(5), None]), None);
+        assert_eq!(at_deadline(&[leader(3), passive(5), down()]), None);
+        let names = [node("x"), node("a")];
+        let judged = judge(&names, &[leader(3), passive(5)], None);
+        assert!(
+            matches!(&judged[0], Some(Answer::Passive { why, .. }) if why == "its epoch 3 is behind epoch 5, which a named"),
+            "{judged:?}"
+        );
+        // An answer without an epoch (an older responder) is not demoted, and ranks last.
+        let unknown = Some(Answer::Leader { epoch: None, note: None });
+        assert_eq!(now(&[unknown.clone(), leader(2)], None), Some(1));
+        assert_eq!(at_deadline(&[unknown, passive(2)]), Some(0));
+    }
+
+    fn record(epoch: u64, node: &str) -> Record {
+        Record { epoch, node: node.into(), url: None, health: None, since_ms: 0 }
     }
 
     #[test]
@@ -312,9 +417,9 @@ mod tests {
         // Lag above the limit or unknown: skipped, and the leader serves the read.
         let slow = [leader(2), replica(Some(9.0)), replica(None)];
         assert_eq!(settle(&slow, Op::Read, &policy(ReadFrom::Replica, Some(5))), Some(0));
-        assert_eq!(decisive(&slow, Op::Read, &policy(ReadFrom::Replica, Some(5))), None, "waits for a replica");
-        assert_eq!(decisive(&slow, Op::Read, &policy(ReadFrom::Any, Some(5))), Some(0));
-        let dead = [Some(Answer::Passive { why: "x".into(), alive: false, lag_seconds: Some(0.0) })];
+        assert_eq!(decisive(&slow, Op::Read, &policy(ReadFrom::Replica, Some(5)), None), None, "waits for a replica");
+        assert_eq!(decisive(&slow, Op::Read, &policy(ReadFrom::Any, Some(5)), None), Some(0));
+        let dead = [Some(Answer::Passive { why: "x".into(), alive: false, lag_seconds: Some(0.0), epoch: None })];
         assert_eq!(settle(&dead, Op::Read, &policy(ReadFrom::Any, None)), None);
     }
 
@@ -336,10 +441,20 @@ mod tests {
         assert!(matches!(parse_answer("/readyz", 503, "not leader: agent \u{1b}[31mdead\n"),
             Answer::Passive { ref why, .. } if why == "agent dead"));
         assert!(matches!(parse_answer("/readyz", 404, "x"), Answer::Failed(_)));
+        assert_eq!(
+            parse_answer("/readyz", 503, "not leader: this node is passive\nleader b, epoch 9\n"),
+            Answer::Passive { why: "this node is passive".into(), alive: true, lag_seconds: None, epoch: Some(9) }
+        );
+        assert!(matches!(
+            parse_answer("/readyz", 503, "not leader: x\nleader b, epoch z\n"),
+            Answer::Passive { epoch: None, .. }
+        ));
+        let status = r#"{"accepts_writes":false,"epoch":0,"leader":null,"seen":{"epoch":4,"node":"a"}}"#;
+        assert!(matches!(parse_answer("/status", 200, status), Answer::Passive { epoch: Some(4), .. }));
         let status = r#"{"accepts_writes":false,"refusal":"passive","agent":{"alive":true},"lag_seconds":1.5}"#;
         assert_eq!(
             parse_answer("/status", 200, status),
-            Answer::Passive { why: "passive".into(), alive: true, lag_seconds: Some(1.5) }
+            Answer::Passive { why: "passive".into(), alive: true, lag_seconds: Some(1.5), epoch: None }
         );
         let status = r#"{"accepts_writes":false,"agent":{"alive":true},"lag_seconds":null}"#;
         assert!(matches!(parse_answer("/status", 200, status), Answer::Passive { lag_seconds: None, .. }));

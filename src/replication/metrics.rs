@@ -29,11 +29,14 @@ pub struct Counters {
     /// Handoff records a leader refused: for an epoch it does not lead, expired, or naming
     /// itself as the node to lead.
     pub handoffs_refused: u64,
+    /// Leader records, handoffs and leader keys refused as older than the highest epoch
+    /// this node has seen (lead::epoch), each once.
+    pub epochs_refused: u64,
 }
 
 impl Counters {
     /// Every counter once: its StatsD name, its Prometheus name, its value.
-    pub fn named(&self) -> [(&'static str, &'static str, u64); 11] {
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 12] {
         [
             ("stargate.sync.count", "stargate_sync_syncs_total", self.syncs),
             ("stargate.sync.skipped", "stargate_sync_skips_total", self.skips),
@@ -46,6 +49,7 @@ impl Counters {
             ("stargate.hints.refused", "stargate_hints_refused_total", self.hints_refused),
             ("stargate.hints.throttled", "stargate_hints_throttled_total", self.hints_throttled),
             ("stargate.handoffs.refused", "stargate_handoffs_refused_total", self.handoffs_refused),
+            ("stargate.epochs.refused", "stargate_epochs_refused_total", self.epochs_refused),
         ]
     }
 }

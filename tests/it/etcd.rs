@@ -331,3 +331,50 @@ fn quorum_adoption_longer_than_the_ttl_keeps_the_etcd_lease() {
     assert_eq!(log.matches("elected leader at epoch").count(), 1, "{log}");
     lab.kill("c", "agent", "CONT");
 }
+
+/// etcd restored from a backup without a revision bump gives create revisions, and so
+/// epochs, that were issued already. Nobody leads (stargate(7), Epoch) until etcd's revision
+/// is past the highest epoch the nodes have seen, and then at an epoch after it.
+#[test]
+fn an_etcd_restored_without_a_revision_bump_leads_nobody_until_its_revision_passes_the_epochs_seen() {
+    let mut c = cluster(2, 1, "");
+    let first = c.lab.wait_leader(None, Duration::from_secs(10));
+    // Epochs well past what the restored etcd will count to on its own.
+    for i in 0..40 {
+        c.etcd.put(0, "/elsewhere", &i.to_string());
+    }
+    c.lab.kill(&first, "agent", "KILL");
+    let second = c.lab.wait_leader(Some(&first), Duration::from_secs(10));
+    let seen = epoch(&c.lab, &second);
+    assert!(seen > 40, "{seen}");
+    c.lab.start(&first, "agent");
+    c.lab.wait_until("the restarted node to see the epoch", Duration::from_secs(10), || {
+        c.lab.status(&first)["seen"]["epoch"].as_u64() == Some(seen)
+    });
+
+    c.etcd.wipe(0);
+    let lab = &c.lab;
+    lab.wait_until("both nodes to refuse the restored etcd", Duration::from_secs(15), || {
+        lab.nodes
+            .iter()
+            .all(|n| lab.status(n)["lease_problem"].as_str().is_some_and(|p| p.contains("without --bump-revision")))
+    });
+    for i in 0..20 {
+        assert!(lab.ready().is_empty(), "sample {i}: a node leads an epoch issued before{}", lab.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for n in &lab.nodes {
+        let audit = std::fs::read_to_string(lab.dir.path().join(n).join("repos/.stargate/audit.log")).unwrap();
+        assert_eq!(audit.matches("\"event\":\"epoch-refused\"").count(), 1, "{n}, once: {audit}");
+    }
+
+    // The revision bump done by hand: etcd's revision passes the epoch seen.
+    for i in 0..seen {
+        c.etcd.put(0, "/bump", &i.to_string());
+    }
+    let leader = lab.wait_leader(None, Duration::from_secs(10));
+    assert!(epoch(lab, &leader) > seen, "{} after {seen}", epoch(lab, &leader));
+    let client = Client::new();
+    client.clone(&lab.url(&leader, "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "after the restore"]).status.success(), "{}", lab.logs());
+}

@@ -106,15 +106,16 @@ fn dead_or_frozen_agent_fails_closed() {
 
 #[test]
 fn reference_transaction_recheck_refuses_a_leader_fenced_after_pre_receive() {
-    // The fencing lands between the two checks: pre-receive passes, then the epoch moves
-    // (a slow pre-receive hook stands in for the race window), and prepared must refuse.
+    // The fencing lands between the two checks: pre-receive passes, then the epoch moves to
+    // another node (a slow pre-receive hook stands in for the race window), and prepared must
+    // refuse. (The same epoch naming another node is refused too, as a restored backup.)
     let lab = Lab::up(1);
     lab.wait_leader(None, Duration::from_secs(5));
     let hooks = lab.dir.path().join("racy-hooks");
     std::fs::create_dir_all(&hooks).unwrap();
     let record = lab.dir.path().join("shared/stargate.lock.leader");
     let pre = format!(
-        "#!/bin/sh\nstargate-hook pre-receive || exit $?\nsed -i 's/\"node\":\"a\"/\"node\":\"z\"/' '{}'\n",
+        "#!/bin/sh\nstargate-hook pre-receive || exit $?\nsed -i 's/\"epoch\":1,\"node\":\"a\"/\"epoch\":2,\"node\":\"z\"/' '{}'\n",
         record.display()
     );
     std::fs::write(hooks.join("pre-receive"), pre).unwrap();
@@ -134,7 +135,7 @@ fn reference_transaction_recheck_refuses_a_leader_fenced_after_pre_receive() {
     // git dies in receive-pack when this hook aborts ("ref updates aborted by hook"), and the
     // hook's words go to receive-pack's stderr: the daemon's log here, the client over ssh.
     let log = std::fs::read_to_string(lab.dir.path().join("a/daemon.log")).unwrap();
-    assert!(log.contains("stargate: not leader (leader: z, epoch: 1)"), "{log}");
+    assert!(log.contains("stargate: not leader (leader: z, epoch: 2)"), "{log}");
     assert!(log.contains("ref updates aborted by hook"), "{log}");
 }
 

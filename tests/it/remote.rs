@@ -293,13 +293,13 @@ fn a_connection_that_fails_before_anything_is_sent_is_retried_on_the_new_leader(
     let (lab, leader) = lab_for_remote(2);
     let ip = lab.ip("a");
     // x looks like the leader at first, but nothing listens at its URL; then y leads, and y
-    // is the real leader's repository. y's first answer comes late, so that x's settles the
-    // first look whichever of y's requests arrives first.
+    // is the real leader's repository (y is not the leader yet at the first look: were it, its
+    // newer epoch would win that look).
     fake_health(
         &ip,
         vec![
-            (8091, vec!["leader, epoch 5\n", "not leader: fenced\n"]),
-            (8092, vec!["slow leader, epoch 6\n", "leader, epoch 6\n"]),
+            (8091, vec!["leader, epoch 5\n", "not leader: fenced\nleader y, epoch 6\n"]),
+            (8092, vec!["not leader: electing\n", "leader, epoch 6\n"]),
         ],
     );
     let config = format!(
@@ -504,4 +504,76 @@ fn https_nodes_are_handed_to_git_remote_https() {
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains(&format!("stargate: reading from {other} at http://{}:8181/kv.git", lab.ip(other))), "{err}");
+}
+
+/// Forwards each connection on `listen` to `target` after `delay`: a health responder that
+/// answers late.
+fn slow_relay(listen: &str, target: String, delay: Duration) {
+    let listener = TcpListener::bind(listen).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { return };
+            let target = target.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let Ok(mut server) = std::net::TcpStream::connect(&target) else { return };
+                let mut request = [0u8; 4096];
+                let Ok(n) = client.read(&mut request) else { return };
+                let _ = server.write_all(&request[..n]);
+                let mut answer = Vec::new();
+                let _ = server.read_to_end(&mut answer);
+                let _ = client.write_all(&answer);
+            });
+        }
+    });
+}
+
+/// The helper pushed to the first node whose `/readyz` said 200: a deposed leader, frozen
+/// with its health responder still answering 200 for its old epoch, got the push whenever it
+/// answered first, and a repository that takes any push acknowledged it.
+#[test]
+fn a_push_goes_to_the_node_claiming_the_newest_epoch_not_to_the_first_answering_200() {
+    let (lab, first) = lab_for_remote(2);
+    let old = lab.record()["epoch"].as_u64().unwrap();
+    lab.kill(&first, "agent", "KILL");
+    let leader = lab.wait_leader(Some(&first), Duration::from_secs(10));
+    let current = lab.record()["epoch"].as_u64().unwrap();
+    assert!(current > old);
+    let ip = lab.ip("a");
+    // x: the deposed leader's responder, at once "leader, epoch <old>"; behind its URL a
+    // repository without Stargate's hooks, which accepts anything pushed to it.
+    let deposed = tempfile::tempdir().unwrap();
+    ok(Command::new("git").args(["init", "-q", "--bare"]).arg(deposed.path().join("kv.git")));
+    fake_health(&ip, vec![(8095, vec![format!("leader, epoch {old}\n").leak()])]);
+    // y: the real leader, whose answer comes 150 ms later.
+    slow_relay(&format!("{ip}:8096"), format!("{}:8080", lab.ip(&leader)), Duration::from_millis(150));
+    let config = format!(
+        "{}[stargate \"x\"]\n\turl = {}/\n\thealth = http://{ip}:8095\n\
+         [stargate \"y\"]\n\turl = git://{}/\n\thealth = http://{ip}:8096\n",
+        lab.client_config(&["git"]),
+        deposed.path().display(),
+        lab.ip(&leader)
+    );
+    let r = Remote::new(&config);
+    r.work("w");
+    let out = r.run("w", &["push", "-v", "stargate::x,y/kv.git", "main"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("stargate: writing to y at git://{}/kv.git (leader, epoch {current}", lab.ip(&leader))),
+        "{err}"
+    );
+    assert_eq!(git_dir(&lab.repo(&leader, "kv"), &["rev-parse", "refs/heads/main"]), r.head("w", "main"));
+    let stale_refs = || git_dir(&deposed.path().join("kv.git"), &["for-each-ref"]);
+    assert_eq!(stale_refs(), "", "nothing reached the deposed leader");
+
+    // A passive node names the current epoch: x is not the leader, although no leader answers.
+    let passive = if leader == "a" { "b" } else { "a" };
+    r.ok("w", &["commit", "-q", "--allow-empty", "-m", "more"]);
+    let out = r.run("w", &["push", &format!("stargate::x,{passive}/kv.git"), "main"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(128), "{err}");
+    assert!(err.contains(&format!("fatal: no leader among x,{passive}:")), "{err}");
+    assert!(err.contains(&format!("its epoch {old} is behind epoch {current}, which {passive} named")), "{err}");
+    assert_eq!(stale_refs(), "", "nothing reached the deposed leader");
 }

@@ -802,6 +802,29 @@ impl Etcd {
         self.wait_healthy(Duration::from_secs(20));
     }
 
+    /// Member `i` started again on an empty data directory: a single-member cluster
+    /// restored from a backup taken before anything was written, its revisions from 1 again.
+    pub fn wipe(&mut self, i: usize) {
+        self.kill(i);
+        std::fs::remove_dir_all(self.dir.path().join(format!("m{i}"))).unwrap();
+        let n = self.members.len();
+        self.spawn(i, n, "new");
+        self.wait_healthy(Duration::from_secs(20));
+    }
+
+    /// Write `key` through member `i`'s JSON gateway: etcd's revision moves on by one.
+    pub fn put(&self, i: usize, key: &str, value: &str) {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let body = format!("{{\"key\":\"{}\",\"value\":\"{}\"}}", b64(key), b64(value));
+        let request = format!(
+            "POST /v3/kv/put HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let answer = http_raw(&format!("{}:2379", self.ip(i)), request.as_bytes());
+        assert!(answer.as_ref().is_some_and(|(code, _, _)| *code == 200), "etcd put: {answer:?}");
+    }
+
     pub fn log(&self) -> String {
         (0..self.members.len())
             .map(|i| std::fs::read_to_string(self.dir.path().join(format!("m{i}.log"))).unwrap_or_default())

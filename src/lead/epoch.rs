@@ -1,0 +1,356 @@
+//! The highest epoch this node has seen, and who led it (docs/ARCHITECTURE.md, Fencing):
+//! `<root>/.stargate/epoch.json`, raised by every leader record and leader key the agent
+//! reads, never lowered, written whole and fsynced.
+//!
+//! A record, handoff or key naming an older epoch, or naming another node at the epoch
+//! seen, is refused (a handoff never raises it: its epoch is always a record's first): it can only come from a backup restored over the lease (or from an
+//! etcd restored without a revision bump), and following it could make two nodes lead one
+//! epoch. Taking the lease then writes an epoch after both the record's and the one seen.
+//! The agent is the only writer; the hooks and the health responder read it (`read`) and
+//! fail closed on a record it refuses.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::handoff::Handoff;
+use super::record::{Error, Record, io};
+
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("epoch.json")
+}
+
+/// What a refused claim was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The leader record (a file lease's record, or the leader key on etcd).
+    Record,
+    Handoff,
+    /// etcd's revision, before the leader key is created: the epoch it would give.
+    Revision,
+}
+
+/// A claim refused because this node has seen a newer epoch, or the same one led by
+/// another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: Kind,
+    pub epoch: u64,
+    /// The node the claim names (none for etcd's revision).
+    pub node: Option<String>,
+    pub seen: u64,
+    pub seen_node: String,
+}
+
+impl Refusal {
+    fn of(kind: Kind, epoch: u64, node: &str, seen: &Record) -> Refusal {
+        Refusal { kind, epoch, node: Some(node.to_owned()), seen: seen.epoch, seen_node: seen.node.clone() }
+    }
+
+    /// Why, without what was refused: for "cannot read the leader record: …".
+    pub fn detail(&self) -> String {
+        let (seen, by) = (self.seen, &self.seen_node);
+        let why = match (self.kind, &self.node) {
+            (Kind::Revision, _) => {
+                return format!(
+                    "etcd's revision is {}, not past epoch {seen} ({by}), which this node has seen; etcd restored \
+                     from a backup without --bump-revision? (stargate(7), Epoch)",
+                    self.epoch
+                );
+            }
+            (_, Some(node)) if self.epoch == seen => {
+                format!("it names {node} at epoch {seen}, which this node saw {by} lead")
+            }
+            (_, node) => format!(
+                "its epoch {} ({}) is older than epoch {seen} ({by}), which this node has seen",
+                self.epoch,
+                node.as_deref().unwrap_or("?")
+            ),
+        };
+        format!("{why}; restored from a backup? (stargate(7), Epoch)")
+    }
+
+    /// What makes two refusals the same incident, reported once: for etcd's revision,
+    /// only the epoch seen (every refusal's own audit line moves the revision on).
+    fn key(&self) -> (Kind, u64, Option<String>) {
+        match self.kind {
+            Kind::Revision => (self.kind, self.seen, None),
+            _ => (self.kind, self.epoch, self.node.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.kind {
+            Kind::Record => "the leader record",
+            Kind::Handoff => "the handoff record",
+            Kind::Revision => "taking the leader key",
+        };
+        write!(f, "refused {what}: {}", self.detail())
+    }
+}
+
+/// How `node` leading `epoch` compares with what was seen.
+#[derive(Debug, PartialEq, Eq)]
+enum Compared {
+    Newer,
+    Same,
+    Refused,
+}
+
+fn compare(seen: Option<&Record>, epoch: u64, node: &str) -> Compared {
+    match seen {
+        None => Compared::Newer,
+        Some(s) if epoch > s.epoch => Compared::Newer,
+        Some(s) if epoch == s.epoch && node == s.node => Compared::Same,
+        Some(_) => Compared::Refused,
+    }
+}
+
+/// Whether `record` may be followed by a node that has seen `seen`; the refusal if not.
+pub fn judge(seen: Option<&Record>, record: &Record) -> Result<(), Refusal> {
+    match (compare(seen, record.epoch, &record.node), seen) {
+        (Compared::Refused, Some(s)) => Err(Refusal::of(Kind::Record, record.epoch, &record.node, s)),
+        _ => Ok(()),
+    }
+}
+
+/// What this node has seen, for readers other than the agent (hooks, health responder):
+/// `Err` when the file cannot be read or parsed, and they then refuse.
+pub fn read(state_dir: &Path) -> Result<Option<Record>, String> {
+    let path = path(state_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("the highest epoch seen, {}, is damaged: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// The agent's hold on `epoch.json`, shared by its threads (the lease loop, the replicator).
+#[derive(Debug)]
+pub struct Highest {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    seen: Option<Record>,
+    /// The last refusal of each kind, until a claim of that kind is accepted again.
+    refused: HashMap<Kind, (Kind, u64, Option<String>)>,
+    unreported: Vec<Refusal>,
+}
+
+impl Highest {
+    /// Open `<state_dir>/epoch.json`; none yet is epoch 0. A damaged file is an error: the
+    /// agent does not start without knowing what it has seen.
+    pub fn open(state_dir: &Path) -> Result<Highest, Error> {
+        let path = path(state_dir);
+        let seen = match std::fs::read(&path) {
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes).map_err(|source| Error::SeenDamaged { path: path.clone(), source })?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        Ok(Highest { path, inner: Mutex::new(Inner { seen, ..Inner::default() }) })
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The newest record seen.
+    pub fn seen(&self) -> Option<Record> {
+        self.inner().seen.clone()
+    }
+
+    /// Check `record`, read from the lease: raise what was seen when it is newer, refuse it
+    /// when it is older or names another node at the epoch seen.
+    pub fn check_record(&self, record: &Record) -> Result<(), Error> {
+        let mut inner = self.inner();
+        let seen = inner.seen.clone();
+        match (compare(seen.as_ref(), record.epoch, &record.node), seen) {
+            (Compared::Refused, Some(s)) => {
+                return Err(inner.refuse(Refusal::of(Kind::Record, record.epoch, &record.node, &s)));
+            }
+            (Compared::Newer, _) => self.store(&mut inner, record.clone())?,
+            _ => {}
+        }
+        inner.refused.remove(&Kind::Record);
+        Ok(())
+    }
+
+    /// Check `handoff` as the claim that its node leads its epoch: the leader asked to drain
+    /// (planned), or the node that now leads (forced). It never raises what was seen: a
+    /// handoff's epoch is always carried by a record first, and one for a future epoch must
+    /// change nothing (docs/ARCHITECTURE.md, Threat model).
+    pub fn check_handoff(&self, handoff: &Handoff) -> Result<(), Error> {
+        let node = if handoff.forced { &handoff.to } else { &handoff.from };
+        let mut inner = self.inner();
+        let seen = inner.seen.clone();
+        match (compare(seen.as_ref(), handoff.epoch, node), seen) {
+            (Compared::Refused, Some(s)) => Err(inner.refuse(Refusal::of(Kind::Handoff, handoff.epoch, node, &s))),
+            _ => {
+                inner.refused.remove(&Kind::Handoff);
+                Ok(())
+            }
+        }
+    }
+
+    /// etcd: a leader key created now gets at least `epoch`; refused unless it is after
+    /// every epoch seen.
+    pub fn check_revision(&self, epoch: u64) -> Result<(), Error> {
+        let mut inner = self.inner();
+        match inner.seen.clone() {
+            Some(s) if epoch <= s.epoch => {
+                let refusal = Refusal { kind: Kind::Revision, epoch, node: None, seen: s.epoch, seen_node: s.node };
+                Err(inner.refuse(refusal))
+            }
+            _ => {
+                inner.refused.remove(&Kind::Revision);
+                Ok(())
+            }
+        }
+    }
+
+    fn store(&self, inner: &mut Inner, record: Record) -> Result<(), Error> {
+        let mut bytes =
+            serde_json::to_vec(&record).map_err(|source| Error::SeenDamaged { path: self.path.clone(), source })?;
+        bytes.push(b'\n');
+        crate::files::write_atomic(&self.path, &bytes, 0o644, true).map_err(io(&self.path))?;
+        inner.seen = Some(record);
+        Ok(())
+    }
+
+    /// The epoch the next acquisition writes over `record`: after it and after every epoch
+    /// seen, so that a restored record cannot make two nodes lead one epoch.
+    pub fn next_epoch(&self, record: Option<&Record>) -> u64 {
+        let seen = self.inner().seen.as_ref().map_or(0, |s| s.epoch);
+        record.map_or(0, |r| r.epoch).max(seen) + 1
+    }
+
+    /// The leader before the next epoch: `record`, unless this node has seen a newer one
+    /// (the record was restored from a backup), which is then the one to catch up from.
+    pub fn previous(&self, record: Option<Record>) -> Option<Record> {
+        let seen = self.seen();
+        match (record, seen) {
+            (Some(r), Some(s)) if s.epoch > r.epoch => Some(s),
+            (None, s) => s,
+            (r, _) => r,
+        }
+    }
+
+    /// The refusals not reported yet: each incident once, however often it is read.
+    pub fn take_refusals(&self) -> Vec<Refusal> {
+        std::mem::take(&mut self.inner().unreported)
+    }
+}
+
+impl Inner {
+    fn refuse(&mut self, refusal: Refusal) -> Error {
+        if self.refused.get(&refusal.kind) != Some(&refusal.key()) {
+            self.refused.insert(refusal.kind, refusal.key());
+            self.unreported.push(refusal.clone());
+        }
+        Error::Behind(refusal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(epoch: u64, node: &str) -> Record {
+        Record { epoch, node: node.into(), url: Some(format!("git://{node}/")), health: None, since_ms: 0 }
+    }
+
+    #[test]
+    fn epochs_only_go_forward_and_one_epoch_has_one_leader() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Highest::open(dir.path()).unwrap();
+        assert_eq!(h.next_epoch(None), 1);
+        h.check_record(&record(3, "a")).unwrap();
+        h.check_record(&record(3, "a")).unwrap();
+        h.check_record(&record(7, "b")).unwrap();
+        // Older, or the epoch seen naming another node: refused, the epoch seen kept.
+        let older = h.check_record(&record(3, "c")).unwrap_err();
+        assert!(matches!(&older, Error::Behind(r) if r.epoch == 3 && r.seen == 7), "{older}");
+        assert!(older.to_string().contains("its epoch 3 (c) is older than epoch 7 (b)"), "{older}");
+        let twin = h.check_record(&record(7, "c")).unwrap_err();
+        assert!(twin.to_string().contains("it names c at epoch 7, which this node saw b lead"), "{twin}");
+        assert_eq!(h.seen().unwrap().epoch, 7);
+        // The next acquisition writes after both, and catches up from the newer leader.
+        assert_eq!(h.next_epoch(Some(&record(3, "c"))), 8);
+        assert_eq!(h.previous(Some(record(3, "c"))).unwrap().node, "b");
+        assert_eq!(h.previous(Some(record(9, "c"))).unwrap().node, "c");
+        // Persisted: another process (the hooks) and the next agent see it.
+        assert_eq!(read(dir.path()).unwrap().unwrap(), record(7, "b"));
+        assert_eq!(Highest::open(dir.path()).unwrap().seen().unwrap(), record(7, "b"));
+        assert_eq!(judge(Some(&record(7, "b")), &record(6, "b")).unwrap_err().seen, 7);
+        assert!(judge(Some(&record(7, "b")), &record(8, "c")).is_ok());
+        assert!(judge(None, &record(1, "c")).is_ok());
+    }
+
+    #[test]
+    fn each_refusal_is_reported_once_until_the_next_accepted_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Highest::open(dir.path()).unwrap();
+        h.check_record(&record(5, "a")).unwrap();
+        for _ in 0..10 {
+            let _ = h.check_record(&record(2, "c"));
+        }
+        assert_eq!(h.take_refusals().len(), 1);
+        assert!(h.take_refusals().is_empty());
+        // Another stale record is another incident; so is the same one after a good one.
+        let _ = h.check_record(&record(3, "c"));
+        h.check_record(&record(5, "a")).unwrap();
+        let _ = h.check_record(&record(3, "c"));
+        assert_eq!(h.take_refusals().len(), 2);
+        // etcd: once per epoch seen, whatever the revision (the audit line moves it).
+        for revision in 1..5 {
+            assert!(h.check_revision(revision).is_err());
+        }
+        assert!(h.check_revision(5).is_err(), "epoch 5 was issued already");
+        assert_eq!(h.take_refusals().len(), 1);
+        h.check_revision(6).unwrap();
+    }
+
+    #[test]
+    fn handoffs_are_refused_like_records_but_never_raise_the_epoch_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Highest::open(dir.path()).unwrap();
+        h.check_record(&record(4, "a")).unwrap();
+        let handoff = |epoch, forced| Handoff {
+            from: "a".into(),
+            epoch,
+            to: "b".into(),
+            forced,
+            user: "op".into(),
+            requested_ms: 1,
+            heartbeat_ms: 1,
+        };
+        h.check_handoff(&handoff(4, false)).unwrap();
+        assert!(h.check_handoff(&handoff(3, false)).is_err());
+        assert!(h.check_handoff(&handoff(4, true)).is_err(), "b at epoch 4 is not what was seen");
+        // A future epoch is left to the leader, which refuses it; it does not depose anyone.
+        h.check_handoff(&handoff(9, false)).unwrap();
+        assert_eq!(h.seen().unwrap(), record(4, "a"));
+        h.check_record(&record(4, "a")).unwrap();
+        // Forced: the record of b at 5 comes first, then the handoff naming b at 5.
+        h.check_record(&record(5, "b")).unwrap();
+        h.check_handoff(&handoff(5, true)).unwrap();
+        assert!(h.check_handoff(&handoff(5, false)).is_err(), "a at epoch 5 is not what was seen");
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_not_epoch_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(path(dir.path()), "{\"epoch\": 7, \"no").unwrap();
+        assert!(Highest::open(dir.path()).is_err());
+        assert!(read(dir.path()).unwrap_err().contains("damaged"));
+    }
+}

@@ -211,16 +211,17 @@ pub fn shrink(calls: &[Call], per_try: Duration, budget: Duration) -> Vec<Call> 
 /// Encodes the writes async mode was allowed to lose (docs/CONSISTENCY.md, "Allowed
 /// losses"): `lost` maps each such value to the time its forced promotion or machine loss
 /// ended. Its acknowledged write becomes a write of unknown outcome (it may or may not have
-/// taken effect), and a read that returned it before that time is left out: it saw the old
-/// leader's state, which the fault rolled back. A read of it after that time stays (the
-/// suite reports it as a lost value served again: to the register it could be a late
-/// effect of the unknown write). An unknown operation is the last of its
+/// taken effect), and a read invoked before that time that returned it is left out: it saw
+/// the old leader's state, which the fault rolled back (a read asked of the old leader
+/// before it was deposed may be answered after, once it is thawed or healed). A read of it
+/// invoked after that time stays (the suite reports it as a lost value served again: to the
+/// register it could be a late effect of the unknown write). An unknown operation is the last of its
 /// thread, so the operations its thread went on with move to a fresh thread, as a client
 /// that timed out does. Returns how many writes were turned and reads left out.
 pub fn allow_losses(calls: &mut Vec<Call>, lost: &HashMap<String, u64>, next_thread: &mut u64) -> (usize, usize) {
     let before = calls.len();
     calls.retain(|c| match &c.ret {
-        Some((at, Ret::Got(Some(v)))) => lost.get(v).is_none_or(|end| at > end),
+        Some((_, Ret::Got(Some(v)))) => lost.get(v).is_none_or(|end| c.invoke > *end),
         _ => true,
     });
     let dropped = before - calls.len();
@@ -350,6 +351,12 @@ mod tests {
         again.push(get(2, Some("b"), 80, 90));
         assert_eq!(allow_losses(&mut again, &lost(&["b"], 50), &mut 100), (1, 1));
         assert!(again.iter().any(|c| c.ret == Some((90, Ret::Got(Some("b".into()))))));
+        // Asked of the old leader before the promotion ended, answered after (it was
+        // frozen): it saw the rolled-back state, as the read at 32 did.
+        let mut late = h.clone();
+        late.push(get(3, Some("b"), 45, 75));
+        assert_eq!(allow_losses(&mut late, &lost(&["b"], 50), &mut 100), (1, 2));
+        assert_eq!(check(&late, BUDGET), Verdict::Linearizable);
     }
 
     #[test]

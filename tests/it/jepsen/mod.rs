@@ -557,10 +557,12 @@ pub fn run_suite(mode: Mode, nemesis: Nemesis) {
         }
     }
 
-    // A lost value must stay lost: read after its fault ended, it was served again.
+    // A lost value must stay lost: read by a read asked after its fault ended, it was
+    // served again. (One asked before may be answered by the old leader once it is thawed
+    // or healed: it saw the state the fault rolled back.)
     for r in &history {
-        if let (Some(Ret::Got(Some(v))), Some(at)) = (&r.ret, r.return_ns)
-            && allowed_values.get(v).is_some_and(|until| at > *until)
+        if let Some(Ret::Got(Some(v))) = &r.ret
+            && allowed_values.get(v).is_some_and(|until| r.invoke_ns > *until)
         {
             anomalies.push(anomaly("lost-value-served-again", format!("{} read {v:?} after it was lost", r.label())));
         }

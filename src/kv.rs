@@ -117,7 +117,7 @@ enum Command {
 }
 
 struct Store {
-    refs: crate::refs::Store,
+    refs: crate::store::Store,
     dir: PathBuf,
     remote: String,
     refname: String,
@@ -135,7 +135,7 @@ pub fn main(args: &[String]) -> crate::error::Result<()> {
     if !remote.contains([':', '/']) && cfg.remote_url(&remote).is_none() {
         return Err(Error::NoRemote(remote).into());
     }
-    let store = Store { refs: crate::refs::Store::new(repo), dir, remote, refname: format!("refs/kv/{namespace}") };
+    let store = Store { refs: crate::store::Store::new(repo), dir, remote, refname: format!("refs/kv/{namespace}") };
     match cli.command {
         Command::Set { pairs, stdin } => {
             let pairs = set_pairs(pairs, stdin.then(|| std::io::stdin().lock()))?;
@@ -368,7 +368,7 @@ impl Store {
     }
 
     fn set_tip(&self, commit: ObjectId, previous: Option<ObjectId>) -> Result<(), Error> {
-        use crate::refs::{Edit, Expect};
+        use crate::store::{Edit, Expect};
         let expect = previous.map_or(Expect::Any, Expect::Value);
         self.refs.edit(&[Edit { name: self.refname.clone(), expect, new: Some(commit) }]).map_err(repo_err)
     }

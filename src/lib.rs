@@ -3,10 +3,11 @@
 //! All logic lives in this library; the binaries in `bin/` are thin entry points.
 //!
 //! The folders are the architecture (docs/ARCHITECTURE.md has the map and the rules):
-//! `lead` decides who may write, `replication` copies what the leader accepted, `agent`
-//! runs both on a node, `hook` enforces the decision inside git, `ops` is what operators
-//! and monitoring talk to, `remote` and `kv` are the clients, and `wire` is how any of
-//! them speaks to git. Imports run down that list, never back up.
+//! `lead` decides who may write, `journal` records what the leader did, `mirror` copies it
+//! to the replicas, `agent` runs them on a node, `hook` enforces the decision inside git,
+//! `ops` is what operators and monitoring talk to, `remote` and `kv` are the clients,
+//! `store` is the only writer of git's on-disk state and `wire` how any of them speaks to
+//! git. Imports run down that list, never back up.
 
 pub mod cli;
 
@@ -17,7 +18,9 @@ pub mod remote;
 
 pub mod agent;
 
-pub mod replication;
+pub mod mirror;
+
+pub mod journal;
 
 pub mod lead;
 
@@ -27,6 +30,6 @@ pub mod error;
 pub mod clock;
 pub mod config;
 pub mod files;
-pub mod refs;
 pub mod repos;
+pub mod store;
 pub mod wire;

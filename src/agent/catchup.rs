@@ -10,7 +10,7 @@ use super::Agent;
 use super::control::Reply;
 use crate::lead::audit;
 use crate::lead::lease::Record;
-use crate::replication::sync::{self, Target};
+use crate::mirror::{self, Target};
 
 /// How often a catch-up that waits for a running sync of the same repository looks again.
 const LOCKED_RETRY: Duration = Duration::from_millis(5);
@@ -26,8 +26,8 @@ pub(super) struct Heard {
 
 /// How many writes of `epoch` the journal of `path` leaves open.
 fn in_flight(path: &std::path::Path, epoch: u64) -> usize {
-    let open = crate::replication::journal::open(path).and_then(|git| match crate::replication::journal::tip(&git)? {
-        Some((tip, _)) => crate::replication::journal::open_prepares(&git, tip),
+    let open = crate::journal::open(path).and_then(|git| match crate::journal::tip(&git)? {
+        Some((tip, _)) => crate::journal::open_prepares(&git, tip),
         None => Ok(Vec::new()),
     });
     open.map_or(0, |open| open.iter().filter(|(_, e)| e.epoch == epoch).count())
@@ -111,11 +111,11 @@ impl Agent {
                 continue 'hear;
             };
             let target = Target { leader: node.clone(), epoch: mine.map_or(0, |m| m.epoch), base_url: url, peer: true };
-            let probe = sync::Settings {
+            let probe = mirror::Settings {
                 timeout: self.catchup_connect_timeout.max(Duration::from_secs(1)),
                 ..self.sync.clone()
             };
-            let mut read = sync::journal_at(&path, name, &target.base_url, &probe).map(drop);
+            let mut read = mirror::journal_at(&path, name, &target.base_url, &probe).map(drop);
             if mine.is_some() && read.is_ok() {
                 read = self.sync_waiting(&path, name, &target, &self.sync.clone()).map(drop);
             }
@@ -145,7 +145,7 @@ impl Agent {
         mine: Option<&Record>,
         published: &mut Instant,
     ) -> Heard {
-        use crate::replication::stage::{self, Position};
+        use crate::journal::stage::{self, Position};
         let timeout = Duration::from_millis(500);
         let own = stage::position(&self.root.join(name));
         let ours = own.reach();
@@ -199,14 +199,12 @@ impl Agent {
         let repos = crate::repos::list(&self.root).unwrap_or_default();
         for repo in repos.iter().filter(|r| r.readable) {
             let path = self.root.join(&repo.name);
-            let theirs = sync::remote_refs(&path, &repo.name, &base, &self.sync)
+            let theirs = mirror::remote_refs(&path, &repo.name, &base, &self.sync)
                 .map_err(|e| format!("{}: cannot list {}'s refs to compare: {e}", repo.name, previous.node))?;
-            let ours = crate::replication::journal::open(&path)
-                .and_then(|git| {
-                    git.prefixed("refs/").map_err(|e| crate::replication::journal::Error::Git(e.to_string()))
-                })
+            let ours = crate::journal::open(&path)
+                .and_then(|git| git.prefixed("refs/").map_err(crate::journal::Error::from))
                 .map_err(|e| format!("{}: cannot list this node's refs: {e}", repo.name))?;
-            let differing = crate::refs::differing(theirs, ours);
+            let differing = crate::store::differing(theirs, ours);
             if !differing.is_empty() {
                 return Err(format!(
                     "{}: after catching up, this node's refs differ from {}'s: {} (git stargate verify; git stargate sync --full)",
@@ -225,18 +223,18 @@ impl Agent {
         path: &std::path::Path,
         name: &str,
         target: &Target,
-        settings: &sync::Settings,
-    ) -> Result<sync::Report, sync::Error> {
+        settings: &mirror::Settings,
+    ) -> Result<mirror::Report, mirror::Error> {
         loop {
-            match sync::sync(path, name, target, settings) {
-                Err(sync::Error::Locked) => std::thread::sleep(LOCKED_RETRY),
+            match mirror::sync(path, name, target, settings) {
+                Err(mirror::Error::Locked) => std::thread::sleep(LOCKED_RETRY),
                 other => return other,
             }
         }
     }
 
     /// Before leading: settle every prepared write the repositories' journals leave open
-    /// (`sync::settle`): taken over where this node holds it staged (quorum mode), dropped
+    /// (`mirror::settle`): taken over where this node holds it staged (quorum mode), dropped
     /// otherwise. What was dropped is audited: the node that prepared it may have
     /// acknowledged it, and keeps it if so (stargate(7), Lost commits).
     pub(super) fn settle_open_writes(&mut self, previous: Option<&Record>) {
@@ -246,9 +244,9 @@ impl Agent {
             let path = self.root.join(&repo.name);
             let mut published = Instant::now();
             let settled = loop {
-                match sync::settle(&path, self.epoch, &self.me, self.journal_keep, self.quorum.is_some()) {
+                match mirror::settle(&path, self.epoch, &self.me, self.journal_keep, self.quorum.is_some()) {
                     // The replica side's last sync of it: wait it out, staying fresh.
-                    Err(sync::Error::Locked) => {
+                    Err(mirror::Error::Locked) => {
                         std::thread::sleep(LOCKED_RETRY);
                         if let Some(mine) = self.record.clone() {
                             self.keep_fresh(&mine, &mut published);
@@ -389,8 +387,8 @@ impl Agent {
                     shortfall.push((name.clone(), "catch-up timed out".to_owned()));
                     break;
                 }
-                let settings = sync::Settings { timeout: left.min(self.sync.timeout), ..self.sync.clone() };
-                match sync::sync(&self.root.join(name), name, &target, &settings) {
+                let settings = mirror::Settings { timeout: left.min(self.sync.timeout), ..self.sync.clone() };
+                match mirror::sync(&self.root.join(name), name, &target, &settings) {
                     Ok(report) => {
                         if report.refs_changed > 0 {
                             changed += 1;
@@ -410,7 +408,7 @@ impl Agent {
                         }
                     }
                     // The replica side is syncing it right now: wait, then sync once more.
-                    Err(sync::Error::Locked) => std::thread::sleep(LOCKED_RETRY),
+                    Err(mirror::Error::Locked) => std::thread::sleep(LOCKED_RETRY),
                     Err(e) => {
                         shortfall.push((name.clone(), e.to_string()));
                         break;

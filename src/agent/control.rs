@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::replication::replicator::Replicator;
-use crate::replication::signal;
+use crate::journal::signal;
+use crate::mirror::replicator::Replicator;
 
 /// The hint a promoting node sends the leader's agent.
 pub const HANDOFF_HINT: &str = "stargate-handoff";
@@ -69,7 +69,7 @@ pub fn parse_hint(datagram: &[u8]) -> Hint {
     if text == HANDOFF_HINT {
         return Hint::Handoff;
     }
-    if let Some(name) = text.strip_prefix(crate::replication::stage::HINT) {
+    if let Some(name) = text.strip_prefix(crate::journal::stage::HINT) {
         return match crate::repos::valid_name(name) {
             true => Hint::Stage(name.to_owned()),
             false => Hint::Refused("not a repository name"),
@@ -400,7 +400,7 @@ mod tests {
                 Hint::Stage(name) => {
                     prop_assert!(crate::repos::valid_name(&name));
                     let text = String::from_utf8(data).unwrap_or_default();
-                    prop_assert_eq!(text.trim_end_matches('\n'), format!("{}{name}", crate::replication::stage::HINT));
+                    prop_assert_eq!(text.trim_end_matches('\n'), format!("{}{name}", crate::journal::stage::HINT));
                 }
                 Hint::Handoff => prop_assert!(data == HANDOFF_HINT.as_bytes() || data == b"stargate-handoff\n"),
                 Hint::Refused(why) => prop_assert!(!why.is_empty()),

@@ -7,10 +7,10 @@ use std::time::Instant;
 use super::Agent;
 use super::control::Reply;
 use crate::clock::now_ms;
+use crate::journal;
 use crate::lead::audit;
 use crate::lead::lease::{Acquired, Error};
 use crate::lead::node::Role;
-use crate::replication::journal;
 
 /// Quorum mode: how long a node that could not hear from enough peers to lead waits
 /// before it contends again.
@@ -136,9 +136,9 @@ impl Agent {
 
     /// Give every repository without a journal its first entry (see `journal::genesis`), and
     /// start a new generation of the change summary: replicas following another leader's
-    /// summary, or an older one of ours, sync every repository once (`replication::changes`).
+    /// summary, or an older one of ours, sync every repository once (`journal::changes`).
     pub(super) fn start_journals(&self) {
-        if let Err(e) = crate::replication::changes::start(&self.state_dir) {
+        if let Err(e) = crate::journal::changes::start(&self.state_dir) {
             log::warn!("cannot start a change summary: {e}; replicas poll every repository");
         }
         let repos = match crate::repos::list(&self.root) {
@@ -152,7 +152,7 @@ impl Agent {
             match started {
                 Ok(true) => {
                     log::info!("{}: journal started", repo.name);
-                    crate::replication::signal::send(&peers, &repo.name);
+                    crate::journal::signal::send(&peers, &repo.name);
                 }
                 Ok(false) => {}
                 Err(e) => log::error!("{}: cannot start its journal: {e}", repo.name),

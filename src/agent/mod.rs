@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::journal;
 use crate::lead::audit;
 use crate::lead::epoch::Highest;
 use crate::lead::inflight;
 use crate::lead::lease::{Claim, Lease, Lock, Record};
 use crate::lead::node::{self, Role, State};
-use crate::replication::journal;
-use crate::replication::replicator::Replicator;
-use crate::replication::sync;
+use crate::mirror;
+use crate::mirror::replicator::Replicator;
 use control::Control;
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -77,7 +77,7 @@ struct Agent {
     replicator: Arc<Replicator>,
     control: Arc<Control>,
     /// How catch-up syncs run (the agent's token, this node's settings).
-    sync: sync::Settings,
+    sync: mirror::Settings,
     catchup_timeout: Duration,
     catchup_connect_timeout: Duration,
     drain_timeout: Duration,
@@ -145,7 +145,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         lease_problem: None,
         replicator,
         control,
-        sync: sync::Settings { catch_up: true, lock: lock.clone(), ..sync::Settings::from_config(cfg, token)? },
+        sync: mirror::Settings { catch_up: true, lock: lock.clone(), ..mirror::Settings::from_config(cfg, token)? },
         catchup_timeout: cfg.catchup_timeout()?,
         catchup_connect_timeout: cfg.catchup_connect_timeout()?,
         drain_timeout: cfg.promote_drain_timeout()?,
@@ -234,7 +234,7 @@ impl Agent {
         }
         match self.role {
             Role::Leader => {
-                crate::replication::changes::maintain(&self.state_dir);
+                crate::journal::changes::maintain(&self.state_dir);
                 self.sweep_orphans();
                 self.check_still_leading();
                 if self.role == Role::Leader {
@@ -254,14 +254,14 @@ impl Agent {
     /// if this node's state directory disappears (see `repos::MARKER`). Only repositories
     /// not seen before are looked at: the cost per scan is one `readdir`, not one per
     /// repository. A leader names each new one in its change summary, so that the replicas
-    /// create it (`replication::changes`).
+    /// create it (`journal::changes`).
     fn mark_repositories(&mut self) {
         self.scanned = Some(Instant::now());
         let Ok(new) = self.repos.update(&self.root) else { return };
         let mut marked = 0;
         for repo in new.iter().filter(|r| r.readable) {
             if self.role == Role::Leader {
-                crate::replication::changes::note(&self.state_dir, &repo.name);
+                crate::journal::changes::note(&self.state_dir, &repo.name);
             }
             if let Some(why) = crate::repos::unsupported_in(&self.root.join(&repo.name), self.quorum.is_some())
                 && self.unsupported.insert(repo.name.clone())
@@ -316,7 +316,7 @@ impl Agent {
                             note.git_dir.display(),
                             note.pid
                         );
-                        crate::replication::stage::unanchor(&note.git_dir, first..=last);
+                        crate::journal::stage::unanchor(&note.git_dir, first..=last);
                     }
                     inflight::forget(&self.state_dir, &note);
                 }

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use super::{Repo, chain};
 use crate::error::{Error, Result};
+use crate::journal;
 use crate::lead::node;
-use crate::replication::journal;
 
 pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()> {
     let input = super::read_input()?;

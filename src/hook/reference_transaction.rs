@@ -16,10 +16,10 @@ use gix::ObjectId;
 
 use super::{Repo, chain};
 use crate::error::{Error, Result};
+use crate::journal::stage;
+use crate::journal::{self, Body, Outcome, Update};
 use crate::lead::inflight;
 use crate::lead::node::{self, SyncClaim};
-use crate::replication::journal::{self, Body, Outcome, Update};
-use crate::replication::stage;
 
 const NAME: &str = "reference-transaction";
 
@@ -105,7 +105,7 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
             if let Some(state_dir) = state_dir
                 && all.iter().any(|u| u.old != u.new && journal::journaled(&u.refname))
             {
-                crate::replication::signal::peers(state_dir, git_dir);
+                crate::journal::signal::peers(state_dir, git_dir);
             }
             chain::run(NAME, args, repo, &input)
         }
@@ -175,7 +175,7 @@ struct Refs<'a> {
     /// transaction), kept for the journal append. Unreadable, the refs read as absent:
     /// every update then counts as a change, judged and journaled with the old value git
     /// reported.
-    table: Option<std::cell::OnceCell<Option<crate::refs::Store>>>,
+    table: Option<std::cell::OnceCell<Option<crate::store::Store>>>,
     updates: &'a [Update],
 }
 
@@ -186,7 +186,7 @@ impl<'a> Refs<'a> {
     }
 
     /// The store read so far (reftable), else a newly opened one, for the journal.
-    fn into_store(self) -> std::result::Result<crate::refs::Store, journal::Error> {
+    fn into_store(self) -> std::result::Result<crate::store::Store, journal::Error> {
         match self.table.and_then(|mut t| t.take()).flatten() {
             Some(store) => Ok(store),
             None => journal::open(self.git_dir),
@@ -211,9 +211,12 @@ impl<'a> Refs<'a> {
             let store = table.get_or_init(|| {
                 let names = (self.updates.iter().map(|u| u.refname.as_str()))
                     .chain([journal::REF])
-                    .filter(|n| crate::refs::check_name(n).is_ok());
-                let store = crate::refs::Store::open(self.git_dir);
-                match store.and_then(|store| store.read_ahead(names).map(|()| store)) {
+                    .filter(|n| crate::store::check_name(n).is_ok());
+                let store = crate::store::Store::open(self.git_dir);
+                match store
+                    .map_err(|e| e.to_string())
+                    .and_then(|store| store.read_ahead(names).map(|()| store).map_err(|e| e.to_string()))
+                {
                     Ok(store) => Some(store),
                     Err(e) => {
                         log::warn!("cannot read the refs of this transaction: {e}");

@@ -195,7 +195,7 @@ pub fn wait(state_dir: &Path, deadline: Instant) -> Vec<u32> {
 }
 
 /// Transactions whose git process ended without `committed` or `aborted`: their prepare
-/// entries wait for an outcome (see `replication::journal`, `Outcome::Ended`).
+/// entries wait for an outcome (see `journal`, `Outcome::Ended`).
 pub fn orphans(state_dir: &Path) -> Vec<Note> {
     markers(state_dir).into_iter().filter(|(_, alive)| !alive).map(|(n, _)| n).collect()
 }

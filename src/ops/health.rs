@@ -498,7 +498,7 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
                 .filter(|p| p.join("HEAD").is_file())
             {
                 Some(path) => {
-                    let body = serde_json::to_vec(&crate::replication::stage::position(&path)).unwrap_or_default();
+                    let body = serde_json::to_vec(&crate::journal::stage::position(&path)).unwrap_or_default();
                     response(200, "application/json", &body, head_only)
                 }
                 None => response(404, "text/plain", b"no such repository\n", head_only),
@@ -516,21 +516,21 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
         _ => {
             let dir = cfg.state_dir().ok();
             let state = dir.as_deref().and_then(crate::lead::node::read_state);
-            let agent = dir.as_deref().and_then(crate::replication::replicator::read_published);
+            let agent = dir.as_deref().and_then(crate::mirror::replicator::read_published);
             let body = super::metrics::render(&status, state.as_ref(), agent.as_ref());
             response(200, "text/plain; version=0.0.4", body.as_bytes(), head_only)
         }
     }
 }
 
-/// `/changes`: the leader's change summary for replicas (`replication::changes`). Read
+/// `/changes`: the leader's change summary for replicas (`journal::changes`). Read
 /// only; 404 on a node that keeps none.
 fn changes(cfg: &crate::config::Config, query: Option<&str>, head_only: bool) -> Vec<u8> {
     let (Ok(state_dir), Ok(root)) = (cfg.state_dir(), cfg.root()) else {
         return response(503, "text/plain", b"no stargate.root\n", head_only);
     };
     let all = || crate::repos::list(&root).unwrap_or_default().into_iter().map(|r| r.name).collect();
-    match crate::replication::changes::answer(&state_dir, query, all) {
+    match crate::journal::changes::answer(&state_dir, query, all) {
         Some(body) => response(200, "text/plain", body.as_bytes(), head_only),
         None => response(404, "text/plain", b"no change summary on this node\n", head_only),
     }

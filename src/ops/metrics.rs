@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 use super::status::Status;
 use crate::lead::node::{Role, State};
-use crate::replication::replicator::Published;
+use crate::mirror::replicator::Published;
 
 /// Labels of a sample after `node`, in order.
 type Labels = Vec<(&'static str, String)>;
@@ -261,9 +261,9 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mirror::replicator::RepoStatus;
+    use crate::mirror::stats::LagHistogram;
     use crate::ops::status::AgentStatus;
-    use crate::replication::metrics::LagHistogram;
-    use crate::replication::replicator::RepoStatus;
 
     fn status(replication: Option<Published>) -> Status {
         Status {

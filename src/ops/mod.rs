@@ -148,12 +148,12 @@ fn sync(cfg: &Config, names: Vec<String>, full: bool) -> Result<()> {
     } else {
         names
     };
-    let settings = crate::replication::sync::Settings {
+    let settings = crate::mirror::Settings {
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         full,
-        ..crate::replication::sync::Settings::from_config(cfg, token.trim().to_owned())?
+        ..crate::mirror::Settings::from_config(cfg, token.trim().to_owned())?
     };
-    let target = crate::replication::sync::Target::leader(&record, base_url);
+    let target = crate::mirror::Target::leader(&record, base_url);
     let mut failed = 0;
     for name in names {
         let path = root.join(&name);
@@ -162,7 +162,7 @@ fn sync(cfg: &Config, names: Vec<String>, full: bool) -> Result<()> {
             failed += 1;
             continue;
         }
-        match crate::replication::sync::sync(&path, &name, &target, &settings) {
+        match crate::mirror::sync(&path, &name, &target, &settings) {
             Ok(r) => {
                 let how = r.fallback.map(|f| format!(" (full: {f})")).unwrap_or_default();
                 println!(
@@ -173,7 +173,7 @@ fn sync(cfg: &Config, names: Vec<String>, full: bool) -> Result<()> {
                     println!("{name}: {} at {} was not on the leader; kept as {}", l.refname, l.oid, l.kept_as);
                 }
             }
-            Err(crate::replication::sync::Error::Locked) => {
+            Err(crate::mirror::Error::Locked) => {
                 eprintln!("{name}: skipped: a sync of it is already running")
             }
             Err(e) => {
@@ -187,7 +187,7 @@ fn sync(cfg: &Config, names: Vec<String>, full: bool) -> Result<()> {
 
 /// `git stargate lag`: the windows the agent judged, the aggregate and the breaches.
 fn lag(cfg: &Config, json: bool) -> Result<()> {
-    let published = crate::replication::replicator::read_published(&cfg.state_dir()?)
+    let published = crate::mirror::replicator::read_published(&cfg.state_dir()?)
         .ok_or_else(|| Error::Refused("no replication figures yet (is the agent running?)".into()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&published).map_err(|e| Error::Fatal(e.to_string()))?);

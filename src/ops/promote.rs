@@ -13,7 +13,7 @@ use crate::lead::audit;
 use crate::lead::lease::Lock;
 use crate::lead::lease::Record;
 use crate::lead::node::{self, Role};
-use crate::replication::sync;
+use crate::mirror;
 
 pub fn promote(cfg: &Config, force: bool, accept_loss: bool, yes: bool) -> Result<()> {
     cfg.validate()?;
@@ -149,18 +149,20 @@ fn lag(cfg: &Config, record: &Record) -> Result<Option<(String, Duration, u64)>>
         .url
         .clone()
         .ok_or_else(|| Error::Refused(format!("the leader record names no URL for {}", record.node)))?;
-    let target = sync::Target::leader(record, base_url);
+    let target = mirror::Target::leader(record, base_url);
     // The token lets a fetch through git's commands (ssh, http) write its scratch refs.
     let token = std::fs::read_to_string(node::token_path(&cfg.state_dir()?)).unwrap_or_default();
-    let settings = sync::Settings::from_config(cfg, token.trim().to_owned())?;
+    let settings = mirror::Settings::from_config(cfg, token.trim().to_owned())?;
     let mut worst: Option<(String, Duration, u64)> = None;
     let root = cfg.root()?;
     for repo in crate::repos::list(&root).map_err(|e| Error::Fatal(e.to_string()))?.into_iter().filter(|r| r.readable) {
         let path = root.join(&repo.name);
         let deadline = Instant::now() + Duration::from_secs(2);
         let behind = loop {
-            match sync::behind(&path, &repo.name, &target, &settings) {
-                Err(sync::Error::Locked) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            match mirror::behind(&path, &repo.name, &target, &settings) {
+                Err(mirror::Error::Locked) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
                 other => break other,
             }
         };
@@ -176,13 +178,13 @@ fn lag(cfg: &Config, record: &Record) -> Result<Option<(String, Duration, u64)>>
             // At the leader's position: the refs must be the leader's too (a ref moved
             // behind the journal's back, or a write a sync missed, shows here).
             let differing = || -> Result<Vec<String>> {
-                let theirs = sync::remote_refs(&path, &repo.name, &target.base_url, &settings)
+                let theirs = mirror::remote_refs(&path, &repo.name, &target.base_url, &settings)
                     .map_err(|e| Error::Refused(format!("{}: cannot list {}'s refs: {e}", repo.name, record.node)))?;
-                let ours = crate::replication::journal::open(&path)
+                let ours = crate::journal::open(&path)
                     .map_err(|e| Error::Fatal(e.to_string()))?
                     .prefixed("refs/")
                     .map_err(|e| Error::Fatal(e.to_string()))?;
-                Ok(crate::refs::differing(theirs, ours))
+                Ok(crate::store::differing(theirs, ours))
             };
             if !differing()?.is_empty() {
                 std::thread::sleep(Duration::from_millis(200));
@@ -232,11 +234,9 @@ fn may_lose(cfg: &Config, accept_loss: bool) -> Result<()> {
     }
     let root = cfg.root()?;
     for repo in crate::repos::list(&root).unwrap_or_default().into_iter().filter(|r| r.readable) {
-        let open = crate::replication::journal::open(&root.join(&repo.name)).and_then(|git| {
-            match crate::replication::journal::tip(&git)? {
-                Some((tip, _)) => crate::replication::journal::open_prepares(&git, tip),
-                None => Ok(Vec::new()),
-            }
+        let open = crate::journal::open(&root.join(&repo.name)).and_then(|git| match crate::journal::tip(&git)? {
+            Some((tip, _)) => crate::journal::open_prepares(&git, tip),
+            None => Ok(Vec::new()),
         });
         if let Ok(open) = open
             && !open.is_empty()
@@ -251,7 +251,7 @@ fn may_lose(cfg: &Config, accept_loss: bool) -> Result<()> {
             );
         }
     }
-    let Some(published) = cfg.state_dir().ok().and_then(|d| crate::replication::replicator::read_published(&d)) else {
+    let Some(published) = cfg.state_dir().ok().and_then(|d| crate::mirror::replicator::read_published(&d)) else {
         println!("may lose: unknown (this node has published no replication figures)");
         return Ok(());
     };

@@ -7,10 +7,10 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::journal::{self, stage};
 use crate::lead::audit;
 use crate::lead::lease::Lock;
 use crate::lead::node::{self, Authority};
-use crate::replication::{journal, stage};
 
 pub fn create(cfg: &Config, typed: &str) -> Result<()> {
     cfg.validate()?;
@@ -39,7 +39,7 @@ pub fn create(cfg: &Config, typed: &str) -> Result<()> {
     journal::genesis(&git, epoch, &view.me).map_err(|e| Error::Fatal(e.to_string()))?;
     // The replicas' cue: a hint, and a line in the change summary should it be lost.
     let state_dir = cfg.state_dir()?;
-    crate::replication::signal::peers(&state_dir, &path);
+    crate::journal::signal::peers(&state_dir, &path);
     let mut event = audit::Event::new(&view.me, "created", epoch, format!("{name} created by {}", audit::user()));
     event.user = audit::user();
     if let Err(e) = audit::append(&Lock::from_config(cfg)?, Some(&cfg.state_dir()?), &event) {

@@ -6,12 +6,12 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::journal;
 use crate::lead::audit;
 use crate::lead::lease::Lock;
 use crate::lead::lease::Record;
 use crate::lead::node::{self, Authority, Role};
-use crate::replication::journal;
-use crate::replication::replicator::Published;
+use crate::mirror::replicator::Published;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -180,7 +180,7 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
         }
         last_promotion = audit::last_promotion(&audit::read(&Lock::from_config(cfg)?)).cloned();
         replication =
-            crate::replication::replicator::read_published(&cfg.state_dir()?).filter(|_| view.role() == Role::Passive);
+            crate::mirror::replicator::read_published(&cfg.state_dir()?).filter(|_| view.role() == Role::Passive);
     }
     let repos = replication.as_ref().map(|p| p.repos.values().collect::<Vec<_>>()).unwrap_or_default();
     let lag_seconds = repos.iter().filter_map(|r| r.lag_seconds).reduce(f64::max);
@@ -213,7 +213,7 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
     })
 }
 
-fn kept_refs(repo: &crate::refs::Store, name: &str) -> Vec<Kept> {
+fn kept_refs(repo: &crate::store::Store, name: &str) -> Vec<Kept> {
     let Ok(kept) = repo.prefixed("refs/stargate/local/lost/") else { return Vec::new() };
     (kept.into_iter())
         .map(|(kept_as, oid)| Kept { repository: name.to_owned(), kept_as, oid: oid.to_string() })
@@ -230,22 +230,22 @@ const DIVERGENCE_CHECKS: usize = 200;
 /// behind" of refs that are not the leader's. A ref written meanwhile may differ for a
 /// moment: a difference is confirmed by a second look.
 pub fn add_divergence(status: &mut Status, cfg: &Config) {
-    use crate::replication::sync;
+    use crate::mirror;
     let (Some(replication), Some(leader)) = (&status.replication, &status.leader) else { return };
     let (Some(base_url), Ok(root), Ok(state_dir)) = (leader.url.clone(), cfg.root(), cfg.state_dir()) else { return };
     let token = std::fs::read_to_string(node::token_path(&state_dir)).unwrap_or_default();
-    let Ok(settings) = sync::Settings::from_config(cfg, token.trim().to_owned()) else { return };
+    let Ok(settings) = mirror::Settings::from_config(cfg, token.trim().to_owned()) else { return };
     let mut names: Vec<&String> =
         replication.repos.iter().filter(|(_, r)| r.lag_operations == 0).map(|(n, _)| n).collect();
     names.sort();
     let compare = |name: &str| -> Option<Vec<String>> {
         let path = root.join(name);
-        let theirs = sync::remote_refs(&path, name, &base_url, &settings).ok()?;
+        let theirs = mirror::remote_refs(&path, name, &base_url, &settings).ok()?;
         let ours = journal::open(&path).ok()?.prefixed("refs/").ok()?;
         let (theirs_pos, ours_pos) =
             (theirs.get(journal::REF).copied(), ours.iter().find(|(r, _)| r == journal::REF).map(|(_, o)| *o));
         // Only at the same position: behind is what the lag already says.
-        (theirs_pos == ours_pos).then(|| crate::refs::differing(theirs, ours))
+        (theirs_pos == ours_pos).then(|| crate::store::differing(theirs, ours))
     };
     for name in names.into_iter().take(DIVERGENCE_CHECKS) {
         if compare(name).is_some_and(|d| !d.is_empty()) {

@@ -16,9 +16,10 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::journal;
 use crate::lead::lease::Lock;
-use crate::refs::checksum;
-use crate::replication::{journal, sync};
+use crate::mirror as sync;
+use crate::store::checksum;
 
 #[derive(Debug, Serialize)]
 struct Report {
@@ -63,7 +64,7 @@ fn list(
     let all: HashMap<String, ObjectId> =
         sync::remote_refs(path, name, base_url, settings).map_err(|e| e.to_string())?;
     let journal = all.get(journal::REF).copied();
-    let refs = crate::refs::mirrored(all);
+    let refs = crate::store::mirrored(all);
     Ok(Listing { refs, journal })
 }
 

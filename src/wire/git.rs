@@ -392,19 +392,99 @@ pub fn list_refs(git_dir: &Path, patterns: &[&str]) -> Result<Vec<(String, Strin
         .collect())
 }
 
-/// Apply `commands` (`git update-ref --stdin` lines: `update <ref> <new> [<old>]`,
-/// `delete <ref> [<old>]`) to `git_dir` as one transaction: all of them or none. No hook
-/// runs, as none runs for gix's transactions on the files backend.
-pub fn update_refs(git_dir: &Path, commands: &[u8]) -> Result<(), Error> {
-    let mut cmd = on_repo(git_dir);
-    cmd.args(["update-ref", "--stdin"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(Error::Spawn)?;
-    let written = child.stdin.take().map(|mut pipe| pipe.write_all(commands));
-    let out = child.wait_with_output().map_err(Error::Spawn)?;
-    if !out.status.success() {
-        return Err(failed(&[git_dir.as_os_str().into(), "update-ref".into(), "--stdin".into()], &out));
+/// `git pack-refs --all` in `git_dir`, without hooks, by `deadline`: folds loose refs into
+/// `packed-refs`, values unchanged (a move of storage, not of refs).
+pub fn pack_refs(git_dir: &Path, deadline: Instant) -> Result<(), Error> {
+    Bounded::new(git_dir, &["-c", "core.hooksPath=/dev/null", "pack-refs", "--all"])
+        .show_progress(false)
+        .run(deadline)
+        .map(drop)
+}
+
+/// `git update-ref --stdin` in its transaction protocol (`start`, `prepare`, `commit`):
+/// `commands` (`update <ref> <new> [<old>]`, `delete <ref> [<old>]` lines) prepared as one
+/// transaction (every ref locked, every old value checked), then committed, or aborted when
+/// dropped: all of them or none. No hook runs, as none runs for gix's transactions on the
+/// files backend.
+pub struct RefTransaction {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    git_dir: std::path::PathBuf,
+}
+
+impl RefTransaction {
+    pub fn prepare(git_dir: &Path, commands: &[u8]) -> Result<RefTransaction, Error> {
+        let mut cmd = on_repo(git_dir);
+        cmd.args(["update-ref", "--stdin"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(Error::Spawn)?;
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        let stderr = child.stderr.take().map(drain);
+        let Some(stdout) = stdout else { return Err(Error::Spawn(std::io::Error::other("no pipe from git"))) };
+        let mut transaction = RefTransaction {
+            child,
+            stdin,
+            stdout: std::io::BufReader::new(stdout),
+            stderr,
+            git_dir: git_dir.to_owned(),
+        };
+        let mut input = b"start\n".to_vec();
+        input.extend_from_slice(commands);
+        input.extend_from_slice(b"prepare\n");
+        transaction.say(&input)?;
+        transaction.expect("start: ok")?;
+        transaction.expect("prepare: ok")?;
+        Ok(transaction)
     }
-    written.transpose().map_err(Error::Spawn).map(drop)
+
+    pub fn commit(mut self) -> Result<(), Error> {
+        self.say(b"commit\n")?;
+        self.expect("commit: ok")?;
+        drop(self.stdin.take());
+        let status = self.child.wait().map_err(Error::Spawn)?;
+        if status.success() { Ok(()) } else { Err(self.failed(status.to_string())) }
+    }
+
+    fn say(&mut self, line: &[u8]) -> Result<(), Error> {
+        let written = match self.stdin.as_mut() {
+            Some(pipe) => pipe.write_all(line).and_then(|()| pipe.flush()),
+            None => Err(std::io::Error::other("closed")),
+        };
+        // A refusal ends git at once: its words are on stderr, not in the pipe's error.
+        written.map_err(|_| self.failed("ended".into()))
+    }
+
+    fn expect(&mut self, want: &str) -> Result<(), Error> {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut self.stdout, &mut line) {
+            Ok(_) if line.trim_end() == want => Ok(()),
+            _ => {
+                drop(self.stdin.take());
+                let status = self.child.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
+                Err(self.failed(status))
+            }
+        }
+    }
+
+    fn failed(&mut self, status: String) -> Error {
+        let stderr = self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
+        Error::Failed {
+            args: format!("--git-dir {} update-ref --stdin", self.git_dir.display()),
+            status,
+            stderr: crate::wire::sanitize::text(&String::from_utf8_lossy(&stderr)).trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for RefTransaction {
+    /// Not committed: abort, which releases every lock.
+    fn drop(&mut self) {
+        if let Some(mut pipe) = self.stdin.take() {
+            let _ = pipe.write_all(b"abort\n");
+        }
+        let _ = self.child.wait();
+    }
 }
 
 /// Those of `oids` whose closure is not all present: each object reachable from it and

@@ -12,8 +12,8 @@ use std::process::Command;
 
 use proptest::prelude::*;
 use stargate::config::Config;
+use stargate::journal;
 use stargate::remote::{self, Next, Options};
-use stargate::replication::journal;
 use stargate::wire::endpoint::{self, Endpoint};
 
 fn cases(n: u32) -> ProptestConfig {

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};
 
+use crate::journal;
 use crate::lead::lease::Lock;
-use crate::refs::{Edit, Store};
-use crate::replication::journal;
+use crate::store::{Edit, Store};
 use crate::wire::endpoint::Endpoint;
 use crate::wire::git::{self, Bounded};
 use crate::wire::proto;
@@ -318,10 +318,10 @@ pub fn settle(path: &Path, epoch: u64, node: &str, keep: u64, staged: bool) -> R
         }
     }
     let anchored: HashSet<String> =
-        main.prefixed(super::stage::STAGED).map_err(repo_err)?.into_iter().map(|(r, _)| r).collect();
+        main.prefixed(crate::journal::stage::STAGED).map_err(repo_err)?.into_iter().map(|(r, _)| r).collect();
     for (_, entry) in &open {
         for (seq, _) in &entry.updates {
-            let anchor = format!("{}{seq}", super::stage::STAGED);
+            let anchor = format!("{}{seq}", crate::journal::stage::STAGED);
             if anchored.contains(&anchor) {
                 edits.push(Edit::delete(&anchor));
             }
@@ -723,7 +723,7 @@ impl<'a> Run<'a> {
         opened: &journal::Entries,
         closed: &[u64],
     ) -> Result<Vec<Edit>, Error> {
-        use super::stage::{STAGED, STAGING};
+        use crate::journal::stage::{STAGED, STAGING};
         if !self.settings.quorum {
             return Ok(Vec::new());
         }
@@ -921,8 +921,8 @@ impl<'a> Run<'a> {
             // Quorum mode: the values of the writes open at that position, staged first.
             let open = journal::open_prepares(main, tip)?;
             let open_seqs: HashSet<u64> = open.iter().flat_map(|(_, e)| e.updates.iter().map(|(s, _)| *s)).collect();
-            let anchored: Vec<u64> = (main.prefixed(super::stage::STAGED).map_err(repo_err)?.into_iter())
-                .filter_map(|(r, _)| r.strip_prefix(super::stage::STAGED)?.parse().ok())
+            let anchored: Vec<u64> = (main.prefixed(crate::journal::stage::STAGED).map_err(repo_err)?.into_iter())
+                .filter_map(|(r, _)| r.strip_prefix(crate::journal::stage::STAGED)?.parse().ok())
                 .filter(|seq| !open_seqs.contains(seq))
                 .collect();
             let staging = self.staging(main, leader_conn, &open, &anchored)?;
@@ -933,7 +933,7 @@ impl<'a> Run<'a> {
         if refs_changed > PACK_AFTER && matches!(leader_conn, Leader::Session(_)) {
             // As `git clone` does: objects first, then every ref in one `packed-refs`.
             let mut everything: Refs = (listed.into_iter())
-                .filter(|(r, _)| !r.starts_with(journal::LOCAL) && !r.starts_with(super::stage::STAGING))
+                .filter(|(r, _)| !r.starts_with(journal::LOCAL) && !r.starts_with(crate::journal::stage::STAGING))
                 .collect();
             match journal_tip {
                 Some(tip) => everything.insert(journal::REF.to_owned(), tip),
@@ -1042,7 +1042,7 @@ impl<'a> Run<'a> {
         };
         for line in current.lines().filter(|l| !l.starts_with('#') && !l.starts_with('^')) {
             if let Some((hex, name)) = line.split_once(' ')
-                && (name.starts_with(journal::LOCAL) || name.starts_with(super::stage::STAGING))
+                && (name.starts_with(journal::LOCAL) || name.starts_with(crate::journal::stage::STAGING))
             {
                 entries.insert(name.to_owned(), ObjectId::from_hex(hex.as_bytes()).map_err(repo_err)?);
             }
@@ -1159,7 +1159,7 @@ fn is_ancestor(main: &Store, old: ObjectId, new: ObjectId) -> bool {
 }
 
 fn loose_ref_path(repo: &Path, name: &str) -> Result<PathBuf, Error> {
-    crate::refs::check_name(name).map_err(repo_err)?;
+    crate::store::check_name(name).map_err(repo_err)?;
     Ok(repo.join(name))
 }
 

@@ -18,17 +18,17 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::changes;
 use super::offset::{self, Offset};
 use crate::clock::now_ms;
 use crate::config::{self, Config};
+use crate::journal::changes;
 use crate::lead::audit;
 use crate::lead::lease::Lock;
-use crate::replication::alert::Alerter;
-use crate::replication::backoff::Policy;
-use crate::replication::lag::{self, Event, Judged, Windows};
-use crate::replication::metrics::{Counters, LagHistogram, Statsd};
-use crate::replication::sync::{self, Mode, Target};
+use crate::mirror::alert::Alerter;
+use crate::mirror::backoff::Policy;
+use crate::mirror::lag::{self, Event, Judged, Windows};
+use crate::mirror::stats::{Counters, LagHistogram, Statsd};
+use crate::mirror::{self, Mode, Target};
 
 /// How often a replica estimates the leader's clock offset.
 const CLOCK_INTERVAL: Duration = Duration::from_secs(5);
@@ -161,7 +161,7 @@ pub struct Replicator {
     sweep: Duration,
     metrics_interval: Duration,
     policy: Policy,
-    settings: sync::Settings,
+    settings: mirror::Settings,
     statsd: Option<String>,
     alert: Option<(String, String)>,
     /// The alert limits, added to the lag histogram's bucket bounds.
@@ -191,7 +191,7 @@ impl Replicator {
             sweep: cfg.sync_sweep_interval()?,
             metrics_interval: cfg.metrics_interval()?,
             policy: Policy::from_config(cfg)?,
-            settings: sync::Settings::from_config(cfg, token)?,
+            settings: mirror::Settings::from_config(cfg, token)?,
             statsd: cfg.statsd()?,
             alert,
             limit_bounds: [limits.p50_s, limits.p99_s],
@@ -296,7 +296,7 @@ impl Replicator {
         true
     }
 
-    /// Quorum mode: a stage is a sync at once (`sync::sync` stages what it walks past with
+    /// Quorum mode: a stage is a sync at once (`mirror::sync` stages what it walks past with
     /// its outcome still to come), retried while another sync of the repository runs,
     /// since that one may have looked before the leader's entry was there.
     fn run_stages(&self, name: &str) {
@@ -305,10 +305,10 @@ impl Replicator {
             let deadline = Instant::now() + self.settings.timeout;
             let result = loop {
                 let attempt = self.target().and_then(|t| {
-                    sync::sync(&self.root.join(name), name, &t, &self.settings).map(|r| (t, r)).map_err(Failure::Sync)
+                    mirror::sync(&self.root.join(name), name, &t, &self.settings).map(|r| (t, r)).map_err(Failure::Sync)
                 });
                 match attempt {
-                    Err(Failure::Sync(sync::Error::Locked)) if Instant::now() < deadline => {
+                    Err(Failure::Sync(mirror::Error::Locked)) if Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(2))
                     }
                     other => break other,
@@ -323,7 +323,7 @@ impl Replicator {
                     }
                     guard.dirty = true;
                 }
-                Err(Failure::Sync(sync::Error::Locked)) => {}
+                Err(Failure::Sync(mirror::Error::Locked)) => {}
                 Err(why) => log::warn!("{name}: cannot stage: {why}"),
             }
             let mut shared = self.lock_shared();
@@ -563,7 +563,7 @@ impl Replicator {
             return Ok(());
         }
         let base = record.url.as_deref().ok_or("the leader has no stargate.<id>.url")?;
-        let format = sync::served_format(&self.root, name, base, &self.settings).map_err(|e| e.to_string())?;
+        let format = mirror::served_format(&self.root, name, base, &self.settings).map_err(|e| e.to_string())?;
         let siblings = || self.lock_shared().scan.names().cloned().collect();
         crate::repos::create_empty(&self.root, name, format.as_deref(), siblings)?;
         log::info!("{name}: created, as on the leader {}", record.node);
@@ -574,7 +574,9 @@ impl Replicator {
     fn run_one(&self, name: &str) {
         let started = now_ms();
         let result = self.target().and_then(|target| {
-            sync::sync(&self.root.join(name), name, &target, &self.settings).map(|r| (target, r)).map_err(Failure::Sync)
+            mirror::sync(&self.root.join(name), name, &target, &self.settings)
+                .map(|r| (target, r))
+                .map_err(Failure::Sync)
         });
         let mut guard = self.lock_shared();
         let shared = &mut *guard;
@@ -597,14 +599,14 @@ impl Replicator {
                 repo.retry_at = None;
                 repo.due = Some(now + jitter(next_poll));
             }
-            Err(Failure::Sync(sync::Error::Locked)) => {
+            Err(Failure::Sync(mirror::Error::Locked)) => {
                 shared.counters.skips += 1;
                 log::info!("{name}: sync skipped: another sync of it is running");
                 repo.due = Some(now + self.interval);
             }
             Err(failure) => {
                 let (text, retryable, class) = match &failure {
-                    Failure::Sync(sync::Error::Git(e)) => {
+                    Failure::Sync(mirror::Error::Git(e)) => {
                         (e.to_string(), self.policy.is_retryable(e), e.class().name())
                     }
                     other => (other.to_string(), false, "permanent"),
@@ -645,7 +647,7 @@ impl Replicator {
 
     /// What one successful sync of repository `name` tells: counters, lag of every update
     /// it exposed, kept lost commits (audited), the repository's status.
-    fn account(&self, shared: &mut Shared, name: &str, target: &Target, report: sync::Report) {
+    fn account(&self, shared: &mut Shared, name: &str, target: &Target, report: mirror::Report) {
         shared.counters.syncs += 1;
         if report.mode == Mode::Full {
             shared.counters.fallbacks += 1;
@@ -838,7 +840,7 @@ impl Replicator {
 #[derive(Debug, thiserror::Error)]
 enum Failure {
     #[error(transparent)]
-    Sync(sync::Error),
+    Sync(mirror::Error),
     #[error("{0}")]
     Other(String),
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::replication::lag::Event;
+use crate::mirror::lag::Event;
 
 pub struct Alerter {
     pub url: String,

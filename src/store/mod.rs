@@ -1,67 +1,69 @@
-//! A repository's refs, however git stores them (stargate(7), Repository formats): the
-//! files backend (loose files and `packed-refs`) through gix, in-process; reftable through
-//! git's own plumbing (`for-each-ref`, `update-ref --stdin`), because gix cannot read it.
+//! git's on-disk state of one repository, and the only writer of it (docs/ARCHITECTURE.md,
+//! `src/store/`): refs however git stores them (stargate(7), Repository formats): the files
+//! backend (loose files and `packed-refs`) through gix, in-process; reftable through git's
+//! own plumbing (`for-each-ref`, `update-ref --stdin`), because gix cannot read it. Every ref
+//! write is a transaction shaped like gix-ref's: prepared (every lock taken and every
+//! expectation checked), then committed, or dropped and nothing moved (`transaction`). The
+//! hooks' fast paths are here too: a loose object written without a compressor
+//! (`objects`), a ref swapped under its lock the way git's files backend does (`loose`);
+//! and a repository's refs replaced whole, as `git clone` writes them (`replace`).
 //! Objects are gix's either way: their format does not depend on the ref storage.
+
+mod checksum;
+mod loose;
+mod objects;
+mod replace;
+mod transaction;
+
+pub use checksum::{checksum, differing, mirrored};
+pub use loose::SwapError;
+pub use objects::ObjectError;
+pub use transaction::{CommitError, Edit, EditError, Expect, PrepareError, Prepared};
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use gix::ObjectId;
-use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 
 use crate::wire::git;
 
+/// A ref name git would not store.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Gix(String),
+#[error("refused ref name {name:?}: {why}")]
+pub struct NameError {
+    pub name: String,
+    why: String,
+}
+
+/// Why a repository could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open {}: {source}", path.display())]
+pub struct OpenError {
+    path: std::path::PathBuf,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Why refs could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// gix reading loose refs and `packed-refs`.
+    #[error("cannot read refs: {0}")]
+    Files(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// git listing a reftable store.
     #[error(transparent)]
     Git(#[from] git::Error),
-    #[error("refused ref name {0:?}: {1}")]
-    Name(String, String),
 }
 
-fn gix_err(e: impl std::fmt::Display) -> Error {
-    Error::Gix(e.to_string())
-}
-
-/// What an edit expects the ref to hold before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
-    Any,
-    Absent,
-    Value(ObjectId),
-}
-
-/// One ref change of a transaction: to `new`, or deleted when `None`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Edit {
-    pub name: String,
-    pub expect: Expect,
-    pub new: Option<ObjectId>,
-}
-
-impl Edit {
-    /// From `old` (absent when `None`) to `new` (deleted when `None`).
-    pub fn update(name: &str, old: Option<ObjectId>, new: Option<ObjectId>) -> Edit {
-        Edit { name: name.to_owned(), expect: old.map_or(Expect::Absent, Expect::Value), new }
-    }
-
-    /// To `oid`, whatever it held.
-    pub fn set(name: &str, oid: ObjectId) -> Edit {
-        Edit { name: name.to_owned(), expect: Expect::Any, new: Some(oid) }
-    }
-
-    /// Gone, whatever it held.
-    pub fn delete(name: &str) -> Edit {
-        Edit { name: name.to_owned(), expect: Expect::Any, new: None }
-    }
+fn files_err(e: impl std::error::Error + Send + Sync + 'static) -> ReadError {
+    ReadError::Files(Box::new(e))
 }
 
 /// A ref name git would store, or why not (also what keeps a name from being read as an
 /// option, or splitting an `update-ref --stdin` line).
-pub fn check_name(name: &str) -> Result<(), Error> {
-    gix::refs::FullName::try_from(name).map(drop).map_err(|e| Error::Name(name.to_owned(), e.to_string()))
+pub fn check_name(name: &str) -> Result<(), NameError> {
+    gix::refs::FullName::try_from(name).map(drop).map_err(|e| NameError { name: name.to_owned(), why: e.to_string() })
 }
 
 /// One repository's refs, and its objects through `repo()`.
@@ -78,8 +80,10 @@ const NAMES_PER_LISTING: usize = 256;
 impl Store {
     /// The repository at `path`, without reading user or system config (which may make
     /// gix run `git`): only the repository's own settings matter here.
-    pub fn open(path: &Path) -> Result<Store, Error> {
-        gix::open_opts(path, gix::open::Options::isolated()).map(Store::new).map_err(gix_err)
+    pub fn open(path: &Path) -> Result<Store, OpenError> {
+        gix::open_opts(path, gix::open::Options::isolated())
+            .map(Store::new)
+            .map_err(|e| OpenError { path: path.to_owned(), source: Box::new(e) })
     }
 
     /// A repository gix opened some other way (`git kv` discovers its clone).
@@ -102,10 +106,10 @@ impl Store {
 
     /// The object `name` points at (peeled of nothing; symbolic refs resolved by gix,
     /// left out by git's listing), `None` when there is no such ref.
-    pub fn find(&self, name: &str) -> Result<Option<ObjectId>, Error> {
+    pub fn find(&self, name: &str) -> Result<Option<ObjectId>, ReadError> {
         check_name(name)?;
         if !self.reftable {
-            let found = self.repo.try_find_reference(name).map_err(gix_err)?;
+            let found = self.repo.try_find_reference(name).map_err(files_err)?;
             return Ok(found.and_then(|r| r.try_id().map(|id| id.detach())));
         }
         if let Some(known) = self.known.borrow().get(name) {
@@ -117,7 +121,7 @@ impl Store {
     /// Reftable: read `names` in one git run, and answer `find` for them from memory until
     /// the next `edit`. Only for a caller that knows they cannot move meanwhile: the hook at
     /// `prepared`, while git holds the whole ref store for its transaction.
-    pub fn read_ahead<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), Error> {
+    pub fn read_ahead<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), ReadError> {
         if !self.reftable {
             return Ok(());
         }
@@ -131,7 +135,10 @@ impl Store {
     }
 
     /// The values of those of `names` that exist.
-    pub fn find_many<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<HashMap<String, ObjectId>, Error> {
+    pub fn find_many<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashMap<String, ObjectId>, ReadError> {
         let names: Vec<&str> = names.into_iter().collect();
         for name in &names {
             check_name(name)?;
@@ -154,13 +161,13 @@ impl Store {
 
     /// Every ref whose name starts with `prefix` (a whole path component: `refs/kv/` or
     /// `""` for all), symbolic refs left out.
-    pub fn prefixed(&self, prefix: &str) -> Result<Vec<(String, ObjectId)>, Error> {
+    pub fn prefixed(&self, prefix: &str) -> Result<Vec<(String, ObjectId)>, ReadError> {
         if !self.reftable {
-            let platform = self.repo.references().map_err(gix_err)?;
+            let platform = self.repo.references().map_err(files_err)?;
             let iter = if prefix.is_empty() { platform.all() } else { platform.prefixed(prefix) };
             let mut out = Vec::new();
-            for r in iter.map_err(gix_err)? {
-                let r = r.map_err(gix_err)?;
+            for r in iter.map_err(files_err)? {
+                let r = r.map_err(files_err)?;
                 if let Some(id) = r.try_id() {
                     out.push((r.name().as_bstr().to_string(), id.detach()));
                 }
@@ -173,94 +180,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Apply `edits` as one transaction: every one of them, or none.
-    pub fn edit(&self, edits: &[Edit]) -> Result<(), Error> {
-        for e in edits {
-            check_name(&e.name)?;
-        }
-        if edits.is_empty() {
-            return Ok(());
-        }
-        self.known.borrow_mut().clear();
-        if !self.reftable {
-            let edits = edits.iter().map(to_gix).collect::<Result<Vec<_>, _>>()?;
-            self.repo.edit_references(edits).map_err(gix_err)?;
-            return Ok(());
-        }
-        let null = ObjectId::null(self.repo.object_hash());
-        let mut commands = String::with_capacity(edits.len() * 100);
-        for e in edits {
-            let old = match e.expect {
-                Expect::Any => String::new(),
-                Expect::Absent => format!(" {null}"),
-                Expect::Value(oid) => format!(" {oid}"),
-            };
-            match e.new {
-                Some(new) => commands += &format!("update {} {new}{old}\n", e.name),
-                None => commands += &format!("delete {}{old}\n", e.name),
-            }
-        }
-        Ok(git::update_refs(self.repo.git_dir(), commands.as_bytes())?)
-    }
-
     /// Reftable: git's listing of `patterns`, by name.
-    fn listed(&self, patterns: &[&str]) -> Result<HashMap<String, ObjectId>, Error> {
+    fn listed(&self, patterns: &[&str]) -> Result<HashMap<String, ObjectId>, ReadError> {
         let listed = git::list_refs(self.repo.git_dir(), patterns)?;
         Ok(listed
             .into_iter()
             .filter_map(|(name, hex)| Some((name, ObjectId::from_hex(hex.as_bytes()).ok()?)))
             .collect())
     }
-}
-
-/// The refs a mirror copies, as an operator compares them: every ref but Stargate's own
-/// (`refs/stargate/*`), by name.
-pub fn mirrored(refs: impl IntoIterator<Item = (String, ObjectId)>) -> std::collections::BTreeMap<String, ObjectId> {
-    refs.into_iter().filter(|(name, _)| !name.starts_with("refs/stargate/")).collect()
-}
-
-/// One checksum of a set of refs (`mirrored`): the XOR of SHA-1 over `<oid> <refname>` of
-/// each, as Gitaly does. Equal sets give equal sums, whatever the order; one differing ref
-/// changes it.
-pub fn checksum(refs: &std::collections::BTreeMap<String, ObjectId>) -> String {
-    let mut sum = [0u8; 20];
-    for (name, oid) in refs {
-        let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-        hasher.update(format!("{oid} {name}").as_bytes());
-        if let Ok(digest) = hasher.try_finalize() {
-            for (s, d) in sum.iter_mut().zip(digest.as_bytes()) {
-                *s ^= d;
-            }
-        }
-    }
-    sum.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The names of the refs (`mirrored`) whose values differ between two listings.
-pub fn differing(
-    a: impl IntoIterator<Item = (String, ObjectId)>,
-    b: impl IntoIterator<Item = (String, ObjectId)>,
-) -> Vec<String> {
-    let (a, b) = (mirrored(a), mirrored(b));
-    if checksum(&a) == checksum(&b) {
-        return Vec::new();
-    }
-    let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    names.into_iter().filter(|n| a.get(*n) != b.get(*n)).cloned().collect()
-}
-
-fn to_gix(e: &Edit) -> Result<RefEdit, Error> {
-    let name = gix::refs::FullName::try_from(e.name.as_str()).map_err(gix_err)?;
-    let expected = match e.expect {
-        Expect::Any => PreviousValue::Any,
-        Expect::Absent => PreviousValue::MustNotExist,
-        Expect::Value(oid) => PreviousValue::MustExistAndMatch(oid.into()),
-    };
-    let change = match e.new {
-        Some(new) => Change::Update { log: LogChange::default(), expected, new: new.into() },
-        None => Change::Delete { expected, log: RefLog::AndReference },
-    };
-    Ok(RefEdit { change, name, deref: false })
 }
 
 #[cfg(test)]
@@ -311,8 +238,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, a, _) = repo(dir.path(), "t.git", "reftable");
         for bad in ["--all", "refs/heads/a b", "refs/heads/x\nupdate refs/heads/y", "refs/heads/a..b", ""] {
-            assert!(matches!(store.find(bad), Err(Error::Name(..))), "{bad:?}");
-            assert!(matches!(store.edit(&[Edit::set(bad, a)]), Err(Error::Name(..))), "{bad:?}");
+            assert!(matches!(store.find(bad), Err(ReadError::Name(..))), "{bad:?}");
+            assert!(
+                matches!(store.edit(&[Edit::set(bad, a)]), Err(EditError::Prepare(PrepareError::Name(..)))),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};
 
-use super::journal::{self, Update};
+use crate::journal::{self, Update};
 use crate::lead::node::Quorum;
 
 /// The leader's anchors: `<prefix><seq>`.
@@ -61,9 +61,10 @@ pub fn position(git_dir: &Path) -> Position {
 }
 
 /// Leader: anchor the new values of `updates` (numbered from `first`) for the peers.
-pub fn anchor(repo: &crate::refs::Store, first: u64, updates: &[Update]) -> std::io::Result<()> {
+pub fn anchor(repo: &crate::store::Store, first: u64, updates: &[Update]) -> std::io::Result<()> {
     for (i, u) in updates.iter().enumerate().filter(|(_, u)| !u.new.is_null()) {
-        journal::write_ref(repo, &format!("{STAGING}{}", first + i as u64), u.new)?;
+        repo.swap_loose(&format!("{STAGING}{}", first + i as u64), crate::store::Expect::Any, u.new)
+            .map_err(std::io::Error::other)?;
     }
     Ok(())
 }
@@ -77,7 +78,7 @@ pub fn unanchor(git_dir: &Path, seqs: impl IntoIterator<Item = u64>) {
 
 /// Whether entry `want` is `at` or behind it on the journal chain of `repo` (the leader's,
 /// which holds every entry), looking back at most `steps` entries.
-fn holds(repo: &crate::refs::Store, at: &str, want: ObjectId, want_seq: u64) -> bool {
+fn holds(repo: &crate::store::Store, at: &str, want: ObjectId, want_seq: u64) -> bool {
     let Ok(mut id) = ObjectId::from_hex(at.as_bytes()) else { return false };
     for _ in 0..100_000 {
         if id == want {
@@ -99,7 +100,7 @@ fn holds(repo: &crate::refs::Store, at: &str, want: ObjectId, want_seq: u64) -> 
 /// counted) hold journal entry `entry` of repository `name`. The reason for each peer that
 /// does not, when the quorum is not reached in time.
 pub fn wait_for_quorum(
-    repo: &crate::refs::Store,
+    repo: &crate::store::Store,
     name: &str,
     entry: ObjectId,
     seq: u64,

@@ -111,10 +111,8 @@ impl Agent {
                 continue 'hear;
             };
             let target = Target { leader: node.clone(), epoch: mine.map_or(0, |m| m.epoch), base_url: url, peer: true };
-            let probe = mirror::Settings {
-                timeout: self.catchup_connect_timeout.max(Duration::from_secs(1)),
-                ..self.sync.clone()
-            };
+            // As long as a peer may take to answer a quorum: a loaded Git server is no frozen one.
+            let probe = mirror::Settings { timeout: Duration::from_millis(plan.timeout_ms), ..self.sync.clone() };
             let mut read = mirror::journal_at(&path, name, &target.base_url, &probe).map(drop);
             if mine.is_some() && read.is_ok() {
                 read = self.sync_waiting(&path, name, &target, &self.sync.clone()).map(drop);
@@ -237,9 +235,12 @@ impl Agent {
     /// (`mirror::settle`): taken over where this node holds it staged (quorum mode), dropped
     /// otherwise. What was dropped is audited: the node that prepared it may have
     /// acknowledged it, and keeps it if so (stargate(7), Lost commits).
-    pub(super) fn settle_open_writes(&mut self, previous: Option<&Record>) {
+    /// Fails, naming the repositories, when any could not be settled: in quorum mode a
+    /// write a quorum acknowledged may be among them, so the node must not lead.
+    pub(super) fn settle_open_writes(&mut self, previous: Option<&Record>) -> Result<(), String> {
         let repos = crate::repos::list(&self.root).unwrap_or_default();
         let mut dropped = Vec::new();
+        let mut unsettled = Vec::new();
         for repo in repos.iter().filter(|r| r.readable) {
             let path = self.root.join(&repo.name);
             let mut published = Instant::now();
@@ -269,7 +270,10 @@ impl Agent {
                         dropped.push(format!("{} seq {seq} {} ({why})", repo.name, refs.join(" ")));
                     }
                 }
-                Err(e) => log::error!("{}: cannot settle its open writes: {e}", repo.name),
+                Err(e) => {
+                    log::error!("{}: cannot settle its open writes: {e}", repo.name);
+                    unsettled.push(format!("{}: cannot settle its open writes: {e}", repo.name));
+                }
             }
         }
         if !dropped.is_empty() {
@@ -280,6 +284,7 @@ impl Agent {
                     .event("dropped-writes", format!("prepared, outcome unknown, not applied: {}", dropped.join("; ")))
             });
         }
+        if unsettled.is_empty() { Ok(()) } else { Err(unsettled.join("; ")) }
     }
 
     /// Keep the heartbeat and the lease (an etcd lease expires) fresh through a long

@@ -105,7 +105,14 @@ impl Agent {
             self.lease.release();
             return false;
         }
-        self.settle_open_writes(previous.as_ref());
+        if let Err(why) = self.settle_open_writes(previous.as_ref()) {
+            log::error!("not leading: {why}");
+            reply.say(&format!("not leading: {why}"));
+            self.audit(self.event("settle-shortfall", format!("not leading: {why}")));
+            self.lease.release();
+            self.holdoff_until = Some(Instant::now() + QUORUM_RETRY);
+            return false;
+        }
         // An election elsewhere (a forced promotion) may have happened meanwhile.
         match self.lease.renew(&record) {
             Ok(Some(_)) => {}
@@ -131,6 +138,7 @@ impl Agent {
         });
         self.start_journals();
         self.publish();
+        self.announce();
         true
     }
 
@@ -157,6 +165,16 @@ impl Agent {
                 Ok(false) => {}
                 Err(e) => log::error!("{}: cannot start its journal: {e}", repo.name),
             }
+        }
+    }
+
+    /// Say in the lease backend that this node has caught up and accepts writes: replicas
+    /// mirror it from then on, not before (`Lock::is_leading`).
+    pub(super) fn announce(&self) {
+        if let Some(record) = &self.record
+            && let Err(e) = self.lock.announce(record)
+        {
+            log::error!("cannot announce epoch {} as leading ({e}); replicas wait for it", record.epoch);
         }
     }
 

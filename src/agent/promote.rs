@@ -190,7 +190,14 @@ impl Agent {
             self.holdoff_until = Some(Instant::now() + std::time::Duration::from_secs(1));
             return Err(format!("not leading: {why}"));
         }
-        self.settle_open_writes(Some(&record));
+        if let Err(why) = self.settle_open_writes(Some(&record)) {
+            log::error!("not leading: {why}");
+            self.audit(self.event("settle-shortfall", format!("forced promotion, not leading: {why}")));
+            let _ = self.lock.clear_handoff(&self.me);
+            self.lease.release();
+            self.holdoff_until = Some(Instant::now() + std::time::Duration::from_secs(1));
+            return Err(format!("not leading: {why}"));
+        }
         self.role = Role::Leader;
         self.replicator.count_election();
         self.audit(audit::Event {
@@ -202,6 +209,7 @@ impl Agent {
         });
         self.start_journals();
         self.publish();
+        self.announce();
         Ok(format!("{} leads at epoch {} (forced; {} was at epoch {})", self.me, mine.epoch, record.node, record.epoch))
     }
 

@@ -3,9 +3,9 @@
 //! lost the lease after `pre-receive` therefore still cannot commit, and nothing but the
 //! agent's own mirroring writes on a passive node.
 //!
-//! On the leader, `prepared` also appends the transaction to the journal (before any ref
-//! moves, and after the repository's own hook agreed), and `committed` signals the replicas
-//! to sync now instead of at their next poll. Transactions that only move refs between
+//! On the leader, `prepared` also journals the transaction's prepare entry (before any ref
+//! moves, and after the repository's own hook agreed), `committed` and `aborted` its
+//! outcome, and `committed` signals the replicas to sync now instead of at their next poll. Transactions that only move refs between
 //! storage forms (`pack-refs`, `gc`) change no value: they are neither checked nor
 //! journaled, on any node.
 
@@ -26,94 +26,120 @@ const NAME: &str = "reference-transaction";
 pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()> {
     let state = args.first().ok_or_else(|| Error::Usage("reference-transaction <state>".into()))?;
     let input = super::read_input()?;
-    let text = String::from_utf8_lossy(&input);
-    let all = journal::parse_updates(&text);
-    let git_dir = repo.git_dir();
+    let all = journal::parse_updates(&String::from_utf8_lossy(&input));
+    let t = Transaction { repo, state_dir, args, input, all };
     match state.as_str() {
-        "prepared" => {
-            match state_dir.map(node::sync_claim) {
-                Some(SyncClaim::Valid) => return chain::run(NAME, args, repo, &input),
-                Some(SyncClaim::Refused(why)) => return Err(Error::Refused(why)),
-                _ => {}
-            }
-            // Judged before anything moves: at `committed` every real change looks stored already.
-            let refs = Refs::new(git_dir, &all);
-            // A node's own refs (kept lost commits) are neither mirrored nor journaled: an
-            // operator may remove them on any node.
-            let changes: Vec<Update> = (all.iter())
-                .filter(|u| !refs.storage_only(u) && !u.refname.starts_with(journal::LOCAL))
-                .cloned()
-                .collect();
-            // Symbolic refs (HEAD, as `git init` writes it) are neither journaled nor
-            // mirrored: like storage moves, they need no leader.
-            if changes.is_empty() {
-                return chain::run(NAME, args, repo, &input);
-            }
-            let refuse = |e: Error| {
-                for u in &changes {
-                    log::warn!("refused: {} {} -> {}", u.refname, u.old, u.new);
-                }
-                e
-            };
-            super::require_leader(&node::inspect_state(state_dir)).map_err(refuse)?;
-            chain::run(NAME, args, repo, &input)?;
-            // The journal records what each ref really held, whatever the caller expected.
-            let updates: Vec<Update> = (changes.iter().filter(|u| journal::journaled(&u.refname)))
-                .map(|u| Update { old: refs.current(&u.refname).unwrap_or(u.old), ..u.clone() })
-                .collect();
-            if updates.is_empty() {
-                return Ok(());
-            }
-            // In flight from here to `committed` or `aborted`, marked before the last look at
-            // the node state: a draining leader waits for it (see `lead::inflight`).
-            let state_dir = state_dir.ok_or_else(|| Error::Fatal("no node state to mark this write in".into()))?;
-            let mut marker = inflight::Marker::begin(state_dir, git_dir)
-                .map_err(|e| Error::Fatal(format!("cannot mark this write as in flight: {e}")))?;
-            // Judged again: the repository's own hook may have taken its time.
-            let view = node::inspect_state(Some(state_dir));
-            let epoch = super::require_leader(&view).map_err(refuse)?;
-            let git = refs.into_store().map_err(|e| Error::Fatal(e.to_string()))?;
-            let quorum = view.state.as_ref().and_then(|s| s.quorum.clone());
-            if quorum.is_some() && git.is_reftable() {
-                return Err(refuse(Error::Refused(crate::repos::unsupported_refusal(crate::repos::QUORUM_REFTABLE))));
-            }
-            let count = updates.len() as u64;
-            let (entry, last) = journal::append(&git, epoch, &view.me, Body::Prepare(updates.clone()), keep(&view))
-                .map_err(|e| Error::Fatal(format!("cannot journal this update, refusing it: {e}")))?;
-            let first = last + 1 - count.max(1);
-            // From here on `aborted` or `committed` journals the outcome, or, should git die
-            // first, the agent's sweep does (`Outcome::Ended`).
-            marker
-                .note_prepare(entry, first, last)
-                .map_err(|e| Error::Fatal(format!("cannot note this write as in flight: {e}")))?;
-            marker.keep();
-            if let Some(plan) = quorum {
-                stage::anchor(&git, first, &updates)
-                    .map_err(|e| Error::Fatal(format!("cannot anchor this update for the quorum: {e}")))?;
-                let name = repo_name(state_dir, git_dir).unwrap_or_default();
-                if let Err(why) = stage::wait_for_quorum(&git, &name, entry, last, &plan) {
-                    return Err(refuse(Error::Refused(why)));
-                }
-            }
-            Ok(())
+        "prepared" => t.prepared(),
+        "committed" => t.committed(),
+        "aborted" => t.aborted(),
+        _ => t.chain(),
+    }
+}
+
+/// One run of the hook: git's arguments and the updates it wrote on stdin.
+struct Transaction<'a> {
+    repo: &'a Repo,
+    state_dir: Option<&'a Path>,
+    args: &'a [String],
+    input: Vec<u8>,
+    all: Vec<Update>,
+}
+
+/// A write being refused at `prepared`: logged with what it would have changed.
+fn refusing(changes: &[Update]) -> impl Fn(Error) -> Error + '_ {
+    move |e| {
+        for u in changes {
+            log::warn!("refused: {} {} -> {}", u.refname, u.old, u.new);
         }
-        "committed" => {
-            // Journaled before the write stops counting as in flight: a draining leader
-            // hands over only once its journal names every committed write.
-            end(state_dir, Outcome::Committed);
-            // A signal is a hint: one after a gc only costs the replicas an idle sync.
-            if let Some(state_dir) = state_dir
-                && all.iter().any(|u| u.old != u.new && journal::journaled(&u.refname))
-            {
-                crate::journal::signal::peers(state_dir, git_dir);
-            }
-            chain::run(NAME, args, repo, &input)
+        e
+    }
+}
+
+impl Transaction<'_> {
+    /// The repository's own hook of the same name.
+    fn chain(&self) -> Result<()> {
+        chain::run(NAME, self.args, self.repo, &self.input)
+    }
+
+    /// `prepared`: every ref of the transaction locked, nothing moved; a non-zero exit
+    /// aborts it. In order: the agent's own mirroring passes; moves of storage and a node's
+    /// own refs need no leader; this node must lead the current epoch; the repository's own
+    /// hook; the write marked in flight; this node must still lead (the last look); the
+    /// prepare entry; in quorum mode, a quorum of nodes holding it.
+    fn prepared(&self) -> Result<()> {
+        match self.state_dir.map(node::sync_claim) {
+            Some(SyncClaim::Valid) => return self.chain(),
+            Some(SyncClaim::Refused(why)) => return Err(Error::Refused(why)),
+            _ => {}
         }
-        "aborted" => {
-            end(state_dir, Outcome::Aborted);
-            chain::run(NAME, args, repo, &input)
+        // Judged before anything moves: at `committed` every real change looks stored already.
+        let refs = Refs::new(self.repo.git_dir(), &self.all);
+        // A node's own refs (kept lost commits) are neither mirrored nor journaled: an
+        // operator may remove them on any node. Symbolic refs (HEAD, as `git init` writes
+        // it) are neither journaled nor mirrored: like storage moves, they need no leader.
+        let changes: Vec<Update> = (self.all.iter())
+            .filter(|u| !refs.storage_only(u) && !u.refname.starts_with(journal::LOCAL))
+            .cloned()
+            .collect();
+        if changes.is_empty() {
+            return self.chain();
         }
-        _ => chain::run(NAME, args, repo, &input),
+        let refuse = refusing(&changes);
+        super::require_leader(&node::inspect_state(self.state_dir)).map_err(&refuse)?;
+        self.chain()?;
+        // The journal records what each ref really held, whatever the caller expected.
+        let updates: Vec<Update> = (changes.iter().filter(|u| journal::journaled(&u.refname)))
+            .map(|u| Update { old: refs.current(&u.refname).unwrap_or(u.old), ..u.clone() })
+            .collect();
+        if updates.is_empty() {
+            return Ok(());
+        }
+        // In flight from here to `committed` or `aborted`, marked before the last look at
+        // the node state: a draining leader waits for it (see `lead::inflight`).
+        let state_dir = self.state_dir.ok_or_else(|| Error::Fatal("no node state to mark this write in".into()))?;
+        let mut marker = inflight::Marker::begin(state_dir, self.repo.git_dir())
+            .map_err(|e| Error::Fatal(format!("cannot mark this write as in flight: {e}")))?;
+        // Judged again: the repository's own hook may have taken its time.
+        let view = node::inspect_state(Some(state_dir));
+        let epoch = super::require_leader(&view).map_err(&refuse)?;
+        let git = refs.into_store().map_err(|e| Error::Fatal(e.to_string()))?;
+        let quorum = view.state.as_ref().and_then(|s| s.quorum.clone());
+        if quorum.is_some() && git.is_reftable() {
+            return Err(refuse(Error::Refused(crate::repos::unsupported_refusal(crate::repos::QUORUM_REFTABLE))));
+        }
+        let (entry, last) = journal::append(&git, epoch, &view.me, Body::Prepare(updates.clone()), keep(&view))
+            .map_err(|e| Error::Fatal(format!("cannot journal this update, refusing it: {e}")))?;
+        let first = last + 1 - (updates.len() as u64).max(1);
+        // From here on `aborted` or `committed` journals the outcome, or, should git die
+        // first, the agent's sweep does (`Outcome::Ended`).
+        marker
+            .note_prepare(entry, first, last)
+            .map_err(|e| Error::Fatal(format!("cannot note this write as in flight: {e}")))?;
+        marker.keep();
+        let Some(plan) = quorum else { return Ok(()) };
+        stage::anchor(&git, first, &updates)
+            .map_err(|e| Error::Fatal(format!("cannot anchor this update for the quorum: {e}")))?;
+        let name = repo_name(state_dir, self.repo.git_dir()).unwrap_or_default();
+        stage::wait_for_quorum(&git, &name, entry, last, &plan).map(drop).map_err(|why| refuse(Error::Refused(why)))
+    }
+
+    /// `committed`: the outcome journaled before the write stops counting as in flight (a
+    /// draining leader hands over only once its journal names every committed write), then
+    /// the replicas signalled (a hint: one after a gc only costs them an idle sync).
+    fn committed(&self) -> Result<()> {
+        end(self.state_dir, Outcome::Committed);
+        if let Some(state_dir) = self.state_dir
+            && self.all.iter().any(|u| u.old != u.new && journal::journaled(&u.refname))
+        {
+            crate::journal::signal::peers(state_dir, self.repo.git_dir());
+        }
+        self.chain()
+    }
+
+    /// `aborted`: the outcome journaled, so that replicas that walked past the prepare know.
+    fn aborted(&self) -> Result<()> {
+        end(self.state_dir, Outcome::Aborted);
+        self.chain()
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::epoch::Highest;
 use super::handoff::Handoff;
-use super::record::{Acquired, Claim, Error, Record, io};
+use super::record::{Acquired, Claim, Error, Leading, Record, io};
 
 fn sibling(lock: &Path, ext: &str) -> PathBuf {
     let mut name = lock.file_name().unwrap_or_default().to_owned();
@@ -30,6 +30,10 @@ pub fn record_path(lock: &Path) -> PathBuf {
 
 pub fn audit_path(lock: &Path) -> PathBuf {
     sibling(lock, "audit")
+}
+
+pub fn leading_path(lock: &Path) -> PathBuf {
+    sibling(lock, "leading")
 }
 
 pub fn handoff_path(lock: &Path) -> PathBuf {
@@ -59,6 +63,15 @@ pub fn read_record(lock: &Path) -> Result<Option<Record>, Error> {
 
 fn write_record(lock: &Path, record: &Record) -> Result<(), Error> {
     write_json(&record_path(lock), record)
+}
+
+/// The epoch announced as leading (see `Lock::read_leading`).
+pub fn read_leading(lock: &Path) -> Result<Option<Leading>, Error> {
+    read_json(&leading_path(lock))
+}
+
+pub fn write_leading(lock: &Path, leading: &Leading) -> Result<(), Error> {
+    write_json(&leading_path(lock), leading)
 }
 
 pub fn read_handoff(lock: &Path) -> Result<Option<Handoff>, Error> {

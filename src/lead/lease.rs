@@ -23,7 +23,7 @@ use super::epoch::Highest;
 use super::etcd;
 use super::file;
 use super::handoff::Handoff;
-pub use super::record::{Acquired, Claim, Error, Record};
+pub use super::record::{Acquired, Claim, Error, Leading, Record};
 
 /// `stargate.lock`: where the lease and the shared state are.
 #[derive(Clone)]
@@ -122,6 +122,40 @@ impl Lock {
         match &self.backend {
             Backend::File(path) => file::read_record(path),
             Backend::Etcd(c) => etcd_record(c, &c.spec().key),
+        }
+    }
+
+    /// Whether the leader of `record` has caught up and accepts writes: announced (`announce`)
+    /// once it does. Replicas mirror a leader only then, so that what they hold beyond it (a
+    /// write a quorum acknowledged, staged on them) is still there when it looks
+    /// (docs/ARCHITECTURE.md, Quorum mode). Never announced at all (a version before the
+    /// announcement): taken as leading.
+    pub fn is_leading(&self, record: &Record) -> Result<bool, Error> {
+        let leading = match &self.backend {
+            Backend::File(path) => file::read_leading(path)?,
+            Backend::Etcd(c) => match c.get(&format!("{}/leading", c.spec().key))? {
+                None => None,
+                Some(kv) => Some(
+                    serde_json::from_slice::<Leading>(&kv.value)
+                        .map_err(|e| Error::EtcdDamaged { what: "the leading mark".into(), why: e.to_string() })?,
+                ),
+            },
+        };
+        Ok(leading.is_none_or(|l| l.epoch == record.epoch && l.node == record.node))
+    }
+
+    /// Say that this node, leader of `record`, has caught up and accepts writes. An older
+    /// epoch's announcement, written late, only keeps replicas waiting until the newer
+    /// leader announces.
+    pub fn announce(&self, record: &Record) -> Result<(), Error> {
+        let leading = Leading { epoch: record.epoch, node: record.node.clone() };
+        match &self.backend {
+            Backend::File(path) => file::write_leading(path, &leading),
+            Backend::Etcd(c) => {
+                let value = serde_json::to_vec(&leading)
+                    .map_err(|e| Error::EtcdDamaged { what: "the leading mark".into(), why: e.to_string() })?;
+                Ok(c.put(&format!("{}/leading", c.spec().key), &value, None)?)
+            }
         }
     }
 

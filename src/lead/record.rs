@@ -43,6 +43,14 @@ pub struct Record {
     pub since_ms: u64,
 }
 
+/// The epoch whose leader has caught up and accepts writes, written beside the record once
+/// it does (`Lock::announce`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leading {
+    pub epoch: u64,
+    pub node: String,
+}
+
 /// What a node puts in the record when it takes the lease.
 #[derive(Debug, Clone)]
 pub struct Claim {

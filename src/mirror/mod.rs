@@ -1,17 +1,304 @@
-//! The replica's half of replication (docs/ARCHITECTURE.md, `src/mirror/`): mirroring a
-//! repository from the node that leads (or, for a node about to lead, from the furthest
-//! one), planned from the journal or from a full listing and applied as one transaction;
-//! the scheduler that runs those mirrors (signals, summary, sweeps, watchdog, retries);
-//! and what they measure (lag, its windows and alerts, StatsD, the counters).
+//! The replica's half of replication (docs/ARCHITECTURE.md, `src/mirror/`): one mirroring
+//! of a repository from the node that leads (or, for a node about to lead, from the
+//! furthest one), the scheduler that runs them (signals, summary, sweeps, watchdog,
+//! retries), and what they measure (lag, its windows and alerts, StatsD, the counters).
+//!
+//! A mirroring (stargate(7), Mirroring) copies every ref `+refs/*:refs/*`, deletions
+//! pruned, the replica's own `refs/stargate/local/*` untouched. The journal makes it cheap:
+//! an idle one asks for one ref (the journal) and stops; after k entries it walks them, asks
+//! for the refs their applying outcomes name and fetches those values: O(k), not O(refs)
+//! (`source`: one protocol v2 session over `git://` and local paths, git's own commands
+//! elsewhere). Without a usable journal (new replica, gap, rewritten journal after a
+//! failover) it mirrors everything, and says so. Either way it reads the journal tip
+//! before every other ref, computes a `plan` (what moves, what is kept under
+//! `refs/stargate/local/lost/<epoch>/<ref>` first: mirroring never silently destroys
+//! history, the quorum anchors) without writing, and `apply`s it as one store transaction
+//! once the leader record still names the node it read.
 //!
 //! It reads the lease (to know whom to mirror and to fence itself) but never changes it.
 
 pub mod alert;
+mod apply;
 pub mod backoff;
 pub mod lag;
+mod mirroring;
 pub mod offset;
+mod plan;
 pub mod replicator;
+mod settle;
+mod source;
 pub mod stats;
-mod sync;
 
-pub use sync::*;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gix::ObjectId;
+use serde::{Deserialize, Serialize};
+
+use crate::journal;
+use crate::lead::lease::Lock;
+use crate::store;
+use crate::wire::git;
+use mirroring::Mirroring;
+use source::Source;
+
+pub use settle::{Settled, has_open_writes, settle};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Git(#[from] git::Error),
+    #[error(transparent)]
+    Journal(#[from] journal::Error),
+    #[error(transparent)]
+    Open(#[from] store::OpenError),
+    #[error(transparent)]
+    Read(#[from] store::ReadError),
+    #[error(transparent)]
+    Prepare(#[from] store::PrepareError),
+    #[error(transparent)]
+    Commit(#[from] store::CommitError),
+    #[error(transparent)]
+    Edit(#[from] store::EditError),
+    #[error("another sync of this repository is running")]
+    Locked,
+    /// Quorum mode: the values of a prepared write went with its transaction's end before
+    /// they could be staged; its outcome is in the leader's journal now.
+    #[error("{0}")]
+    Gone(String),
+    #[error("the leader changed during this sync; nothing applied")]
+    Overtaken,
+    #[error("the leader's refs moved during the full mirror; retrying")]
+    Moved,
+    #[error(
+        "{url} names objects with {theirs} and this node's copy with {ours}: a repository must use one object \
+         format on every node (stargate(7), Repository formats)"
+    )]
+    Format { url: String, theirs: String, ours: String },
+    #[error("the leader's pack lacks {0}")]
+    Incomplete(ObjectId),
+    #[error("too many kept values of {refname} under epoch {epoch}")]
+    TooManyKept { refname: String, epoch: u64 },
+    #[error("not an object id: {0}")]
+    Malformed(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+/// Where to mirror from: resolved from the leader record at every sync.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub leader: String,
+    pub epoch: u64,
+    /// The leader's base URL (`stargate.<id>.url`); the repository name is appended.
+    pub base_url: String,
+    /// Quorum mode: a node that holds staged values as a peer does
+    /// (`refs/stargate/local/staged/`), not as the leader does (`refs/stargate/staging/`).
+    pub peer: bool,
+}
+
+impl Target {
+    /// The leader `record` names.
+    pub fn leader(record: &crate::lead::lease::Record, base_url: String) -> Target {
+        Target { leader: record.node.clone(), epoch: record.epoch, base_url, peer: false }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub timeout: Duration,
+    pub upload_pack: Option<String>,
+    /// The agent's secret, so that the replica's hooks let the mirroring write.
+    pub token: String,
+    /// Show git's progress on stderr (a person at a terminal).
+    pub progress: bool,
+    /// A full mirror measures lag only for updates accepted after this (the agent's start):
+    /// a new replica must not report years of history as lag.
+    pub measure_since_ms: u64,
+    /// The lease: its record is read again just before refs move, so that a sync overtaken
+    /// by an election (of this node or another) does not apply what it fetched.
+    pub lock: Lock,
+    /// This node's id.
+    pub me: String,
+    /// A newly elected node catching up to the previous leader (`agent`): the record then
+    /// names this node, not the target, and it may still apply.
+    pub catch_up: bool,
+    /// Mirror everything even when the journal could be followed (`git stargate sync --full`).
+    pub full: bool,
+    /// Quorum mode: stage the values of every prepared write the sync walks past.
+    pub quorum: bool,
+}
+
+impl Settings {
+    /// The settings of this node's mirroring, from its config and the agent's `token`.
+    pub fn from_config(cfg: &crate::config::Config, token: String) -> Result<Settings, crate::config::Error> {
+        Ok(Settings {
+            timeout: cfg.sync_timeout()?,
+            upload_pack: cfg.sync_upload_pack().map(str::to_owned),
+            token,
+            progress: false,
+            measure_since_ms: crate::clock::now_ms(),
+            lock: Lock::from_config(cfg)?,
+            me: cfg.node()?,
+            catch_up: false,
+            full: false,
+            quorum: cfg.replication_quorum_mode()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Idle,
+    Incremental,
+    Full,
+}
+
+/// What one sync did.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub mode: Mode,
+    /// Why the journal could not be used, for a full sync.
+    pub fallback: Option<String>,
+    pub refs_changed: usize,
+    pub leader_seq: u64,
+    pub replica_seq: u64,
+    pub applied: Vec<Applied>,
+    pub lost: Vec<Lost>,
+}
+
+/// One journaled update now exposed by the replica.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub seq: u64,
+    pub refname: String,
+    pub accept_ms: u64,
+    pub exposed_ms: u64,
+}
+
+/// A ref value the leader did not contain, kept instead of destroyed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lost {
+    pub refname: String,
+    pub oid: String,
+    pub kept_as: String,
+}
+
+/// A ref lock older than this on a node whose refs only its agent writes (a passive node,
+/// or one about to lead) was left by a writer killed mid-transaction: twice the longest a
+/// sync may run (`stargate.sync.timeout` at its default), after which its watchdog kills it.
+pub const STALE_LOCK: Duration = Duration::from_secs(50);
+
+/// The leader's URL for repository `name` under `base`.
+pub fn repo_url(base: &str, name: &str) -> String {
+    if base.ends_with('/') { format!("{base}{name}") } else { format!("{base}/{name}") }
+}
+
+/// Mirror `name` (at `path`) from `target`. Fails with `Locked` when another sync of this
+/// repository holds its lock: the caller skips, it does not queue. In quorum mode this is
+/// also how a peer stages the leader's prepared writes.
+pub fn sync(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Report, Error> {
+    let _lock = lock(path)?;
+    let mut tries = 0;
+    loop {
+        match Mirroring::new(path, name, target, settings).sync() {
+            // The transaction ended meanwhile: its outcome is in the journal at the next look.
+            Err(Error::Gone(why)) if tries < 3 => {
+                log::debug!("{}: {why}; looking again", path.display());
+                tries += 1;
+            }
+            // A lock a killed writer left (an earlier agent of this node): gone for the retry.
+            Err(e @ Error::Prepare(store::PrepareError::Files(_) | store::PrepareError::Locked(_))) => {
+                if let Ok(main) = store::Store::open(path) {
+                    for lock in main.clear_stale_locks(STALE_LOCK.max(settings.timeout * 2)) {
+                        log::warn!(
+                            "{}: removed {}, left by a writer killed mid-transaction",
+                            path.display(),
+                            lock.display()
+                        );
+                    }
+                }
+                return Err(e);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How far this replica's copy of `name` is behind `target`'s, measured now: the journal
+/// entries it lacks. Fetches the leader's new journal entries (objects only: no ref
+/// moves), so it costs one `ls-refs`, plus one small fetch when behind. Fails with
+/// `Locked` while a sync of the repository runs.
+pub fn behind(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Behind, Error> {
+    let _lock = lock(path)?;
+    Mirroring::new(path, name, target, settings).behind()
+}
+
+/// Whether the node whose base URL is `base_url` serves repository `name`, and in which
+/// object format when the transport tells (`None` over ssh and http): for creating this
+/// node's copy alike. `path`: where git may run on this node.
+pub fn served_format(path: &Path, name: &str, base_url: &str, settings: &Settings) -> Result<Option<String>, Error> {
+    let mut source = Source::open(path, name, base_url, settings, Instant::now() + settings.timeout)?;
+    // A session opens only on a repository its upload-pack serves; git is asked otherwise.
+    match source.object_format() {
+        Some(format) => Ok(Some(format.to_owned())),
+        None => source.ls(&[]).map(|_| None),
+    }
+}
+
+/// Every ref of repository `name` at the node whose base URL is `base_url`: one protocol v2
+/// `ls-refs` where the transport allows, else `git ls-remote` (run in `path`, this node's
+/// copy). For `git stargate verify`.
+pub fn remote_refs(
+    path: &Path,
+    name: &str,
+    base_url: &str,
+    settings: &Settings,
+) -> Result<HashMap<String, ObjectId>, Error> {
+    Source::open(path, name, base_url, settings, Instant::now() + settings.timeout)?.ls(&[])
+}
+
+/// The journal tip of repository `name` at the node whose base URL is `base_url`, asked
+/// within `settings.timeout`: whether that node's Git server answers at all, before a
+/// longer mirror of it.
+pub fn journal_at(path: &Path, name: &str, base_url: &str, settings: &Settings) -> Result<Option<ObjectId>, Error> {
+    let mut source = Source::open(path, name, base_url, settings, Instant::now() + settings.timeout)?;
+    Ok(source.ls(&[journal::REF])?.remove(journal::REF))
+}
+
+/// What `behind` found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Behind {
+    pub leader_seq: u64,
+    pub replica_seq: u64,
+    /// Updates the replica lacks.
+    pub updates: u64,
+    /// When the leader accepted the oldest of them.
+    pub oldest_ms: Option<u64>,
+    /// The replica's position is not in the leader's journal: a full mirror is due.
+    pub unknown_position: bool,
+}
+
+/// Take the repository's sync lock (flock) without waiting.
+fn lock(path: &Path) -> Result<File, Error> {
+    let dir = path.join("stargate");
+    std::fs::create_dir_all(&dir)
+        .map_err(|source| Error::Io { what: format!("cannot create {}", dir.display()), source })?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("sync.lock"))
+        .map_err(|source| Error::Io { what: format!("cannot open {}/sync.lock", dir.display()), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked),
+        Err(std::fs::TryLockError::Error(source)) => {
+            Err(Error::Io { what: "cannot lock the repository for a sync".into(), source })
+        }
+    }
+}

@@ -29,6 +29,7 @@ use crate::mirror::backoff::Policy;
 use crate::mirror::lag::{self, Event, Judged, Windows};
 use crate::mirror::stats::{Counters, LagHistogram, Statsd};
 use crate::mirror::{self, Mode, Target};
+use crate::wire::git::ErrorClass;
 
 /// How often a replica estimates the leader's clock offset.
 const CLOCK_INTERVAL: Duration = Duration::from_secs(5);
@@ -44,6 +45,9 @@ const MAX_RUNNING: usize = 8;
 /// time per repository (at most a second apart): at once on a node with a few, once a
 /// second during a sweep of thousands, never the whole file after each of their syncs.
 const PUBLISH_GAP_PER_REPO: Duration = Duration::from_millis(1);
+
+/// How soon a sync looks again at a new leader still catching up.
+const NOT_LEADING_YET: Duration = Duration::from_millis(100);
 
 /// How often the repositories under the root are looked for (one `readdir` each time).
 const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
@@ -90,6 +94,10 @@ pub struct RepoStatus {
     /// Full mirrors of this repository since the agent started.
     #[serde(default)]
     pub fallbacks: u64,
+    /// When the last successful sync began: every update the leader accepted before it is
+    /// exposed here (wall clock, ms).
+    #[serde(default)]
+    pub good_since_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -317,11 +325,18 @@ impl Replicator {
             match result {
                 Ok((target, report)) => {
                     let mut guard = self.lock_shared();
-                    self.account(&mut guard, name, &target, report);
+                    let event = self.account(&mut guard, name, &target, report);
                     if let Some(repo) = guard.repos.get_mut(name) {
                         repo.good_since_ms = repo.good_since_ms.max(started);
+                        repo.status.good_since_ms = repo.good_since_ms;
                     }
                     guard.dirty = true;
+                    drop(guard);
+                    if let Some(event) = event
+                        && let Err(e) = audit::append(&self.lock, Some(&self.state_dir), &event)
+                    {
+                        log::error!("cannot append to the audit log: {e}");
+                    }
                 }
                 Err(Failure::Sync(mirror::Error::Locked)) => {}
                 Err(why) => log::warn!("{name}: cannot stage: {why}"),
@@ -571,6 +586,9 @@ impl Replicator {
         Ok(())
     }
 
+    /// One scheduled sync of repository `name`, and what it tells: the next due time,
+    /// retries with backoff, the figures. The audit trail is written once the shared state
+    /// is let go.
     fn run_one(&self, name: &str) {
         let started = now_ms();
         let result = self.target().and_then(|target| {
@@ -587,14 +605,16 @@ impl Replicator {
         repo.running = false;
         repo.status.last_sync_ms = Some(now_ms());
         let now = Instant::now();
+        let mut audit = None;
         match result {
             Ok((target, report)) => {
                 if repo.attempt > 0 {
                     log::info!("{name}: recovered after {} retries", repo.attempt);
                 }
-                self.account(shared, name, &target, report);
+                audit = self.account(shared, name, &target, report);
                 let Some(repo) = shared.repos.get_mut(name) else { return };
                 repo.good_since_ms = started;
+                repo.status.good_since_ms = started;
                 repo.attempt = 0;
                 repo.retry_at = None;
                 repo.due = Some(now + jitter(next_poll));
@@ -604,50 +624,71 @@ impl Replicator {
                 log::info!("{name}: sync skipped: another sync of it is running");
                 repo.due = Some(now + self.interval);
             }
-            Err(failure) => {
-                let (text, retryable, class) = match &failure {
-                    Failure::Sync(mirror::Error::Git(e)) => {
-                        (e.to_string(), self.policy.is_retryable(e), e.class().name())
-                    }
-                    other => (other.to_string(), false, "permanent"),
-                };
-                if class == "timeout" {
-                    shared.counters.timeouts += 1;
-                    log::warn!("{name}: sync killed by the watchdog after {:?}", self.settings.timeout);
-                }
-                repo.status.errors += 1;
-                repo.status.last_result = Some(text.clone());
-                if retryable && repo.attempt < self.policy.attempts {
-                    let delay = self.policy.delay(repo.attempt);
-                    shared.counters.retries += 1;
-                    repo.attempt += 1;
-                    log::warn!(
-                        "{name}: sync failed ({class}): {text}; retry {} of {} in {} ms",
-                        repo.attempt,
-                        self.policy.attempts,
-                        delay.as_millis()
-                    );
-                    repo.retry_at = Some(now + delay);
-                } else {
-                    shared.counters.failures += 1;
-                    log::error!(
-                        "{name}: sync failed ({class}, {}): {text}",
-                        if retryable { "out of retries" } else { "not retried" }
-                    );
-                    repo.attempt = 0;
-                    repo.retry_at = None;
-                    repo.due = Some(now + self.interval);
-                }
+            // The new leader is catching up: soon, with no retry counted.
+            Err(Failure::NotLeading(leader)) => {
+                log::debug!("{name}: {leader} has not caught up yet");
+                repo.due = Some(now + NOT_LEADING_YET);
             }
+            Err(failure) => self.failed(shared, name, &failure, now),
         }
         drop(guard);
+        if let Some(event) = audit
+            && let Err(e) = audit::append(&self.lock, Some(&self.state_dir), &event)
+        {
+            log::error!("cannot append to the audit log: {e}");
+        }
         self.poke();
         self.publish_soon();
     }
 
+    /// A sync of `name` failed: retried after a backoff when its error is transient and
+    /// attempts are left, else due again at the next interval.
+    fn failed(&self, shared: &mut Shared, name: &str, failure: &Failure, now: Instant) {
+        let (text, retryable, class) = match failure {
+            Failure::Sync(mirror::Error::Git(e)) => (e.to_string(), self.policy.is_retryable(e), e.class()),
+            other => (other.to_string(), false, ErrorClass::Permanent),
+        };
+        if class == ErrorClass::Timeout {
+            shared.counters.timeouts += 1;
+            log::warn!("{name}: sync killed by the watchdog after {:?}", self.settings.timeout);
+        }
+        let Some(repo) = shared.repos.get_mut(name) else { return };
+        repo.status.errors += 1;
+        repo.status.last_result = Some(text.clone());
+        let class = class.name();
+        if retryable && repo.attempt < self.policy.attempts {
+            let delay = self.policy.delay(repo.attempt);
+            shared.counters.retries += 1;
+            repo.attempt += 1;
+            log::warn!(
+                "{name}: sync failed ({class}): {text}; retry {} of {} in {} ms",
+                repo.attempt,
+                self.policy.attempts,
+                delay.as_millis()
+            );
+            repo.retry_at = Some(now + delay);
+        } else {
+            shared.counters.failures += 1;
+            log::error!(
+                "{name}: sync failed ({class}, {}): {text}",
+                if retryable { "out of retries" } else { "not retried" }
+            );
+            repo.attempt = 0;
+            repo.retry_at = None;
+            repo.due = Some(now + self.interval);
+        }
+    }
+
     /// What one successful sync of repository `name` tells: counters, lag of every update
-    /// it exposed, kept lost commits (audited), the repository's status.
-    fn account(&self, shared: &mut Shared, name: &str, target: &Target, report: mirror::Report) {
+    /// it exposed, kept lost commits, the repository's status. Returns the audit event of
+    /// the kept commits, for the caller to write once it let go of the shared state.
+    fn account(
+        &self,
+        shared: &mut Shared,
+        name: &str,
+        target: &Target,
+        report: mirror::Report,
+    ) -> Option<audit::Event> {
         shared.counters.syncs += 1;
         if report.mode == Mode::Full {
             shared.counters.fallbacks += 1;
@@ -678,7 +719,7 @@ impl Replicator {
             shared.last_lag.insert(ns, lag_s);
             last_lag = Some(lag_s);
         }
-        if !report.lost.is_empty() {
+        let event = (!report.lost.is_empty()).then(|| {
             let kept: Vec<String> =
                 report.lost.iter().map(|l| format!("{} at {} as {}", l.refname, l.oid, l.kept_as)).collect();
             let mut event = audit::Event::new(
@@ -689,10 +730,8 @@ impl Replicator {
             );
             event.previous_leader = Some(target.leader.clone());
             event.positions.insert(name.to_owned(), report.replica_seq);
-            if let Err(e) = audit::append(&self.lock, Some(&self.state_dir), &event) {
-                log::error!("cannot append to the audit log: {e}");
-            }
-        }
+            event
+        });
         for l in &report.lost {
             log::warn!("{name}: {} at {} was not on the leader; kept as {}", l.refname, l.oid, l.kept_as);
             shared.lost.push(LostRef {
@@ -703,7 +742,7 @@ impl Replicator {
                 at_ms: now_ms(),
             });
         }
-        let Some(repo) = shared.repos.get_mut(name) else { return };
+        let Some(repo) = shared.repos.get_mut(name) else { return event };
         if report.mode == Mode::Full {
             repo.status.fallbacks += 1;
         }
@@ -715,6 +754,7 @@ impl Replicator {
         repo.status.lag_operations = report.leader_seq.saturating_sub(report.replica_seq);
         repo.status.last_result = Some("ok".into());
         repo.status.last_mode = Some(report.mode);
+        event
     }
 
     /// Write `replication.json` now, or, within `PUBLISH_GAP_PER_REPO` per repository of the
@@ -765,6 +805,11 @@ impl Replicator {
             .ok_or_else(|| Failure::Other("no leader elected yet".into()))?;
         if record.node == self.me {
             return Err(Failure::Other("this node leads".into()));
+        }
+        // Still catching up from the nodes (this one among them): what this node holds beyond
+        // it must stay for it to take over.
+        if !self.lock.is_leading(&record).map_err(|e| Failure::Other(e.to_string()))? {
+            return Err(Failure::NotLeading(record.node));
         }
         let base_url = record
             .url
@@ -843,6 +888,8 @@ enum Failure {
     Sync(mirror::Error),
     #[error("{0}")]
     Other(String),
+    #[error("{0} has not caught up yet")]
+    NotLeading(String),
 }
 
 /// `base` less up to a tenth, at random: repositories synced together (a sweep) do not all

@@ -175,29 +175,7 @@ fn lag(cfg: &Config, record: &Record) -> Result<Option<(String, Duration, u64)>>
             )));
         }
         if behind.updates == 0 {
-            // At the leader's position: the refs must be the leader's too (a ref moved
-            // behind the journal's back, or a write a sync missed, shows here).
-            let differing = || -> Result<Vec<String>> {
-                let theirs = mirror::remote_refs(&path, &repo.name, &target.base_url, &settings)
-                    .map_err(|e| Error::Refused(format!("{}: cannot list {}'s refs: {e}", repo.name, record.node)))?;
-                let ours = crate::journal::open(&path)
-                    .map_err(|e| Error::Fatal(e.to_string()))?
-                    .prefixed("refs/")
-                    .map_err(|e| Error::Fatal(e.to_string()))?;
-                Ok(crate::store::differing(theirs, ours))
-            };
-            if !differing()?.is_empty() {
-                std::thread::sleep(Duration::from_millis(200));
-                let refs = differing()?;
-                if !refs.is_empty() {
-                    return Err(Error::Refused(format!(
-                        "{}: at {}'s journal position, but refs differ: {} (git stargate verify; git stargate sync --full repairs)",
-                        repo.name,
-                        record.node,
-                        refs.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-                    )));
-                }
-            }
+            diverged(&path, &repo.name, record, &target, &settings)?;
         }
         let Some(oldest) = behind.oldest_ms else { continue };
         let lag = Duration::from_millis(now_ms().saturating_sub(oldest));
@@ -206,6 +184,46 @@ fn lag(cfg: &Config, record: &Record) -> Result<Option<(String, Duration, u64)>>
         }
     }
     Ok(worst)
+}
+
+/// At the leader's journal position, this node's refs must be the leader's: refused when
+/// they differ at the same position three looks in a row, 200 ms apart (a write committed
+/// and not yet journaled differs for a moment; a ref moved behind the journal's back, or a
+/// write a sync missed, stays). When the positions differ, `behind` has said how far.
+fn diverged(
+    path: &std::path::Path,
+    name: &str,
+    record: &Record,
+    target: &mirror::Target,
+    settings: &mirror::Settings,
+) -> Result<()> {
+    let mut differing = Vec::new();
+    for look in 0..3 {
+        if look > 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let theirs = mirror::remote_refs(path, name, &target.base_url, settings)
+            .map_err(|e| Error::Refused(format!("{name}: cannot list {}'s refs: {e}", record.node)))?;
+        let ours = crate::journal::open(path)
+            .map_err(|e| Error::Fatal(e.to_string()))?
+            .prefixed("refs/")
+            .map_err(|e| Error::Fatal(e.to_string()))?;
+        let journal =
+            |refs: &[(String, gix::ObjectId)]| refs.iter().find(|(r, _)| r == crate::journal::REF).map(|(_, o)| *o);
+        let theirs_journal = theirs.get(crate::journal::REF).copied();
+        if theirs_journal != journal(&ours) {
+            return Ok(());
+        }
+        differing = crate::store::differing(theirs, ours);
+        if differing.is_empty() {
+            return Ok(());
+        }
+    }
+    Err(Error::Refused(format!(
+        "{name}: at {}'s journal position, but refs differ: {} (git stargate verify; git stargate sync --full repairs)",
+        record.node,
+        differing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+    )))
 }
 
 /// What an emergency promotion may lose, said before it is confirmed (git-stargate(1),

@@ -245,4 +245,21 @@ mod tests {
             );
         }
     }
+
+    /// A lock a killed writer left blocks every transaction on its ref until it is old
+    /// enough to be taken for stale and removed; a fresh one is left alone.
+    #[test]
+    fn stale_ref_locks_are_removed_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, a, b) = repo(dir.path(), "t.git", "files");
+        store.edit(&[Edit::set("refs/heads/main", a)]).unwrap();
+        let lock = dir.path().join("t.git/refs/heads/main.lock");
+        let file = std::fs::File::create(&lock).unwrap();
+        assert!(store.edit(&[Edit::set("refs/heads/main", b)]).is_err(), "the lock blocks");
+        assert!(store.clear_stale_locks(std::time::Duration::from_secs(60)).is_empty(), "fresh: kept");
+        file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(120)).unwrap();
+        assert_eq!(store.clear_stale_locks(std::time::Duration::from_secs(60)), vec![lock]);
+        store.edit(&[Edit::set("refs/heads/main", b)]).unwrap();
+        assert_eq!(store.find("refs/heads/main").unwrap(), Some(b));
+    }
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use checker::{Call, Op, Ret, Verdict};
-use nemesis::Nemesis;
+use nemesis::{Nemesis, Window};
 
 use crate::seeds::{Plan, Report, now_ms, stargate, stargate_client, stdout};
 use crate::support::*;
@@ -342,6 +342,12 @@ fn blobs(lab: &Lab, node: &str, refs: &[&str]) -> HashSet<String> {
     stdout(&out).lines().filter_map(|l| l.split_once(' ').map(|(id, _)| id.to_owned())).collect()
 }
 
+/// The epoch a kept ref was kept under: `refs/stargate/local/lost/<epoch>[.<n>]/<ref>`.
+fn kept_epoch(kept: &str) -> u64 {
+    let dir = kept.trim_start_matches("refs/stargate/local/lost/").split('/').next().unwrap_or("");
+    dir.split('.').next().and_then(|e| e.parse().ok()).unwrap_or(0)
+}
+
 fn refs_under(lab: &Lab, node: &str, prefix: &str) -> Vec<String> {
     let out = run(lab.git(node, &["for-each-ref", "--format=%(refname)", prefix]));
     stdout(&out).lines().map(str::to_owned).collect()
@@ -485,7 +491,8 @@ pub fn run_suite(mode: Mode, nemesis: Nemesis) {
         }
     }
     let refused: Vec<&Record> = history.iter().filter(|r| r.value().is_some() && r.outcome == Outcome::Fail).collect();
-    let mut lost_blobs = HashSet::new();
+    // A value kept as lost, and the first epoch it was kept under.
+    let mut lost_blobs: HashMap<String, u64> = HashMap::new();
     for n in &lab.nodes {
         let everything = blobs(&lab, n, &["--all"]);
         for r in &refused {
@@ -502,8 +509,23 @@ pub fn run_suite(mode: Mode, nemesis: Nemesis) {
                 ));
             }
         }
-        let lost = refs_under(&lab, n, "refs/stargate/local/lost/");
-        lost_blobs.extend(blobs(&lab, n, &lost.iter().map(String::as_str).collect::<Vec<_>>()));
+        // Per kept ref, under the epoch whose leader the node mirrored when it kept it.
+        for kept in refs_under(&lab, n, "refs/stargate/local/lost/") {
+            let epoch = kept_epoch(&kept);
+            for blob in blobs(&lab, n, &[kept.as_str()]) {
+                let at = lost_blobs.entry(blob).or_insert(epoch);
+                *at = (*at).min(epoch);
+            }
+        }
+    }
+    // When each epoch began (its election or promotion, in the audit log).
+    let mut began: HashMap<u64, u64> = HashMap::new();
+    for e in
+        lab.audit().iter().filter(|e| matches!(e["event"].as_str(), Some("elected" | "promoted" | "forced-promotion")))
+    {
+        if let (Some(epoch), Some(t)) = (e["epoch"].as_u64(), e["time_ms"].as_u64()) {
+            began.entry(epoch).or_insert(t);
+        }
     }
 
     // Acknowledged writes missing from the final history: allowed in async mode only when
@@ -526,10 +548,21 @@ pub fn run_suite(mode: Mode, nemesis: Nemesis) {
             continue;
         }
         let acked = r.return_ms.unwrap_or(0);
-        // Applied before the fault ended, whenever its acknowledgement arrived (a leader cut
-        // off answers once the cut heals).
-        let event = windows.iter().find(|w| w.loss.is_some_and(|(from, to)| r.invoke_ms <= to && acked >= from));
-        let kept = lost_blobs.contains(&blob_id(v));
+        // The fault that lost it: the forced promotion or machine loss that began the epoch
+        // it was first kept under (the write may have survived earlier faults, the promoted
+        // node lagging by more than the usual window); else, its storage gone, the fault in
+        // whose window it was applied (a leader cut off answers once the cut heals).
+        let kept_at = lost_blobs.get(&blob_id(v)).and_then(|epoch| began.get(epoch)).copied();
+        let within = |w: &&Window| w.loss.is_some_and(|(from, to)| r.invoke_ms <= to && acked >= from);
+        let event = match kept_at {
+            Some(t) => windows
+                .iter()
+                .filter(|w| w.loss.is_some() && w.start_ms <= t + 1_000)
+                .max_by_key(|w| w.start_ms)
+                .filter(within),
+            None => windows.iter().find(within),
+        };
+        let kept = lost_blobs.contains_key(&blob_id(v));
         let reported = event.is_some_and(|w| w.wiped && shortfalls.iter().any(|t| *t >= w.start_ms));
         match event {
             Some(w) if mode == Mode::Async && (kept || reported) => {

@@ -57,6 +57,16 @@ pub struct Window {
 /// acknowledged while the promoted node was cut off count from the cut.
 const REPLICATION_WINDOW: Duration = Duration::from_secs(2);
 
+/// Since when `node` may lack the leader's writes: the start of its last successful sync
+/// (`good_since_ms` in its `/status`), as it says just before it is promoted. A node whose
+/// syncs kept failing (a fetch hung on a connection a partition broke) lags by more than
+/// the usual window; one whose syncs succeeded lacks nothing accepted before them.
+fn lagging_since(lab: &Lab, node: &str) -> Option<u64> {
+    let (code, body) = lab.try_http(node, "/status")?;
+    let status: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+    status["replication"]["repos"]["kv.git"]["good_since_ms"].as_u64()
+}
+
 impl Nemesis {
     pub fn name(self) -> &'static str {
         match self {
@@ -186,7 +196,7 @@ fn kill(lab: &Lab, timing: &Timing) -> Window {
 fn freeze(lab: &Lab, timing: &Timing, round: usize) -> Window {
     let n = leader(lab).unwrap_or_else(|| any(&lab.nodes));
     let start = now_ms();
-    let whole = round % 2 == 0;
+    let whole = round.is_multiple_of(2);
     if whole {
         ok(lab.script("freeze").arg(&n));
     } else {
@@ -204,10 +214,12 @@ fn freeze(lab: &Lab, timing: &Timing, round: usize) -> Window {
 fn machine_loss(lab: &Lab, timing: &Timing, round: usize) -> Window {
     // The leader's machine every other time: the interesting loss.
     let n = match leader(lab) {
-        Some(l) if round % 2 == 0 => l,
+        Some(l) if round.is_multiple_of(2) => l,
         _ => any(&lab.nodes),
     };
     let was_leader = leader(lab).as_deref() == Some(n.as_str());
+    // The next leader is one of the others: the furthest behind of them bounds what is lost.
+    let lagging = others(lab, &n).iter().filter_map(|o| lagging_since(lab, o)).min();
     let start = now_ms();
     lab.stop_node(&n);
     // A write may still be acknowledged while the power goes: until every process is dead.
@@ -228,7 +240,8 @@ fn machine_loss(lab: &Lab, timing: &Timing, round: usize) -> Window {
     );
     w.wiped = true;
     if was_leader {
-        w.loss = Some((start - REPLICATION_WINDOW.as_millis() as u64, dead));
+        let from = (start - REPLICATION_WINDOW.as_millis() as u64).min(lagging.unwrap_or(u64::MAX));
+        w.loss = Some((from, dead));
     }
     w
 }
@@ -301,12 +314,13 @@ fn forced(lab: &Lab, timing: &Timing, round: usize) -> Window {
         lab.cut(&x, &[&l]);
         std::thread::sleep(timing.fault / 2);
     }
-    let frozen = round % 2 == 0;
+    let frozen = round.is_multiple_of(2);
     if frozen {
         ok(lab.script("freeze").arg(&l));
     } else {
         lab.cut(&l, &[]);
     }
+    let lagging_since = lagging_since(lab, &x);
     let (code, last) = operator(lab, &x, &["promote", "--force", "--yes"]);
     let promoted = now_ms();
     std::thread::sleep(timing.fault / 2);
@@ -321,7 +335,8 @@ fn forced(lab: &Lab, timing: &Timing, round: usize) -> Window {
     let mut w =
         window("forced-promotion", &x, start, format!("{l} {how}; promote --force on {x}{lag}: exit {code:?}: {last}"));
     if code == Some(0) {
-        w.loss = Some((start - REPLICATION_WINDOW.as_millis() as u64, promoted));
+        let from = (start - REPLICATION_WINDOW.as_millis() as u64).min(lagging_since.unwrap_or(u64::MAX));
+        w.loss = Some((from, promoted));
     }
     w
 }

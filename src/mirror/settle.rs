@@ -1,0 +1,135 @@
+//! Before a node leads: every prepared write its journal leaves open gets an outcome
+//! (stargate(7), Journal): taken over where this node holds it staged (quorum mode),
+//! dropped otherwise, so that no entry from before its leadership waits for one any more.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use gix::ObjectId;
+
+use super::Error;
+use crate::journal;
+use crate::store::Edit;
+
+/// What a node about to lead decided about the prepared writes its journal leaves open.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Applied and journaled as taken over: (first sequence number, refs).
+    pub taken_over: Vec<(u64, Vec<String>)>,
+    /// Journaled as dropped: (first sequence number, refs, why).
+    pub dropped: Vec<(u64, Vec<String>, String)>,
+}
+
+/// A node about to lead settles every prepared write its journal leaves open (stargate(7),
+/// Journal), so that no entry before its leadership waits for an outcome any more. With
+/// `staged` (quorum mode) a write whose new values this node holds, and whose refs still
+/// hold its old values (or its new ones), is applied and journaled as taken over: a quorum
+/// may have acknowledged it. Every other one is journaled as dropped: its values are not
+/// here (async mode), a later write to its refs superseded it, or its refs moved on. The
+/// refs move first, so that a crash between the two leaves a write applied and still open,
+/// which the next settlement finds applied and journals as taken over.
+pub fn settle(path: &Path, epoch: u64, node: &str, keep: u64, staged: bool) -> Result<Settled, Error> {
+    // Almost always nothing is open: then no need to wait for a sync of the repository.
+    if !has_open_writes(path)? {
+        return Ok(Settled::default());
+    }
+    let _lock = super::lock(path)?;
+    let main = journal::open(path)?;
+    // A node about to lead writes its refs alone: a lock older than a sync's watchdog was
+    // left by a writer killed mid-transaction (an earlier agent of this node).
+    for lock in main.clear_stale_locks(super::STALE_LOCK) {
+        log::warn!("{}: removed {}, left by a writer killed mid-transaction", path.display(), lock.display());
+    }
+    if main.is_reftable() {
+        journal::publish(&main)?;
+    }
+    let Some((tip, _)) = journal::tip(&main)? else { return Ok(Settled::default()) };
+    let open = journal::open_prepares(&main, tip)?;
+    if open.is_empty() {
+        return Ok(Settled::default());
+    }
+    let names: Vec<String> = (open.iter())
+        .flat_map(|(_, e)| e.updates.iter().map(|(_, u)| u.refname.clone()))
+        .filter(|r| journal::journaled(r))
+        .collect();
+    let mut current = super::plan::current_refs(&main, names.iter())?;
+    let mut settled = Settled::default();
+    let mut decisions = Vec::new();
+    let mut edits = Vec::new();
+    // A later open write to the same ref could only prepare once the earlier one had ended.
+    let last_prepare: HashMap<&str, ObjectId> =
+        (open.iter()).flat_map(|(id, e)| e.updates.iter().map(move |(_, u)| (u.refname.as_str(), *id))).collect();
+    for (id, entry) in &open {
+        let updates: Vec<&journal::Update> =
+            entry.updates.iter().map(|(_, u)| u).filter(|u| journal::journaled(&u.refname)).collect();
+        let refs: Vec<String> = updates.iter().map(|u| u.refname.clone()).collect();
+        let first = entry.updates.first().map_or(entry.seq, |(seq, _)| *seq);
+        let value = |oid: ObjectId| (!oid.is_null()).then_some(oid);
+        let superseded = || {
+            let u = updates.iter().find(|u| last_prepare.get(u.refname.as_str()) != Some(id))?;
+            Some(format!("a later write to {} superseded it", u.refname))
+        };
+        let missing = || {
+            let u = updates.iter().find(|u| !u.new.is_null() && !main.repo().has_object(u.new))?;
+            Some(format!("the new value of {} is not here", u.refname))
+        };
+        let moved = || {
+            let u = updates.iter().find(|u| {
+                let now = current.get(&u.refname).copied();
+                now != value(u.old) && now != value(u.new)
+            })?;
+            Some(format!("{} moved on since", u.refname))
+        };
+        let why = if staged {
+            superseded().or_else(missing).or_else(moved)
+        } else {
+            Some("its values are only on the node that prepared it".to_owned())
+        };
+        match why {
+            Some(why) => {
+                decisions.push((*id, journal::Outcome::Dropped));
+                settled.dropped.push((first, refs, why));
+            }
+            None => {
+                for u in updates {
+                    let now = current.get(&u.refname).copied();
+                    if now != value(u.new) {
+                        edits.push(Edit::update(&u.refname, now, value(u.new)));
+                        match value(u.new) {
+                            Some(new) => current.insert(u.refname.clone(), new),
+                            None => current.remove(&u.refname),
+                        };
+                    }
+                }
+                decisions.push((*id, journal::Outcome::TakenOver));
+                settled.taken_over.push((first, refs));
+            }
+        }
+    }
+    let anchored: HashSet<String> = main.prefixed(crate::journal::stage::STAGED)?.into_iter().map(|(r, _)| r).collect();
+    for (_, entry) in &open {
+        for (seq, _) in &entry.updates {
+            let anchor = format!("{}{seq}", crate::journal::stage::STAGED);
+            if anchored.contains(&anchor) {
+                edits.push(Edit::delete(&anchor));
+            }
+        }
+    }
+    main.edit(&edits)?;
+    for (id, outcome) in decisions {
+        journal::append_outcome(&main, epoch, node, id, outcome, keep)?;
+    }
+    if main.is_reftable() {
+        journal::publish(&main)?;
+    }
+    Ok(settled)
+}
+
+/// Whether the journal of `path` leaves any prepared write without its outcome.
+pub fn has_open_writes(path: &Path) -> Result<bool, Error> {
+    let main = journal::open(path)?;
+    Ok(match journal::head(&main)? {
+        Some(head) => !journal::open_prepares(&main, head)?.is_empty(),
+        None => false,
+    })
+}

@@ -245,7 +245,14 @@ impl Agent {
             let path = self.root.join(&repo.name);
             let mut published = Instant::now();
             let settled = loop {
-                match mirror::settle(&path, self.epoch, &self.me, self.journal_keep, self.quorum.is_some()) {
+                match mirror::settle(
+                    &path,
+                    self.epoch,
+                    &self.me,
+                    self.journal_keep,
+                    self.quorum.is_some(),
+                    self.started_ms,
+                ) {
                     // The replica side's last sync of it: wait it out, staying fresh.
                     Err(mirror::Error::Locked) => {
                         std::thread::sleep(LOCKED_RETRY);

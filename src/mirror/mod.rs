@@ -193,6 +193,13 @@ pub struct Lost {
 /// sync may run (`stargate.sync.timeout` at its default), after which its watchdog kills it.
 pub const STALE_LOCK: Duration = Duration::from_secs(50);
 
+/// Locks last written before this are stale for an agent started at `started_ms`: those of
+/// an earlier agent of this node, and any older than `STALE_LOCK`.
+pub fn stale_before(started_ms: u64) -> std::time::SystemTime {
+    let started = std::time::UNIX_EPOCH + Duration::from_millis(started_ms);
+    started.max(std::time::SystemTime::now() - STALE_LOCK)
+}
+
 /// The leader's URL for repository `name` under `base`.
 pub fn repo_url(base: &str, name: &str) -> String {
     if base.ends_with('/') { format!("{base}{name}") } else { format!("{base}/{name}") }
@@ -211,18 +218,22 @@ pub fn sync(path: &Path, name: &str, target: &Target, settings: &Settings) -> Re
                 log::debug!("{}: {why}; looking again", path.display());
                 tries += 1;
             }
-            // A lock a killed writer left (an earlier agent of this node): gone for the retry.
+            // A lock a killed writer left (an earlier agent of this node): gone, then again.
             Err(e @ Error::Prepare(store::PrepareError::Files(_) | store::PrepareError::Locked(_))) => {
-                if let Ok(main) = store::Store::open(path) {
-                    for lock in main.clear_stale_locks(STALE_LOCK.max(settings.timeout * 2)) {
-                        log::warn!(
-                            "{}: removed {}, left by a writer killed mid-transaction",
-                            path.display(),
-                            lock.display()
-                        );
-                    }
+                let removed = store::Store::open(path)
+                    .map(|main| main.clear_stale_locks(stale_before(settings.measure_since_ms)))
+                    .unwrap_or_default();
+                for lock in &removed {
+                    log::warn!(
+                        "{}: removed {}, left by a writer killed mid-transaction",
+                        path.display(),
+                        lock.display()
+                    );
                 }
-                return Err(e);
+                if removed.is_empty() || tries >= 3 {
+                    return Err(e);
+                }
+                tries += 1;
             }
             other => return other,
         }

@@ -646,6 +646,10 @@ impl Replicator {
     fn failed(&self, shared: &mut Shared, name: &str, failure: &Failure, now: Instant) {
         let (text, retryable, class) = match failure {
             Failure::Sync(mirror::Error::Git(e)) => (e.to_string(), self.policy.is_retryable(e), e.class()),
+            // Another writer's lock, or one a killed writer left (removed once stale): again.
+            Failure::Sync(mirror::Error::Prepare(_) | mirror::Error::Overtaken) => {
+                (failure.to_string(), true, ErrorClass::Transport)
+            }
             other => (other.to_string(), false, ErrorClass::Permanent),
         };
         if class == ErrorClass::Timeout {

@@ -28,16 +28,23 @@ pub struct Settled {
 /// here (async mode), a later write to its refs superseded it, or its refs moved on. The
 /// refs move first, so that a crash between the two leaves a write applied and still open,
 /// which the next settlement finds applied and journals as taken over.
-pub fn settle(path: &Path, epoch: u64, node: &str, keep: u64, staged: bool) -> Result<Settled, Error> {
+pub fn settle(
+    path: &Path,
+    epoch: u64,
+    node: &str,
+    keep: u64,
+    staged: bool,
+    agent_started_ms: u64,
+) -> Result<Settled, Error> {
     // Almost always nothing is open: then no need to wait for a sync of the repository.
     if !has_open_writes(path)? {
         return Ok(Settled::default());
     }
     let _lock = super::lock(path)?;
     let main = journal::open(path)?;
-    // A node about to lead writes its refs alone: a lock older than a sync's watchdog was
-    // left by a writer killed mid-transaction (an earlier agent of this node).
-    for lock in main.clear_stale_locks(super::STALE_LOCK) {
+    // A node about to lead writes its refs alone: a lock from before its agent started, or
+    // older than a sync's watchdog, was left by a writer killed mid-transaction.
+    for lock in main.clear_stale_locks(super::stale_before(agent_started_ms)) {
         log::warn!("{}: removed {}, left by a writer killed mid-transaction", path.display(), lock.display());
     }
     if main.is_reftable() {

@@ -256,9 +256,10 @@ mod tests {
         let lock = dir.path().join("t.git/refs/heads/main.lock");
         let file = std::fs::File::create(&lock).unwrap();
         assert!(store.edit(&[Edit::set("refs/heads/main", b)]).is_err(), "the lock blocks");
-        assert!(store.clear_stale_locks(std::time::Duration::from_secs(60)).is_empty(), "fresh: kept");
+        let a_minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        assert!(store.clear_stale_locks(a_minute_ago).is_empty(), "fresh: kept");
         file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(120)).unwrap();
-        assert_eq!(store.clear_stale_locks(std::time::Duration::from_secs(60)), vec![lock]);
+        assert_eq!(store.clear_stale_locks(a_minute_ago), vec![lock]);
         store.edit(&[Edit::set("refs/heads/main", b)]).unwrap();
         assert_eq!(store.find("refs/heads/main").unwrap(), Some(b));
     }

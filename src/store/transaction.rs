@@ -175,32 +175,32 @@ fn to_gix(e: &Edit) -> Result<RefEdit, PrepareError> {
 
 impl Store {
     /// Remove the ref locks (`<ref>.lock`, `packed-refs.lock`, reftable's
-    /// `tables.list.lock`) older than `age`: what a writer killed mid-transaction leaves,
-    /// which git never removes by itself and which would fail every later transaction on
-    /// those refs. Only for a caller that knows no live writer holds a lock that long (a
-    /// passive node, whose refs only its agent writes, one sync at a time under a watchdog).
+    /// `tables.list.lock`) last written before `before`: what a writer killed
+    /// mid-transaction leaves, which git never removes by itself and which would fail every
+    /// later transaction on those refs. Only for a caller that knows no live writer took one
+    /// before then (a passive node's agent, whose refs only it writes, one sync at a time).
     /// Returns the locks removed.
-    pub fn clear_stale_locks(&self, age: Duration) -> Vec<std::path::PathBuf> {
-        fn walk(dir: &std::path::Path, age: Duration, found: &mut Vec<std::path::PathBuf>) {
+    pub fn clear_stale_locks(&self, before: std::time::SystemTime) -> Vec<std::path::PathBuf> {
+        use std::path::{Path, PathBuf};
+        fn stale(path: &Path, before: std::time::SystemTime) -> bool {
+            std::fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| t < before)
+        }
+        fn walk(dir: &Path, before: std::time::SystemTime, found: &mut Vec<PathBuf>) {
             let Ok(entries) = std::fs::read_dir(dir) else { return };
             for entry in entries.flatten() {
                 let path = entry.path();
                 match entry.file_type() {
-                    Ok(t) if t.is_dir() => walk(&path, age, found),
-                    Ok(_) if path.extension().is_some_and(|e| e == "lock") && stale(&path, age) => found.push(path),
+                    Ok(t) if t.is_dir() => walk(&path, before, found),
+                    Ok(_) if path.extension().is_some_and(|e| e == "lock") && stale(&path, before) => found.push(path),
                     _ => {}
                 }
             }
         }
-        fn stale(path: &std::path::Path, age: Duration) -> bool {
-            let modified = std::fs::metadata(path).and_then(|m| m.modified());
-            modified.is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age))
-        }
         let git_dir = self.git_dir();
         let mut found = Vec::new();
-        walk(&git_dir.join("refs"), age, &mut found);
+        walk(&git_dir.join("refs"), before, &mut found);
         for lock in [git_dir.join("packed-refs.lock"), git_dir.join("reftable/tables.list.lock")] {
-            if stale(&lock, age) {
+            if stale(&lock, before) {
                 found.push(lock);
             }
         }

@@ -364,7 +364,7 @@ impl Store {
             parents: parent.into_iter().collect(),
             extra_headers: Vec::new(),
         };
-        Ok(self.refs.repo().write_object(&commit).map_err(repo_err)?.detach())
+        self.refs.write_object(&commit).map_err(repo_err)
     }
 
     fn set_tip(&self, commit: ObjectId, previous: Option<ObjectId>) -> Result<(), Error> {

@@ -326,7 +326,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         crate::wire::git::init_bare(dir.path()).unwrap();
         let store = open(dir.path()).unwrap();
-        let oid = store.repo().write_object(gix::objs::Tree::empty()).unwrap().detach();
+        let oid = store.write_object(gix::objs::Tree::empty()).unwrap();
         let keep = 3;
         assert!(genesis(&store, 1, "a").unwrap());
         let (p1, s1) = append(&store, 1, "a", update(oid), keep).unwrap();
@@ -354,7 +354,7 @@ mod tests {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let store = open(dir).unwrap();
-        let oid = store.repo().write_object(gix::objs::Tree::empty()).unwrap().detach();
+        let oid = store.write_object(gix::objs::Tree::empty()).unwrap();
         (store, oid)
     }
 

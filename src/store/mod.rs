@@ -264,3 +264,62 @@ mod tests {
         assert_eq!(store.find("refs/heads/main").unwrap(), Some(b));
     }
 }
+
+/// The store is the only writer of git's on-disk state (docs/ARCHITECTURE.md, `src/store/`):
+/// no module outside it (and `wire::git`, which runs git) reaches for a raw way to write
+/// refs or objects. A new one must go through `Store`, or this test names it.
+#[cfg(test)]
+mod only_writer {
+    /// Ways to write refs or objects other than through `Store`.
+    const RAW: &[&str] = &[
+        "repo().write_object(",
+        "repo.write_object(",
+        ".edit_reference",
+        "refs.transaction(",
+        "\"update-ref\"",
+        "\"pack-refs\"",
+        "with_extension(\"lock\")",
+        "RefTransaction::",
+        // A loose ref's text, written by hand.
+        "format!(\"{oid}\\n\")",
+        "format!(\"{new}\\n\")",
+    ];
+
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn every_write_of_refs_and_objects_goes_through_the_store() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        let mut found = Vec::new();
+        for file in files {
+            let rel = file.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+            if rel.starts_with("store/") || rel == "wire/git.rs" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            // Only the code: a module's tests may build repositories however they like.
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            for (n, line) in code.lines().enumerate() {
+                let line = line.trim_start();
+                if line.starts_with("//") {
+                    continue;
+                }
+                for raw in RAW.iter().filter(|raw| line.contains(*raw)) {
+                    found.push(format!("src/{rel}:{}: {raw}", n + 1));
+                }
+            }
+        }
+        assert!(found.is_empty(), "writes of git's state outside src/store/:\n{}", found.join("\n"));
+    }
+}

@@ -40,8 +40,10 @@ use std::path::Path;
 use gix::ObjectId;
 
 pub use entry::{Entry, Kind, LOCAL, Outcome, Update, Walked, journaled, parse_updates, walk};
+#[cfg(test)]
+use pending::pending;
+pub use pending::publish;
 use pending::{Pending, lock_pending, unpublished, write_pending};
-pub use pending::{pending, publish};
 
 use crate::store::{self, Expect, Store};
 

@@ -23,8 +23,9 @@ fn pending_path(git_dir: &Path) -> PathBuf {
     git_dir.join("stargate/journal.pending")
 }
 
-/// Whether entries may wait for publication (reftable; nothing else writes the file).
-pub fn pending(git_dir: &Path) -> bool {
+/// Whether entries wait for publication (reftable; nothing else writes the file).
+#[cfg(test)]
+pub(super) fn pending(git_dir: &Path) -> bool {
     pending_path(git_dir).exists()
 }
 

@@ -9,7 +9,7 @@ use super::control::Reply;
 use crate::clock::now_ms;
 use crate::journal;
 use crate::lead::audit;
-use crate::lead::lease::{Acquired, Error};
+use crate::lead::lease::{Acquired, Error, Record};
 use crate::lead::node::Role;
 
 /// Quorum mode: how long a node that could not hear from enough peers to lead waits
@@ -76,7 +76,8 @@ impl Agent {
         self.lease_problem = None;
         // Quorum mode catches up from the furthest node instead (`adopt_staged`).
         let from_previous = self.quorum.is_none() && !self.catchup_timeout.is_zero();
-        if let Some(prev) = previous.as_ref().filter(|p| p.node != self.me && from_previous) {
+        let last_leader = self.last_leader(previous.as_ref());
+        if let Some(prev) = last_leader.as_ref().filter(|p| p.node != self.me && from_previous) {
             let shortfall = self.catch_up(prev, &record, reply);
             if !shortfall.is_empty() {
                 let listed: Vec<String> = shortfall.iter().map(|(r, why)| format!("{r} ({why})")).collect();
@@ -122,6 +123,14 @@ impl Agent {
                 return false;
             }
         }
+        // Before the first write is accepted: the next election catches up from this node.
+        if let Err(e) = self.lock.announce(&record) {
+            log::error!("not leading: cannot announce epoch {} as leading: {e}", record.epoch);
+            reply.say(&format!("not leading: cannot announce epoch {} as leading: {e}", record.epoch));
+            self.lease.release();
+            self.holdoff_until = Some(Instant::now() + QUORUM_RETRY);
+            return false;
+        }
         self.role = Role::Leader;
         self.replicator.count_election();
         let prev_leader = previous.as_ref().map(|r| r.node.clone());
@@ -138,7 +147,6 @@ impl Agent {
         });
         self.start_journals();
         self.publish();
-        self.announce();
         true
     }
 
@@ -168,14 +176,24 @@ impl Agent {
         }
     }
 
-    /// Say in the lease backend that this node has caught up and accepts writes: replicas
-    /// mirror it from then on, not before (`Lock::is_leading`).
-    pub(super) fn announce(&self) {
-        if let Some(record) = &self.record
-            && let Err(e) = self.lock.announce(record)
-        {
-            log::error!("cannot announce epoch {} as leading ({e}); replicas wait for it", record.epoch);
+    /// The node to catch up from: the last one that led (announced it), which is not the
+    /// record this election replaced when a node took the lease in between and lost it
+    /// before it had caught up itself; that record when no leader ever announced.
+    fn last_leader(&self, previous: Option<&Record>) -> Option<Record> {
+        let leading = match self.lock.last_leading() {
+            Ok(leading) => leading,
+            Err(e) => {
+                log::warn!("cannot read which node led last ({e}); catching up from the record's previous leader");
+                None
+            }
+        };
+        let Some(leading) = leading else { return previous.cloned() };
+        if previous.is_some_and(|p| p.node == leading.node && p.epoch == leading.epoch) {
+            return previous.cloned();
         }
+        let url = self.node_urls.get(&leading.node).cloned();
+        log::info!("catching up from {} (led epoch {}), the last node that led", leading.node, leading.epoch);
+        Some(Record { epoch: leading.epoch, node: leading.node, url, health: None, since_ms: 0 })
     }
 
     pub(super) fn check_still_leading(&mut self) {

@@ -198,6 +198,13 @@ impl Agent {
             self.holdoff_until = Some(Instant::now() + std::time::Duration::from_secs(1));
             return Err(format!("not leading: {why}"));
         }
+        // Before the first write is accepted: the next election catches up from this node.
+        if let Err(e) = self.lock.announce(&mine) {
+            let _ = self.lock.clear_handoff(&self.me);
+            self.lease.release();
+            self.holdoff_until = Some(Instant::now() + std::time::Duration::from_secs(1));
+            return Err(format!("not leading: cannot announce epoch {} as leading: {e}", mine.epoch));
+        }
         self.role = Role::Leader;
         self.replicator.count_election();
         self.audit(audit::Event {
@@ -209,7 +216,6 @@ impl Agent {
         });
         self.start_journals();
         self.publish();
-        self.announce();
         Ok(format!("{} leads at epoch {} (forced; {} was at epoch {})", self.me, mine.epoch, record.node, record.epoch))
     }
 

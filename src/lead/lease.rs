@@ -131,7 +131,12 @@ impl Lock {
     /// (docs/ARCHITECTURE.md, Quorum mode). Never announced at all (a version before the
     /// announcement): taken as leading.
     pub fn is_leading(&self, record: &Record) -> Result<bool, Error> {
-        let leading = match &self.backend {
+        Ok(self.last_leading()?.is_none_or(|l| l.epoch == record.epoch && l.node == record.node))
+    }
+
+    /// The last epoch announced as leading, and its node: `None` when none ever was.
+    pub fn last_leading(&self) -> Result<Option<Leading>, Error> {
+        Ok(match &self.backend {
             Backend::File(path) => file::read_leading(path)?,
             Backend::Etcd(c) => match c.get(&format!("{}/leading", c.spec().key))? {
                 None => None,
@@ -140,8 +145,7 @@ impl Lock {
                         .map_err(|e| Error::EtcdDamaged { what: "the leading mark".into(), why: e.to_string() })?,
                 ),
             },
-        };
-        Ok(leading.is_none_or(|l| l.epoch == record.epoch && l.node == record.node))
+        })
     }
 
     /// Say that this node, leader of `record`, has caught up and accepts writes. An older

@@ -731,6 +731,20 @@ pub fn run_suite(mode: Mode, nemesis: Nemesis) {
             eprintln!("  {e}");
         }
         eprintln!("{test}: the lab's logs:{}", lab.logs());
+        // Whole, beside the report: the tails above rarely reach back to the anomaly.
+        if let Some(dir) = std::env::var_os("STARGATE_REPORT_DIR") {
+            let logs = std::path::Path::new(&dir).join(format!("{test}.logs"));
+            let _ = std::fs::create_dir_all(&logs);
+            for n in &lab.nodes {
+                for what in ["agent", "health", "daemon"] {
+                    let _ = std::fs::copy(
+                        lab.dir.path().join(n).join(format!("{what}.log")),
+                        logs.join(format!("{n}-{what}.log")),
+                    );
+                }
+            }
+            let _ = std::fs::copy(lab.dir.path().join("shared/stargate.lock.audit"), logs.join("audit.jsonl"));
+        }
         report.failed(&summary);
         panic!(
             "{summary}{}{}\n{}",

@@ -6,7 +6,8 @@
 //! `lead` decides who may write, `replication` copies what the leader accepted, `agent`
 //! runs both on a node, `hook` enforces the decision inside git, `ops` is what operators
 //! and monitoring talk to, `remote` and `kv` are the clients, and `wire` is how any of
-//! them speaks to git. Imports run down that list, never back up.
+//! them speaks to git. The `mod` lines below are grouped by layer, top first: imports run
+//! down them, never back up (the code map lists the layers; tests/it/layout.rs checks them).
 
 pub mod cli;
 
@@ -22,11 +23,15 @@ pub mod replication;
 pub mod lead;
 
 pub mod args;
+
 pub mod error;
+
+pub mod refs;
+
+pub mod repos;
 
 pub mod clock;
 pub mod config;
 pub mod files;
-pub mod refs;
-pub mod repos;
+
 pub mod wire;

@@ -1,7 +1,8 @@
 //! docs/ARCHITECTURE.md stays true to the source. Its code map names every module under
 //! `src/` (and every binary under `bin/`), and nothing that is not there; the `crate::` paths
 //! in `src/` follow the layering it states: its list of layers, each folder's "Never
-//! imports" line and `lead/`'s "Only this folder imports" line.
+//! imports" line and `lead/`'s "Only this folder imports" line. And an `#[ignore]` in
+//! `tests/it/` means one thing: the test needs root.
 //!
 //! How the document names things, so that these tests can read it: a folder of `src/` has a
 //! `### ` heading naming it as a backticked path (`` `src/lead/` ``) and names each of its
@@ -370,4 +371,28 @@ fn imports_follow_the_layering_of_the_code_map() {
          {stale:?}",
         broken.join("\n")
     );
+}
+
+/// The suite's two tiers: `cargo test` runs everything but the tests marked
+/// `#[ignore = "needs root: <why>"]`, and the full suite (contrib/test.sh, as root) runs
+/// every ignored test too (`--run-ignored all`). So an ignore must mean exactly that: any
+/// other would be a test CI runs that the fast tier calls needing root.
+#[test]
+fn every_ignored_test_is_one_that_needs_root() {
+    let mut marked = 0;
+    let mut other = Vec::new();
+    for (file, text) in files("tests/it") {
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if !line.starts_with("#[ignore") {
+                continue;
+            }
+            match line.strip_prefix("#[ignore = \"needs root: ") {
+                Some(why) if why.len() > "\"]".len() => marked += 1,
+                _ => other.push(format!("{file}:{}: {line}", n + 1)),
+            }
+        }
+    }
+    assert!(other.is_empty(), "ignored for another reason than needing root:\n{}", other.join("\n"));
+    assert!(marked >= 10, "only {marked} tests marked as needing root");
 }

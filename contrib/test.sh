@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install what the test suite needs (as root, on Debian), then run it.
+# Install what the test suite needs (as root, on Debian), then run it whole: the fast tier
+# and the tests that need root, which the fast tier (`cargo test`) reports as ignored
+# (#[ignore = "needs root: ..."]) and which run here with --run-ignored all.
 # Usage: contrib/test.sh [nextest filter...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,4 +49,4 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 cargo build --all-targets
-cargo nextest run --no-fail-fast "$@"
+cargo nextest run --no-fail-fast --run-ignored all "$@"

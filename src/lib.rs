@@ -7,7 +7,8 @@
 //! to the replicas, `agent` runs them on a node, `hook` enforces the decision inside git,
 //! `ops` is what operators and monitoring talk to, `remote` and `kv` are the clients,
 //! `store` is the only writer of git's on-disk state and `wire` how any of them speaks to
-//! git. Imports run down that list, never back up.
+//! git. The `mod` lines below are grouped by layer, top first: imports run down them,
+//! never back up (the code map lists the layers; tests/it/layout.rs checks them).
 
 pub mod cli;
 
@@ -25,11 +26,15 @@ pub mod journal;
 pub mod lead;
 
 pub mod args;
+
 pub mod error;
+
+pub mod store;
+
+pub mod repos;
 
 pub mod clock;
 pub mod config;
 pub mod files;
-pub mod repos;
-pub mod store;
+
 pub mod wire;

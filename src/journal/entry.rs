@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(updates.len(), 1);
         assert!(journaled("refs/heads/main") && journaled("refs/kv/default"));
         assert!(
-            !journaled(super::super::REF)
+            !journaled(crate::journal::REF)
                 && !journaled("refs/stargate/local/lost/1/refs/heads/x")
                 && !journaled("HEAD")
         );

@@ -43,7 +43,7 @@ mod tests {
     fn a_mirroring_overtaken_applies_nothing_and_one_following_applies_everything() {
         let dir = tempfile::tempdir().unwrap();
         for format in ["files", "reftable"] {
-            let (store, [base, ahead, _]) = super::super::plan::tests::repo(&dir.path().join(format), format);
+            let (store, [base, ahead, _]) = crate::mirror::plan::tests::repo(&dir.path().join(format), format);
             store.edit(&[Edit::set("refs/heads/a", base)]).unwrap();
             let edits =
                 [Edit::update("refs/heads/a", Some(base), Some(ahead)), Edit::update("refs/heads/b", None, Some(base))];

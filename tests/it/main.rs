@@ -13,6 +13,7 @@ mod hooks;
 mod install;
 mod jepsen;
 mod kv;
+mod layout;
 mod lease;
 mod monitoring;
 mod props;

@@ -137,6 +137,7 @@ fn a_node_that_cannot_hear_enough_peers_does_not_lead() {
 /// cut off heals, catches up and makes the quorum again. In network namespaces, so that
 /// nodes can be cut off (b from a: it cannot stage a's write before it leads).
 #[test]
+#[ignore = "needs root: network namespaces (a --netns lab)"]
 fn a_deposed_leader_gathers_no_quorum_and_a_healed_peer_votes_again() {
     let extra = QUORUM.replacen("\ttimeout = 2s\n", "\ttimeout = 8s\n", 1);
     let lab = Lab::up_netns(3, &extra, NetOpts::default());

@@ -100,6 +100,18 @@ impl Client {
     }
 }
 
+/// Fails the calling test unless it runs as root. A test that needs root says so with
+/// `#[ignore = "needs root: <why>"]`: the fast tier (`cargo test`, any user) reports it as
+/// ignored, with that reason and in its count, and the full suite runs it as root
+/// (`contrib/test.sh`: `cargo nextest run --run-ignored all`). Asked for by another user
+/// anyway (`-- --include-ignored`), it fails here, saying why, rather than pass unrun or fail
+/// on something unrelated.
+pub fn require_root(why: &str) {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(euid == 0, "needs root: {why}; this runs as uid {euid} (contrib/test.sh runs the full suite as root)");
+}
+
 /// A running lab cluster, torn down on drop.
 pub struct Lab {
     pub dir: tempfile::TempDir,
@@ -158,7 +170,7 @@ impl Lab {
     /// would over a network, while `node_cmd` runs inside a node's namespace. The lab is
     /// torn down on drop, and by its reaper if this process dies first or `opts.ttl` passes.
     pub fn up_netns(nodes: usize, extra: &str, opts: NetOpts) -> Lab {
-        assert!(unsafe { libc::geteuid() } == 0, "a --netns lab needs root (contrib/test.sh runs the suite as root)");
+        require_root("network namespaces (a --netns lab)");
         // Each lab has a network of its own, so its addresses cannot collide with another
         // test's; they differ anyway, to keep logs apart.
         let net = format!("10.{}.{}", 200 + rand_octet() % 50, rand_octet());

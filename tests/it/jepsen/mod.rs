@@ -806,9 +806,10 @@ fn refs_with_values(lab: &Lab, node: &str) -> String {
 }
 
 macro_rules! suite {
-    ($($name:ident: $mode:ident, $nemesis:ident;)*) => {
+    ($($(#[$attr:meta])* $name:ident: $mode:ident, $nemesis:ident;)*) => {
         $(
             #[test]
+            $(#[$attr])*
             fn $name() {
                 run_suite(Mode::$mode, Nemesis::$nemesis);
             }
@@ -816,22 +817,39 @@ macro_rules! suite {
     };
 }
 
+// Every nemesis but etcd's runs on a --netns lab (nemesis::lab), which needs root.
 suite! {
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     async_under_agent_kills: Async, AgentKill;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     quorum_under_agent_kills: Quorum, AgentKill;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     async_under_freezes: Async, Freeze;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     quorum_under_freezes: Quorum, Freeze;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     async_under_machine_loss: Async, MachineLoss;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     quorum_under_machine_loss: Quorum, MachineLoss;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     async_under_partitions: Async, Partition;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     quorum_under_partitions: Quorum, Partition;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     async_under_planned_promotions: Async, PlannedPromotion;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     quorum_under_planned_promotions: Quorum, PlannedPromotion;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     async_under_forced_promotions: Async, ForcedPromotion;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     quorum_under_forced_promotions: Quorum, ForcedPromotion;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     async_under_failbacks: Async, Failback;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     quorum_under_failbacks: Quorum, Failback;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     async_under_clock_skew: Async, ClockSkew;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
     quorum_under_clock_skew: Quorum, ClockSkew;
     async_under_etcd_member_loss: Async, EtcdMemberLoss;
     quorum_under_etcd_member_loss: Quorum, EtcdMemberLoss;

@@ -16,6 +16,7 @@ struct Read1 {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (a --netns lab)"]
 fn disc_012_failover_consistency_through_promotion_and_failback() {
     let plan = Plan::get();
     let mut report = Report::new(

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::*;
 
 #[test]
+#[ignore = "needs root: network namespaces (a --netns lab)"]
 fn us_g10_failover_moves_the_floating_address_and_a_push_through_it_succeeds() {
     let plan = Plan::get();
     let mut report = Report::new(
@@ -72,6 +73,7 @@ fn us_g10_failover_moves_the_floating_address_and_a_push_through_it_succeeds() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (a --netns lab)"]
 fn us_g10_passive_rejects_git_kv_with_exit_9_and_changes_no_ref() {
     let plan = Plan::get();
     let mut report = Report::new(
@@ -116,6 +118,7 @@ fn us_g10_passive_rejects_git_kv_with_exit_9_and_changes_no_ref() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (a --netns lab)"]
 fn us_g10_forced_promotion_away_from_a_cut_off_leader_then_failback() {
     let plan = Plan::get();
     let mut report = Report::new(

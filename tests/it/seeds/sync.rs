@@ -10,6 +10,7 @@ use super::*;
 const SEED: &str = "Stargate Replica Synchronization §3";
 
 #[test]
+#[ignore = "needs root: network namespaces (a --netns lab)"]
 fn sync_bulk_100_sets_reach_the_passive_within_30_s() {
     let plan = Plan::get();
     let mut report = Report::new(
@@ -48,6 +49,7 @@ fn sync_bulk_100_sets_reach_the_passive_within_30_s() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (a --netns lab)"]
 fn sync_network_disruption_resumes_within_the_slo_without_duplicates_and_logs_it() {
     let plan = Plan::get();
     let mut report = Report::new(
@@ -196,6 +198,7 @@ fn serving(lab: &Lab, node: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (a --netns lab)"]
 fn sync_leader_failure_mid_fetch_of_a_large_repository() {
     let plan = Plan::get();
     let mut report = Report::new(
@@ -288,6 +291,7 @@ fn sync_leader_failure_mid_fetch_of_a_large_repository() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (a --netns lab)"]
 fn sync_concurrent_loops_run_one_fetch_and_skip_the_rest() {
     let plan = Plan::get();
     let mut report = Report::new(
@@ -381,6 +385,7 @@ fn children_cpu() -> f64 {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (a --netns lab)"]
 fn sync_load_many_refs_within_the_configured_timeout() {
     let plan = Plan::get();
     let mut report = Report::new(

@@ -84,6 +84,12 @@ impl Lock {
         }
     }
 
+    /// The file lease at `path`, as `stargate.lock` names it, for a process that only reads
+    /// what it holds (the remote helper, on a machine that mounts the shared volume).
+    pub fn file(path: PathBuf) -> Lock {
+        Lock { backend: Backend::File(path), highest: None }
+    }
+
     /// This lock, checking what it reads against the highest epoch `highest` has seen, and
     /// raising it (the agent's).
     pub fn with_highest(self, highest: Arc<Highest>) -> Lock {

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use crate::config::Config;
 use crate::error;
-use crate::lead::lease::Record;
+use crate::lead::lease::{Lock, Record};
 use resolve::{Op, Policy};
 use url::Node;
 
@@ -184,9 +184,10 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// The leader record, when `stargate.lock` is a file this machine can read.
     fn record(&self) -> Option<Record> {
         let lock = self.cfg.leader_lock().ok().flatten()?;
-        crate::lead::file::read_record(&lock).ok().flatten()
+        Lock::file(lock).read_record().ok().flatten()
     }
 
     fn resolve(&self, op: Op, options: &Options) -> Result<resolve::Choice, Error> {

@@ -75,9 +75,12 @@ impl Lock {
                     None
                 };
                 let spec = etcd::Spec { endpoints, key, tls };
-                let client = etcd::Client::new(spec, cfg.etcd_timeout()?, material.as_ref()).map_err(|why| {
-                    let key = why.split(':').next().unwrap_or("stargate.etcd.ca").to_owned();
-                    ConfigError::Invalid { key, value: "(PEM file)".into(), why: "not a usable PEM certificate or key" }
+                let client = etcd::Client::new(spec, cfg.etcd_timeout()?, material.as_ref()).map_err(|e| {
+                    ConfigError::Invalid {
+                        key: e.key.to_owned(),
+                        value: "(PEM file)".into(),
+                        why: "not a usable PEM certificate or key",
+                    }
                 })?;
                 Ok(Lock { backend: Backend::Etcd(Arc::new(client)), highest: None })
             }

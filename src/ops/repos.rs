@@ -14,7 +14,7 @@ use crate::lead::node::{self, Authority};
 
 pub fn create(cfg: &Config, typed: &str) -> Result<()> {
     cfg.validate()?;
-    let name = crate::repos::canonical(typed).map_err(Error::Usage)?;
+    let name = crate::repos::canonical(typed).map_err(|e| Error::Usage(e.to_string()))?;
     let view = node::inspect(cfg)?;
     let epoch = match view.authority() {
         Authority::Leader { epoch } => epoch,

@@ -24,6 +24,62 @@ pub(super) struct Heard {
     pub further: Vec<((u64, u64), String)>,
 }
 
+/// Quorum mode: too few nodes holding a journal of a repository answered to know the
+/// furthest position in it (docs/ARCHITECTURE.md, Quorum mode).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{name}: {} of the {must_hear} nodes needed answered with a journal ({}){}: a write a quorum \
+     acknowledged may be on the others",
+    .heard.len(),
+    .heard.join(", "),
+    unreadable(.unusable)
+)]
+pub(super) struct Unheard {
+    pub name: String,
+    pub must_hear: usize,
+    /// The nodes that answered, this one first when it holds a journal.
+    pub heard: Vec<String>,
+    /// Further nodes whose Git server could not be read.
+    pub unusable: Vec<String>,
+}
+
+fn unreadable(unusable: &[String]) -> String {
+    if unusable.is_empty() { String::new() } else { format!("; {} cannot be read", unusable.join(", ")) }
+}
+
+/// Why a node caught up for a planned promotion does not lead: its refs could not be
+/// compared with the drained leader's, or differ.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Mismatch {
+    #[error("the leader record names no URL for {node}")]
+    NoUrl { node: String },
+    #[error("{name}: cannot list {node}'s refs to compare: {source}")]
+    Theirs { name: String, node: String, source: Box<mirror::Error> },
+    #[error("{name}: cannot list this node's refs: {source}")]
+    Ours { name: String, source: crate::journal::Error },
+    #[error(
+        "{name}: after catching up, this node's refs differ from {node}'s: {} (git stargate verify; git stargate sync --full)",
+        .differing.join(", ")
+    )]
+    Differ {
+        name: String,
+        node: String,
+        /// The first few refs that differ.
+        differing: Vec<String>,
+    },
+}
+
+/// Before leading, the repositories whose open writes could not be settled, and why: in
+/// quorum mode a write a quorum acknowledged may be among them, so the node must not lead.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", settling(.0))]
+pub(super) struct Unsettled(pub Vec<(String, mirror::Error)>);
+
+fn settling(unsettled: &[(String, mirror::Error)]) -> String {
+    let each = unsettled.iter().map(|(name, e)| format!("{name}: cannot settle its open writes: {e}"));
+    each.collect::<Vec<_>>().join("; ")
+}
+
 /// How many writes of `epoch` the journal of `path` leaves open.
 fn in_flight(path: &std::path::Path, epoch: u64) -> usize {
     let open = crate::journal::open(path).and_then(|git| match crate::journal::tip(&git)? {
@@ -49,7 +105,7 @@ impl Agent {
         mine: &Record,
         reply: &mut Reply,
         accept_loss: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), Unheard> {
         let Some(plan) = self.quorum.clone().filter(|_| previous.is_some()) else { return Ok(()) };
         let must_hear = plan.peers.len() + 2 - plan.needed;
         let created = self.create_what_peers_have(&plan, reply);
@@ -81,23 +137,13 @@ impl Agent {
         mine: Option<&Record>,
         reply: &mut Reply,
         published: &mut Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), Unheard> {
         let path = self.root.join(name);
         let mut unusable: Vec<String> = Vec::new();
         'hear: loop {
             let Heard { heard, further } = self.hear(plan, name, must_hear, &unusable, mine, published);
             if heard.len() < must_hear {
-                let why = format!(
-                    "{name}: {} of the {must_hear} nodes needed answered with a journal ({}){}: a write a quorum \
-                     acknowledged may be on the others",
-                    heard.len(),
-                    heard.join(", "),
-                    if unusable.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; {} cannot be read", unusable.join(", "))
-                    }
-                );
+                let why = Unheard { name: name.to_owned(), must_hear, heard, unusable: unusable.clone() };
                 if !accept_loss {
                     return Err(why);
                 }
@@ -191,25 +237,24 @@ impl Agent {
     /// Defence in depth for a planned promotion (docs/ARCHITECTURE.md, No silent loss):
     /// once caught up to the drained leader's final position, this node's refs must be the
     /// leader's, ref for ref, or it does not lead.
-    pub(super) fn verify_against(&self, previous: &Record) -> Result<(), String> {
-        let base =
-            previous.url.clone().ok_or_else(|| format!("the leader record names no URL for {}", previous.node))?;
+    pub(super) fn verify_against(&self, previous: &Record) -> Result<(), Mismatch> {
+        let node = || previous.node.clone();
+        let base = previous.url.clone().ok_or_else(|| Mismatch::NoUrl { node: node() })?;
         let repos = crate::repos::list(&self.root).unwrap_or_default();
         for repo in repos.iter().filter(|r| r.readable) {
-            let path = self.root.join(&repo.name);
-            let theirs = mirror::remote_refs(&path, &repo.name, &base, &self.sync)
-                .map_err(|e| format!("{}: cannot list {}'s refs to compare: {e}", repo.name, previous.node))?;
+            let (path, name) = (self.root.join(&repo.name), || repo.name.clone());
+            let theirs = mirror::remote_refs(&path, &repo.name, &base, &self.sync).map_err(|e| Mismatch::Theirs {
+                name: name(),
+                node: node(),
+                source: Box::new(e),
+            })?;
             let ours = crate::journal::open(&path)
                 .and_then(|git| git.prefixed("refs/").map_err(crate::journal::Error::from))
-                .map_err(|e| format!("{}: cannot list this node's refs: {e}", repo.name))?;
+                .map_err(|source| Mismatch::Ours { name: name(), source })?;
             let differing = crate::store::differing(theirs, ours);
             if !differing.is_empty() {
-                return Err(format!(
-                    "{}: after catching up, this node's refs differ from {}'s: {} (git stargate verify; git stargate sync --full)",
-                    repo.name,
-                    previous.node,
-                    differing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-                ));
+                let differing = differing.into_iter().take(5).collect();
+                return Err(Mismatch::Differ { name: name(), node: node(), differing });
             }
         }
         Ok(())
@@ -237,7 +282,7 @@ impl Agent {
     /// acknowledged it, and keeps it if so (stargate(7), Lost commits).
     /// Fails, naming the repositories, when any could not be settled: in quorum mode a
     /// write a quorum acknowledged may be among them, so the node must not lead.
-    pub(super) fn settle_open_writes(&mut self, previous: Option<&Record>) -> Result<(), String> {
+    pub(super) fn settle_open_writes(&mut self, previous: Option<&Record>) -> Result<(), Unsettled> {
         let repos = crate::repos::list(&self.root).unwrap_or_default();
         let mut dropped = Vec::new();
         let mut unsettled = Vec::new();
@@ -279,7 +324,7 @@ impl Agent {
                 }
                 Err(e) => {
                     log::error!("{}: cannot settle its open writes: {e}", repo.name);
-                    unsettled.push(format!("{}: cannot settle its open writes: {e}", repo.name));
+                    unsettled.push((repo.name.clone(), e));
                 }
             }
         }
@@ -291,7 +336,7 @@ impl Agent {
                     .event("dropped-writes", format!("prepared, outcome unknown, not applied: {}", dropped.join("; ")))
             });
         }
-        if unsettled.is_empty() { Ok(()) } else { Err(unsettled.join("; ")) }
+        if unsettled.is_empty() { Ok(()) } else { Err(Unsettled(unsettled)) }
     }
 
     /// Keep the heartbeat and the lease (an etcd lease expires) fresh through a long

@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use super::Agent;
+use super::catchup::{Unheard, Unsettled};
 use super::control::{HANDOFF_HINT, Reply, Request};
 use crate::clock::now_ms;
 use crate::lead::audit;
@@ -20,6 +21,33 @@ use crate::lead::handoff::Handoff;
 use crate::lead::inflight;
 use crate::lead::lease::Record;
 use crate::lead::node::Role;
+
+/// Why a promotion did not happen, or did not end with this node leading: the final line
+/// of the operator's `git stargate promote`.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Error {
+    #[error("{me} already leads epoch {epoch}")]
+    AlreadyLeads { me: String, epoch: u64 },
+    #[error("no other node leads: nothing to take over")]
+    NoOtherLeader,
+    #[error("the leader record changed meanwhile; nothing done")]
+    RecordChanged,
+    #[error(transparent)]
+    Lease(#[from] crate::lead::lease::Error),
+    #[error("{node} did not hand over within {} ms (is its agent running?); nothing changed", .waited.as_millis())]
+    NoHandover { node: String, waited: Duration },
+    #[error("could not take over (see the agent's log); the lease is free again")]
+    NotTakenOver,
+    /// Forced, in quorum mode: too few nodes answered to know the furthest position.
+    #[error("{0}; nothing changed (--accept-loss promotes anyway)")]
+    Unheard(#[source] Unheard),
+    /// Forced: fenced the old leader, then too few nodes answered to take over from.
+    #[error("not leading: {0}")]
+    NotLeading(#[source] Unheard),
+    /// Forced: fenced the old leader, then some writes left open could not be settled.
+    #[error("not leading: {0}")]
+    Unsettled(#[source] Unsettled),
+}
 
 /// How often a node waiting for the lock tries it, and hints the leader again.
 const POLL: Duration = Duration::from_millis(5);
@@ -29,7 +57,7 @@ impl Agent {
     pub(super) fn serve(&mut self, request: Request, mut reply: Reply) {
         let Request::Promote { force, user, accept_loss } = request;
         if self.role == Role::Leader {
-            return reply.done(Err(format!("{} already leads epoch {}", self.me, self.epoch)));
+            return reply.done(Err(Error::AlreadyLeads { me: self.me.clone(), epoch: self.epoch }));
         }
         let record = match self.lock.read_record() {
             Ok(Some(r)) if r.node != self.me => r,
@@ -37,10 +65,10 @@ impl Agent {
             // after both (stargate(7), Epoch).
             Err(crate::lead::lease::Error::Behind(_)) if force => match self.lock.read_record_as_is() {
                 Ok(Some(r)) => r,
-                _ => return reply.done(Err("the leader record changed meanwhile; nothing done".into())),
+                _ => return reply.done(Err(Error::RecordChanged)),
             },
-            Ok(_) => return reply.done(Err("no other node leads: nothing to take over".into())),
-            Err(e) => return reply.done(Err(e.to_string())),
+            Ok(_) => return reply.done(Err(Error::NoOtherLeader)),
+            Err(e) => return reply.done(Err(Error::Lease(e))),
         };
         let result = if force {
             self.forced(record, &user, accept_loss, &mut reply)
@@ -58,7 +86,7 @@ impl Agent {
         }
     }
 
-    fn planned(&mut self, record: Record, user: &str, reply: &mut Reply) -> Result<String, String> {
+    fn planned(&mut self, record: Record, user: &str, reply: &mut Reply) -> Result<String, Error> {
         let now = now_ms();
         let mut handoff = Handoff {
             from: record.node.clone(),
@@ -69,7 +97,7 @@ impl Agent {
             requested_ms: now,
             heartbeat_ms: now,
         };
-        self.lock.write_handoff(&handoff).map_err(|e| e.to_string())?;
+        self.lock.write_handoff(&handoff)?;
         self.audit(audit::Event {
             user: user.to_owned(),
             previous_epoch: Some(record.epoch),
@@ -95,15 +123,11 @@ impl Agent {
                 && now != record
             {
                 let _ = self.lock.clear_handoff(&self.me);
-                return Err("the leader record changed meanwhile; nothing done".into());
+                return Err(Error::RecordChanged);
             }
             if Instant::now() >= deadline {
                 let _ = self.lock.clear_handoff(&self.me);
-                return Err(format!(
-                    "{} did not hand over within {} ms (is its agent running?); nothing changed",
-                    record.node,
-                    self.promote_timeout.as_millis()
-                ));
+                return Err(Error::NoHandover { node: record.node.clone(), waited: self.promote_timeout });
             }
             if refreshed.elapsed() >= self.interval {
                 handoff.heartbeat_ms = now_ms();
@@ -121,7 +145,7 @@ impl Agent {
             log::warn!("cannot end the handoff: {e}");
         }
         if !elected {
-            return Err("could not take over (see the agent's log); the lease is free again".into());
+            return Err(Error::NotTakenOver);
         }
         self.audit(audit::Event {
             user: user.to_owned(),
@@ -133,7 +157,7 @@ impl Agent {
         Ok(format!("{} leads at epoch {} (was {} at epoch {})", self.me, self.epoch, record.node, record.epoch))
     }
 
-    fn forced(&mut self, record: Record, user: &str, accept_loss: bool, reply: &mut Reply) -> Result<String, String> {
+    fn forced(&mut self, record: Record, user: &str, accept_loss: bool, reply: &mut Reply) -> Result<String, Error> {
         let reason = format!("forced promotion by {user}; {} was at epoch {}", record.node, record.epoch);
         // Quorum mode: a write a quorum acknowledged may be staged on other nodes only. Know
         // the furthest position before fencing anyone, as an election would.
@@ -144,11 +168,11 @@ impl Agent {
             let mut published = Instant::now();
             for repo in crate::repos::list(&self.root).unwrap_or_default().iter().filter(|r| r.readable) {
                 self.take_from_furthest(&plan, &repo.name, must_hear, false, None, reply, &mut published)
-                    .map_err(|why| format!("{why}; nothing changed (--accept-loss promotes anyway)"))?;
+                    .map_err(Error::Unheard)?;
             }
             reply.say(&format!("heard enough nodes to take over the furthest position (quorum {})", plan.needed));
         }
-        let mine = self.lease.seize(&self.claim(), &record).map_err(|e| e.to_string())?;
+        let mine = self.lease.seize(&self.claim(), &record)?;
         self.epoch = mine.epoch;
         self.record = Some(mine.clone());
         if self.lease.holds() {
@@ -188,7 +212,7 @@ impl Agent {
             let _ = self.lock.clear_handoff(&self.me);
             self.lease.release();
             self.holdoff_until = Some(Instant::now() + std::time::Duration::from_secs(1));
-            return Err(format!("not leading: {why}"));
+            return Err(Error::NotLeading(why));
         }
         if let Err(why) = self.settle_open_writes(Some(&record)) {
             log::error!("not leading: {why}");
@@ -196,7 +220,7 @@ impl Agent {
             let _ = self.lock.clear_handoff(&self.me);
             self.lease.release();
             self.holdoff_until = Some(Instant::now() + std::time::Duration::from_secs(1));
-            return Err(format!("not leading: {why}"));
+            return Err(Error::Unsettled(why));
         }
         self.role = Role::Leader;
         self.replicator.count_election();

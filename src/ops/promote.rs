@@ -45,7 +45,7 @@ pub fn promote(cfg: &Config, force: bool, accept_loss: bool, yes: bool) -> Resul
     }
     confirm(yes, &format!("Promote {me}?"))?;
     let request = Request::Promote { force, user: audit::user(), accept_loss };
-    let outcome = control::ask(&cfg.state_dir()?, &request, |line| println!("{line}")).map_err(Error::Fatal)?;
+    let outcome = control::ask(&cfg.state_dir()?, &request, |line| println!("{line}")).map_err(Error::fatal)?;
     if outcome.ok {
         println!("{}", outcome.message);
         Ok(())

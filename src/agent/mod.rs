@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::error::{Error, Result};
 use crate::journal;
 use crate::lead::audit;
 use crate::lead::epoch::Highest;
@@ -27,6 +26,35 @@ use crate::lead::node::{self, Role, State};
 use crate::mirror;
 use crate::mirror::replicator::Replicator;
 use control::Control;
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    #[error(transparent)]
+    Lease(#[from] crate::lead::lease::Error),
+    #[error("cannot create {}: {source}", .path.display())]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot write the sync token: {0}")]
+    SyncToken(#[source] std::io::Error),
+    /// A directory every user of the host may write (docs/ARCHITECTURE.md, Threat model).
+    #[error(
+        "{} is writable by every user of this host, who could then change leadership or this \
+         node's state: chmod o-w it (docs/ARCHITECTURE.md, Threat model)",
+        .0.display()
+    )]
+    Untrusted(PathBuf),
+}
+
+impl From<Error> for crate::error::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Config(e) => e.into(),
+            e => crate::error::Error::fatal(e),
+        }
+    }
+}
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -113,18 +141,18 @@ struct Agent {
 /// How often the agent looks for repositories created under the root since.
 const SCAN_INTERVAL: Duration = Duration::from_secs(5);
 
-pub fn run(cfg: &Config) -> Result<()> {
+pub fn run(cfg: &Config) -> Result<(), Error> {
     cfg.validate()?;
     end_with_parent();
     let me = cfg.node()?;
     let state_dir = cfg.state_dir()?;
-    std::fs::create_dir_all(&state_dir)
-        .map_err(|e| Error::Fatal(format!("cannot create {}: {e}", state_dir.display())))?;
+    if let Err(source) = std::fs::create_dir_all(&state_dir) {
+        return Err(Error::StateDir { path: state_dir, source });
+    }
     trust_root(cfg, &state_dir)?;
-    let token =
-        node::new_sync_token(&state_dir).map_err(|e| Error::Fatal(format!("cannot write the sync token: {e}")))?;
+    let token = node::new_sync_token(&state_dir).map_err(Error::SyncToken)?;
     // Everything this agent and its replica side read from the lease goes through it.
-    let highest = Arc::new(Highest::open(&state_dir).map_err(|e| Error::Fatal(e.to_string()))?);
+    let highest = Arc::new(Highest::open(&state_dir)?);
     let lock = Lock::from_config(cfg)?.with_highest(Arc::clone(&highest));
     let replicator = Replicator::new(cfg, token.clone(), lock.clone())?;
     // Agents hear each other on the UDP port of their health address.
@@ -187,7 +215,7 @@ pub fn run(cfg: &Config) -> Result<()> {
 /// write the state directory speaks for this agent to the hooks (docs/ARCHITECTURE.md,
 /// Threat model). Refuse directories every user of the host may write; say when the lease
 /// is etcd without TLS, which anyone who reaches etcd may write.
-fn trust_root(cfg: &Config, state_dir: &std::path::Path) -> Result<()> {
+fn trust_root(cfg: &Config, state_dir: &std::path::Path) -> Result<(), Error> {
     let mut dirs = vec![state_dir.to_owned()];
     match cfg.lock()? {
         crate::config::LockSpec::File(path) => dirs.extend(path.parent().map(std::path::Path::to_owned)),
@@ -199,18 +227,14 @@ fn trust_root(cfg: &Config, state_dir: &std::path::Path) -> Result<()> {
     }
     for dir in dirs {
         if crate::files::writable_by_everyone(&dir).unwrap_or(false) {
-            return Err(Error::Fatal(format!(
-                "{} is writable by every user of this host, who could then change leadership or this \
-                 node's state: chmod o-w it (docs/ARCHITECTURE.md, Threat model)",
-                dir.display()
-            )));
+            return Err(Error::Untrusted(dir));
         }
     }
     Ok(())
 }
 
 /// Quorum mode's plan for the hooks: how many must stage a write, and where to ask.
-fn quorum_plan(cfg: &Config, me: &str) -> Result<Option<node::Quorum>> {
+fn quorum_plan(cfg: &Config, me: &str) -> Result<Option<node::Quorum>, crate::config::Error> {
     if !cfg.replication_quorum_mode()? {
         return Ok(None);
     }

@@ -101,7 +101,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let cli: Cli = crate::args::parse("git stargate", args)?;
     let cfg = Config::load(None)?;
     match cli.command {
-        Command::Agent => crate::agent::run(&cfg),
+        Command::Agent => Ok(crate::agent::run(&cfg)?),
         Command::Promote { force, accept_loss, yes } => promote::promote(&cfg, force, accept_loss, yes),
         Command::Failback { yes } => promote::failback(&cfg, yes),
         Command::Verify { json, wait } => verify::verify(&cfg, json, wait),

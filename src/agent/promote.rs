@@ -57,10 +57,10 @@ impl Agent {
     pub(super) fn serve(&mut self, request: Request, mut reply: Reply) {
         let Request::Promote { force, user, accept_loss } = request;
         if self.role == Role::Leader {
-            return reply.done(Err(Error::AlreadyLeads { me: self.me.clone(), epoch: self.epoch }));
+            return reply.done(Err(Error::AlreadyLeads { me: self.settings.me.clone(), epoch: self.epoch }));
         }
         let record = match self.lock.read_record() {
-            Ok(Some(r)) if r.node != self.me => r,
+            Ok(Some(r)) if r.node != self.settings.me => r,
             // A record older than this node has seen (restored): forced, the next epoch is
             // after both (stargate(7), Epoch).
             Err(crate::lead::lease::Error::Behind(_)) if force => match self.lock.read_record_as_is() {
@@ -79,7 +79,7 @@ impl Agent {
     }
 
     fn hint(&self, node: &str) {
-        if let Some(addr) = self.peers.get(node)
+        if let Some(addr) = self.settings.peers.get(node)
             && let Ok(socket) = std::net::UdpSocket::bind(("0.0.0.0", 0))
         {
             let _ = socket.send_to(HANDOFF_HINT.as_bytes(), addr.as_str());
@@ -91,7 +91,7 @@ impl Agent {
         let mut handoff = Handoff {
             from: record.node.clone(),
             epoch: record.epoch,
-            to: self.me.clone(),
+            to: self.settings.me.clone(),
             forced: false,
             user: user.to_owned(),
             requested_ms: now,
@@ -102,10 +102,10 @@ impl Agent {
             user: user.to_owned(),
             previous_epoch: Some(record.epoch),
             previous_leader: Some(record.node.clone()),
-            ..self.event("promote-requested", format!("planned promotion of {} by {user}", self.me))
+            ..self.event("promote-requested", format!("planned promotion of {} by {user}", self.settings.me))
         });
         reply.say(&format!("asked {} (epoch {}) to drain and hand over", record.node, record.epoch));
-        let deadline = Instant::now() + self.promote_timeout;
+        let deadline = Instant::now() + self.settings.promote_timeout;
         let mut hinted: Option<Instant> = None;
         let mut refreshed = Instant::now();
         let acquired = loop {
@@ -122,14 +122,14 @@ impl Agent {
             if let Ok(Some(now)) = self.lock.read_record()
                 && now != record
             {
-                let _ = self.lock.clear_handoff(&self.me);
+                let _ = self.lock.clear_handoff(&self.settings.me);
                 return Err(Error::RecordChanged);
             }
             if Instant::now() >= deadline {
-                let _ = self.lock.clear_handoff(&self.me);
-                return Err(Error::NoHandover { node: record.node.clone(), waited: self.promote_timeout });
+                let _ = self.lock.clear_handoff(&self.settings.me);
+                return Err(Error::NoHandover { node: record.node.clone(), waited: self.settings.promote_timeout });
             }
-            if refreshed.elapsed() >= self.interval {
+            if refreshed.elapsed() >= self.settings.interval {
                 handoff.heartbeat_ms = now_ms();
                 let _ = self.lock.write_handoff(&handoff);
                 self.publish();
@@ -141,7 +141,7 @@ impl Agent {
         // The drained leader is the previous one, whatever the backend remembers.
         let acquired = crate::lead::lease::Acquired { previous: Some(record.clone()), ..acquired };
         let elected = self.elect(acquired, reply, true);
-        if let Err(e) = self.lock.clear_handoff(&self.me) {
+        if let Err(e) = self.lock.clear_handoff(&self.settings.me) {
             log::warn!("cannot end the handoff: {e}");
         }
         if !elected {
@@ -154,19 +154,22 @@ impl Agent {
             positions: self.positions(),
             ..self.event("promoted", format!("planned promotion by {user}"))
         });
-        Ok(format!("{} leads at epoch {} (was {} at epoch {})", self.me, self.epoch, record.node, record.epoch))
+        Ok(format!(
+            "{} leads at epoch {} (was {} at epoch {})",
+            self.settings.me, self.epoch, record.node, record.epoch
+        ))
     }
 
     fn forced(&mut self, record: Record, user: &str, accept_loss: bool, reply: &mut Reply) -> Result<String, Error> {
         let reason = format!("forced promotion by {user}; {} was at epoch {}", record.node, record.epoch);
         // Quorum mode: a write a quorum acknowledged may be staged on other nodes only. Know
         // the furthest position before fencing anyone, as an election would.
-        if let Some(plan) = self.quorum.clone()
+        if let Some(plan) = self.settings.quorum.clone()
             && !accept_loss
         {
             let must_hear = plan.peers.len() + 2 - plan.needed;
             let mut published = Instant::now();
-            for repo in crate::repos::list(&self.root).unwrap_or_default().iter().filter(|r| r.readable) {
+            for repo in crate::repos::list(&self.settings.root).unwrap_or_default().iter().filter(|r| r.readable) {
                 self.take_from_furthest(&plan, &repo.name, must_hear, false, None, reply, &mut published)
                     .map_err(Error::Unheard)?;
             }
@@ -184,7 +187,7 @@ impl Agent {
             let handoff = Handoff {
                 from: record.node.clone(),
                 epoch: mine.epoch,
-                to: self.me.clone(),
+                to: self.settings.me.clone(),
                 forced: true,
                 user: user.to_owned(),
                 requested_ms: now,
@@ -200,7 +203,7 @@ impl Agent {
             reply.say(&format!("waiting {} ms for {}'s last keep-alive to run out", wait.as_millis(), record.node));
             let until = Instant::now() + wait;
             while Instant::now() < until {
-                std::thread::sleep(self.interval.min(until.saturating_duration_since(Instant::now())));
+                std::thread::sleep(self.settings.interval.min(until.saturating_duration_since(Instant::now())));
                 let _ = self.lease.renew(&mine);
                 self.publish();
             }
@@ -209,7 +212,7 @@ impl Agent {
         if let Err(why) = self.adopt_staged(Some(&record), &mine, reply, accept_loss) {
             log::error!("not leading: {why}");
             self.audit(self.event("quorum-shortfall", format!("forced promotion, not leading: {why}")));
-            let _ = self.lock.clear_handoff(&self.me);
+            let _ = self.lock.clear_handoff(&self.settings.me);
             self.lease.release();
             self.holdoff_until = Some(Instant::now() + std::time::Duration::from_secs(1));
             return Err(Error::NotLeading(why));
@@ -217,7 +220,7 @@ impl Agent {
         if let Err(why) = self.settle_open_writes(Some(&record)) {
             log::error!("not leading: {why}");
             self.audit(self.event("settle-shortfall", format!("forced promotion, not leading: {why}")));
-            let _ = self.lock.clear_handoff(&self.me);
+            let _ = self.lock.clear_handoff(&self.settings.me);
             self.lease.release();
             self.holdoff_until = Some(Instant::now() + std::time::Duration::from_secs(1));
             return Err(Error::Unsettled(why));
@@ -234,21 +237,24 @@ impl Agent {
         self.start_journals();
         self.publish();
         self.announce();
-        Ok(format!("{} leads at epoch {} (forced; {} was at epoch {})", self.me, mine.epoch, record.node, record.epoch))
+        Ok(format!(
+            "{} leads at epoch {} (forced; {} was at epoch {})",
+            self.settings.me, mine.epoch, record.node, record.epoch
+        ))
     }
 
     /// On the leader: a planned handoff for this epoch drains it and lets go of the lease.
     pub(super) fn hand_over_if_asked(&mut self) {
         let Ok(Some(h)) = self.lock.read_handoff() else { return };
         // A forced handoff, or one for another leader, is not a request to this one.
-        if h.forced || h.from != self.me {
+        if h.forced || h.from != self.settings.me {
             return;
         }
         let refused = if h.epoch != self.epoch {
             Some(format!("it is for epoch {}, and this node leads epoch {}", h.epoch, self.epoch))
         } else if h.expired(now_ms()) {
             Some(format!("nobody refreshed it for {} s", crate::lead::handoff::EXPIRES_AFTER.as_secs()))
-        } else if h.to == self.me {
+        } else if h.to == self.settings.me {
             Some("it names this node as the one to lead".to_owned())
         } else {
             None
@@ -274,7 +280,7 @@ impl Agent {
             user: h.user.clone(),
             ..self.event("draining", format!("handing over to {}", h.to))
         });
-        let left = inflight::wait(&self.state_dir, Instant::now() + self.drain_timeout);
+        let left = inflight::wait(&self.settings.state_dir, Instant::now() + self.settings.drain_timeout);
         if !left.is_empty() {
             log::warn!("writes still in flight after the drain timeout (git pids {left:?})");
         }

@@ -468,6 +468,22 @@ mod tests {
         }
     }
 
+    /// A fatal error reaches `error::Error` whole: the same words, exit 128, and the remote
+    /// helper's error (with its causes) still there for whoever looks.
+    #[test]
+    fn a_fatal_error_keeps_its_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no ssh here");
+        let e = Error::Connect { node: "a".into(), url: "ssh://a/kv.git".into(), why: Unreached::Ssh(io) };
+        let exit = error::Error::from(e);
+        assert_eq!(exit.exit_code(), error::FATAL);
+        assert_eq!(exit.to_string(), "a: cannot reach ssh://a/kv.git: cannot run ssh: no ssh here");
+        let error::Error::Failed(inner) = &exit else { panic!("{exit:?}") };
+        let Some(Error::Connect { why: Unreached::Ssh(io), .. }) = inner.downcast_ref::<Error>() else {
+            panic!("{inner:?}")
+        };
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    }
+
     #[test]
     fn c_unquote() {
         assert_eq!(unquote_c_style("plain").as_deref(), Some("plain"));

@@ -13,6 +13,13 @@ pub enum Error {
     Missing(&'static str),
     #[error("cannot read git config: {0}")]
     Read(#[from] crate::wire::git::Error),
+    /// A file a key names (a PEM file for etcd) that cannot be read.
+    #[error("bad value '{}' for '{key}': {} (see stargate(7))", .path.display(), unreadable(.source))]
+    Unreadable { key: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+fn unreadable(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::NotFound { "no such file" } else { "cannot be read" }
 }
 
 /// A snapshot of every config entry visible from one directory.

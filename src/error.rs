@@ -1,8 +1,12 @@
 //! How a failure ends a process: the one place that maps errors to exit codes.
 //!
 //! Codes follow git: 0 ok, 1 refusal, 9 not leader, 128 fatal, 129 usage. Modules above this
-//! one (the programs) say which class their errors are in by converting them into
-//! [`Error`]; the modules below it keep their own error types.
+//! one (`lead` and everything that builds on it) say which class their errors are in by
+//! converting them into [`Error`], in their own module: a refusal or "not leader" as its
+//! words, anything fatal whole ([`Error::fatal`]), its chain of causes kept. This module
+//! imports none of them; it converts only from the modules below it (`config`, `wire`),
+//! which keep their own error types and never import this one (docs/ARCHITECTURE.md,
+//! Errors and exit codes).
 
 use std::process::ExitCode;
 
@@ -19,8 +23,6 @@ pub enum Error {
     Config(#[from] crate::config::Error),
     #[error(transparent)]
     Git(#[from] crate::wire::git::Error),
-    #[error(transparent)]
-    Lease(#[from] crate::lead::lease::Error),
     /// This node is not the current leader, in the words of `Error::not_leader` (or of the
     /// remote that refused).
     #[error("{0}")]
@@ -30,8 +32,13 @@ pub enum Error {
     Refused(String),
     #[error("{0}")]
     Usage(String),
+    /// A fatal error of which only the message is left (exit 128).
     #[error("{0}")]
     Fatal(String),
+    /// A fatal error of a module above this one, whole: printed as it displays, its causes
+    /// kept as its `source()` (exit 128).
+    #[error(transparent)]
+    Failed(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// A repository's own hook (chained after Stargate's) failed with this exit status; it
     /// has said why itself, so nothing more is printed.
     #[error("the repository's own hook failed (exit status {0})")]
@@ -43,6 +50,11 @@ impl Error {
     /// documented in stargate-hook(1).
     pub fn not_leader(leader: &str, epoch: u64) -> Error {
         Error::NotLeader(format!("not leader (leader: {leader}, epoch: {epoch})"))
+    }
+
+    /// A fatal error (exit 128) of a module above this one, kept whole.
+    pub fn fatal(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Failed(Box::new(e))
     }
 
     pub fn exit_code(&self) -> u8 {

@@ -45,10 +45,16 @@ pub enum Error {
          (git remote add {0} stargate::<node>,<node>/<repo>) or set kv.remote (git-kv(1))"
     )]
     NoRemote(String),
+    /// The last line git printed is the reason given; the whole error is its source.
     #[error("cannot fetch from remote '{remote}': {why}")]
-    Fetch { remote: String, why: String },
+    Fetch { remote: String, why: String, source: crate::wire::git::Error },
+    #[error("cannot read standard input: {0}")]
+    Stdin(#[source] std::io::Error),
+    #[error("not in a git repository: {0}")]
+    Discover(#[source] gix::Error),
+    /// Reading or writing the local repository (gix, or its refs).
     #[error("{0}")]
-    Repo(String),
+    Repo(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 /// The class of each failure, for the exit code: 9 when the leader refused, 1 for a key
@@ -59,14 +65,16 @@ impl From<Error> for crate::error::Error {
         match e {
             Error::NotLeader(words) => Exit::NotLeader(words),
             Error::NotFound(_) | Error::Conflict { .. } => Exit::Refused(e.to_string()),
-            Error::InvalidKey(..) | Error::InvalidNamespace(..) | Error::Usage(_) => Exit::Usage(e.to_string()),
-            _ => Exit::Fatal(e.to_string()),
+            Error::InvalidKey(..) | Error::InvalidNamespace(..) | Error::Usage(_) | Error::Stdin(_) => {
+                Exit::Usage(e.to_string())
+            }
+            _ => Exit::fatal(e),
         }
     }
 }
 
-fn repo_err(e: impl std::fmt::Display) -> Error {
-    Error::Repo(e.to_string())
+fn repo_err(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Repo(Box::new(e))
 }
 
 /// Read and write keys in a git-backed key/value store.
@@ -128,7 +136,7 @@ pub fn main(args: &[String]) -> crate::error::Result<()> {
     let cfg = Config::load(None)?;
     let namespace = cli.namespace.unwrap_or_else(|| cfg.kv_namespace().to_owned());
     validate_namespace(&namespace)?;
-    let repo = gix::discover(".").map_err(|e| Error::Repo(format!("not in a git repository: {e}")))?;
+    let repo = gix::discover(".").map_err(Error::Discover)?;
     let dir = repo.workdir().unwrap_or_else(|| repo.git_dir()).to_owned();
     let remote = cfg.kv_remote().to_owned();
     // A URL given as kv.remote is git's business; a remote name must exist.
@@ -181,7 +189,7 @@ fn set_pairs(args: Vec<String>, input: Option<impl BufRead>) -> Result<Vec<(Stri
     let mut pairs: Vec<(String, String)> = args.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
     if let Some(input) = input {
         for line in input.lines() {
-            let line = line.map_err(|e| Error::Usage(format!("cannot read standard input: {e}")))?;
+            let line = line.map_err(Error::Stdin)?;
             if line.is_empty() {
                 continue;
             }
@@ -264,10 +272,11 @@ impl Store {
     fn fetch(&self, from_leader: bool) -> Result<(), Error> {
         let config: &[&str] = if from_leader { &["stargate.readFrom=leader"] } else { &[] };
         let args = ["--quiet", "--prune", "--no-tags", "--no-write-fetch-head", &self.remote, "+refs/kv/*:refs/kv/*"];
-        git::fetch(&self.dir, config, &args, &[]).map_err(|e| {
-            let text = e.text();
+        git::fetch(&self.dir, config, &args, &[]).map_err(|source| {
+            let text = source.text();
             let why = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("git fetch failed");
-            Error::Fetch { remote: self.remote.clone(), why: why.trim_start_matches("fatal: ").to_owned() }
+            let why = why.trim_start_matches("fatal: ").to_owned();
+            Error::Fetch { remote: self.remote.clone(), why, source }
         })
     }
 

@@ -17,11 +17,19 @@ pub fn valid_name(name: &str) -> bool {
     (1..=2).contains(&parts.len()) && parts.iter().all(|p| crate::config::valid_id(p)) && name.ends_with(".git")
 }
 
+/// A repository name, as an operator typed it, that cannot be one.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid repository name '{}': {why}", crate::wire::sanitize::text(.typed))]
+pub struct InvalidName {
+    pub typed: String,
+    pub why: &'static str,
+}
+
 /// The canonical name of a repository to create from what an operator typed:
 /// `name[.git]` or `owner/name[.git]`, each part 1-64 of `A-Z a-z 0-9 . _ -`, not starting
 /// with `.` or `-`; `.git` is added when missing and may appear only once, at the end.
-pub fn canonical(typed: &str) -> Result<String, String> {
-    let bad = |why: &str| Err(format!("invalid repository name '{}': {why}", crate::wire::sanitize::text(typed)));
+pub fn canonical(typed: &str) -> Result<String, InvalidName> {
+    let bad = |why| Err(InvalidName { typed: typed.to_owned(), why });
     if typed.is_empty() || typed.starts_with('/') || typed.ends_with('/') {
         return bad("expected name or owner/name, relative to stargate.root");
     }
@@ -157,28 +165,50 @@ pub fn create_empty(
     name: &str,
     object_format: Option<&str>,
     siblings: impl FnOnce() -> Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), CreateError> {
     use crate::wire::git;
     let path = root.join(name);
     let hooks = git::config_get(root, "core.hooksPath").ok().flatten();
     let sibling = || siblings().iter().find_map(|n| git::config_get(&root.join(n), "core.hooksPath").ok().flatten());
     let Some(hooks_path) = hooks.clone().or_else(sibling) else {
-        return Err("no core.hooksPath to give it (stargate-hook(1)): not created".into());
+        return Err(CreateError::NoHooksPath);
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dir).map_err(CreateError::Dir)?;
     }
-    git::init_bare_as(&path, object_format).map_err(|e| e.to_string())?;
+    git::init_bare_as(&path, object_format)?;
     let set = match hooks {
         Some(_) => Ok(()),
-        None => git::config_set(&path, "core.hooksPath", &hooks_path).map_err(|e| e.to_string()),
+        None => git::config_set(&path, "core.hooksPath", &hooks_path).map_err(CreateError::Git),
     }
-    .and_then(|()| mark(&path).map(drop).map_err(|e| e.to_string()));
+    .and_then(|()| mark(&path).map(drop).map_err(CreateError::Mark));
     if let Err(e) = set {
         let _ = std::fs::remove_dir_all(&path);
         return Err(e);
     }
     Ok(())
+}
+
+/// Why `create_empty` created nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("no core.hooksPath to give it (stargate-hook(1)): not created")]
+    NoHooksPath,
+    /// The directory it goes in (an owner's) cannot be created.
+    #[error("{0}")]
+    Dir(#[source] std::io::Error),
+    #[error(transparent)]
+    Git(#[from] crate::wire::git::Error),
+    #[error("{0}")]
+    Mark(#[source] std::io::Error),
+}
+
+/// For a caller that still carries its errors as text (`mirror::replicator` creating
+/// a repository the leader has).
+impl From<CreateError> for String {
+    fn from(e: CreateError) -> String {
+        e.to_string()
+    }
 }
 
 /// Mark the repository at `git_dir` as managed; returns whether it was not yet.

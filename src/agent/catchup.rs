@@ -24,6 +24,62 @@ pub(super) struct Heard {
     pub further: Vec<((u64, u64), String)>,
 }
 
+/// Quorum mode: too few nodes holding a journal of a repository answered to know the
+/// furthest position in it (docs/ARCHITECTURE.md, Quorum mode).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{name}: {} of the {must_hear} nodes needed answered with a journal ({}){}: a write a quorum \
+     acknowledged may be on the others",
+    .heard.len(),
+    .heard.join(", "),
+    unreadable(.unusable)
+)]
+pub(super) struct Unheard {
+    pub name: String,
+    pub must_hear: usize,
+    /// The nodes that answered, this one first when it holds a journal.
+    pub heard: Vec<String>,
+    /// Further nodes whose Git server could not be read.
+    pub unusable: Vec<String>,
+}
+
+fn unreadable(unusable: &[String]) -> String {
+    if unusable.is_empty() { String::new() } else { format!("; {} cannot be read", unusable.join(", ")) }
+}
+
+/// Why a node caught up for a planned promotion does not lead: its refs could not be
+/// compared with the drained leader's, or differ.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Mismatch {
+    #[error("the leader record names no URL for {node}")]
+    NoUrl { node: String },
+    #[error("{name}: cannot list {node}'s refs to compare: {source}")]
+    Theirs { name: String, node: String, source: Box<mirror::Error> },
+    #[error("{name}: cannot list this node's refs: {source}")]
+    Ours { name: String, source: crate::journal::Error },
+    #[error(
+        "{name}: after catching up, this node's refs differ from {node}'s: {} (git stargate verify; git stargate sync --full)",
+        .differing.join(", ")
+    )]
+    Differ {
+        name: String,
+        node: String,
+        /// The first few refs that differ.
+        differing: Vec<String>,
+    },
+}
+
+/// Before leading, the repositories whose open writes could not be settled, and why: in
+/// quorum mode a write a quorum acknowledged may be among them, so the node must not lead.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", settling(.0))]
+pub(super) struct Unsettled(pub Vec<(String, mirror::Error)>);
+
+fn settling(unsettled: &[(String, mirror::Error)]) -> String {
+    let each = unsettled.iter().map(|(name, e)| format!("{name}: cannot settle its open writes: {e}"));
+    each.collect::<Vec<_>>().join("; ")
+}
+
 /// How many writes of `epoch` the journal of `path` leaves open.
 fn in_flight(path: &std::path::Path, epoch: u64) -> usize {
     let open = crate::journal::open(path).and_then(|git| match crate::journal::tip(&git)? {
@@ -49,11 +105,11 @@ impl Agent {
         mine: &Record,
         reply: &mut Reply,
         accept_loss: bool,
-    ) -> Result<(), String> {
-        let Some(plan) = self.quorum.clone().filter(|_| previous.is_some()) else { return Ok(()) };
+    ) -> Result<(), Unheard> {
+        let Some(plan) = self.settings.quorum.clone().filter(|_| previous.is_some()) else { return Ok(()) };
         let must_hear = plan.peers.len() + 2 - plan.needed;
         let created = self.create_what_peers_have(&plan, reply);
-        let repos = crate::repos::list(&self.root).unwrap_or_default();
+        let repos = crate::repos::list(&self.settings.root).unwrap_or_default();
         let mut published = Instant::now();
         for repo in repos.iter().filter(|r| r.readable) {
             // One this node never had: what the furthest peer that answers holds (see
@@ -81,23 +137,13 @@ impl Agent {
         mine: Option<&Record>,
         reply: &mut Reply,
         published: &mut Instant,
-    ) -> Result<(), String> {
-        let path = self.root.join(name);
+    ) -> Result<(), Unheard> {
+        let path = self.settings.root.join(name);
         let mut unusable: Vec<String> = Vec::new();
         'hear: loop {
             let Heard { heard, further } = self.hear(plan, name, must_hear, &unusable, mine, published);
             if heard.len() < must_hear {
-                let why = format!(
-                    "{name}: {} of the {must_hear} nodes needed answered with a journal ({}){}: a write a quorum \
-                     acknowledged may be on the others",
-                    heard.len(),
-                    heard.join(", "),
-                    if unusable.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; {} cannot be read", unusable.join(", "))
-                    }
-                );
+                let why = Unheard { name: name.to_owned(), must_hear, heard, unusable: unusable.clone() };
                 if !accept_loss {
                     return Err(why);
                 }
@@ -105,17 +151,18 @@ impl Agent {
                 log::warn!("accepting the loss: {why}");
             }
             let Some(((_, seq), node)) = further.into_iter().next() else { return Ok(()) };
-            let Some(url) = self.node_urls.get(&node).cloned() else {
+            let Some(url) = self.settings.node_urls.get(&node).cloned() else {
                 log::warn!("{name}: no stargate.{node}.url to fetch what it holds");
                 unusable.push(node);
                 continue 'hear;
             };
             let target = Target { leader: node.clone(), epoch: mine.map_or(0, |m| m.epoch), base_url: url, peer: true };
             // As long as a peer may take to answer a quorum: a loaded Git server is no frozen one.
-            let probe = mirror::Settings { timeout: Duration::from_millis(plan.timeout_ms), ..self.sync.clone() };
+            let probe =
+                mirror::Settings { timeout: Duration::from_millis(plan.timeout_ms), ..self.settings.sync.clone() };
             let mut read = mirror::journal_at(&path, name, &target.base_url, &probe).map(drop);
             if mine.is_some() && read.is_ok() {
-                read = self.sync_waiting(&path, name, &target, &self.sync.clone()).map(drop);
+                read = self.sync_waiting(&path, name, &target, &self.settings.sync.clone()).map(drop);
             }
             match read {
                 Ok(()) if mine.is_some() => {
@@ -145,13 +192,13 @@ impl Agent {
     ) -> Heard {
         use crate::journal::stage::{self, Position};
         let timeout = Duration::from_millis(500);
-        let own = stage::position(&self.root.join(name));
+        let own = stage::position(&self.settings.root.join(name));
         let ours = own.reach();
         let mut found = Heard { heard: Vec::new(), further: Vec::new() };
         // A node counts only with a journal of the repository: one that lost its storage
         // (no repository, or one never mirrored) may have lost the write too.
         if own.journal.is_some() {
-            found.heard.push(self.me.clone());
+            found.heard.push(self.settings.me.clone());
         }
         let mut asked: Vec<bool> = plan.peers.iter().map(|p| unusable.contains(&p.node)).collect();
         let deadline = Instant::now() + Duration::from_millis(plan.timeout_ms);
@@ -191,25 +238,21 @@ impl Agent {
     /// Defence in depth for a planned promotion (docs/ARCHITECTURE.md, No silent loss):
     /// once caught up to the drained leader's final position, this node's refs must be the
     /// leader's, ref for ref, or it does not lead.
-    pub(super) fn verify_against(&self, previous: &Record) -> Result<(), String> {
-        let base =
-            previous.url.clone().ok_or_else(|| format!("the leader record names no URL for {}", previous.node))?;
-        let repos = crate::repos::list(&self.root).unwrap_or_default();
+    pub(super) fn verify_against(&self, previous: &Record) -> Result<(), Mismatch> {
+        let node = || previous.node.clone();
+        let base = previous.url.clone().ok_or_else(|| Mismatch::NoUrl { node: node() })?;
+        let repos = crate::repos::list(&self.settings.root).unwrap_or_default();
         for repo in repos.iter().filter(|r| r.readable) {
-            let path = self.root.join(&repo.name);
-            let theirs = mirror::remote_refs(&path, &repo.name, &base, &self.sync)
-                .map_err(|e| format!("{}: cannot list {}'s refs to compare: {e}", repo.name, previous.node))?;
+            let (path, name) = (self.settings.root.join(&repo.name), || repo.name.clone());
+            let theirs = mirror::remote_refs(&path, &repo.name, &base, &self.settings.sync)
+                .map_err(|e| Mismatch::Theirs { name: name(), node: node(), source: Box::new(e) })?;
             let ours = crate::journal::open(&path)
                 .and_then(|git| git.prefixed("refs/").map_err(crate::journal::Error::from))
-                .map_err(|e| format!("{}: cannot list this node's refs: {e}", repo.name))?;
+                .map_err(|source| Mismatch::Ours { name: name(), source })?;
             let differing = crate::store::differing(theirs, ours);
             if !differing.is_empty() {
-                return Err(format!(
-                    "{}: after catching up, this node's refs differ from {}'s: {} (git stargate verify; git stargate sync --full)",
-                    repo.name,
-                    previous.node,
-                    differing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-                ));
+                let differing = differing.into_iter().take(5).collect();
+                return Err(Mismatch::Differ { name: name(), node: node(), differing });
             }
         }
         Ok(())
@@ -237,21 +280,21 @@ impl Agent {
     /// acknowledged it, and keeps it if so (stargate(7), Lost commits).
     /// Fails, naming the repositories, when any could not be settled: in quorum mode a
     /// write a quorum acknowledged may be among them, so the node must not lead.
-    pub(super) fn settle_open_writes(&mut self, previous: Option<&Record>) -> Result<(), String> {
-        let repos = crate::repos::list(&self.root).unwrap_or_default();
+    pub(super) fn settle_open_writes(&mut self, previous: Option<&Record>) -> Result<(), Unsettled> {
+        let repos = crate::repos::list(&self.settings.root).unwrap_or_default();
         let mut dropped = Vec::new();
         let mut unsettled = Vec::new();
         for repo in repos.iter().filter(|r| r.readable) {
-            let path = self.root.join(&repo.name);
+            let path = self.settings.root.join(&repo.name);
             let mut published = Instant::now();
             let settled = loop {
                 match mirror::settle(
                     &path,
                     self.epoch,
-                    &self.me,
-                    self.journal_keep,
-                    self.quorum.is_some(),
-                    self.started_ms,
+                    &self.settings.me,
+                    self.settings.journal_keep,
+                    self.settings.quorum.is_some(),
+                    self.settings.started_ms,
                 ) {
                     // The replica side's last sync of it: wait it out, staying fresh.
                     Err(mirror::Error::Locked) => {
@@ -279,7 +322,7 @@ impl Agent {
                 }
                 Err(e) => {
                     log::error!("{}: cannot settle its open writes: {e}", repo.name);
-                    unsettled.push(format!("{}: cannot settle its open writes: {e}", repo.name));
+                    unsettled.push((repo.name.clone(), e));
                 }
             }
         }
@@ -291,20 +334,20 @@ impl Agent {
                     .event("dropped-writes", format!("prepared, outcome unknown, not applied: {}", dropped.join("; ")))
             });
         }
-        if unsettled.is_empty() { Ok(()) } else { Err(unsettled.join("; ")) }
+        if unsettled.is_empty() { Ok(()) } else { Err(Unsettled(unsettled)) }
     }
 
     /// Keep the heartbeat and the lease (an etcd lease expires) fresh through a long
     /// catch-up or adoption: every `stargate.lease.interval`.
     fn keep_fresh(&mut self, mine: &Record, published: &mut Instant) {
-        if published.elapsed() >= self.interval {
+        if published.elapsed() >= self.settings.interval {
             self.publish();
             if let Err(e) = self.lease.renew(mine) {
                 log::warn!("cannot renew the lease while catching up: {e}");
             }
             // A forced promotion's handoff keeps the others off the lock meanwhile.
             if let Ok(Some(mut h)) = self.lock.read_handoff()
-                && h.to == self.me
+                && h.to == self.settings.me
                 && h.forced
             {
                 h.heartbeat_ms = crate::clock::now_ms();
@@ -329,7 +372,7 @@ impl Agent {
     ) -> std::collections::HashSet<String> {
         let timeout = Duration::from_millis(500);
         let ours: std::collections::HashSet<String> =
-            crate::repos::list(&self.root).unwrap_or_default().into_iter().map(|r| r.name).collect();
+            crate::repos::list(&self.settings.root).unwrap_or_default().into_iter().map(|r| r.name).collect();
         let mut created = std::collections::HashSet::new();
         for peer in &plan.peers {
             let Ok((200, body)) =
@@ -338,11 +381,11 @@ impl Agent {
                 continue;
             };
             for name in body.lines().map(str::trim).filter(|n| crate::repos::valid_name(n)) {
-                if ours.contains(name) || created.contains(name) || self.root.join(name).exists() {
+                if ours.contains(name) || created.contains(name) || self.settings.root.join(name).exists() {
                     continue;
                 }
                 // The node's default object format: the peers' `/repositories` does not say.
-                match crate::repos::create_empty(&self.root, name, None, || ours.iter().cloned().collect()) {
+                match crate::repos::create_empty(&self.settings.root, name, None, || ours.iter().cloned().collect()) {
                     Ok(()) => {
                         reply.say(&format!("{name}: created, as {} has it", peer.node));
                         created.insert(name.to_owned());
@@ -358,8 +401,8 @@ impl Agent {
     /// alive meanwhile; the repositories it could not, with why.
     pub(super) fn catch_up(&mut self, previous: &Record, mine: &Record, reply: &mut Reply) -> Vec<(String, String)> {
         let started = Instant::now();
-        let deadline = started + self.catchup_timeout;
-        let repos = crate::repos::list(&self.root).unwrap_or_default();
+        let deadline = started + self.settings.catchup_timeout;
+        let repos = crate::repos::list(&self.settings.root).unwrap_or_default();
         let names: Vec<String> = repos.into_iter().filter(|r| r.readable).map(|r| r.name).collect();
         let Some(base_url) = previous.url.clone() else {
             let why = format!("the leader record names no URL for {}", previous.node);
@@ -372,7 +415,8 @@ impl Agent {
         if let Some(name) = names.first()
             && let Ok(crate::wire::endpoint::Endpoint::Git { host, port, .. }) =
                 crate::wire::endpoint::Endpoint::join(&base_url, name)
-            && let Err(e) = crate::wire::proto::connect_host(&host, port, Instant::now() + self.catchup_connect_timeout)
+            && let Err(e) =
+                crate::wire::proto::connect_host(&host, port, Instant::now() + self.settings.catchup_connect_timeout)
             && matches!(
                 e.kind(),
                 std::io::ErrorKind::TimedOut
@@ -384,7 +428,7 @@ impl Agent {
             let why = format!(
                 "{}'s Git server {host}:{port} does not answer ({e}, stargate.catchup.connectTimeout {} ms)",
                 previous.node,
-                self.catchup_connect_timeout.as_millis()
+                self.settings.catchup_connect_timeout.as_millis()
             );
             reply.say(&format!("not catching up: {why}"));
             return names.into_iter().map(|n| (n, why.clone())).collect();
@@ -399,8 +443,9 @@ impl Agent {
                     shortfall.push((name.clone(), "catch-up timed out".to_owned()));
                     break;
                 }
-                let settings = mirror::Settings { timeout: left.min(self.sync.timeout), ..self.sync.clone() };
-                match mirror::sync(&self.root.join(name), name, &target, &settings) {
+                let settings =
+                    mirror::Settings { timeout: left.min(self.settings.sync.timeout), ..self.settings.sync.clone() };
+                match mirror::sync(&self.settings.root.join(name), name, &target, &settings) {
                     Ok(report) => {
                         if report.refs_changed > 0 {
                             changed += 1;
@@ -410,7 +455,7 @@ impl Agent {
                             ));
                         }
                         // Writes it had prepared and not yet ended: their outcome comes soon.
-                        match in_flight(&self.root.join(name), previous.epoch) {
+                        match in_flight(&self.settings.root.join(name), previous.epoch) {
                             0 => break,
                             n if Instant::now() + OUTCOME_RETRY >= deadline => {
                                 shortfall.push((name.clone(), format!("{n} writes prepared there had no outcome yet")));

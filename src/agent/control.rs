@@ -147,10 +147,11 @@ impl Reply {
         self.send(&Line { say: Some(text.to_owned()), done: None });
     }
 
-    pub fn done(mut self, result: Result<String, String>) {
+    /// The final line: what was done, or why not (its text is what crosses the socket).
+    pub fn done(mut self, result: Result<String, impl std::error::Error>) {
         let (ok, message) = match result {
             Ok(m) => (true, m),
-            Err(m) => (false, m),
+            Err(e) => (false, e.to_string()),
         };
         if ok {
             log::info!("{message}")
@@ -316,29 +317,55 @@ impl Control {
         let reply = Reply(Some(stream));
         let request = match read {
             Ok(_) => serde_json::from_str::<Request>(line.trim()),
-            Err(e) => return reply.done(Err(format!("cannot read the request: {e}"))),
+            Err(e) => return reply.done(Err(Unread::Read(e))),
         };
         match request {
             Ok(request) => {
                 self.lock().requests.push((request, reply));
                 self.wake.notify_all();
             }
-            Err(e) => reply.done(Err(format!("malformed request: {e}"))),
+            Err(e) => reply.done(Err(Unread::Malformed(e))),
         }
     }
 }
 
+/// A request on the socket that was not taken.
+#[derive(Debug, thiserror::Error)]
+enum Unread {
+    #[error("cannot read the request: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("malformed request: {0}")]
+    Malformed(#[source] serde_json::Error),
+}
+
+/// Why `ask` has no outcome: the agent was not reached, or did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("cannot reach this node's agent at {}: {source} (is it running?)", .path.display())]
+    Unreachable { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    #[error("cannot send the request: {0}")]
+    Send(#[source] std::io::Error),
+    #[error("the agent's answer broke off: {0}")]
+    BrokeOff(#[source] std::io::Error),
+    #[error("the agent closed the connection without an answer (see its log)")]
+    NoAnswer,
+}
+
 /// Send `request` to the agent whose state directory is `state_dir` and pass each line of
 /// progress to `say`; the final outcome is returned.
-pub fn ask(state_dir: &Path, request: &Request, mut say: impl FnMut(&str)) -> Result<Outcome, String> {
+pub fn ask(state_dir: &Path, request: &Request, mut say: impl FnMut(&str)) -> Result<Outcome, AskError> {
     let path = socket_path(state_dir);
-    let mut stream = UnixStream::connect(&path)
-        .map_err(|e| format!("cannot reach this node's agent at {}: {e} (is it running?)", path.display()))?;
-    let mut bytes = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(source) => return Err(AskError::Unreachable { path, source }),
+    };
+    let mut bytes = serde_json::to_vec(request)?;
     bytes.push(b'\n');
-    stream.write_all(&bytes).map_err(|e| format!("cannot send the request: {e}"))?;
+    stream.write_all(&bytes).map_err(AskError::Send)?;
     for line in BufReader::new(stream).lines() {
-        let line = line.map_err(|e| format!("the agent's answer broke off: {e}"))?;
+        let line = line.map_err(AskError::BrokeOff)?;
         let Ok(line) = serde_json::from_str::<Line>(&line) else { continue };
         if let Some(text) = &line.say {
             say(text);
@@ -347,7 +374,7 @@ pub fn ask(state_dir: &Path, request: &Request, mut say: impl FnMut(&str)) -> Re
             return Ok(outcome);
         }
     }
-    Err("the agent closed the connection without an answer (see its log)".into())
+    Err(AskError::NoAnswer)
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ impl Agent {
         // Leadership promised to another node (a promotion in progress) is left to it, unless
         // the handoff names an epoch older than this node has seen (restored from a backup).
         if let Ok(Some(h)) = self.lock.read_handoff()
-            && h.to != self.me
+            && h.to != self.settings.me
             && !h.expired(now_ms())
             && self.highest.check_handoff(&h).is_ok()
         {
@@ -75,9 +75,9 @@ impl Agent {
         self.record = Some(record.clone());
         self.lease_problem = None;
         // Quorum mode catches up from the furthest node instead (`adopt_staged`).
-        let from_previous = self.quorum.is_none() && !self.catchup_timeout.is_zero();
+        let from_previous = self.settings.quorum.is_none() && !self.settings.catchup_timeout.is_zero();
         let last_leader = self.last_leader(previous.as_ref());
-        if let Some(prev) = last_leader.as_ref().filter(|p| p.node != self.me && from_previous) {
+        if let Some(prev) = last_leader.as_ref().filter(|p| p.node != self.settings.me && from_previous) {
             let shortfall = self.catch_up(prev, &record, reply);
             if !shortfall.is_empty() {
                 let listed: Vec<String> = shortfall.iter().map(|(r, why)| format!("{r} ({why})")).collect();
@@ -154,17 +154,17 @@ impl Agent {
     /// start a new generation of the change summary: replicas following another leader's
     /// summary, or an older one of ours, sync every repository once (`journal::changes`).
     pub(super) fn start_journals(&self) {
-        if let Err(e) = crate::journal::changes::start(&self.state_dir) {
+        if let Err(e) = crate::journal::changes::start(&self.settings.state_dir) {
             log::warn!("cannot start a change summary: {e}; replicas poll every repository");
         }
-        let repos = match crate::repos::list(&self.root) {
+        let repos = match crate::repos::list(&self.settings.root) {
             Ok(repos) => repos,
-            Err(e) => return log::error!("cannot list repositories under {}: {e}", self.root.display()),
+            Err(e) => return log::error!("cannot list repositories under {}: {e}", self.settings.root.display()),
         };
-        let peers: Vec<String> = self.peers.values().cloned().collect();
+        let peers: Vec<String> = self.settings.peers.values().cloned().collect();
         for repo in repos.iter().filter(|r| r.readable) {
-            let started =
-                journal::open(&self.root.join(&repo.name)).and_then(|git| journal::genesis(&git, self.epoch, &self.me));
+            let started = journal::open(&self.settings.root.join(&repo.name))
+                .and_then(|git| journal::genesis(&git, self.epoch, &self.settings.me));
             match started {
                 Ok(true) => {
                     log::info!("{}: journal started", repo.name);
@@ -191,7 +191,7 @@ impl Agent {
         if previous.is_some_and(|p| p.node == leading.node && p.epoch == leading.epoch) {
             return previous.cloned();
         }
-        let url = self.node_urls.get(&leading.node).cloned();
+        let url = self.settings.node_urls.get(&leading.node).cloned();
         log::info!("catching up from {} (led epoch {}), the last node that led", leading.node, leading.epoch);
         Some(Record { epoch: leading.epoch, node: leading.node, url, health: None, since_ms: 0 })
     }
@@ -213,7 +213,7 @@ impl Agent {
                 // Epochs never go backwards here: without a record, the last one stays.
                 self.epoch = now.as_ref().map_or(self.epoch, |r| r.epoch);
                 self.record = now;
-                self.holdoff_until = Some(Instant::now() + self.interval * 3);
+                self.holdoff_until = Some(Instant::now() + self.settings.interval * 3);
             }
             // The record went back to an older epoch (restored from a backup): this node
             // cannot lead under it; it contends at once for an epoch after both, and
@@ -241,12 +241,12 @@ impl Agent {
         match self.lease.take_late() {
             Ok(true) => {
                 log::info!("holding the lease's lock now (epoch {})", self.epoch);
-                if let Err(e) = self.lock.clear_handoff(&self.me) {
+                if let Err(e) = self.lock.clear_handoff(&self.settings.me) {
                     log::warn!("cannot end the handoff: {e}");
                 }
             }
             Ok(false) => match self.lock.read_handoff() {
-                Ok(Some(mut h)) if h.to == self.me => {
+                Ok(Some(mut h)) if h.to == self.settings.me => {
                     h.heartbeat_ms = now_ms();
                     if let Err(e) = self.lock.write_handoff(&h) {
                         log::warn!("cannot refresh the handoff: {e}");
@@ -281,7 +281,7 @@ impl Agent {
         self.lease.release();
         self.audit(audit::Event {
             previous_epoch: Some(led),
-            previous_leader: Some(self.me.clone()),
+            previous_leader: Some(self.settings.me.clone()),
             ..self.event(event, reason)
         });
     }

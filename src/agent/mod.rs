@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::error::{Error, Result};
 use crate::journal;
 use crate::lead::audit;
 use crate::lead::epoch::Highest;
@@ -27,6 +26,35 @@ use crate::lead::node::{self, Role, State};
 use crate::mirror;
 use crate::mirror::replicator::Replicator;
 use control::Control;
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    #[error(transparent)]
+    Lease(#[from] crate::lead::lease::Error),
+    #[error("cannot create {}: {source}", .path.display())]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot write the sync token: {0}")]
+    SyncToken(#[source] std::io::Error),
+    /// A directory every user of the host may write (docs/ARCHITECTURE.md, Threat model).
+    #[error(
+        "{} is writable by every user of this host, who could then change leadership or this \
+         node's state: chmod o-w it (docs/ARCHITECTURE.md, Threat model)",
+        .0.display()
+    )]
+    Untrusted(PathBuf),
+}
+
+impl From<Error> for crate::error::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Config(e) => e.into(),
+            e => crate::error::Error::fatal(e),
+        }
+    }
+}
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -59,23 +87,49 @@ fn end_with_parent() {
     }
 }
 
+/// The agent: what it was configured with, the handles it works through, and the state
+/// that changes as it contends, leads and steps down.
 struct Agent {
-    me: String,
-    /// Where the repositories are.
-    root: PathBuf,
-    url: Option<String>,
-    health: Option<String>,
+    settings: Settings,
     lock: Lock,
-    state_dir: PathBuf,
-    stale_after: Duration,
-    interval: Duration,
     lease: Lease,
+    /// The highest epoch this node has seen, shared with `lock` and `lease`.
+    highest: Arc<Highest>,
+    replicator: Arc<Replicator>,
+    control: Arc<Control>,
+    role: Role,
+    /// Epoch led (leader) or last seen (passive).
+    epoch: u64,
     /// The record this node leads under (leader), or the last it read (passive).
     record: Option<Record>,
     /// Why the lease cannot be reached now, if it cannot (published for status and health).
     lease_problem: Option<String>,
-    replicator: Arc<Replicator>,
-    control: Arc<Control>,
+    /// After being fenced, give the node named in the record time to take the lock.
+    holdoff_until: Option<Instant>,
+    /// A leader handing over: why it refuses writes meanwhile.
+    draining: Option<String>,
+    /// When the repositories under the root were last looked for (to mark new ones).
+    scanned: Option<Instant>,
+    /// The repositories found under the root so far (each looked at once).
+    repos: crate::repos::Scan,
+    /// Repositories already reported as in a format Stargate cannot serve.
+    unsupported: std::collections::HashSet<String>,
+    /// The last handoff record this leader refused (logged and counted once).
+    refused_handoff: Option<crate::lead::handoff::Handoff>,
+}
+
+/// What stays the same for the agent's life: its configuration, read once in `run`
+/// (stargate(7) has every key), and when it started.
+struct Settings {
+    me: String,
+    /// Where the repositories are.
+    root: PathBuf,
+    /// `<root>/.stargate`: the node state, the agent's socket, the change summary.
+    state_dir: PathBuf,
+    url: Option<String>,
+    health: Option<String>,
+    stale_after: Duration,
+    interval: Duration,
     /// How catch-up syncs run (the agent's token, this node's settings).
     sync: mirror::Settings,
     catchup_timeout: Duration,
@@ -84,47 +138,31 @@ struct Agent {
     promote_timeout: Duration,
     /// UDP addresses of the other nodes' agents, by node id.
     peers: HashMap<String, String>,
-    role: Role,
-    /// Epoch led (leader) or last seen (passive).
-    epoch: u64,
-    /// The highest epoch this node has seen, shared with `lock` and `lease`.
-    highest: Arc<Highest>,
-    started_ms: u64,
-    /// After being fenced, give the node named in the record time to take the lock.
-    holdoff_until: Option<Instant>,
-    /// When the repositories under the root were last looked for (to mark new ones).
-    scanned: Option<Instant>,
-    /// A leader handing over: why it refuses writes meanwhile.
-    draining: Option<String>,
+    /// Every node's base URL (`stargate.<id>.url`), by node id.
+    node_urls: HashMap<String, String>,
     /// `stargate.journal.keep`, published for the hooks.
     journal_keep: u64,
     /// Quorum mode: who must stage a write, published for the hooks.
     quorum: Option<node::Quorum>,
-    /// Every node's base URL (`stargate.<id>.url`), by node id.
-    node_urls: HashMap<String, String>,
-    /// Repositories already reported as in a format Stargate cannot serve.
-    unsupported: std::collections::HashSet<String>,
-    /// The repositories found under the root so far (each looked at once).
-    repos: crate::repos::Scan,
-    /// The last handoff record this leader refused (logged and counted once).
-    refused_handoff: Option<crate::lead::handoff::Handoff>,
+    /// When this agent started (published with its state).
+    started_ms: u64,
 }
 
 /// How often the agent looks for repositories created under the root since.
 const SCAN_INTERVAL: Duration = Duration::from_secs(5);
 
-pub fn run(cfg: &Config) -> Result<()> {
+pub fn run(cfg: &Config) -> Result<(), Error> {
     cfg.validate()?;
     end_with_parent();
     let me = cfg.node()?;
     let state_dir = cfg.state_dir()?;
-    std::fs::create_dir_all(&state_dir)
-        .map_err(|e| Error::Fatal(format!("cannot create {}: {e}", state_dir.display())))?;
+    if let Err(source) = std::fs::create_dir_all(&state_dir) {
+        return Err(Error::StateDir { path: state_dir, source });
+    }
     trust_root(cfg, &state_dir)?;
-    let token =
-        node::new_sync_token(&state_dir).map_err(|e| Error::Fatal(format!("cannot write the sync token: {e}")))?;
+    let token = node::new_sync_token(&state_dir).map_err(Error::SyncToken)?;
     // Everything this agent and its replica side read from the lease goes through it.
-    let highest = Arc::new(Highest::open(&state_dir).map_err(|e| Error::Fatal(e.to_string()))?);
+    let highest = Arc::new(Highest::open(&state_dir)?);
     let lock = Lock::from_config(cfg)?.with_highest(Arc::clone(&highest));
     let replicator = Replicator::new(cfg, token.clone(), lock.clone())?;
     // Agents hear each other on the UDP port of their health address.
@@ -137,47 +175,50 @@ pub fn run(cfg: &Config) -> Result<()> {
     let peers = cfg.nodes().into_iter().filter(|id| *id != me).filter_map(|id| Some((id.clone(), signal_addr(&id)?)));
     let control = Control::start(&state_dir, signal_addr(&me).as_deref(), Arc::clone(&replicator));
     replicator.start();
-    let mut agent = Agent {
+    let settings = Settings {
         url: cfg.node_url(&me)?,
         health: cfg.node_health(&me)?,
-        lease: lock.open_lease(cfg.lease_ttl()?)?,
-        record: None,
-        lease_problem: None,
-        replicator,
-        control,
+        stale_after: cfg.lease_stale_after()?,
+        interval: cfg.lease_interval()?,
         sync: mirror::Settings { catch_up: true, lock: lock.clone(), ..mirror::Settings::from_config(cfg, token)? },
         catchup_timeout: cfg.catchup_timeout()?,
         catchup_connect_timeout: cfg.catchup_connect_timeout()?,
         drain_timeout: cfg.promote_drain_timeout()?,
         promote_timeout: cfg.promote_timeout()?,
         peers: peers.collect(),
-        lock,
-        state_dir,
-        stale_after: cfg.lease_stale_after()?,
-        interval: cfg.lease_interval()?,
-        role: Role::Passive,
-        epoch: highest.seen().map_or(0, |r| r.epoch),
-        highest,
-        started_ms: now_ms(),
-        holdoff_until: None,
-        scanned: None,
-        draining: None,
-        unsupported: Default::default(),
-        repos: Default::default(),
-        journal_keep: cfg.journal_keep()?,
-        quorum: quorum_plan(cfg, &me)?,
         node_urls: (cfg.nodes().into_iter())
             .filter_map(|id| Some((id.clone(), cfg.node_url(&id).ok().flatten()?)))
             .collect(),
-        refused_handoff: None,
+        journal_keep: cfg.journal_keep()?,
+        quorum: quorum_plan(cfg, &me)?,
+        started_ms: now_ms(),
         root: cfg.root()?,
+        state_dir,
         me,
     };
+    let mut agent = Agent {
+        lease: lock.open_lease(cfg.lease_ttl()?)?,
+        lock,
+        epoch: highest.seen().map_or(0, |r| r.epoch),
+        highest,
+        replicator,
+        control,
+        settings,
+        role: Role::Passive,
+        record: None,
+        lease_problem: None,
+        holdoff_until: None,
+        draining: None,
+        scanned: None,
+        repos: Default::default(),
+        unsupported: Default::default(),
+        refused_handoff: None,
+    };
     install_signal_handlers();
-    log::info!("agent for node {} started (pid {})", agent.me, std::process::id());
+    log::info!("agent for node {} started (pid {})", agent.settings.me, std::process::id());
     while !STOP.load(Ordering::SeqCst) {
         agent.tick();
-        agent.control.wait(agent.interval, &STOP);
+        agent.control.wait(agent.settings.interval, &STOP);
     }
     agent.shut_down();
     Ok(())
@@ -187,7 +228,7 @@ pub fn run(cfg: &Config) -> Result<()> {
 /// write the state directory speaks for this agent to the hooks (docs/ARCHITECTURE.md,
 /// Threat model). Refuse directories every user of the host may write; say when the lease
 /// is etcd without TLS, which anyone who reaches etcd may write.
-fn trust_root(cfg: &Config, state_dir: &std::path::Path) -> Result<()> {
+fn trust_root(cfg: &Config, state_dir: &std::path::Path) -> Result<(), Error> {
     let mut dirs = vec![state_dir.to_owned()];
     match cfg.lock()? {
         crate::config::LockSpec::File(path) => dirs.extend(path.parent().map(std::path::Path::to_owned)),
@@ -199,18 +240,14 @@ fn trust_root(cfg: &Config, state_dir: &std::path::Path) -> Result<()> {
     }
     for dir in dirs {
         if crate::files::writable_by_everyone(&dir).unwrap_or(false) {
-            return Err(Error::Fatal(format!(
-                "{} is writable by every user of this host, who could then change leadership or this \
-                 node's state: chmod o-w it (docs/ARCHITECTURE.md, Threat model)",
-                dir.display()
-            )));
+            return Err(Error::Untrusted(dir));
         }
     }
     Ok(())
 }
 
 /// Quorum mode's plan for the hooks: how many must stage a write, and where to ask.
-fn quorum_plan(cfg: &Config, me: &str) -> Result<Option<node::Quorum>> {
+fn quorum_plan(cfg: &Config, me: &str) -> Result<Option<node::Quorum>, crate::config::Error> {
     if !cfg.replication_quorum_mode()? {
         return Ok(None);
     }
@@ -234,7 +271,7 @@ impl Agent {
         }
         match self.role {
             Role::Leader => {
-                crate::journal::changes::maintain(&self.state_dir);
+                crate::journal::changes::maintain(&self.settings.state_dir);
                 self.sweep_orphans();
                 self.check_still_leading();
                 if self.role == Role::Leader {
@@ -257,18 +294,19 @@ impl Agent {
     /// create it (`journal::changes`).
     fn mark_repositories(&mut self) {
         self.scanned = Some(Instant::now());
-        let Ok(new) = self.repos.update(&self.root) else { return };
+        let Ok(new) = self.repos.update(&self.settings.root) else { return };
         let mut marked = 0;
         for repo in new.iter().filter(|r| r.readable) {
             if self.role == Role::Leader {
-                crate::journal::changes::note(&self.state_dir, &repo.name);
+                crate::journal::changes::note(&self.settings.state_dir, &repo.name);
             }
-            if let Some(why) = crate::repos::unsupported_in(&self.root.join(&repo.name), self.quorum.is_some())
+            if let Some(why) =
+                crate::repos::unsupported_in(&self.settings.root.join(&repo.name), self.settings.quorum.is_some())
                 && self.unsupported.insert(repo.name.clone())
             {
                 log::error!("{}: {}", repo.name, crate::repos::unsupported_refusal(why));
             }
-            match crate::repos::mark(&self.root.join(&repo.name)) {
+            match crate::repos::mark(&self.settings.root.join(&repo.name)) {
                 Ok(true) => marked += 1,
                 Ok(false) => {}
                 Err(e) => log::error!("{}: cannot mark it as managed: {e}", repo.name),
@@ -285,9 +323,9 @@ impl Agent {
     /// prepare no longer open in its journal (an earlier leadership's, settled since) is
     /// only forgotten. One `readdir` per interval.
     fn sweep_orphans(&self) {
-        for note in inflight::orphans(&self.state_dir) {
+        for note in inflight::orphans(&self.settings.state_dir) {
             let Some((prepare, first, last)) = note.prepare else {
-                inflight::forget(&self.state_dir, &note);
+                inflight::forget(&self.settings.state_dir, &note);
                 continue;
             };
             let ended = journal::open(&note.git_dir).and_then(|git| {
@@ -298,10 +336,10 @@ impl Agent {
                 journal::append_outcome(
                     &git,
                     self.epoch,
-                    &self.me,
+                    &self.settings.me,
                     prepare,
                     journal::Outcome::Ended,
-                    self.journal_keep,
+                    self.settings.journal_keep,
                 )?;
                 if git.is_reftable() {
                     journal::publish(&git)?;
@@ -318,7 +356,7 @@ impl Agent {
                         );
                         crate::journal::stage::unanchor(&note.git_dir, first..=last);
                     }
-                    inflight::forget(&self.state_dir, &note);
+                    inflight::forget(&self.settings.state_dir, &note);
                 }
                 Err(e) => log::error!("{}: cannot journal an ended write's outcome: {e}", note.git_dir.display()),
             }
@@ -327,10 +365,10 @@ impl Agent {
 
     /// Every readable repository's journal position (last sequence number), for the audit.
     fn positions(&self) -> std::collections::BTreeMap<String, u64> {
-        let repos = crate::repos::list(&self.root).unwrap_or_default();
+        let repos = crate::repos::list(&self.settings.root).unwrap_or_default();
         (repos.into_iter().filter(|r| r.readable))
             .filter_map(|r| {
-                let git = journal::open(&self.root.join(&r.name)).ok()?;
+                let git = journal::open(&self.settings.root.join(&r.name)).ok()?;
                 Some((r.name, journal::tip(&git).ok().flatten().map_or(0, |(_, seq)| seq)))
             })
             .collect()
@@ -338,7 +376,7 @@ impl Agent {
 
     /// What this node puts in the record when it leads.
     fn claim(&self) -> Claim {
-        Claim { node: self.me.clone(), url: self.url.clone(), health: self.health.clone() }
+        Claim { node: self.settings.me.clone(), url: self.settings.url.clone(), health: self.settings.health.clone() }
     }
 
     fn publish(&mut self) {
@@ -349,25 +387,25 @@ impl Agent {
                 crate::clock::boot_ms() + until.saturating_duration_since(Instant::now()).as_millis() as u64
             });
         let state = State {
-            node: self.me.clone(),
+            node: self.settings.me.clone(),
             lock: self.lock.describe(),
-            stale_after_ms: self.stale_after.as_millis() as u64,
-            peers: self.peers.values().cloned().collect(),
+            stale_after_ms: self.settings.stale_after.as_millis() as u64,
+            peers: self.settings.peers.values().cloned().collect(),
             pid: std::process::id(),
             role: self.role,
             epoch: self.epoch,
             heartbeat_ms: now_ms(),
             heartbeat_boot_ms: Some(crate::clock::boot_ms()),
-            started_ms: self.started_ms,
+            started_ms: self.settings.started_ms,
             draining: self.draining.clone(),
             record: self.record.clone(),
             valid_until_boot_ms,
             lease_problem: self.lease_problem.clone(),
-            journal_keep: Some(self.journal_keep),
-            quorum: self.quorum.clone(),
+            journal_keep: Some(self.settings.journal_keep),
+            quorum: self.settings.quorum.clone(),
         };
-        if let Err(e) = node::write_state(&self.state_dir, &state) {
-            log::error!("cannot publish node state in {}: {e}", self.state_dir.display());
+        if let Err(e) = node::write_state(&self.settings.state_dir, &state) {
+            log::error!("cannot publish node state in {}: {e}", self.settings.state_dir.display());
             // Hooks will see stale state and refuse; do not also block failover by holding the lock.
             if self.role == Role::Leader {
                 self.role = Role::Passive;
@@ -389,17 +427,17 @@ impl Agent {
         }
         // The state stays (passive, pid gone): hooks still find the lease and name the leader.
         self.publish();
-        let _ = std::fs::remove_file(control::socket_path(&self.state_dir));
+        let _ = std::fs::remove_file(control::socket_path(&self.settings.state_dir));
         log::info!("agent stopped");
     }
 
     /// An audit event of this node at its current epoch.
     fn event(&self, event: &str, reason: impl Into<String>) -> audit::Event {
-        audit::Event::new(&self.me, event, self.epoch, reason)
+        audit::Event::new(&self.settings.me, event, self.epoch, reason)
     }
 
     fn audit(&self, event: audit::Event) {
-        if let Err(e) = audit::append(&self.lock, Some(&self.state_dir), &event) {
+        if let Err(e) = audit::append(&self.lock, Some(&self.settings.state_dir), &event) {
             log::error!("cannot append to the audit log: {e}");
         }
     }

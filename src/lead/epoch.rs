@@ -116,16 +116,23 @@ pub fn judge(seen: Option<&Record>, record: &Record) -> Result<(), Refusal> {
     }
 }
 
+/// Why readers other than the agent cannot know what this node has seen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("the highest epoch seen, {}, is damaged: {source}", .path.display())]
+    Damaged { path: PathBuf, source: serde_json::Error },
+    #[error("cannot read {}: {source}", .path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
 /// What this node has seen, for readers other than the agent (hooks, health responder):
 /// `Err` when the file cannot be read or parsed, and they then refuse.
-pub fn read(state_dir: &Path) -> Result<Option<Record>, String> {
+pub fn read(state_dir: &Path) -> Result<Option<Record>, ReadError> {
     let path = path(state_dir);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| format!("the highest epoch seen, {}, is damaged: {e}", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| ReadError::Damaged { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(source) => Err(ReadError::Io { path, source }),
     }
 }
 
@@ -351,6 +358,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(path(dir.path()), "{\"epoch\": 7, \"no").unwrap();
         assert!(Highest::open(dir.path()).is_err());
-        assert!(read(dir.path()).unwrap_err().contains("damaged"));
+        let err = read(dir.path()).unwrap_err();
+        assert!(matches!(err, ReadError::Damaged { .. }), "{err}");
+        assert!(err.to_string().contains("damaged"));
     }
 }

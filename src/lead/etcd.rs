@@ -32,6 +32,26 @@ pub enum Error {
     Answer(String),
 }
 
+/// A PEM file given for `etcds://` that cannot be used: the key that names it, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct PemError {
+    /// `stargate.etcd.ca`, `stargate.etcd.cert` or `stargate.etcd.key`.
+    pub key: &'static str,
+    #[source]
+    pub problem: PemProblem,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PemProblem {
+    #[error(transparent)]
+    Parse(#[from] ureq::Error),
+    #[error("no certificate in it")]
+    NoCertificate,
+    #[error("no private key in it")]
+    NoPrivateKey,
+}
+
 /// One key as etcd returns it.
 #[derive(Debug, Clone)]
 pub struct Kv {
@@ -71,32 +91,33 @@ fn signed(v: &Value) -> i64 {
 }
 
 impl Client {
-    pub fn new(spec: Spec, timeout: Duration, tls: Option<&Tls>) -> Result<Client, String> {
+    pub fn new(spec: Spec, timeout: Duration, tls: Option<&Tls>) -> Result<Client, PemError> {
         let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .timeout_connect(Some(timeout))
             .http_status_as_error(false);
         if let Some(tls) = tls {
             use ureq::tls::{ClientCert, PemItem, RootCerts, TlsConfig};
-            let certs = |pem: &[u8]| -> Result<Vec<_>, String> {
+            let certs = |key: &'static str, pem: &[u8]| -> Result<Vec<_>, PemError> {
+                let bad = |problem| PemError { key, problem };
                 let mut out = Vec::new();
                 for item in ureq::tls::parse_pem(pem) {
-                    if let PemItem::Certificate(c) = item.map_err(|e| e.to_string())? {
+                    if let PemItem::Certificate(c) = item.map_err(|e| bad(e.into()))? {
                         out.push(c);
                     }
                 }
-                if out.is_empty() { Err("no certificate in it".into()) } else { Ok(out) }
+                if out.is_empty() { Err(bad(PemProblem::NoCertificate)) } else { Ok(out) }
             };
-            let roots = certs(&tls.ca).map_err(|e| format!("stargate.etcd.ca: {e}"))?;
+            let roots = certs("stargate.etcd.ca", &tls.ca)?;
             let mut builder = TlsConfig::builder().root_certs(RootCerts::new_with_certs(&roots));
             if let Some((cert, key)) = &tls.cert_and_key {
-                let chain = certs(cert).map_err(|e| format!("stargate.etcd.cert: {e}"))?;
+                let chain = certs("stargate.etcd.cert", cert)?;
                 let key = ureq::tls::parse_pem(key)
                     .find_map(|i| match i {
                         Ok(PemItem::PrivateKey(k)) => Some(k),
                         _ => None,
                     })
-                    .ok_or("stargate.etcd.key: no private key in it")?;
+                    .ok_or(PemError { key: "stargate.etcd.key", problem: PemProblem::NoPrivateKey })?;
                 builder = builder.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
             }
             config = config.tls_config(builder.build());

@@ -51,17 +51,9 @@ impl Lock {
         match cfg.lock()? {
             LockSpec::File(path) => Ok(Lock { backend: Backend::File(path), highest: None }),
             LockSpec::Etcd { endpoints, key, tls } => {
-                let read = |k: &'static str, path: Option<PathBuf>| -> Result<Option<Vec<u8>>, ConfigError> {
-                    path.map(|p| {
-                        std::fs::read(&p).map_err(|e| ConfigError::Invalid {
-                            key: k.into(),
-                            value: p.display().to_string(),
-                            why: if e.kind() == std::io::ErrorKind::NotFound {
-                                "no such file"
-                            } else {
-                                "cannot be read"
-                            },
-                        })
+                let read = |key: &'static str, path: Option<PathBuf>| -> Result<Option<Vec<u8>>, ConfigError> {
+                    path.map(|path| {
+                        std::fs::read(&path).map_err(|source| ConfigError::Unreadable { key, path, source })
                     })
                     .transpose()
                 };
@@ -75,13 +67,22 @@ impl Lock {
                     None
                 };
                 let spec = etcd::Spec { endpoints, key, tls };
-                let client = etcd::Client::new(spec, cfg.etcd_timeout()?, material.as_ref()).map_err(|why| {
-                    let key = why.split(':').next().unwrap_or("stargate.etcd.ca").to_owned();
-                    ConfigError::Invalid { key, value: "(PEM file)".into(), why: "not a usable PEM certificate or key" }
+                let client = etcd::Client::new(spec, cfg.etcd_timeout()?, material.as_ref()).map_err(|e| {
+                    ConfigError::Invalid {
+                        key: e.key.to_owned(),
+                        value: "(PEM file)".into(),
+                        why: "not a usable PEM certificate or key",
+                    }
                 })?;
                 Ok(Lock { backend: Backend::Etcd(Arc::new(client)), highest: None })
             }
         }
+    }
+
+    /// The file lease at `path`, as `stargate.lock` names it, for a process that only reads
+    /// what it holds (the remote helper, on a machine that mounts the shared volume).
+    pub fn file(path: PathBuf) -> Lock {
+        Lock { backend: Backend::File(path), highest: None }
     }
 
     /// This lock, checking what it reads against the highest epoch `highest` has seen, and
@@ -444,5 +445,34 @@ impl EtcdLease {
             log::warn!("cannot revoke the etcd lease: {e}");
         }
         self.valid_until = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Error as ConfigError};
+
+    fn etcds(entries: &[(&str, &str)]) -> Result<Lock, ConfigError> {
+        let mut all = vec![("stargate.lock".to_owned(), "etcds://127.0.0.1:2379/stargate/leader".to_owned())];
+        all.extend(entries.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Lock::from_config(&Config::from_entries(all))
+    }
+
+    /// A PEM file for etcd that is missing or unusable is a bad value of the key naming it.
+    #[test]
+    fn unusable_pem_files_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = etcds(&[("stargate.etcd.ca", missing.to_str().unwrap())]).unwrap_err();
+        assert!(matches!(e, ConfigError::Unreadable { key: "stargate.etcd.ca", .. }), "{e:?}");
+        let want = format!("bad value '{}' for 'stargate.etcd.ca': no such file (see stargate(7))", missing.display());
+        assert_eq!(e.to_string(), want);
+
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        let e = etcds(&[("stargate.etcd.ca", garbage.to_str().unwrap())]).unwrap_err();
+        let ConfigError::Invalid { key, value, .. } = &e else { panic!("{e:?}") };
+        assert_eq!((key.as_str(), value.as_str()), ("stargate.etcd.ca", "(PEM file)"), "{e}");
     }
 }

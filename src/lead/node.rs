@@ -139,12 +139,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct View {
     pub me: String,
     /// The leader record; `Err` when it cannot be read, or is older than `seen`.
-    pub record: Result<Option<Record>, String>,
+    pub record: Result<Option<Record>, RecordError>,
     /// The newest record this node's agent has seen (`lead::epoch`).
     pub seen: Option<Record>,
     pub state: Option<State>,
     /// Why the agent counts as dead, if it does.
     pub agent_problem: Option<String>,
+}
+
+/// Why the leader record cannot be followed here (the hooks then refuse, fail closed).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Lease(#[from] crate::lead::lease::Error),
+    /// What this node has seen cannot be read.
+    #[error(transparent)]
+    Seen(#[from] crate::lead::epoch::ReadError),
+    /// Older than what this node has seen (docs/ARCHITECTURE.md, Fencing).
+    #[error("{}", .0.detail())]
+    Refused(crate::lead::epoch::Refusal),
 }
 
 /// The answer to "may this node accept a write now?".
@@ -203,15 +216,15 @@ fn view(me: String, lock: &str, stale_after: Duration, state: Option<State>, sta
     let record = if is_etcd(lock) {
         Ok(state.as_ref().and_then(|s| s.record.clone()))
     } else {
-        crate::lead::file::read_record(Path::new(lock)).map_err(|e| e.to_string())
+        crate::lead::file::read_record(Path::new(lock)).map_err(RecordError::Lease)
     };
     // A record older than this node has seen is refused like a damaged one (fail closed).
     let (record, seen) = match crate::lead::epoch::read(state_dir) {
-        Err(why) => (Err(why), None),
+        Err(e) => (Err(RecordError::Seen(e)), None),
         Ok(seen) => {
             let current = record.as_ref().ok().and_then(Option::as_ref);
             match current.and_then(|r| crate::lead::epoch::judge(seen.as_ref(), r).err()) {
-                Some(refusal) => (Err(refusal.detail()), seen),
+                Some(refusal) => (Err(RecordError::Refused(refusal)), seen),
                 None => (record, seen),
             }
         }

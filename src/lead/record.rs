@@ -26,6 +26,14 @@ pub enum Error {
     SeenDamaged { path: PathBuf, source: serde_json::Error },
 }
 
+/// The lease failing ends a program as a fatal error (docs/ARCHITECTURE.md, Errors and exit
+/// codes: modules above `error` convert into it).
+impl From<Error> for crate::error::Error {
+    fn from(e: Error) -> Self {
+        crate::error::Error::fatal(e)
+    }
+}
+
 pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_owned(), source }
 }

@@ -79,8 +79,24 @@ pub fn scopes(names: &[Option<&str>], public: bool) -> Vec<Scope> {
 
 struct Ctx {
     /// A bad config is not fatal here: every request gets 503 naming it.
-    cfg: std::result::Result<Config, String>,
+    cfg: std::result::Result<Config, crate::config::Error>,
     timeout: Duration,
+}
+
+/// Why the health responder could not serve: listening, or accepting and answering.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: io::Error },
+    /// On the sockets of one mode: `accept` (`--listen`), `socket activation`, `inetd`.
+    #[error("{mode}: {source}")]
+    Serve { mode: &'static str, source: io::Error },
+}
+
+impl From<ServeError> for Error {
+    fn from(e: ServeError) -> Self {
+        Error::fatal(e)
+    }
 }
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -89,8 +105,7 @@ pub fn main(args: &[String]) -> Result<()> {
         // stderr is the client's connection (xinetd): a log line would corrupt the answer.
         log::set_max_level(log::LevelFilter::Off);
     }
-    let cfg =
-        Config::load(None).map_err(|e| e.to_string()).and_then(|c| c.validate().map(|()| c).map_err(|e| e.to_string()));
+    let cfg = Config::load(None).and_then(|c| c.validate().map(|()| c));
     if let Err(e) = &cfg {
         log::error!("{e}");
     }
@@ -100,18 +115,20 @@ pub fn main(args: &[String]) -> Result<()> {
     let timeout = setting(Config::health_timeout, Duration::from_secs(2));
     let idle = setting(Config::health_idle_exit, Duration::from_secs(60));
     let ctx = Arc::new(Ctx { cfg, timeout });
-    let fatal = |what: &str, e: io::Error| Error::Fatal(format!("{what}: {e}"));
+    let serving = |mode| move |source| ServeError::Serve { mode, source };
     if let Some(addr) = args.listen {
         let mut listeners = Vec::new();
         let public = if args.internal.is_some() { Scope::Probes } else { Scope::All };
         for (addr, scope) in [(Some(addr), public), (args.internal, Scope::All)] {
             let Some(addr) = addr else { continue };
-            let listener = TcpListener::bind(&addr).map_err(|e| fatal(&format!("cannot listen on {addr}"), e))?;
-            listener.set_nonblocking(true).map_err(|e| fatal(&format!("cannot listen on {addr}"), e))?;
+            let listener = match TcpListener::bind(&addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+                Ok(listener) => listener,
+                Err(source) => return Err(ServeError::Listen { addr, source }.into()),
+            };
             log::info!("health responder listening on {addr} ({})", describe(scope));
             listeners.push((Listener::Tcp(listener), scope));
         }
-        return serve(listeners, ctx, None).map_err(|e| fatal("accept", e));
+        return Ok(serve(listeners, ctx, None).map_err(serving("accept"))?);
     }
     if let Some(fds) = inherited_fds() {
         let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
@@ -119,7 +136,7 @@ pub fn main(args: &[String]) -> Result<()> {
         let scopes = scopes(&names, args.public);
         if !is_listening(fds[0]) {
             // systemd Accept=yes: fd 3 is the connection.
-            return inetd(fds[0], fds[0], &ctx, scopes[0]).map_err(|e| fatal("socket activation", e));
+            return Ok(inetd(fds[0], fds[0], &ctx, scopes[0]).map_err(serving("socket activation"))?);
         }
         let mut listeners = Vec::new();
         for (&fd, scope) in fds.iter().zip(scopes) {
@@ -133,13 +150,13 @@ pub fn main(args: &[String]) -> Result<()> {
                 }
             };
             // Several sockets share one loop: an accept must never wait.
-            listener.set_nonblocking().map_err(|e| fatal("socket activation", e))?;
+            listener.set_nonblocking().map_err(serving("socket activation"))?;
             listeners.push((listener, scope));
         }
-        return serve(listeners, ctx, Some(idle)).map_err(|e| fatal("socket activation", e));
+        return Ok(serve(listeners, ctx, Some(idle)).map_err(serving("socket activation"))?);
     }
     let scope = if args.public { Scope::Probes } else { Scope::All };
-    inetd(0, 1, &ctx, scope).map_err(|e| fatal("inetd", e))
+    Ok(inetd(0, 1, &ctx, scope).map_err(serving("inetd"))?)
 }
 
 fn describe(scope: Scope) -> &'static str {
@@ -577,9 +594,10 @@ fn response(code: u16, content_type: &str, body: &[u8], head_only: bool) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::test_runner::TestCaseError;
 
     fn ctx() -> Ctx {
-        Ctx { cfg: Err("test".into()), timeout: Duration::from_secs(1) }
+        Ctx { cfg: Err(crate::config::Error::Missing("stargate.root")), timeout: Duration::from_secs(1) }
     }
 
     fn code(reply: &[u8]) -> String {
@@ -666,21 +684,22 @@ mod tests {
 
     /// A response as the responder writes it: status line, headers, blank line, and a body
     /// of exactly Content-Length bytes (none for HEAD).
-    fn well_formed(reply: &[u8], head_only: bool) -> std::result::Result<u16, String> {
-        let text = String::from_utf8(reply.to_vec()).map_err(|_| "not UTF-8".to_owned())?;
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("no blank line")?;
+    fn well_formed(reply: &[u8], head_only: bool) -> std::result::Result<u16, TestCaseError> {
+        let bad = |why: &str| TestCaseError::fail(why.to_owned());
+        let text = String::from_utf8(reply.to_vec()).map_err(|_| bad("not UTF-8"))?;
+        let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| bad("no blank line"))?;
         let code: u16 = head
             .strip_prefix("HTTP/1.1 ")
             .and_then(|r| r.get(..3))
             .and_then(|c| c.parse().ok())
-            .ok_or("status line")?;
+            .ok_or_else(|| bad("status line"))?;
         let length: usize = (head.lines())
             .find_map(|l| l.strip_prefix("Content-Length: "))
             .and_then(|n| n.parse().ok())
-            .ok_or("no Content-Length")?;
+            .ok_or_else(|| bad("no Content-Length"))?;
         let want = if head_only { 0 } else { length };
         if body.len() != want {
-            return Err(format!("body of {} bytes, Content-Length {length}", body.len()));
+            return Err(bad(&format!("body of {} bytes, Content-Length {length}", body.len())));
         }
         Ok(code)
     }
@@ -750,7 +769,7 @@ mod tests {
                 let reply = answer(&head, &ctx(), scope);
                 let line = head.lines().next().unwrap_or("");
                 let head_only = line.split(' ').count() == 3 && line.starts_with("HEAD ");
-                let code = well_formed(&reply, head_only).map_err(TestCaseError::fail)?;
+                let code = well_formed(&reply, head_only)?;
                 prop_assert!([400, 404, 405, 503, 505].contains(&code), "{code} for {head:?}");
                 let path = head.split(' ').nth(1).unwrap_or("").split('?').next().unwrap_or("");
                 if code == 503 {

@@ -13,10 +13,52 @@ mod verify;
 
 use clap::{Parser, Subcommand};
 
+use std::path::PathBuf;
+
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::journal;
 use crate::lead::lease::Lock;
 use crate::lead::node;
+
+/// What a `git stargate` command fails with when it cannot go on (fatal, 128), its causes
+/// kept; a refusal or a usage error is one of `error::Error`'s classes instead.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// The repositories under `stargate.root` cannot be listed (sync, verify, promote).
+    #[error("{0}")]
+    Repos(#[source] std::io::Error),
+    /// As `Repos`, for `git stargate list`, which names the root.
+    #[error("cannot list {}: {source}", .root.display())]
+    ListRoot { root: PathBuf, source: std::io::Error },
+    #[error("cannot create {}: {source}", .path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot mark {name} as managed: {source}")]
+    Mark { name: String, source: std::io::Error },
+    #[error(transparent)]
+    Journal(#[from] journal::Error),
+    #[error(transparent)]
+    Refs(#[from] crate::store::ReadError),
+    #[error("{name} has no journal after its creation")]
+    NoJournal { name: String },
+    #[error("the leader record names no URL for {0}: set stargate.{0}.url on {0} (stargate(7))")]
+    NoLeaderUrl(String),
+    #[error("cannot read the agent's sync token (is the agent running?): {0}")]
+    SyncToken(#[source] std::io::Error),
+    #[error("{0} repositories failed to sync")]
+    SyncFailed(usize),
+    /// The operator's answer to a confirmation could not be read.
+    #[error("{0}")]
+    Terminal(#[source] std::io::Error),
+}
+
+impl From<CommandError> for Error {
+    fn from(e: CommandError) -> Self {
+        Error::fatal(e)
+    }
+}
 
 /// Operate a Stargate node.
 #[derive(Parser)]
@@ -93,15 +135,26 @@ enum Command {
     },
 }
 
-fn duration(s: &str) -> std::result::Result<std::time::Duration, String> {
-    crate::config::parse_duration(s).ok_or_else(|| format!("'{s}': expected a duration like 5s or 500ms"))
+/// A `--wait` that is not a duration.
+#[derive(Debug, thiserror::Error)]
+#[error("'{0}': expected a duration like 5s or 500ms")]
+struct NotADuration(String);
+
+fn duration(s: &str) -> std::result::Result<std::time::Duration, NotADuration> {
+    crate::config::parse_duration(s).ok_or_else(|| NotADuration(s.to_owned()))
+}
+
+/// Print `value` as pretty JSON on stdout (`--json`).
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value).map_err(CommandError::Json)?);
+    Ok(())
 }
 
 pub fn main(args: &[String]) -> Result<()> {
     let cli: Cli = crate::args::parse("git stargate", args)?;
     let cfg = Config::load(None)?;
     match cli.command {
-        Command::Agent => crate::agent::run(&cfg),
+        Command::Agent => Ok(crate::agent::run(&cfg)?),
         Command::Promote { force, accept_loss, yes } => promote::promote(&cfg, force, accept_loss, yes),
         Command::Failback { yes } => promote::failback(&cfg, yes),
         Command::Verify { json, wait } => verify::verify(&cfg, json, wait),
@@ -115,8 +168,7 @@ pub fn main(args: &[String]) -> Result<()> {
             status::add_peers(&mut status, &cfg);
             status::add_divergence(&mut status, &cfg);
             if json {
-                let text = serde_json::to_string_pretty(&status).map_err(|e| Error::Fatal(e.to_string()))?;
-                println!("{text}");
+                print_json(&status)?;
             } else {
                 status::print(&status);
             }
@@ -135,16 +187,10 @@ fn sync(cfg: &Config, names: Vec<String>, full: bool) -> Result<()> {
     if record.node == me {
         return Err(Error::Refused(format!("this node ({me}) is the leader; nothing to mirror")));
     }
-    let base_url = record.url.clone().ok_or_else(|| {
-        Error::Fatal(format!(
-            "the leader record names no URL for {0}: set stargate.{0}.url on {0} (stargate(7))",
-            record.node
-        ))
-    })?;
-    let token = std::fs::read_to_string(node::token_path(&cfg.state_dir()?))
-        .map_err(|e| Error::Fatal(format!("cannot read the agent's sync token (is the agent running?): {e}")))?;
+    let base_url = record.url.clone().ok_or_else(|| CommandError::NoLeaderUrl(record.node.clone()))?;
+    let token = std::fs::read_to_string(node::token_path(&cfg.state_dir()?)).map_err(CommandError::SyncToken)?;
     let names = if names.is_empty() {
-        crate::repos::list(&root).map_err(|e| Error::Fatal(e.to_string()))?.into_iter().map(|r| r.name).collect()
+        crate::repos::list(&root).map_err(CommandError::Repos)?.into_iter().map(|r| r.name).collect()
     } else {
         names
     };
@@ -182,7 +228,7 @@ fn sync(cfg: &Config, names: Vec<String>, full: bool) -> Result<()> {
             }
         }
     }
-    if failed > 0 { Err(Error::Fatal(format!("{failed} repositories failed to sync"))) } else { Ok(()) }
+    if failed > 0 { Err(CommandError::SyncFailed(failed).into()) } else { Ok(()) }
 }
 
 /// `git stargate lag`: the windows the agent judged, the aggregate and the breaches.
@@ -190,8 +236,7 @@ fn lag(cfg: &Config, json: bool) -> Result<()> {
     let published = crate::mirror::replicator::read_published(&cfg.state_dir()?)
         .ok_or_else(|| Error::Refused("no replication figures yet (is the agent running?)".into()))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&published).map_err(|e| Error::Fatal(e.to_string()))?);
-        return Ok(());
+        return print_json(&published);
     }
     let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3} s"));
     println!("{:<21} {:>8} {:>10} {:>10}  judged", "window (UTC)", "updates", "p50", "p99");

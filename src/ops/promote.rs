@@ -5,6 +5,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use super::CommandError;
 use crate::agent::control::{self, Request};
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -45,7 +46,7 @@ pub fn promote(cfg: &Config, force: bool, accept_loss: bool, yes: bool) -> Resul
     }
     confirm(yes, &format!("Promote {me}?"))?;
     let request = Request::Promote { force, user: audit::user(), accept_loss };
-    let outcome = control::ask(&cfg.state_dir()?, &request, |line| println!("{line}")).map_err(Error::Fatal)?;
+    let outcome = control::ask(&cfg.state_dir()?, &request, |line| println!("{line}")).map_err(Error::fatal)?;
     if outcome.ok {
         println!("{}", outcome.message);
         Ok(())
@@ -155,7 +156,7 @@ fn lag(cfg: &Config, record: &Record) -> Result<Option<(String, Duration, u64)>>
     let settings = mirror::Settings::from_config(cfg, token.trim().to_owned())?;
     let mut worst: Option<(String, Duration, u64)> = None;
     let root = cfg.root()?;
-    for repo in crate::repos::list(&root).map_err(|e| Error::Fatal(e.to_string()))?.into_iter().filter(|r| r.readable) {
+    for repo in crate::repos::list(&root).map_err(CommandError::Repos)?.into_iter().filter(|r| r.readable) {
         let path = root.join(&repo.name);
         let deadline = Instant::now() + Duration::from_secs(2);
         let behind = loop {
@@ -204,10 +205,8 @@ fn diverged(
         }
         let theirs = mirror::remote_refs(path, name, &target.base_url, settings)
             .map_err(|e| Error::Refused(format!("{name}: cannot list {}'s refs: {e}", record.node)))?;
-        let ours = crate::journal::open(path)
-            .map_err(|e| Error::Fatal(e.to_string()))?
-            .prefixed("refs/")
-            .map_err(|e| Error::Fatal(e.to_string()))?;
+        let ours =
+            crate::journal::open(path).map_err(CommandError::Journal)?.prefixed("refs/").map_err(CommandError::Refs)?;
         let journal =
             |refs: &[(String, gix::ObjectId)]| refs.iter().find(|(r, _)| r == crate::journal::REF).map(|(_, o)| *o);
         let theirs_journal = theirs.get(crate::journal::REF).copied();
@@ -305,7 +304,7 @@ fn confirm(yes: bool, question: &str) -> Result<()> {
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer).map_err(|e| Error::Fatal(e.to_string()))?;
+    std::io::stdin().lock().read_line(&mut answer).map_err(CommandError::Terminal)?;
     match answer.trim().to_ascii_lowercase().as_str() {
         "y" | "yes" => Ok(()),
         _ => Err(Error::Refused("not confirmed; nothing changed".into())),

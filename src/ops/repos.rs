@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use super::CommandError;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::journal::{self, stage};
@@ -14,7 +15,7 @@ use crate::lead::node::{self, Authority};
 
 pub fn create(cfg: &Config, typed: &str) -> Result<()> {
     cfg.validate()?;
-    let name = crate::repos::canonical(typed).map_err(Error::Usage)?;
+    let name = crate::repos::canonical(typed).map_err(|e| Error::Usage(e.to_string()))?;
     let view = node::inspect(cfg)?;
     let epoch = match view.authority() {
         Authority::Leader { epoch } => epoch,
@@ -29,14 +30,15 @@ pub fn create(cfg: &Config, typed: &str) -> Result<()> {
     if path.exists() {
         return Err(Error::Refused(format!("{name} exists already under {}", root.display())));
     }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Error::Fatal(format!("cannot create {}: {e}", parent.display())))?;
+    if let Some(parent) = path.parent()
+        && let Err(source) = std::fs::create_dir_all(parent)
+    {
+        return Err(CommandError::CreateDir { path: parent.to_owned(), source }.into());
     }
     crate::wire::git::init_bare(&path)?;
-    crate::repos::mark(&path).map_err(|e| Error::Fatal(format!("cannot mark {name} as managed: {e}")))?;
-    let git = journal::open(&path).map_err(|e| Error::Fatal(e.to_string()))?;
-    journal::genesis(&git, epoch, &view.me).map_err(|e| Error::Fatal(e.to_string()))?;
+    crate::repos::mark(&path).map_err(|source| CommandError::Mark { name: name.clone(), source })?;
+    let git = journal::open(&path).map_err(CommandError::Journal)?;
+    journal::genesis(&git, epoch, &view.me).map_err(CommandError::Journal)?;
     // The replicas' cue: a hint, and a line in the change summary should it be lost.
     let state_dir = cfg.state_dir()?;
     crate::journal::signal::peers(&state_dir, &path);
@@ -50,8 +52,8 @@ pub fn create(cfg: &Config, typed: &str) -> Result<()> {
         return Ok(());
     };
     // Quorum mode: done once a quorum of nodes holds it, with its journal.
-    let Some((entry, seq)) = journal::tip(&git).map_err(|e| Error::Fatal(e.to_string()))? else {
-        return Err(Error::Fatal(format!("{name} has no journal after its creation")));
+    let Some((entry, seq)) = journal::tip(&git).map_err(CommandError::Journal)? else {
+        return Err(CommandError::NoJournal { name }.into());
     };
     match stage::wait_for_quorum(&git, &name, entry, seq, &plan) {
         Ok(count) => {
@@ -76,7 +78,10 @@ struct Listed {
 pub fn list(cfg: &Config, json: bool) -> Result<()> {
     let root = cfg.root()?;
     let quorum = cfg.replication_quorum_mode()?;
-    let repos = crate::repos::list(&root).map_err(|e| Error::Fatal(format!("cannot list {}: {e}", root.display())))?;
+    let repos = match crate::repos::list(&root) {
+        Ok(repos) => repos,
+        Err(source) => return Err(CommandError::ListRoot { root, source }.into()),
+    };
     let listed: Vec<Listed> = repos
         .into_iter()
         .map(|r| {
@@ -90,8 +95,7 @@ pub fn list(cfg: &Config, json: bool) -> Result<()> {
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&listed).map_err(|e| Error::Fatal(e.to_string()))?);
-        return Ok(());
+        return super::print_json(&listed);
     }
     for l in &listed {
         match (&l.unsupported, l.journal_seq) {

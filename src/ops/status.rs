@@ -144,10 +144,13 @@ pub struct Repository {
 pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
     let view = node::inspect(cfg)?;
     let mut errors = Vec::new();
-    let leader = view.record.clone().unwrap_or_else(|e| {
-        errors.push(e);
-        None
-    });
+    let leader = match &view.record {
+        Ok(record) => record.clone(),
+        Err(e) => {
+            errors.push(e.to_string());
+            None
+        }
+    };
     let (accepts_writes, refusal, epoch) = match view.authority() {
         Authority::Leader { epoch } => (true, None, epoch),
         Authority::Refused { reason, epoch, .. } => (false, Some(reason), epoch),

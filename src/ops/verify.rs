@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use gix::ObjectId;
 use serde::Serialize;
 
+use super::CommandError;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::journal;
@@ -60,9 +61,8 @@ fn list(
     name: &str,
     base_url: &str,
     settings: &sync::Settings,
-) -> std::result::Result<Listing, String> {
-    let all: HashMap<String, ObjectId> =
-        sync::remote_refs(path, name, base_url, settings).map_err(|e| e.to_string())?;
+) -> std::result::Result<Listing, sync::Error> {
+    let all: HashMap<String, ObjectId> = sync::remote_refs(path, name, base_url, settings)?;
     let journal = all.get(journal::REF).copied();
     let refs = crate::store::mirrored(all);
     Ok(Listing { refs, journal })
@@ -86,7 +86,7 @@ pub fn verify(cfg: &Config, json: bool, wait: Duration) -> Result<()> {
         None => record.url.clone().ok_or_else(|| Error::Refused(format!("no URL for the leader {}", record.node)))?,
     };
     let mut report = Report { leader: record.node.clone(), epoch: record.epoch, repositories: Vec::new() };
-    let repos = crate::repos::list(&root).map_err(|e| Error::Fatal(e.to_string()))?;
+    let repos = crate::repos::list(&root).map_err(CommandError::Repos)?;
     for repo in repos {
         let path = root.join(&repo.name);
         let mut nodes_report = Vec::new();
@@ -106,7 +106,7 @@ pub fn verify(cfg: &Config, json: bool, wait: Duration) -> Result<()> {
                     differing: Vec::new(),
                     error: None,
                 },
-                Err(e) => unreachable(&record.node, e),
+                Err(e) => unreachable(&record.node, e.to_string()),
             },
         );
         report.repositories.push(RepoReport { name: repo.name, nodes: nodes_report });
@@ -120,7 +120,7 @@ pub fn verify(cfg: &Config, json: bool, wait: Duration) -> Result<()> {
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Fatal(e.to_string()))?);
+        super::print_json(&report)?;
     } else {
         print(&report);
     }
@@ -153,7 +153,7 @@ fn judge(
     loop {
         let (l, r) = match (list(path, name, leader_url, settings), list(path, name, url, settings)) {
             (Err(e), _) => return unreachable(node, format!("cannot list the leader {leader}: {e}")),
-            (_, Err(e)) => return unreachable(node, e),
+            (_, Err(e)) => return unreachable(node, e.to_string()),
             (Ok(l), Ok(r)) => (l, r),
         };
         let in_step = l.journal == r.journal;

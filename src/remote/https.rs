@@ -4,7 +4,7 @@
 //! node and the earlier commands replayed. After that the helper only copies bytes.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout};
 
 use crate::config::ReadFrom;
@@ -23,19 +23,19 @@ struct Helper {
 impl Helper {
     fn start(session: &Session, alias: &str, node: usize) -> Result<Helper, Error> {
         let Endpoint::Http(url) = &session.nodes[node].endpoint else {
-            return Err(Error::Io("not an https node".into()));
+            return Err(Error::NotHttps);
         };
-        let mut child = crate::wire::git::spawn_remote_helper(alias, url)
-            .map_err(|e| Error::Io(format!("cannot run git remote-https: {e}")))?;
+        let mut child =
+            crate::wire::git::spawn_remote_helper(alias, url).map_err(Error::io("cannot run git remote-https"))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();
-            return Err(Error::Io("git remote-https without pipes".into()));
+            return Err(Error::NoPipes("git remote-https"));
         };
         Ok(Helper { child, stdin, stdout: BufReader::new(stdout), node })
     }
 
     fn send(&mut self, line: &str) -> Result<(), Error> {
-        let io = |e: io::Error| Error::Io(format!("git remote-https: {e}"));
+        let io = |e| Error::io("git remote-https")(e);
         self.stdin.write_all(line.as_bytes()).map_err(io)?;
         self.stdin.write_all(b"\n").map_err(io)?;
         self.stdin.flush().map_err(io)
@@ -46,9 +46,9 @@ impl Helper {
         let mut out = Vec::new();
         loop {
             let start = out.len();
-            let n = self.stdout.read_until(b'\n', &mut out).map_err(|e| Error::Io(format!("git remote-https: {e}")))?;
+            let n = self.stdout.read_until(b'\n', &mut out).map_err(Error::io("git remote-https"))?;
             if n == 0 {
-                return Err(Error::Io("git remote-https ended early".into()));
+                return Err(Error::HelperEnded);
             }
             if line != "capabilities" || out[start..] == *b"\n" {
                 return Ok(out);
@@ -83,7 +83,7 @@ pub fn run(session: &Session, alias: &str, input: &mut File, output: &mut impl W
     };
     let mut helper = Helper::start(session, alias, first)?;
     let mut setup: Vec<String> = Vec::new();
-    let io = |e: io::Error| Error::Io(format!("writing to git: {e}"));
+    let io = |e| Error::io("writing to git")(e);
     let line = loop {
         let Some(line) = read_line(input)? else {
             helper.stop();
@@ -116,13 +116,13 @@ pub fn run(session: &Session, alias: &str, input: &mut File, output: &mut impl W
     };
     helper.send(&line)?;
     let Helper { mut child, stdin, mut stdout, node } = helper;
-    let mut input = input.try_clone().map_err(|e| Error::Io(e.to_string()))?;
+    let mut input = input.try_clone().map_err(Error::Pipe)?;
     std::thread::spawn(move || {
         let mut stdin = stdin;
         let _ = super::pipe::copy_plain(&mut input, &mut stdin);
     });
     let _ = super::pipe::copy_plain(&mut stdout, output);
-    let status = child.wait().map_err(|e| Error::Io(e.to_string()))?;
+    let status = child.wait().map_err(Error::Pipe)?;
     if status.success() {
         Ok(())
     } else {

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use crate::config::Config;
 use crate::error;
-use crate::lead::lease::Record;
+use crate::lead::lease::{Lock, Record};
 use resolve::{Op, Policy};
 use url::Node;
 
@@ -33,6 +33,8 @@ const MAX_LINE: usize = 64 * 1024;
 pub enum Error {
     #[error("invalid stargate URL {0}")]
     Url(String),
+    #[error("invalid stargate URL {}", .0.0)]
+    Endpoint(#[from] crate::wire::endpoint::Error),
     #[error(transparent)]
     Config(#[from] crate::config::Error),
     /// git (or whoever feeds stdin) broke the helper protocol.
@@ -41,23 +43,65 @@ pub enum Error {
     /// Nobody fit: the message lists what each node answered.
     #[error("{0}")]
     NoLeader(String),
+    /// The service could not be started on the node, or said nothing: nothing has passed
+    /// yet, so another node may be tried.
     #[error("{node}: cannot reach {url}: {why}")]
-    Connect { node: String, url: String, why: String },
+    Connect {
+        node: String,
+        url: String,
+        #[source]
+        why: Unreached,
+    },
     #[error("{node}: {what} {status}")]
     Service { node: String, what: String, status: String },
+    /// Talking to git, or to the process that serves it, failed.
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
     #[error("{0}")]
-    Io(String),
+    Pipe(#[source] std::io::Error),
+    /// A child process started without the pipes it was given (`child`, `git remote-https`).
+    #[error("{0} without pipes")]
+    NoPipes(&'static str),
+    #[error("git remote-https ended early")]
+    HelperEnded,
+    #[error("not an https node")]
+    NotHttps,
+    #[error("no attempt made")]
+    NoAttempt,
 }
 
-impl From<crate::wire::endpoint::Error> for Error {
-    fn from(e: crate::wire::endpoint::Error) -> Self {
-        Error::Url(e.0)
+/// Why a node's service could not be reached (`Error::Connect`).
+#[derive(Debug, thiserror::Error)]
+pub enum Unreached {
+    #[error("cannot run git: {0}")]
+    Git(#[source] std::io::Error),
+    #[error("cannot run ssh: {0}")]
+    Ssh(#[source] std::io::Error),
+    /// A `git://` connection failed: connecting, sending the request, or reading.
+    #[error("{0}")]
+    Daemon(#[source] std::io::Error),
+    #[error("git daemon closed the connection without answering")]
+    DaemonClosed,
+    #[error("https nodes are served by git remote-https")]
+    Https,
+    #[error("{what} ended before saying anything ({status})")]
+    Silent { what: String, status: String },
+    /// The leader found lost its epoch between the probe and the service's first words.
+    #[error("the leader changed (epoch {was} → {now})")]
+    LeaderChanged { was: u64, now: u64 },
+}
+
+impl Error {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
     }
 }
 
+/// The remote helper's errors are all fatal: printed as they display, their causes kept.
 impl From<Error> for error::Error {
     fn from(e: Error) -> Self {
-        error::Error::Fatal(e.to_string())
+        error::Error::fatal(e)
     }
 }
 
@@ -166,14 +210,14 @@ fn run(args: &[String]) -> error::Result<()> {
 }
 
 fn stdin_file() -> Result<File, Error> {
-    let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(|e| Error::Io(format!("stdin: {e}")))?;
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(Error::io("stdin"))?;
     Ok(File::from(fd))
 }
 
 /// Standard output without std's line buffering: pkt-lines do not end in newlines, and a
 /// byte held back here would stall the protocol.
 pub(crate) fn stdout_file() -> Result<File, Error> {
-    let fd = std::io::stdout().as_fd().try_clone_to_owned().map_err(|e| Error::Io(format!("stdout: {e}")))?;
+    let fd = std::io::stdout().as_fd().try_clone_to_owned().map_err(Error::io("stdout"))?;
     Ok(File::from(fd))
 }
 
@@ -184,9 +228,10 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// The leader record, when `stargate.lock` is a file this machine can read.
     fn record(&self) -> Option<Record> {
         let lock = self.cfg.leader_lock().ok().flatten()?;
-        crate::lead::file::read_record(&lock).ok().flatten()
+        Lock::file(lock).read_record().ok().flatten()
     }
 
     fn resolve(&self, op: Op, options: &Options) -> Result<resolve::Choice, Error> {
@@ -237,7 +282,7 @@ impl Session {
                 let e = Error::Connect {
                     node: node.name.clone(),
                     url: node.endpoint.display(),
-                    why: format!("the leader changed (epoch {epoch} → {})", record.epoch),
+                    why: Unreached::LeaderChanged { was: epoch, now: record.epoch },
                 };
                 if options.verbosity >= 1 {
                     eprintln!("stargate: {e}; nothing was sent, looking for the leader again");
@@ -247,7 +292,7 @@ impl Session {
             }
             return opened.run(&node.name);
         }
-        Err(failed.map_or_else(|| Error::Io("no attempt made".into()), |(_, _, e)| e))
+        Err(failed.map_or(Error::NoAttempt, |(_, _, e)| e))
     }
 }
 
@@ -275,7 +320,7 @@ pub fn read_line(input: &mut impl Read) -> Result<Option<String>, Error> {
             Ok(_) if line.len() >= MAX_LINE => return Err(Error::Protocol("line too long".into())),
             Ok(_) => line.push(byte[0]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::Io(format!("reading from git: {e}"))),
+            Err(e) => return Err(Error::io("reading from git")(e)),
         }
     }
     String::from_utf8(line).map(Some).map_err(|_| Error::Protocol("a line is not UTF-8".into()))
@@ -283,7 +328,7 @@ pub fn read_line(input: &mut impl Read) -> Result<Option<String>, Error> {
 
 /// The command loop, up to `connect` or the blank line that ends the session.
 pub fn commands(input: &mut impl Read, output: &mut impl Write, options: &mut Options) -> Result<Next, Error> {
-    let io = |e: std::io::Error| Error::Io(format!("writing to git: {e}"));
+    let io = |e| Error::io("writing to git")(e);
     loop {
         let Some(line) = read_line(input)? else {
             return Err(Error::Protocol("input ended before a command".into()));
@@ -421,6 +466,22 @@ mod tests {
             }
             let _ = session(&input);
         }
+    }
+
+    /// A fatal error reaches `error::Error` whole: the same words, exit 128, and the remote
+    /// helper's error (with its causes) still there for whoever looks.
+    #[test]
+    fn a_fatal_error_keeps_its_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no ssh here");
+        let e = Error::Connect { node: "a".into(), url: "ssh://a/kv.git".into(), why: Unreached::Ssh(io) };
+        let exit = error::Error::from(e);
+        assert_eq!(exit.exit_code(), error::FATAL);
+        assert_eq!(exit.to_string(), "a: cannot reach ssh://a/kv.git: cannot run ssh: no ssh here");
+        let error::Error::Failed(inner) = &exit else { panic!("{exit:?}") };
+        let Some(Error::Connect { why: Unreached::Ssh(io), .. }) = inner.downcast_ref::<Error>() else {
+            panic!("{inner:?}")
+        };
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::config::Config;
 
 use super::url::Node;
-use super::{Error, Options, Service};
+use super::{Error, Options, Service, Unreached};
 use crate::wire::endpoint::{Endpoint, sq_quote};
 
 /// How long a `git://` connection may take to open, once the node was chosen.
@@ -38,24 +38,23 @@ pub fn open(
     options: &Options,
     cfg: &Config,
 ) -> Result<Opened, Error> {
-    let fail = |why: String| Error::Connect { node: node.name.clone(), url: node.endpoint.display(), why };
+    let fail = |why: Unreached| Error::Connect { node: node.name.clone(), url: node.endpoint.display(), why };
     match &node.endpoint {
         Endpoint::Local(path) => {
             let child = crate::wire::git::spawn_service(service.name(), options.servpath.as_deref(), path, protocol)
-                .map_err(|e| fail(format!("cannot run git: {e}")))?;
+                .map_err(|e| fail(Unreached::Git(e)))?;
             process(node, child, format!("{} {}", service.name(), path.display()))
         }
         Endpoint::Ssh { host, port, path } => {
             let program = options.servpath.as_deref().unwrap_or(service.name());
             let remote = format!("{program} {}", sq_quote(path));
-            let child =
-                ssh(cfg, host, *port, &remote, protocol)?.spawn().map_err(|e| fail(format!("cannot run ssh: {e}")))?;
+            let child = ssh(cfg, host, *port, &remote, protocol)?.spawn().map_err(|e| fail(Unreached::Ssh(e)))?;
             process(node, child, format!("ssh {host} {remote}"))
         }
         Endpoint::Git { host, port, path } => {
             let deadline = std::time::Instant::now() + CONNECT_TIMEOUT;
             let mut stream =
-                crate::wire::proto::connect_host(host, *port, deadline).map_err(|e| fail(e.to_string()))?;
+                crate::wire::proto::connect_host(host, *port, deadline).map_err(|e| fail(Unreached::Daemon(e)))?;
             let mut request = format!("{} {path}\0host={host}", service.name());
             if *port != 9418 {
                 request += &format!(":{port}");
@@ -65,16 +64,16 @@ pub fn open(
                 request += &format!("\0{p}\0");
             }
             let pkt = format!("{:04x}{request}", request.len() + 4);
-            stream.write_all(pkt.as_bytes()).map_err(|e| fail(e.to_string()))?;
+            stream.write_all(pkt.as_bytes()).map_err(|e| fail(Unreached::Daemon(e)))?;
             let mut first = vec![0u8; 64 * 1024];
-            let n = read_some(&mut QuickAck(&stream), &mut first).map_err(|e| fail(e.to_string()))?;
+            let n = read_some(&mut QuickAck(&stream), &mut first).map_err(|e| fail(Unreached::Daemon(e)))?;
             if n == 0 {
-                return Err(fail("git daemon closed the connection without answering".into()));
+                return Err(fail(Unreached::DaemonClosed));
             }
             first.truncate(n);
             Ok(Opened { first, conn: Conn::Tcp(stream), what: format!("git://{host}") })
         }
-        Endpoint::Http(_) => Err(fail("https nodes are served by git remote-https".into())),
+        Endpoint::Http(_) => Err(fail(Unreached::Https)),
     }
 }
 
@@ -91,7 +90,7 @@ fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 fn process(node: &Node, mut child: Child, what: String) -> Result<Opened, Error> {
     let (Some(mut stdout), stderr) = (child.stdout.take(), child.stderr.take()) else {
         let _ = child.kill();
-        return Err(Error::Io("child without pipes".into()));
+        return Err(Error::NoPipes("child"));
     };
     let stderr = stderr.map(|e| std::thread::spawn(move || relay_stderr(e)));
     let mut first = vec![0u8; 64 * 1024];
@@ -113,7 +112,7 @@ fn process(node: &Node, mut child: Child, what: String) -> Result<Opened, Error>
         return Err(Error::Connect {
             node: node.name.clone(),
             url: node.endpoint.display(),
-            why: format!("{what} ended before saying anything ({status})"),
+            why: Unreached::Silent { what, status },
         });
     }
     first.truncate(n);
@@ -171,7 +170,7 @@ impl Opened {
                     // git stopped reading: it is finished with this service, one way or another.
                     let _ = child.kill();
                 }
-                let status = child.wait().map_err(|e| Error::Io(format!("{}: {e}", self.what)))?;
+                let status = child.wait().map_err(Error::io(&self.what))?;
                 if let Some(t) = stderr {
                     let _ = t.join();
                 }
@@ -183,8 +182,8 @@ impl Opened {
                 }
             }
             Conn::Tcp(stream) => {
-                started.map_err(|e| Error::Io(format!("writing to git: {e}")))?;
-                let mut to_server = stream.try_clone().map_err(|e| Error::Io(e.to_string()))?;
+                started.map_err(Error::io("writing to git"))?;
+                let mut to_server = stream.try_clone().map_err(Error::Pipe)?;
                 let mut input = super::stdin_file()?;
                 std::thread::spawn(move || {
                     let _ = copy_plain(&mut input, &mut to_server);

@@ -165,17 +165,30 @@ pub fn judge(nodes: &[Node], answers: &[Option<Answer>], record: Option<&Record>
     judged
 }
 
-/// May a read go to this passive node? `Err` says why not.
-fn readable(answer: &Answer, policy: &Policy) -> Result<f64, String> {
-    let Answer::Passive { alive, lag_seconds, .. } = answer else { return Err("not a replica".into()) };
+/// Why a read does not go to a node.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("not a replica")]
+    NotReplica,
+    #[error("its agent is not running")]
+    AgentDown,
+    #[error("lag {lag:.1} s is above stargate.maxReadLag ({} ms)", .max.as_millis())]
+    Lagging { lag: f64, max: Duration },
+    #[error("its lag is unknown and stargate.maxReadLag is set")]
+    LagUnknown,
+}
+
+/// May a read go to this passive node? Its lag if so (unknown counts as the most).
+fn readable(answer: &Answer, policy: &Policy) -> Result<f64, Unreadable> {
+    let Answer::Passive { alive, lag_seconds, .. } = answer else { return Err(Unreadable::NotReplica) };
     if !alive {
-        return Err("its agent is not running".into());
+        return Err(Unreadable::AgentDown);
     }
     match (policy.max_lag, lag_seconds) {
         (None, lag) => Ok(lag.unwrap_or(f64::MAX)),
         (Some(max), Some(lag)) if *lag <= max.as_secs_f64() => Ok(*lag),
-        (Some(max), Some(lag)) => Err(format!("lag {lag:.1} s is above stargate.maxReadLag ({} ms)", max.as_millis())),
-        (Some(_), None) => Err("its lag is unknown and stargate.maxReadLag is set".into()),
+        (Some(max), Some(lag)) => Err(Unreadable::Lagging { lag: *lag, max }),
+        (Some(_), None) => Err(Unreadable::LagUnknown),
     }
 }
 
@@ -357,6 +370,18 @@ mod tests {
     }
     fn node(name: &str) -> Node {
         Node { name: name.into(), endpoint: Endpoint::Local("/x".into()), health: None, configured: true }
+    }
+
+    #[test]
+    fn why_a_replica_is_not_read_from() {
+        let p = policy(ReadFrom::Replica, Some(1));
+        let why = |a: Option<Answer>| readable(&a.unwrap(), &p).map_err(|e| e.to_string());
+        assert_eq!(why(replica(Some(0.5))), Ok(0.5));
+        assert_eq!(why(replica(Some(2.5))), Err("lag 2.5 s is above stargate.maxReadLag (1000 ms)".into()));
+        assert_eq!(why(replica(None)), Err("its lag is unknown and stargate.maxReadLag is set".into()));
+        assert_eq!(why(leader(1)), Err("not a replica".into()));
+        let dead = Answer::Passive { why: "passive".into(), alive: false, lag_seconds: Some(0.0), epoch: None };
+        assert!(matches!(readable(&dead, &p), Err(Unreadable::AgentDown)));
     }
 
     #[test]

@@ -14,12 +14,6 @@ use std::path::Path;
 
 use crate::support::repo_root;
 
-/// Imports that break a rule of the map today. Both are being removed on the branch
-/// `arch-errors` (`error` stops converting `lead`'s errors itself; the remote helper reads
-/// the leader record through `lead::lease::Lock`): delete these entries when it is merged.
-/// An entry whose import no longer occurs fails the test, so none outlives its fix.
-const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[("src/error.rs", "lead::lease"), ("src/remote/mod.rs", "lead::file")];
-
 fn architecture() -> String {
     std::fs::read_to_string(repo_root().join("docs/ARCHITECTURE.md")).unwrap()
 }
@@ -328,7 +322,6 @@ fn imports_follow_the_layering_of_the_code_map() {
     assert!(never.len() >= 4 && !private.is_empty(), "rules read: never {never:?}, private {private:?}");
 
     let mut broken = Vec::new();
-    let mut excused = BTreeSet::new();
     for (file, text) in &sources {
         let Some(from) = module_of(file) else { continue };
         for (line, path) in crate_paths(text) {
@@ -353,24 +346,12 @@ fn imports_follow_the_layering_of_the_code_map() {
                     }
                 }
             }
-            if why.is_empty() {
-                continue;
-            }
-            match KNOWN_EXCEPTIONS.iter().find(|(f, p)| f == file && within(&path, p)) {
-                Some(known) => {
-                    excused.insert(*known);
-                }
-                None => broken.push(format!("{file}:{line}: crate::{path}: {}", why.join("; "))),
+            if !why.is_empty() {
+                broken.push(format!("{file}:{line}: crate::{path}: {}", why.join("; ")));
             }
         }
     }
-    let stale: Vec<_> = KNOWN_EXCEPTIONS.iter().filter(|k| !excused.contains(k)).collect();
-    assert!(
-        broken.is_empty() && stale.is_empty(),
-        "imports against docs/ARCHITECTURE.md's code map:\n{}\nknown exceptions that no longer occur (delete them): \
-         {stale:?}",
-        broken.join("\n")
-    );
+    assert!(broken.is_empty(), "imports against docs/ARCHITECTURE.md's code map:\n{}", broken.join("\n"));
 }
 
 /// The suite's two tiers: `cargo test` runs everything but the tests marked

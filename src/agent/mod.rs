@@ -2,12 +2,12 @@
 //! acquisition, catches up to the previous leader before it accepts writes, hands over or
 //! takes over leadership when an operator promotes a node, publishes this node's state for
 //! the hooks and the health responder, and steps down at once when it sees a newer epoch or
-//! cannot prove it still leads. It also runs the node's replica side (`replication`).
+//! cannot prove it still leads. It also runs the node's replica side (`mirror`).
 
 mod catchup;
 pub mod control;
 mod election;
-mod promote;
+mod handover;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

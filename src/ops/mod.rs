@@ -1,13 +1,13 @@
 //! What operators and monitoring talk to: `git stargate` (this file: the subcommands),
 //! the node's status report, and the health responder that serves it over HTTP.
 //!
-//! Nothing here is on a write's path: these read what `lead` and `replication` publish,
+//! Nothing here is on a write's path: these read what `lead`, `journal` and `mirror` publish,
 //! and change state only through them.
 
+mod catalog;
 pub mod health;
 pub mod metrics;
 mod promote;
-mod repos;
 pub mod status;
 mod verify;
 
@@ -158,8 +158,8 @@ pub fn main(args: &[String]) -> Result<()> {
         Command::Promote { force, accept_loss, yes } => promote::promote(&cfg, force, accept_loss, yes),
         Command::Failback { yes } => promote::failback(&cfg, yes),
         Command::Verify { json, wait } => verify::verify(&cfg, json, wait),
-        Command::Create { name } => repos::create(&cfg, &name),
-        Command::List { json } => repos::list(&cfg, json),
+        Command::Create { name } => catalog::create(&cfg, &name),
+        Command::List { json } => catalog::list(&cfg, json),
         Command::Sync { full, repos } => sync(&cfg, repos, full),
         Command::Lag { json } => lag(&cfg, json),
         Command::Status { json } => {

@@ -2,7 +2,7 @@
 //! `src/` (and every binary under `bin/`), and nothing that is not there; the `crate::` paths
 //! in `src/` follow the layering it states: its list of layers, each folder's "Never
 //! imports" line and `lead/`'s "Only this folder imports" line. And an `#[ignore]` in
-//! `tests/it/` means one thing: the test needs root.
+//! `tests/it/` means one thing: the test needs root. No two modules share a name.
 //!
 //! How the document names things, so that these tests can read it: a folder of `src/` has a
 //! `### ` heading naming it as a backticked path (`` `src/lead/` ``) and names each of its
@@ -231,6 +231,23 @@ fn the_code_map_names_every_module_and_only_modules_that_exist() {
         }
     }
     assert!(missing.is_empty(), "docs/ARCHITECTURE.md and the source disagree:\n{}", missing.join("\n"));
+}
+
+/// A newcomer reading `promote.rs` in a log or a diff knows which one: no two modules of
+/// the library share a name (a folder's `mod.rs` is named by its folder).
+#[test]
+fn no_two_modules_share_a_name() {
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (file, _) in files("src").into_iter().filter(|(f, _)| !f.starts_with("src/bin/") && f != "src/lib.rs") {
+        let path = Path::new(&file);
+        let name = match path.file_stem().and_then(|s| s.to_str()) {
+            Some("mod") => path.parent().and_then(|p| p.file_name()).and_then(|s| s.to_str()),
+            stem => stem,
+        };
+        seen.entry(name.unwrap_or_default().to_owned()).or_default().push(file);
+    }
+    let twice: Vec<_> = seen.values().filter(|files| files.len() > 1).collect();
+    assert!(twice.is_empty(), "modules of the same name: {twice:?}");
 }
 
 /// The module paths a source file names through `crate::`, with their line numbers: the

@@ -13,7 +13,10 @@ use super::apply::{self, apply};
 use super::plan::{self, Plan};
 use super::source::{Refs, Source};
 use super::{Applied, Behind, Error, Lost, Mode, Report, Settings, Target};
-use crate::journal;
+use crate::journal::{
+    self,
+    stage::{STAGED, STAGING},
+};
 use crate::store::{Edit, Store};
 
 /// A full mirror that changes more refs than this packs them (files) or writes them whole.
@@ -247,7 +250,6 @@ impl<'a> Mirroring<'a> {
         why: &str,
         journal_tip: Option<ObjectId>,
     ) -> Result<Report, Error> {
-        use crate::journal::stage::{STAGED, STAGING};
         log::info!("{}: full mirror: {why}", self.path.display());
         // Measure what is new since this replica's own journal position, or since the agent began.
         let local_time = match journal::tip(main)? {
@@ -261,68 +263,16 @@ impl<'a> Mirroring<'a> {
             .map(|(r, oid)| (r.clone(), *oid))
             .collect();
         let local = plan::all_refs(main)?;
-        // A ref the other node only advanced is no suspect: fetch the new values of the refs
-        // it moved first, so that ancestry can be judged, not guessed.
-        let values: HashSet<ObjectId> = leader.values().copied().collect();
-        let (missing, ours): (Refs, Refs) = (local.iter())
-            .filter(|(r, old)| *r != journal::REF && !values.contains(*old))
-            .filter_map(|(r, old)| {
-                let new = leader.get(r).copied().filter(|n| !main.repo().has_object(n))?;
-                Some(((r.clone(), new), (r.clone(), *old)))
-            })
-            .unzip();
-        if !missing.is_empty() {
-            source.fetch(main, &missing, &ours)?;
-        }
-        let suspects = plan::suspects(main, self.target.epoch, &local, &leader)?;
-        let kept = Plan { lost: suspects.clone(), ..Plan::default() };
-        apply(main, &kept.edits(main)?, self.following())?;
+        let suspects = self.keep_suspects(main, source, &local, &leader)?;
         if let Some(tip) = journal_tip {
-            // Quorum mode: the values of the writes open at that position, staged first.
-            let open = journal::open_prepares(main, tip)?;
-            let open_seqs: HashSet<u64> = open.iter().flat_map(|(_, e)| e.updates.iter().map(|(s, _)| *s)).collect();
-            let anchored: Vec<u64> = (main.prefixed(STAGED)?.into_iter())
-                .filter_map(|(r, _)| r.strip_prefix(STAGED)?.parse().ok())
-                .filter(|seq| !open_seqs.contains(seq))
-                .collect();
-            let staging = self.staging(main, source, &open, &anchored)?;
-            apply(main, &staging, self.following())?;
+            self.stage_open(main, source, tip)?;
         }
         let refs_changed = leader.iter().filter(|(r, oid)| local.get(*r) != Some(oid)).count()
             + local.keys().filter(|r| !leader.contains_key(*r)).count();
-        let keep = [journal::LOCAL, STAGING];
         if refs_changed > PACK_AFTER && !source.is_commands() {
-            // As `git clone` does: objects first, then every ref at once.
-            let mut everything: Refs =
-                listed.into_iter().filter(|(r, _)| !keep.iter().any(|k| r.starts_with(k))).collect();
-            match journal_tip {
-                Some(tip) => everything.insert(journal::REF.to_owned(), tip),
-                None => everything.remove(journal::REF),
-            };
-            log::debug!("{}: {} refs listed after {:?}", self.path.display(), everything.len(), self.started.elapsed());
-            if source.fetch(main, &everything, &local)?.is_none() {
-                return Err(Error::Moved);
-            }
-            log::debug!("{}: objects fetched after {:?}", self.path.display(), self.started.elapsed());
-            let current: Refs =
-                (main.prefixed("refs/")?.into_iter()).filter(|(r, _)| !keep.iter().any(|k| r.starts_with(k))).collect();
-            let prepared = main.prepare_replace(&everything, &current, &keep, self.deadline)?;
-            apply::commit_following(prepared, self.following())?;
-            log::debug!("{}: refs written after {:?}", self.path.display(), self.started.elapsed());
+            self.replace_all(main, source, listed, &local, journal_tip)?;
         } else {
-            source.fetch_all_but_journal()?;
-            // The position read before the listing (its objects came with `sync`'s fetch).
-            let position = match journal_tip {
-                Some(tip) => vec![Edit::set(journal::REF, tip)],
-                None if main.find(journal::REF)?.is_some() => vec![Edit::delete(journal::REF)],
-                None => Vec::new(),
-            };
-            apply(main, &position, self.following())?;
-            if refs_changed > PACK_AFTER && !main.is_reftable() {
-                // The fetch left that many loose refs; a later `git gc` would prune them one
-                // transaction, and two hook runs, each. Packing only moves storage: no hooks.
-                crate::wire::git::pack_refs(self.path, self.deadline)?;
-            }
+            self.fetch_all(main, source, journal_tip, refs_changed)?;
         }
         let lost = self.confirm(main, suspects)?;
         let tip = journal::tip(main)?;
@@ -340,6 +290,100 @@ impl<'a> Mirroring<'a> {
             applied,
             lost,
         })
+    }
+
+    /// A full mirror's first step: the values of this node's own the leader does not have
+    /// (a ref the leader only advanced is no suspect: its new value is fetched first, so
+    /// that ancestry is judged, not guessed), kept under `refs/stargate/local/lost/`.
+    fn keep_suspects(
+        &self,
+        main: &Store,
+        source: &mut Source<'_>,
+        local: &Refs,
+        leader: &Refs,
+    ) -> Result<Vec<Lost>, Error> {
+        let values: HashSet<ObjectId> = leader.values().copied().collect();
+        let (missing, ours): (Refs, Refs) = (local.iter())
+            .filter(|(r, old)| *r != journal::REF && !values.contains(*old))
+            .filter_map(|(r, old)| {
+                let new = leader.get(r).copied().filter(|n| !main.repo().has_object(n))?;
+                Some(((r.clone(), new), (r.clone(), *old)))
+            })
+            .unzip();
+        if !missing.is_empty() {
+            source.fetch(main, &missing, &ours)?;
+        }
+        let suspects = plan::suspects(main, self.target.epoch, local, leader)?;
+        let kept = Plan { lost: suspects.clone(), ..Plan::default() };
+        apply(main, &kept.edits(main)?, self.following())?;
+        Ok(suspects)
+    }
+
+    /// Quorum mode: the values of the writes open at the journal position `tip`, staged
+    /// before any ref moves.
+    fn stage_open(&self, main: &Store, source: &mut Source<'_>, tip: ObjectId) -> Result<(), Error> {
+        let open = journal::open_prepares(main, tip)?;
+        let open_seqs: HashSet<u64> = open.iter().flat_map(|(_, e)| e.updates.iter().map(|(s, _)| *s)).collect();
+        let anchored: Vec<u64> = (main.prefixed(STAGED)?.into_iter())
+            .filter_map(|(r, _)| r.strip_prefix(STAGED)?.parse().ok())
+            .filter(|seq| !open_seqs.contains(seq))
+            .collect();
+        let staging = self.staging(main, source, &open, &anchored)?;
+        apply(main, &staging, self.following())?;
+        Ok(())
+    }
+
+    /// Many refs changed: as `git clone` does, objects first, then every ref (the journal's
+    /// at the position read before the listing) in one replacement.
+    fn replace_all(
+        &self,
+        main: &Store,
+        source: &mut Source<'_>,
+        listed: Refs,
+        local: &Refs,
+        journal_tip: Option<ObjectId>,
+    ) -> Result<(), Error> {
+        let keep = [journal::LOCAL, STAGING];
+        let mut everything: Refs = listed.into_iter().filter(|(r, _)| !keep.iter().any(|k| r.starts_with(k))).collect();
+        match journal_tip {
+            Some(tip) => everything.insert(journal::REF.to_owned(), tip),
+            None => everything.remove(journal::REF),
+        };
+        log::debug!("{}: {} refs listed after {:?}", self.path.display(), everything.len(), self.started.elapsed());
+        if source.fetch(main, &everything, local)?.is_none() {
+            return Err(Error::Moved);
+        }
+        log::debug!("{}: objects fetched after {:?}", self.path.display(), self.started.elapsed());
+        let current: Refs =
+            (main.prefixed("refs/")?.into_iter()).filter(|(r, _)| !keep.iter().any(|k| r.starts_with(k))).collect();
+        let prepared = main.prepare_replace(&everything, &current, &keep, self.deadline)?;
+        apply::commit_following(prepared, self.following())?;
+        log::debug!("{}: refs written after {:?}", self.path.display(), self.started.elapsed());
+        Ok(())
+    }
+
+    /// Few refs changed: git's own mirroring fetch of every ref but the journal's, then the
+    /// journal position read before the listing (its objects came with that fetch).
+    fn fetch_all(
+        &self,
+        main: &Store,
+        source: &mut Source<'_>,
+        journal_tip: Option<ObjectId>,
+        refs_changed: usize,
+    ) -> Result<(), Error> {
+        source.fetch_all_but_journal()?;
+        let position = match journal_tip {
+            Some(tip) => vec![Edit::set(journal::REF, tip)],
+            None if main.find(journal::REF)?.is_some() => vec![Edit::delete(journal::REF)],
+            None => Vec::new(),
+        };
+        apply(main, &position, self.following())?;
+        if refs_changed > PACK_AFTER && !main.is_reftable() {
+            // The fetch left that many loose refs; a later `git gc` would prune them one
+            // transaction, and two hook runs, each. Packing only moves storage: no hooks.
+            crate::wire::git::pack_refs(self.path, self.deadline)?;
+        }
+        Ok(())
     }
 
     /// Of the values a full mirror kept before it moved refs, those no ref reaches now

@@ -71,26 +71,9 @@ pub fn settle(
             entry.updates.iter().map(|(_, u)| u).filter(|u| journal::journaled(&u.refname)).collect();
         let refs: Vec<String> = updates.iter().map(|u| u.refname.clone()).collect();
         let first = entry.updates.first().map_or(entry.seq, |(seq, _)| *seq);
-        let value = |oid: ObjectId| (!oid.is_null()).then_some(oid);
-        let superseded = || {
-            let u = updates.iter().find(|u| last_prepare.get(u.refname.as_str()) != Some(id))?;
-            Some(format!("a later write to {} superseded it", u.refname))
-        };
-        let missing = || {
-            let u = updates.iter().find(|u| !u.new.is_null() && !main.repo().has_object(u.new))?;
-            Some(format!("the new value of {} is not here", u.refname))
-        };
-        let moved = || {
-            let u = updates.iter().find(|u| {
-                let now = current.get(&u.refname).copied();
-                now != value(u.old) && now != value(u.new)
-            })?;
-            Some(format!("{} moved on since", u.refname))
-        };
-        let why = if staged {
-            superseded().or_else(missing).or_else(moved)
-        } else {
-            Some("its values are only on the node that prepared it".to_owned())
+        let why = match staged {
+            true => why_dropped(&main, id, &updates, &last_prepare, &current),
+            false => Some("its values are only on the node that prepared it".to_owned()),
         };
         match why {
             Some(why) => {
@@ -113,15 +96,7 @@ pub fn settle(
             }
         }
     }
-    let anchored: HashSet<String> = main.prefixed(crate::journal::stage::STAGED)?.into_iter().map(|(r, _)| r).collect();
-    for (_, entry) in &open {
-        for (seq, _) in &entry.updates {
-            let anchor = format!("{}{seq}", crate::journal::stage::STAGED);
-            if anchored.contains(&anchor) {
-                edits.push(Edit::delete(&anchor));
-            }
-        }
-    }
+    edits.extend(anchors(&main, &open)?);
     main.edit(&edits)?;
     for (id, outcome) in decisions {
         journal::append_outcome(&main, epoch, node, id, outcome, keep)?;
@@ -130,6 +105,42 @@ pub fn settle(
         journal::publish(&main)?;
     }
     Ok(settled)
+}
+
+/// The value a ref update names, `None` for the null id (the ref deleted, or not there).
+fn value(oid: ObjectId) -> Option<ObjectId> {
+    (!oid.is_null()).then_some(oid)
+}
+
+/// Quorum mode: why the open write `id` (its journaled `updates`) cannot be taken over, or
+/// `None` when it can: a later write to one of its refs superseded it, one of its new values
+/// is not here, or one of its refs holds neither its old value nor its new one.
+fn why_dropped(
+    main: &crate::store::Store,
+    id: &ObjectId,
+    updates: &[&journal::Update],
+    last_prepare: &HashMap<&str, ObjectId>,
+    current: &HashMap<String, ObjectId>,
+) -> Option<String> {
+    if let Some(u) = updates.iter().find(|u| last_prepare.get(u.refname.as_str()) != Some(id)) {
+        return Some(format!("a later write to {} superseded it", u.refname));
+    }
+    if let Some(u) = updates.iter().find(|u| !u.new.is_null() && !main.repo().has_object(u.new)) {
+        return Some(format!("the new value of {} is not here", u.refname));
+    }
+    let moved = updates.iter().find(|u| {
+        let now = current.get(&u.refname).copied();
+        now != value(u.old) && now != value(u.new)
+    })?;
+    Some(format!("{} moved on since", moved.refname))
+}
+
+/// The staging anchors of the `open` writes, deleted: once settled they are no longer open.
+fn anchors(main: &crate::store::Store, open: &journal::Entries) -> Result<Vec<Edit>, Error> {
+    use crate::journal::stage::STAGED;
+    let anchored: HashSet<String> = main.prefixed(STAGED)?.into_iter().map(|(r, _)| r).collect();
+    let seqs = open.iter().flat_map(|(_, entry)| entry.updates.iter().map(|(seq, _)| *seq));
+    Ok(seqs.map(|seq| format!("{STAGED}{seq}")).filter(|a| anchored.contains(a)).map(|a| Edit::delete(&a)).collect())
 }
 
 /// Whether the journal of `path` leaves any prepared write without its outcome.

@@ -475,7 +475,7 @@ impl Replicator {
                     let timeout = Duration::from_secs(2);
                     crate::wire::http::get(addr, &changes::Cursor::query(following), Instant::now() + timeout, timeout)
                         .and_then(|(code, body)| match code {
-                            200 => changes::parse(&body),
+                            200 => changes::parse(&body).map_err(|e| e.to_string()),
                             _ => Err(format!("HTTP {code}: {}", body.trim())),
                         })
                 }

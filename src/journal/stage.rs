@@ -131,7 +131,7 @@ pub fn wait_for_quorum(
                     Err(_) => why[i] = "not a /staged answer".into(),
                 },
                 Ok((code, body)) => why[i] = format!("HTTP {code} {}", body.lines().next().unwrap_or("")),
-                Err(e) => why[i] = e,
+                Err(e) => why[i] = e.to_string(),
             }
         }
         let count = 1 + acked.iter().filter(|a| **a).count();

@@ -45,7 +45,7 @@ pub fn measure(leader: &str, addr: &str, tries: usize, timeout: Duration) -> Res
         let head = match answer {
             Ok((_, head, _)) => head,
             Err(e) => {
-                last_error = e;
+                last_error = e.to_string();
                 continue;
             }
         };

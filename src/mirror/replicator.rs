@@ -474,6 +474,7 @@ impl Replicator {
                     let addr = addr.split('/').next().unwrap_or(addr);
                     let timeout = Duration::from_secs(2);
                     crate::wire::http::get(addr, &changes::Cursor::query(following), Instant::now() + timeout, timeout)
+                        .map_err(|e| e.to_string())
                         .and_then(|(code, body)| match code {
                             200 => changes::parse(&body).map_err(|e| e.to_string()),
                             _ => Err(format!("HTTP {code}: {}", body.trim())),

@@ -116,7 +116,9 @@ impl Transaction<'_> {
         let Some(plan) = quorum else { return Ok(()) };
         stage::anchor(&git, first, &updates).map_err(HookError::Anchor)?;
         let name = repo_name(state_dir, self.repo.git_dir()).unwrap_or_default();
-        stage::wait_for_quorum(&git, &name, entry, last, &plan).map(drop).map_err(|why| refuse(Error::Refused(why)))
+        stage::wait_for_quorum(&git, &name, entry, last, &plan)
+            .map(drop)
+            .map_err(|why| refuse(Error::Refused(why.to_string())))
     }
 
     /// `committed`: the outcome journaled before the write stops counting as in flight (a

@@ -474,13 +474,13 @@ impl Replicator {
                     let addr = addr.split('/').next().unwrap_or(addr);
                     let timeout = Duration::from_secs(2);
                     crate::wire::http::get(addr, &changes::Cursor::query(following), Instant::now() + timeout, timeout)
-                        .map_err(|e| e.to_string())
+                        .map_err(Unfollowed::from)
                         .and_then(|(code, body)| match code {
-                            200 => changes::parse(&body).map_err(|e| e.to_string()),
-                            _ => Err(format!("HTTP {code}: {}", body.trim())),
+                            200 => Ok(changes::parse(&body)?),
+                            _ => Err(Unfollowed::Status { code, body: body.trim().to_owned() }),
                         })
                 }
-                None => Err(format!("{} has no health address", record.node)),
+                None => Err(Unfollowed::NoHealth(record.node.clone())),
             };
             match answer {
                 Ok(found) => {
@@ -885,6 +885,20 @@ impl Replicator {
             std::thread::sleep(self.metrics_interval);
         }
     }
+}
+
+/// Why the leader's change summary was not read (the replica then polls every repository).
+#[derive(Debug, thiserror::Error)]
+enum Unfollowed {
+    #[error("{0} has no health address")]
+    NoHealth(String),
+    #[error(transparent)]
+    Http(#[from] crate::wire::http::Error),
+    /// Its health responder answered another status: the code and the body.
+    #[error("HTTP {code}: {body}")]
+    Status { code: u16, body: String },
+    #[error(transparent)]
+    Parse(#[from] changes::ParseError),
 }
 
 /// Why a repository the leader's summary names was not created here.

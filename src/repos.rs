@@ -203,14 +203,6 @@ pub enum CreateError {
     Mark(#[source] std::io::Error),
 }
 
-/// For a caller that still carries its errors as text (`mirror::replicator` creating
-/// a repository the leader has).
-impl From<CreateError> for String {
-    fn from(e: CreateError) -> String {
-        e.to_string()
-    }
-}
-
 /// Mark the repository at `git_dir` as managed; returns whether it was not yet.
 pub fn mark(git_dir: &Path) -> std::io::Result<bool> {
     let path = git_dir.join(MARKER);

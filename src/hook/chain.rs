@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::Repo;
+use super::{HookError, Repo};
 use crate::error::{Error, Result};
 
 /// Set for a chained hook: `<hook name> <repository>`. A chained hook that is itself a
@@ -55,8 +55,8 @@ fn shell(path: &Path, name: &str, args: &[String], repo: &Repo) -> Command {
     cmd
 }
 
-fn cannot_run(path: &Path, e: std::io::Error) -> Error {
-    Error::Fatal(format!("cannot run the repository's own hook {}: {e}", path.display()))
+fn cannot_run(path: &Path, source: std::io::Error) -> Error {
+    HookError::OwnHook { path: path.to_owned(), source }.into()
 }
 
 /// Become the repository's own hook `name` (stdin untouched), or end well if it has none.

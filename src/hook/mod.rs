@@ -54,6 +54,35 @@ pub const NAMES: &[&str] = &[
     "post-index-change",
 ];
 
+/// What a hook fails with when it cannot go on (fatal, 128), its cause kept; a refusal,
+/// "not leader" or a chained hook's exit status is one of `error::Error`'s classes instead.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("cannot read the ref updates: {0}")]
+    Input(#[source] std::io::Error),
+    #[error("cannot run the repository's own hook {}: {source}", .path.display())]
+    OwnHook { path: PathBuf, source: std::io::Error },
+    #[error("no node state to mark this write in")]
+    NoState,
+    #[error("cannot mark this write as in flight: {0}")]
+    Mark(#[source] std::io::Error),
+    /// The repository cannot be opened for the journal.
+    #[error(transparent)]
+    Open(crate::journal::Error),
+    #[error("cannot journal this update, refusing it: {0}")]
+    Journal(#[source] crate::journal::Error),
+    #[error("cannot note this write as in flight: {0}")]
+    Note(#[source] std::io::Error),
+    #[error("cannot anchor this update for the quorum: {0}")]
+    Anchor(#[source] std::io::Error),
+}
+
+impl From<HookError> for Error {
+    fn from(e: HookError) -> Error {
+        Error::fatal(e)
+    }
+}
+
 /// Run hook `name` with git's arguments.
 pub fn run(name: &str, args: &[String]) -> Result<()> {
     let repo = Repo::here();
@@ -121,7 +150,7 @@ fn dot_git() -> Option<PathBuf> {
 /// Drain the hook's stdin: git writes every ref update there.
 fn read_input() -> Result<Vec<u8>> {
     let mut input = Vec::new();
-    std::io::stdin().read_to_end(&mut input).map_err(|e| Error::Fatal(format!("cannot read the ref updates: {e}")))?;
+    std::io::stdin().read_to_end(&mut input).map_err(HookError::Input)?;
     Ok(input)
 }
 
@@ -134,5 +163,29 @@ fn require_leader(view: &View) -> Result<u64> {
             eprintln!("stargate: {reason}");
             Err(Error::not_leader(&leader, epoch))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hook's fatal error reaches `error::Error` whole: the words it printed before, exit
+    /// 128, and its cause still there for whoever looks.
+    #[test]
+    fn a_fatal_error_keeps_its_cause() {
+        let path = PathBuf::from("/srv/git/kv.git/hooks/pre-receive");
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "Permission denied");
+        let exit = Error::from(HookError::OwnHook { path, source: io });
+        assert_eq!(exit.exit_code(), crate::error::FATAL);
+        assert_eq!(
+            exit.to_string(),
+            "cannot run the repository's own hook /srv/git/kv.git/hooks/pre-receive: Permission denied"
+        );
+        let Error::Failed(inner) = &exit else { panic!("{exit:?}") };
+        let Some(HookError::OwnHook { source, .. }) = inner.downcast_ref::<HookError>() else { panic!("{inner:?}") };
+        assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied);
+        let e = Error::from(HookError::Input(std::io::Error::other("broken pipe")));
+        assert_eq!(e.to_string(), "cannot read the ref updates: broken pipe");
     }
 }

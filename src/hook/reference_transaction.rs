@@ -14,7 +14,7 @@ use std::path::Path;
 
 use gix::ObjectId;
 
-use super::{Repo, chain};
+use super::{HookError, Repo, chain};
 use crate::error::{Error, Result};
 use crate::journal::stage;
 use crate::journal::{self, Body, Outcome, Update};
@@ -96,31 +96,29 @@ impl Transaction<'_> {
         }
         // In flight from here to `committed` or `aborted`, marked before the last look at
         // the node state: a draining leader waits for it (see `lead::inflight`).
-        let state_dir = self.state_dir.ok_or_else(|| Error::Fatal("no node state to mark this write in".into()))?;
-        let mut marker = inflight::Marker::begin(state_dir, self.repo.git_dir())
-            .map_err(|e| Error::Fatal(format!("cannot mark this write as in flight: {e}")))?;
+        let state_dir = self.state_dir.ok_or(HookError::NoState)?;
+        let mut marker = inflight::Marker::begin(state_dir, self.repo.git_dir()).map_err(HookError::Mark)?;
         // Judged again: the repository's own hook may have taken its time.
         let view = node::inspect_state(Some(state_dir));
         let epoch = super::require_leader(&view).map_err(&refuse)?;
-        let git = refs.into_store().map_err(|e| Error::Fatal(e.to_string()))?;
+        let git = refs.into_store().map_err(HookError::Open)?;
         let quorum = view.state.as_ref().and_then(|s| s.quorum.clone());
         if quorum.is_some() && git.is_reftable() {
             return Err(refuse(Error::Refused(crate::repos::unsupported_refusal(crate::repos::QUORUM_REFTABLE))));
         }
         let (entry, last) = journal::append(&git, epoch, &view.me, Body::Prepare(updates.clone()), keep(&view))
-            .map_err(|e| Error::Fatal(format!("cannot journal this update, refusing it: {e}")))?;
+            .map_err(HookError::Journal)?;
         let first = last + 1 - (updates.len() as u64).max(1);
         // From here on `aborted` or `committed` journals the outcome, or, should git die
         // first, the agent's sweep does (`Outcome::Ended`).
-        marker
-            .note_prepare(entry, first, last)
-            .map_err(|e| Error::Fatal(format!("cannot note this write as in flight: {e}")))?;
+        marker.note_prepare(entry, first, last).map_err(HookError::Note)?;
         marker.keep();
         let Some(plan) = quorum else { return Ok(()) };
-        stage::anchor(&git, first, &updates)
-            .map_err(|e| Error::Fatal(format!("cannot anchor this update for the quorum: {e}")))?;
+        stage::anchor(&git, first, &updates).map_err(HookError::Anchor)?;
         let name = repo_name(state_dir, self.repo.git_dir()).unwrap_or_default();
-        stage::wait_for_quorum(&git, &name, entry, last, &plan).map(drop).map_err(|why| refuse(Error::Refused(why)))
+        stage::wait_for_quorum(&git, &name, entry, last, &plan)
+            .map(drop)
+            .map_err(|why| refuse(Error::Refused(why.to_string())))
     }
 
     /// `committed`: the outcome journaled before the write stops counting as in flight (a

@@ -202,22 +202,35 @@ fn generation(path: &Path) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// Why an answer of `/changes` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("empty answer")]
+    Empty,
+    #[error("not a change summary")]
+    NotSummary,
+    #[error("bad header {0:?}")]
+    Header(String),
+    #[error("bad repository name {0:?}")]
+    Name(String),
+}
+
 /// Parse an answer of `/changes`. Strict: anything unexpected is an error, and the replica
 /// then polls every repository as if the leader kept no summary.
-pub fn parse(body: &str) -> Result<Changes, String> {
+pub fn parse(body: &str) -> Result<Changes, ParseError> {
     let mut lines = body.lines();
-    let head = lines.next().ok_or("empty answer")?;
-    let fields: Vec<&str> = head.strip_prefix(HEADER).ok_or("not a change summary")?.split(' ').collect();
+    let head = lines.next().ok_or(ParseError::Empty)?;
+    let fields: Vec<&str> = head.strip_prefix(HEADER).ok_or(ParseError::NotSummary)?.split(' ').collect();
     let (generation, end, reset) = match fields[..] {
         [g, e] => (g, e, false),
         [g, e, "reset"] => (g, e, true),
-        _ => return Err(format!("bad header {head:?}")),
+        _ => return Err(ParseError::Header(head.to_owned())),
     };
-    let cursor = Cursor::parse(&format!("{generation}.{end}")).ok_or_else(|| format!("bad header {head:?}"))?;
+    let cursor = Cursor::parse(&format!("{generation}.{end}")).ok_or_else(|| ParseError::Header(head.to_owned()))?;
     let mut names = Vec::new();
     for name in lines {
         if !crate::repos::valid_name(name) {
-            return Err(format!("bad repository name {name:?}"));
+            return Err(ParseError::Name(name.to_owned()));
         }
         names.push(name.to_owned());
     }
@@ -291,15 +304,20 @@ mod tests {
 
     #[test]
     fn answers_are_parsed_strictly() {
-        for bad in [
-            "",
-            "nope",
-            "stargate-changes 12 3",
-            "stargate-changes 0000000000000001 x",
-            "stargate-changes 0000000000000001 1\n../x.git",
+        let header = |h: &str| ParseError::Header(h.to_owned());
+        for (bad, why) in [
+            ("", ParseError::Empty),
+            ("nope", ParseError::NotSummary),
+            ("stargate-changes 12 3", header("stargate-changes 12 3")),
+            ("stargate-changes 0000000000000001 x", header("stargate-changes 0000000000000001 x")),
+            ("stargate-changes 0000000000000001 1\n../x.git", ParseError::Name("../x.git".into())),
         ] {
-            assert!(parse(bad).is_err(), "{bad:?}");
+            assert_eq!(parse(bad), Err(why), "{bad:?}");
         }
+        assert_eq!(
+            parse("stargate-changes 0000000000000001 1 x").map(drop).map_err(|e| e.to_string()),
+            Err(r#"bad header "stargate-changes 0000000000000001 1 x""#.to_owned())
+        );
         let ok = parse("stargate-changes 00000000000000ff 30 reset\na.git\n").unwrap();
         assert_eq!(ok.cursor, Cursor { generation: 255, offset: 30 });
         assert!(ok.reset);

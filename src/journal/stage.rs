@@ -96,6 +96,43 @@ fn holds(repo: &crate::store::Store, at: &str, want: ObjectId, want_seq: u64) ->
     false
 }
 
+/// The quorum was not reached in time: how many nodes held the entry, and why each peer
+/// that did not.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no quorum ({count} of {needed} needed staged within {timeout_ms} ms; {}): not acknowledged, though a peer that \
+     staged it may still carry it past a failover",
+    listed(.missing)
+)]
+pub struct NoQuorum {
+    pub count: usize,
+    pub needed: usize,
+    pub timeout_ms: u64,
+    /// Each peer that did not acknowledge, by node id, and why.
+    pub missing: Vec<(String, Unstaged)>,
+}
+
+/// Why a peer has not acknowledged an entry.
+#[derive(Debug, thiserror::Error)]
+pub enum Unstaged {
+    #[error("no answer")]
+    NoAnswer,
+    /// Its journal position does not hold the entry.
+    #[error("at seq {0}")]
+    At(u64),
+    #[error("not a /staged answer")]
+    NotPosition(#[source] serde_json::Error),
+    /// Its health responder answered another status: the code and the first line.
+    #[error("HTTP {code} {line}")]
+    Status { code: u16, line: String },
+    #[error(transparent)]
+    Http(#[from] crate::wire::http::Error),
+}
+
+fn listed(missing: &[(String, Unstaged)]) -> String {
+    missing.iter().map(|(node, why)| format!("{node}: {why}")).collect::<Vec<_>>().join(", ")
+}
+
 /// Leader, at `prepared`: hint the peers and wait until `plan.needed` nodes (this one
 /// counted) hold journal entry `entry` of repository `name`. The reason for each peer that
 /// does not, when the quorum is not reached in time.
@@ -105,12 +142,12 @@ pub fn wait_for_quorum(
     entry: ObjectId,
     seq: u64,
     plan: &Quorum,
-) -> Result<usize, String> {
+) -> Result<usize, NoQuorum> {
     let peers: Vec<String> = plan.peers.iter().map(|p| p.health.clone()).collect();
     super::signal::send_message(&peers, &format!("{HINT}{name}\n"));
     let deadline = Instant::now() + Duration::from_millis(plan.timeout_ms);
     let mut acked = vec![false; plan.peers.len()];
-    let mut why: Vec<String> = vec!["no answer".into(); plan.peers.len()];
+    let mut why: Vec<Unstaged> = plan.peers.iter().map(|_| Unstaged::NoAnswer).collect();
     let mut hinted = Instant::now();
     let path = format!("/staged?repo={name}");
     loop {
@@ -126,12 +163,14 @@ pub fn wait_for_quorum(
                 Ok((200, body)) => match serde_json::from_str::<Position>(&body) {
                     Ok(p) => {
                         acked[i] = p.journal.as_deref().is_some_and(|at| holds(repo, at, entry, seq));
-                        why[i] = format!("at seq {}", p.journal_seq.unwrap_or(0));
+                        why[i] = Unstaged::At(p.journal_seq.unwrap_or(0));
                     }
-                    Err(_) => why[i] = "not a /staged answer".into(),
+                    Err(e) => why[i] = Unstaged::NotPosition(e),
                 },
-                Ok((code, body)) => why[i] = format!("HTTP {code} {}", body.lines().next().unwrap_or("")),
-                Err(e) => why[i] = e,
+                Ok((code, body)) => {
+                    why[i] = Unstaged::Status { code, line: body.lines().next().unwrap_or("").to_owned() };
+                }
+                Err(e) => why[i] = Unstaged::Http(e),
             }
         }
         let count = 1 + acked.iter().filter(|a| **a).count();
@@ -139,16 +178,11 @@ pub fn wait_for_quorum(
             return Ok(count);
         }
         if Instant::now() >= deadline {
-            let listed: Vec<String> = (plan.peers.iter().zip(&why).zip(&acked))
+            let missing = (plan.peers.iter().zip(why).zip(&acked))
                 .filter(|(_, a)| !**a)
-                .map(|((p, w), _)| format!("{}: {w}", p.node))
+                .map(|((p, w), _)| (p.node.clone(), w))
                 .collect();
-            return Err(format!(
-                "no quorum ({count} of {} needed staged within {} ms; {}): not acknowledged, though a peer that staged it may still carry it past a failover",
-                plan.needed,
-                plan.timeout_ms,
-                listed.join(", ")
-            ));
+            return Err(NoQuorum { count, needed: plan.needed, timeout_ms: plan.timeout_ms, missing });
         }
         // A hint may be lost: say it again now and then.
         if hinted.elapsed() >= Duration::from_millis(200) {
@@ -156,5 +190,35 @@ pub fn wait_for_quorum(
             hinted = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The refusal a pusher reads when the quorum is not reached: each peer missing, and why.
+    #[test]
+    fn no_quorum_names_each_missing_peer() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let not_json = serde_json::from_str::<Position>("nope").unwrap_err();
+        let e = NoQuorum {
+            count: 1,
+            needed: 3,
+            timeout_ms: 500,
+            missing: vec![
+                ("b".into(), Unstaged::Http(crate::wire::http::Error::Refused(refused))),
+                ("c".into(), Unstaged::Status { code: 503, line: "not leader: this node is passive".into() }),
+                ("d".into(), Unstaged::At(6)),
+                ("e".into(), Unstaged::NotPosition(not_json)),
+                ("f".into(), Unstaged::NoAnswer),
+            ],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no quorum (1 of 3 needed staged within 500 ms; b: connection refused, c: HTTP 503 not leader: this node is \
+             passive, d: at seq 6, e: not a /staged answer, f: no answer): not acknowledged, though a peer that staged \
+             it may still carry it past a failover"
+        );
     }
 }

@@ -66,12 +66,84 @@ impl Alerter {
     }
 
     /// Send one event; Err with a reason when it was not accepted (the caller retries).
-    pub fn send(&self, event: &Event, leader: &str) -> Result<(), String> {
+    pub fn send(&self, event: &Event, leader: &str) -> Result<(), SendError> {
         let body = self.body(event, leader);
         match self.agent.post(&self.url).send_json(&body) {
             Ok(resp) if resp.status().is_success() => Ok(()),
-            Ok(resp) => Err(format!("{} answered {}", self.url, resp.status())),
-            Err(e) => Err(format!("{}: {e}", self.url)),
+            Ok(resp) => Err(SendError::Declined { url: self.url.clone(), status: resp.status() }),
+            Err(source) => Err(SendError::Unsent { url: self.url.clone(), source }),
         }
+    }
+}
+
+/// Why an event was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The Events API answered, with a status other than success.
+    #[error("{url} answered {status}")]
+    Declined { url: String, status: ureq::http::StatusCode },
+    /// Not sent, or no answer read.
+    #[error("{url}: {source}")]
+    Unsent { url: String, source: ureq::Error },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
+    fn resolve() -> Event {
+        let window = crate::mirror::lag::Judged {
+            start_ms: 0,
+            end_ms: 1000,
+            count: 1,
+            p50_s: Some(0.1),
+            p99_s: Some(0.1),
+            complete: true,
+            breached: false,
+        };
+        Event::Resolve { window }
+    }
+
+    /// An Events API stand-in that reads one request and answers `status`.
+    fn answering(status: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v2/enqueue", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let Ok((stream, _)) = listener.accept() else { return };
+            let mut reader = BufReader::new(stream);
+            let (mut line, mut length) = (String::new(), 0);
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let _ = reader.read_exact(&mut vec![0; length]);
+            let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = reader.get_mut().write_all(answer.as_bytes());
+        });
+        url
+    }
+
+    #[test]
+    fn an_event_not_accepted_says_why() {
+        let url = answering("503 Service Unavailable");
+        let alerter = Alerter::new(url.clone(), "key".into(), "b".into());
+        let e = alerter.send(&resolve(), "a").unwrap_err();
+        assert!(matches!(e, SendError::Declined { status, .. } if status == 503), "{e:?}");
+        assert_eq!(e.to_string(), format!("{url} answered 503 Service Unavailable"));
+
+        // Nobody listens: not sent, ureq's error kept as the cause.
+        let url = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/v2/enqueue", listener.local_addr().unwrap())
+        };
+        let e = Alerter::new(url.clone(), "key".into(), "b".into()).send(&resolve(), "a").unwrap_err();
+        assert!(matches!(e, SendError::Unsent { .. }), "{e:?}");
+        assert!(e.to_string().starts_with(&format!("{url}: ")), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(Alerter::new(answering("202 Accepted"), "key".into(), "b".into()).send(&resolve(), "a").is_ok());
     }
 }

@@ -474,12 +474,13 @@ impl Replicator {
                     let addr = addr.split('/').next().unwrap_or(addr);
                     let timeout = Duration::from_secs(2);
                     crate::wire::http::get(addr, &changes::Cursor::query(following), Instant::now() + timeout, timeout)
+                        .map_err(Unfollowed::from)
                         .and_then(|(code, body)| match code {
-                            200 => changes::parse(&body),
-                            _ => Err(format!("HTTP {code}: {}", body.trim())),
+                            200 => Ok(changes::parse(&body)?),
+                            _ => Err(Unfollowed::Status { code, body: body.trim().to_owned() }),
                         })
                 }
-                None => Err(format!("{} has no health address", record.node)),
+                None => Err(Unfollowed::NoHealth(record.node.clone())),
             };
             match answer {
                 Ok(found) => {
@@ -571,14 +572,14 @@ impl Replicator {
     /// A repository the leader has and this node lacks: make an empty one beside the
     /// others, with their hooks, marked as managed, and sync it. Only when the leader does
     /// serve it (asked directly, not taken from the summary's word).
-    fn create(&self, name: &str, record: &crate::lead::lease::Record) -> Result<(), String> {
+    fn create(&self, name: &str, record: &crate::lead::lease::Record) -> Result<(), Uncreated> {
         let path = self.root.join(name);
         if path.join("HEAD").exists() {
             self.lock_shared().repos.entry(name.to_owned()).or_default().signalled = true;
             return Ok(());
         }
-        let base = record.url.as_deref().ok_or("the leader has no stargate.<id>.url")?;
-        let format = mirror::served_format(&self.root, name, base, &self.settings).map_err(|e| e.to_string())?;
+        let base = record.url.as_deref().ok_or(Uncreated::NoUrl)?;
+        let format = mirror::served_format(&self.root, name, base, &self.settings).map_err(Uncreated::Unserved)?;
         let siblings = || self.lock_shared().scan.names().cloned().collect();
         crate::repos::create_empty(&self.root, name, format.as_deref(), siblings)?;
         log::info!("{name}: created, as on the leader {}", record.node);
@@ -884,6 +885,32 @@ impl Replicator {
             std::thread::sleep(self.metrics_interval);
         }
     }
+}
+
+/// Why the leader's change summary was not read (the replica then polls every repository).
+#[derive(Debug, thiserror::Error)]
+enum Unfollowed {
+    #[error("{0} has no health address")]
+    NoHealth(String),
+    #[error(transparent)]
+    Http(#[from] crate::wire::http::Error),
+    /// Its health responder answered another status: the code and the body.
+    #[error("HTTP {code}: {body}")]
+    Status { code: u16, body: String },
+    #[error(transparent)]
+    Parse(#[from] changes::ParseError),
+}
+
+/// Why a repository the leader's summary names was not created here.
+#[derive(Debug, thiserror::Error)]
+enum Uncreated {
+    #[error("the leader has no stargate.<id>.url")]
+    NoUrl,
+    /// The leader's Git server was not asked, or does not serve it.
+    #[error(transparent)]
+    Unserved(mirror::Error),
+    #[error(transparent)]
+    Create(#[from] crate::repos::CreateError),
 }
 
 #[derive(Debug, thiserror::Error)]

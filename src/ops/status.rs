@@ -281,8 +281,8 @@ pub fn add_peers(status: &mut Status, cfg: &Config) {
                     .and_then(|h| h.strip_prefix("http://"))
                     .map(|a| a.split('/').next().unwrap_or(a).to_owned());
                 let answer = match &addr {
-                    None => Err(format!("stargate.{node}.health is not set (stargate(7))")),
-                    Some(addr) => crate::wire::http::get(addr, "/status", deadline, timeout),
+                    None => Err(Unasked::NoHealth(node.clone())),
+                    Some(addr) => crate::wire::http::get(addr, "/status", deadline, timeout).map_err(Unasked::from),
                 };
                 peer(node, health, answer)
             })
@@ -337,7 +337,16 @@ fn quorum_exclusion(p: &Peer, epoch: Option<u64>) -> Option<String> {
     None
 }
 
-fn peer(node: String, health: Option<String>, answer: std::result::Result<(u16, String), String>) -> Peer {
+/// Why a peer's `/status` was not read.
+#[derive(Debug, thiserror::Error)]
+enum Unasked {
+    #[error("stargate.{0}.health is not set (stargate(7))")]
+    NoHealth(String),
+    #[error(transparent)]
+    Http(#[from] crate::wire::http::Error),
+}
+
+fn peer(node: String, health: Option<String>, answer: std::result::Result<(u16, String), Unasked>) -> Peer {
     let unreachable = |note: String| Peer {
         node: node.clone(),
         health: health.clone(),
@@ -354,7 +363,7 @@ fn peer(node: String, health: Option<String>, answer: std::result::Result<(u16, 
     };
     let (code, body) = match answer {
         Ok(a) => a,
-        Err(why) => return unreachable(why),
+        Err(why) => return unreachable(why.to_string()),
     };
     let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
         return unreachable(format!("HTTP {code}: not a /status answer"));

@@ -288,7 +288,7 @@ fn no_target(nodes: &[Node], answers: &[Option<Answer>], op: Op, policy: &Policy
 /// Ask one health responder. Never outlives `deadline` by more than one system call.
 fn probe(addr: &str, path: &str, deadline: Instant, timeout: Duration) -> Answer {
     match crate::wire::http::get(addr, path, deadline, timeout) {
-        Err(why) => Answer::Failed(why),
+        Err(why) => Answer::Failed(why.to_string()),
         // A responder serving the probes only on this address (`--public`): judge the
         // node by `/readyz`; its lag is then unknown.
         Ok((404, _)) if path == "/status" => probe(addr, "/readyz", deadline, timeout),

@@ -32,9 +32,6 @@ pub enum Error {
     Refused(String),
     #[error("{0}")]
     Usage(String),
-    /// A fatal error of which only the message is left (exit 128).
-    #[error("{0}")]
-    Fatal(String),
     /// A fatal error of a module above this one, whole: printed as it displays, its causes
     /// kept as its `source()` (exit 128).
     #[error(transparent)]

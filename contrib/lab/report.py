@@ -192,12 +192,21 @@ def timeline_plot(out, data, name, rep):
     return f"{name}.svg"
 
 
+def run_commit(data, suite):
+    """The commit a suite ran on, as contrib/lab/long-suite wrote it (data/<suite>.commit)."""
+    f = data / f"{suite}.commit"
+    if f.exists():
+        return f.read_text().strip()
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
 def consistency_section(out, data):
     """One section per consistency test (tests/it/jepsen): its numbers, timeline, anomalies."""
     reports = sorted(data.glob("jepsen_*.json"))
     if not reports:
         return []
     md = ["## Consistency suite (tests/it/jepsen, docs/CONSISTENCY.md)", "",
+          f"Each nemesis in each mode for ten minutes (`contrib/lab/long-suite jepsen::`), commit `{run_commit(data, 'jepsen')}`.", "",
           "| test | result | operations | writes ok / refused / unknown | reads ok / failed | checked | unchecked keys | allowed losses | anomalies | faults |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     reps = [(f.stem, json.loads(f.read_text())) for f in reports]
@@ -239,7 +248,7 @@ def main():
         f = data / f"{name}.json"
         if f.exists():
             results[name] = json.loads(f.read_text())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = run_commit(data, "seeds")
     date = out.name
     plots = {
         "lag": lag_plot(out, data, results["lag_slo"]) if "lag_slo" in results else None,
@@ -259,7 +268,7 @@ def main():
     for name, path in TESTS:
         r = results.get(name)
         if r is None:
-            md.append(f"| | `{path}` | | **no result**: failed, or had not finished when this report was written (see `data/nextest.log`) | |")
+            md.append(f"| | `{path}` | | **no result**: failed, or had not finished when this report was written (see `data/seeds.nextest.log`) | |")
             continue
         md.append(f"| {r['seed']} | `{path}` | {r['check']} | {r['result']} | {r['summary']} |")
     md.append("")

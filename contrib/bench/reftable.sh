@@ -56,4 +56,6 @@ echo "  hooks on reftable: +$(fmt $(( m[table] - m[plain-table] ))) (ratio $(rat
 echo "sync of one push (git stargate sync, replica): files $(fmt "${m[sync-files]}"), reftable $(fmt "${m[sync-table]}") (ratio $(ratio "${m[sync-table]}" "${m[sync-files]}"))"
 echo "BENCH reftable_hooks_$t $(awk "BEGIN{printf \"%.3f\", ${m[table]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain-table]}/1000}") ms"
 echo "BENCH files_hooks_$t $(awk "BEGIN{printf \"%.3f\", ${m[files]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain-files]}/1000}") ms"
-[ "$t" = git ] && echo "BENCH reftable_sync $(awk "BEGIN{printf \"%.3f\", ${m[sync-table]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[sync-files]}/1000}") ms"
+if [ "$t" = git ]; then
+  echo "BENCH reftable_sync $(awk "BEGIN{printf \"%.3f\", ${m[sync-table]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[sync-files]}/1000}") ms"
+fi

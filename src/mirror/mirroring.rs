@@ -167,7 +167,7 @@ impl<'a> Mirroring<'a> {
         let Some(values) = source.fetch(main, &present, &current)? else {
             return self.full(main, source, "a journaled ref was deleted on the leader since", Some(position.1));
         };
-        let mut plan = Plan::incremental(main, self.target.epoch, &walked, &values, entries, position)?;
+        let mut plan = Plan::incremental(main, self.target.epoch, &walked, &current, &values, entries, position)?;
         plan.staging = self.staging(main, source, &walked.opened, &walked.closed)?;
         log::debug!("{}: {} refs fetched after {:?}", self.path.display(), values.len(), self.started.elapsed());
         let exposed_ms = apply(main, &plan.edits(main)?, self.following())?;

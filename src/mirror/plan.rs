@@ -32,15 +32,17 @@ impl Plan {
     /// outcomes name move to `values`, the other node's values read after its journal tip
     /// (that write's value or a later one); a crossed checkpoint moves the previous
     /// generation's ref as the leader moved it. `epoch`: under which kept values are named.
+    /// `current`: those refs' values here, read once by the sync (the transaction checks
+    /// them again under its locks).
     pub fn incremental(
         main: &Store,
         epoch: u64,
         walked: &Walked,
+        current: &Refs,
         values: &Refs,
         entries: &journal::Entries,
         journal: (Option<ObjectId>, ObjectId),
     ) -> Result<Plan, Error> {
-        let current = current_refs(main, walked.refs.keys())?;
         let mut moves: Vec<Move> =
             walked.refs.keys().map(|r| (r.clone(), current.get(r).copied(), values.get(r).copied())).collect();
         let known = |r: &str, oid: ObjectId| walked.refs.get(r).is_some_and(|k| k.contains(&oid));
@@ -241,7 +243,16 @@ pub(super) mod tests {
             .into_iter()
             .collect();
             let tip = ObjectId::from_bytes_or_panic(&[9; 20]);
-            let plan = Plan::incremental(&store, 2, &walked, &values, &entries, (None, tip)).unwrap();
+            let plan = Plan::incremental(
+                &store,
+                2,
+                &walked,
+                &current_refs(&store, walked.refs.keys()).unwrap(),
+                &values,
+                &entries,
+                (None, tip),
+            )
+            .unwrap();
             assert_eq!(plan.refs_changed(), 3, "{format}");
             let kept: Vec<(&str, &str)> = plan.lost.iter().map(|l| (l.refname.as_str(), l.kept_as.as_str())).collect();
             assert_eq!(

@@ -90,29 +90,15 @@ impl Agent {
             }
         }
         if let Err(why) = self.adopt_staged(previous.as_ref(), &record, reply, false) {
-            log::error!("not leading: {why}");
-            reply.say(&format!("not leading: {why}"));
-            self.audit(self.event("quorum-shortfall", format!("not leading: {why}")));
-            self.lease.release();
-            self.holdoff_until = Some(Instant::now() + QUORUM_RETRY);
-            return false;
+            return self.not_leading(reply, &why.to_string(), Some("quorum-shortfall"), true);
         }
         if let Some(prev) = previous.as_ref().filter(|_| verify)
             && let Err(why) = self.verify_against(prev)
         {
-            log::error!("not leading: {why}");
-            reply.say(&format!("not leading: {why}"));
-            self.audit(self.event("promotion-refused", format!("not leading: {why}")));
-            self.lease.release();
-            return false;
+            return self.not_leading(reply, &why.to_string(), Some("promotion-refused"), false);
         }
         if let Err(why) = self.settle_open_writes(previous.as_ref()) {
-            log::error!("not leading: {why}");
-            reply.say(&format!("not leading: {why}"));
-            self.audit(self.event("settle-shortfall", format!("not leading: {why}")));
-            self.lease.release();
-            self.holdoff_until = Some(Instant::now() + QUORUM_RETRY);
-            return false;
+            return self.not_leading(reply, &why.to_string(), Some("settle-shortfall"), true);
         }
         // An election elsewhere (a forced promotion) may have happened meanwhile.
         match self.lease.renew(&record) {
@@ -125,11 +111,8 @@ impl Agent {
         }
         // Before the first write is accepted: the next election catches up from this node.
         if let Err(e) = self.lock.announce(&record) {
-            log::error!("not leading: cannot announce epoch {} as leading: {e}", record.epoch);
-            reply.say(&format!("not leading: cannot announce epoch {} as leading: {e}", record.epoch));
-            self.lease.release();
-            self.holdoff_until = Some(Instant::now() + QUORUM_RETRY);
-            return false;
+            let why = format!("cannot announce epoch {} as leading: {e}", record.epoch);
+            return self.not_leading(reply, &why, None, true);
         }
         self.role = Role::Leader;
         self.replicator.count_election();
@@ -174,6 +157,22 @@ impl Agent {
                 Err(e) => log::error!("{}: cannot start its journal: {e}", repo.name),
             }
         }
+    }
+
+    /// An elected node that will not lead after all: say why (log, the promoting operator,
+    /// the audit trail as `event`), let go of the lease, and with `hold_off` leave it to the
+    /// others for a while before contending again. Returns false: not leading.
+    fn not_leading(&mut self, reply: &mut Reply, why: &str, event: Option<&str>, hold_off: bool) -> bool {
+        log::error!("not leading: {why}");
+        reply.say(&format!("not leading: {why}"));
+        if let Some(event) = event {
+            self.audit(self.event(event, format!("not leading: {why}")));
+        }
+        self.lease.release();
+        if hold_off {
+            self.holdoff_until = Some(Instant::now() + QUORUM_RETRY);
+        }
+        false
     }
 
     /// The node to catch up from: the last one that led (announced it), which is not the

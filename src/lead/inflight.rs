@@ -120,14 +120,14 @@ impl Marker {
         let note = Note { git_dir, pid, started: started(pid), prepare: None };
         let path = dir(state_dir).join(pid.to_string());
         std::fs::create_dir_all(dir(state_dir))?;
-        std::fs::write(&path, note.text())?;
+        write(&path, &note)?;
         Ok(Marker { path, note, keep: false })
     }
 
     /// Note the prepare entry journaled for this transaction.
     pub fn note_prepare(&mut self, id: ObjectId, first: u64, last: u64) -> std::io::Result<()> {
         self.note.prepare = Some((id, first, last));
-        std::fs::write(&self.path, self.note.text())
+        write(&self.path, &self.note)
     }
 
     /// The transaction goes on: `committed` or `aborted` journals its outcome and removes
@@ -144,6 +144,12 @@ impl Drop for Marker {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// A marker is written whole (temporary file, then rename): the agent reads the markers
+/// while hooks write them, and one read torn would look like no marker at all.
+fn write(path: &Path, note: &Note) -> std::io::Result<()> {
+    crate::files::write_atomic(path, note.text().as_bytes(), 0o644, false)
 }
 
 /// At `committed` or `aborted`: the marker of this hook's transaction, if it has one.
@@ -174,9 +180,12 @@ fn markers(state_dir: &Path) -> Vec<(Note, bool)> {
                 let alive = note.alive();
                 found.push((note, alive));
             }
-            None => {
+            // No marker of ours (markers are written whole): removed once no process
+            // runs under its name, never while one might still be writing it.
+            None if !super::node::pid_alive(pid) => {
                 let _ = std::fs::remove_file(entry.path());
             }
+            None => {}
         }
     }
     found
@@ -220,5 +229,58 @@ mod tests {
         child.wait().unwrap();
         assert!(!gone.alive());
         assert_eq!(Note::parse(1, "garbage"), None);
+    }
+
+    /// A marker is rewritten while the agent sweeps (every tick) and a draining leader
+    /// waits (every 2 ms): a reader must never see it torn, and never take it for garbage.
+    /// A marker torn and removed left the committed hook without its prepare entry: no
+    /// outcome was journaled, and replicas never applied that acknowledged write.
+    #[test]
+    fn a_marker_rewritten_while_the_agent_reads_is_never_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let git_dir = dir.path().join("kv.git");
+        std::fs::create_dir(&git_dir).unwrap();
+        let state = dir.path().join("state");
+        let id = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (state, stop) = (state.clone(), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    assert!(orphans(&state).is_empty(), "this process is alive");
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for n in 0..1000 {
+            let mut marker = Marker::begin(&state, &git_dir).unwrap();
+            marker.note_prepare(id, n, n).unwrap();
+            marker.keep();
+            let note = current(&state).expect("the marker is where the committed hook looks");
+            assert_eq!(note.prepare, Some((id, n, n)));
+            finish(&state);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    }
+
+    /// Something in the markers' directory that is no marker (a partial file some other
+    /// program left) is removed only once no process runs under its name.
+    #[test]
+    fn an_unreadable_marker_of_a_live_process_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        std::fs::create_dir_all(super::dir(state)).unwrap();
+        let live = super::dir(state).join(std::process::id().to_string());
+        std::fs::write(&live, "").unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = super::dir(state).join(child.id().to_string());
+        child.wait().unwrap();
+        std::fs::write(&dead, "not a marker").unwrap();
+        assert!(orphans(state).is_empty());
+        assert!(live.exists(), "kept while its process runs");
+        assert!(!dead.exists(), "removed once its process is gone");
     }
 }

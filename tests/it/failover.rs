@@ -321,6 +321,16 @@ fn verify_finds_a_ref_written_behind_stargates_back_and_sync_full_repairs_it() {
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&stargate(&lab, "a", &["verify", "--json", "--wait", "0s"]))).unwrap();
     assert_eq!(json["repositories"][0]["nodes"][1]["state"], "diverged", "{json}");
+    // b is at a's journal position, so "0 behind" would be a lie: status says the refs
+    // differ, and a planned promotion refuses rather than lead without that ref.
+    let out = stargate(&lab, "b", &["status"]);
+    assert!(stdout(&out).contains("refs differ from the leader's in 1 repositories"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("diverged: kv.git: refs/heads/sneaky"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("0 operations behind"), "{}", stdout(&out));
+    let out = stargate(&lab, "b", &["promote", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("but refs differ: refs/heads/sneaky"), "{}", stderr(&out));
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a", "the refused promotion changed nothing");
 
     let out = stargate(&lab, "b", &["sync", "--full", "kv.git"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));

@@ -24,6 +24,7 @@ pub mod lag;
 mod mirroring;
 pub mod offset;
 mod plan;
+pub mod reach;
 pub mod replicator;
 mod settle;
 mod source;

@@ -11,7 +11,7 @@
 //! It publishes what it knows in `<root>/.stargate/replication.json` for the health
 //! responder and `git stargate status|lag`, sends StatsD metrics and lag alerts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::offset::{self, Offset};
+use super::reach::{self, Reach, Reachability, Step};
 use crate::clock::now_ms;
 use crate::config::{self, Config};
 use crate::journal::changes;
@@ -31,8 +32,15 @@ use crate::mirror::stats::{Counters, LagHistogram, Statsd};
 use crate::mirror::{self, Mode, Target};
 use crate::wire::git::ErrorClass;
 
-/// How often a replica estimates the leader's clock offset.
+/// How often a replica estimates the leader's clock offset; and how soon it tries again
+/// while the current leader's is not known yet (lag samples wait for it).
 const CLOCK_INTERVAL: Duration = Duration::from_secs(5);
+const CLOCK_RETRY: Duration = Duration::from_millis(500);
+
+/// Lag samples held while the leader's clock offset is unknown: at most this many, for at
+/// most `HOLD`; the others are not counted.
+const MAX_HELD: usize = 100_000;
+const HOLD: Duration = Duration::from_secs(60);
 
 /// Signalled syncs of one repository start at most this often: signals coalesce into one
 /// flag, so a flood of forged or repeated datagrams costs at most one sync per gap.
@@ -71,6 +79,9 @@ pub struct Published {
     /// The leader's clock against this replica's, by which every lag is corrected.
     #[serde(default)]
     pub clock_offset: Option<Offset>,
+    /// Whether the leader's health responder answers this replica (`reach`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<Reachability>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -145,6 +156,16 @@ struct Shared {
     lost: Vec<LostRef>,
     lag_histograms: HashMap<String, LagHistogram>,
     clock_offset: Option<Offset>,
+    /// The leader whose clock cannot be measured (no health address): its lag is counted on
+    /// the two clocks as they are.
+    unmeasurable: Option<String>,
+    /// Lag samples of updates exposed before their leader's clock offset was measured:
+    /// counted once it is (`measure_clock`), never on the two clocks as they are.
+    held: Vec<Held>,
+    /// The leader's reachability, while passive (`watch_leader`).
+    reach: Option<Reach>,
+    /// The syncs of every repository after the leader became reachable again.
+    catch_up: Option<CatchUp>,
     /// Syncs running now.
     running: usize,
     /// The leader's change summary could be read at the last look: repositories then wait
@@ -158,6 +179,21 @@ struct Shared {
     look_now: bool,
     published: Option<Instant>,
     scan: crate::repos::Scan,
+}
+
+/// The leader reachable again: every repository synced once, then said how long it took.
+struct CatchUp {
+    leader: String,
+    started: Instant,
+    pending: HashSet<String>,
+    entries: u64,
+}
+
+/// An update exposed before its leader's clock offset was known.
+struct Held {
+    repo: String,
+    leader: String,
+    applied: mirror::Applied,
 }
 
 pub struct Replicator {
@@ -213,6 +249,10 @@ impl Replicator {
                 lost: Vec::new(),
                 lag_histograms: HashMap::new(),
                 clock_offset: None,
+                unmeasurable: None,
+                held: Vec::new(),
+                reach: None,
+                catch_up: None,
                 running: 0,
                 summary: false,
                 dirty: false,
@@ -235,14 +275,102 @@ impl Replicator {
         std::thread::spawn(move || me.measure_clock());
         let me = Arc::clone(self);
         std::thread::spawn(move || me.follow_changes());
+        let me = Arc::clone(self);
+        std::thread::spawn(move || me.watch_leader());
     }
 
-    /// While passive, estimate the leader's clock offset every `CLOCK_INTERVAL`.
+    /// While passive, probe the leader's health responder (`reach`): an unreachable leader
+    /// is said at once, each retry with its backoff, and its return, after which every
+    /// repository is synced and the catch-up's length said.
+    fn watch_leader(self: Arc<Self>) {
+        loop {
+            let passive = self.lock_shared().passive;
+            let record = self.lock.read_record().ok().flatten().filter(|r| passive && r.node != self.me);
+            let addr = record.as_ref().and_then(|r| r.health.as_deref()).and_then(|h| h.strip_prefix("http://"));
+            let (Some(record), Some(addr)) = (&record, addr) else {
+                let mut shared = self.lock_shared();
+                shared.reach = None;
+                shared.catch_up = None;
+                drop(shared);
+                std::thread::sleep(reach::PROBE_INTERVAL);
+                continue;
+            };
+            let addr = addr.split('/').next().unwrap_or(addr);
+            let answer =
+                crate::wire::http::get(addr, "/healthz", Instant::now() + reach::PROBE_TIMEOUT, reach::PROBE_TIMEOUT);
+            let leader = &record.node;
+            let mut shared = self.lock_shared();
+            if shared.reach.as_ref().is_none_or(|r| r.state.leader != *leader) {
+                shared.reach = Some(Reach::new(leader));
+                shared.dirty = true;
+            }
+            let Some(known) = shared.reach.as_mut() else { continue };
+            let step = match answer {
+                Ok(_) => known.answered(now_ms()),
+                Err(e) => known.missed(e.to_string(), now_ms(), &self.policy, self.interval),
+            };
+            let wait = match step {
+                Step::Wait(next) => next,
+                Step::Lost { reason, next } => {
+                    log::warn!(
+                        "leader {leader} unreachable: {reason}; retry 1 of {} in {}",
+                        self.policy.attempts,
+                        secs(next)
+                    );
+                    shared.counters.leader_unreachable += 1;
+                    shared.catch_up = None;
+                    shared.dirty = true;
+                    next
+                }
+                Step::Retry { attempt, of, next, reason } => {
+                    let since = shared.reach.as_ref().and_then(|r| r.state.unreachable_since_ms).unwrap_or(now_ms());
+                    log::warn!(
+                        "leader {leader} unreachable for {} ({reason}): retry {attempt} of {of} in {}",
+                        secs(Duration::from_millis(now_ms().saturating_sub(since))),
+                        secs(next)
+                    );
+                    shared.counters.leader_retries += 1;
+                    shared.dirty = true;
+                    next
+                }
+                Step::GaveUp { next } => {
+                    log::warn!("leader {leader} still unreachable: out of retries; probing every {}", secs(next));
+                    shared.counters.leader_retries += 1;
+                    shared.dirty = true;
+                    next
+                }
+                Step::Back { down_ms } => {
+                    log::info!("leader {leader} reachable again after {}", secs(Duration::from_millis(down_ms)));
+                    let pending: HashSet<String> = shared.repos.keys().cloned().collect();
+                    for repo in shared.repos.values_mut() {
+                        repo.signalled = true;
+                    }
+                    shared.catch_up =
+                        Some(CatchUp { leader: leader.clone(), started: Instant::now(), pending, entries: 0 });
+                    shared.poked = true;
+                    shared.dirty = true;
+                    self.wake.notify_all();
+                    reach::PROBE_INTERVAL
+                }
+            };
+            drop(shared);
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// While passive, estimate the leader's clock offset every `CLOCK_INTERVAL` (every
+    /// `CLOCK_RETRY` until the current leader's is known), and count the lag samples that
+    /// waited for it.
     fn measure_clock(self: Arc<Self>) {
         loop {
             let passive = self.lock_shared().passive;
             let record = self.lock.read_record().ok().flatten().filter(|r| passive && r.node != self.me);
             let addr = record.as_ref().and_then(|r| r.health.as_deref()).and_then(|h| h.strip_prefix("http://"));
+            if let (Some(record), None) = (&record, addr) {
+                let mut shared = self.lock_shared();
+                shared.unmeasurable = Some(record.node.clone());
+                self.count_held(&mut shared);
+            }
             if let (Some(record), Some(addr)) = (&record, addr) {
                 let addr = addr.split('/').next().unwrap_or(addr);
                 match offset::measure(&record.node, addr, 5, Duration::from_millis(500)) {
@@ -260,12 +388,63 @@ impl Replicator {
                             );
                         }
                         shared.clock_offset = Some(o);
+                        shared.unmeasurable = None;
+                        self.count_held(&mut shared);
                     }
                     Err(e) => log::debug!("cannot measure {}'s clock: {e}", record.node),
                 }
             }
-            std::thread::sleep(CLOCK_INTERVAL);
+            let known = {
+                let mut shared = self.lock_shared();
+                self.count_held(&mut shared);
+                record.is_some_and(|r| shared.clock_offset.as_ref().is_some_and(|o| o.leader == r.node))
+            };
+            std::thread::sleep(if known { CLOCK_INTERVAL } else { CLOCK_RETRY });
         }
+    }
+
+    /// The held lag samples whose leader's clock is now measured (or cannot be), counted;
+    /// those held longer than `HOLD` (a leader never measured) dropped.
+    fn count_held(&self, shared: &mut Shared) {
+        if shared.held.is_empty() {
+            return;
+        }
+        let (offset, unmeasurable) = (shared.clock_offset.clone(), shared.unmeasurable.clone());
+        let oldest = now_ms().saturating_sub(HOLD.as_millis() as u64);
+        let mut dropped = 0;
+        for h in std::mem::take(&mut shared.held) {
+            let offset = offset.as_ref().filter(|o| o.leader == h.leader);
+            if offset.is_some() || unmeasurable.as_ref() == Some(&h.leader) {
+                let lag_s = self.observe(shared, &h.repo, &h.applied, offset);
+                if let Some(repo) = shared.repos.get_mut(&h.repo) {
+                    repo.status.lag_seconds = Some(lag_s);
+                }
+                shared.dirty = true;
+            } else if h.applied.exposed_ms >= oldest {
+                shared.held.push(h);
+            } else {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            log::warn!("{dropped} lag samples not counted: their leader's clock could not be measured");
+        }
+    }
+
+    /// One update's lag, both times on this node's clock (the accept time is the leader's,
+    /// moved by `offset`), into the windows, the histograms and the gauges.
+    fn observe(&self, shared: &mut Shared, name: &str, a: &mirror::Applied, offset: Option<&Offset>) -> f64 {
+        let accept_ms = offset.map_or(a.accept_ms, |o| o.local(a.accept_ms));
+        let lag_s = a.exposed_ms.saturating_sub(accept_ms) as f64 / 1000.0;
+        shared.windows.add(accept_ms, lag_s);
+        let ns = namespace(name, &a.refname);
+        (shared.lag_histograms.entry(ns.clone()))
+            .or_insert_with(|| LagHistogram::new(&self.limit_bounds))
+            .observe(lag_s);
+        let worst = shared.interval_lag.entry(ns.clone()).or_insert(0.0);
+        *worst = worst.max(lag_s);
+        shared.last_lag.insert(ns, lag_s);
+        lag_s
     }
 
     /// The leader signalled a write to repository `name` (see `signal`): sync it soon.
@@ -708,21 +887,17 @@ impl Replicator {
                 report.fallback.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()
             );
         }
-        // Both times on this node's clock: the accept time is the leader's.
+        // Both times on this node's clock: the accept time is the leader's. Until the
+        // leader's clock is measured, the samples wait (a skew of seconds is no lag).
         let offset = shared.clock_offset.clone().filter(|o| o.leader == target.leader);
+        let measured = offset.is_some() || shared.unmeasurable.as_ref() == Some(&target.leader);
         let mut last_lag = None;
-        for a in &report.applied {
-            let accept_ms = offset.as_ref().map_or(a.accept_ms, |o| o.local(a.accept_ms));
-            let lag_s = a.exposed_ms.saturating_sub(accept_ms) as f64 / 1000.0;
-            shared.windows.add(accept_ms, lag_s);
-            let ns = namespace(name, &a.refname);
-            (shared.lag_histograms.entry(ns.clone()))
-                .or_insert_with(|| LagHistogram::new(&self.limit_bounds))
-                .observe(lag_s);
-            let worst = shared.interval_lag.entry(ns.clone()).or_insert(0.0);
-            *worst = worst.max(lag_s);
-            shared.last_lag.insert(ns, lag_s);
-            last_lag = Some(lag_s);
+        for a in report.applied {
+            if measured {
+                last_lag = Some(self.observe(shared, name, &a, offset.as_ref()));
+            } else if shared.held.len() < MAX_HELD {
+                shared.held.push(Held { repo: name.to_owned(), leader: target.leader.clone(), applied: a });
+            }
         }
         let event = (!report.lost.is_empty()).then(|| {
             let kept: Vec<String> =
@@ -748,6 +923,7 @@ impl Replicator {
             });
         }
         let Some(repo) = shared.repos.get_mut(name) else { return event };
+        let was_at = repo.status.replica_seq;
         if report.mode == Mode::Full {
             repo.status.fallbacks += 1;
         }
@@ -759,6 +935,20 @@ impl Replicator {
         repo.status.lag_operations = report.leader_seq.saturating_sub(report.replica_seq);
         repo.status.last_result = Some("ok".into());
         repo.status.last_mode = Some(report.mode);
+        if let Some(c) = shared.catch_up.as_mut().filter(|c| c.leader == target.leader)
+            && c.pending.remove(name)
+        {
+            c.entries += report.leader_seq.saturating_sub(was_at);
+            if c.pending.is_empty() {
+                log::info!(
+                    "caught up {} entries from {} in {:.1} s",
+                    c.entries,
+                    c.leader,
+                    c.started.elapsed().as_secs_f64()
+                );
+                shared.catch_up = None;
+            }
+        }
         event
     }
 
@@ -792,6 +982,7 @@ impl Replicator {
                 lost: shared.lost.clone(),
                 lag_histograms: shared.lag_histograms.clone(),
                 clock_offset: shared.clock_offset.clone(),
+                leader: shared.reach.as_ref().map(|r| r.state.clone()),
             }
         };
         if let Ok(bytes) = serde_json::to_vec(&published)
@@ -932,4 +1123,9 @@ fn jitter(base: Duration) -> Duration {
 /// The StatsD `namespace` tag of an update: the kv namespace, or the repository.
 fn namespace(repo: &str, refname: &str) -> String {
     refname.strip_prefix("refs/kv/").map_or_else(|| repo.trim_end_matches(".git").to_owned(), str::to_owned)
+}
+
+/// A duration as the log says it: "4.2 s".
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
 }

@@ -32,11 +32,17 @@ pub struct Counters {
     /// Leader records, handoffs and leader keys refused as older than the highest epoch
     /// this node has seen (lead::epoch), each once.
     pub epochs_refused: u64,
+    /// Times the leader became unreachable (`mirror::reach`), and probes of it retried
+    /// while it was.
+    #[serde(default)]
+    pub leader_unreachable: u64,
+    #[serde(default)]
+    pub leader_retries: u64,
 }
 
 impl Counters {
     /// Every counter once: its StatsD name, its Prometheus name, its value.
-    pub fn named(&self) -> [(&'static str, &'static str, u64); 12] {
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 14] {
         [
             ("stargate.sync.count", "stargate_sync_syncs_total", self.syncs),
             ("stargate.sync.skipped", "stargate_sync_skips_total", self.skips),
@@ -50,6 +56,8 @@ impl Counters {
             ("stargate.hints.throttled", "stargate_hints_throttled_total", self.hints_throttled),
             ("stargate.handoffs.refused", "stargate_handoffs_refused_total", self.handoffs_refused),
             ("stargate.epochs.refused", "stargate_epochs_refused_total", self.epochs_refused),
+            ("stargate.leader.unreachable", "stargate_leader_unreachable_total", self.leader_unreachable),
+            ("stargate.leader.retries", "stargate_leader_retries_total", self.leader_retries),
         ]
     }
 }

@@ -3,7 +3,8 @@
 //! output passes `promtool check metrics`; names carry their unit and counters end in `_total`.
 //!
 //! What the node's files say is exported on every node: up, role, epoch, leader, journal
-//! positions. What the agent publishes (counters, the lag histogram, lost refs) is exported
+//! positions, the lost commits its repositories keep. What the agent publishes (counters, the lag histogram, the leader's clock and
+//! reachability) is exported
 //! whatever the role, since its counts only grow while the agent runs; the per-repository
 //! figures of the replica side only while the node is passive.
 
@@ -94,6 +95,14 @@ pub fn render(s: &Status, state: Option<&State>, agent: Option<&Published>) -> S
         }
     }
     families.push(journal);
+    families.push(
+        Family::new(
+            "stargate_replication_lost_refs",
+            "gauge",
+            "Ref values kept under refs/stargate/local/lost/ in this node's repositories, as read from them (git stargate status lists them)",
+        )
+        .one(s.kept.len()),
+    );
     if let Some(p) = &s.replication {
         families.extend(replica(p));
     }
@@ -161,7 +170,8 @@ fn replica(p: &Published) -> Vec<Family> {
     vec![leader_seq, lag_ops, last_lag, last_sync, last_ok]
 }
 
-/// What the agent publishes whatever its role: counters, the lag histogram, lost refs.
+/// What the agent publishes whatever its role: counters, the lag histogram, the leader's
+/// clock and reachability.
 fn agent_figures(p: &Published) -> Vec<Family> {
     let helps = [
         "Syncs that succeeded, idle ones included",
@@ -176,6 +186,8 @@ fn agent_figures(p: &Published) -> Vec<Family> {
         "Times the agent stopped reading its UDP port for a while: more datagrams than any leader sends",
         "Handoff records refused by the leader: a stale epoch, expired, or naming the leader itself",
         "Leader records, handoffs or leader keys refused: older than the highest epoch this node has seen",
+        "Times the leader's health responder stopped answering this replica (two probes in a row)",
+        "Probes of an unreachable leader retried after a backoff",
     ];
     let mut families = Vec::new();
     for ((_, name, value), help) in p.counters.named().into_iter().zip(helps) {
@@ -214,20 +226,31 @@ fn agent_figures(p: &Published) -> Vec<Family> {
     families.push(lag);
     families.push(
         Family::new(
-            "stargate_replication_lost_refs",
-            "gauge",
-            "Ref values kept under refs/stargate/local/lost/ since the agent started (git stargate status lists them)",
-        )
-        .one(p.lost.len()),
-    );
-    families.push(
-        Family::new(
             "stargate_replication_alerting",
             "gauge",
             "1 while the agent's own replication lag alert is triggered",
         )
         .one(p.alerting as u8),
     );
+    if let Some(r) = &p.leader {
+        let leader = || vec![("leader", r.leader.clone())];
+        let mut reachable = Family::new(
+            "stargate_leader_reachable",
+            "gauge",
+            "1 while the leader's health responder answers this replica's probes (every second)",
+        );
+        reachable.add(leader(), r.reachable as u8);
+        families.push(reachable);
+        let mut since = Family::new(
+            "stargate_leader_unreachable_since_seconds",
+            "gauge",
+            "When the leader became unreachable (Unix time); absent while it is reachable",
+        );
+        if let Some(ms) = r.unreachable_since_ms {
+            since.add(leader(), seconds(ms));
+        }
+        families.push(since);
+    }
     if let Some(o) = &p.clock_offset {
         families.push(
             Family::new(

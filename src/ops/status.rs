@@ -428,6 +428,17 @@ pub fn print(s: &Status) {
         (None, Some(ops)) => println!("lag:      {ops} operations behind"),
         _ => {}
     }
+    if let Some(r) = s.replication.as_ref().and_then(|p| p.leader.as_ref()) {
+        match r.unreachable_since_ms {
+            Some(since) => println!(
+                "reach:    leader {} unreachable for {} s: {}",
+                r.leader,
+                crate::clock::now_ms().saturating_sub(since) / 1000,
+                r.reason.as_deref().unwrap_or("no answer")
+            ),
+            None => println!("reach:    leader {} reachable", r.leader),
+        }
+    }
     for r in &s.repositories {
         let seq = r.journal_seq.map_or("-".into(), |n| n.to_string());
         let last = s.replication.as_ref().and_then(|p| p.repos.get(&r.name)).map(|st| {

@@ -201,9 +201,20 @@ fn forced_promotion_from_a_frozen_leader_fences_it_and_keeps_what_only_it_had() 
     assert!(events(&lab, "fenced").iter().any(|e| e["node"] == "a"), "{:?}", lab.audit());
     assert!(events(&lab, "lost-commits").iter().any(|e| e["node"] == "a"), "{:?}", lab.audit());
     assert_eq!(value(&lab, "b", "k").as_deref(), Some("on-b"));
+    // /metrics reads the kept refs from the repositories: what an alert fires on lasts
+    // until the refs go, not until the agent restarts.
+    let lost_refs = |node: &str| {
+        lab.http(node, "/metrics")
+            .1
+            .lines()
+            .find(|l| l.starts_with("stargate_replication_lost_refs{"))
+            .map(str::to_owned)
+    };
+    assert_eq!(lost_refs("a").as_deref(), Some("stargate_replication_lost_refs{node=\"a\"} 1"));
     // Recovered (here: looked at), the kept value is removed by the operator, on the replica.
     ok(lab.git("a", &["update-ref", "-d", &kept]));
     assert_eq!(lab.rev("a", &kept), None);
+    assert_eq!(lost_refs("a").as_deref(), Some("stargate_replication_lost_refs{node=\"a\"} 0"));
 }
 
 #[test]

@@ -18,6 +18,13 @@ fn lab_with_lag() -> (Lab, String, String) {
     let leader = lab.wait_leader(None, Duration::from_secs(10));
     let replica = if leader == "a" { "b" } else { "a" }.to_owned();
     write(&lab, &leader, &replica, "main", 5);
+    // Lag is counted once the replica has measured the leader's clock (stargate(7), Lag),
+    // and the leader's reachability published after its first probe: both a moment after
+    // the agent turns passive.
+    lab.wait_until("the replica to count the five updates' lag and probe the leader", Duration::from_secs(10), || {
+        let replication = &lab.status(&replica)["replication"];
+        replication["aggregate"]["count"].as_u64() >= Some(5) && replication["leader"]["reachable"] == true
+    });
     (lab, leader, replica)
 }
 

@@ -4,7 +4,8 @@
 //! get no answer make the leader unreachable: said once, with the reason; then each probe
 //! again is a retry after a backoff with full jitter (`stargate.retry.*`, never further
 //! apart than `stargate.sync.interval`), said with its number; the first answer ends it,
-//! said with how long it lasted. Syncs are not held back meanwhile: a leader's health
+//! said with how long it lasted (a signal or a successful sync from the leader brings the
+//! next probe forward). Syncs are not held back meanwhile: a leader's health
 //! responder may be down while its Git server serves.
 //!
 //! This is the state and its transitions, without a clock or a socket of its own, so that

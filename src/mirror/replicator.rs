@@ -166,6 +166,8 @@ struct Shared {
     reach: Option<Reach>,
     /// The syncs of every repository after the leader became reachable again.
     catch_up: Option<CatchUp>,
+    /// Each repository's journal position when the leader became unreachable.
+    outage_from: HashMap<String, u64>,
     /// Syncs running now.
     running: usize,
     /// The leader's change summary could be read at the last look: repositories then wait
@@ -177,16 +179,21 @@ struct Shared {
     poked: bool,
     /// A hint named a repository this node lacks: read the leader's summary now.
     look_now: bool,
+    /// Something came from the leader (a signal, a sync) while it counted as unreachable:
+    /// probe it now rather than at the end of the backoff.
+    probe_now: bool,
     published: Option<Instant>,
     scan: crate::repos::Scan,
 }
 
-/// The leader reachable again: every repository synced once, then said how long it took.
+/// The leader reachable again: every repository synced once, then said how many entries
+/// came since it became unreachable (`from`: each repository's position then) and how long
+/// after its return.
 struct CatchUp {
     leader: String,
     started: Instant,
     pending: HashSet<String>,
-    entries: u64,
+    from: HashMap<String, u64>,
 }
 
 /// An update exposed before its leader's clock offset was known.
@@ -253,11 +260,13 @@ impl Replicator {
                 held: Vec::new(),
                 reach: None,
                 catch_up: None,
+                outage_from: HashMap::new(),
                 running: 0,
                 summary: false,
                 dirty: false,
                 poked: true,
                 look_now: false,
+                probe_now: false,
                 published: None,
                 scan: Default::default(),
             }),
@@ -296,6 +305,7 @@ impl Replicator {
                 continue;
             };
             let addr = addr.split('/').next().unwrap_or(addr);
+            self.lock_shared().probe_now = false;
             let answer =
                 crate::wire::http::get(addr, "/healthz", Instant::now() + reach::PROBE_TIMEOUT, reach::PROBE_TIMEOUT);
             let leader = &record.node;
@@ -319,6 +329,7 @@ impl Replicator {
                     );
                     shared.counters.leader_unreachable += 1;
                     shared.catch_up = None;
+                    shared.outage_from = shared.repos.iter().map(|(n, r)| (n.clone(), r.status.replica_seq)).collect();
                     shared.dirty = true;
                     next
                 }
@@ -345,16 +356,23 @@ impl Replicator {
                     for repo in shared.repos.values_mut() {
                         repo.signalled = true;
                     }
-                    shared.catch_up =
-                        Some(CatchUp { leader: leader.clone(), started: Instant::now(), pending, entries: 0 });
+                    let from = std::mem::take(&mut shared.outage_from);
+                    shared.catch_up = Some(CatchUp { leader: leader.clone(), started: Instant::now(), pending, from });
                     shared.poked = true;
                     shared.dirty = true;
                     self.wake.notify_all();
                     reach::PROBE_INTERVAL
                 }
             };
-            drop(shared);
-            std::thread::sleep(wait);
+            // Until the next probe, or sooner when the leader was heard from meanwhile.
+            let until = Instant::now() + wait;
+            while !shared.probe_now {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                shared = self.wake.wait_timeout(shared, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+            }
         }
     }
 
@@ -456,8 +474,12 @@ impl Replicator {
         let first = !repo.signalled;
         repo.signalled = true;
         shared.counters.signals += 1;
+        let unreachable = shared.reach.as_ref().is_some_and(|r| !r.state.reachable);
+        if unreachable {
+            shared.probe_now = true;
+        }
         drop(shared);
-        if first {
+        if first || unreachable {
             self.poke();
         }
         true
@@ -798,6 +820,9 @@ impl Replicator {
                 repo.attempt = 0;
                 repo.retry_at = None;
                 repo.due = Some(now + jitter(next_poll));
+                if shared.reach.as_ref().is_some_and(|r| !r.state.reachable) {
+                    shared.probe_now = true;
+                }
             }
             Err(Failure::Sync(mirror::Error::Locked)) => {
                 shared.counters.skips += 1;
@@ -923,7 +948,6 @@ impl Replicator {
             });
         }
         let Some(repo) = shared.repos.get_mut(name) else { return event };
-        let was_at = repo.status.replica_seq;
         if report.mode == Mode::Full {
             repo.status.fallbacks += 1;
         }
@@ -937,17 +961,19 @@ impl Replicator {
         repo.status.last_mode = Some(report.mode);
         if let Some(c) = shared.catch_up.as_mut().filter(|c| c.leader == target.leader)
             && c.pending.remove(name)
+            && c.pending.is_empty()
         {
-            c.entries += report.leader_seq.saturating_sub(was_at);
-            if c.pending.is_empty() {
-                log::info!(
-                    "caught up {} entries from {} in {:.1} s",
-                    c.entries,
-                    c.leader,
-                    c.started.elapsed().as_secs_f64()
-                );
-                shared.catch_up = None;
-            }
+            let entries: u64 = (shared.repos.iter())
+                .map(|(n, r)| {
+                    r.status.replica_seq.saturating_sub(c.from.get(n).copied().unwrap_or(r.status.replica_seq))
+                })
+                .sum();
+            log::info!(
+                "caught up {entries} entries from {} (written while it was unreachable) {:.1} s after it answered again",
+                c.leader,
+                c.started.elapsed().as_secs_f64()
+            );
+            shared.catch_up = None;
         }
         event
     }

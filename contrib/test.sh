@@ -22,7 +22,7 @@ command -v gitolite >/dev/null || need+=(gitolite3)
 [ -x /usr/bin/etcd ] || need+=(etcd-server)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)
 command -v openssl >/dev/null || need+=(openssl)
-# The --netns lab of the seeds' tests (tests/it/seeds): namespaces, nft cuts, the floating address.
+# The --netns lab of the acceptance plans' tests (tests/it/acceptance): namespaces, nft cuts, the floating address.
 command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
 command -v keepalived >/dev/null || need+=(keepalived)

@@ -1,5 +1,5 @@
 """The long suite's report (contrib/lab/long-suite): README.md and SVG plots in DIR, from
-DIR/data/<test>.json (what each seed test measured) and DIR/data/<test>.<series>.csv."""
+DIR/data/<test>.json (what each acceptance test measured) and DIR/data/<test>.<series>.csv."""
 
 import csv
 import datetime as dt
@@ -15,18 +15,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 matplotlib.rcParams["svg.hashsalt"] = "stargate"  # stable ids: reproducible files
 
-# Every seed test, in the order of the plans; a test that failed leaves no JSON.
+# Every acceptance test, in the order of the plans; a test that failed leaves no JSON.
 TESTS = [
-    ("us_g10_failover", "seeds::failover::us_g10_failover_moves_the_floating_address_and_a_push_through_it_succeeds"),
-    ("us_g10_passive_rejection", "seeds::failover::us_g10_passive_rejects_git_kv_with_exit_9_and_changes_no_ref"),
-    ("us_g10_forced_promotion_and_failback", "seeds::failover::us_g10_forced_promotion_away_from_a_cut_off_leader_then_failback"),
-    ("sync_bulk_writes", "seeds::sync::sync_bulk_100_sets_reach_the_passive_within_30_s"),
-    ("disc_012_failover_consistency", "seeds::consistency::disc_012_failover_consistency_through_promotion_and_failback"),
-    ("sync_network_disruption", "seeds::sync::sync_network_disruption_resumes_within_the_slo_without_duplicates_and_logs_it"),
-    ("sync_leader_failure_mid_fetch", "seeds::sync::sync_leader_failure_mid_fetch_of_a_large_repository"),
-    ("sync_concurrency", "seeds::sync::sync_concurrent_loops_run_one_fetch_and_skip_the_rest"),
-    ("sync_load", "seeds::sync::sync_load_many_refs_within_the_configured_timeout"),
-    ("lag_slo", "seeds::slo::lag_slo_steady_state_then_a_partition_fires_the_alert_after_two_breaching_windows"),
+    ("us_g10_failover", "acceptance::failover::us_g10_failover_moves_the_floating_address_and_a_push_through_it_succeeds"),
+    ("us_g10_passive_rejection", "acceptance::failover::us_g10_passive_rejects_git_kv_with_exit_9_and_changes_no_ref"),
+    ("us_g10_forced_promotion_and_failback", "acceptance::failover::us_g10_forced_promotion_away_from_a_cut_off_leader_then_failback"),
+    ("sync_bulk_writes", "acceptance::sync::sync_bulk_100_sets_reach_the_passive_within_30_s"),
+    ("disc_012_failover_consistency", "acceptance::consistency::disc_012_failover_consistency_through_promotion_and_failback"),
+    ("sync_network_disruption", "acceptance::sync::sync_network_disruption_resumes_within_the_slo_without_duplicates_and_logs_it"),
+    ("sync_leader_failure_mid_fetch", "acceptance::sync::sync_leader_failure_mid_fetch_of_a_large_repository"),
+    ("sync_concurrency", "acceptance::sync::sync_concurrent_loops_run_one_fetch_and_skip_the_rest"),
+    ("sync_load", "acceptance::sync::sync_load_many_refs_within_the_configured_timeout"),
+    ("lag_slo", "acceptance::slo::lag_slo_steady_state_then_a_partition_fires_the_alert_after_two_breaching_windows"),
 ]
 
 
@@ -248,7 +248,7 @@ def main():
         f = data / f"{name}.json"
         if f.exists():
             results[name] = json.loads(f.read_text())
-    commit = run_commit(data, "seeds")
+    commit = run_commit(data, "acceptance")
     date = out.name
     plots = {
         "lag": lag_plot(out, data, results["lag_slo"]) if "lag_slo" in results else None,
@@ -257,20 +257,21 @@ def main():
     }
     md = [f"# Long suite report, {date}", ""]
     md += [
-        f"The seeds' test plans at full length (`contrib/lab/long-suite`, `STARGATE_SEEDS=long`), commit `{commit}`,",
+        f"The acceptance plans at full length (`contrib/lab/long-suite`, `STARGATE_ACCEPTANCE=long`), commit `{commit}`,",
         "on the `--netns` lab: every node in its own network namespace, disruptions by nft drop rules, the floating",
         "address by keepalived with `contrib/keepalived/keepalived.conf.example`. One machine, 2 cores, debug build;",
         "figures are this run's, not benchmarks. Raw figures: `data/` (one JSON per test, CSV series).",
         "",
-        "| seed | test | checks | result | measured |",
+        "| plan | test | checks | result | measured |",
         "|---|---|---|---|---|",
     ]
     for name, path in TESTS:
         r = results.get(name)
         if r is None:
-            md.append(f"| | `{path}` | | **no result**: failed, or had not finished when this report was written (see `data/seeds.nextest.log`) | |")
+            md.append(f"| | `{path}` | | **no result**: failed, or had not finished when this report was written (see `data/acceptance.nextest.log`) | |")
             continue
-        md.append(f"| {r['seed']} | `{path}` | {r['check']} | {r['result']} | {r['summary']} |")
+        # 'plan': the acceptance plan; reports written before it was so named say 'seed'.
+        md.append(f"| {r.get('plan', r.get('seed'))} | `{path}` | {r['check']} | {r['result']} | {r['summary']} |")
     md.append("")
     for key, title in (("lag", "Lag over time"), ("disruption", "Lag through network disruptions"), ("failover", "Failover events")):
         if plots[key]:
@@ -303,7 +304,7 @@ def main():
         r = results.get(name)
         if not r:
             continue
-        md += [f"### `{path}`", "", f"{r['seed']}: {r['check']}.", ""]
+        md += [f"### `{path}`", "", f"{r.get('plan', r.get('seed'))}: {r['check']}.", ""]
         for k, v in r["measured"].items():
             if k == "windows":
                 continue

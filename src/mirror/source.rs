@@ -234,11 +234,11 @@ impl<'a> Source<'a> {
         }
         let side = self.side_repo()?;
         let scratch = Store::open(&side)?;
-        let seeds: Vec<Edit> = (ours.iter())
+        let known: Vec<Edit> = (ours.iter())
             .filter(|(name, _)| refs.contains_key(*name))
             .map(|(name, oid)| Edit::set(name, *oid))
             .collect();
-        scratch.edit(&seeds)?;
+        scratch.edit(&known)?;
         let refspecs: Vec<String> = refs.keys().map(|r| format!("+{r}:{r}")).collect();
         let args = self.fetch_args(vec!["--stdin".into(), self.url.clone()]);
         let result = self

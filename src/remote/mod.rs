@@ -455,14 +455,14 @@ mod tests {
         assert!(session(&long).0.is_err());
         // Random bytes and random words: an answer or an error, never a panic.
         let alphabet = b"capabilities option connect git-upload-pack verbosity 1\n\"\\\x00\xff";
-        let mut seed = 0x2545F4914F6CDD1Du64;
+        let mut x = 0x2545F4914F6CDD1Du64;
         for _ in 0..2000 {
             let mut input = Vec::new();
-            for _ in 0..(seed % 64) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                input.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            for _ in 0..(x % 64) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                input.push(alphabet[(x % alphabet.len() as u64) as usize]);
             }
             let _ = session(&input);
         }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod acceptance;
 mod clocks;
 mod config;
 mod docs;
@@ -23,6 +24,5 @@ mod replication;
 mod repos;
 mod scale;
 mod security;
-mod seeds;
 mod servers;
 mod transport;

@@ -447,7 +447,7 @@ fn the_command_loop_fed_random_and_truncated_lines_exits_with_an_error() {
     let out = helper(b"capabilities\noption verbosity 1\noption nosuch x\n\n");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "connect\noption\n\nok\nunsupported\n");
-    let mut seed = 0x9E3779B97F4A7C15u64;
+    let mut x = 0x9E3779B97F4A7C15u64;
     let mut inputs: Vec<Vec<u8>> = vec![
         b"".to_vec(),
         b"capabilities".to_vec(),
@@ -459,11 +459,11 @@ fn the_command_loop_fed_random_and_truncated_lines_exits_with_an_error() {
     ];
     for _ in 0..40 {
         let mut input = Vec::new();
-        for _ in 0..(seed % 300) {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            input.push((seed >> 24) as u8);
+        for _ in 0..(x % 300) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            input.push((x >> 24) as u8);
         }
         // A blank first line is a clean goodbye, not garbage.
         if input.first() == Some(&b'\n') {

@@ -72,7 +72,7 @@ fn hundred_sets_reach_the_replica_within_30_s() {
         assert!(out.status.success(), "set {i}: {}", stderr(&out));
     }
     let writes = start.elapsed();
-    // The seed's check: poll the passive every second, parity within 30 s.
+    // The acceptance plan's check: poll the passive every second, parity within 30 s.
     let mut parity = None;
     for second in 0..=30 {
         if lab.mirrored_refs("a") == lab.mirrored_refs("b") {

@@ -8,7 +8,7 @@
 //! acknowledged write kept (async mode: or lost only as stargate(7) allows, reported and kept).
 //!
 //! The default suite runs each nemesis briefly in both modes; `contrib/lab/long-suite
-//! jepsen::` runs each for ten minutes and writes the report (`STARGATE_SEEDS=long`).
+//! jepsen::` runs each for ten minutes and writes the report (`STARGATE_ACCEPTANCE=long`).
 
 mod checker;
 mod nemesis;
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use checker::{Call, Op, Ret, Verdict};
 use nemesis::{Nemesis, Window};
 
-use crate::seeds::{Plan, Report, now_ms, stargate, stargate_client, stdout};
+use crate::acceptance::{Plan, Report, now_ms, stargate, stargate_client, stdout};
 use crate::support::*;
 
 /// Clients, each with its own clone and its own `git kv` process at a time.

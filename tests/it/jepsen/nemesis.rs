@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rand::seq::IndexedRandom;
 
 use super::Timing;
-use crate::seeds::{Plan, now_ms, stargate};
+use crate::acceptance::{Plan, now_ms, stargate};
 use crate::support::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -273,7 +273,7 @@ fn partition(lab: &Lab, timing: &Timing, round: usize) -> Window {
 /// `git stargate <args>` on `node`: exit code and the last line it printed.
 fn operator(lab: &Lab, node: &str, args: &[&str]) -> (Option<i32>, String) {
     let out = stargate(lab, node, args);
-    let text = format!("{}{}", crate::seeds::stdout(&out), stderr(&out));
+    let text = format!("{}{}", crate::acceptance::stdout(&out), stderr(&out));
     let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
     (out.status.code(), last)
 }

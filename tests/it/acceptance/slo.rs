@@ -19,7 +19,7 @@ fn lag_slo_steady_state_then_a_partition_fires_the_alert_after_two_breaching_win
     );
     let ms = |d: Duration| d.as_millis() as u64;
     let mut extra = format!(
-        "[stargate \"alert\"]\n\turl = {ALERT_URL}\n\troutingKey = seed-key\n\twindow = {}ms\n\tp50 = {}ms\n\tp99 = {}ms\n[stargate \"metrics\"]\n\tinterval = 1s\n",
+        "[stargate \"alert\"]\n\turl = {ALERT_URL}\n\troutingKey = plan-key\n\twindow = {}ms\n\tp50 = {}ms\n\tp99 = {}ms\n[stargate \"metrics\"]\n\tinterval = 1s\n",
         ms(plan.window),
         ms(plan.p50),
         ms(plan.p99)
@@ -77,7 +77,7 @@ fn lag_slo_steady_state_then_a_partition_fires_the_alert_after_two_breaching_win
     let (trigger_ms, trigger) = alerts.iter().find(|(_, e)| e["event_action"] == "trigger").cloned().unwrap();
     let (resolve_ms, resolve) = alerts.iter().find(|(_, e)| e["event_action"] == "resolve").cloned().unwrap();
     assert!(trigger_ms > cut_ms && resolve_ms > trigger_ms, "{alerts:?}");
-    assert_eq!(trigger["routing_key"], "seed-key");
+    assert_eq!(trigger["routing_key"], "plan-key");
     assert_eq!(trigger["dedup_key"], resolve["dedup_key"]);
     let d = &trigger["payload"]["custom_details"];
     assert_eq!(d["replica"], replica.as_str(), "{trigger}");

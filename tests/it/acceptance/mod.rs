@@ -1,7 +1,7 @@
-//! The seeds' test plans, each an automated test on a `--netns` lab (docs/ARCHITECTURE.md,
+//! The acceptance plans, each an automated test on a `--netns` lab (docs/ARCHITECTURE.md,
 //! "The lab"): real network namespaces, real kills, freezes and nft cuts, the floating address
 //! by keepalived. Two suites run the same code. The default one (CI) shortens durations;
-//! `contrib/lab/long-suite` sets `STARGATE_SEEDS=long` for full length and
+//! `contrib/lab/long-suite` sets `STARGATE_ACCEPTANCE=long` for full length and
 //! `STARGATE_REPORT_DIR`, where every test writes what it measured (`<test>.json`, and
 //! `<test>.csv` for series) for the report and plots.
 
@@ -42,7 +42,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn get() -> Plan {
-        let long = std::env::var("STARGATE_SEEDS").is_ok_and(|v| v == "long");
+        let long = std::env::var("STARGATE_ACCEPTANCE").is_ok_and(|v| v == "long");
         let s = Duration::from_secs;
         if long {
             Plan {
@@ -92,13 +92,13 @@ pub struct Report {
 }
 
 impl Report {
-    /// `seed`: the test plan this test automates (its section); `check`: the plan's words.
-    pub fn new(test: &'static str, seed: &str, check: &str) -> Report {
+    /// `title`: the test plan this test automates (its section); `check`: the plan's words.
+    pub fn new(test: &'static str, title: &str, check: &str) -> Report {
         let plan = Plan::get();
         Report {
             test,
             json: serde_json::json!({
-                "test": test, "seed": seed, "check": check,
+                "test": test, "plan": title, "check": check,
                 "suite": if plan.long { "long" } else { "default" }, "measured": {}, "started_ms": now_ms(),
             }),
         }

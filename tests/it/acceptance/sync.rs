@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-const SEED: &str = "Stargate Replica Synchronization §3";
+const PLAN: &str = "Stargate Replica Synchronization §3";
 
 #[test]
 #[ignore = "needs root: network namespaces (a --netns lab)"]
@@ -15,7 +15,7 @@ fn sync_bulk_100_sets_reach_the_passive_within_30_s() {
     let plan = Plan::get();
     let mut report = Report::new(
         "sync_bulk_writes",
-        SEED,
+        PLAN,
         "100 sequential git kv set; the passive polled every 1 s; parity within 30 s",
     );
     let lab = Lab::up_netns(2, "", plan.net(false, false));
@@ -54,7 +54,7 @@ fn sync_network_disruption_resumes_within_the_slo_without_duplicates_and_logs_it
     let plan = Plan::get();
     let mut report = Report::new(
         "sync_network_disruption",
-        SEED,
+        PLAN,
         "traffic between leader and replica dropped 10 s, 60 s and 5 min (default suite: 10 s); sync resumes, lag back within the SLO (p50 15 s), no duplicate commits; logs and metrics record retries, backoff and recovery",
     );
     // The shipped settings (30 s poll, 25 s watchdog, 5 attempts, multiplier 2, max 60 s);
@@ -164,9 +164,9 @@ fn sync_network_disruption_resumes_within_the_slo_without_duplicates_and_logs_it
     report.passed(&format!("{}; {acked} writes, none lost, none committed twice", summary.join("; ")));
 }
 
-/// Random bytes that do not compress, from a seed (xorshift).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
+/// Random bytes that do not compress, from a starting value (xorshift).
+fn noise(start: u64, len: usize) -> Vec<u8> {
+    let mut x = start | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
         x ^= x << 13;
@@ -179,15 +179,15 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// A commit of `bytes` of incompressible files on branch `big`, pushed through `stargate::`.
-fn push_large(client: &Client, seed: u64, bytes: usize) -> Duration {
+fn push_large(client: &Client, start: u64, bytes: usize) -> Duration {
     let dir = client.home.path().join("c");
     ok(client.git("c", &["checkout", "-q", "-B", "big"]));
     let files = bytes.div_ceil(4 << 20);
     for f in 0..files {
-        std::fs::write(dir.join(format!("blob-{seed}-{f}")), noise(seed * 1000 + f as u64, bytes / files)).unwrap();
+        std::fs::write(dir.join(format!("blob-{start}-{f}")), noise(start * 1000 + f as u64, bytes / files)).unwrap();
     }
     ok(client.git("c", &["add", "-A"]));
-    ok(client.git("c", &["commit", "-q", "-m", &format!("large {seed}")]));
+    ok(client.git("c", &["commit", "-q", "-m", &format!("large {start}")]));
     let start = Instant::now();
     ok(with_helper(client.git("c", &["push", "-q", "origin", "big"])));
     start.elapsed()
@@ -213,7 +213,7 @@ fn sync_leader_failure_mid_fetch_of_a_large_repository() {
     let plan = Plan::get();
     let mut report = Report::new(
         "sync_leader_failure_mid_fetch",
-        SEED,
+        PLAN,
         "the leader fails while a replica fetches a large repository: first cut off (the fetch is killed, retried, completed), then powered off (the replica leads with consistent refs; the old leader keeps what only it had)",
     );
     // The watchdog must outlast a whole transfer at the throttled rate (200 MB at 8 MB/s in
@@ -306,7 +306,7 @@ fn sync_concurrent_loops_run_one_fetch_and_skip_the_rest() {
     let plan = Plan::get();
     let mut report = Report::new(
         "sync_concurrency",
-        SEED,
+        PLAN,
         "several sync loops at once (the agent's, four by hand, twenty signals): one fetch runs, the others are skipped, not queued",
     );
     let extra = "[stargate \"sync\"]\n\tinterval = 1h\n\ttimeout = 20s\n";
@@ -400,7 +400,7 @@ fn sync_load_many_refs_within_the_configured_timeout() {
     let plan = Plan::get();
     let mut report = Report::new(
         "sync_load",
-        SEED,
+        PLAN,
         "load: 100k refs (default suite: 20k); sync duration and CPU, within the configured timeout (stargate.sync.timeout, 25 s)",
     );
     let lab = Lab::up_netns(2, "", plan.net(false, false));

@@ -365,15 +365,25 @@ impl Replicator {
                 }
             };
             // Until the next probe, or sooner when the leader was heard from meanwhile.
-            let until = Instant::now() + wait;
-            while !shared.probe_now {
-                let left = until.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                shared = self.wake.wait_timeout(shared, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
-            }
+            drop(self.wait_until(shared, Instant::now() + wait, |s| s.probe_now));
         }
+    }
+
+    /// Wait on the shared state until `woken` says so or `until` passes; the guard back.
+    fn wait_until<'a>(
+        &self,
+        mut shared: std::sync::MutexGuard<'a, Shared>,
+        until: Instant,
+        woken: fn(&Shared) -> bool,
+    ) -> std::sync::MutexGuard<'a, Shared> {
+        while !woken(&shared) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            shared = self.wake.wait_timeout(shared, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+        }
+        shared
     }
 
     /// While passive, estimate the leader's clock offset every `CLOCK_INTERVAL` (every
@@ -720,13 +730,7 @@ impl Replicator {
         let until = Instant::now() + self.interval.saturating_sub(MIN_LOOK_GAP);
         let mut shared = self.lock_shared();
         shared.look_now = false;
-        while !shared.look_now {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            shared = self.wake.wait_timeout(shared, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
-        }
+        let mut shared = self.wait_until(shared, until, |s| s.look_now);
         shared.look_now = false;
     }
 

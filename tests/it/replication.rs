@@ -2,9 +2,9 @@
 //! semantics, push-triggered and polled syncs, one sync at a time, the watchdog, backoff,
 //! lag metrics and alerts, and preservation of a former leader's unreplicated commits.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -395,33 +395,10 @@ fn statsd_datagrams_carry_the_lag_gauge_with_its_tags() {
 }
 
 /// A PagerDuty stand-in: records every JSON body POSTed to it, answers 202.
-fn alert_receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+fn alert_receiver() -> (String, Posts) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v2/enqueue", listener.local_addr().unwrap());
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let store = Arc::clone(&bodies);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut length = 0;
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                line.clear();
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_ok()
-                && let Ok(json) = serde_json::from_slice(&body)
-            {
-                store.lock().unwrap().push(json);
-            }
-            let _ =
-                reader.get_mut().write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (url, bodies)
+    (url, json_posts(listener))
 }
 
 #[test]
@@ -451,10 +428,10 @@ fn lag_alert_triggers_after_two_bad_windows_and_resolves() {
     lab.kill("b", "agent", "CONT");
     write_for(Duration::from_secs(2));
     wait_until("trigger then resolve", Duration::from_secs(30), || {
-        let b = bodies.lock().unwrap();
+        let b: Vec<serde_json::Value> = bodies.lock().unwrap().iter().map(|(_, e)| e.clone()).collect();
         b.iter().any(|e| e["event_action"] == "trigger") && b.iter().any(|e| e["event_action"] == "resolve")
     });
-    let b = bodies.lock().unwrap().clone();
+    let b: Vec<serde_json::Value> = bodies.lock().unwrap().iter().map(|(_, e)| e.clone()).collect();
     let trigger = b.iter().find(|e| e["event_action"] == "trigger").unwrap();
     let resolve_at = b.iter().position(|e| e["event_action"] == "resolve").unwrap();
     assert!(b.iter().position(|e| e["event_action"] == "trigger").unwrap() < resolve_at, "trigger first: {b:?}");

@@ -942,3 +942,39 @@ pub fn mirrors_over_http_incrementally(extra: &str) -> Lab {
     assert_eq!(fulls(), before, "incremental after the first mirror{}", lab.logs());
     lab
 }
+
+/// Every JSON body a stand-in received, with the wall time it arrived (ms).
+pub type Posts = std::sync::Arc<std::sync::Mutex<Vec<(u64, serde_json::Value)>>>;
+
+/// A PagerDuty stand-in on `listener`: records every JSON body POSTed to it (`Posts`), and
+/// answers 202.
+pub fn json_posts(listener: std::net::TcpListener) -> Posts {
+    use std::io::BufRead;
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = std::sync::Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream);
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok()
+                && let Ok(json) = serde_json::from_slice(&body)
+            {
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                store.lock().unwrap().push((at, json));
+            }
+            let _ =
+                reader.get_mut().write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    bodies
+}

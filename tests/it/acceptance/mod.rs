@@ -10,7 +10,6 @@ mod failover;
 mod slo;
 mod sync;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -335,32 +334,8 @@ pub const STATSD: &str = "@NET@.254:8125";
 /// A PagerDuty stand-in in the lab's hub at `ALERT_URL`: records every JSON body POSTed to
 /// it, with the time it arrived, and answers 202. Undelivered alerts are retried by the
 /// agent, so one sent before this listens is not lost.
-pub fn alert_receiver(lab: &Lab) -> Arc<Mutex<Vec<(u64, serde_json::Value)>>> {
-    let listener = TcpListener::bind(format!("{}:8090", lab.hub_ip())).unwrap();
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let store = Arc::clone(&bodies);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut length = 0;
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                line.clear();
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_ok()
-                && let Ok(json) = serde_json::from_slice(&body)
-            {
-                store.lock().unwrap().push((now_ms(), json));
-            }
-            let _ =
-                reader.get_mut().write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    bodies
+pub fn alert_receiver(lab: &Lab) -> Posts {
+    json_posts(TcpListener::bind(format!("{}:8090", lab.hub_ip())).unwrap())
 }
 
 /// A StatsD server in the lab's hub at `STATSD`: every line received, with its time.

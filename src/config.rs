@@ -261,6 +261,13 @@ impl Config {
         self.positive_duration("stargate.sync.timeout", Duration::from_secs(25))
     }
 
+    /// `stargate.sync.connectTimeout`: how long a sync waits for the other node's Git
+    /// server to accept the connection and advertise what it speaks (`git://` and local
+    /// paths), so that a machine that is gone fails a sync in that time. Default: 2s.
+    pub fn sync_connect_timeout(&self) -> Result<Duration, Error> {
+        self.positive_duration("stargate.sync.connectTimeout", Duration::from_secs(2))
+    }
+
     /// `stargate.sync.uploadPack`: the program a replica runs on the leader for `ssh://`
     /// and local URLs (`git fetch --upload-pack`). Default: git's own.
     pub fn sync_upload_pack(&self) -> Option<&str> {
@@ -469,6 +476,7 @@ impl Config {
         self.sync_interval()?;
         self.sync_sweep_interval()?;
         self.sync_timeout()?;
+        self.sync_connect_timeout()?;
         self.retry_attempts()?;
         self.retry_multiplier()?;
         self.retry_base_delay()?;

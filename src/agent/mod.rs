@@ -8,6 +8,7 @@ mod catchup;
 pub mod control;
 mod election;
 mod handover;
+mod quorum;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -116,6 +117,8 @@ struct Agent {
     unsupported: std::collections::HashSet<String>,
     /// The last handoff record this leader refused (logged and counted once).
     refused_handoff: Option<crate::lead::handoff::Handoff>,
+    /// Quorum mode: asks the peers, while this node leads, whether they follow it.
+    quorum_watch: Option<quorum::Watch>,
 }
 
 /// What stays the same for the agent's life: its configuration, read once in `run`
@@ -196,6 +199,10 @@ pub fn run(cfg: &Config) -> Result<(), Error> {
         state_dir,
         me,
     };
+    let quorum_watch = (settings.quorum.clone()).map(|q| {
+        let state_dir = settings.state_dir.clone();
+        quorum::Watch::start(settings.me.clone(), q, state_dir, settings.interval, settings.stale_after)
+    });
     let mut agent = Agent {
         lease: lock.open_lease(cfg.lease_ttl()?)?,
         lock,
@@ -213,6 +220,7 @@ pub fn run(cfg: &Config) -> Result<(), Error> {
         repos: Default::default(),
         unsupported: Default::default(),
         refused_handoff: None,
+        quorum_watch,
     };
     install_signal_handlers();
     log::info!("agent for node {} started (pid {})", agent.settings.me, std::process::id());
@@ -381,6 +389,9 @@ impl Agent {
 
     fn publish(&mut self) {
         self.replicator.set_passive(self.role == Role::Passive);
+        if let Some(watch) = &self.quorum_watch {
+            watch.lead((self.role == Role::Leader).then_some(self.epoch));
+        }
         // The hooks compare this with their own clock since boot: no wall clock involved.
         let valid_until_boot_ms =
             self.lease.valid_until().filter(|_| self.role == Role::Leader).map(|until| {

@@ -160,6 +160,9 @@ pub enum RecordError {
     Refused(crate::lead::epoch::Refusal),
 }
 
+/// Why a passive node with a live agent refuses writes (`/readyz`: `not leader: <this>`).
+pub const PASSIVE: &str = "this node is passive";
+
 /// The answer to "may this node accept a write now?".
 #[derive(Debug, PartialEq, Eq)]
 pub enum Authority {
@@ -300,7 +303,7 @@ impl View {
             return refused(leader, epoch, "agent not running".into());
         };
         if state.role != Role::Leader {
-            return refused(leader, epoch, "this node is passive".into());
+            return refused(leader, epoch, PASSIVE.into());
         }
         if let Some(why) = &state.draining {
             return refused(leader, epoch, format!("draining: {why}"));

@@ -39,8 +39,20 @@ impl<'a> Mirroring<'a> {
         Mirroring { path, name, target, settings, deadline: started + settings.timeout, started }
     }
 
+    /// A session with the leader, given up as soon as the lease names another: a sync from
+    /// a leader whose machine is gone would otherwise hold this repository's sync lock
+    /// until its deadline, and in quorum mode keep this node from staging the next
+    /// leader's first write.
     fn connect(&self) -> Result<Source<'a>, Error> {
-        Source::open_same_format(self.path, self.name, &self.target.base_url, self.settings, self.deadline)
+        let mut source =
+            Source::open_same_format(self.path, self.name, &self.target.base_url, self.settings, self.deadline)?;
+        if !self.target.peer {
+            let (settings, target) = (self.settings.clone(), self.target.clone());
+            source.abandon_when(Box::new(move || {
+                matches!(apply::still_following(&settings, &target), Err(Error::Overtaken))
+            }));
+        }
+        Ok(source)
     }
 
     fn following(&self) -> impl FnOnce() -> Result<(), Error> + '_ {

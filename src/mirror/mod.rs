@@ -110,6 +110,9 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub timeout: Duration,
+    /// How long the other node's Git server has to accept a session and say what it
+    /// speaks (`stargate.sync.connectTimeout`).
+    pub connect_timeout: Duration,
     pub upload_pack: Option<String>,
     /// The agent's secret, so that the replica's hooks let the mirroring write.
     pub token: String,
@@ -137,6 +140,7 @@ impl Settings {
     pub fn from_config(cfg: &crate::config::Config, token: String) -> Result<Settings, crate::config::Error> {
         Ok(Settings {
             timeout: cfg.sync_timeout()?,
+            connect_timeout: cfg.sync_connect_timeout()?,
             upload_pack: cfg.sync_upload_pack().map(str::to_owned),
             token,
             progress: false,

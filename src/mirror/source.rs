@@ -61,8 +61,10 @@ impl<'a> Source<'a> {
         deadline: Instant,
     ) -> Result<Source<'a>, Error> {
         let link = match Endpoint::join(base_url, name) {
-            Ok(endpoint) => proto::Session::open(&endpoint, settings.upload_pack.as_deref(), deadline)?
-                .map_or(Link::Commands, Link::Session),
+            Ok(endpoint) => {
+                proto::Session::open(&endpoint, settings.upload_pack.as_deref(), settings.connect_timeout, deadline)?
+                    .map_or(Link::Commands, Link::Session)
+            }
             Err(_) => Link::Commands,
         };
         Ok(Source { path, url: repo_url(base_url, name), settings, deadline, link, keeps: Vec::new() })
@@ -85,6 +87,14 @@ impl<'a> Source<'a> {
                 Err(Error::Format { url: source.url.clone(), theirs: theirs.to_owned(), ours: ours.to_owned() })
             }
             _ => Ok(source),
+        }
+    }
+
+    /// A protocol v2 session's reads give up once `abandon` says so (`proto::Abandon`);
+    /// git's commands run to their deadline.
+    pub(super) fn abandon_when(&mut self, abandon: proto::Abandon) {
+        if let Link::Session(session) = &mut self.link {
+            session.abandon_when(abandon);
         }
     }
 

@@ -24,6 +24,7 @@ use clap::Parser;
 use super::status::{self, Status};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::lead::heard;
 
 /// Longest request head accepted; a longer one gets 431.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -497,11 +498,18 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
             (Some(why), _) => response(503, "text/plain", format!("unhealthy: {why}\n").as_bytes(), head_only),
         },
         "/readyz" => match &status.refusal {
-            None => response(200, "text/plain", format!("leader, epoch {}\n", status.epoch).as_bytes(), head_only),
+            None => match &status.quorum_shortfall {
+                None => response(200, "text/plain", format!("leader, epoch {}\n", status.epoch).as_bytes(), head_only),
+                // Leading, but a write sent now would not find a quorum: not ready.
+                Some(why) => {
+                    let body = format!("not ready: {why}\n{}\n", heard::follows_line(&status.node, status.epoch));
+                    response(503, "text/plain", body.as_bytes(), head_only)
+                }
+            },
             // The second line says which epoch is current here, so that a client can tell a
             // deposed leader still answering 200 from the leader (remote::resolve).
             Some(why) => {
-                let current = status.current().map(|c| format!("leader {}, epoch {}\n", c.node, c.epoch));
+                let current = status.current().map(|c| format!("{}\n", heard::follows_line(&c.node, c.epoch)));
                 let body = format!("not leader: {why}\n{}", current.unwrap_or_default());
                 response(503, "text/plain", body.as_bytes(), head_only)
             }

@@ -48,6 +48,12 @@ pub fn render(s: &Status, state: Option<&State>, agent: Option<&Published>) -> S
         Family::new("stargate_up", "gauge", "1 when the node's agent is alive").one(s.agent.alive as u8),
         Family::new("stargate_leader", "gauge", "1 when this node accepts writes as leader of the current epoch")
             .one(s.accepts_writes as u8),
+        Family::new(
+            "stargate_ready",
+            "gauge",
+            "1 when /readyz answers 200: this node leads and, in quorum mode, heard a quorum of peers follow it",
+        )
+        .one((s.accepts_writes && s.quorum_shortfall.is_none()) as u8),
     ];
     // The role the agent claims (a dead agent claims nothing: passive); `stargate_leader` says
     // whether the claim holds.
@@ -297,6 +303,7 @@ mod tests {
             seen: None,
             accepts_writes: false,
             refusal: Some("this node is passive".into()),
+            quorum_shortfall: None,
             agent: AgentStatus { alive: true, pid: Some(1), heartbeat_age_ms: Some(1), problem: None },
             repositories: Vec::new(),
             lag_seconds: None,

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::journal;
 use crate::lead::audit;
+use crate::lead::heard;
 use crate::lead::lease::Lock;
 use crate::lead::lease::Record;
 use crate::lead::node::{self, Authority, Role};
@@ -24,6 +25,10 @@ pub struct Status {
     pub accepts_writes: bool,
     /// Why writes are refused, when they are.
     pub refusal: Option<String>,
+    /// A leader in quorum mode: why a write sent now would not find a quorum, when it
+    /// would not (`/readyz` then answers 503; stargate(7), Readiness).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum_shortfall: Option<String>,
     pub agent: AgentStatus,
     /// Why the agent cannot reach the lease (an etcd without an answering member), if so.
     pub lease_problem: Option<String>,
@@ -155,6 +160,9 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
         Authority::Leader { epoch } => (true, None, epoch),
         Authority::Refused { reason, epoch, .. } => (false, Some(reason), epoch),
     };
+    let quorum_shortfall = (view.state.as_ref())
+        .filter(|_| accepts_writes)
+        .and_then(|state| heard::shortfall(state, heard::read(&cfg.state_dir().ok()?).as_ref()));
     let mut repositories = match crate::repos::list(&cfg.root()?) {
         Ok(found) => {
             let root = cfg.root()?;
@@ -199,6 +207,7 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
         leader,
         accepts_writes,
         refusal,
+        quorum_shortfall,
         agent: AgentStatus {
             alive: view.agent_alive(),
             pid: view.state.as_ref().map(|s| s.pid),
@@ -412,9 +421,10 @@ pub fn print(s: &Status) {
     if let Some(problem) = &s.lease_problem {
         println!("lease:    {problem}");
     }
-    match &s.refusal {
-        None => println!("writes:   accepted"),
-        Some(why) => println!("writes:   refused: {why}"),
+    match (&s.refusal, &s.quorum_shortfall) {
+        (None, None) => println!("writes:   accepted"),
+        (None, Some(why)) => println!("writes:   not ready: {why}"),
+        (Some(why), _) => println!("writes:   refused: {why}"),
     }
     let unreadable = s.repositories.iter().filter(|r| !r.readable).count();
     println!("repos:    {} ({unreadable} unreadable)", s.repositories.len());

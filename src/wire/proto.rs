@@ -36,7 +36,19 @@ pub struct Session {
 struct Reader {
     input: Input,
     deadline: Instant,
+    abandon: Option<Abandon>,
 }
+
+/// Asked while a read has waited `ABANDON_CHECK` in silence: true when the session is no
+/// longer wanted (the node it reads from was replaced as leader), which ends the wait then
+/// rather than at the deadline.
+pub type Abandon = Box<dyn FnMut() -> bool + Send>;
+
+/// How long a read waits in silence before it asks whether it is still wanted.
+const ABANDON_CHECK: Duration = Duration::from_millis(500);
+
+/// The error of a read abandoned (`Abandon`).
+pub const ABANDONED: &str = "abandoned: the node read from no longer leads";
 
 enum Input {
     Tcp(TcpStream),
@@ -62,25 +74,36 @@ enum Pkt {
 
 impl Read for Reader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        match &mut self.input {
-            Input::Tcp(s) => {
-                quickack(s);
-                s.set_read_timeout(Some(left))?;
-                s.read(buf)
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::ErrorKind::TimedOut.into());
             }
-            Input::Process(out) => {
-                let mut fd = libc::pollfd { fd: out.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-                let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-                // SAFETY: one valid pollfd for the duration of the call.
-                match unsafe { libc::poll(&mut fd, 1, ms) } {
-                    0 => Err(std::io::ErrorKind::TimedOut.into()),
-                    n if n < 0 => Err(std::io::Error::last_os_error()),
-                    _ => out.read(buf),
+            let wait = if self.abandon.is_some() { left.min(ABANDON_CHECK) } else { left };
+            let read = match &mut self.input {
+                Input::Tcp(s) => {
+                    quickack(s);
+                    s.set_read_timeout(Some(wait))?;
+                    s.read(buf)
                 }
+                Input::Process(out) => {
+                    let mut fd = libc::pollfd { fd: out.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                    let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
+                    // SAFETY: one valid pollfd for the duration of the call.
+                    match unsafe { libc::poll(&mut fd, 1, ms) } {
+                        0 => Err(std::io::ErrorKind::TimedOut.into()),
+                        n if n < 0 => Err(std::io::Error::last_os_error()),
+                        _ => out.read(buf),
+                    }
+                }
+            };
+            match read {
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => {
+                    if self.abandon.as_mut().is_some_and(|still| still()) {
+                        return Err(std::io::Error::other(ABANDONED));
+                    }
+                }
+                other => return other,
             }
         }
     }
@@ -125,19 +148,23 @@ fn pkt(s: &str) -> Vec<u8> {
 }
 
 impl Session {
-    /// Open a session with the repository at `endpoint`, to end by `deadline`. `Ok(None)`
+    /// Open a session with the repository at `endpoint`, to end by `deadline`. The server
+    /// must accept the connection and advertise what it speaks within `answer_within`: a
+    /// machine that is gone fails the session in that time, not at `deadline`. `Ok(None)`
     /// when this client does not speak the transport, or the server does not speak v2.
     /// `upload_pack` replaces the program for local repositories (`--upload-pack`).
     pub fn open(
         endpoint: &Endpoint,
         upload_pack: Option<&str>,
+        answer_within: Duration,
         deadline: Instant,
     ) -> Result<Option<Session>, git::Error> {
         let url = endpoint.display();
+        let answer_by = deadline.min(Instant::now() + answer_within);
         let (input, writer) = match endpoint {
             Endpoint::Git { host, port, path } => {
                 let io = |e| io_error(&url, e);
-                let stream = connect_host(host, *port, deadline).map_err(io)?;
+                let stream = connect_host(host, *port, answer_by).map_err(io)?;
                 stream
                     .set_write_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(MIN_WAIT)))
                     .map_err(io)?;
@@ -157,9 +184,10 @@ impl Session {
             }
             Endpoint::Ssh { .. } | Endpoint::Http(_) => return Ok(None),
         };
-        let reader = BufReader::with_capacity(64 * 1024, Reader { input, deadline });
+        let reader = BufReader::with_capacity(64 * 1024, Reader { input, deadline: answer_by, abandon: None });
         let mut session = Session { reader, writer, url, object_format: None };
         let advertisement = session.lines()?;
+        session.reader.get_mut().deadline = deadline;
         let has = |cap: &str| advertisement.iter().any(|l| l == cap || l.starts_with(&format!("{cap}=")));
         if advertisement.first().map(String::as_str) != Some("version 2") || !has("ls-refs") || !has("fetch") {
             return Ok(None);
@@ -168,6 +196,12 @@ impl Session {
             session.object_format = Some(format.to_owned());
         }
         Ok(Some(session))
+    }
+
+    /// From now on, a read that waits in silence asks `abandon` now and then whether to
+    /// give up (see `Abandon`).
+    pub fn abandon_when(&mut self, abandon: Abandon) {
+        self.reader.get_mut().abandon = Some(abandon);
     }
 
     /// The server's object format: `sha1` (also when it does not say) or `sha256`.
@@ -379,12 +413,40 @@ pub(crate) fn connect(addrs: impl ToSocketAddrs, name: &str, deadline: Instant) 
         match TcpStream::connect_timeout(&addr, left) {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
+                notice_a_vanished_peer(&s);
                 return Ok(s);
             }
             Err(e) => last = e,
         }
     }
     Err(last)
+}
+
+/// A peer whose machine is gone sends no FIN: a read would wait for its deadline (25 s
+/// for a sync, while it holds the repository's sync lock). Keepalive probes after a second
+/// of silence, three of them a second apart, and at most 5 s for data to be acknowledged,
+/// end the connection within about 5 s instead; a live server that is busy (counting
+/// objects) acknowledges the probes and is waited for. Best effort: a socket option the
+/// kernel refuses leaves the deadline alone in charge.
+fn notice_a_vanished_peer(s: &TcpStream) {
+    let fd = s.as_raw_fd();
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: a valid socket, and a pointer to an int of the size given.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+    set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 5000);
 }
 
 /// `host` or `[v6]` and a port, as `connect` takes them.
@@ -480,7 +542,7 @@ mod tests {
             let started = Instant::now();
             let deadline = started + Duration::from_secs(2);
             let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
-            match Session::open(&endpoint, None, deadline) {
+            match Session::open(&endpoint, None, Duration::from_secs(2), deadline) {
                 Ok(Some(mut session)) => {
                     match session.ls_refs(&[]) {
                         Ok(refs) => prop_assert!(refs.keys().all(|name| !name.contains('\n'))),
@@ -504,12 +566,74 @@ mod tests {
         }
     }
 
+    /// A server that answers, then falls silent (its machine gone): the read waits until
+    /// the session is abandoned, not until the deadline, and says why; and a server that
+    /// never advertises fails the session at `answer_within`.
+    #[test]
+    fn a_silent_server_is_abandoned_when_no_longer_wanted_and_one_that_never_answers_is_given_up() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for (i, conn) in listener.incoming().take(2).enumerate() {
+                let Ok(mut conn) = conn else { return };
+                if i == 0 {
+                    let _ = conn.write_all(
+                        &[data(b"version 2\n"), data(b"ls-refs\n"), data(b"fetch\n"), b"0000".to_vec()].concat(),
+                    );
+                }
+                held.push(conn);
+            }
+            std::thread::sleep(Duration::from_secs(10));
+        });
+        let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut session = Session::open(&endpoint, None, Duration::from_secs(2), deadline).unwrap().unwrap();
+        let mut asked = 0;
+        session.abandon_when(Box::new(move || {
+            asked += 1;
+            asked >= 2
+        }));
+        let started = Instant::now();
+        let e = session.ls_refs(&[]).unwrap_err().to_string();
+        assert!(e.contains(ABANDONED), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        let started = Instant::now();
+        let e = Session::open(&endpoint, None, Duration::from_millis(300), deadline).err().unwrap().to_string();
+        assert!(started.elapsed() < Duration::from_secs(2), "{e} after {:?}", started.elapsed());
+    }
+
+    /// Every connection asks the kernel to notice a peer that vanished (see
+    /// `notice_a_vanished_peer`).
+    #[test]
+    fn connections_probe_a_silent_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let s = connect(addr, "test", Instant::now() + Duration::from_secs(2)).unwrap();
+        let get = |level, name| {
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: a valid socket, and an int with its size.
+            let rc = unsafe {
+                libc::getsockopt(s.as_raw_fd(), level, name, (&mut value as *mut libc::c_int).cast(), &mut len)
+            };
+            assert_eq!(rc, 0);
+            value
+        };
+        assert_eq!(get(libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 1);
+        assert_eq!(get(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT), 5000);
+    }
+
     #[test]
     fn a_lying_length_is_an_error() {
         let script = [data(b"version 2\n"), data(b"ls-refs\n"), data(b"fetch\n"), b"0000".to_vec(), b"zzzz".to_vec()];
         let port = serve_once(script.concat());
         let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
-        let mut session = Session::open(&endpoint, None, Instant::now() + Duration::from_secs(2)).unwrap().unwrap();
+        let mut session =
+            Session::open(&endpoint, None, Duration::from_secs(2), Instant::now() + Duration::from_secs(2))
+                .unwrap()
+                .unwrap();
         let e = session.ls_refs(&[]).unwrap_err().to_string();
         assert!(e.contains("bad pkt-line length"), "{e}");
     }

@@ -323,13 +323,18 @@ fn quorum_adoption_longer_than_the_ttl_keeps_the_etcd_lease() {
     // a's lease ends within the TTL (3 s), b takes the key and waits for a second node;
     // twice the TTL after that, c answers again.
     std::thread::sleep(Duration::from_secs(9));
-    assert!(lab.ready().is_empty(), "b led without hearing a second node{}", lab.logs());
+    assert!(lab.leading().is_empty(), "b led without hearing a second node{}", lab.logs());
     lab.start("c", "health");
-    lab.wait_until("b to lead", Duration::from_secs(15), || lab.ready() == ["b"]);
+    lab.wait_until("b to lead", Duration::from_secs(15), || lab.leading() == ["b"]);
     let log = lab.agent_log("b");
     assert!(!log.contains("lost the lease while catching up"), "{log}");
     assert_eq!(log.matches("elected leader at epoch").count(), 1, "{log}");
+    // c's agent is still stopped: b leads, but a write would find no quorum yet.
+    let (code, body) = lab.http("b", "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("not ready: no quorum (1 of 2 needed"), "{body}");
     lab.kill("c", "agent", "CONT");
+    lab.wait_until("b to be ready", Duration::from_secs(15), || lab.ready() == ["b"]);
 }
 
 /// etcd restored from a backup without a revision bump gives create revisions, and so

@@ -271,6 +271,18 @@ impl Lab {
             .collect()
     }
 
+    /// The nodes that lead, ready or not: in quorum mode a leader that has not heard a
+    /// quorum of peers follow it answers `/readyz` 503 `not ready: ...` (stargate(7), Readiness).
+    pub fn leading(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                self.try_http(n, "/readyz").is_some_and(|(code, body)| code == 200 || body.starts_with("not ready: "))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// As `http`, but None when the node cannot be reached or does not answer in time.
     pub fn try_http(&self, node: &str, path: &str) -> Option<(u16, String)> {
         let addr: std::net::SocketAddr = format!("{}:8080", self.ip(node)).parse().ok()?;

@@ -24,7 +24,9 @@ fn disc_012_failover_consistency_through_promotion_and_failback() {
         "DISC-012 testing strategy",
         "after convergence, promote the passive and switch traffic; reads and writes consistent before, during and after; every acknowledged key present; every ref history a fast-forward of what clients saw",
     );
-    let extra = "[stargate \"sync\"]\n\tinterval = 1s\n[stargate \"promote\"]\n\tcooldown = 0s\n";
+    // The shipped settings, but for the promotion cooldown (1 min): the plan fails back
+    // right after its promotion, which the cooldown exists to refuse.
+    let extra = "[stargate \"promote\"]\n\tcooldown = 0s\n";
     let lab = Lab::up_netns(2, extra, plan.net(false, false));
     let a = lab.wait_leader(None, Duration::from_secs(10));
     let b = other(&lab, &a);

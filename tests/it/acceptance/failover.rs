@@ -126,7 +126,9 @@ fn us_g10_forced_promotion_away_from_a_cut_off_leader_then_failback() {
         "US-G10 HA Failover §2 / DISC-012",
         "the leader is cut off the network: forced promotion of the passive, the old leader fenced and its unreplicated commit kept; failback when it returns",
     );
-    let extra = "[stargate \"sync\"]\n\tinterval = 1s\n[stargate \"promote\"]\n\tcooldown = 0s\n";
+    // The shipped settings, but for the promotion cooldown (1 min): the plan fails back
+    // right after its promotion, which the cooldown exists to refuse.
+    let extra = "[stargate \"promote\"]\n\tcooldown = 0s\n";
     let lab = Lab::up_netns(2, extra, plan.net(false, false));
     let a = lab.wait_leader(None, Duration::from_secs(10));
     let b = other(&lab, &a);

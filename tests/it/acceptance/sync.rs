@@ -216,13 +216,12 @@ fn sync_leader_failure_mid_fetch_of_a_large_repository() {
         PLAN,
         "the leader fails while a replica fetches a large repository: first cut off (the fetch is killed, retried, completed), then powered off (the replica leads with consistent refs; the old leader keeps what only it had)",
     );
-    // The watchdog must outlast a whole transfer at the throttled rate (200 MB at 8 MB/s in
-    // the long suite), or every attempt is killed and none completes.
+    // The plan varies the watchdog, and only it: the fetch must be cut off for longer than
+    // the watchdog (so that it is killed and retried) and the watchdog must outlast a whole
+    // transfer at the throttled rate (200 MB at 8 MB/s in the long suite), or every attempt
+    // is killed and none completes. The shipped 25 s would make the default suite's cut 30 s.
     let timeout = if plan.long { "60s" } else { "5s" };
-    let extra = format!(
-        "[stargate \"sync\"]\n\tinterval = 1s\n\ttimeout = {timeout}\n[stargate \"catchup\"]\n\ttimeout = 5s\n\
-         [stargate \"retry\"]\n\tbaseDelay = 500ms\n\tmaxDelay = 2s\n\tattempts = 20\n"
-    );
+    let extra = format!("[stargate \"sync\"]\n\ttimeout = {timeout}\n");
     let lab = Lab::up_netns(2, &extra, plan.net(false, false));
     let a = lab.wait_leader(None, Duration::from_secs(10));
     let b = other(&lab, &a);
@@ -309,7 +308,11 @@ fn sync_concurrent_loops_run_one_fetch_and_skip_the_rest() {
         PLAN,
         "several sync loops at once (the agent's, four by hand, twenty signals): one fetch runs, the others are skipped, not queued",
     );
-    let extra = "[stargate \"sync\"]\n\tinterval = 1h\n\ttimeout = 20s\n";
+    // The plan holds one sync for its whole length and counts the leader's connections: the
+    // poll is an hour (the shipped 30 s would add a fetch of its own mid-count) and the
+    // sync held (the leader's traffic to b dropped) may wait for its connection until the
+    // watchdog (25 s), not the shipped 2 s after which it would fail and let the next start.
+    let extra = "[stargate \"sync\"]\n\tinterval = 1h\n\tconnectTimeout = 25s\n";
     let lab = Lab::up_netns(2, extra, plan.net(false, false));
     let a = lab.wait_leader(None, Duration::from_secs(10));
     let b = other(&lab, &a);

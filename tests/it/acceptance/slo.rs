@@ -17,10 +17,10 @@ fn lag_slo_steady_state_then_a_partition_fires_the_alert_after_two_breaching_win
         "Stargate Replica Synchronization §3 (lag SLO)",
         "continuous writes; rolling p50/p99 over 5-minute windows; the alert fires after two breaching windows with replica, leader, percentile and value",
     );
-    // The plan's windows and limits (shortened in the default suite), and the windows
-    // judged every second rather than every 10 s, so that a shortened window's end is
-    // seen when it comes.
     let ms = |d: Duration| d.as_millis() as u64;
+    // The plan's windows and limits (shortened in the default suite); the windows are
+    // judged every second (stargate.metrics.interval) rather than every 10 s, so that a
+    // window's end is seen when it comes, not up to 10 s later.
     let mut extra = format!(
         "[stargate \"alert\"]\n\turl = {ALERT_URL}\n\troutingKey = plan-key\n\twindow = {}ms\n\tp50 = {}ms\n\tp99 = {}ms\n[stargate \"metrics\"]\n\tinterval = 1s\n",
         ms(plan.window),

@@ -43,7 +43,7 @@ impl Watch {
                 }
                 let started = Instant::now();
                 let heard = ask(&me, epoch, &quorum, answer_timeout(stale_after));
-                let has = 1 + heard.counting.len() >= quorum.needed;
+                let has = heard.count() >= quorum.needed;
                 if had != Some(has) {
                     report(&heard, has, had.is_none(), &quorum);
                     had = Some(has);
@@ -94,7 +94,7 @@ fn ask(me: &str, epoch: u64, quorum: &Quorum, timeout: Duration) -> Heard {
 }
 
 fn report(heard: &Heard, has: bool, first: bool, quorum: &Quorum) {
-    let count = 1 + heard.counting.len();
+    let count = heard.count();
     let missing: Vec<String> = heard.missing.iter().map(|(n, why)| format!("{n}: {why}")).collect();
     match (has, first) {
         (true, true) => {}

@@ -24,6 +24,13 @@ pub struct Heard {
     pub missing: Vec<(String, String)>,
 }
 
+impl Heard {
+    /// The nodes whose word counts, the leader included.
+    pub fn count(&self) -> usize {
+        1 + self.counting.len()
+    }
+}
+
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("quorum.json")
 }
@@ -74,7 +81,7 @@ pub fn shortfall(state: &State, heard: Option<&Heard>) -> Option<String> {
     if age > state.stale_after_ms {
         return Some(format!("no word from the peers for {age} ms"));
     }
-    let count = 1 + heard.counting.len();
+    let count = heard.count();
     if count >= quorum.needed {
         return None;
     }

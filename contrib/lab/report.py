@@ -270,8 +270,7 @@ def main():
         if r is None:
             md.append(f"| | `{path}` | | **no result**: failed, or had not finished when this report was written (see `data/acceptance.nextest.log`) | |")
             continue
-        # 'plan': the acceptance plan; reports written before it was so named say 'seed'.
-        md.append(f"| {r.get('plan', r.get('seed'))} | `{path}` | {r['check']} | {r['result']} | {r['summary']} |")
+        md.append(f"| {r['plan']} | `{path}` | {r['check']} | {r['result']} | {r['summary']} |")
     md.append("")
     for key, title in (("lag", "Lag over time"), ("disruption", "Lag through network disruptions"), ("failover", "Failover events")):
         if plots[key]:
@@ -304,7 +303,7 @@ def main():
         r = results.get(name)
         if not r:
             continue
-        md += [f"### `{path}`", "", f"{r.get('plan', r.get('seed'))}: {r['check']}.", ""]
+        md += [f"### `{path}`", "", f"{r['plan']}: {r['check']}.", ""]
         for k, v in r["measured"].items():
             if k == "windows":
                 continue

@@ -55,9 +55,9 @@ fn restart_shifted(lab: &Lab, node: &str, shift: &str) {
 
 /// Updates a replica exposes in its first seconds are counted with the leader's clock
 /// offset, never on the two skewed clocks: those exposed before the offset is measured wait
-/// for it. (Reported from outside: p99 2.1 s for writes that arrived in tens of ms, written
-/// 3 s after the start. This test does not reproduce that report on the code before the
-/// samples were held, with writes at once or 3 s after the start: it guards the behaviour.)
+/// for it. (This one passes on the code before the samples were held too, the first
+/// measurement being quick here; `lag_is_true_when_the_leaders_clock_cannot_be_read_at_first`
+/// reproduces the outside report.)
 #[test]
 fn lag_is_true_from_the_first_sample_after_a_start() {
     // A shifted agent's heartbeat is judged on the clock since boot, but give it room anyway.

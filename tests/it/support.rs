@@ -405,6 +405,14 @@ impl Lab {
         ok(self.script("cut").arg(node).args(peers));
     }
 
+    /// Load the nft ruleset `rules` (`nft -f` syntax) in `node`'s namespace.
+    pub fn nft(&self, node: &str, rules: &str) {
+        let mut nft = self.node_cmd(node, "nft");
+        let mut child = nft.args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "nft -f in {node}:\n{rules}");
+    }
+
     pub fn heal(&self, node: &str) {
         ok(self.script("heal").arg(node));
     }

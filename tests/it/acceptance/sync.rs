@@ -325,11 +325,7 @@ fn sync_concurrent_loops_run_one_fetch_and_skip_the_rest() {
         "table inet seedcount {{\n set conns {{ type inet_service; flags dynamic; }}\n chain input {{\n  type filter hook input priority -20; policy accept;\n  ip saddr {} tcp dport 9418 tcp flags syn add @conns {{ tcp sport }}\n }}\n}}\n",
         lab.ip(&b)
     );
-    let mut nft = lab.node_cmd(&a, "nft");
-    nft.args(["-f", "-"]).stdin(std::process::Stdio::piped());
-    let mut child = nft.spawn().unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), count.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    lab.nft(&a, &count);
     let connections = || {
         let out = ok(lab.node_cmd(&a, "nft").args(["-j", "list", "set", "inet", "seedcount", "conns"]));
         let json: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -61,6 +61,16 @@ impl Config {
         self.values.get(&folded).map_or(&[], Vec::as_slice)
     }
 
+    /// A boolean as git reads one: true, yes, on, 1; false, no, off, 0 or empty.
+    fn boolean(&self, key: &str, default: bool) -> Result<bool, Error> {
+        match self.raw(key).map(|v| (v, v.to_ascii_lowercase())) {
+            None => Ok(default),
+            Some((_, v)) if matches!(v.as_str(), "true" | "yes" | "on" | "1") => Ok(true),
+            Some((_, v)) if matches!(v.as_str(), "false" | "no" | "off" | "0" | "") => Ok(false),
+            Some((v, _)) => Err(invalid(key, v, "expected true or false")),
+        }
+    }
+
     fn duration(&self, key: &str, default: Duration) -> Result<Duration, Error> {
         self.raw(key).map_or(Ok(default), |v| parse_duration(v).ok_or_else(|| invalid(key, v, DURATION)))
     }
@@ -643,6 +653,21 @@ impl Config {
     pub fn max_read_lag(&self) -> Result<Option<Duration>, Error> {
         let key = "stargate.maxReadLag";
         self.raw(key).map(|v| parse_duration(v).ok_or_else(|| invalid(key, v, DURATION))).transpose()
+    }
+
+    /// `stargate.readYourWrites`: after a push through a `stargate::` URL, reads through it
+    /// go to a replica only once it has applied that push (git-remote-stargate(1)).
+    /// Default: true.
+    pub fn read_your_writes(&self) -> Result<bool, Error> {
+        self.boolean("stargate.readYourWrites", true)
+    }
+
+    /// `stargate.readYourWrites.timeout`: how long a read waits for a replica to apply this
+    /// clone's last push before it reads from the leader instead. Default: 1s (a replica
+    /// told of a write applies it within tens of milliseconds; one a second behind is
+    /// stalled, and the leader answers sooner).
+    pub fn read_your_writes_timeout(&self) -> Result<Duration, Error> {
+        self.duration("stargate.readYourWrites.timeout", Duration::from_secs(1))
     }
 
     /// `stargate.probeTimeout`: how long `git-remote-stargate` waits for each node's health

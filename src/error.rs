@@ -1,6 +1,7 @@
 //! How a failure ends a process: the one place that maps errors to exit codes.
 //!
-//! Codes follow git: 0 ok, 1 refusal, 9 not leader, 128 fatal, 129 usage. Modules above this
+//! Codes follow git: 0 ok, 1 refusal, 9 not leader, 128 fatal, 129 usage; 124 for a wait
+//! that timed out, as timeout(1). Modules above this
 //! one (`lead` and everything that builds on it) say which class their errors are in by
 //! converting them into [`Error`], in their own module: a refusal or "not leader" as its
 //! words, anything fatal whole ([`Error::fatal`]), its chain of causes kept. This module
@@ -13,6 +14,8 @@ use std::process::ExitCode;
 pub const OK: u8 = 0;
 pub const REFUSED: u8 = 1;
 pub const NOT_LEADER: u8 = 9;
+/// Waited as long as asked, and what was waited for has not happened (as timeout(1)).
+pub const TIMED_OUT: u8 = 124;
 pub const FATAL: u8 = 128;
 pub const USAGE: u8 = 129;
 
@@ -32,6 +35,9 @@ pub enum Error {
     Refused(String),
     #[error("{0}")]
     Usage(String),
+    /// Waited as long as asked (exit 124).
+    #[error("{0}")]
+    TimedOut(String),
     /// A fatal error of a module above this one, whole: printed as it displays, its causes
     /// kept as its `source()` (exit 128).
     #[error(transparent)]
@@ -59,6 +65,7 @@ impl Error {
             Error::NotLeader(_) => NOT_LEADER,
             Error::Refused(_) => REFUSED,
             Error::Usage(_) => USAGE,
+            Error::TimedOut(_) => TIMED_OUT,
             Error::ChainedHook(code) => *code,
             _ => FATAL,
         }
@@ -71,7 +78,7 @@ pub fn report(program: &str, err: &Error) -> ExitCode {
     match err {
         Error::ChainedHook(_) => {}
         Error::NotLeader(_) => eprintln!("stargate: {err}"),
-        Error::Refused(_) => eprintln!("{program}: {err}"),
+        Error::Refused(_) | Error::TimedOut(_) => eprintln!("{program}: {err}"),
         Error::Usage(_) => eprintln!("error: {err}"),
         _ => eprintln!("fatal: {err}"),
     }

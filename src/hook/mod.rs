@@ -100,9 +100,27 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
                 _ => reference_transaction::run(&repo, state_dir.as_deref(), args),
             }
         }
+        "post-receive" => {
+            if node::find_state_dir(&repo.git_dir).is_some() {
+                say_position(&repo);
+            }
+            chain::exec(name, args, &repo)
+        }
         "push-to-checkout" => chain::push_to_checkout(&repo, args),
         "proc-receive" => chain::proc_receive(&repo, args),
         _ => chain::exec(name, args, &repo),
+    }
+}
+
+/// After a push to the leader, tell the client where its writes are in the journal:
+/// `stargate: position <epoch>:<seq>:<entry id>` (git shows it as `remote: …`), for
+/// `git stargate wait` and `/applied` on a replica (stargate-hook(1), POSITION). The journal
+/// tip, read once every update of the push is committed: at or after each of them.
+fn say_position(repo: &Repo) {
+    match crate::journal::position::current(repo.git_dir()) {
+        Ok(Some(p)) => eprintln!("stargate: position {p}"),
+        Ok(None) => {}
+        Err(e) => log::debug!("no position to say: {e}"),
     }
 }
 

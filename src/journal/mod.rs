@@ -31,6 +31,7 @@
 pub mod changes;
 mod entry;
 mod pending;
+pub mod position;
 pub mod signal;
 pub mod stage;
 

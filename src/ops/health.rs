@@ -464,10 +464,24 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
     let path = target.split('?').next().unwrap_or(target);
     let known = match scope {
         Scope::All => {
-            matches!(path, "/healthz" | "/readyz" | "/repositories" | "/staged" | "/changes" | "/status" | "/metrics")
+            matches!(
+                path,
+                "/healthz"
+                    | "/readyz"
+                    | "/repositories"
+                    | "/staged"
+                    | "/changes"
+                    | "/position"
+                    | "/applied"
+                    | "/status"
+                    | "/metrics"
+            )
         }
-        // Nodes ask each other these, wherever the health address points.
-        Scope::Probes => matches!(path, "/healthz" | "/readyz" | "/repositories" | "/staged" | "/changes"),
+        // Nodes ask each other these, wherever the health address points; clients ask
+        // `/position` and `/applied` (read-your-writes).
+        Scope::Probes => {
+            matches!(path, "/healthz" | "/readyz" | "/repositories" | "/staged" | "/changes" | "/position" | "/applied")
+        }
     };
     if !known {
         return response(404, "text/plain", b"not found\n", head_only);
@@ -480,6 +494,9 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
     };
     if path == "/changes" {
         return changes(cfg, target.split_once('?').map(|(_, q)| q), head_only);
+    }
+    if matches!(path, "/position" | "/applied") {
+        return position(cfg, target.split_once('?').map_or("", |(_, q)| q), head_only);
     }
     let status = match status::status(cfg, matches!(path, "/status" | "/metrics")) {
         Ok(s) => s,
@@ -548,6 +565,50 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
     }
 }
 
+/// `/position?repo=<name>`: this node's journal position in a repository;
+/// `/applied?repo=<name>&position=<position>`: whether it has applied that one (200
+/// `applied`, 503 `behind`, 410 `superseded`: never will be), each with where it is
+/// (stargate-hook(1), HEALTH RESPONDER). Read only, from the repository alone.
+fn position(cfg: &crate::config::Config, query: &str, head_only: bool) -> Vec<u8> {
+    use crate::journal::position::{self, Applied, Position};
+    let text = |code: u16, body: String| response(code, "text/plain", body.as_bytes(), head_only);
+    let param = |key: &str| query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
+    let name = param("repo").unwrap_or("");
+    let Some(path) = cfg
+        .root()
+        .ok()
+        .filter(|_| crate::repos::valid_name(name))
+        .map(|r| r.join(name))
+        .filter(|p| p.join("HEAD").is_file())
+    else {
+        return text(404, "no such repository\n".into());
+    };
+    let at = |p: Option<Position>| p.map_or_else(|| "no journal".to_owned(), |p| p.to_string());
+    let Some(want) = param("position") else {
+        return match position::current(&path) {
+            Ok(Some(p)) => text(200, format!("{p}\n")),
+            Ok(None) => text(404, "no journal\n".into()),
+            Err(e) => text(503, format!("{e}\n")),
+        };
+    };
+    let want = match want.parse::<Position>() {
+        Ok(p) => p,
+        Err(e) => return text(400, format!("{e}\n")),
+    };
+    let led = cfg
+        .state_dir()
+        .ok()
+        .as_deref()
+        .and_then(crate::lead::node::read_state)
+        .and_then(|s| (s.role == crate::lead::node::Role::Leader).then_some(s.epoch));
+    match position::applied(&path, &want, led) {
+        Ok(Applied::Yes) => text(200, format!("applied {want}\n")),
+        Ok(Applied::Behind { at: now }) => text(503, format!("behind: at {}\n", at(now))),
+        Ok(Applied::Superseded { at: now }) => text(410, format!("superseded: at {now}\n")),
+        Err(e) => text(503, format!("{e}\n")),
+    }
+}
+
 /// `/changes`: the leader's change summary for replicas (`journal::changes`). Read
 /// only; 404 on a node that keeps none.
 fn changes(cfg: &crate::config::Config, query: Option<&str>, head_only: bool) -> Vec<u8> {
@@ -579,6 +640,7 @@ fn response(code: u16, content_type: &str, body: &[u8], head_only: bool) -> Vec<
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        410 => "Gone",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
@@ -782,7 +844,8 @@ mod tests {
                 let path = head.split(' ').nth(1).unwrap_or("").split('?').next().unwrap_or("");
                 if code == 503 {
                     // Only a known endpoint reaches the configuration (which is bad here).
-                    prop_assert!(matches!(path, "/healthz" | "/readyz")
+                    prop_assert!(matches!(path, "/healthz" | "/readyz" | "/repositories" | "/staged" | "/changes"
+                                                | "/position" | "/applied")
                         || (scope == Scope::All && matches!(path, "/status" | "/metrics")), "{head:?}");
                 }
             }

@@ -127,6 +127,16 @@ enum Command {
         /// Repositories by name relative to stargate.root, e.g. `kv.git`.
         repos: Vec<String>,
     },
+    /// Wait until this node has applied a position a push printed (`stargate: position …`).
+    Wait {
+        /// The repository, by name relative to stargate.root, e.g. `kv.git`.
+        repo: String,
+        /// `<epoch>:<seq>:<entry id>`, as the push printed it.
+        position: String,
+        /// Give up after this long (exit 124).
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+        timeout: std::time::Duration,
+    },
     /// Show replication lag: rolling windows with p50/p99, the aggregate, breaches.
     Lag {
         /// Print JSON instead of text.
@@ -162,6 +172,7 @@ pub fn main(args: &[String]) -> Result<()> {
         Command::List { json } => catalog::list(&cfg, json),
         Command::Sync { full, repos } => sync(&cfg, repos, full),
         Command::Lag { json } => lag(&cfg, json),
+        Command::Wait { repo, position, timeout } => wait(&cfg, &repo, &position, timeout),
         Command::Status { json } => {
             cfg.validate()?;
             let mut status = status::status(&cfg, true)?;
@@ -173,6 +184,45 @@ pub fn main(args: &[String]) -> Result<()> {
                 status::print(&status);
             }
             Ok(())
+        }
+    }
+}
+
+/// `git stargate wait`: poll this node's journal until it holds `position` (exit 0), went
+/// on at a later epoch without it (refused: it never will), or `timeout` passes (exit 124).
+fn wait(cfg: &Config, name: &str, position: &str, timeout: std::time::Duration) -> Result<()> {
+    use crate::journal::position::{Applied, Position, applied};
+    let want: Position = position.parse().map_err(|e| Error::Usage(format!("{e}")))?;
+    let path = cfg.root()?.join(name);
+    if !crate::repos::valid_name(name) || !path.join("HEAD").is_file() {
+        return Err(Error::Usage(format!(
+            "{}: not a repository under stargate.root",
+            crate::wire::sanitize::text(name)
+        )));
+    }
+    let state_dir = cfg.state_dir()?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = std::time::Duration::from_millis(2);
+    loop {
+        let led = node::read_state(&state_dir).filter(|s| s.role == node::Role::Leader).map(|s| s.epoch);
+        match applied(&path, &want, led).map_err(CommandError::Journal)? {
+            Applied::Yes => return Ok(()),
+            Applied::Superseded { at } => {
+                return Err(Error::Refused(format!(
+                    "{name} will never apply {want} here: its journal went on at epoch {} without it (at {at}): lost \
+                     in a failover, or older than the journal this node keeps",
+                    at.epoch
+                )));
+            }
+            Applied::Behind { at } => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    let at = at.map_or_else(|| "no journal yet".to_owned(), |p| format!("at {p}"));
+                    return Err(Error::TimedOut(format!("{name} has not applied {want} within {timeout:?} ({at})")));
+                }
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
         }
     }
 }

@@ -76,10 +76,13 @@ fn direction(line: &str) -> Option<Op> {
 
 pub fn run(session: &Session, alias: &str, input: &mut File, output: &mut impl Write) -> Result<(), Error> {
     let mut options = Options::default();
-    let first = match session.resolve(Op::Write, &options) {
-        Ok(c) => c.node,
+    let (first, mut leader) = match session.resolve(Op::Write, &options) {
+        Ok(c) => (c.node, c.leader),
         Err(e) if session.policy.read_from == ReadFrom::Leader => return Err(e),
-        Err(_) => session.resolve(Op::Read, &options)?.node,
+        Err(_) => {
+            let c = session.resolve(Op::Read, &options)?;
+            (c.node, c.leader)
+        }
     };
     let mut helper = Helper::start(session, alias, first)?;
     let mut setup: Vec<String> = Vec::new();
@@ -100,7 +103,10 @@ pub fn run(session: &Session, alias: &str, input: &mut File, output: &mut impl W
                 setup.push(line);
             }
             Some(Op::Read) if session.policy.read_from != ReadFrom::Leader => {
-                let target = session.resolve(Op::Read, &options)?.node;
+                let (memory, known) = session.recall(Op::Read);
+                let choice = session.choose(Op::Read, &options, memory.as_ref(), known)?;
+                let target = choice.node;
+                leader = choice.leader;
                 if target != helper.node {
                     helper.stop();
                     helper = Helper::start(session, alias, target)?;
@@ -114,6 +120,7 @@ pub fn run(session: &Session, alias: &str, input: &mut File, output: &mut impl W
             Some(_) => break line,
         }
     };
+    let op = direction(&line).unwrap_or(Op::Read);
     helper.send(&line)?;
     let Helper { mut child, stdin, mut stdout, node } = helper;
     let mut input = input.try_clone().map_err(Error::Pipe)?;
@@ -124,6 +131,10 @@ pub fn run(session: &Session, alias: &str, input: &mut File, output: &mut impl W
     let _ = super::pipe::copy_plain(&mut stdout, output);
     let status = child.wait().map_err(Error::Pipe)?;
     if status.success() {
+        let (memory, known) = session.recall(op);
+        if let Some(memory) = &memory {
+            session.remember(op, node, leader, known, memory, &options);
+        }
         Ok(())
     } else {
         Err(Error::Service {

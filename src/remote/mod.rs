@@ -13,6 +13,7 @@
 mod https;
 mod pipe;
 pub mod resolve;
+mod ryw;
 pub mod url;
 
 use std::fs::File;
@@ -194,7 +195,9 @@ fn run(args: &[String]) -> error::Result<()> {
     let cfg = Config::load(None)?;
     let nodes = url::nodes(&spec, &cfg)?;
     let policy = Policy { read_from: cfg.read_from()?, max_lag: cfg.max_read_lag()?, timeout: cfg.probe_timeout()? };
-    let session = Session { cfg, nodes, policy };
+    let ryw = if cfg.read_your_writes()? { Some(cfg.read_your_writes_timeout()?) } else { None };
+    let url = format!("{}/{}", spec.names.join(","), spec.path);
+    let session = Session { cfg, nodes, policy, ryw, url, repo: spec.path };
     // Commands are read one byte at a time from a duplicate of fd 0, so that nothing meant
     // for the service is ever buffered here.
     let mut input = stdin_file()?;
@@ -225,6 +228,12 @@ pub(crate) struct Session {
     cfg: Config,
     nodes: Vec<Node>,
     policy: Policy,
+    /// `stargate.readYourWrites.timeout`, when `stargate.readYourWrites` is on.
+    ryw: Option<std::time::Duration>,
+    /// The URL without `stargate::`: what positions are kept under.
+    url: String,
+    /// The repository's name on the nodes.
+    repo: String,
 }
 
 impl Session {
@@ -236,6 +245,12 @@ impl Session {
 
     fn resolve(&self, op: Op, options: &Options) -> Result<resolve::Choice, Error> {
         let choice = resolve::resolve(&self.nodes, op, &self.policy, self.record().as_ref())?;
+        self.say(op, &choice, options);
+        Ok(choice)
+    }
+
+    /// With `-v`: the node picked, and why.
+    fn say(&self, op: Op, choice: &resolve::Choice, options: &Options) {
         if options.verbosity >= 2 {
             let node = &self.nodes[choice.node];
             let what = if op == Op::Write { "writing to" } else { "reading from" };
@@ -247,16 +262,16 @@ impl Session {
                 choice.elapsed.as_secs_f64() * 1000.0
             );
         }
-        Ok(choice)
     }
 
     /// Resolve, open, and pipe; one retry when the first node failed before anything passed.
     fn connect(&self, service: Service, options: &Options) -> Result<(), Error> {
         let op = service.op();
         let protocol = protocol_for(service, &self.cfg);
+        let (memory, known) = self.recall(op);
         let mut failed: Option<(usize, Option<u64>, Error)> = None;
         for _attempt in 0..2 {
-            let choice = self.resolve(op, options)?;
+            let choice = self.choose(op, options, memory.as_ref(), known)?;
             if let Some((node, epoch, err)) = failed.take()
                 && node == choice.node
                 && epoch == choice.epoch
@@ -290,9 +305,124 @@ impl Session {
                 failed = Some((choice.node, Some(record.epoch), e));
                 continue;
             }
-            return opened.run(&node.name);
+            opened.run(&node.name)?;
+            if let Some(memory) = &memory {
+                self.remember(op, choice.node, choice.leader, known, memory, options);
+            }
+            return Ok(());
         }
         Err(failed.map_or(Error::NoAttempt, |(_, _, e)| e))
+    }
+
+    /// Where positions are kept (read-your-writes on), and, for a read, what is kept for
+    /// this URL.
+    fn recall(&self, op: Op) -> (Option<ryw::Memory>, Option<ryw::Known>) {
+        let memory = self.ryw.map(|_| ryw::Memory::here());
+        let known = memory.as_ref().filter(|_| op == Op::Read).and_then(|m| m.recall(&self.url));
+        (memory, known)
+    }
+
+    /// The node for `op`: as `resolve` finds it, then, for a read that found a replica
+    /// after a push through this URL, as `for_your_writes` says.
+    fn choose(
+        &self,
+        op: Op,
+        options: &Options,
+        memory: Option<&ryw::Memory>,
+        known: Option<ryw::Known>,
+    ) -> Result<resolve::Choice, Error> {
+        let mut choice = resolve::resolve(&self.nodes, op, &self.policy, self.record().as_ref())?;
+        if let (Some(known), Some(memory)) = (known, memory)
+            && !choice.leader
+        {
+            choice = self.for_your_writes(choice, known, memory)?;
+        }
+        self.say(op, &choice, options);
+        Ok(choice)
+    }
+
+    /// A read `choice` found a replica, and this clone pushed through this URL: that
+    /// replica if it has applied the push (waiting for it up to the timeout), else the leader.
+    fn for_your_writes(
+        &self,
+        choice: resolve::Choice,
+        known: ryw::Known,
+        memory: &ryw::Memory,
+    ) -> Result<resolve::Choice, Error> {
+        let node = &self.nodes[choice.node];
+        let verdict = match (known, &node.health) {
+            (ryw::Known::Unknown, _) => ryw::Verdict::Leader("the position of the last push is not known".into()),
+            (_, None) => ryw::Verdict::Leader(format!("no stargate.{}.health to ask", node.name)),
+            (ryw::Known::At(p), Some(addr)) => {
+                ryw::wait_for(addr, &self.repo, &p, self.ryw.unwrap_or_default(), self.policy.timeout)
+            }
+        };
+        let superseded = matches!(verdict, ryw::Verdict::Superseded(_));
+        let why = match verdict {
+            ryw::Verdict::Applied(waited) => {
+                let why = format!(
+                    "{}; it has applied this clone's last push (waited {:.1} ms)",
+                    choice.why,
+                    waited.as_secs_f64() * 1000.0
+                );
+                return Ok(resolve::Choice { why, ..choice });
+            }
+            ryw::Verdict::Leader(why) => why,
+            ryw::Verdict::Superseded(why) => {
+                memory.keep(&self.url, None);
+                format!("it will never apply this clone's last push ({why}): lost in a failover")
+            }
+        };
+        let leader_only = Policy { read_from: crate::config::ReadFrom::Leader, ..self.policy };
+        let leader = resolve::resolve(&self.nodes, Op::Read, &leader_only, self.record().as_ref())?;
+        // A leader's journal is final for older epochs: if it will never apply the
+        // position either, the push was lost, and waiting for it again would be in vain.
+        if let (ryw::Known::At(p), false, Some(addr)) = (known, superseded, &self.nodes[leader.node].health)
+            && ryw::wait_for(addr, &self.repo, &p, std::time::Duration::ZERO, self.policy.timeout).is_superseded()
+        {
+            memory.keep(&self.url, None);
+        }
+        let why = format!("{}; not {}: {why}", leader.why, node.name);
+        Ok(resolve::Choice { why, ..leader })
+    }
+
+    /// After a push: the position of the node pushed to, which holds every update of the
+    /// push (unknown when that node cannot say). After a read from the leader while the
+    /// position was unknown: the leader's, which holds whatever of the push survived.
+    fn remember(
+        &self,
+        op: Op,
+        node: usize,
+        leader: bool,
+        known: Option<ryw::Known>,
+        memory: &ryw::Memory,
+        options: &Options,
+    ) {
+        if op == Op::Read && !(known == Some(ryw::Known::Unknown) && leader) {
+            return;
+        }
+        let node = &self.nodes[node];
+        let learnt = match &node.health {
+            Some(addr) => ryw::position_of(addr, &self.repo, self.policy.timeout),
+            None => Err(format!("no stargate.{}.health to ask", node.name)),
+        };
+        let known = match learnt {
+            Ok(p) => ryw::Known::At(p),
+            Err(why) => {
+                if options.verbosity >= 1 {
+                    eprintln!(
+                        "stargate: cannot learn {}'s position ({why}): reads go to the leader until it is known",
+                        node.name
+                    );
+                }
+                ryw::Known::Unknown
+            }
+        };
+        for failure in memory.keep(&self.url, Some(known)) {
+            if options.verbosity >= 2 {
+                eprintln!("stargate: {failure}");
+            }
+        }
     }
 }
 

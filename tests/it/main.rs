@@ -19,6 +19,7 @@ mod lease;
 mod monitoring;
 mod props;
 mod quorum;
+mod reads;
 mod remote;
 mod replication;
 mod repos;

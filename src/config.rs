@@ -195,6 +195,35 @@ impl Config {
         }
     }
 
+    /// `stargate.<id>.upstream`: the node that node `<id>` mirrors from while it is a
+    /// replica, instead of the leader (a cascading replica; stargate(7), Cascading
+    /// replicas). Another configured node; no cycles; not in quorum mode. Default: unset
+    /// (the leader).
+    pub fn node_upstream(&self, id: &str) -> Result<Option<String>, Error> {
+        let key = format!("stargate.{id}.upstream");
+        let Some(v) = self.raw(&key) else { return Ok(None) };
+        if !valid_id(v) || self.raw(&format!("stargate.{v}.url")).is_none() {
+            return Err(invalid(&key, v, "expected the id of a node with a stargate.<id>.url"));
+        }
+        if v == id {
+            return Err(invalid(&key, v, "a node cannot mirror from itself"));
+        }
+        if self.replication_quorum_mode()? {
+            return Err(invalid(&key, v, "quorum mode stages every write on the leader's peers directly"));
+        }
+        // Following upstreams from `id` must end at a node without one.
+        let mut seen = vec![id.to_owned()];
+        let mut at = v.to_owned();
+        while let Some(next) = self.raw(&format!("stargate.{at}.upstream")) {
+            seen.push(at.clone());
+            if seen.iter().any(|n| n == next) {
+                return Err(invalid(&key, v, "the upstreams form a cycle"));
+            }
+            at = next.to_owned();
+        }
+        Ok(Some(v.to_owned()))
+    }
+
     /// Ids of the nodes that have a `stargate.<id>.url`, sorted.
     pub fn nodes(&self) -> Vec<String> {
         let mut ids: Vec<String> = (self.values.keys())
@@ -509,6 +538,7 @@ impl Config {
         for id in self.nodes() {
             self.node_url(&id)?;
             self.node_health(&id)?;
+            self.node_upstream(&id)?;
         }
         if let Some(v) = self.raw("stargate.root")
             && !Path::new(v).is_absolute()
@@ -607,6 +637,30 @@ mod tests {
         let cfg = Config::from_entries([("stargate.lease.interval".into(), "fast".into())]);
         let err = cfg.lease_interval().unwrap_err().to_string();
         assert!(err.contains("'stargate.lease.interval'") && err.contains("'fast'"), "{err}");
+    }
+
+    /// An upstream names another configured node, never itself, never in a cycle, and
+    /// not in quorum mode; each refusal names the key.
+    #[test]
+    fn upstreams_form_a_tree() {
+        let cfg = |extra: &[(&str, &str)]| {
+            let base = [("stargate.a.url", "git://a/"), ("stargate.b.url", "git://b/"), ("stargate.c.url", "git://c/")];
+            Config::from_entries(base.iter().chain(extra).map(|(k, v)| (k.to_string(), v.to_string())))
+        };
+        let tree = cfg(&[("stargate.c.upstream", "b")]);
+        assert_eq!(tree.node_upstream("c").unwrap().as_deref(), Some("b"));
+        assert_eq!(tree.node_upstream("b").unwrap(), None);
+        tree.validate().unwrap();
+        for (extra, why) in [
+            (vec![("stargate.c.upstream", "x")], "expected the id of a node"),
+            (vec![("stargate.c.upstream", "c")], "cannot mirror from itself"),
+            (vec![("stargate.c.upstream", "b"), ("stargate.b.upstream", "c")], "cycle"),
+            (vec![("stargate.c.upstream", "b"), ("stargate.b.upstream", "a"), ("stargate.a.upstream", "c")], "cycle"),
+            (vec![("stargate.c.upstream", "b"), ("stargate.replication.mode", "quorum")], "quorum mode"),
+        ] {
+            let err = cfg(&extra).validate().unwrap_err().to_string();
+            assert!(err.contains(".upstream'") && err.contains(why), "{extra:?}: {err}");
+        }
     }
 
     #[test]

@@ -156,7 +156,13 @@ impl Agent {
                 unusable.push(node);
                 continue 'hear;
             };
-            let target = Target { leader: node.clone(), epoch: mine.map_or(0, |m| m.epoch), base_url: url, peer: true };
+            let target = Target {
+                leader: node.clone(),
+                epoch: mine.map_or(0, |m| m.epoch),
+                base_url: url,
+                peer: true,
+                via: None,
+            };
             // As long as a peer may take to answer a quorum: a loaded Git server is no frozen one.
             let probe =
                 mirror::Settings { timeout: Duration::from_millis(plan.timeout_ms), ..self.settings.sync.clone() };
@@ -433,7 +439,7 @@ impl Agent {
             reply.say(&format!("not catching up: {why}"));
             return names.into_iter().map(|n| (n, why.clone())).collect();
         }
-        let target = Target { leader: previous.node.clone(), epoch: previous.epoch, base_url, peer: false };
+        let target = Target { leader: previous.node.clone(), epoch: previous.epoch, base_url, peer: false, via: None };
         let (mut shortfall, mut changed) = (Vec::new(), 0usize);
         let mut published = Instant::now();
         for name in &names {

@@ -55,6 +55,13 @@ impl<'a> Mirroring<'a> {
         Ok(source)
     }
 
+    /// Whether this node's journal holds entry `id` (fetched, so readable here).
+    fn holds(&self, main: &Store, id: ObjectId) -> bool {
+        let Ok((entry, _)) = journal::read(main, id) else { return false };
+        let at = journal::position::Position { epoch: entry.epoch, seq: entry.seq, id };
+        matches!(journal::position::applied(self.path, &at, None), Ok(journal::position::Applied::Yes))
+    }
+
     fn following(&self) -> impl FnOnce() -> Result<(), Error> + '_ {
         || apply::still_following(self.settings, self.target)
     }
@@ -83,6 +90,12 @@ impl<'a> Mirroring<'a> {
             return self.full(&main, &mut source, "asked for (git stargate sync --full)", Some(leader_tip));
         }
         if let Some((_, seq)) = local.filter(|(id, _)| *id == leader_tip) {
+            return Ok(idle(seq));
+        }
+        if let (Some(_), Some((_, seq))) = (&self.target.via, local)
+            && self.holds(&main, leader_tip)
+        {
+            // An upstream behind this node (it mirrored from the leader meanwhile).
             return Ok(idle(seq));
         }
         let since = local.map(|(id, _)| id);
@@ -262,6 +275,10 @@ impl<'a> Mirroring<'a> {
         why: &str,
         journal_tip: Option<ObjectId>,
     ) -> Result<Report, Error> {
+        if let Some(via) = &self.target.via {
+            // Only the leader's journal decides what a replica keeps as lost.
+            return Err(Error::NotFromUpstream { via: via.clone(), why: why.to_owned() });
+        }
         log::info!("{}: full mirror: {why}", self.path.display());
         // Measure what is new since this replica's own journal position, or since the agent began.
         let local_time = match journal::tip(main)? {

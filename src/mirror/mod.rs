@@ -29,6 +29,7 @@ pub mod replicator;
 mod settle;
 mod source;
 pub mod stats;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -71,6 +72,9 @@ pub enum Error {
     Gone(String),
     #[error("the leader changed during this sync; nothing applied")]
     Overtaken,
+    /// A cascading replica's sync that would mirror everything: only the leader serves it.
+    #[error("upstream {via} cannot serve this sync ({why}): a full mirror comes from the leader")]
+    NotFromUpstream { via: String, why: String },
     #[error("the leader's refs moved during the full mirror; retrying")]
     Moved,
     #[error(
@@ -98,12 +102,23 @@ pub struct Target {
     /// Quorum mode: a node that holds staged values as a peer does
     /// (`refs/stargate/local/staged/`), not as the leader does (`refs/stargate/staging/`).
     pub peer: bool,
+    /// A cascading replica: the node fetched from instead of the leader (`base_url` is
+    /// then its URL); the leader and epoch still fence what is applied (`upstream`).
+    pub via: Option<String>,
 }
 
 impl Target {
     /// The leader `record` names.
     pub fn leader(record: &crate::lead::lease::Record, base_url: String) -> Target {
-        Target { leader: record.node.clone(), epoch: record.epoch, base_url, peer: false }
+        Target { leader: record.node.clone(), epoch: record.epoch, base_url, peer: false, via: None }
+    }
+
+    /// Where the values come from, for people: `a`, or `a via b`.
+    pub fn source(&self) -> String {
+        match &self.via {
+            Some(via) => format!("{} via {via}", self.leader),
+            None => self.leader.clone(),
+        }
     }
 }
 

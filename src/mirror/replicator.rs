@@ -29,6 +29,7 @@ use crate::mirror::alert::Alerter;
 use crate::mirror::backoff::Policy;
 use crate::mirror::lag::{self, Event, Judged, Windows};
 use crate::mirror::stats::{Counters, LagHistogram, Statsd};
+use crate::mirror::upstream::{self, Standing, Upstream};
 use crate::mirror::{self, Mode, Target};
 use crate::wire::git::ErrorClass;
 
@@ -184,6 +185,8 @@ struct Shared {
     probe_now: bool,
     published: Option<Instant>,
     scan: crate::repos::Scan,
+    /// Whether this node mirrors from its upstream now (`watch_upstream`).
+    upstream: Standing,
 }
 
 /// The leader reachable again: every repository synced once, then said how many entries
@@ -217,6 +220,10 @@ pub struct Replicator {
     alert: Option<(String, String)>,
     /// The alert limits, added to the lag histogram's bucket bounds.
     limit_bounds: [f64; 2],
+    /// `stargate.<me>.upstream`: the node mirrored from instead of the leader, while usable.
+    upstream: Option<Upstream>,
+    /// The agents of the replicas whose upstream this node is, told after each sync.
+    children: Vec<String>,
     shared: Mutex<Shared>,
     wake: Condvar,
 }
@@ -246,6 +253,8 @@ impl Replicator {
             statsd: cfg.statsd()?,
             alert,
             limit_bounds: [limits.p50_s, limits.p99_s],
+            upstream: Upstream::from_config(cfg, &cfg.node()?)?,
+            children: upstream::children(cfg, &cfg.node()?),
             shared: Mutex::new(Shared {
                 repos: HashMap::new(),
                 counters: Counters::default(),
@@ -269,6 +278,7 @@ impl Replicator {
                 probe_now: false,
                 published: None,
                 scan: Default::default(),
+                upstream: Standing::default(),
             }),
             wake: Condvar::new(),
         }))
@@ -286,6 +296,31 @@ impl Replicator {
         std::thread::spawn(move || me.follow_changes());
         let me = Arc::clone(self);
         std::thread::spawn(move || me.watch_leader());
+        if self.upstream.is_some() {
+            let me = Arc::clone(self);
+            std::thread::spawn(move || me.watch_upstream());
+        }
+    }
+
+    /// A cascading replica: ask the upstream's `/healthz` every `upstream::PROBE_INTERVAL`;
+    /// mirror from it while it answers, from the leader otherwise (said when it changes).
+    fn watch_upstream(self: Arc<Self>) {
+        let Some(up) = self.upstream.clone() else { return };
+        loop {
+            let answer = up.probe();
+            let mut shared = self.lock_shared();
+            let was = shared.upstream.answering;
+            shared.upstream.answering = answer.is_ok();
+            match (&answer, was) {
+                (Err(why), true) => {
+                    log::warn!("upstream {} does not answer ({why}): mirroring from the leader", up.node)
+                }
+                (Ok(()), false) => log::info!("upstream {} answers: mirroring from it", up.node),
+                _ => {}
+            }
+            drop(shared);
+            std::thread::sleep(upstream::PROBE_INTERVAL);
+        }
     }
 
     /// While passive, probe the leader's health responder (`reach`): an unreachable leader
@@ -797,7 +832,9 @@ impl Replicator {
     /// is let go.
     fn run_one(&self, name: &str) {
         let started = now_ms();
-        let result = self.target().and_then(|target| {
+        let target = self.target();
+        let via = target.as_ref().ok().and_then(|t| t.via.clone());
+        let result = target.and_then(|target| {
             mirror::sync(&self.root.join(name), name, &target, &self.settings)
                 .map(|r| (target, r))
                 .map_err(Failure::Sync)
@@ -816,6 +853,9 @@ impl Replicator {
             Ok((target, report)) => {
                 if repo.attempt > 0 {
                     log::info!("{name}: recovered after {} retries", repo.attempt);
+                }
+                if report.mode != Mode::Idle && !self.children.is_empty() {
+                    crate::journal::signal::send(&self.children, name);
                 }
                 audit = self.account(shared, name, &target, report);
                 let Some(repo) = shared.repos.get_mut(name) else { return };
@@ -837,6 +877,16 @@ impl Replicator {
             Err(Failure::NotLeading(leader)) => {
                 log::debug!("{name}: {leader} has not caught up yet");
                 repo.due = Some(now + NOT_LEADING_YET);
+            }
+            // From the upstream: the leader serves it at once, and the next syncs for a while.
+            Err(failure) if via.is_some() => {
+                log::warn!(
+                    "{name}: sync from upstream {} failed ({failure}): mirroring from the leader for {}",
+                    via.as_deref().unwrap_or_default(),
+                    secs(upstream::HOLD)
+                );
+                shared.upstream.held_until = Some(now + upstream::HOLD);
+                repo.signalled = true;
             }
             Err(failure) => self.failed(shared, name, &failure, now),
         }
@@ -910,7 +960,7 @@ impl Replicator {
             log::info!(
                 "{name}: {:?} sync from {}: {} refs, seq {}{}",
                 report.mode,
-                target.leader,
+                target.source(),
                 report.refs_changed,
                 report.leader_seq,
                 report.fallback.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()
@@ -1037,10 +1087,16 @@ impl Replicator {
         if !self.lock.is_leading(&record).map_err(|e| Failure::Other(e.to_string()))? {
             return Err(Failure::NotLeading(record.node));
         }
-        let base_url = record
-            .url
-            .ok_or_else(|| Failure::Other(format!("leader {0} has no stargate.{0}.url (stargate(7))", record.node)))?;
-        Ok(Target { leader: record.node, epoch: record.epoch, base_url, peer: false })
+        let via = (self.upstream.as_ref())
+            .filter(|up| up.node != record.node && self.lock_shared().upstream.usable())
+            .map(|up| (up.node.clone(), up.base_url.clone()));
+        let base_url = match &via {
+            Some((_, url)) => url.clone(),
+            None => record.url.clone().ok_or_else(|| {
+                Failure::Other(format!("leader {0} has no stargate.{0}.url (stargate(7))", record.node))
+            })?,
+        };
+        Ok(Target { leader: record.node, epoch: record.epoch, base_url, peer: false, via: via.map(|v| v.0) })
     }
 
     /// Every metrics interval: judge lag windows (alerts), publish, send StatsD.

@@ -3,6 +3,7 @@
 mod support;
 
 mod acceptance;
+mod cascade;
 mod clocks;
 mod config;
 mod docs;

@@ -6,6 +6,7 @@
 
 mod catalog;
 pub mod health;
+mod listen;
 pub mod metrics;
 mod promote;
 pub mod status;

@@ -4,8 +4,9 @@
 //! connection on stdin/stdout).
 //!
 //! Each socket has a scope: every endpoint, or the probes only (`/healthz`, `/readyz`), so
-//! that what `/status` and `/metrics` tell (repositories, kept commits, who promoted) can
-//! stay off the load balancer's port (`--internal`, or a socket named `internal`).
+//! that what the other endpoints tell (repositories, journal positions, kept commits, who
+//! promoted) can stay off the load balancer's port (`--internal`, or a socket named
+//! `internal`).
 //!
 //! Every request is bounded in size and time: one request per connection, a deadline on
 //! the whole connection, and a 4xx (or a closed connection) for anything else; in the
@@ -32,7 +33,8 @@ use crate::lead::heard;
 pub enum Scope {
     /// Every endpoint.
     All,
-    /// `/healthz` and `/readyz` only; `/status` and `/metrics` answer 404.
+    /// `/healthz` and `/readyz` only; `/status`, `/metrics` and the endpoints only nodes
+    /// use (`/repositories`, `/staged`, `/changes`) answer 404.
     Probes,
 }
 
@@ -256,8 +258,9 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
         Scope::All => {
             matches!(path, "/healthz" | "/readyz" | "/repositories" | "/staged" | "/changes" | "/status" | "/metrics")
         }
-        // Nodes ask each other these, wherever the health address points.
-        Scope::Probes => matches!(path, "/healthz" | "/readyz" | "/repositories" | "/staged" | "/changes"),
+        // What a load balancer and a client need (stargate-hook(1), Scopes): the endpoints
+        // only nodes ask each other name repositories and journal positions.
+        Scope::Probes => matches!(path, "/healthz" | "/readyz"),
     };
     if !known {
         return response(404, "text/plain", b"not found\n", head_only);
@@ -420,8 +423,9 @@ mod tests {
     }
 
     #[test]
-    fn probes_scope_hides_status_and_metrics() {
-        for path in ["/status", "/metrics", "/status?x=1", "/metrics?"] {
+    fn probes_scope_hides_everything_but_the_probes() {
+        let node_only = ["/repositories", "/staged?repo=kv.git", "/changes", "/changes?since=0000000000000001.5"];
+        for path in ["/status", "/metrics", "/status?x=1", "/metrics?"].into_iter().chain(node_only) {
             let head = format!("GET {path} HTTP/1.1");
             assert_eq!(code(&answer(&head, &ctx(), Scope::Probes)), "404", "{path}");
             assert_eq!(code(&answer(&head, &ctx(), Scope::All)), "503", "{path}: bad config in the test ctx");
@@ -490,6 +494,9 @@ mod tests {
                 "/readyz",
                 "/status",
                 "/metrics",
+                "/repositories",
+                "/staged\\?repo=[a-z.]{0,8}",
+                "/changes",
                 "/status\\?[ -~]{0,10}",
                 "/[ -~]{0,20}",
                 "[^/]\\PC{0,8}"
@@ -526,7 +533,9 @@ mod tests {
                 if code == 503 {
                     // Only a known endpoint reaches the configuration (which is bad here).
                     prop_assert!(matches!(path, "/healthz" | "/readyz")
-                        || (scope == Scope::All && matches!(path, "/status" | "/metrics")), "{head:?}");
+                        || (scope == Scope::All
+                            && matches!(path, "/status" | "/metrics" | "/repositories" | "/staged" | "/changes")),
+                        "{head:?}");
                 }
             }
         }

@@ -181,22 +181,30 @@ impl Drop for Responder {
     }
 }
 
-/// The probes answer on the public address; `/status` and `/metrics` there are 404.
+/// What only the internal address answers: operators' endpoints, and those only nodes ask
+/// each other (the responder is the leader's, so it keeps a change summary).
+const INTERNAL_ONLY: [&str; 6] =
+    ["/status", "/metrics", "/status?pretty", "/repositories", "/staged?repo=kv.git", "/changes"];
+
+/// The probes answer on the public address, and nothing else does; the internal address
+/// answers everything.
 fn check_split(public: &str, internal: &str) {
     assert_eq!(http_get(public, "/healthz").0, 200);
     assert_eq!(http_get(public, "/readyz").0, 200);
-    for path in ["/status", "/metrics", "/status?pretty"] {
+    for path in INTERNAL_ONLY {
         let (code, body) = http_get(public, path);
         assert_eq!(code, 404, "{path} on the public address: {body}");
-        assert!(!body.contains("repositories") && !body.contains("stargate_"), "{body}");
+        assert!(!body.contains("kv.git") && !body.contains("stargate"), "{body}");
     }
-    for path in ["/healthz", "/readyz", "/status", "/metrics"] {
+    for path in ["/healthz", "/readyz"].into_iter().chain(INTERNAL_ONLY) {
         assert_eq!(http_get(internal, path).0, 200, "{path} on the internal address");
     }
+    assert!(http_get(internal, "/repositories").1.contains("kv.git"));
+    assert!(http_get(internal, "/changes").1.starts_with("stargate-changes "));
 }
 
 #[test]
-fn status_and_metrics_on_the_internal_address_only_when_configured() {
+fn everything_but_the_probes_on_the_internal_address_only_when_configured() {
     let lab = Lab::up(1);
     lab.wait_leader(None, Duration::from_secs(5));
     let ip = lab.ip("a");
@@ -236,8 +244,9 @@ fn status_and_metrics_on_the_internal_address_only_when_configured() {
         .unwrap();
     wait_until("the socket", Duration::from_secs(5), || TcpStream::connect(&public).is_ok());
     assert_eq!(http_get(&public, "/readyz").0, 200);
-    assert_eq!(http_get(&public, "/status").0, 404);
-    assert_eq!(http_get(&public, "/metrics").0, 404);
+    for path in INTERNAL_ONLY {
+        assert_eq!(http_get(&public, path).0, 404, "{path}");
+    }
     let _ = probes.kill();
     let _ = probes.wait();
 

@@ -333,8 +333,8 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
         }
         _ => {
             let dir = cfg.state_dir().ok();
-            let state = dir.as_deref().and_then(crate::lead::node::read_state);
-            let agent = dir.as_deref().and_then(crate::mirror::replicator::read_published);
+            let state = dir.as_deref().and_then(crate::lead::node::state);
+            let agent = dir.as_deref().and_then(crate::mirror::replicator::published);
             let body = super::metrics::render(&status, state.as_ref(), agent.as_ref());
             response(200, "text/plain; version=0.0.4", body.as_bytes(), head_only)
         }
@@ -349,8 +349,9 @@ fn changes(cfg: &crate::config::Config, query: Option<&str>, head_only: bool) ->
     };
     let all = || crate::repos::list(&root).unwrap_or_default().into_iter().map(|r| r.name).collect();
     match crate::journal::changes::answer(&state_dir, query, all) {
-        Some(body) => response(200, "text/plain", body.as_bytes(), head_only),
-        None => response(404, "text/plain", b"no change summary on this node\n", head_only),
+        Ok(Some(body)) => response(200, "text/plain", body.as_bytes(), head_only),
+        Ok(None) => response(404, "text/plain", b"no change summary on this node\n", head_only),
+        Err(e) => response(503, "text/plain", format!("change summary: {e}\n").as_bytes(), head_only),
     }
 }
 

@@ -235,6 +235,7 @@ fn sync(cfg: &Config, names: Vec<String>, full: bool) -> Result<()> {
 /// `git stargate lag`: the windows the agent judged, the aggregate and the breaches.
 fn lag(cfg: &Config, json: bool) -> Result<()> {
     let published = crate::mirror::replicator::read_published(&cfg.state_dir()?)
+        .map_err(|e| Error::Refused(e.to_string()))?
         .ok_or_else(|| Error::Refused("no replication figures yet (is the agent running?)".into()))?;
     if json {
         return print_json(&published);

@@ -120,7 +120,7 @@ pub fn main(args: &[String]) -> Result<()> {
         let public = if args.internal.is_some() { Scope::Probes } else { Scope::All };
         for (addr, scope) in [(Some(addr), public), (args.internal, Scope::All)] {
             let Some(addr) = addr else { continue };
-            let listener = match TcpListener::bind(&addr) {
+            let listener = match TcpListener::bind(&addr).and_then(deepen) {
                 Ok(listener) => listener,
                 Err(source) => return Err(ServeError::Listen { addr, source }.into()),
             };
@@ -154,6 +154,17 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     let scope = if args.public { Scope::Probes } else { Scope::All };
     Ok(inetd(0, 1, &ctx, scope).map_err(serving("inetd"))?)
+}
+
+/// `listener` with a deeper queue of connections not yet accepted than the standard
+/// library's (`listen::BACKLOG`; the kernel caps it at `net.core.somaxconn`).
+fn deepen(listener: TcpListener) -> io::Result<TcpListener> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) again on a socket that listens only changes its backlog.
+    match unsafe { libc::listen(listener.as_raw_fd(), listen::BACKLOG) } {
+        0 => Ok(listener),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 /// `listener`, answering with `scope`.

@@ -27,7 +27,11 @@ pub const MAX_WORKERS: usize = 32;
 /// The most read from a client after its answer before its connection is closed.
 const MAX_AFTER: usize = 256 * 1024;
 /// Connections accepted from one socket before the others get a turn.
-const ACCEPT_BURST: usize = 64;
+const ACCEPT_BURST: usize = 256;
+/// Connections the kernel completes for a `--listen` socket before they are accepted: a
+/// deep queue, so that a burst of connections does not make a probe's connection wait for
+/// its SYN to be sent again (a second).
+pub const BACKLOG: libc::c_int = 4096;
 
 /// Why a request head was not read.
 #[derive(Debug, PartialEq, Eq)]
@@ -455,13 +459,30 @@ fn close(conns: &mut BTreeMap<u64, Conn>, open: &mut [usize], id: u64) {
     }
 }
 
-/// Close the oldest connection of `socket` (of any socket with `None`) to make room: one
-/// already answered if there is one, else the oldest not being answered.
+/// Close the oldest connection of `socket` (of any socket with `None`) to make room, the
+/// least worth keeping first: one already answered, then one whose request has not
+/// arrived (a client sending its request at once is past this within a round trip), then
+/// one not reading its answer, and only then a whole request waiting for a worker.
 fn evict(conns: &mut BTreeMap<u64, Conn>, open: &mut [usize], socket: Option<usize>) {
-    let mine = |c: &Conn| socket.is_none_or(|s| c.socket == s);
-    let answered = conns.iter().find(|(_, c)| mine(c) && matches!(c.phase, Phase::After { .. }));
-    let victim = answered.or_else(|| conns.iter().find(|(_, c)| mine(c) && !matches!(c.phase, Phase::Answering)));
-    if let Some((&id, _)) = victim {
+    let rank = |c: &Conn| match c.phase {
+        Phase::After { .. } => Some(0),
+        Phase::Reading(_) => Some(1),
+        Phase::Writing { .. } => Some(2),
+        Phase::Queued(_) => Some(3),
+        Phase::Answering => None,
+    };
+    let mut victim: Option<(u64, u8)> = None;
+    for (&id, c) in conns.iter().filter(|(_, c)| socket.is_none_or(|s| c.socket == s)) {
+        match rank(c) {
+            Some(0) => {
+                victim = Some((id, 0));
+                break;
+            }
+            Some(r) if victim.is_none_or(|(_, best)| r < best) => victim = Some((id, r)),
+            _ => {}
+        }
+    }
+    if let Some((id, _)) = victim {
         close(conns, open, id);
     }
 }

@@ -437,8 +437,9 @@ fn slow_clients_of_every_kind_cannot_hold_the_responder() {
         let (closed, longest) = driver.join().unwrap();
         eprintln!("{kind:?}: {closed} connections closed by the responder, the longest held {longest:?}");
         assert!(closed >= 64, "{kind:?}: only {closed} slow connections closed in 6 s");
-        // The deadline, plus a tick of the driver to notice and one to be sure.
-        assert!(longest < timeout + Duration::from_millis(500), "{kind:?}: a connection held {longest:?}");
+        // The deadline, plus the driver's ticks to notice (a write after the close is reset,
+        // the next one fails) and slack for a loaded machine.
+        assert!(longest < timeout + Duration::from_secs(1), "{kind:?}: a connection held {longest:?}");
     }
     eprintln!(
         "{probes} probes answered under 3 x 64 slow clients, slowest {slowest:?}, {most_threads} threads at most"

@@ -5,8 +5,8 @@
 //! after it) therefore holds only its own connection, and only until that connection's
 //! deadline: the client's whole share of it, head, answer and what follows, is bounded by
 //! one timeout. Answers are computed on worker threads, a bounded number per socket. When a
-//! socket has its most connections open, a new one closes the oldest (one already answered
-//! first), so that no number of slow clients keeps a probe out.
+//! socket has its most connections open, a new one closes the oldest of the least worth
+//! keeping (`evict`), so that no number of slow clients keeps a probe out.
 //!
 //! Also the reading of a request head, incremental here and blocking for inetd.
 

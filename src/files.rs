@@ -1,10 +1,68 @@
 //! Files that other processes read while they change: written whole, so that a reader sees
-//! the old content or the new, never a torn one.
+//! the old content or the new, never a torn one; and read defensively, so that a state file
+//! replaced by a symbolic link, a device, a FIFO or a huge file is refused at once, by name,
+//! instead of read forever (docs/ARCHITECTURE.md, Threat model).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a state file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{} is a symbolic link; refused", .path.display())]
+    Symlink { path: PathBuf },
+    #[error("{} is not a regular file ({kind}); refused", .path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{} is larger than {max} bytes; refused", .path.display())]
+    TooLarge { path: PathBuf, max: u64 },
+}
+
+impl ReadError {
+    /// The file does not exist (which many state files may not, yet).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, ReadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// Open `path` for reading only if it is a regular file: never through a symbolic link in
+/// its last component (`O_NOFOLLOW`), and without waiting on a FIFO (`O_NONBLOCK`, which
+/// changes nothing for a regular file).
+pub fn open_regular(path: &Path) -> Result<File, ReadError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(ReadError::Symlink { path: path.to_owned() }),
+        Err(source) => return Err(ReadError::Io { path: path.to_owned(), source }),
+    };
+    let kind = file.metadata().map_err(|source| ReadError::Io { path: path.to_owned(), source })?.file_type();
+    let kind = match () {
+        _ if kind.is_file() => return Ok(file),
+        _ if kind.is_dir() => "a directory",
+        _ if kind.is_fifo() => "a FIFO",
+        _ if kind.is_socket() => "a socket",
+        _ if kind.is_char_device() => "a character device",
+        _ if kind.is_block_device() => "a block device",
+        _ => "not a file",
+    };
+    Err(ReadError::NotRegular { path: path.to_owned(), kind })
+}
+
+/// The whole of the regular file `path` (`open_regular`), refused past `max` bytes, however
+/// it grows while being read.
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+    let file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    (file.take(max + 1).read_to_end(&mut bytes)).map_err(|source| ReadError::Io { path: path.to_owned(), source })?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooLarge { path: path.to_owned(), max });
+    }
+    Ok(bytes)
+}
 
 /// Replace `path` with `bytes` (temporary file, then rename). `durable` also fsyncs the
 /// file and its directory, for records that must survive a crash. Each call writes its own
@@ -80,6 +138,40 @@ mod tests {
             return false;
         };
         bytes == version(v)
+    }
+
+    #[test]
+    fn only_regular_files_within_the_limit_are_read() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("ok.json"), b"{}").unwrap();
+        assert_eq!(read_regular(&path("ok.json"), 2).unwrap(), b"{}");
+
+        std::os::unix::fs::symlink("/dev/zero", path("zero")).unwrap();
+        std::os::unix::fs::symlink(path("ok.json"), path("link")).unwrap();
+        std::fs::write(path("big"), vec![b' '; 4097]).unwrap();
+        std::fs::create_dir(path("dir")).unwrap();
+        let fifo = std::ffi::CString::new(path("fifo").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let start = Instant::now();
+        for (name, want) in [
+            ("zero", "is a symbolic link; refused"),
+            ("link", "is a symbolic link; refused"),
+            ("big", "is larger than 4096 bytes; refused"),
+            ("dir", "is not a regular file (a directory); refused"),
+            ("fifo", "is not a regular file (a FIFO); refused"),
+        ] {
+            let e = read_regular(&path(name), 4096).unwrap_err();
+            assert_eq!(e.to_string(), format!("{} {want}", path(name).display()));
+            assert!(!e.is_missing());
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "took {:?}", start.elapsed());
+        assert!(read_regular(&path("none"), 10).unwrap_err().is_missing());
+        // /dev/zero itself, not through a link: a device, refused without reading it.
+        let e = read_regular(Path::new("/dev/zero"), 4096).unwrap_err();
+        assert_eq!(e.to_string(), "/dev/zero is not a regular file (a character device); refused");
     }
 
     /// `replication.json` was written by concurrent syncs through one temporary name per

@@ -48,12 +48,13 @@ fi
 git clone -q "git://$(cat "$work/lab/a/ip")/kv.git" "$work/client" 2>/dev/null
 cd "$work/client"
 sleep 12 # c's first sync is a full mirror, from the leader; after it, c mirrors through b
-gap=$(awk "BEGIN{print 1/$rate}")
-end=$(( $(date +%s) + seconds )) i=0
+# On a schedule (write i at start + i/RATE s), so that the writes' own time does not slow the rate.
+start=$(date +%s%N) end=$(( $(date +%s) + seconds )) i=0
 while [ "$(date +%s)" -lt "$end" ]; do
   git kv set "steady/$((i % 500))" "$i"
   i=$((i + 1))
-  sleep "$gap"
+  wait_ns=$(( start + i * 1000000000 / rate - $(date +%s%N) ))
+  if [ "$wait_ns" -gt 0 ]; then sleep "$(awk "BEGIN{print $wait_ns/1e9}")"; fi
 done
 sleep 2
 via=$(grep -c 'sync from a via b' "$work/lab/c/agent.log" || true)

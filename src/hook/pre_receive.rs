@@ -29,7 +29,31 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
     chain::run("pre-receive", args, repo, &input)
 }
 
-/// Stargate's own refs: the journal and every node's local refs (kept lost commits).
+/// Stargate's own refs: the journal and every node's local refs (kept lost commits), in
+/// any case: on a case-insensitive filesystem `refs/Stargate/journal` is the journal's file
+/// (stargate(7), Protected namespace).
 pub fn protected(refname: &str) -> bool {
-    refname == "refs/stargate" || refname.starts_with("refs/stargate/")
+    let name = refname.to_ascii_lowercase();
+    name == "refs/stargate" || name.starts_with("refs/stargate/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::protected;
+
+    #[test]
+    fn every_case_of_refs_stargate_is_protected() {
+        for name in [
+            "refs/stargate/journal",
+            "refs/Stargate/journal",
+            "REFS/STARGATE/x",
+            "refs/sTaRgAtE",
+            "refs/STARGATE/local/lost/1/refs/heads/main",
+        ] {
+            assert!(protected(name), "{name}");
+        }
+        for name in ["refs/heads/stargate", "refs/stargates/x", "refs/heads/refs/stargate/x", "refs/kv/default"] {
+            assert!(!protected(name), "{name}");
+        }
+    }
 }

@@ -17,7 +17,7 @@
 //! to no longer at the path, and appends to the new file too. A replica whose cursor names
 //! the previous generation gets the rest of it and the whole of the current one.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -46,7 +46,12 @@ pub fn note(state_dir: &Path, name: &str) {
 
 /// Append `bytes` to the existing file `path`; the inode written to.
 fn append(path: &Path, bytes: &[u8]) -> std::io::Result<u64> {
-    let mut file = OpenOptions::new().append(true).open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Never through a symbolic link: the hook would append to whatever it names.
+    let mut file = OpenOptions::new().append(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     file.write_all(bytes)?;
     Ok(file.metadata()?.ino())
 }
@@ -80,8 +85,9 @@ pub fn start(state_dir: &Path) -> std::io::Result<u64> {
 /// The leader's agent at every tick: a generation is started when none exists or the file
 /// has grown past `ROTATE_AT`.
 pub fn maintain(state_dir: &Path) {
-    let size = std::fs::metadata(state_dir.join(FILE)).map(|m| m.len());
-    if size.as_ref().is_ok_and(|s| *s <= ROTATE_AT) {
+    // Anything but a regular file in its place (a symbolic link) is replaced too.
+    let size = std::fs::symlink_metadata(state_dir.join(FILE)).map(|m| m.is_file().then_some(m.len()));
+    if size.as_ref().is_ok_and(|s| s.is_some_and(|s| s <= ROTATE_AT)) {
         return;
     }
     match start(state_dir) {
@@ -138,7 +144,7 @@ struct Generation {
 
 /// Read the generation in `path` from byte `from` (0: from the header's end).
 fn read_from(path: &Path, from: u64) -> Option<Generation> {
-    let mut file = File::open(path).ok()?;
+    let mut file = crate::files::open_regular(path).ok()?;
     let mut head = [0u8; HEADER.len() + 17];
     file.read_exact(&mut head).ok()?;
     let head = std::str::from_utf8(&head).ok()?;
@@ -162,10 +168,15 @@ fn read_from(path: &Path, from: u64) -> Option<Generation> {
 /// The health responder's answer to `/changes` (`query` is what follows `?`, if anything):
 /// the body, or `None` when this node keeps no summary (it never led, or an older agent).
 /// `all` lists every repository of the node, for a reset.
-pub fn answer(state_dir: &Path, query: Option<&str>, all: impl FnOnce() -> Vec<String>) -> Option<String> {
+/// `Err` names the file when it is there but not a regular file (`files::open_regular`).
+pub fn answer(
+    state_dir: &Path,
+    query: Option<&str>,
+    all: impl FnOnce() -> Vec<String>,
+) -> Result<Option<String>, crate::files::ReadError> {
     let since = query.and_then(|q| q.split('&').find_map(|p| p.strip_prefix("since="))).and_then(Cursor::parse);
     let (current, previous) = (state_dir.join(FILE), state_dir.join(PREVIOUS));
-    let now = generation(&current)?;
+    let Some(now) = generation(&current)? else { return Ok(None) };
     // The usual answer reads only what follows the cursor.
     let followed = match since {
         Some(c) if c.generation == now => {
@@ -182,7 +193,10 @@ pub fn answer(state_dir: &Path, query: Option<&str>, all: impl FnOnce() -> Vec<S
     let reset = followed.is_none();
     let (end, mut names) = match followed {
         Some(r) => (r.end, r.names),
-        None => (read_from(&current, 0)?.end, all()),
+        None => match read_from(&current, 0) {
+            Some(r) => (r.end, all()),
+            None => return Ok(None),
+        },
     };
     let mut seen = std::collections::HashSet::new();
     names.retain(|n| crate::repos::valid_name(n) && seen.insert(n.clone()));
@@ -191,15 +205,23 @@ pub fn answer(state_dir: &Path, query: Option<&str>, all: impl FnOnce() -> Vec<S
         body.push_str(&n);
         body.push('\n');
     }
-    Some(body)
+    Ok(Some(body))
 }
 
-/// The generation of the file at `path`, from its header.
-fn generation(path: &Path) -> Option<u64> {
+/// The generation of the file at `path`, from its header: `None` when there is no file or
+/// no header, `Err` when it is not a regular file.
+fn generation(path: &Path) -> Result<Option<u64>, crate::files::ReadError> {
+    let mut file = match crate::files::open_regular(path) {
+        Ok(file) => file,
+        Err(e) if e.is_missing() => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let mut head = [0u8; HEADER.len() + 17];
-    File::open(path).ok()?.read_exact(&mut head).ok()?;
-    let hex = std::str::from_utf8(&head).ok()?.strip_prefix(HEADER)?.strip_suffix('\n')?;
-    u64::from_str_radix(hex, 16).ok()
+    if file.read_exact(&mut head).is_err() {
+        return Ok(None);
+    }
+    let hex = std::str::from_utf8(&head).ok().and_then(|h| h.strip_prefix(HEADER)?.strip_suffix('\n'));
+    Ok(hex.and_then(|hex| u64::from_str_radix(hex, 16).ok()))
 }
 
 /// Why an answer of `/changes` was refused.
@@ -245,41 +267,59 @@ mod tests {
         vec!["a.git".into(), "o/b.git".into()]
     }
 
+    /// A symbolic link in the summary's place: the answer names the file and refuses it,
+    /// a hook's note does not write through it, and the agent replaces it.
+    #[test]
+    fn a_summary_replaced_by_a_symbolic_link_is_refused_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let target = d.join("elsewhere");
+        std::fs::write(&target, format!("{HEADER}{:016x}\n", 7)).unwrap();
+        std::os::unix::fs::symlink(&target, d.join(FILE)).unwrap();
+        let e = answer(d, None, all).unwrap_err();
+        assert_eq!(e.to_string(), format!("{} is a symbolic link; refused", d.join(FILE).display()));
+        note(d, "kv.git");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), format!("{HEADER}{:016x}\n", 7), "written through");
+        maintain(d);
+        assert!(std::fs::symlink_metadata(d.join(FILE)).unwrap().is_file(), "the agent replaced the link");
+        assert!(answer(d, None, all).unwrap().is_some());
+    }
+
     #[test]
     fn a_cursor_follows_appends_across_generations() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        assert_eq!(answer(d, None, all), None, "no summary before the agent starts one");
+        assert_eq!(answer(d, None, all).unwrap(), None, "no summary before the agent starts one");
         note(d, "lost.git");
         assert!(!d.join(FILE).exists(), "hooks never create the file");
         start(d).unwrap();
-        let first = parse(&answer(d, None, all).unwrap()).unwrap();
+        let first = parse(&answer(d, None, all).unwrap().unwrap()).unwrap();
         assert!(first.reset);
         assert_eq!(first.names, all());
         let q = |c: Cursor| Cursor::query(Some(c)).split_once('?').unwrap().1.to_owned();
-        let idle = parse(&answer(d, Some(&q(first.cursor)), all).unwrap()).unwrap();
+        let idle = parse(&answer(d, Some(&q(first.cursor)), all).unwrap().unwrap()).unwrap();
         assert_eq!((idle.reset, idle.names.len(), idle.cursor), (false, 0, first.cursor));
         note(d, "a.git");
         note(d, "a.git");
         note(d, "o/b.git");
-        let some = parse(&answer(d, Some(&q(idle.cursor)), all).unwrap()).unwrap();
+        let some = parse(&answer(d, Some(&q(idle.cursor)), all).unwrap().unwrap()).unwrap();
         assert_eq!(some.names, ["a.git", "o/b.git"]);
         assert!(!some.reset);
         // A write in the old generation after its cursor, then a new generation.
         note(d, "c.git");
         start(d).unwrap();
         note(d, "d.git");
-        let across = parse(&answer(d, Some(&q(some.cursor)), all).unwrap()).unwrap();
+        let across = parse(&answer(d, Some(&q(some.cursor)), all).unwrap().unwrap()).unwrap();
         assert_eq!(across.names, ["c.git", "d.git"]);
         assert_ne!(across.cursor.generation, some.cursor.generation);
         // Two generations on, the cursor is unknown: reset.
         start(d).unwrap();
         start(d).unwrap();
-        let gone = parse(&answer(d, Some(&q(across.cursor)), all).unwrap()).unwrap();
+        let gone = parse(&answer(d, Some(&q(across.cursor)), all).unwrap().unwrap()).unwrap();
         assert!(gone.reset);
         // A cursor past the end is not followed either.
         let past = Cursor { offset: 1 << 40, ..gone.cursor };
-        assert!(parse(&answer(d, Some(&q(past)), all).unwrap()).unwrap().reset);
+        assert!(parse(&answer(d, Some(&q(past)), all).unwrap().unwrap()).unwrap().reset);
     }
 
     #[test]
@@ -289,11 +329,11 @@ mod tests {
         start(d).unwrap();
         // As a hook that opened the file just before the rotation and wrote just after it.
         let mut old = OpenOptions::new().append(true).open(d.join(FILE)).unwrap();
-        let cursor = parse(&answer(d, None, all).unwrap()).unwrap().cursor;
+        let cursor = parse(&answer(d, None, all).unwrap().unwrap()).unwrap().cursor;
         start(d).unwrap();
         old.write_all(b"late.git\n").unwrap();
         let q = Cursor::query(Some(cursor));
-        let seen = parse(&answer(d, q.split_once('?').map(|x| x.1), all).unwrap()).unwrap();
+        let seen = parse(&answer(d, q.split_once('?').map(|x| x.1), all).unwrap().unwrap()).unwrap();
         assert_eq!(seen.names, ["late.git"], "the previous generation is still read to its end");
         assert_eq!(old.metadata().unwrap().ino(), std::fs::metadata(d.join(PREVIOUS)).unwrap().ino());
         // note() itself writes into the current file when the inode it wrote to was replaced.

@@ -11,7 +11,7 @@ use crate::lead::node::{self, Role};
 /// each, best effort (the replicas' poll is the fallback). Sent from the leader's hook; it
 /// reads only this node's state (in `state_dir`), not the shared lease record.
 pub fn peers(state_dir: &Path, git_dir: &Path) {
-    let Some(state) = node::read_state(state_dir).filter(|s| s.role == Role::Leader) else { return };
+    let Some(state) = node::state(state_dir).filter(|s| s.role == Role::Leader) else { return };
     let (Some(root), Ok(repo)) = (state_dir.parent(), git_dir.canonicalize()) else { return };
     let Ok(name) = repo.strip_prefix(root) else { return };
     let name = name.to_string_lossy();

@@ -123,16 +123,23 @@ pub enum ReadError {
     Damaged { path: PathBuf, source: serde_json::Error },
     #[error("cannot read {}: {source}", .path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    /// A symbolic link, not a regular file, or too large.
+    #[error("the highest epoch seen: {0}")]
+    Unreadable(crate::files::ReadError),
 }
+
+/// The most `epoch.json` may hold; it is one record.
+const MAX_SEEN: u64 = 64 * 1024;
 
 /// What this node has seen, for readers other than the agent (hooks, health responder):
 /// `Err` when the file cannot be read or parsed, and they then refuse.
 pub fn read(state_dir: &Path) -> Result<Option<Record>, ReadError> {
     let path = path(state_dir);
-    match std::fs::read(&path) {
+    match crate::files::read_regular(&path, MAX_SEEN) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| ReadError::Damaged { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ReadError::Io { path, source }),
+        Err(e) if e.is_missing() => Ok(None),
+        Err(crate::files::ReadError::Io { source, .. }) => Err(ReadError::Io { path, source }),
+        Err(e) => Err(ReadError::Unreadable(e)),
     }
 }
 
@@ -156,12 +163,13 @@ impl Highest {
     /// agent does not start without knowing what it has seen.
     pub fn open(state_dir: &Path) -> Result<Highest, Error> {
         let path = path(state_dir);
-        let seen = match std::fs::read(&path) {
+        let seen = match crate::files::read_regular(&path, MAX_SEEN) {
             Ok(bytes) => Some(
                 serde_json::from_slice(&bytes).map_err(|source| Error::SeenDamaged { path: path.clone(), source })?,
             ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io(&path)(e)),
+            Err(e) if e.is_missing() => None,
+            Err(crate::files::ReadError::Io { source, .. }) => return Err(io(&path)(source)),
+            Err(e) => return Err(e.into()),
         };
         Ok(Highest { path, inner: Mutex::new(Inner { seen, ..Inner::default() }) })
     }

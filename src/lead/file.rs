@@ -40,13 +40,19 @@ pub fn handoff_path(lock: &Path) -> PathBuf {
     sibling(lock, "handoff")
 }
 
+/// The most a record file may hold; each is a few hundred bytes.
+const MAX_RECORD: u64 = 64 * 1024;
+
+/// A record beside the lock, read as a regular file only and bounded, so that a symbolic
+/// link or a device in its place is refused at once, by name.
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
-    match std::fs::read(path) {
+    match crate::files::read_regular(path, MAX_RECORD) {
         Ok(bytes) => {
             serde_json::from_slice(&bytes).map(Some).map_err(|source| Error::Damaged { path: path.to_owned(), source })
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(path)(e)),
+        Err(e) if e.is_missing() => Ok(None),
+        Err(crate::files::ReadError::Io { source, .. }) => Err(io(path)(source)),
+        Err(e) => Err(e.into()),
     }
 }
 

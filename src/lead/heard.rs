@@ -40,8 +40,10 @@ pub fn write(state_dir: &Path, heard: &Heard) -> std::io::Result<()> {
     crate::files::write_atomic(&path(state_dir), &bytes, 0o644, false)
 }
 
+/// What the agent last wrote; `None` when missing or unusable (the leader is then not
+/// ready in quorum mode). Read as a regular file only, at most 1 MiB.
 pub fn read(state_dir: &Path) -> Option<Heard> {
-    std::fs::read(path(state_dir)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    crate::files::read_regular(&path(state_dir), 1 << 20).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 /// The second line of a passive node's `/readyz` answer: the leader it follows.

@@ -125,7 +125,8 @@ pub fn sync_claim(state_dir: &Path) -> SyncClaim {
         return SyncClaim::Refused("mirroring refused: wrong sync token".into());
     }
     match read_state(state_dir) {
-        Some(s) if s.role == Role::Passive => SyncClaim::Valid,
+        Ok(Some(s)) if s.role == Role::Passive => SyncClaim::Valid,
+        Err(e) => SyncClaim::Refused(format!("mirroring refused: {e}")),
         _ => SyncClaim::Refused("mirroring refused: this node is no longer passive".into()),
     }
 }
@@ -178,8 +179,7 @@ pub fn inspect(cfg: &Config) -> Result<View, crate::config::Error> {
     };
     let (me, stale_after) = (cfg.node()?, cfg.lease_stale_after()?);
     let state_dir = cfg.state_dir()?;
-    let state = read_state(&state_dir);
-    Ok(view(me, &lock, stale_after, state, &state_dir))
+    Ok(view(me, &lock, stale_after, read_state(&state_dir), &state_dir))
 }
 
 /// The node whose node-state directory (`<stargate.root>/.stargate`) is `state_dir`,
@@ -197,11 +197,12 @@ pub fn inspect_state(state_dir: Option<&Path>) -> View {
         return unknown(format!("managed repository, but no {STATE_DIR} directory above it (node state missing)"));
     };
     match read_state(state_dir) {
-        Some(state) => {
+        Ok(Some(state)) => {
             let (me, lock) = (state.node.clone(), state.lock.clone());
-            view(me, &lock, Duration::from_millis(state.stale_after_ms), Some(state), state_dir)
+            view(me, &lock, Duration::from_millis(state.stale_after_ms), Ok(Some(state)), state_dir)
         }
-        None => unknown("agent not running (no state)".into()),
+        Ok(None) => unknown("agent not running (no state)".into()),
+        Err(e) => unknown(e.to_string()),
     }
 }
 
@@ -211,11 +212,46 @@ pub fn find_state_dir(repo: &Path) -> Option<PathBuf> {
     repo.ancestors().map(|dir| dir.join(STATE_DIR)).find(|dir| dir.is_dir())
 }
 
-pub fn read_state(state_dir: &Path) -> Option<State> {
-    std::fs::read(state_path(state_dir)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+/// The most a node state file may hold; it is a few hundred bytes.
+const MAX_STATE: u64 = 1 << 20;
+
+/// Why `node.json` cannot be used: the hooks then refuse, and the status says so, naming
+/// the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("node state unreadable: {0}")]
+    Unreadable(#[from] crate::files::ReadError),
+    #[error("node state {} is corrupt: {source}", .path.display())]
+    Corrupt { path: PathBuf, source: serde_json::Error },
 }
 
-fn view(me: String, lock: &str, stale_after: Duration, state: Option<State>, state_dir: &Path) -> View {
+/// What the agent last published, `None` before it first did. Read as a regular file only,
+/// and bounded (`files::read_regular`).
+pub fn read_state(state_dir: &Path) -> Result<Option<State>, StateError> {
+    let path = state_path(state_dir);
+    match crate::files::read_regular(&path, MAX_STATE) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| StateError::Corrupt { path, source }),
+        Err(e) if e.is_missing() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The published state when it can be read; `None` also when it cannot.
+pub fn state(state_dir: &Path) -> Option<State> {
+    read_state(state_dir).ok().flatten()
+}
+
+fn view(
+    me: String,
+    lock: &str,
+    stale_after: Duration,
+    state: Result<Option<State>, StateError>,
+    state_dir: &Path,
+) -> View {
+    let (state, unreadable) = match state {
+        Ok(state) => (state, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let record = if is_etcd(lock) {
         Ok(state.as_ref().and_then(|s| s.record.clone()))
     } else {
@@ -232,7 +268,7 @@ fn view(me: String, lock: &str, stale_after: Duration, state: Option<State>, sta
             }
         }
     };
-    let agent_problem = agent_problem(&me, state.as_ref(), stale_after);
+    let agent_problem = unreadable.or_else(|| agent_problem(&me, state.as_ref(), stale_after));
     View { me, record, seen, state, agent_problem }
 }
 
@@ -327,4 +363,28 @@ impl View {
 
 fn refused(leader: String, epoch: u64, reason: String) -> Authority {
     Authority::Refused { leader, epoch, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hooks' view of a node whose `node.json` cannot be used names the file and why;
+    /// a corrupt one read as "agent not running (no state)".
+    #[test]
+    fn an_unusable_node_state_is_named_by_the_hooks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(dir.path());
+        for (make, want) in [
+            (Box::new(|| std::fs::write(&path, b"{\"node\"").unwrap()) as Box<dyn Fn()>, "is corrupt: "),
+            (Box::new(|| std::os::unix::fs::symlink("/dev/zero", &path).unwrap()), "is a symbolic link; refused"),
+        ] {
+            let _ = std::fs::remove_file(&path);
+            make();
+            let view = inspect_state(Some(dir.path()));
+            let problem = view.agent_problem.clone().unwrap_or_default();
+            assert!(problem.contains(&path.display().to_string()) && problem.contains(want), "{problem}");
+            assert!(matches!(view.authority(), Authority::Refused { .. }));
+        }
+    }
 }

@@ -13,6 +13,9 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("leader record {path} is damaged: {source}")]
     Damaged { path: PathBuf, source: serde_json::Error },
+    /// A symbolic link, not a regular file, or too large (`files::read_regular`).
+    #[error("lease: {0}")]
+    Unreadable(#[from] crate::files::ReadError),
     #[error(transparent)]
     Etcd(#[from] etcd::Error),
     #[error("etcd: {what} is damaged: {why}")]

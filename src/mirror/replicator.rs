@@ -125,8 +125,34 @@ pub fn published_path(state_dir: &Path) -> PathBuf {
     state_dir.join("replication.json")
 }
 
-pub fn read_published(state_dir: &Path) -> Option<Published> {
-    serde_json::from_slice(&std::fs::read(published_path(state_dir)).ok()?).ok()
+/// The most `replication.json` may hold: a few hundred bytes per repository.
+const MAX_PUBLISHED: u64 = 256 << 20;
+
+/// Why `replication.json` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishedError {
+    #[error("replication figures unreadable: {0}")]
+    Unreadable(#[from] crate::files::ReadError),
+    #[error("replication figures {} are corrupt: {source}", .path.display())]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+}
+
+/// What the agent last published, `None` before it first did; read as a regular file only,
+/// and bounded (`files::read_regular`).
+pub fn read_published(state_dir: &Path) -> Result<Option<Published>, PublishedError> {
+    let path = published_path(state_dir);
+    match crate::files::read_regular(&path, MAX_PUBLISHED) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map(Some).map_err(|source| PublishedError::Corrupt { path, source })
+        }
+        Err(e) if e.is_missing() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The published figures when they can be read; `None` also when they cannot.
+pub fn published(state_dir: &Path) -> Option<Published> {
+    read_published(state_dir).ok().flatten()
 }
 
 #[derive(Default)]

@@ -6,6 +6,7 @@
 
 mod catalog;
 pub mod health;
+mod listen;
 pub mod metrics;
 mod promote;
 pub mod status;
@@ -204,7 +205,8 @@ fn wait(cfg: &Config, name: &str, position: &str, timeout: std::time::Duration) 
     let deadline = std::time::Instant::now() + timeout;
     let mut pause = std::time::Duration::from_millis(2);
     loop {
-        let led = node::read_state(&state_dir).filter(|s| s.role == node::Role::Leader).map(|s| s.epoch);
+        let led =
+            (node::read_state(&state_dir).ok().flatten()).filter(|s| s.role == node::Role::Leader).map(|s| s.epoch);
         match applied(&path, &want, led).map_err(CommandError::Journal)? {
             Applied::Yes => return Ok(()),
             Applied::Superseded { at } => {
@@ -284,6 +286,7 @@ fn sync(cfg: &Config, names: Vec<String>, full: bool) -> Result<()> {
 /// `git stargate lag`: the windows the agent judged, the aggregate and the breaches.
 fn lag(cfg: &Config, json: bool) -> Result<()> {
     let published = crate::mirror::replicator::read_published(&cfg.state_dir()?)
+        .map_err(|e| Error::Refused(e.to_string()))?
         .ok_or_else(|| Error::Refused("no replication figures yet (is the agent running?)".into()))?;
     if json {
         return print_json(&published);

@@ -268,7 +268,7 @@ fn may_lose(cfg: &Config, accept_loss: bool) -> Result<()> {
             );
         }
     }
-    let Some(published) = cfg.state_dir().ok().and_then(|d| crate::mirror::replicator::read_published(&d)) else {
+    let Some(published) = cfg.state_dir().ok().and_then(|d| crate::mirror::replicator::published(&d)) else {
         println!("may lose: unknown (this node has published no replication figures)");
         return Ok(());
     };

@@ -190,8 +190,13 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
             kept.extend(kept_refs(&repo, &r.name));
         }
         last_promotion = audit::last_promotion(&audit::read(&Lock::from_config(cfg)?)).cloned();
-        replication =
-            crate::mirror::replicator::read_published(&cfg.state_dir()?).filter(|_| view.role() == Role::Passive);
+        replication = match crate::mirror::replicator::read_published(&cfg.state_dir()?) {
+            Ok(published) => published.filter(|_| view.role() == Role::Passive),
+            Err(e) => {
+                errors.push(e.to_string());
+                None
+            }
+        };
     }
     let repos = replication.as_ref().map(|p| p.repos.values().collect::<Vec<_>>()).unwrap_or_default();
     let lag_seconds = repos.iter().filter_map(|r| r.lag_seconds).reduce(f64::max);

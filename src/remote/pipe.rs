@@ -276,7 +276,7 @@ fn ssh(cfg: &Config, host: &str, port: Option<u16>, remote: &str, protocol: Opti
             }
         }
     }
-    cmd.arg(host).arg(remote);
+    cmd.arg(crate::wire::endpoint::ssh_host(host)).arg(remote);
     for var in crate::wire::git::LOCAL_ENV {
         cmd.env_remove(var);
     }
@@ -293,4 +293,24 @@ fn shell(command: &str) -> Command {
     let mut c = Command::new("sh");
     c.arg("-c").arg(format!("{command} \"$@\"")).arg(command);
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv6 node over ssh: `ssh -p 9418 ::1`, the brackets of the URL gone.
+    #[test]
+    fn ssh_is_given_an_ipv6_host_without_brackets() {
+        let spec = crate::remote::url::parse("stargate::[::1]:9418/kv.git").unwrap();
+        let cfg = Config::from_entries([("stargate.transport".to_owned(), "ssh".to_owned())]);
+        let nodes = crate::remote::url::nodes(&spec, &cfg).unwrap();
+        let Endpoint::Ssh { host, port, .. } = &nodes[0].endpoint else { panic!("{:?}", nodes[0].endpoint) };
+        let cmd = ssh(&cfg, host, *port, "git-upload-pack '/kv.git'", None).unwrap();
+        let args: Vec<&str> = cmd.get_args().filter_map(|a| a.to_str()).collect();
+        // Whatever ssh command the environment names, the host and port end the options.
+        let at = args.iter().position(|a| *a == "::1").unwrap_or_else(|| panic!("no bare host in {args:?}"));
+        assert_eq!(&args[at - 2..at], ["-p", "9418"], "{args:?}");
+        assert!(!args.iter().any(|a| a.contains('[')), "{args:?}");
+    }
 }

@@ -129,6 +129,21 @@ pub fn valid_name(name: &str) -> bool {
     host_ok && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
+/// The `[user@]host` of an ssh endpoint as ssh takes it on its command line: an IPv6
+/// address without the brackets a URL needs around it (`ssh -p 22 git@::1`; ssh would look
+/// `[::1]` up as a host name), as git itself runs ssh.
+pub fn ssh_host(host: &str) -> String {
+    let (user, rest) = match host.rsplit_once('@') {
+        Some((u, r)) => (Some(u), r),
+        None => (None, host),
+    };
+    let bare = rest.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(rest);
+    match user {
+        Some(u) => format!("{u}@{bare}"),
+        None => bare.to_owned(),
+    }
+}
+
 /// `host:port` → (`host`, `port`); `[v6]:port` keeps the brackets on the host.
 pub fn split_host_port(s: &str) -> (&str, Option<&str>) {
     if s.starts_with('[') {
@@ -169,6 +184,21 @@ pub fn sq_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `stargate::[::1]:9418/...` over ssh ran `ssh -p 9418 [::1]`, which ssh cannot resolve.
+    #[test]
+    fn ssh_takes_ipv6_hosts_without_brackets() {
+        for (base, host) in [
+            ("ssh://[::1]:2222/srv", "::1"),
+            ("ssh://git@[::1]/srv", "git@::1"),
+            ("ssh://[::ffff:10.0.0.1]/srv", "::ffff:10.0.0.1"),
+            ("ssh://git@h:22/srv", "git@h"),
+            ("ssh://h/srv", "h"),
+        ] {
+            let Ok(Endpoint::Ssh { host: got, .. }) = Endpoint::join(base, "kv.git") else { panic!("{base}") };
+            assert_eq!(ssh_host(&got), host, "{base}");
+        }
+    }
 
     #[test]
     fn joins_base_urls() {

@@ -299,14 +299,25 @@ fn client_pushes_into_refs_stargate_are_refused_on_every_node() {
     for node in lab.nodes.clone() {
         let before = lab.mirrored_refs(&node);
         let url = lab.url(&node, "kv");
-        for spec in ["+HEAD:refs/stargate/journal", ":refs/stargate/journal", "HEAD:refs/stargate/local/mine"] {
+        // Every case: on a case-insensitive filesystem refs/Stargate/journal is the journal.
+        for spec in [
+            "+HEAD:refs/stargate/journal",
+            ":refs/stargate/journal",
+            "HEAD:refs/stargate/local/mine",
+            "+HEAD:refs/Stargate/journal",
+            "HEAD:refs/STARGATE/local/mine",
+            "HEAD:refs/sTaRgAtE/x",
+        ] {
             let out = run(client.git("c", &["push", &url, spec]));
             assert_eq!(out.status.code(), Some(1), "{node} {spec}: {}", stderr(&out));
             assert!(stderr(&out).contains("refs/stargate/ belongs to Stargate"), "{node} {spec}: {}", stderr(&out));
             assert!(!stderr(&out).contains("not leader"), "refused as protected, not as passive: {}", stderr(&out));
         }
         assert_eq!(lab.mirrored_refs(&node), before, "{node}");
-        assert_eq!(lab.rev(&node, "refs/stargate/local/mine"), None);
+        for name in ["refs/stargate/local/mine", "refs/Stargate/journal", "refs/STARGATE/local/mine", "refs/sTaRgAtE/x"]
+        {
+            assert_eq!(lab.rev(&node, name), None, "{node} {name}");
+        }
     }
 }
 

@@ -247,3 +247,81 @@ fn an_agent_refuses_a_lease_directory_everyone_may_write() {
     }
     assert_eq!(lab.ready(), [leader]);
 }
+
+/// A node whose state files someone replaced (a symbolic link to `/dev/zero`, a FIFO, a
+/// file past the cap, corrupt JSON; the leader record beside the lock as a link too): `git
+/// stargate status` and the health responder's `/status` and `/healthz` answer at once,
+/// naming the file and why, instead of reading forever or saying the agent is not running.
+#[test]
+fn hostile_state_files_are_refused_at_once_by_name() {
+    let stdout = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let root = h.join("repos");
+    let state_dir = root.join(".stargate");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let config = format!("[stargate]\n\tnode = a\n\tlock = {0}/lock\n\troot = {1}\n", h.display(), root.display());
+    std::fs::write(h.join(".gitconfig"), config).unwrap();
+    let addr = format!("127.{}.{}.1:8080", rand_octet(), rand_octet());
+    let mut responder = cmd(crate::support::HOOK, h)
+        .args(["health", "--listen", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the responder", Duration::from_secs(5), || std::net::TcpStream::connect(&addr).is_ok());
+
+    let node_json = state_dir.join("node.json");
+    let fifo = || {
+        let path = std::ffi::CString::new(node_json.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+    };
+    let big = || std::fs::write(&node_json, vec![b' '; 2 << 20]).unwrap();
+    let cases: [(&str, &dyn Fn(), String); 4] = [
+        (
+            "a link to /dev/zero",
+            &|| std::os::unix::fs::symlink("/dev/zero", &node_json).unwrap(),
+            format!("{} is a symbolic link; refused", node_json.display()),
+        ),
+        ("a FIFO", &fifo, format!("{} is not a regular file (a FIFO); refused", node_json.display())),
+        ("2 MiB", &big, format!("{} is larger than 1048576 bytes; refused", node_json.display())),
+        (
+            "corrupt",
+            &|| std::fs::write(&node_json, b"{\"node\": \"a\", ").unwrap(),
+            format!("node state {} is corrupt: ", node_json.display()),
+        ),
+    ];
+    for (what, make, want) in cases {
+        let _ = std::fs::remove_file(&node_json);
+        make();
+        let start = Instant::now();
+        let out = run(cmd("timeout", h).args(["20", "git", "stargate", "status"]).current_dir(h));
+        let text = stdout(&out);
+        assert!(out.status.success(), "{what}: {}", stderr(&out));
+        assert!(text.contains(&want), "{what}: git stargate status says\n{text}");
+        assert!(!text.contains("no state"), "{what}: {text}");
+        let (code, body) = http_get(&addr, "/status");
+        assert_eq!(code, 200, "{what}: {body}");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let problem = status["agent"]["problem"].as_str().unwrap_or_default();
+        assert!(problem.contains(&want), "{what}: /status says {problem:?}");
+        let (code, body) = http_get(&addr, "/healthz");
+        assert_eq!(code, 503, "{what}: {body}");
+        assert!(body.contains(&want), "{what}: /healthz says {body}");
+        assert!(start.elapsed() < Duration::from_secs(5), "{what}: took {:?}", start.elapsed());
+    }
+
+    // The leader record beside the lock, as a link to /dev/zero.
+    let record = h.join("lock.leader");
+    std::os::unix::fs::symlink("/dev/zero", &record).unwrap();
+    let start = Instant::now();
+    let out = run(cmd("timeout", h).args(["20", "git", "stargate", "status"]).current_dir(h));
+    let want = format!("{} is a symbolic link; refused", record.display());
+    assert!(stdout(&out).contains(&want) || stderr(&out).contains(&want), "{}{}", stdout(&out), stderr(&out));
+    let body = http_get(&addr, "/status").1;
+    assert!(body.contains(&want), "/status: {body}");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    let _ = responder.kill();
+    let _ = responder.wait();
+}

@@ -47,6 +47,7 @@ bench kv "$runs" contrib/bench/kv.sh 20 10
 bench failover "$runs" contrib/bench/failover.sh 10
 bench remote "$runs" contrib/bench/remote.sh 3 40
 bench quorum "$runs" contrib/bench/quorum.sh 20
+bench reads 1 contrib/bench/reads.sh 20 120 4
 bench idle-1k "$runs" contrib/bench/idle.sh 1000 60
 bench idle-10k 1 contrib/bench/idle.sh 10000 120
 bench lag 1 contrib/bench/lag.sh 120 4
@@ -63,7 +64,7 @@ machine=$(
   echo "- memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
   echo "- kernel: $(uname -sr); $(git --version); $(rustc --version 2>/dev/null || echo rustc unknown)"
   echo "- commit: $commit"
-  echo "- run: $started to $ended, $runs runs each (the 10k-repository idle run, the lag run and the journal run once)"
+  echo "- run: $started to $ended, $runs runs each (the 10k-repository idle run, the lag runs and the journal run once)"
 )
 MACHINE=$machine RUNS=$runs python3 - "$out" "$root/docs/BENCHMARKS.md" <<'PY'
 import glob, os, re, statistics, sys
@@ -121,6 +122,12 @@ rows = [
     ("helper_fetch", "fetch through stargate::"),
     ("helper_push", "push through stargate::"),
     ("helper_ls_remote", "ls-remote through stargate::"),
+    ("ryw_fetch_on", "fetch from a current replica through stargate::, read-your-writes on (plain: git fetch of the replica's git:// URL)"),
+    ("ryw_fetch_off", "the same with stargate.readYourWrites=false"),
+    ("cascade_lag_b_p50_4ps", "lag p50 of b, leader a -> b -> c, 4 writes/s for 120 s"),
+    ("cascade_lag_b_p99_4ps", "lag p99 of b"),
+    ("cascade_lag_c_p50_4ps", "lag p50 of c, end to end through b"),
+    ("cascade_lag_c_p99_4ps", "lag p99 of c, end to end through b"),
     ("kv_set_1", "git kv set, one client (plain: git push of a new commit)"),
     ("kv_rate_1", "git kv set rate, one client"),
     ("kv_lag_p99_1", "replication lag p99 at that rate"),

@@ -7,6 +7,7 @@
 mod catalog;
 pub mod health;
 mod listen;
+mod lost;
 pub mod metrics;
 mod promote;
 pub mod status;
@@ -128,6 +129,30 @@ enum Command {
         /// Repositories by name relative to stargate.root, e.g. `kv.git`.
         repos: Vec<String>,
     },
+    /// List the writes a failover left only on some node (kept under
+    /// refs/stargate/local/lost/), on every node reached, against the leader's refs now.
+    Lost {
+        /// Only this repository (name relative to stargate.root).
+        repo: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-apply kept writes through the leader: fast-forwards, new refs, and git kv keys the
+    /// leader has not changed since; anything else is refused with how to merge it by hand.
+    Recover {
+        /// The repository, by name relative to stargate.root.
+        repo: String,
+        /// Only this ref (e.g. refs/kv/default).
+        #[arg(value_name = "REF")]
+        refname: Option<String>,
+        /// Only the writes lost at this epoch.
+        #[arg(long)]
+        epoch: Option<u64>,
+        /// Say what would be done, and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Wait until this node has applied a position a push printed (`stargate: position …`).
     Wait {
         /// The repository, by name relative to stargate.root, e.g. `kv.git`.
@@ -174,6 +199,10 @@ pub fn main(args: &[String]) -> Result<()> {
         Command::Sync { full, repos } => sync(&cfg, repos, full),
         Command::Lag { json } => lag(&cfg, json),
         Command::Wait { repo, position, timeout } => wait(&cfg, &repo, &position, timeout),
+        Command::Lost { repo, json } => lost::lost(&cfg, repo.as_deref(), json),
+        Command::Recover { repo, refname, epoch, dry_run } => {
+            lost::recover(&cfg, &repo, refname.as_deref(), epoch, dry_run)
+        }
         Command::Status { json } => {
             cfg.validate()?;
             let mut status = status::status(&cfg, true)?;

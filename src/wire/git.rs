@@ -392,6 +392,76 @@ pub fn list_refs(git_dir: &Path, patterns: &[&str]) -> Result<Vec<(String, Strin
         .collect())
 }
 
+/// `git ls-remote <url> <patterns>…` run from `repo`, as `(name, object id)`; peeled
+/// tags (`^{}`) left out.
+pub fn ls_remote(repo: &Path, url: &str, patterns: &[&str]) -> Result<Vec<(String, String)>, Error> {
+    let mut args = vec!["ls-remote", "--", url];
+    args.extend(patterns);
+    let out = run(Some(repo), &args)?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (oid, name) = l.split_once('\t')?;
+            (!name.ends_with("^{}")).then(|| (name.to_owned(), oid.to_owned()))
+        })
+        .collect())
+}
+
+/// Bring the objects of `refnames` at `url` into `git_dir`, moving no ref of it (no
+/// refspec destination, no FETCH_HEAD, no hooks).
+pub fn fetch_objects(git_dir: &Path, url: &str, refnames: &[&str]) -> Result<(), Error> {
+    if refnames.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = on_repo(git_dir);
+    cmd.args(["fetch", "-q", "--no-write-fetch-head", "--no-tags", "--", url]).args(refnames);
+    let out = cmd.output().map_err(Error::Spawn)?;
+    if out.status.success() { Ok(()) } else { Err(failed(&["fetch".into(), url.into()], &out)) }
+}
+
+/// Whether commit `ancestor` is reachable from `descendant` in `git_dir`.
+pub fn is_ancestor(git_dir: &Path, ancestor: &str, descendant: &str) -> Result<bool, Error> {
+    let mut cmd = on_repo(git_dir);
+    cmd.args(["merge-base", "--is-ancestor", ancestor, descendant]);
+    let out = cmd.output().map_err(Error::Spawn)?;
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(failed(&["merge-base".into(), ancestor.into(), descendant.into()], &out)),
+    }
+}
+
+/// A three-way merge of commits `ours` and `theirs` in `git_dir` without a work tree
+/// (`git merge-tree --write-tree`): the merged tree, or the paths that conflict.
+pub fn merge_tree(git_dir: &Path, ours: &str, theirs: &str) -> Result<Result<String, Vec<String>>, Error> {
+    let mut cmd = on_repo(git_dir);
+    cmd.args(["merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs]);
+    let out = cmd.output().map_err(Error::Spawn)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    match (out.status.code(), lines.next()) {
+        (Some(0), Some(tree)) => Ok(Ok(tree.trim().to_owned())),
+        (Some(1), Some(_)) => Ok(Err(lines.filter(|l| !l.is_empty()).map(str::to_owned).collect())),
+        _ => Err(failed(&["merge-tree".into(), ours.into(), theirs.into()], &out)),
+    }
+}
+
+/// `git commit-tree <tree> -p <parent>… -m <message>` in `git_dir`: the new commit's id.
+pub fn commit_tree(git_dir: &Path, tree: &str, parents: &[&str], message: &str) -> Result<String, Error> {
+    let mut cmd = on_repo(git_dir);
+    cmd.args(["-c", "user.name=stargate", "-c", "user.email=stargate@localhost", "commit-tree", tree]);
+    for p in parents {
+        cmd.args(["-p", p]);
+    }
+    cmd.args(["-m", message]);
+    let out = cmd.output().map_err(Error::Spawn)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(failed(&["commit-tree".into(), tree.into()], &out))
+    }
+}
+
 /// `git pack-refs --all` in `git_dir`, without hooks, by `deadline`: folds loose refs into
 /// `packed-refs`, values unchanged (a move of storage, not of refs).
 pub fn pack_refs(git_dir: &Path, deadline: Instant) -> Result<(), Error> {

@@ -17,6 +17,7 @@ mod jepsen;
 mod kv;
 mod layout;
 mod lease;
+mod lost;
 mod monitoring;
 mod props;
 mod quorum;

@@ -106,8 +106,15 @@ impl Transaction<'_> {
         if quorum.is_some() && git.is_reftable() {
             return Err(refuse(Error::Refused(crate::repos::unsupported_refusal(crate::repos::QUORUM_REFTABLE))));
         }
-        let (entry, last) = journal::append(&git, epoch, &view.me, Body::Prepare(updates.clone()), keep(&view))
-            .map_err(HookError::Journal)?;
+        let (entry, last) = journal::append_by(
+            &git,
+            epoch,
+            &view.me,
+            Body::Prepare(updates.clone()),
+            keep(&view),
+            journal::pusher_from_env().as_deref(),
+        )
+        .map_err(HookError::Journal)?;
         let first = last + 1 - (updates.len() as u64).max(1);
         // From here on `aborted` or `committed` journals the outcome, or, should git die
         // first, the agent's sweep does (`Outcome::Ended`).

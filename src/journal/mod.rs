@@ -213,6 +213,44 @@ pub enum Body {
 /// loser re-reads the tip and numbers after it. Returns the new entry and the journal's
 /// sequence number at it (a prepare's last).
 pub fn append(store: &Store, epoch: u64, node: &str, body: Body, keep: u64) -> Result<(ObjectId, u64), Error> {
+    append_by(store, epoch, node, body, keep, None)
+}
+
+/// The name the journal records as a write's pusher, from the environment git's server
+/// gives the hooks: `STARGATE_PUSHER` (set by the site, e.g. in an ssh key's
+/// `environment=`), gitolite's `GL_USER`, `git http-backend`'s `REMOTE_USER`
+/// (stargate-hook(1), Push log). Control characters and `<>` removed; at most 128 bytes.
+pub fn pusher_from_env() -> Option<String> {
+    ["STARGATE_PUSHER", "GL_USER", "REMOTE_USER"].iter().find_map(|var| {
+        let v = std::env::var(var).ok()?;
+        let clean: String = v.chars().filter(|c| !c.is_control() && !matches!(c, '<' | '>')).take(128).collect();
+        let clean = clean.trim().to_owned();
+        (!clean.is_empty()).then_some(clean)
+    })
+}
+
+/// Who pushed the write journal entry `id` prepared, when its server said (the entry's
+/// author; `stargate` itself otherwise).
+pub fn pusher(store: &Store, id: ObjectId) -> Option<String> {
+    let commit = store.repo().find_commit(id).ok()?;
+    let author = commit.author().ok()?;
+    let name = author.name.to_string();
+    (name != AUTHOR).then_some(name)
+}
+
+/// The author of every entry no pusher is known for.
+const AUTHOR: &str = "stargate";
+
+/// As `append`, a prepare naming `pusher` as its author (`pusher_from_env`): the entry's
+/// message, which every node parses, stays the same.
+pub fn append_by(
+    store: &Store,
+    epoch: u64,
+    node: &str,
+    body: Body,
+    keep: u64,
+    pusher: Option<&str>,
+) -> Result<(ObjectId, u64), Error> {
     let empty_tree = store.write_loose(&gix::objs::Tree::empty())?;
     // Reftable: one transaction is prepared at a time (git holds the store), so no race
     // for the tip; the lock only orders this against a publication's cleanup.
@@ -260,14 +298,18 @@ pub fn append(store: &Store, epoch: u64, node: &str, body: Body, keep: u64) -> R
             open,
         };
         let signature = gix::actor::Signature {
-            name: "stargate".into(),
+            name: AUTHOR.into(),
             email: format!("stargate@{node}").into(),
             time: gix::date::Time::new((entry.time_ms / 1000) as i64, 0),
+        };
+        let author = match pusher {
+            Some(name) => gix::actor::Signature { name: name.into(), ..signature.clone() },
+            None => signature.clone(),
         };
         let commit = gix::objs::Commit {
             message: entry.message().into(),
             tree: empty_tree,
-            author: signature.clone(),
+            author,
             committer: signature,
             encoding: None,
             parents: tip.as_ref().map(|(id, _)| *id).filter(|_| !checkpoint).into_iter().collect(),

@@ -29,7 +29,7 @@ pub struct Event {
     pub user: String,
     /// `elected`, `step-down`, `fenced`, `released`, `promote-requested`, `draining`,
     /// `drained`, `demoted`, `promoted`, `forced-promotion`, `caught-up`,
-    /// `catch-up-shortfall`, `lost-commits`, `recovered`.
+    /// `catch-up-shortfall`, `lost-commits`, `recovered`, `restored`.
     pub event: String,
     /// The epoch after the event.
     pub epoch: u64,

@@ -96,7 +96,7 @@ pub(super) fn losses(
             continue;
         }
         if let Some(new) = new
-            && is_ancestor(main, *old, *new)
+            && main.is_ancestor(*old, *new)
         {
             continue;
         }
@@ -113,7 +113,7 @@ pub(super) fn suspects(main: &Store, epoch: u64, local: &Refs, leader: &Refs) ->
     let mut kept = Vec::new();
     for (r, old) in local.iter().filter(|(r, old)| *r != journal::REF && !values.contains(*old)) {
         let new = leader.get(r).copied();
-        if new.is_some_and(|n| main.repo().has_object(n) && is_ancestor(main, *old, n)) {
+        if new.is_some_and(|n| main.repo().has_object(n) && main.is_ancestor(*old, n)) {
             continue;
         }
         kept.push(keep(main, epoch, r, *old)?);
@@ -134,16 +134,6 @@ pub(super) fn keep(main: &Store, epoch: u64, refname: &str, oid: ObjectId) -> Re
         }
     }
     Err(Error::TooManyKept { refname: refname.to_owned(), epoch })
-}
-
-/// Is `old` reachable from `new`? A bounded walk: very long histories count as "no",
-/// which only means a value is kept that need not have been.
-pub(super) fn is_ancestor(main: &Store, old: ObjectId, new: ObjectId) -> bool {
-    if old == new {
-        return true;
-    }
-    let Ok(walk) = main.repo().rev_walk([new]).all() else { return false };
-    walk.take(1_000_000).filter_map(Result::ok).any(|info| info.id == old)
 }
 
 pub(super) fn current_refs<'a>(

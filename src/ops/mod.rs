@@ -10,6 +10,7 @@ mod listen;
 mod lost;
 pub mod metrics;
 mod promote;
+mod pushlog;
 pub mod status;
 mod verify;
 
@@ -153,6 +154,38 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The push log: every ref update the leader accepted, from this node's journal.
+    Log {
+        /// Only this repository (name relative to stargate.root).
+        repo: Option<String>,
+        /// Only this ref (e.g. refs/heads/main).
+        #[arg(long = "ref", value_name = "REF")]
+        refname: Option<String>,
+        /// Only updates at or after this date (as git reads dates: "2 hours ago", "2026-12-01 10:00").
+        #[arg(long)]
+        since: Option<String>,
+        /// Only updates at or before this date.
+        #[arg(long)]
+        until: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a repository's refs back to their values at a point of its journal, as one new
+    /// write through the leader.
+    Restore {
+        /// The repository, by name relative to stargate.root.
+        repo: String,
+        /// A sequence number (as `log` shows it) or a date.
+        #[arg(long, value_name = "SEQ|DATE")]
+        to: String,
+        /// Only this ref.
+        #[arg(long = "ref", value_name = "REF")]
+        refname: Option<String>,
+        /// Say what would move, and move nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Wait until this node has applied a position a push printed (`stargate: position …`).
     Wait {
         /// The repository, by name relative to stargate.root, e.g. `kv.git`.
@@ -199,6 +232,12 @@ pub fn main(args: &[String]) -> Result<()> {
         Command::Sync { full, repos } => sync(&cfg, repos, full),
         Command::Lag { json } => lag(&cfg, json),
         Command::Wait { repo, position, timeout } => wait(&cfg, &repo, &position, timeout),
+        Command::Log { repo, refname, since, until, json } => {
+            pushlog::log(&cfg, repo.as_deref(), refname.as_deref(), since.as_deref(), until.as_deref(), json)
+        }
+        Command::Restore { repo, to, refname, dry_run } => {
+            pushlog::restore(&cfg, &repo, &to, refname.as_deref(), dry_run)
+        }
         Command::Lost { repo, json } => lost::lost(&cfg, repo.as_deref(), json),
         Command::Recover { repo, refname, epoch, dry_run } => {
             lost::recover(&cfg, &repo, refname.as_deref(), epoch, dry_run)

@@ -96,6 +96,16 @@ impl Store {
         &self.repo
     }
 
+    /// Is `old` reachable from `new`? A bounded walk: very long histories count as "no"
+    /// (mirroring then keeps a value it need not have; the push log calls a move forced).
+    pub fn is_ancestor(&self, old: ObjectId, new: ObjectId) -> bool {
+        if old == new {
+            return true;
+        }
+        let Ok(walk) = self.repo.rev_walk([new]).all() else { return false };
+        walk.take(1_000_000).filter_map(Result::ok).any(|info| info.id == old)
+    }
+
     pub fn git_dir(&self) -> &Path {
         self.repo.git_dir()
     }

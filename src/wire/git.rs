@@ -129,6 +129,47 @@ pub fn push(
     Err(failed(&args, &Output { stderr: stderr.into_bytes(), ..out }))
 }
 
+/// `git push --porcelain --atomic <remote> <src>:<dst>…` from `repo`, each ref with a
+/// lease on its value there now (`None`: it must not exist): all move, or none.
+pub fn push_atomic(
+    repo: &Path,
+    remote: &str,
+    updates: &[(String, String, Option<String>)],
+) -> Result<PushResult, Error> {
+    let mut cmd = command(Some(repo));
+    cmd.args(["push", "--porcelain", "--no-verify", "--atomic"]);
+    for (_, dst, expected) in updates {
+        cmd.arg(format!("--force-with-lease={dst}:{}", expected.as_deref().unwrap_or("")));
+    }
+    cmd.arg(remote);
+    cmd.args(updates.iter().map(|(src, dst, _)| format!("{src}:{dst}")));
+    let out = cmd.stderr(Stdio::piped()).output().map_err(Error::Spawn)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = crate::wire::sanitize::text(&String::from_utf8_lossy(&out.stderr));
+    let rejected: Vec<&str> = stdout.lines().filter(|l| l.starts_with('!')).collect();
+    match (out.status.success(), rejected.is_empty()) {
+        (true, true) => Ok(PushResult::Ok),
+        (_, false) => Ok(PushResult::Rejected { reason: rejected.join("; "), stderr }),
+        (false, true) => Err(failed(
+            &["push".into(), "--atomic".into(), remote.into()],
+            &Output { stderr: stderr.into_bytes(), ..out },
+        )),
+    }
+}
+
+/// A date as git reads one (`2026-12-01 10:00`, `2 hours ago`, `yesterday`, `@<Unix
+/// time>`): seconds since the epoch, from `git rev-parse --since=<date>` in `repo`. As
+/// leniently as git: what it cannot read is now.
+pub fn parse_date(repo: &Path, date: &str) -> Result<u64, Error> {
+    let out = run(Some(repo), ["rev-parse".to_owned(), format!("--since={date}")])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().strip_prefix("--max-age=").and_then(|s| s.parse().ok()).ok_or_else(|| Error::Failed {
+        args: format!("rev-parse --since={date}"),
+        status: "0".into(),
+        stderr: text.trim().to_owned(),
+    })
+}
+
 /// `git fetch` in `repo` with the given arguments, extra `-c` settings and environment.
 pub fn fetch(repo: &Path, config: &[&str], args: &[&str], env: &[(&str, &str)]) -> Result<(), Error> {
     let mut all: Vec<&str> = Vec::new();

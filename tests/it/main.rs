@@ -20,6 +20,7 @@ mod lease;
 mod lost;
 mod monitoring;
 mod props;
+mod pushlog;
 mod quorum;
 mod reads;
 mod remote;

@@ -209,7 +209,7 @@ pub fn run(cfg: &Config) -> Result<(), Error> {
         quorum::Watch::start(settings.me.clone(), q, state_dir, settings.interval, settings.stale_after)
     });
     let ttl = cfg.lease_ttl()?;
-    let leader_watch = watch::Watch::start(lock.clone(), Arc::clone(&control), ttl, settings.interval);
+    let leader_watch = watch::Watch::start(lock.clone(), Arc::clone(&control), ttl, ttl);
     let mut agent = Agent {
         lease: lock.open_lease(ttl)?,
         lock,

@@ -250,14 +250,17 @@ impl Client {
         Ok(self.call("/v3/kv/txn", body)?["succeeded"].as_bool() == Some(true))
     }
 
-    /// Watch `key` for a write or a deletion at `from` or later, for at most `within` (etcd's
-    /// `/v3/watch` through the JSON gateway). The member must have a raft leader
-    /// (`hasleader`): one cut off from its cluster's majority ends the watch instead of
-    /// keeping it open without events.
-    pub fn watch(&self, key: &str, from: u64, within: Duration) -> Result<Watched, Error> {
-        let n = self.spec.endpoints.len();
-        let at = self.first.load(Ordering::Relaxed) % n.max(1);
-        let endpoint = self.spec.endpoints.get(at).ok_or_else(|| Error::Unreachable("no endpoint".into()))?;
+    /// How many members the spec names.
+    pub fn members(&self) -> usize {
+        self.spec.endpoints.len()
+    }
+
+    /// Watch `key` on member `member` for a write or a deletion at `from` or later, for at
+    /// most `within` (etcd's `/v3/watch` through the JSON gateway). The member must have a
+    /// raft leader (`hasleader`): one cut off from its cluster's majority ends the watch
+    /// instead of keeping it open without events.
+    pub fn watch(&self, member: usize, key: &str, from: u64, within: Duration) -> Result<Watched, Error> {
+        let endpoint = self.spec.endpoints.get(member).ok_or_else(|| Error::Unreachable("no such member".into()))?;
         let url = format!("{}://{endpoint}/v3/watch", if self.spec.tls { "https" } else { "http" });
         let body =
             json!({ "create_request": { "key": Self::b64(key.as_bytes()), "start_revision": from.to_string() } });
@@ -270,16 +273,8 @@ impl Client {
             .timeout_global(Some(within))
             .build()
             .send_json(&body);
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                // The next call starts with the next endpoint.
-                self.first.store((at + 1) % n.max(1), Ordering::Relaxed);
-                return Err(Error::Unreachable(format!("{endpoint}: {e}")));
-            }
-        };
+        let response = sent.map_err(|e| Error::Unreachable(format!("{endpoint}: {e}")))?;
         if response.status().as_u16() != 200 {
-            self.first.store((at + 1) % n.max(1), Ordering::Relaxed);
             return Err(Error::Refused(format!("{endpoint}: watch: HTTP {}", response.status().as_u16())));
         }
         let reader = response.into_body().into_reader();

@@ -221,12 +221,25 @@ impl Lock {
         }
     }
 
-    /// etcd: wait up to `within` for the leader key to be written or deleted at revision
-    /// `since` + 1 or later (`None`: after the key as it is now), so that a standby contends
-    /// the moment the leader's lease expires or is revoked instead of at its next read
-    /// (docs/ARCHITECTURE.md, The etcd lease). Returns what happened and the revision to
-    /// go on from. File: `None`, there is nothing to watch.
-    pub fn watch_leader(&self, since: Option<u64>, within: Duration) -> Option<Result<(Watched, u64), Error>> {
+    /// How many etcd members the lock names (each can be watched); 0 for a file.
+    pub fn members(&self) -> usize {
+        match &self.backend {
+            Backend::File(_) => 0,
+            Backend::Etcd(c) => c.members(),
+        }
+    }
+
+    /// etcd: wait up to `within`, on member `member`, for the leader key to be written or
+    /// deleted at revision `since` + 1 or later (`None`: after the key as it is now), so
+    /// that a standby contends the moment the leader's lease expires or is revoked instead
+    /// of at its next read (docs/ARCHITECTURE.md, The etcd lease). Returns what happened and
+    /// the revision to go on from. File: `None`, there is nothing to watch.
+    pub fn watch_leader(
+        &self,
+        member: usize,
+        since: Option<u64>,
+        within: Duration,
+    ) -> Option<Result<(Watched, u64), Error>> {
         let Backend::Etcd(c) = &self.backend else { return None };
         let key = &c.spec().key;
         let watched = (|| {
@@ -234,7 +247,7 @@ impl Lock {
                 Some(revision) => revision,
                 None => c.get_at(key)?.1,
             };
-            Ok(match c.watch(key, since + 1, within)? {
+            Ok(match c.watch(member, key, since + 1, within)? {
                 Watched::Changed(revision) => (Watched::Changed(revision), revision),
                 other => (other, since),
             })

@@ -124,10 +124,11 @@ impl Config {
 
     /// `stargate.lease.ttl`: the etcd lease's time to live; a leader that could not renew
     /// it for this long, less a safety margin of a fifth, stops accepting writes.
-    /// Default: 5s.
+    /// Default: 2s, etcd's shortest at its default election timeout (docs/ARCHITECTURE.md,
+    /// The etcd lease, has the reasoning).
     pub fn lease_ttl(&self) -> Result<Duration, Error> {
         let key = "stargate.lease.ttl";
-        let d = self.duration(key, Duration::from_secs(5))?;
+        let d = self.duration(key, Duration::from_secs(2))?;
         if d < Duration::from_secs(2) || d.subsec_millis() != 0 {
             return Err(invalid(key, self.raw(key).unwrap_or(""), "expected whole seconds, at least 2s"));
         }
@@ -135,9 +136,9 @@ impl Config {
     }
 
     /// `stargate.etcd.timeout`: how long one request to one etcd endpoint may take before
-    /// the next endpoint is tried. Default: 1s.
+    /// the next endpoint is tried. Default: 500ms.
     pub fn etcd_timeout(&self) -> Result<Duration, Error> {
-        self.positive_duration("stargate.etcd.timeout", Duration::from_secs(1))
+        self.positive_duration("stargate.etcd.timeout", Duration::from_millis(500))
     }
 
     /// `stargate.etcd.ca`: the CA certificate (PEM) an `etcds://` lock verifies etcd's
@@ -546,9 +547,20 @@ impl Config {
             return Err(invalid("stargate.root", v, "expected an absolute path"));
         }
         if self.raw("stargate.lock").is_some() {
-            let tls = matches!(self.lock()?, LockSpec::Etcd { tls: true, .. });
-            self.lease_ttl()?;
-            self.etcd_timeout()?;
+            let lock = self.lock()?;
+            let tls = matches!(lock, LockSpec::Etcd { tls: true, .. });
+            let ttl = self.lease_ttl()?;
+            let timeout = self.etcd_timeout()?;
+            // A keep-alive whose first member does not answer must still reach another
+            // before the leader's writes stop (docs/ARCHITECTURE.md, The etcd lease).
+            if matches!(lock, LockSpec::Etcd { .. }) && self.lease_interval()? + timeout * 2 > ttl - ttl / 5 {
+                let value = self.raw("stargate.lease.ttl").unwrap_or("2s");
+                return Err(invalid(
+                    "stargate.lease.ttl",
+                    value,
+                    "too short: stargate.lease.interval + 2 x stargate.etcd.timeout must fit in four fifths of it",
+                ));
+            }
             let (ca, cert, key) = (self.etcd_ca()?, self.etcd_cert()?, self.etcd_key()?);
             if tls && ca.is_none() {
                 return Err(Error::Missing("stargate.etcd.ca"));

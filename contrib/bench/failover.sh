@@ -5,7 +5,8 @@
 # (default 20) on one two-node lab, restarting the killed agent between rounds, and prints
 # every time, the median and the worst.
 # With BENCH_LEASE=etcd the nodes lease through a local one-member etcd (etcd on PATH,
-# Debian's etcd-server), with the default stargate.lease.ttl of 5 s.
+# Debian's etcd-server), with the default stargate.lease.ttl (contrib/bench/etcd.sh measures
+# etcd's handovers against three members, after kill -9 and after a clean stop).
 # Usage: [BENCH_LEASE=etcd] contrib/bench/failover.sh [N]   (stargate-hook on PATH)
 set -euo pipefail
 n=${1:-20}

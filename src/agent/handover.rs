@@ -178,7 +178,28 @@ impl Agent {
             }
             reply.say(&format!("heard enough nodes to take over the furthest position (quorum {})", plan.needed));
         }
-        let mine = self.lease.seize(&self.claim(), &record)?;
+        // etcd: revoking the holder's lease deletes the key, and every standby watching it
+        // would contend at once; a forced handoff naming this node keeps them off until it
+        // has the key. Its epoch is the least the new key's create revision can be.
+        let promised = self.lock.is_etcd().then(|| Handoff {
+            from: record.node.clone(),
+            epoch: record.epoch + 1,
+            to: self.settings.me.clone(),
+            forced: true,
+            user: user.to_owned(),
+            requested_ms: now_ms(),
+            heartbeat_ms: now_ms(),
+        });
+        if let Some(handoff) = &promised {
+            self.lock.write_handoff(handoff)?;
+        }
+        let seized = self.lease.seize(&self.claim(), &record);
+        if promised.is_some()
+            && let Err(e) = self.lock.clear_handoff(&self.settings.me)
+        {
+            log::warn!("cannot end the handoff: {e}");
+        }
+        let mine = seized?;
         self.epoch = mine.epoch;
         self.record = Some(mine.clone());
         if self.lease.holds() {

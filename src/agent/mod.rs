@@ -9,6 +9,7 @@ pub mod control;
 mod election;
 mod handover;
 mod quorum;
+mod watch;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -119,6 +120,10 @@ struct Agent {
     refused_handoff: Option<crate::lead::handoff::Handoff>,
     /// Quorum mode: asks the peers, while this node leads, whether they follow it.
     quorum_watch: Option<quorum::Watch>,
+    /// etcd: the watch of the leader key that wakes this loop when it changes.
+    leader_watch: Option<Arc<watch::Watch>>,
+    /// When a passive node last read the leader key and contended.
+    contended: Option<Instant>,
 }
 
 /// What stays the same for the agent's life: its configuration, read once in `run`
@@ -203,8 +208,10 @@ pub fn run(cfg: &Config) -> Result<(), Error> {
         let state_dir = settings.state_dir.clone();
         quorum::Watch::start(settings.me.clone(), q, state_dir, settings.interval, settings.stale_after)
     });
+    let ttl = cfg.lease_ttl()?;
+    let leader_watch = watch::Watch::start(lock.clone(), Arc::clone(&control), ttl, ttl);
     let mut agent = Agent {
-        lease: lock.open_lease(cfg.lease_ttl()?)?,
+        lease: lock.open_lease(ttl)?,
         lock,
         epoch: highest.seen().map_or(0, |r| r.epoch),
         highest,
@@ -221,6 +228,8 @@ pub fn run(cfg: &Config) -> Result<(), Error> {
         unsupported: Default::default(),
         refused_handoff: None,
         quorum_watch,
+        leader_watch,
+        contended: None,
     };
     install_signal_handlers();
     log::info!("agent for node {} started (pid {})", agent.settings.me, std::process::id());
@@ -289,7 +298,18 @@ impl Agent {
                     self.take_the_lock_late();
                 }
             }
-            Role::Passive => self.contend(),
+            // On etcd, the key is read when its watch says it changed (or is not running),
+            // and once a TTL otherwise; while nobody leads, every interval.
+            Role::Passive => {
+                let due = self.record.is_none()
+                    || self.holdoff_until.is_some()
+                    || self.lease_problem.is_some()
+                    || self.leader_watch.as_ref().is_none_or(|w| w.due(self.contended));
+                if due {
+                    self.contended = Some(Instant::now());
+                    self.contend();
+                }
+            }
         }
         self.report_refusals();
         self.publish();

@@ -1,8 +1,9 @@
 //! A small client of etcd's v3 JSON gateway (`/v3/kv/range`, `/v3/kv/txn`,
 //! `/v3/kv/put`, `/v3/kv/deleterange`, `/v3/lease/grant`, `/v3/lease/keepalive`,
-//! `/v3/lease/revoke`): keys and values in base64, 64-bit numbers as strings. Blocking
-//! HTTP (ureq) with a timeout on every request; the endpoints are tried in turn, starting
-//! with the last one that answered.
+//! `/v3/lease/revoke`, `/v3/watch`): keys and values in base64, 64-bit numbers as strings.
+//! Blocking HTTP (ureq) with a timeout on every request; the endpoints are tried in turn,
+//! starting with the last one that answered. A watch is one streaming POST whose answer
+//! is a stream of JSON objects, bounded by its own deadline.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -58,6 +59,18 @@ pub struct Kv {
     pub value: Vec<u8>,
     pub create_revision: u64,
     pub lease: i64,
+}
+
+/// What a watch of one key saw before its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    /// The key was written or deleted (its lease expired or was revoked) at this revision.
+    Changed(u64),
+    /// Nothing happened to the key.
+    Quiet,
+    /// etcd ended the watch without an event (compacted past the start, or the member lost
+    /// its leader): read the key again.
+    Ended,
 }
 
 /// TLS material for `etcds://` (PEM files).
@@ -235,6 +248,62 @@ impl Client {
             "success": [{ "request_delete_range": { "key": k } }],
         });
         Ok(self.call("/v3/kv/txn", body)?["succeeded"].as_bool() == Some(true))
+    }
+
+    /// How many members the spec names.
+    pub fn members(&self) -> usize {
+        self.spec.endpoints.len()
+    }
+
+    /// Watch `key` on member `member` for a write or a deletion at `from` or later, for at
+    /// most `within` (etcd's `/v3/watch` through the JSON gateway). The member must have a
+    /// raft leader (`hasleader`): one cut off from its cluster's majority ends the watch
+    /// instead of keeping it open without events.
+    pub fn watch(&self, member: usize, key: &str, from: u64, within: Duration) -> Result<Watched, Error> {
+        let endpoint = self.spec.endpoints.get(member).ok_or_else(|| Error::Unreachable("no such member".into()))?;
+        let url = format!("{}://{endpoint}/v3/watch", if self.spec.tls { "https" } else { "http" });
+        let body =
+            json!({ "create_request": { "key": Self::b64(key.as_bytes()), "start_revision": from.to_string() } });
+        let started = std::time::Instant::now();
+        let sent = self
+            .agent
+            .post(&url)
+            .header("Grpc-Metadata-hasleader", "true")
+            .config()
+            .timeout_global(Some(within))
+            .build()
+            .send_json(&body);
+        let response = sent.map_err(|e| Error::Unreachable(format!("{endpoint}: {e}")))?;
+        if response.status().as_u16() != 200 {
+            return Err(Error::Refused(format!("{endpoint}: watch: HTTP {}", response.status().as_u16())));
+        }
+        let reader = response.into_body().into_reader();
+        for message in serde_json::Deserializer::from_reader(reader).into_iter::<Value>() {
+            let message = match message {
+                Ok(m) => m,
+                // The deadline, the stream's end or a broken connection: nothing seen before it.
+                Err(_) if started.elapsed() >= within.saturating_sub(Duration::from_millis(50)) => {
+                    return Ok(Watched::Quiet);
+                }
+                Err(e) => return Err(Error::Answer(format!("{endpoint}: watch: {e}"))),
+            };
+            if let Some(error) = message.get("error") {
+                let why = error.get("message").and_then(Value::as_str).unwrap_or("error");
+                return Err(Error::Refused(format!("{endpoint}: watch: {why}")));
+            }
+            let result = &message["result"];
+            if let Some(event) = result["events"].as_array().and_then(|e| e.first()) {
+                return Ok(Watched::Changed(num(&event["kv"]["mod_revision"]).max(from)));
+            }
+            if result["canceled"].as_bool() == Some(true) {
+                return Ok(Watched::Ended);
+            }
+        }
+        Ok(if started.elapsed() >= within.saturating_sub(Duration::from_millis(50)) {
+            Watched::Quiet
+        } else {
+            Watched::Ended
+        })
     }
 
     pub fn grant(&self, ttl: Duration) -> Result<i64, Error> {

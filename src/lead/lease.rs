@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::epoch::Highest;
 use super::etcd;
+pub use super::etcd::Watched;
 use super::file;
 use super::handoff::Handoff;
 pub use super::record::{Acquired, Claim, Error, Leading, Record};
@@ -220,6 +221,40 @@ impl Lock {
         }
     }
 
+    /// How many etcd members the lock names (each can be watched); 0 for a file.
+    pub fn members(&self) -> usize {
+        match &self.backend {
+            Backend::File(_) => 0,
+            Backend::Etcd(c) => c.members(),
+        }
+    }
+
+    /// etcd: wait up to `within`, on member `member`, for the leader key to be written or
+    /// deleted at revision `since` + 1 or later (`None`: after the key as it is now), so
+    /// that a standby contends the moment the leader's lease expires or is revoked instead
+    /// of at its next read (docs/ARCHITECTURE.md, The etcd lease). Returns what happened and
+    /// the revision to go on from. File: `None`, there is nothing to watch.
+    pub fn watch_leader(
+        &self,
+        member: usize,
+        since: Option<u64>,
+        within: Duration,
+    ) -> Option<Result<(Watched, u64), Error>> {
+        let Backend::Etcd(c) = &self.backend else { return None };
+        let key = &c.spec().key;
+        let watched = (|| {
+            let since = match since {
+                Some(revision) => revision,
+                None => c.get_at(key)?.1,
+            };
+            Ok(match c.watch(member, key, since + 1, within)? {
+                Watched::Changed(revision) => (Watched::Changed(revision), revision),
+                other => (other, since),
+            })
+        })();
+        Some(watched)
+    }
+
     /// The agent's side of the lease, with this lock's highest epoch seen.
     pub fn open_lease(&self, ttl: Duration) -> Result<Lease, Error> {
         let highest = self.highest.clone();
@@ -373,11 +408,12 @@ impl EtcdLease {
             highest.check_revision(revision + 1)?;
         }
         let sent = Instant::now();
-        let id = self.lease()?;
-        // A lease left over from an earlier hold may have expired meanwhile.
+        let mut id = self.lease()?;
+        // A lease left over from an earlier hold may have expired meanwhile: a new one, at
+        // once (a standby woken by the leader key's deletion must not wait another interval).
         if !self.client.keep_alive(id)? {
             self.id = None;
-            return Ok(None);
+            id = self.lease()?;
         }
         let mut record = claim.record(0);
         let value = serde_json::to_vec(&record)

@@ -182,6 +182,9 @@ impl Lab {
         if opts.vip {
             flags.extend(["--vip".into(), format!("{net}.100")]);
         }
+        if opts.etcd {
+            flags.push("--etcd".into());
+        }
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let mut lab = Lab::launch(nodes, &net, extra, &flags);
         let own = std::fs::File::open("/proc/thread-self/ns/net").expect("own network namespace");
@@ -365,11 +368,14 @@ pub struct NetOpts {
     pub vip: bool,
     /// The reaper's deadline: the lab is torn down after this in any case.
     pub ttl: Duration,
+    /// One etcd member in every node's namespace, on the node's address (port 2379), the
+    /// members one cluster, started before the nodes (`lab up --etcd`).
+    pub etcd: bool,
 }
 
 impl Default for NetOpts {
     fn default() -> NetOpts {
-        NetOpts { sshd: false, vip: false, ttl: Duration::from_secs(600) }
+        NetOpts { sshd: false, vip: false, ttl: Duration::from_secs(600), etcd: false }
     }
 }
 
@@ -870,61 +876,6 @@ impl Drop for Etcd {
         for i in 0..self.members.len() {
             self.kill(i);
         }
-    }
-}
-
-/// A TCP forwarder that can be cut: while cut, it forwards nothing in either direction
-/// and new connections go nowhere, as if the network dropped the packets. For cutting one
-/// node off a service without a network namespace. Runs until the test process ends.
-pub struct Proxy {
-    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Proxy {
-    pub fn start(listen: &str, target: &str) -> Proxy {
-        use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind(listen).unwrap_or_else(|e| panic!("bind {listen}: {e}"));
-        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (flag, target) = (std::sync::Arc::clone(&cut), target.to_owned());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(client) = conn else { continue };
-                if flag.load(Ordering::SeqCst) {
-                    // Held open, never answered: a dropped SYN-ACK would look the same.
-                    std::thread::spawn(move || {
-                        std::thread::sleep(Duration::from_secs(60));
-                        drop(client);
-                    });
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&target) else { continue };
-                for (from, to) in [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())] {
-                    let (Ok(mut from), Ok(mut to)) = (from, to) else { continue };
-                    let flag = std::sync::Arc::clone(&flag);
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 * 1024];
-                        loop {
-                            let n = match from.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => n,
-                            };
-                            while flag.load(Ordering::SeqCst) {
-                                std::thread::sleep(Duration::from_millis(20));
-                            }
-                            if to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                    });
-                }
-            }
-        });
-        Proxy { cut }
-    }
-
-    pub fn cut(&self, yes: bool) {
-        self.cut.store(yes, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -80,7 +80,7 @@ impl Plan {
     }
 
     pub fn net(&self, vip: bool, sshd: bool) -> NetOpts {
-        NetOpts { vip, sshd, ttl: self.ttl() }
+        NetOpts { vip, sshd, ttl: self.ttl(), etcd: false }
     }
 }
 

@@ -18,6 +18,7 @@ mod kv;
 mod layout;
 mod lease;
 mod monitoring;
+mod package;
 mod props;
 mod quorum;
 mod reads;

@@ -3,6 +3,49 @@
 //! 0.3 ms per start applying 16k relocations (162 page faults against 93); see
 //! docs/ARCHITECTURE.md, "Performance". The remote helper, started once per git command,
 //! stays a PIE.
+//!
+//! Also name the commit the binaries are built from, for `--version` and `/status`
+//! (stargate-hook(1)): `STARGATE_COMMIT` if set (a build from a source tarball can pass
+//! it), else `git rev-parse --short HEAD` when this directory is a git checkout's top
+//! level, else "unknown". A build without git never fails for it.
+use std::path::Path;
+use std::process::Command;
+
 fn main() {
     println!("cargo:rustc-link-arg-bin=stargate-hook=-no-pie");
+    println!("cargo:rerun-if-env-changed=STARGATE_COMMIT");
+    let commit = match std::env::var("STARGATE_COMMIT") {
+        Ok(c) if !c.trim().is_empty() => c.trim().to_owned(),
+        _ => from_git().unwrap_or_else(|| "unknown".to_owned()),
+    };
+    println!("cargo:rustc-env=STARGATE_COMMIT={commit}");
+}
+
+/// The short commit of HEAD, when the manifest's directory is the top of a git work tree
+/// (a tarball unpacked inside some other repository must not borrow its commit).
+fn from_git() -> Option<String> {
+    let here = std::env::var_os("CARGO_MANIFEST_DIR")?;
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git").current_dir(&here).args(args).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    if Path::new(&top).canonicalize().ok()? != Path::new(&here).canonicalize().ok()? {
+        return None;
+    }
+    // Rebuild when HEAD moves: HEAD itself, the branch it names, and packed refs. Only
+    // paths that exist: a missing one would rerun this script on every build.
+    let mut watch = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watch.push(branch);
+    }
+    for name in watch {
+        if let Some(path) = git(&["rev-parse", "--git-path", &name]) {
+            let path = Path::new(&here).join(path);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
+    git(&["rev-parse", "--short", "HEAD"]).filter(|c| !c.is_empty())
 }

@@ -27,6 +27,9 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
 command -v keepalived >/dev/null || need+=(keepalived)
 command -v curl >/dev/null || need+=(curl)
+# The Debian package's test (tests/it/package.rs): man -w, and the package's dependencies.
+command -v man >/dev/null || need+=(man-db)
+command -v adduser >/dev/null || need+=(adduser)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing ${need[*]}"
@@ -46,6 +49,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
+fi
+# The version README's Install names: the package test packages with --no-build --profile dev.
+if ! cargo deb --version 2>/dev/null | grep -qx 'cargo-deb 3\.8\.0'; then
+  cargo install --locked --version 3.8.0 cargo-deb
 fi
 
 cargo build --all-targets

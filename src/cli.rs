@@ -36,7 +36,7 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             Some("-V" | "--version") => {
-                println!("stargate-hook {}", env!("CARGO_PKG_VERSION"));
+                println!("stargate-hook {}", crate::version::VERSION);
                 return ExitCode::SUCCESS;
             }
             Some(_) => args.remove(1),

@@ -79,7 +79,7 @@ fn repo_err(e: impl std::error::Error + Send + Sync + 'static) -> Error {
 
 /// Read and write keys in a git-backed key/value store.
 #[derive(Parser)]
-#[command(name = "git kv", version)]
+#[command(name = "git kv", version = crate::version::VERSION)]
 struct Cli {
     /// Namespace to use (default: kv.namespace, else "default").
     #[arg(long, short = 'n', global = true)]

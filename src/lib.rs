@@ -36,5 +36,6 @@ pub mod repos;
 pub mod clock;
 pub mod config;
 pub mod files;
+pub mod version;
 
 pub mod wire;

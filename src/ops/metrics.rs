@@ -297,6 +297,7 @@ mod tests {
     fn status(replication: Option<Published>) -> Status {
         Status {
             node: "b".into(),
+            version: crate::version::VERSION.into(),
             role: Role::Passive,
             epoch: 3,
             leader: None,

@@ -65,7 +65,7 @@ impl From<CommandError> for Error {
 
 /// Operate a Stargate node.
 #[derive(Parser)]
-#[command(name = "git stargate", version)]
+#[command(name = "git stargate", version = crate::version::VERSION)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

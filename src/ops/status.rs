@@ -17,6 +17,8 @@ use crate::mirror::replicator::Published;
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub node: String,
+    /// The build this node runs: package version and commit (`stargate::VERSION`).
+    pub version: String,
     pub role: Role,
     pub epoch: u64,
     pub leader: Option<Record>,
@@ -99,6 +101,8 @@ pub struct Peer {
     pub node: String,
     pub health: Option<String>,
     pub reachable: bool,
+    /// The build it runs, from its `/status` (none from a node older than the field).
+    pub version: Option<String>,
     pub role: Option<String>,
     pub epoch: Option<u64>,
     pub accepts_writes: Option<bool>,
@@ -206,6 +210,7 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
         lag_operations,
         replication,
         node: view.me.clone(),
+        version: crate::version::VERSION.to_owned(),
         role: view.role(),
         epoch,
         seen: view.seen.as_ref().map(|r| Seen { epoch: r.epoch, node: r.node.clone() }),
@@ -365,6 +370,7 @@ fn peer(node: String, health: Option<String>, answer: std::result::Result<(u16, 
         node: node.clone(),
         health: health.clone(),
         reachable: false,
+        version: None,
         role: None,
         epoch: None,
         accepts_writes: None,
@@ -387,6 +393,7 @@ fn peer(node: String, health: Option<String>, answer: std::result::Result<(u16, 
         node: node.clone(),
         health: health.clone(),
         reachable: true,
+        version: text(&v["version"]),
         role: text(&v["role"]),
         epoch: v["epoch"].as_u64(),
         accepts_writes: v["accepts_writes"].as_bool(),
@@ -406,6 +413,7 @@ pub fn print(s: &Status) {
         Role::Passive => "passive",
     };
     println!("node:     {}", s.node);
+    println!("version:  {}", s.version);
     println!("role:     {role} (epoch {})", s.epoch);
     match &s.leader {
         Some(r) => println!(
@@ -479,16 +487,18 @@ pub fn print(s: &Status) {
         println!("promoted: {} from {from} at epoch {}, {age} s ago, by {} ({})", p.node, p.epoch, p.user, p.event);
     }
     for p in s.peers.iter().flatten() {
+        // Nodes may run different builds during an upgrade: each peer says which it runs.
+        let version = format!(", version {}", p.version.as_deref().unwrap_or("unknown"));
         match (p.reachable, p.accepts_writes) {
             (false, _) => println!("peer:     {} unreachable: {}", p.node, p.note.as_deref().unwrap_or("?")),
-            (true, Some(true)) => println!("peer:     {} leader (epoch {})", p.node, p.epoch.unwrap_or(0)),
+            (true, Some(true)) => println!("peer:     {} leader (epoch {}){version}", p.node, p.epoch.unwrap_or(0)),
             (true, _) => {
                 let lag = match (p.lag_seconds, p.lag_operations) {
                     (Some(s), Some(o)) => format!(", lag {s:.3} s, {o} operations behind"),
                     (None, Some(o)) => format!(", {o} operations behind"),
                     _ => String::new(),
                 };
-                println!("peer:     {} passive (epoch {}){lag}", p.node, p.epoch.unwrap_or(0));
+                println!("peer:     {} passive (epoch {}){lag}{version}", p.node, p.epoch.unwrap_or(0));
             }
         }
     }

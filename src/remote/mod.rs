@@ -187,6 +187,10 @@ fn run(args: &[String]) -> error::Result<()> {
             println!("{USAGE}");
             return Ok(());
         }
+        [_, flag] if matches!(flag.as_str(), "-V" | "--version") => {
+            println!("git-remote-stargate {}", crate::version::VERSION);
+            return Ok(());
+        }
         [_, alias, url] => (alias.as_str(), url.as_str()),
         [_, url] => (url.as_str(), url.as_str()),
         _ => return Err(error::Error::Usage(USAGE.into())),

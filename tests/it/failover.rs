@@ -102,8 +102,18 @@ fn planned_promotion_and_failback_under_a_writer_lose_no_acknowledged_write() {
         serde_json::from_str(&stdout(&stargate(&lab, &first, &["status", "--json"]))).unwrap();
     assert_eq!(status["role"], "passive", "{status}");
     assert_eq!(status["last_promotion"]["node"], second.as_str(), "{status}");
+    assert_eq!(status["version"], stargate::version::VERSION, "{status}");
     let peers = status["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 2, "{status}");
+    assert!(peers.iter().all(|p| p["version"] == stargate::version::VERSION), "every peer's build: {status}");
+    let text = stdout(&stargate(&lab, &first, &["status"]));
+    assert!(text.contains(&format!("version:  {}\n", stargate::version::VERSION)), "{text}");
+    let peer_lines = text.lines().filter(|l| l.starts_with("peer:"));
+    assert!(
+        peer_lines.clone().count() == 2
+            && peer_lines.clone().all(|l| l.ends_with(&format!("version {}", stargate::version::VERSION))),
+        "{text}"
+    );
     assert!(peers.iter().any(|p| p["node"] == second.as_str() && p["accepts_writes"] == true), "{status}");
     assert!(peers.iter().all(|p| p["reachable"] == true), "{status}");
     std::thread::sleep(Duration::from_millis(1500));

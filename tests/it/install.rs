@@ -193,6 +193,25 @@ fn a_repositorys_own_hooks_run_after_stargate_allowed_the_write() {
 }
 
 #[test]
+fn every_program_says_its_version_and_the_commit_it_was_built_from() {
+    let home = tempfile::tempdir().unwrap();
+    // build.rs: the short commit of the checkout (this test runs in one), never "unknown" here.
+    let commit = run(cmd("git", home.path()).current_dir(repo_root()).args(["rev-parse", "--short", "HEAD"]));
+    let commit = String::from_utf8_lossy(&commit.stdout).trim().to_owned();
+    assert_eq!(stargate::version::VERSION, format!("{} ({commit})", env!("CARGO_PKG_VERSION")));
+    for (program, args, name) in [
+        (HOOK, &["--version"][..], "stargate-hook"),
+        (REMOTE_HELPER, &["--version"][..], "git-remote-stargate"),
+        ("git", &["stargate", "--version"][..], "git stargate"),
+        ("git", &["kv", "--version"][..], "git kv"),
+    ] {
+        let out = run(cmd(program, home.path()).current_dir(home.path()).args(args));
+        assert!(out.status.success(), "{program} {args:?}: {}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{name} {}", stargate::version::VERSION));
+    }
+}
+
+#[test]
 fn help_and_first_contact_texts() {
     let home = tempfile::tempdir().unwrap();
     let stdout = |out: &Output| String::from_utf8_lossy(&out.stdout).into_owned();

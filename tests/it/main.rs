@@ -19,6 +19,7 @@ mod layout;
 mod lease;
 mod lost;
 mod monitoring;
+mod package;
 mod props;
 mod pushlog;
 mod quorum;

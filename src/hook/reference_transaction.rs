@@ -165,9 +165,16 @@ fn end(state_dir: Option<&Path>, outcome: Outcome) {
     let keep = keep(&node::inspect_state(Some(state_dir)));
     let done = journal::open(&note.git_dir).and_then(|git| {
         let (entry, _) = journal::read(&git, prepare)?;
-        journal::append_outcome(&git, entry.epoch, &entry.node, prepare, outcome, keep)?;
+        let (_, newest) = journal::append_outcome(&git, entry.epoch, &entry.node, prepare, outcome, keep)?;
         if git.is_reftable() {
             journal::publish(&git)?;
+        }
+        if outcome == Outcome::Committed {
+            // Best effort: a value it fails to anchor is still there until gc's grace ends.
+            let anchors = journal::retain::edits(&git, &entry.updates, newest, keep);
+            if let Err(e) = git.edit(&anchors) {
+                log::warn!("cannot anchor the values this write replaced: {e}");
+            }
         }
         Ok(())
     });

@@ -32,6 +32,7 @@ pub mod changes;
 mod entry;
 mod pending;
 pub mod position;
+pub mod retain;
 pub mod signal;
 pub mod stage;
 

@@ -148,6 +148,9 @@ pub struct Settings {
     pub full: bool,
     /// Quorum mode: stage the values of every prepared write the sync walks past.
     pub quorum: bool,
+    /// `stargate.journal.keep`: how long the values forced moves replace stay anchored
+    /// (`journal::retain`).
+    pub journal_keep: u64,
 }
 
 impl Settings {
@@ -165,6 +168,7 @@ impl Settings {
             catch_up: false,
             full: false,
             quorum: cfg.replication_quorum_mode()?,
+            journal_keep: cfg.journal_keep()?,
         })
     }
 }

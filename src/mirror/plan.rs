@@ -25,6 +25,9 @@ pub(super) struct Plan {
     pub staging: Vec<Edit>,
     /// The journal position: from, to.
     pub journal: Option<(Option<ObjectId>, ObjectId)>,
+    /// Anchors of the values forced moves and deletions replace, added and dropped
+    /// (`journal::retain`).
+    pub retained: Vec<Edit>,
 }
 
 impl Plan {
@@ -52,7 +55,7 @@ impl Plan {
             let here = main.find(journal::PREVIOUS)?;
             moves.push((journal::PREVIOUS.to_owned(), here, Some(previous)));
         }
-        Ok(Plan { moves, lost, staging: Vec::new(), journal: Some(journal) })
+        Ok(Plan { moves, lost, staging: Vec::new(), journal: Some(journal), retained: Vec::new() })
     }
 
     /// Every edit, as one transaction: kept values (those not kept already), moves, anchors,
@@ -69,6 +72,7 @@ impl Plan {
             self.moves.iter().filter(|(_, old, new)| old != new).map(|(r, old, new)| Edit::update(r, *old, *new)),
         );
         edits.extend(self.staging.iter().cloned());
+        edits.extend(self.retained.iter().cloned());
         if let Some((old, new)) = self.journal {
             edits.push(Edit::update(journal::REF, old, Some(new)));
         }

@@ -78,13 +78,23 @@ fn repo_path(cfg: &Config, name: &str) -> Result<std::path::PathBuf> {
 /// Every update the journal of the repository at `path` names as applied, oldest first:
 /// the current generation and the previous one while it is kept.
 pub fn read(path: &Path, name: &str) -> std::result::Result<Vec<Pushed>, LogError> {
+    read_all(path, name).map(|(found, _)| found)
+}
+
+/// As `read`, and whether the walk reached the journal's first entry (else an earlier
+/// generation is no longer kept here).
+fn read_all(path: &Path, name: &str) -> std::result::Result<(Vec<Pushed>, bool), LogError> {
     let store = journal::open(path)?;
     let Some((tip, _)) = journal::tip(&store)? else { return Err(LogError::NoJournal(name.to_owned())) };
     let mut pushers: BTreeMap<ObjectId, Option<String>> = BTreeMap::new();
     let mut found = Vec::new();
     let mut at = Some(tip);
+    let mut complete = false;
     for _ in 0..2 * journal::MAX_WALK {
-        let Some(id) = at else { break };
+        let Some(id) = at else {
+            complete = true;
+            break;
+        };
         // A generation no longer kept ends the log.
         let Ok((entry, parent)) = journal::read(&store, id) else { break };
         let prepare = match entry.kind {
@@ -110,7 +120,7 @@ pub fn read(path: &Path, name: &str) -> std::result::Result<Vec<Pushed>, LogErro
         at = parent.or(entry.previous);
     }
     found.reverse();
-    Ok(found)
+    Ok((found, complete))
 }
 
 /// `git stargate log [repo] [--ref R] [--since T] [--until T] [--json]`.
@@ -197,14 +207,18 @@ pub fn restore(cfg: &Config, name: &str, to: &str, only: Option<&str>, dry_run: 
         let ms = git::parse_date(&path, to).map_err(LogError::from)? * 1000;
         Box::new(move |p: &Pushed| p.time_ms > ms)
     };
-    let log = read(&path, name)?;
+    let (log, complete) = read_all(&path, name)?;
+    if !complete && log.first().is_none_or(&after) {
+        return Err(Error::Refused(format!(
+            "cannot restore {name} to {to}: the journal kept here begins after it (at seq {}); the values then are \
+             no longer known (stargate.journal.keep)",
+            log.first().map_or(0, |p| p.seq)
+        )));
+    }
     // Each ref's value before its first update after the point.
     let mut back: BTreeMap<String, String> = BTreeMap::new();
     for p in log.iter().filter(|p| after(p) && only.is_none_or(|r| p.refname == r)) {
         back.entry(p.refname.clone()).or_insert_with(|| p.old.clone());
-    }
-    if log.first().is_some_and(&after) {
-        eprintln!("warning: the journal kept here begins after that point: refs go back to their oldest value in it");
     }
     let now: BTreeMap<String, String> = {
         let names: Vec<&str> = back.keys().map(String::as_str).collect();

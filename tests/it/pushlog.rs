@@ -91,16 +91,44 @@ fn a_force_push_is_in_the_log_and_restored_on_every_node() {
     );
     assert!(lab.audit().iter().any(|e| e["event"] == "restored"));
 
-    // The bad history, replaced by the restore, pruned on both nodes: refused by name.
+    // The bad history, which the restore replaced, survives gc on both nodes: anchored
+    // for 2 x stargate.journal.keep updates (12 here).
     let bad_tip = entries.last().unwrap()["new"].as_str().unwrap().to_owned();
+    let gc = |lab: &Lab| {
+        for node in [&leader, &replica] {
+            ok(lab.git(node, &["reflog", "expire", "--expire=now", "--all"]));
+            ok(lab.git(node, &["gc", "-q", "--prune=now"]));
+        }
+    };
+    gc(&lab);
+    let bad_point = (last["seq"].as_u64().unwrap() - 1).to_string();
     for node in [&leader, &replica] {
-        ok(lab.git(node, &["reflog", "expire", "--expire=now", "--all"]));
-        ok(lab.git(node, &["gc", "-q", "--prune=now"]));
+        let o = stargate(&lab, node, &["restore", "kv.git", "--to", &bad_point, "--dry-run"]);
+        assert!(o.status.success(), "{node}: {}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(&bad_tip[..12]), "{}", String::from_utf8_lossy(&o.stdout));
     }
-    let restore_seq = last["seq"].as_u64().unwrap() - 1;
-    let o = stargate(&lab, &replica, &["restore", "kv.git", "--to", &restore_seq.to_string()]);
+
+    // A value whose anchor is gone (as on a node that never anchored it) is pruned, and
+    // a restore that needs it is refused by name.
+    ok(lab.git(&replica, &["update-ref", "-d", &format!("refs/stargate/local/retained/{}", last["seq"])]));
+    gc(&lab);
+    let o = stargate(&lab, &replica, &["restore", "kv.git", "--to", &bad_point]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("are gone from this node"), "{}", stderr(&o));
     assert!(stderr(&o).contains(&bad_tip), "{}", stderr(&o));
-    assert_eq!(lab.rev(&leader, "refs/heads/main").as_deref(), Some(good.as_str()));
+    let o = stargate(&lab, &leader, &["restore", "kv.git", "--to", &bad_point, "--dry-run"]);
+    assert!(o.status.success(), "the leader still has it: {}", stderr(&o));
+
+    // Past the journal kept: the values then are no longer known, refused.
+    ok(client.git("w", &["checkout", "-q", "main"]));
+    ok(client.git("w", &["reset", "-q", "--hard", &good]));
+    for i in 0..14 {
+        commit(&format!("later {i}\n"));
+        push("alice", &[url, "main"]);
+    }
+    lab.wait_parity(&leader, &replica, Duration::from_secs(10));
+    gc(&lab);
+    let o = stargate(&lab, &leader, &["restore", "kv.git", "--to", &bad_point]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no longer known"), "{}", stderr(&o));
 }

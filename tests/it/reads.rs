@@ -164,13 +164,14 @@ fn a_failover_between_a_push_and_a_read_neither_blocks_nor_reads_stale() {
     assert_eq!(lab.wait_leader(Some(&second), Duration::from_secs(15)), first);
     lab.start(&second, "daemon");
     lab.start(&second, "agent");
-    lab.wait_until("the deposed leader to mirror the new one", Duration::from_secs(20), || {
-        lab.rev(&second, "refs/heads/main").as_deref() == Some(pushed.as_str())
-    });
+    // Its journal too: a full mirror moves the journal ref after the others.
+    lab.wait_parity(&first, &second, Duration::from_secs(20));
+    assert_eq!(lab.rev(&second, "refs/heads/main").as_deref(), Some(pushed.as_str()));
     // The new leader knows the push is lost; the replica cannot tell before the new
     // leader's journal has an entry of its own: it is behind until the timeout.
     assert_eq!(lab.http(&first, &format!("/applied?repo=kv.git&position={position}")).0, 410);
-    assert_eq!(lab.http(&second, &format!("/applied?repo=kv.git&position={position}")).0, 503);
+    let (code, body) = lab.http(&second, &format!("/applied?repo=kv.git&position={position}"));
+    assert_eq!(code, 503, "{body} (position {position}){}", lab.logs());
     let (got, node) = read(&client, &[]);
     assert_eq!(node, first, "not applied on the replica: read from the leader");
     assert_eq!(got, pushed, "the leader's main: the lost push is not there");

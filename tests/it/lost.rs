@@ -1,5 +1,6 @@
 //! Writes a failover left on the old leader, found with `git stargate lost` and brought
-//! back with `git stargate recover` (git-stargate(1)): a new branch (created), a `git kv`
+//! back with `git stargate recover` (git-stargate(1)): a branch moved on (fast-forward), a new
+//! one (created), a `git kv`
 //! namespace whose keys the new leader did not touch (merged), one whose key it changed
 //! (refused, naming the key); nothing kept is deleted, and each recovery is a journaled
 //! write that the replicas follow.
@@ -32,17 +33,24 @@ fn kept_writes_are_listed_and_recovered_through_the_leader() {
     };
     kv(&["set", "k0", "v0"]);
     kv(&["-n", "conf", "set", "c", "base"]);
+    let commit = |text: &str| {
+        std::fs::write(client.home.path().join("c/f"), text).unwrap();
+        ok(client.git("c", &["add", "f"]));
+        ok(client.git("c", &["commit", "-q", "-m", text]));
+        ok(client.git("c", &["rev-parse", "HEAD"])).trim().to_owned()
+    };
+    commit("topic\n");
+    ok(with_helper(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/topic"])));
     lab.wait_parity(&first, &second, Duration::from_secs(10));
 
     // The second node stops mirroring; the first takes writes it never sees, then goes.
     lab.kill(&second, "agent", "KILL");
     kv(&["set", "k", "unreplicated"]);
     kv(&["-n", "conf", "set", "c", "mine"]);
-    std::fs::write(client.home.path().join("c/f"), "feature\n").unwrap();
-    ok(client.git("c", &["add", "f"]));
-    ok(client.git("c", &["commit", "-q", "-m", "feature"]));
+    let topic = commit("topic, further\n");
+    ok(with_helper(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/topic"])));
+    let feature = commit("feature\n");
     ok(with_helper(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/feature"])));
-    let feature = ok(client.git("c", &["rev-parse", "HEAD"])).trim().to_owned();
     lab.kill(&first, "agent", "KILL");
     lab.kill(&first, "daemon", "KILL");
     lab.start(&second, "agent");
@@ -50,7 +58,7 @@ fn kept_writes_are_listed_and_recovered_through_the_leader() {
     lab.start(&first, "daemon");
     lab.start(&first, "agent");
     lab.wait_until("the old leader to keep what the new one lacks", Duration::from_secs(20), || {
-        ok(lab.git(&first, &["for-each-ref", "refs/stargate/local/lost/"])).lines().count() == 3
+        ok(lab.git(&first, &["for-each-ref", "refs/stargate/local/lost/"])).lines().count() == 4
     });
     // The new leader goes on: a key of its own, and the conflicting key changed.
     kv(&["set", "k2", "v2"]);
@@ -73,6 +81,7 @@ fn kept_writes_are_listed_and_recovered_through_the_leader() {
         let v = ledger(node);
         assert_eq!(v["leader"], second.as_str());
         assert_eq!(state(&v, "refs/heads/feature"), "missing", "{v}");
+        assert_eq!(state(&v, "refs/heads/topic"), "fast-forward", "{v}");
         assert_eq!(state(&v, "refs/kv/default"), "diverged", "{v}");
         assert_eq!(state(&v, "refs/kv/conf"), "diverged", "{v}");
     }
@@ -91,6 +100,10 @@ fn kept_writes_are_listed_and_recovered_through_the_leader() {
     let o = stargate(&lab, &first, &["recover", "kv.git", "refs/heads/feature"]);
     assert!(o.status.success(), "{}{}", out(&o), stderr(&o));
     assert_eq!(lab.rev(&second, "refs/heads/feature").as_deref(), Some(feature.as_str()));
+    let o = stargate(&lab, &second, &["recover", "kv.git", "--epoch", "2", "refs/heads/topic"]);
+    assert!(o.status.success(), "{}{}", out(&o), stderr(&o));
+    assert!(out(&o).contains("recovered (fast-forward)"), "{}", out(&o));
+    assert_eq!(lab.rev(&second, "refs/heads/topic").as_deref(), Some(topic.as_str()));
     let o = stargate(&lab, &second, &["recover", "kv.git", "refs/kv/default"]);
     assert!(o.status.success(), "{}{}", out(&o), stderr(&o));
     assert_eq!(kv(&["get", "--from-leader", "k"]), "unreplicated\n");
@@ -107,9 +120,10 @@ fn kept_writes_are_listed_and_recovered_through_the_leader() {
     // Recovered, not deleted; journaled and mirrored; audited.
     let v = ledger(&second);
     assert_eq!(state(&v, "refs/heads/feature"), "recovered");
+    assert_eq!(state(&v, "refs/heads/topic"), "recovered");
     assert_eq!(state(&v, "refs/kv/default"), "recovered");
     assert_eq!(state(&v, "refs/kv/conf"), "diverged");
-    assert_eq!(ok(lab.git(&first, &["for-each-ref", "refs/stargate/local/lost/"])).lines().count(), 3);
+    assert_eq!(ok(lab.git(&first, &["for-each-ref", "refs/stargate/local/lost/"])).lines().count(), 4);
     lab.wait_parity(&second, &first, Duration::from_secs(10));
     assert!(lab.audit().iter().any(|e| e["event"] == "recovered"), "{:?}", lab.audit());
 }

@@ -49,6 +49,7 @@ bench etcd "$runs" contrib/bench/etcd.sh 20
 bench remote "$runs" contrib/bench/remote.sh 3 40
 bench quorum "$runs" contrib/bench/quorum.sh 20
 bench reads 1 contrib/bench/reads.sh 20 120 4
+bench pushlog 1 contrib/bench/pushlog.sh 100000 5
 bench idle-1k "$runs" contrib/bench/idle.sh 1000 60
 bench idle-10k 1 contrib/bench/idle.sh 10000 120
 bench lag 1 contrib/bench/lag.sh 120 4
@@ -129,6 +130,9 @@ rows = [
     ("helper_ls_remote", "ls-remote through stargate::"),
     ("ryw_fetch_on", "fetch from a current replica through stargate::, read-your-writes on (plain: git fetch of the replica's git:// URL)"),
     ("ryw_fetch_off", "the same with stargate.readYourWrites=false"),
+    ("pushlog_log_100000", "git stargate log of a 100,000-entry journal (plain: git log --format=%B of the journal)"),
+    ("pushlog_since_100000", "git stargate log --ref --since, same journal"),
+    ("pushlog_restore_100000", "git stargate restore --dry-run to the oldest of them (walks the whole journal)"),
     ("cascade_lag_b_p50_4ps", "lag p50 of b, leader a -> b -> c, 4 writes/s for 120 s"),
     ("cascade_lag_b_p99_4ps", "lag p99 of b"),
     ("cascade_lag_c_p50_4ps", "lag p50 of c, end to end through b"),

@@ -102,9 +102,14 @@ fn a_push_is_read_back_from_a_replica_only_once_it_has_applied_it() {
     assert!(*waited >= Duration::from_secs(1), "a frozen round waits the timeout before the leader: {waits:?}");
     eprintln!("read-your-writes: 0 stale of 100; {from_replica} of {current_rounds} current rounds from the replica");
 
-    // Without read-your-writes, the frozen replica serves the old value.
+    // Outside any clone (`git ls-remote` anywhere): the user's own record of the push.
     lab.kill(&replica, "agent", "STOP");
     let (pushed, _) = push(&client, 100);
+    let url = format!("stargate::{}/kv.git", lab.nodes.join(","));
+    let listed = ok(with_helper(client.git(".", &["ls-remote", &url, "refs/heads/main"])));
+    assert!(listed.starts_with(&pushed), "{listed}");
+
+    // Without read-your-writes, the frozen replica serves the old value.
     let (got, node) = read(&client, &["-c", "stargate.readYourWrites=false"]);
     lab.kill(&replica, "agent", "CONT");
     assert_eq!(node, replica);

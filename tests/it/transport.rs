@@ -58,7 +58,12 @@ fn refused(lab: &Lab, replica: &str, commit: &str, why: &str) {
     lab.wait_until(&format!("{replica} to say '{why}'"), Duration::from_secs(20), || {
         last_result(lab, replica).contains(why)
     });
-    assert_ne!(lab.rev(replica, "refs/heads/main").as_deref(), Some(commit), "mirrored despite: {why}\n{}", lab.agent_log(replica));
+    assert_ne!(
+        lab.rev(replica, "refs/heads/main").as_deref(),
+        Some(commit),
+        "mirrored despite: {why}\n{}",
+        lab.agent_log(replica)
+    );
     assert!(lab.agent_log(replica).contains(why), "{}", lab.agent_log(replica));
     let status = ok(lab.node_cmd(replica, "git").args(["stargate", "status"]));
     eprintln!("{replica} refused ({why}):\n{status}");

@@ -373,7 +373,16 @@ fn sync_concurrent_loops_run_one_fetch_and_skip_the_rest() {
     lab.wait_parity(&a, &b, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(1));
     let after = connections();
-    assert!(after <= 2, "after the heal: the held sync, and at most one coalesced follow-up: {after}");
+    // When the cut lasted long enough for b to call the leader unreachable (a loaded
+    // machine stretches it), its return syncs every repository once more (stargate(7),
+    // Leader reachability): one more fetch, by design, and said in b's log.
+    let returned = lab.agent_log(&b).contains("reachable again after");
+    let allowed = if returned { 3 } else { 2 };
+    assert!(
+        after <= allowed,
+        "after the heal: the held sync, at most one coalesced follow-up{}: {after}",
+        if returned { ", and the catch-up after the leader's return" } else { "" }
+    );
     let skips = lab.status(&b)["replication"]["counters"]["skips"].as_u64().unwrap_or(0) - skips_before;
     report.measure("fetches_while_held", while_held);
     report.measure("syncs_by_hand_skipped", skipped);

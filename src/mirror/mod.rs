@@ -7,8 +7,8 @@
 //! pruned, the replica's own `refs/stargate/local/*` untouched. The journal makes it cheap:
 //! an idle one asks for one ref (the journal) and stops; after k entries it walks them, asks
 //! for the refs their applying outcomes name and fetches those values: O(k), not O(refs)
-//! (`source`: one protocol v2 session over `git://` and local paths, git's own commands
-//! elsewhere). Without a usable journal (new replica, gap, rewritten journal after a
+//! (`source`: one protocol v2 session over `git://`, ssh and local paths, git's own
+//! commands over http). Without a usable journal (new replica, gap, rewritten journal after a
 //! failover) it mirrors everything, and says so. Either way it reads the journal tip
 //! before every other ref, computes a `plan` (what moves, what is kept under
 //! `refs/stargate/local/lost/<epoch>/<ref>` first: mirroring never silently destroys

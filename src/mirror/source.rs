@@ -62,8 +62,20 @@ impl<'a> Source<'a> {
     ) -> Result<Source<'a>, Error> {
         let link = match Endpoint::join(base_url, name) {
             Ok(endpoint) => {
-                proto::Session::open(&endpoint, settings.upload_pack.as_deref(), settings.connect_timeout, deadline)?
-                    .map_or(Link::Commands, Link::Session)
+                // Read at every sync, as git's own commands do: an operator's change of key
+                // or known hosts applies to the next sync.
+                let ssh = matches!(endpoint, Endpoint::Ssh { .. }).then(|| crate::wire::ssh::Ssh {
+                    command: git::config_get(path, "core.sshCommand").ok().flatten(),
+                    variant: git::config_get(path, "ssh.variant").ok().flatten(),
+                });
+                proto::Session::open(
+                    &endpoint,
+                    settings.upload_pack.as_deref(),
+                    ssh.as_ref(),
+                    settings.connect_timeout,
+                    deadline,
+                )?
+                .map_or(Link::Commands, Link::Session)
             }
             Err(_) => Link::Commands,
         };

@@ -236,63 +236,15 @@ pub(super) fn copy_plain(from: &mut impl Read, to: &mut impl Write) -> io::Resul
     }
 }
 
-/// The ssh command git itself would run: `GIT_SSH_COMMAND`, `core.sshCommand`, `GIT_SSH`,
-/// else `ssh`; options in the dialect `ssh.variant` (or the program's name) says.
+/// The ssh command git itself would run (`wire::ssh`), its stdio for a pipe.
 fn ssh(cfg: &Config, host: &str, port: Option<u16>, remote: &str, protocol: Option<&str>) -> Result<Command, Error> {
-    let env_command = std::env::var("GIT_SSH_COMMAND").ok().filter(|c| !c.trim().is_empty());
-    let (mut cmd, program) = match (env_command, cfg.ssh_command(), std::env::var("GIT_SSH").ok()) {
-        (Some(c), _, _) => (shell(&c), c),
-        (None, Some(c), _) if !c.trim().is_empty() => (shell(c), c.to_owned()),
-        (None, _, Some(p)) if !p.is_empty() => (Command::new(&p), p),
-        _ => (Command::new("ssh"), "ssh".to_owned()),
+    let ssh = crate::wire::ssh::Ssh {
+        command: cfg.ssh_command().map(str::to_owned),
+        variant: cfg.ssh_variant().map(str::to_owned),
     };
-    let first_word = program.split_whitespace().next().unwrap_or("ssh");
-    let basename = first_word.rsplit('/').next().unwrap_or(first_word).trim_end_matches(".exe").to_ascii_lowercase();
-    let variant = match cfg.ssh_variant().map(str::to_ascii_lowercase) {
-        Some(v) if v != "auto" => v,
-        _ if basename == "plink" => "plink".to_owned(),
-        _ if basename == "tortoiseplink" => "tortoiseplink".to_owned(),
-        _ => "ssh".to_owned(),
-    };
-    match variant.as_str() {
-        "simple" if port.is_some() => {
-            return Err(Error::Url(format!("ssh.variant=simple cannot connect to a port ({host}:{port:?})")));
-        }
-        "simple" => {}
-        "plink" | "putty" | "tortoiseplink" => {
-            if variant == "tortoiseplink" {
-                cmd.arg("-batch");
-            }
-            if let Some(p) = port {
-                cmd.args(["-P", &p.to_string()]);
-            }
-        }
-        _ => {
-            if protocol.is_some() {
-                cmd.args(["-o", "SendEnv=GIT_PROTOCOL"]);
-            }
-            if let Some(p) = port {
-                cmd.args(["-p", &p.to_string()]);
-            }
-        }
-    }
-    cmd.arg(crate::wire::endpoint::ssh_host(host)).arg(remote);
-    for var in crate::wire::git::LOCAL_ENV {
-        cmd.env_remove(var);
-    }
-    match protocol {
-        Some(p) => cmd.env("GIT_PROTOCOL", p),
-        None => cmd.env_remove("GIT_PROTOCOL"),
-    };
+    let mut cmd = ssh.command(host, port, remote, protocol, None).map_err(|e| Error::Url(e.to_string()))?;
     cmd.stdin(Stdio::inherit()).stdout(Stdio::piped()).stderr(Stdio::piped());
     Ok(cmd)
-}
-
-/// `sh -c '<command> "$@"' '<command>' args…`, as git runs configured commands.
-fn shell(command: &str) -> Command {
-    let mut c = Command::new("sh");
-    c.arg("-c").arg(format!("{command} \"$@\"")).arg(command);
-    c
 }
 
 #[cfg(test)]

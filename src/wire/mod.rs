@@ -10,3 +10,4 @@ pub mod git;
 pub mod http;
 pub mod proto;
 pub mod sanitize;
+pub mod ssh;

@@ -156,6 +156,7 @@ impl Session {
     pub fn open(
         endpoint: &Endpoint,
         upload_pack: Option<&str>,
+        ssh: Option<&super::ssh::Ssh>,
         answer_within: Duration,
         deadline: Instant,
     ) -> Result<Option<Session>, git::Error> {
@@ -182,7 +183,26 @@ impl Session {
                 let Some(stdout) = stdout else { return Err(io_error(&url, std::io::Error::other("no pipe"))) };
                 (Input::Process(stdout), writer)
             }
-            Endpoint::Ssh { .. } | Endpoint::Http(_) => return Ok(None),
+            Endpoint::Ssh { host, port, path } => {
+                let Some(ssh) = ssh else { return Ok(None) };
+                let remote = format!("git-upload-pack {}", super::endpoint::sq_quote(path));
+                let mut cmd = (ssh.command(host, *port, &remote, Some("version=2"), Some(answer_within)))
+                    .map_err(|e| io_error(&url, std::io::Error::other(e.to_string())))?;
+                std::os::unix::process::CommandExt::process_group(
+                    cmd.stdin(std::process::Stdio::piped())
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped()),
+                    0,
+                );
+
+                let mut child = cmd.spawn().map_err(git::Error::Spawn)?;
+                let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+                let stderr = stderr.map(git::drain);
+                let writer = Writer::Process { stdin, child, stderr };
+                let Some(stdout) = stdout else { return Err(io_error(&url, std::io::Error::other("no pipe"))) };
+                (Input::Process(stdout), writer)
+            }
+            Endpoint::Http(_) => return Ok(None),
         };
         let reader = BufReader::with_capacity(64 * 1024, Reader { input, deadline: answer_by, abandon: None });
         let mut session = Session { reader, writer, url, object_format: None };
@@ -542,7 +562,7 @@ mod tests {
             let started = Instant::now();
             let deadline = started + Duration::from_secs(2);
             let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
-            match Session::open(&endpoint, None, Duration::from_secs(2), deadline) {
+            match Session::open(&endpoint, None, None, Duration::from_secs(2), deadline) {
                 Ok(Some(mut session)) => {
                     match session.ls_refs(&[]) {
                         Ok(refs) => prop_assert!(refs.keys().all(|name| !name.contains('\n'))),
@@ -588,7 +608,7 @@ mod tests {
         });
         let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut session = Session::open(&endpoint, None, Duration::from_secs(2), deadline).unwrap().unwrap();
+        let mut session = Session::open(&endpoint, None, None, Duration::from_secs(2), deadline).unwrap().unwrap();
         let mut asked = 0;
         session.abandon_when(Box::new(move || {
             asked += 1;
@@ -599,7 +619,7 @@ mod tests {
         assert!(e.contains(ABANDONED), "{e}");
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
         let started = Instant::now();
-        let e = Session::open(&endpoint, None, Duration::from_millis(300), deadline).err().unwrap().to_string();
+        let e = Session::open(&endpoint, None, None, Duration::from_millis(300), deadline).err().unwrap().to_string();
         assert!(started.elapsed() < Duration::from_secs(2), "{e} after {:?}", started.elapsed());
     }
 
@@ -631,7 +651,7 @@ mod tests {
         let port = serve_once(script.concat());
         let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
         let mut session =
-            Session::open(&endpoint, None, Duration::from_secs(2), Instant::now() + Duration::from_secs(2))
+            Session::open(&endpoint, None, None, Duration::from_secs(2), Instant::now() + Duration::from_secs(2))
                 .unwrap()
                 .unwrap();
         let e = session.ls_refs(&[]).unwrap_err().to_string();

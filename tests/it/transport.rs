@@ -138,13 +138,17 @@ fn replicas_mirror_over_ssh_with_a_dedicated_key_and_strict_host_keys() {
     // Someone else answers at the leader's address: the host key does not match.
     let impostor = std::fs::read_to_string(k.join("impostor_host_key.pub")).unwrap();
     std::fs::write(k.join("known_hosts"), known(&impostor)).unwrap();
+    // A sync's ssh session checks the host key once, when it connects: one that connected
+    // just before (a poll) may still read the next write. Every later one checks again.
+    std::thread::sleep(Duration::from_secs(1));
     let commit = write(&lab, &leader, &c, 2);
     refused(&lab, replica, &commit, "Host key verification failed");
     std::fs::write(k.join("known_hosts"), known(&host_key)).unwrap();
     mirrored(&lab, replica, &commit);
 
-    // A key the leader's sshd does not know.
+    // A key the leader's sshd does not know (read at every sync, as git does).
     set(&lab, replica, "core.sshCommand", &ssh("stranger_key"));
+    std::thread::sleep(Duration::from_secs(1));
     let commit = write(&lab, &leader, &c, 3);
     refused(&lab, replica, &commit, "Permission denied (publickey)");
     set(&lab, replica, "core.sshCommand", &ssh("replica_key"));

@@ -90,7 +90,7 @@ impl Transaction<'_> {
         if let Some(u) = changes.iter().find(|u| u.refname.starts_with(crate::kvtree::FOR_PREFIX)) {
             let why = format!(
                 "refusing {}: git kv changes there are applied by the leader, and this node's git lacks \
-                 receive.procReceiveRefs=refs/for/kv/ (stargate(7), Setup)",
+                 receive.procReceiveRefs=refs/for/kv/ (stargate(7), Managed repositories)",
                 u.refname
             );
             return Err(refuse(Error::Refused(why)));

@@ -362,3 +362,84 @@ fn a_remote_that_does_not_apply_changes_gets_the_older_way() {
     assert_eq!(git(&["for-each-ref", "refs/for/"]), "", "the stored change was taken back");
     assert_eq!(git(&["rev-list", "--count", "refs/kv/default"]).trim(), "2");
 }
+
+/// A Stargate node whose git does not hand `refs/for/kv/` to `proc-receive` refuses the
+/// change (it would be stored and journaled as a ref), and `git kv` writes the older way.
+#[test]
+fn a_node_without_proc_receive_refs_refuses_the_change_and_kv_writes_with_a_lease() {
+    let (lab, client) = one_node();
+    let config = lab.dir.path().join("a/gitconfig");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let without = text.replace("[receive]\n\tprocReceiveRefs = refs/for/kv/\n", "");
+    assert_ne!(without, text, "the lab sets receive.procReceiveRefs");
+    std::fs::write(&config, without).unwrap();
+    // The agent publishes what git will do for the hooks, as it read it when it started.
+    lab.kill("a", "agent", "TERM");
+    lab.start("a", "agent");
+    let start = std::time::Instant::now();
+    let published = || {
+        let text = std::fs::read_to_string(lab.dir.path().join("a/repos/.stargate/node.json")).unwrap_or_default();
+        let state: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        state["kv_changes"] == false && state["role"] == "leader"
+    };
+    while !published() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the agent never published it");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.wait_leader(None, Duration::from_secs(10));
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "set x"]));
+    let out = run(client.git("c", &["push", "origin", "HEAD:refs/for/kv/default"]));
+    assert!(!out.status.success(), "stored as a ref: {}", stderr(&out));
+    assert!(stderr(&out).contains("receive.procReceiveRefs"), "{}", stderr(&out));
+    for i in 0..3 {
+        let out = client.kv("c", &["set", &format!("k{i}"), "v"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(stdout(&client.kv("c", &["list"])), "k0\nk1\nk2\n");
+    assert_eq!(ok(lab.git("a", &["for-each-ref", "refs/for/"])), "");
+    assert_eq!(ok(lab.git("a", &["rev-list", "--count", "refs/kv/default"])).trim(), "3");
+}
+
+/// In a managed repository, refs of a push for `proc-receive` that are not `refs/for/kv/`
+/// still reach the repository's own `proc-receive` hook, whose report is git's answer.
+#[test]
+fn other_proc_receive_refs_go_to_the_repositorys_own_hook() {
+    let (lab, client) = one_node();
+    let config = lab.dir.path().join("a/gitconfig");
+    let text = std::fs::read_to_string(&config).unwrap() + "[receive]\n\tprocReceiveRefs = refs/for/review/\n";
+    std::fs::write(&config, text).unwrap();
+    let hook = lab.repo("a", "kv").join("hooks/proc-receive");
+    // Reads the version and the commands, accepts each by writing refs/heads/reviewed.
+    let script = r#"#!/usr/bin/env python3
+import subprocess, sys
+def section():
+    lines = []
+    while True:
+        n = int(sys.stdin.buffer.read(4), 16)
+        if n == 0:
+            return lines
+        lines.append(sys.stdin.buffer.read(n - 4).decode().rstrip("\n"))
+def pkt(s):
+    b = (s + "\n").encode()
+    sys.stdout.buffer.write(b"%04x" % (len(b) + 4) + b)
+section()
+pkt("version=1")
+sys.stdout.buffer.write(b"0000"); sys.stdout.flush()
+for c in section():
+    old, new, ref = c.split()
+    subprocess.run(["git", "update-ref", "refs/heads/reviewed", new], check=True)
+    pkt("ok " + ref); pkt("option refname refs/heads/reviewed")
+sys.stdout.buffer.write(b"0000"); sys.stdout.flush()
+"#;
+    std::fs::write(&hook, script).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "review me"]));
+    let out = run(client.git("c", &["push", "--porcelain", "origin", "HEAD:refs/for/review/main"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(":refs/heads/reviewed"), "{}", stdout(&out));
+    let head = ok(client.git("c", &["rev-parse", "HEAD"]));
+    assert_eq!(ok(lab.git("a", &["rev-parse", "refs/heads/reviewed"])), head);
+    // And a git kv change in the same repository is still Stargate's.
+    assert!(client.kv("c", &["set", "k", "v"]).status.success());
+    assert_eq!(ok(lab.git("a", &["show", "refs/kv/default:k"])), "v");
+}

@@ -91,10 +91,11 @@ for shim in "$repo"/githooks/*; do
 	say "$dest/share/stargate/githooks/$hook -> $prefix/bin/stargate-hook"
 done
 
-# Stargate's own two hooks and nothing else: for machines whose repositories have no hooks
+# Stargate's own hooks and nothing else: for machines whose repositories have no hooks
 # of their own (core.hooksPath replaces every repository's hooks/). A one-ref push then
-# starts three hook processes instead of six (stargate-hook(1), Hooks directories).
-for hook in pre-receive reference-transaction; do
+# starts three hook processes instead of six (stargate-hook(1), Hooks directories);
+# proc-receive runs only for the git kv changes pushed to refs/for/kv/.
+for hook in pre-receive proc-receive reference-transaction; do
 	rm -f "$dest/share/stargate/githooks-minimal/$hook"
 	ln -s "$prefix/bin/stargate-hook" "$dest/share/stargate/githooks-minimal/$hook"
 	say "$dest/share/stargate/githooks-minimal/$hook -> $prefix/bin/stargate-hook"

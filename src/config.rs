@@ -439,6 +439,16 @@ impl Config {
         self.positive_duration("stargate.catchup.connectTimeout", Duration::from_secs(1))
     }
 
+    /// `receive.procReceiveRefs` (git's own key, multi-valued): whether one of its values
+    /// hands `refs/for/kv/` to the `proc-receive` hook, so that the leader applies `git kv`
+    /// changes (stargate(7), Managed repositories). Default: none, so no.
+    pub fn kv_changes_applied(&self) -> bool {
+        self.raw_all("receive.procReceiveRefs").iter().any(|v| {
+            let (modifiers, prefix) = v.split_once(':').unwrap_or(("", v));
+            !modifiers.contains('!') && !prefix.is_empty() && "refs/for/kv/default".starts_with(prefix)
+        })
+    }
+
     /// `stargate.journal.keep`: entries per journal generation; every this many entries a
     /// new generation starts, and only the current and the previous one stay reachable.
     /// Default: 10000.
@@ -641,6 +651,19 @@ mod tests {
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         for bad in ["30", "s", "-1s", "1.5s", "10 s", "1d", "", "99999999999999999999s"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn proc_receive_refs_that_hand_over_git_kv_changes() {
+        let cfg = |values: &[&str]| {
+            Config::from_entries(values.iter().map(|v| ("receive.procreceiverefs".to_owned(), (*v).to_owned())))
+        };
+        for yes in [&["refs/for/kv/"][..], &["refs/for/"], &["refs/for/review/", "refs/for/kv"], &["a:refs/for/kv/"]] {
+            assert!(cfg(yes).kv_changes_applied(), "{yes:?}");
+        }
+        for no in [&[][..], &["refs/for/review/"], &["!:refs/for/kv/"], &[""], &["refs/kv/"]] {
+            assert!(!cfg(no).kv_changes_applied(), "{no:?}");
         }
     }
 

@@ -25,6 +25,8 @@ pub mod journal;
 
 pub mod lead;
 
+pub mod kvtree;
+
 pub mod args;
 
 pub mod error;

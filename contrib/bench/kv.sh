@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `git kv set` against a plain `git push` to the same leader over git://, same run: the median
-# of N sequential sets from one client (each a commit and one push, no fetch when the clone is
-# current) against the median of N plain pushes of a new commit; then 8 clients writing
+# of N sequential sets from one client (each a commit and one push to refs/for/kv/, applied
+# by the leader) against the median of N plain pushes of a new commit; then 8 clients writing
 # unique keys into one namespace at once (M each): sets per second, every set's latency
 # p50/p99, that none gave up, and that no key was lost or written twice (M x 8 keys and
 # commits). Each phase's replication lag p50/p99 is the replica's own (git stargate lag).
+# Then the goals (git-kv(1), WRITES): with 8 writers, p99 <= 3 x p50 and <= 1 s, the
+# aggregate rate at least one writer's, 0 lost, 0 given up; the run fails if one is missed.
 # Usage: contrib/bench/kv.sh [N] [M]   (stargate-hook on PATH; N default 30, M default 10)
 set -euo pipefail
 n=${1:-30} m=${2:-10}
@@ -62,4 +64,15 @@ echo "BENCH kv_latency_p50_8 $(awk "BEGIN{printf \"%.3f\", $(pct 50 <"$work/lat"
 echo "BENCH kv_latency_p99_8 $(awk "BEGIN{printf \"%.3f\", $(pct 99 <"$work/lat")/1000}") - ms"
 echo "BENCH kv_gave_up_8 $failed - sets"
 echo "BENCH kv_lag_p99_all $(sed -n 's/.*p99 \([0-9.]*\) s.*/\1/p' <<<"$l8") - s"
+p50=$(pct 50 <"$work/lat") p99=$(pct 99 <"$work/lat")
+rate1=$(awk "BEGIN{printf \"%.1f\", 1000000/$o}") rate8=$(awk "BEGIN{printf \"%.1f\", 8*$m*1000000/$total}")
+lost=$(( 8 * m - keys ))
+echo "BENCH kv_lost_8 $lost - keys"
+goal() { if eval "$2"; then echo "goal met:    $1"; else echo "goal missed: $1"; missed=1; fi; }
+missed=0
+goal "p99 $(fmt "$p99") <= 3 x p50 $(fmt "$p50")" "[ $p99 -le $(( 3 * p50 )) ]"
+goal "p99 $(fmt "$p99") <= 1 s" "[ $p99 -le 1000000 ]"
+goal "8 writers' rate $rate8/s >= one writer's $rate1/s" "awk 'BEGIN{exit !($rate8 >= $rate1)}'"
+goal "lost $lost, gave up $failed" "[ $lost -eq 0 ] && [ $failed -eq 0 ]"
 [ "$failed" -eq 0 ] && [ "$keys" -eq $(( 8 * m )) ] && [ "$commits" -eq "$want_commits" ] || { echo "bench: lost, duplicated or failed sets" >&2; cat "$work/errors" >&2 || true; exit 1; }
+[ "$missed" -eq 0 ] || { echo "bench: a goal was missed" >&2; exit 1; }

@@ -150,6 +150,8 @@ struct Settings {
     node_urls: HashMap<String, String>,
     /// `stargate.journal.keep`, published for the hooks.
     journal_keep: u64,
+    /// Whether git hands `git kv` changes to `proc-receive`, published for the hooks.
+    kv_changes: bool,
     /// Quorum mode: who must stage a write, published for the hooks.
     quorum: Option<node::Quorum>,
     /// When this agent started (published with its state).
@@ -198,6 +200,7 @@ pub fn run(cfg: &Config) -> Result<(), Error> {
             .filter_map(|id| Some((id.clone(), cfg.node_url(&id).ok().flatten()?)))
             .collect(),
         journal_keep: cfg.journal_keep()?,
+        kv_changes: cfg.kv_changes_applied(),
         quorum: quorum_plan(cfg, &me)?,
         started_ms: now_ms(),
         root: cfg.root()?,
@@ -433,6 +436,7 @@ impl Agent {
             valid_until_boot_ms,
             lease_problem: self.lease_problem.clone(),
             journal_keep: Some(self.settings.journal_keep),
+            kv_changes: Some(self.settings.kv_changes),
             quorum: self.settings.quorum.clone(),
         };
         if let Err(e) = node::write_state(&self.settings.state_dir, &state) {

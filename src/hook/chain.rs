@@ -118,3 +118,52 @@ pub fn proc_receive(repo: &Repo, args: &[String]) -> Result<()> {
     eprintln!("error: cannot find hook 'proc-receive'");
     Err(Error::ChainedHook(1))
 }
+
+/// In a managed repository, the refs of a push for `proc-receive` that are not Stargate's
+/// (`refs/for/kv/`), run through the repository's own `proc-receive` in a conversation of
+/// their own: git's `version` lines replayed, these `commands`, no push options. Returns
+/// its report lines; without a hook of its own, each ref is refused as git would.
+pub fn proc_receive_relay(
+    repo: &Repo,
+    args: &[String],
+    version: &[Vec<u8>],
+    commands: &[Vec<u8>],
+) -> Result<Vec<Vec<u8>>> {
+    use super::proc_receive::{flush, read_section, write_pkt};
+    let refused = |why: &str| {
+        let refs =
+            commands.iter().filter_map(|c| String::from_utf8_lossy(c).split_whitespace().nth(2).map(str::to_owned));
+        refs.map(|r| format!("ng {r} {why}").into_bytes()).collect()
+    };
+    let Some(path) = find("proc-receive", repo) else { return Ok(refused("cannot find hook 'proc-receive'")) };
+    let spawn = |mut cmd: Command| cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn();
+    let mut child = match spawn(command(&path, "proc-receive", args, repo)) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => spawn(shell(&path, "proc-receive", args, repo)),
+        other => other,
+    }
+    .map_err(|e| cannot_run(&path, e))?;
+    let (Some(mut to), Some(mut from)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(cannot_run(&path, std::io::Error::other("no pipes")));
+    };
+    let talk = (|| {
+        for line in version {
+            write_pkt(&mut to, &[line.as_slice(), b"\n"].concat())?;
+        }
+        flush(&mut to)?;
+        let reply = read_section(&mut from)?;
+        for line in commands {
+            write_pkt(&mut to, &[line.as_slice(), b"\n"].concat())?;
+        }
+        flush(&mut to)?;
+        if reply.iter().any(|l| l.windows(12).any(|w| w == b"push-options")) {
+            flush(&mut to)?;
+        }
+        read_section(&mut from)
+    })();
+    drop(to);
+    let status = child.wait().map_err(|e| cannot_run(&path, e))?;
+    match talk {
+        Ok(report) if status.success() => Ok(report),
+        _ => Ok(refused("proc-receive hook failed")),
+    }
+}

@@ -13,6 +13,7 @@
 
 mod chain;
 mod pre_receive;
+mod proc_receive;
 mod reference_transaction;
 
 use std::io::Read;
@@ -60,6 +61,9 @@ pub const NAMES: &[&str] = &[
 pub enum HookError {
     #[error("cannot read the ref updates: {0}")]
     Input(#[source] std::io::Error),
+    /// The `proc-receive` conversation with git (githooks(5)) broke off or was malformed.
+    #[error("proc-receive: {0}")]
+    Protocol(#[source] std::io::Error),
     #[error("cannot run the repository's own hook {}: {source}", .path.display())]
     OwnHook { path: PathBuf, source: std::io::Error },
     #[error("no node state to mark this write in")]
@@ -107,7 +111,13 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
             chain::exec(name, args, &repo)
         }
         "push-to-checkout" => chain::push_to_checkout(&repo, args),
-        "proc-receive" => chain::proc_receive(&repo, args),
+        "proc-receive" => {
+            let state_dir = node::find_state_dir(&repo.git_dir);
+            match state_dir.is_some() || crate::repos::is_marked(&repo.git_dir) {
+                true => proc_receive::run(&repo, state_dir.as_deref(), args),
+                false => chain::proc_receive(&repo, args),
+            }
+        }
         _ => chain::exec(name, args, &repo),
     }
 }

@@ -1,13 +1,15 @@
 //! `pre-receive`: the first gate of a push. Anything under `refs/stargate/` is refused on
 //! every node (exit 1): it is Stargate's own namespace. Then a node that is not the current
 //! leader refuses the whole push before any ref moves (exit 9). Pushes never get the
-//! mirroring exemption.
+//! mirroring exemption. A `git kv` change for `refs/for/kv/` on a node whose git would not
+//! hand it to `proc-receive` (as its agent published) is refused too (exit 1).
 
 use std::path::Path;
 
 use super::{Repo, chain};
 use crate::error::{Error, Result};
 use crate::journal;
+use crate::kvtree;
 use crate::lead::node;
 
 pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()> {
@@ -21,6 +23,18 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
         return Err(Error::Refused(why));
     }
     let view = node::inspect_state(state_dir);
+    // A git kv change git will not hand to `proc-receive` would be stored as a ref: refused
+    // here, where the client hears why and writes the older way (git-kv(1), WRITES).
+    let kv_changes = view.state.as_ref().and_then(|s| s.kv_changes);
+    if kv_changes == Some(false)
+        && let Some(u) = journal::parse_updates(&text).into_iter().find(|u| u.refname.starts_with(kvtree::FOR_PREFIX))
+    {
+        return Err(Error::Refused(format!(
+            "refusing {}: this node's git lacks receive.procReceiveRefs=refs/for/kv/, so the leader cannot \
+             apply git kv changes (stargate(7), Managed repositories)",
+            u.refname
+        )));
+    }
     let quorum = view.state.as_ref().is_some_and(|s| s.quorum.is_some());
     if let Some(why) = crate::repos::unsupported_in(repo.git_dir(), quorum) {
         return Err(Error::Refused(crate::repos::unsupported_refusal(why)));

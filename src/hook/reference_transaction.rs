@@ -85,6 +85,16 @@ impl Transaction<'_> {
             return self.chain();
         }
         let refuse = refusing(&changes);
+        // Pushed there, a `git kv` change is the leader's to apply (`proc_receive`); that it
+        // reaches a transaction means git was not told to hand it over.
+        if let Some(u) = changes.iter().find(|u| u.refname.starts_with(crate::kvtree::FOR_PREFIX)) {
+            let why = format!(
+                "refusing {}: git kv changes there are applied by the leader, and this node's git lacks \
+                 receive.procReceiveRefs=refs/for/kv/ (stargate(7), Managed repositories)",
+                u.refname
+            );
+            return Err(refuse(Error::Refused(why)));
+        }
         super::require_leader(&node::inspect_state(self.state_dir)).map_err(&refuse)?;
         self.chain()?;
         // The journal records what each ref really held, whatever the caller expected.

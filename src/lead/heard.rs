@@ -134,6 +134,7 @@ mod tests {
             valid_until_boot_ms: None,
             quorum: Some(Quorum { needed, timeout_ms: 5000, peers: vec![peer("a"), peer("c")] }),
             journal_keep: None,
+            kv_changes: None,
             lease_problem: None,
         }
     }

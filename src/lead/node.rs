@@ -58,6 +58,11 @@ pub struct State {
     /// `stargate.journal.keep`, for the hooks that append to the journal.
     #[serde(default)]
     pub journal_keep: Option<u64>,
+    /// Whether git on this node hands `refs/for/kv/` to `proc-receive`
+    /// (`receive.procReceiveRefs`), for `pre-receive`: without it a `git kv` change pushed
+    /// there is refused, so that the client writes the older way (unknown: not refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_changes: Option<bool>,
     /// Why the agent cannot reach the lease, if it cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_problem: Option<String>,

@@ -145,6 +145,22 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Move `name` from `old` (absent when `None`) to `new` as a client's push would: one
+    /// `git update-ref` that runs the hooks, so Stargate checks, journals and replicates it
+    /// (the leader applying a `git kv` change, docs/ARCHITECTURE.md, `src/kvtree.rs`).
+    pub fn update_as_push(
+        &self,
+        name: &str,
+        old: Option<ObjectId>,
+        new: ObjectId,
+        message: &str,
+    ) -> Result<(), git::Error> {
+        let old = old.unwrap_or_else(|| ObjectId::null(self.repo.object_hash()));
+        git::update_ref_hooked(self.repo.git_dir(), name, &new.to_string(), &old.to_string(), message)
+    }
+}
+
 impl Prepared<'_> {
     /// Make every edit visible.
     pub fn commit(self) -> Result<(), CommitError> {

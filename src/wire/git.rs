@@ -129,6 +129,47 @@ pub fn push(
     Err(failed(&args, &Output { stderr: stderr.into_bytes(), ..out }))
 }
 
+/// `git push --porcelain <remote> <src>:<dst>` from `repo` without a lease, for a ref a
+/// `proc-receive` hook handles on the server: the result, and the ref the server reported
+/// as written (the hook's `option refname`, else `dst` itself, as git prints it).
+pub fn push_for(repo: &Path, remote: &str, src: &str, dst: &str) -> Result<(PushResult, String), Error> {
+    let mut cmd = command(Some(repo));
+    let refspec = format!("{src}:{dst}");
+    cmd.args(["push", "--porcelain", "--no-verify", remote, &refspec]);
+    let out = cmd.stderr(Stdio::piped()).output().map_err(Error::Spawn)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = crate::wire::sanitize::text(&String::from_utf8_lossy(&out.stderr));
+    for line in stdout.lines() {
+        let mut fields = line.splitn(3, '\t');
+        let (Some(flag), Some(spec), summary) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some(to) = spec.strip_prefix(&format!("{src}:")) else { continue };
+        return Ok(match flag {
+            "!" => (PushResult::Rejected { reason: summary.unwrap_or("").to_owned(), stderr }, to.to_owned()),
+            _ => (PushResult::Ok, to.to_owned()),
+        });
+    }
+    let args = vec!["push".into(), remote.into(), refspec.into()];
+    Err(failed(&args, &Output { stderr: stderr.into_bytes(), ..out }))
+}
+
+/// `git update-ref -m <message> <name> <new> <old>` in `git_dir`, with the hooks
+/// `core.hooksPath` names (unlike every other ref write here): a write on the leader's
+/// behalf that must be checked, journaled and replicated like a push's (the `git kv`
+/// change a `proc-receive` hook applies, docs/ARCHITECTURE.md). `old` all zeros: the ref
+/// must not exist. What the hooks printed is in the error.
+pub fn update_ref_hooked(git_dir: &Path, name: &str, new: &str, old: &str, message: &str) -> Result<(), Error> {
+    let mut cmd = command(None);
+    cmd.arg("--git-dir").arg(git_dir).args(["update-ref", "-m", message, name, new, old]);
+    let out = cmd.output().map_err(Error::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(failed(&["update-ref".into(), name.into(), new.into(), old.into()], &out))
+    }
+}
+
 /// `git push --porcelain --atomic <remote> <src>:<dst>…` from `repo`, each ref with a
 /// lease on its value there now (`None`: it must not exist): all move, or none.
 pub fn push_atomic(

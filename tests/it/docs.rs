@@ -57,13 +57,13 @@ fn install_lays_out_a_working_prefix() {
         let link = std::fs::read_link(p.join("share/stargate/githooks").join(hook)).unwrap();
         assert_eq!(link, p.join("bin/stargate-hook"), "hooks link to the multi-call binary");
     }
-    // The minimal set: Stargate's own two hooks, nothing else.
+    // The minimal set: Stargate's own hooks, nothing else.
     let mut minimal: Vec<String> = std::fs::read_dir(p.join("share/stargate/githooks-minimal"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     minimal.sort();
-    assert_eq!(minimal, ["pre-receive", "reference-transaction"]);
+    assert_eq!(minimal, ["pre-receive", "proc-receive", "reference-transaction"]);
     let link = std::fs::read_link(p.join("share/stargate/githooks-minimal/pre-receive")).unwrap();
     assert_eq!(link, p.join("bin/stargate-hook"));
     for page in ["man1/git-stargate.1", "man1/git-kv.1", "man1/stargate-hook.1", "man7/stargate.7"] {

@@ -107,7 +107,10 @@ fn the_package_installs_upgrades_over_itself_and_purges_without_a_trace() {
     };
     let hooks = Path::new("/usr/share/stargate/githooks");
     assert_eq!(names(hooks), names(&repo_root().join("githooks")));
-    assert_eq!(names(Path::new("/usr/share/stargate/githooks-minimal")), ["pre-receive", "reference-transaction"]);
+    assert_eq!(
+        names(Path::new("/usr/share/stargate/githooks-minimal")),
+        ["pre-receive", "proc-receive", "reference-transaction"]
+    );
     for dir in ["githooks", "githooks-minimal"] {
         for name in names(&Path::new("/usr/share/stargate").join(dir)) {
             let link = Path::new("/usr/share/stargate").join(dir).join(&name);

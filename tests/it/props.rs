@@ -186,7 +186,7 @@ proptest! {
         if journal::journaled(&name) {
             prop_assert!(name.starts_with("refs/") && name != journal::REF && !name.starts_with(journal::LOCAL));
         }
-        if stargate::kv::validate_key(&name).is_ok() {
+        if stargate::kvtree::validate_key(&name).is_ok() {
             prop_assert!(!escapes(&name) && !name.contains("//") && !name.chars().any(char::is_whitespace));
         }
     }

@@ -17,7 +17,6 @@ us() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $
 ms() { awk "BEGIN{printf \"%.2f\", $1/1000}"; }
 push() { git -C "$work/client" commit -q --allow-empty -m "$1"; git -C "$work/client" push -q origin HEAD:refs/heads/main; }
 replica_sync() { as_replica git stargate sync kv.git; }
-seq_of() { git -C "$1" log -1 --format=%s refs/stargate/journal | awk '{print $3}'; }
 declare -A t
 rounds() { # label
   local i
@@ -31,38 +30,17 @@ rounds() { # label
 }
 for i in $(seq 100); do push "fill $i"; done
 replica_sync
-echo "short journal: seq $(seq_of "$L")"
+echo "short journal: seq $(journal_seq "$L")"
 rounds short
 
-# ENTRIES entries behind the tip, as the hooks write them (one update each, of main to
-# itself), through git fast-import; the journal ref moves with the hooks out of the way.
-tip=$(git -C "$L" rev-parse refs/stargate/journal)
-head=$(git -C "$L" rev-parse refs/heads/main)
-msg=$(git -C "$L" log -1 --format=%B "$tip")
-first=$(($(seq_of "$L") + 1))
-depth=$(echo "$msg" | awk '$1 == "depth" {print $2}')
-epoch=$(echo "$msg" | awk '$1 == "epoch" {print $2}')
-node=$(echo "$msg" | awk '$1 == "node" {print $2}')
 started=$(date +%s%N)
-awk -v n="$entries" -v first="$first" -v depth="$depth" -v epoch="$epoch" -v node="$node" \
-  -v head="$head" -v tip="$tip" -v now="$(date +%s)" 'BEGIN {
-  for (i = 0; i < n; i++) {
-    seq = first + i
-    m = sprintf("stargate journal %d\n\nepoch %d\nnode %s\ntime %d000\ndepth %d\n%d %s %s refs/heads/main\n", seq, epoch, node, now, depth + 1 + i, seq, head, head)
-    printf "commit refs/stargate/bench\nmark :%d\ncommitter stargate <stargate@%s> %d +0000\ndata %d\n%s", i + 1, node, now, length(m), m
-    if (i == 0) printf "from %s\n", tip; else printf "from :%d\n", i
-    printf "deleteall\n\n"
-  }
-}' | git -C "$L" fast-import --quiet
-new=$(git -C "$L" rev-parse refs/stargate/bench)
-git -C "$L" -c core.hooksPath=/dev/null update-ref refs/stargate/journal "$new" "$tip"
-git -C "$L" -c core.hooksPath=/dev/null update-ref -d refs/stargate/bench
+fill_journal "$L" "$entries"
 echo "wrote $entries entries in $(( ($(date +%s%N) - started) / 1000000 )) ms"
 # The replica is now further behind than it walks: one full mirror, not measured.
 mirrored=$(us replica_sync)
 echo "the replica's full mirror of the long journal: $(ms "$mirrored") ms"
-[ "$(seq_of "$R")" = "$(seq_of "$L")" ] || { echo "bench: the replica did not mirror the journal" >&2; exit 1; }
-echo "long journal: seq $(seq_of "$L")"
+[ "$(journal_seq "$R")" = "$(journal_seq "$L")" ] || { echo "bench: the replica did not mirror the journal" >&2; exit 1; }
+echo "long journal: seq $(journal_seq "$L")"
 rounds long
 
 for k in push sync; do

@@ -28,8 +28,8 @@ replica_agent_off() {
 # A command as the replica's node runs it (its git config).
 as_replica() { GIT_CONFIG_GLOBAL=$work/lab/$replica/gitconfig "$@"; }
 
-# median: the median of the numbers on stdin, one per line, of `n` rounds.
-median() { sort -n | sed -n "$(( (n + 1) / 2 ))p"; }
+# median: the median of the numbers on stdin, one per line (empty lines skipped), of `n` rounds.
+median() { grep . | sort -n | sed -n "$(( (n + 1) / 2 ))p"; }
 
 # fmt US: microseconds as milliseconds with three decimals (negative too).
 fmt() { local v=$1 s=""; [ "$v" -lt 0 ] && { s=-; v=$(( -v )); }; printf '%s%d.%03d ms' "$s" $(( v / 1000 )) $(( v % 1000 )); }
@@ -44,4 +44,34 @@ push_change() {
   start=$(date +%s%N)
   git -C "$1" push -q origin HEAD:refs/heads/main
   echo $(( ($(date +%s%N) - start) / 1000 ))
+}
+
+# journal_seq REPO: the sequence number of the journal's tip in the repository REPO.
+journal_seq() { git -C "$1" log -1 --format=%s refs/stargate/journal | awk '{print $3}'; }
+
+# fill_journal REPO N: N entries put behind the journal's tip of REPO, as the hooks write
+# them (one update each, of main to itself), through git fast-import; the journal ref moves
+# with the hooks out of the way. Sets `first`, the sequence number of the first of them.
+fill_journal() {
+  local repo=$1 n=$2 tip head msg depth epoch node new
+  tip=$(git -C "$repo" rev-parse refs/stargate/journal)
+  head=$(git -C "$repo" rev-parse refs/heads/main)
+  msg=$(git -C "$repo" log -1 --format=%B "$tip")
+  first=$(($(journal_seq "$repo") + 1))
+  depth=$(echo "$msg" | awk '$1 == "depth" {print $2}')
+  epoch=$(echo "$msg" | awk '$1 == "epoch" {print $2}')
+  node=$(echo "$msg" | awk '$1 == "node" {print $2}')
+  awk -v n="$n" -v first="$first" -v depth="$depth" -v epoch="$epoch" -v node="$node" \
+    -v head="$head" -v tip="$tip" -v now="$(date +%s)" 'BEGIN {
+    for (i = 0; i < n; i++) {
+      seq = first + i
+      m = sprintf("stargate journal %d\n\nepoch %d\nnode %s\ntime %d000\ndepth %d\n%d %s %s refs/heads/main\n", seq, epoch, node, now, depth + 1 + i, seq, head, head)
+      printf "commit refs/stargate/bench\nmark :%d\ncommitter stargate <stargate@%s> %d +0000\ndata %d\n%s", i + 1, node, now, length(m), m
+      if (i == 0) printf "from %s\n", tip; else printf "from :%d\n", i
+      printf "deleteall\n\n"
+    }
+  }' | git -C "$repo" fast-import --quiet
+  new=$(git -C "$repo" rev-parse refs/stargate/bench)
+  git -C "$repo" -c core.hooksPath=/dev/null update-ref refs/stargate/journal "$new" "$tip"
+  git -C "$repo" -c core.hooksPath=/dev/null update-ref -d refs/stargate/bench
 }

@@ -15,29 +15,9 @@ L=$work/lab/$leader/repos/kv.git
 git clone -q "git://$(cat "$work/lab/$leader/ip")/kv.git" "$work/client" 2>/dev/null
 git -C "$work/client" commit -q --allow-empty -m one
 git -C "$work/client" push -q origin HEAD:refs/heads/main
-seq_of() { git -C "$1" log -1 --format=%s refs/stargate/journal | awk '{print $3}'; }
-tip=$(git -C "$L" rev-parse refs/stargate/journal)
-head=$(git -C "$L" rev-parse refs/heads/main)
-msg=$(git -C "$L" log -1 --format=%B "$tip")
-first=$(($(seq_of "$L") + 1))
-depth=$(echo "$msg" | awk '$1 == "depth" {print $2}')
-epoch=$(echo "$msg" | awk '$1 == "epoch" {print $2}')
-node=$(echo "$msg" | awk '$1 == "node" {print $2}')
-awk -v n="$entries" -v first="$first" -v depth="$depth" -v epoch="$epoch" -v node="$node" \
-  -v head="$head" -v tip="$tip" -v now="$(date +%s)" 'BEGIN {
-  for (i = 0; i < n; i++) {
-    seq = first + i
-    m = sprintf("stargate journal %d\n\nepoch %d\nnode %s\ntime %d000\ndepth %d\n%d %s %s refs/heads/main\n", seq, epoch, node, now, depth + 1 + i, seq, head, head)
-    printf "commit refs/stargate/bench\nmark :%d\ncommitter stargate <stargate@%s> %d +0000\ndata %d\n%s", i + 1, node, now, length(m), m
-    if (i == 0) printf "from %s\n", tip; else printf "from :%d\n", i
-    printf "deleteall\n\n"
-  }
-}' | git -C "$L" fast-import --quiet
-new=$(git -C "$L" rev-parse refs/stargate/bench)
-git -C "$L" -c core.hooksPath=/dev/null update-ref refs/stargate/journal "$new" "$tip"
-git -C "$L" -c core.hooksPath=/dev/null update-ref -d refs/stargate/bench
+fill_journal "$L" "$entries"
 git -C "$L" -c core.hooksPath=/dev/null repack -adq
-echo "journal: $(seq_of "$L") entries' worth of sequence numbers on $leader"
+echo "journal: $(journal_seq "$L") entries' worth of sequence numbers on $leader"
 as_leader() { GIT_CONFIG_GLOBAL=$work/lab/$leader/gitconfig "$@"; }
 ms() { local s; s=$(date +%s%N); "$@" >/dev/null 2>&1 || true; echo $(( ($(date +%s%N) - s) / 1000000 )); }
 declare -A t

@@ -77,8 +77,6 @@ pub enum LostError {
     NoLeader,
     #[error("the leader record names no URL for {0}: set stargate.{0}.url (stargate(7))")]
     NoLeaderUrl(String),
-    #[error("{0}: not a repository under stargate.root")]
-    NoRepository(String),
     #[error("cannot list the repositories under stargate.root: {0}")]
     Repos(#[source] std::io::Error),
     #[error(transparent)]
@@ -92,7 +90,6 @@ pub enum LostError {
 impl From<LostError> for Error {
     fn from(e: LostError) -> Error {
         match e {
-            LostError::NoRepository(_) => Error::Usage(e.to_string()),
             LostError::NoLeader => Error::Refused(e.to_string()),
             other => Error::fatal(other),
         }
@@ -126,10 +123,7 @@ fn context(cfg: &Config) -> Result<Ctx> {
 
 fn repositories(ctx: &Ctx, only: Option<&str>) -> Result<Vec<String>> {
     match only {
-        Some(name) if crate::repos::valid_name(name) && ctx.root.join(name).join("HEAD").is_file() => {
-            Ok(vec![name.to_owned()])
-        }
-        Some(name) => Err(LostError::NoRepository(crate::wire::sanitize::text(name)).into()),
+        Some(name) => super::repo_path(&ctx.root, name).map(|_| vec![name.to_owned()]),
         None => Ok(crate::repos::list(&ctx.root).map_err(LostError::Repos)?.into_iter().map(|r| r.name).collect()),
     }
 }

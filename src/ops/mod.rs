@@ -257,18 +257,23 @@ pub fn main(args: &[String]) -> Result<()> {
     }
 }
 
+/// The repository `name` under `root`, as an operator named it; a name that is not one is a
+/// usage error (`wait`, `lost`, `recover`, `log`, `restore`).
+fn repo_path(root: &std::path::Path, name: &str) -> Result<PathBuf> {
+    let path = root.join(name);
+    if crate::repos::valid_name(name) && path.join("HEAD").is_file() {
+        Ok(path)
+    } else {
+        Err(Error::Usage(format!("{}: not a repository under stargate.root", crate::wire::sanitize::text(name))))
+    }
+}
+
 /// `git stargate wait`: poll this node's journal until it holds `position` (exit 0), went
 /// on at a later epoch without it (refused: it never will), or `timeout` passes (exit 124).
 fn wait(cfg: &Config, name: &str, position: &str, timeout: std::time::Duration) -> Result<()> {
     use crate::journal::position::{Applied, Position, applied};
     let want: Position = position.parse().map_err(|e| Error::Usage(format!("{e}")))?;
-    let path = cfg.root()?.join(name);
-    if !crate::repos::valid_name(name) || !path.join("HEAD").is_file() {
-        return Err(Error::Usage(format!(
-            "{}: not a repository under stargate.root",
-            crate::wire::sanitize::text(name)
-        )));
-    }
+    let path = repo_path(&cfg.root()?, name)?;
     let state_dir = cfg.state_dir()?;
     let deadline = std::time::Instant::now() + timeout;
     let mut pause = std::time::Duration::from_millis(2);

@@ -40,8 +40,6 @@ pub struct Pushed {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("{0}: not a repository under stargate.root")]
-    NoRepository(String),
     #[error("cannot list the repositories under stargate.root: {0}")]
     Repos(#[source] std::io::Error),
     #[error("{0} has no journal")]
@@ -59,19 +57,9 @@ pub enum LogError {
 impl From<LogError> for Error {
     fn from(e: LogError) -> Error {
         match e {
-            LogError::NoRepository(_) => Error::Usage(e.to_string()),
             LogError::NoJournal(_) => Error::Refused(e.to_string()),
             other => Error::fatal(other),
         }
-    }
-}
-
-fn repo_path(cfg: &Config, name: &str) -> Result<std::path::PathBuf> {
-    let path = cfg.root()?.join(name);
-    if crate::repos::valid_name(name) && path.join("HEAD").is_file() {
-        Ok(path)
-    } else {
-        Err(LogError::NoRepository(crate::wire::sanitize::text(name)).into())
     }
 }
 
@@ -135,7 +123,7 @@ pub fn log(
     let root = cfg.root()?;
     let names: Vec<String> = match only {
         Some(name) => {
-            repo_path(cfg, name)?;
+            super::repo_path(&cfg.root()?, name)?;
             vec![name.to_owned()]
         }
         None => crate::repos::list(&root).map_err(LogError::Repos)?.into_iter().map(|r| r.name).collect(),
@@ -193,7 +181,7 @@ fn short(oid: &str) -> &str {
 /// `R`) that moved after that point goes back to the value it had there, in one atomic
 /// push to the leader with a lease on each ref's value now.
 pub fn restore(cfg: &Config, name: &str, to: &str, only: Option<&str>, dry_run: bool) -> Result<()> {
-    let path = repo_path(cfg, name)?;
+    let path = super::repo_path(&cfg.root()?, name)?;
     let record = Lock::from_config(cfg)?
         .read_record()
         .map_err(LogError::from)?

@@ -18,12 +18,7 @@ struct Writer {
 
 impl Writer {
     fn start(lab: &Lab) -> Writer {
-        let client = Client::new();
-        let config = client.home.path().join(".gitconfig");
-        let text = std::fs::read_to_string(&config).unwrap() + &lab.client_config(&["git"]);
-        std::fs::write(config, text).unwrap();
-        let url = format!("stargate::{}/kv.git", lab.nodes.join(","));
-        ok(with_helper(client.git(".", &["clone", "-q", &url, "c"])));
+        let client = stargate_client(lab);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {

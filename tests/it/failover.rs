@@ -12,21 +12,6 @@ use crate::support::*;
 /// Failover settings for tests: no cooldown unless a test sets one.
 const FAST: &str = "[stargate \"sync\"]\n\tinterval = 1s\n[stargate \"promote\"]\n\tcooldown = 0s\n";
 
-/// A client of the lab that talks `stargate::a,b/kv.git`, with a clone in `c`.
-fn stargate_client(lab: &Lab) -> Client {
-    let client = Client::new();
-    let config = client.home.path().join(".gitconfig");
-    let text = std::fs::read_to_string(&config).unwrap() + &lab.client_config(&["git"]);
-    std::fs::write(config, text).unwrap();
-    let names = lab.nodes.join(",");
-    ok(with_helper(client.git(".", &["clone", "-q", &format!("stargate::{names}/kv.git"), "c"])));
-    client
-}
-
-fn kv(client: &Client, args: &[&str]) -> std::process::Output {
-    run(with_helper(client.git("c", &[&["kv"], args].concat())))
-}
-
 fn other(lab: &Lab, node: &str) -> String {
     lab.nodes.iter().find(|n| *n != node).unwrap().clone()
 }

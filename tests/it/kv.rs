@@ -175,21 +175,6 @@ fn a_batch_is_one_commit_and_a_stale_clone_still_writes() {
     assert_eq!(ok(lab.git("a", &["rev-list", "--count", "refs/kv/default"])).trim(), "4");
 }
 
-/// A client of the lab that talks `stargate::<every node>/kv.git`, with a clone in `c`.
-fn stargate_client(lab: &Lab) -> Client {
-    let client = Client::new();
-    let config = client.home.path().join(".gitconfig");
-    let text = std::fs::read_to_string(&config).unwrap() + &lab.client_config(&["git"]);
-    std::fs::write(config, text).unwrap();
-    let names = lab.nodes.join(",");
-    ok(with_helper(client.git(".", &["clone", "-q", &format!("stargate::{names}/kv.git"), "c"])));
-    client
-}
-
-fn kv(client: &Client, args: &[&str]) -> std::process::Output {
-    run(with_helper(client.git("c", &[&["kv"], args].concat())))
-}
-
 fn two_nodes() -> (Lab, String) {
     let lab = Lab::up(2);
     let leader = lab.wait_leader(None, Duration::from_secs(10));

@@ -22,10 +22,7 @@ fn kept_writes_are_listed_and_recovered_through_the_leader() {
     let lab = Lab::up(2);
     let first = lab.wait_leader(None, Duration::from_secs(10));
     let second = lab.nodes.iter().find(|n| **n != first).unwrap().clone();
-    let client = Client::new();
-    let config = client.home.path().join(".gitconfig");
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + &lab.client_config(&["git"])).unwrap();
-    ok(with_helper(client.git(".", &["clone", "-q", "stargate::a,b/kv.git", "c"])));
+    let client = stargate_client(&lab);
     let kv = |args: &[&str]| {
         let o = run(with_helper(client.git("c", &[&["kv"], args].concat())));
         assert!(o.status.success(), "kv {args:?}: {}", stderr(&o));

@@ -10,13 +10,8 @@ use crate::support::*;
 
 /// A client of `lab` whose reads go to a replica, with a clone of `kv.git` in `c`.
 fn reading_client(lab: &Lab) -> Client {
-    let client = Client::new();
-    let config = client.home.path().join(".gitconfig");
-    let text =
-        std::fs::read_to_string(&config).unwrap() + &lab.client_config(&["git"]) + "[stargate]\n\treadFrom = replica\n";
-    std::fs::write(config, text).unwrap();
-    let names = lab.nodes.join(",");
-    ok(with_helper(client.git(".", &["clone", "-q", &format!("stargate::{names}/kv.git"), "c"])));
+    let client = stargate_client(lab);
+    ok(client.git("c", &["config", "--global", "stargate.readFrom", "replica"]));
     client
 }
 

@@ -949,3 +949,19 @@ pub fn json_posts(listener: std::net::TcpListener) -> Posts {
     });
     bodies
 }
+
+/// A client of `lab` that talks `stargate::<every node>/kv.git`, with a clone in `c`.
+pub fn stargate_client(lab: &Lab) -> Client {
+    let client = Client::new();
+    let config = client.home.path().join(".gitconfig");
+    let text = std::fs::read_to_string(&config).unwrap() + &lab.client_config(&["git"]);
+    std::fs::write(config, text).unwrap();
+    let names = lab.nodes.join(",");
+    ok(with_helper(client.git(".", &["clone", "-q", &format!("stargate::{names}/kv.git"), "c"])));
+    client
+}
+
+/// `git kv <args>` in that client's clone, through the remote helper.
+pub fn kv(client: &Client, args: &[&str]) -> Output {
+    run(with_helper(client.git("c", &[&["kv"], args].concat())))
+}

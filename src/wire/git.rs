@@ -824,6 +824,20 @@ pub fn spawn_remote_helper(alias: &str, url: &str) -> std::io::Result<std::proce
     Command::new("git").args([scheme, alias, url]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()
 }
 
+/// Start git's own helper for an `http://` or `https://` repository URL as git's fetch
+/// would for `local` (its configuration: client certificate, CA, proxy, credentials), to
+/// be asked for a protocol v2 connection (`stateless-connect`); never prompts, in its own
+/// process group.
+pub fn spawn_stateless_connect(url: &str, local: &Path) -> std::io::Result<std::process::Child> {
+    let scheme = if url.starts_with("http://") { "remote-http" } else { "remote-https" };
+    let mut cmd = Command::new("git");
+    for var in LOCAL_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.args([scheme, url, url]).env("GIT_DIR", local).env("GIT_TERMINAL_PROMPT", "0").env_remove("GIT_PROTOCOL");
+    cmd.process_group(0).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+}
+
 /// What git's receive-pack does for `receive.denyCurrentBranch=updateInstead` when there is
 /// no `push-to-checkout` hook (its `push_to_deploy`), run in the work tree: refuse when the
 /// work tree or the index has changes, else check out `new`. The error is git's own words.

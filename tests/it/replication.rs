@@ -175,11 +175,18 @@ fn a_repository_never_written_is_mirrored_in_full_once_then_left_alone() {
     assert_eq!(lab.rev(replica, "refs/stargate/journal"), lab.rev(&leader, "refs/stargate/journal"));
 }
 
-/// ssh and http leaders are mirrored with git's own commands (no protocol v2 session):
-/// still journal-driven, still incremental, deletions included.
+/// An http leader is mirrored in a protocol v2 session through git's http helper:
+/// journal-driven, incremental, deletions included.
 #[test]
-fn sync_over_http_is_incremental_with_git_commands() {
-    mirrors_over_http_incrementally("");
+fn sync_over_http_is_incremental_in_a_protocol_v2_session() {
+    mirrors_over_http_incrementally("", true);
+}
+
+/// A web server that does not pass protocol v2 on: git's own fetch, still journal-driven
+/// and incremental.
+#[test]
+fn sync_over_http_without_protocol_v2_falls_back_to_git_fetch() {
+    mirrors_over_http_incrementally("", false);
 }
 
 #[test]

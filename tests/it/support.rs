@@ -567,6 +567,11 @@ impl Sshd {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
+
+    /// The listening sshd's process id (each connection gets a child of its own).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Sshd {
@@ -580,6 +585,16 @@ impl Drop for Sshd {
 /// for the repositories under `root`, pushes allowed. One thread per connection, one
 /// request per connection. Runs until the test process ends.
 pub fn http_backend(addr: &str, root: &Path) {
+    serve_http(addr, root, true);
+}
+
+/// `http_backend` for a server that speaks only protocol v0 (its web server does not pass
+/// the `Git-Protocol` header on, as some proxies do not).
+pub fn http_backend_v0(addr: &str, root: &Path) {
+    serve_http(addr, root, false);
+}
+
+fn serve_http(addr: &str, root: &Path, v2: bool) {
     let listener = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     let root = root.to_owned();
     std::thread::spawn(move || {
@@ -587,13 +602,13 @@ pub fn http_backend(addr: &str, root: &Path) {
             let Ok(conn) = conn else { return };
             let root = root.clone();
             std::thread::spawn(move || {
-                let _ = serve_cgi(conn, &root);
+                let _ = serve_cgi(conn, &root, v2);
             });
         }
     });
 }
 
-fn serve_cgi(mut conn: TcpStream, root: &Path) -> std::io::Result<()> {
+fn serve_cgi(mut conn: TcpStream, root: &Path, v2: bool) -> std::io::Result<()> {
     use std::io::BufRead;
     let mut reader = std::io::BufReader::new(conn.try_clone()?);
     let mut request_line = String::new();
@@ -648,7 +663,7 @@ fn serve_cgi(mut conn: TcpStream, root: &Path) -> std::io::Result<()> {
         ("git-protocol", "HTTP_GIT_PROTOCOL"),
         ("content-encoding", "HTTP_CONTENT_ENCODING"),
     ] {
-        if let Some(v) = header(name) {
+        if let Some(v) = header(name).filter(|_| v2 || name != "git-protocol") {
             cgi.env(var, v);
         }
     }
@@ -890,14 +905,21 @@ pub fn cpu(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
-/// The lab (with `extra` config) whose replica mirrors node a over http, after checking
-/// that a second write, a deletion among them, is mirrored without a full mirror.
-pub fn mirrors_over_http_incrementally(extra: &str) -> Lab {
+/// The lab (with `extra` config) whose replica mirrors node a over http (a server that
+/// speaks protocol v2 when `v2`), after checking that a second write, a deletion among
+/// them, is mirrored without a full mirror, and in a protocol v2 session when the server
+/// speaks it (else with git's fetch, whose side repository `stargate/sync.git` it makes).
+pub fn mirrors_over_http_incrementally(extra: &str, v2: bool) -> Lab {
     let lab = Lab::up_with(
         2,
         &format!("{extra}[stargate \"a\"]\n\turl = http://@NET@.1:8181/\n[stargate \"sync\"]\n\tinterval = 1s\n"),
     );
-    http_backend(&format!("{}:8181", lab.ip("a")), &lab.dir.path().join("a/repos"));
+    let (addr, root) = (format!("{}:8181", lab.ip("a")), lab.dir.path().join("a/repos"));
+    if v2 {
+        http_backend(&addr, &root)
+    } else {
+        http_backend_v0(&addr, &root)
+    }
     assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
     let client = Client::new();
     client.clone(&lab.url("a", "kv"), "c");
@@ -911,6 +933,8 @@ pub fn mirrors_over_http_incrementally(extra: &str) -> Lab {
     lab.wait_parity("a", "b", Duration::from_secs(15));
     assert_eq!(lab.rev("b", "refs/heads/doomed"), None);
     assert_eq!(fulls(), before, "incremental after the first mirror{}", lab.logs());
+    let side = lab.dir.path().join("b/repos/kv.git/stargate/sync.git");
+    assert_eq!(side.exists(), !v2, "git's fetch used: {}{}", !v2, lab.logs());
     lab
 }
 

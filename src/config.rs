@@ -302,8 +302,8 @@ impl Config {
     }
 
     /// `stargate.sync.connectTimeout`: how long a sync waits for the other node's Git
-    /// server to accept the connection and advertise what it speaks (`git://` and local
-    /// paths), so that a machine that is gone fails a sync in that time. Default: 2s.
+    /// server to accept the connection and advertise what it speaks (every transport), so
+    /// that a machine that is gone fails a sync in that time. Default: 2s.
     pub fn sync_connect_timeout(&self) -> Result<Duration, Error> {
         self.positive_duration("stargate.sync.connectTimeout", Duration::from_secs(2))
     }
@@ -434,7 +434,8 @@ impl Config {
     }
 
     /// `stargate.catchup.connectTimeout`: how long the catch-up waits for the previous
-    /// leader's Git server to accept a connection before it leads without catching up.
+    /// leader's Git server to answer (every transport) before it leads without catching
+    /// up. Default: 1s.
     pub fn catchup_connect_timeout(&self) -> Result<Duration, Error> {
         self.positive_duration("stargate.catchup.connectTimeout", Duration::from_secs(1))
     }

@@ -300,6 +300,14 @@ pub fn remote_refs(
 /// The journal tip of repository `name` at the node whose base URL is `base_url`, asked
 /// within `settings.timeout`: whether that node's Git server answers at all, before a
 /// longer mirror of it.
+/// Whether the Git server at `base_url` answers for repository `name` (this node's copy at
+/// `path`) within `within`: accepts the connection and advertises what it speaks, on every
+/// transport (ssh's own connect timeout set to it). `Err` with the reason when it does not.
+pub fn answers(path: &Path, name: &str, base_url: &str, settings: &Settings, within: Duration) -> Result<(), Error> {
+    let settings = Settings { connect_timeout: within, ..settings.clone() };
+    Source::open(path, name, base_url, &settings, Instant::now() + within).map(drop)
+}
+
 pub fn journal_at(path: &Path, name: &str, base_url: &str, settings: &Settings) -> Result<Option<ObjectId>, Error> {
     let mut source = Source::open(path, name, base_url, settings, Instant::now() + settings.timeout)?;
     Ok(source.ls(&[journal::REF])?.remove(journal::REF))

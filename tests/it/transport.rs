@@ -54,6 +54,13 @@ fn writer(lab: &Lab, leader: &str) -> Client {
 
 /// The replica refuses to sync, says `why` in its status, its log and `git stargate
 /// status`, and does not get `commit`.
+/// The replica mirrored in a protocol v2 session: git's fetch, and the side repository it
+/// fetches into (`stargate/sync.git`), never used.
+fn in_a_session(lab: &Lab, replica: &str) {
+    let side = lab.dir.path().join(replica).join("repos/kv.git/stargate/sync.git");
+    assert!(!side.exists(), "git's fetch was used{}", lab.logs());
+}
+
 fn refused(lab: &Lab, replica: &str, commit: &str, why: &str) {
     lab.wait_until(&format!("{replica} to say '{why}'"), Duration::from_secs(20), || {
         last_result(lab, replica).contains(why)
@@ -125,6 +132,7 @@ fn replicas_mirror_over_ssh_with_a_dedicated_key_and_strict_host_keys() {
     let c = writer(&lab, &leader);
     let commit = write(&lab, &leader, &c, 1);
     mirrored(&lab, replica, &commit);
+    in_a_session(&lab, replica);
 
     // The replica's key cannot push, nor run anything but upload-pack.
     let leader_url =
@@ -225,6 +233,7 @@ fn replicas_mirror_over_https_with_client_certificates_and_a_wrong_one_is_refuse
     let c = writer(&lab, &leader);
     let commit = write(&lab, &leader, &c, 1);
     mirrored(&lab, replica, &commit);
+    in_a_session(&lab, replica);
 
     // Without a certificate nobody gets in, and git shows why.
     let url = format!("https://{}:8443/kv.git", lab.ip(&leader));
@@ -248,4 +257,44 @@ fn replicas_mirror_over_https_with_client_certificates_and_a_wrong_one_is_refuse
     assert!(!last_result(&lab, replica).contains("client certificate refused"));
     set(&lab, replica, "http.sslCAInfo", &path("ca.pem"));
     mirrored(&lab, replica, &commit);
+}
+
+/// A leader whose machine stops answering over ssh (its sshd frozen: the kernel still
+/// accepts the connection, nothing speaks) is given up by the new leader's catch-up within
+/// `stargate.catchup.connectTimeout`, as over `git://`, not after `stargate.catchup.timeout`:
+/// the shortfall says the server does not answer, not that the catch-up timed out.
+#[test]
+fn a_new_leader_gives_up_on_a_silent_ssh_server_within_the_catch_up_connect_timeout() {
+    let net = random_net();
+    let ips = [format!("{net}.1"), format!("{net}.2")];
+    let sshd = Sshd::start(&ips, 2222);
+    let user = whoami();
+    let extra = format!(
+        "[stargate \"a\"]\n\turl = ssh://{user}@{net}.1:2222@LAB@/a/repos/\n\
+         [stargate \"b\"]\n\turl = ssh://{user}@{net}.2:2222@LAB@/b/repos/\n\
+         [stargate \"sync\"]\n\tinterval = 2s\n[stargate \"metrics\"]\n\tinterval = 1s\n[core]\n\tsshCommand = {}\n",
+        sshd.ssh_command()
+    );
+    let lab = Lab::up_on(2, &net, &extra);
+    let leader = lab.wait_leader(None, Duration::from_secs(10));
+    let replica = if leader == "a" { "b" } else { "a" };
+    for n in &lab.nodes {
+        lab.kill(n, "daemon", "KILL");
+    }
+    let c = writer(&lab, &leader);
+    let commit = write(&lab, &leader, &c, 1);
+    mirrored(&lab, replica, &commit);
+    in_a_session(&lab, replica);
+
+    lab.kill(&leader, "agent", "KILL");
+    ok(Command::new("kill").args(["-STOP", &sshd.pid().to_string()]));
+    let new = lab.wait_leader(Some(&leader), Duration::from_secs(30));
+    ok(Command::new("kill").args(["-CONT", &sshd.pid().to_string()]));
+    assert_eq!(new, replica);
+    let shortfall = (lab.audit().into_iter())
+        .find(|e| e["event"] == "catch-up-shortfall" && e["node"] == replica)
+        .unwrap_or_else(|| panic!("no shortfall audited: {:?}", lab.audit()));
+    let reason = shortfall["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("does not answer") && reason.contains("ssh://"), "{shortfall}{}", lab.logs());
+    assert_eq!(lab.rev(replica, "refs/heads/main").as_deref(), Some(commit.as_str()));
 }

@@ -308,6 +308,13 @@ impl Config {
         self.positive_duration("stargate.sync.connectTimeout", Duration::from_secs(2))
     }
 
+    /// `stargate.sync.sshMultiplex`: whether a node's syncs over ssh share one connection
+    /// per peer (OpenSSH's `ControlMaster`, kept 60 s after its last use), each sync a
+    /// channel of it, so that only the first pays ssh's handshake. Default: true.
+    pub fn sync_ssh_multiplex(&self) -> Result<bool, Error> {
+        self.boolean("stargate.sync.sshMultiplex", true)
+    }
+
     /// `stargate.sync.uploadPack`: the program a replica runs on the leader for `ssh://`
     /// and local URLs (`git fetch --upload-pack`). Default: git's own.
     pub fn sync_upload_pack(&self) -> Option<&str> {
@@ -528,6 +535,7 @@ impl Config {
         self.sync_sweep_interval()?;
         self.sync_timeout()?;
         self.sync_connect_timeout()?;
+        self.sync_ssh_multiplex()?;
         self.retry_attempts()?;
         self.retry_multiplier()?;
         self.retry_base_delay()?;

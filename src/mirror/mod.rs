@@ -129,6 +129,9 @@ pub struct Settings {
     /// speaks (`stargate.sync.connectTimeout`).
     pub connect_timeout: Duration,
     pub upload_pack: Option<String>,
+    /// Where syncs over ssh keep the sockets of their shared connections
+    /// (`stargate.sync.sshMultiplex`; `wire::ssh`); none: a connection per sync.
+    pub ssh_control: Option<std::path::PathBuf>,
     /// The agent's secret, so that the replica's hooks let the mirroring write.
     pub token: String,
     /// Show git's progress on stderr (a person at a terminal).
@@ -160,6 +163,7 @@ impl Settings {
             timeout: cfg.sync_timeout()?,
             connect_timeout: cfg.sync_connect_timeout()?,
             upload_pack: cfg.sync_upload_pack().map(str::to_owned),
+            ssh_control: if cfg.sync_ssh_multiplex()? { Some(cfg.state_dir()?.join("ssh")) } else { None },
             token,
             progress: false,
             measure_since_ms: crate::clock::now_ms(),

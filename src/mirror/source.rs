@@ -63,8 +63,11 @@ impl<'a> Source<'a> {
         let link = match Endpoint::join(base_url, name) {
             Ok(endpoint) => proto::Session::open(
                 &endpoint,
-                settings.upload_pack.as_deref(),
-                path,
+                &proto::Via {
+                    upload_pack: settings.upload_pack.as_deref(),
+                    local: path,
+                    ssh_control: settings.ssh_control.as_deref(),
+                },
                 settings.connect_timeout,
                 deadline,
             )?

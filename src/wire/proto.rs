@@ -28,6 +28,18 @@ use gix::ObjectId;
 use super::endpoint::Endpoint;
 use super::git;
 
+/// How a session reaches the other node, besides its URL.
+pub struct Via<'a> {
+    /// The program for local repositories (`--upload-pack`).
+    pub upload_pack: Option<&'a str>,
+    /// This node's copy: its configuration is the one git's own transports would read
+    /// (`core.sshCommand`, `ssh.variant`, `http.*`), read at every open so that an
+    /// operator's change applies to the next session.
+    pub local: &'a Path,
+    /// Where shared ssh connections keep their sockets (`ssh::Ssh::control`).
+    pub ssh_control: Option<&'a Path>,
+}
+
 /// An open protocol v2 session with one repository's `upload-pack`.
 pub struct Session {
     reader: BufReader<Reader>,
@@ -157,16 +169,13 @@ impl Session {
     /// machine that is gone fails the session in that time, not at `deadline`. `Ok(None)`
     /// when this client does not speak the transport, or the server does not speak v2.
     /// `upload_pack` replaces the program for local repositories (`--upload-pack`).
-    /// `local` is this node's copy: its configuration is the one git's own transports
-    /// would read (`core.sshCommand`, `ssh.variant`, `http.*`), read at every open so that
-    /// an operator's change applies to the next session.
     pub fn open(
         endpoint: &Endpoint,
-        upload_pack: Option<&str>,
-        local: &Path,
+        via: &Via,
         answer_within: Duration,
         deadline: Instant,
     ) -> Result<Option<Session>, git::Error> {
+        let Via { upload_pack, local, ssh_control } = *via;
         let url = endpoint.display();
         let answer_by = deadline.min(Instant::now() + answer_within);
         let (input, writer) = match endpoint {
@@ -189,6 +198,7 @@ impl Session {
                 let ssh = super::ssh::Ssh {
                     command: git::config_get(local, "core.sshCommand").ok().flatten(),
                     variant: git::config_get(local, "ssh.variant").ok().flatten(),
+                    control: ssh_control.map(Path::to_owned),
                 };
                 let remote = format!("git-upload-pack {}", super::endpoint::sq_quote(path));
                 let mut cmd = (ssh.command(host, *port, &remote, Some("version=2"), Some(answer_within)))
@@ -596,7 +606,7 @@ mod tests {
             let started = Instant::now();
             let deadline = started + Duration::from_secs(2);
             let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
-            match Session::open(&endpoint, None, Path::new("."), Duration::from_secs(2), deadline) {
+            match Session::open(&endpoint, &Via { upload_pack: None, local: Path::new("."), ssh_control: None }, Duration::from_secs(2), deadline) {
                 Ok(Some(mut session)) => {
                     match session.ls_refs(&[]) {
                         Ok(refs) => prop_assert!(refs.keys().all(|name| !name.contains('\n'))),
@@ -642,8 +652,14 @@ mod tests {
         });
         let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut session =
-            Session::open(&endpoint, None, Path::new("."), Duration::from_secs(2), deadline).unwrap().unwrap();
+        let mut session = Session::open(
+            &endpoint,
+            &Via { upload_pack: None, local: Path::new("."), ssh_control: None },
+            Duration::from_secs(2),
+            deadline,
+        )
+        .unwrap()
+        .unwrap();
         let mut asked = 0;
         session.abandon_when(Box::new(move || {
             asked += 1;
@@ -654,10 +670,15 @@ mod tests {
         assert!(e.contains(ABANDONED), "{e}");
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
         let started = Instant::now();
-        let e = Session::open(&endpoint, None, Path::new("."), Duration::from_millis(300), deadline)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = Session::open(
+            &endpoint,
+            &Via { upload_pack: None, local: Path::new("."), ssh_control: None },
+            Duration::from_millis(300),
+            deadline,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(started.elapsed() < Duration::from_secs(2), "{e} after {:?}", started.elapsed());
     }
 
@@ -690,8 +711,7 @@ mod tests {
         let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
         let mut session = Session::open(
             &endpoint,
-            None,
-            Path::new("."),
+            &Via { upload_pack: None, local: Path::new("."), ssh_control: None },
             Duration::from_secs(2),
             Instant::now() + Duration::from_secs(2),
         )

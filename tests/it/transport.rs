@@ -54,6 +54,29 @@ fn writer(lab: &Lab, leader: &str) -> Client {
 
 /// The replica refuses to sync, says `why` in its status, its log and `git stargate
 /// status`, and does not get `commit`.
+/// Close `node`'s shared ssh connections (`ssh -O exit` on each socket), as a restart of
+/// the other end's machine would.
+fn close_shared_connections(lab: &Lab, node: &str) {
+    let dir = lab.dir.path().join(node).join("repos/.stargate/ssh");
+    let sockets: Vec<_> = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(!sockets.is_empty(), "no shared ssh connection in {}", dir.display());
+    for socket in sockets {
+        let out = run(Command::new("ssh")
+            .arg("-o")
+            .arg(format!("ControlPath={}", socket.display()))
+            .args(["-O", "exit", "x"]));
+        assert!(out.status.success(), "ssh -O exit: {}", stderr(&out));
+    }
+}
+
+/// Every process of `sshd` (the listener and one per connection) stopped (`STOP`) or
+/// continued (`CONT`): a machine that freezes, connections already open included.
+fn signal_sshd(sshd: &Sshd, signal: &str) {
+    let pid = sshd.pid().to_string();
+    let _ = run(Command::new("pkill").args([&format!("-{signal}"), "-P", &pid]));
+    ok(Command::new("kill").args([&format!("-{signal}"), &pid]));
+}
+
 /// The replica mirrored in a protocol v2 session: git's fetch, and the side repository it
 /// fetches into (`stargate/sync.git`), never used.
 fn in_a_session(lab: &Lab, replica: &str) {
@@ -146,9 +169,9 @@ fn replicas_mirror_over_ssh_with_a_dedicated_key_and_strict_host_keys() {
     // Someone else answers at the leader's address: the host key does not match.
     let impostor = std::fs::read_to_string(k.join("impostor_host_key.pub")).unwrap();
     std::fs::write(k.join("known_hosts"), known(&impostor)).unwrap();
-    // A sync's ssh session checks the host key once, when it connects: one that connected
-    // just before (a poll) may still read the next write. Every later one checks again.
-    std::thread::sleep(Duration::from_secs(1));
+    // ssh checks the host key when a connection opens: the replica's syncs share one
+    // (stargate.sync.sshMultiplex), opened to the real server; the next one checks again.
+    close_shared_connections(&lab, replica);
     let commit = write(&lab, &leader, &c, 2);
     refused(&lab, replica, &commit, "Host key verification failed");
     std::fs::write(k.join("known_hosts"), known(&host_key)).unwrap();
@@ -244,6 +267,9 @@ fn replicas_mirror_over_https_with_client_certificates_and_a_wrong_one_is_refuse
     // A certificate from another CA.
     set(&lab, replica, "http.sslCert", &path("stranger.pem"));
     set(&lab, replica, "http.sslKey", &path("stranger.key"));
+    // A sync's session reads the settings when it opens: one opened just before (a poll)
+    // may still read the next write. Every later one reads them again.
+    std::thread::sleep(Duration::from_secs(1));
     let commit = write(&lab, &leader, &c, 2);
     refused(&lab, replica, &commit, "client certificate refused: FAILED");
     set(&lab, replica, "http.sslCert", &path(&format!("{replica}.pem")));
@@ -252,6 +278,7 @@ fn replicas_mirror_over_https_with_client_certificates_and_a_wrong_one_is_refuse
 
     // A leader whose certificate the replica does not trust (a man in the middle).
     set(&lab, replica, "http.sslCAInfo", &path("other-ca.pem"));
+    std::thread::sleep(Duration::from_secs(1));
     let commit = write(&lab, &leader, &c, 3);
     refused(&lab, replica, &commit, "server certificate verification failed");
     assert!(!last_result(&lab, replica).contains("client certificate refused"));
@@ -259,8 +286,8 @@ fn replicas_mirror_over_https_with_client_certificates_and_a_wrong_one_is_refuse
     mirrored(&lab, replica, &commit);
 }
 
-/// A leader whose machine stops answering over ssh (its sshd frozen: the kernel still
-/// accepts the connection, nothing speaks) is given up by the new leader's catch-up within
+/// A leader whose machine stops answering over ssh (its sshd frozen, the connection the
+/// replica's syncs share included: the kernel still accepts connections, nothing speaks) is given up by the new leader's catch-up within
 /// `stargate.catchup.connectTimeout`, as over `git://`, not after `stargate.catchup.timeout`:
 /// the shortfall says the server does not answer, not that the catch-up timed out.
 #[test]
@@ -287,9 +314,9 @@ fn a_new_leader_gives_up_on_a_silent_ssh_server_within_the_catch_up_connect_time
     in_a_session(&lab, replica);
 
     lab.kill(&leader, "agent", "KILL");
-    ok(Command::new("kill").args(["-STOP", &sshd.pid().to_string()]));
+    signal_sshd(&sshd, "STOP");
     let new = lab.wait_leader(Some(&leader), Duration::from_secs(30));
-    ok(Command::new("kill").args(["-CONT", &sshd.pid().to_string()]));
+    signal_sshd(&sshd, "CONT");
     assert_eq!(new, replica);
     let shortfall = (lab.audit().into_iter())
         .find(|e| e["event"] == "catch-up-shortfall" && e["node"] == replica)

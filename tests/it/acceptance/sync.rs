@@ -319,10 +319,15 @@ fn sync_concurrent_loops_run_one_fetch_and_skip_the_rest() {
     let client = stargate_client(&lab, &lab.nodes.join(","));
     assert!(kv(&client, &["set", "k", "1"]).status.success());
     lab.wait_parity(&a, &b, Duration::from_secs(30));
-    // a counts the distinct connections b opens to its git daemon (one source port each),
+    // a counts the distinct connections b opens to its Git server (one source port each),
     // before the drop rules see them.
+    let port = match Transport::from_env() {
+        Transport::Git => 9418,
+        Transport::Ssh => 22,
+        Transport::Https => 443,
+    };
     let count = format!(
-        "table inet seedcount {{\n set conns {{ type inet_service; flags dynamic; }}\n chain input {{\n  type filter hook input priority -20; policy accept;\n  ip saddr {} tcp dport 9418 tcp flags syn add @conns {{ tcp sport }}\n }}\n}}\n",
+        "table inet seedcount {{\n set conns {{ type inet_service; flags dynamic; }}\n chain input {{\n  type filter hook input priority -20; policy accept;\n  ip saddr {} tcp dport {port} tcp flags syn add @conns {{ tcp sport }}\n }}\n}}\n",
         lab.ip(&b)
     );
     lab.nft(&a, &count);

@@ -3,7 +3,11 @@
 //! by keepalived. Two suites run the same code. The default one (CI) shortens durations;
 //! `contrib/lab/long-suite` sets `STARGATE_ACCEPTANCE=long` for full length and
 //! `STARGATE_REPORT_DIR`, where every test writes what it measured (`<test>.json`, and
-//! `<test>.csv` for series) for the report and plots.
+//! `<test>.csv` for series) for the report and plots. The replicas mirror over
+//! `STARGATE_TRANSPORT` (`git`, the default, `ssh` or `https`: `lab up --transport`), and a
+//! test's results are then named `<test>_ssh` or `<test>_https`; the long suite runs the
+//! failover and disruption plans over ssh too, and the default suite runs the failover
+//! plan over ssh whatever the variable says.
 
 mod consistency;
 mod failover;

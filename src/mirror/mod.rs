@@ -270,11 +270,37 @@ pub fn sync(path: &Path, name: &str, target: &Target, settings: &Settings) -> Re
 
 /// How far this replica's copy of `name` is behind `target`'s, measured now: the journal
 /// entries it lacks. Fetches the leader's new journal entries (objects only: no ref
-/// moves), so it costs one `ls-refs`, plus one small fetch when behind. Fails with
-/// `Locked` while a sync of the repository runs.
-pub fn behind(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Behind, Error> {
-    let _lock = lock(path)?;
+/// moves), so it costs one `ls-refs`, plus one small fetch when behind. Waits up to `wait`
+/// for a sync of the repository that runs, then fails with `Locked`.
+pub fn behind(path: &Path, name: &str, target: &Target, settings: &Settings, wait: Duration) -> Result<Behind, Error> {
+    let _lock = lock_within(path, wait)?;
     Mirroring::new(path, name, target, settings).behind()
+}
+
+/// `lock`, waiting up to `wait` for the sync that holds it. Queued in the kernel (a
+/// blocking flock), not polled: under a continuous writer the agent's syncs follow one
+/// another within microseconds, and a poll would find the lock held every time (seen over
+/// ssh, whose syncs last hundreds of milliseconds). A wait that outlives `wait` takes the
+/// lock later in its own thread and drops it at once.
+fn lock_within(path: &Path, wait: Duration) -> Result<File, Error> {
+    match lock(path) {
+        Err(Error::Locked) => {}
+        other => return other,
+    }
+    let file = File::options()
+        .write(true)
+        .open(path.join("stargate/sync.lock"))
+        .map_err(|source| Error::Io { what: format!("cannot open {}/stargate/sync.lock", path.display()), source })?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let locked = file.lock().map(|()| file);
+        let _ = tx.send(locked);
+    });
+    match rx.recv_timeout(wait) {
+        Ok(Ok(file)) => Ok(file),
+        Ok(Err(source)) => Err(Error::Io { what: "cannot lock the repository for a sync".into(), source }),
+        Err(_) => Err(Error::Locked),
+    }
 }
 
 /// Whether the node whose base URL is `base_url` serves repository `name`, and in which

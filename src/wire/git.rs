@@ -703,6 +703,12 @@ impl Error {
             Error::Failed { status, stderr, .. } if stderr.is_empty() && status.contains("signal") => {
                 return ErrorClass::Transport;
             }
+            // ssh's own status when the connection broke or the command on the other end was
+            // killed (the leader's upload-pack, sshd or machine gone mid-transfer): with
+            // nothing said, not a refusal (those say why: host key, permission denied).
+            Error::Failed { status, stderr, .. } if stderr.is_empty() && status == "exit status: 255" => {
+                return ErrorClass::Transport;
+            }
             Error::Failed { stderr, .. } => stderr.to_lowercase(),
         };
         const PERMANENT: [&str; 9] = [
@@ -885,5 +891,19 @@ mod tests {
             stderr: "fatal: repository 'http://h/x/' not found".into(),
         };
         assert_eq!(missing.class(), ErrorClass::Permanent);
+    }
+
+    /// ssh exits 255 without a word when the other end's command is killed mid-transfer:
+    /// retried. With ssh's reason (a refusal), not.
+    #[test]
+    fn an_ssh_session_that_broke_silently_is_retried_and_a_refusal_is_not() {
+        let failed = |stderr: &str| Error::Failed {
+            args: "upload-pack ssh://h/x".into(),
+            status: "exit status: 255".into(),
+            stderr: stderr.into(),
+        };
+        assert_eq!(failed("").class(), ErrorClass::Transport);
+        assert_eq!(failed("Host key verification failed.").class(), ErrorClass::Permanent);
+        assert_eq!(failed("root@h: Permission denied (publickey).").class(), ErrorClass::Permanent);
     }
 }

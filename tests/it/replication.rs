@@ -22,13 +22,18 @@ struct Wrapper {
 
 impl Wrapper {
     fn new() -> Wrapper {
+        Wrapper::exec("git-upload-pack \"$@\"")
+    }
+
+    /// A wrapper that ends by running `command` (shell words; `"$@"` its arguments).
+    fn exec(command: &str) -> Wrapper {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("upload-pack");
         let (log, hold) = (dir.path().join("upload-pack.log"), dir.path().join("hold"));
         std::fs::write(
             &path,
             format!(
-                "#!/bin/sh\necho run >> '{}'\nwhile [ -e '{}' ]; do sleep 0.05; done\nexec git-upload-pack \"$@\"\n",
+                "#!/bin/sh\necho run >> '{}'\nwhile [ -e '{}' ]; do sleep 0.05; done\nexec {command}\n",
                 log.display(),
                 hold.display()
             ),
@@ -341,6 +346,32 @@ fn leader_killed_mid_fetch_is_retried_and_resynced() {
     let wrapper = Wrapper::new();
     let lab = Lab::up_with(2, &wrapper.config("[stargate \"retry\"]\n\tbaseDelay = 300ms\n\tattempts = 10\n"));
     lab.wait_leader(None, Duration::from_secs(5));
+    leader_killed_mid_fetch(&lab, &wrapper);
+}
+
+/// The same over ssh as production runs it (`lab up --transport ssh`: the replica's
+/// fetch-only key and strict host keys): the leader's side of the transfer is the forced
+/// command of the replica's key, which the wrapper holds and which is killed mid-fetch, so
+/// that the replica's ssh session dies as it would when the leader's sshd or machine fails.
+#[test]
+fn leader_killed_mid_fetch_over_ssh_is_retried_and_resynced() {
+    let wrapper = Wrapper::exec("\"$@\"");
+    let extra = "[stargate \"sync\"]\n\tinterval = 1h\n[stargate \"retry\"]\n\tbaseDelay = 300ms\n\tattempts = 10\n";
+    let lab = Lab::up_over(2, extra, Transport::Ssh);
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    lab.wait_parity("a", "b", Duration::from_secs(15));
+    assert!(ok(lab.git("b", &["config", "stargate.a.url"])).starts_with("ssh://"));
+    // The replica key's forced command (contrib/ssh/stargate-replica-shell) now runs
+    // through the wrapper: sshd reads authorized_keys at every connection.
+    let keys = lab.dir.path().join("ssh/authorized_keys");
+    let text = std::fs::read_to_string(&keys).unwrap();
+    assert!(text.contains("command=\""), "{text}");
+    let wrapped = text.replace("command=\"", &format!("command=\"/bin/sh {} ", wrapper.path().display()));
+    std::fs::write(&keys, wrapped).unwrap();
+    leader_killed_mid_fetch(&lab, &wrapper);
+}
+
+fn leader_killed_mid_fetch(lab: &Lab, wrapper: &Wrapper) {
     wrapper.hold(true);
     let runs_before = wrapper.runs();
     let client = Client::new();

@@ -142,6 +142,13 @@ impl Lab {
         Lab::launch(nodes, net, extra, &[])
     }
 
+    /// As `up_with`, the replicas mirroring over `transport` (`lab up --transport`): with
+    /// ssh, sshd on port 2222 of every node's address; with https, nginx on port 8443.
+    pub fn up_over(nodes: usize, extra: &str, transport: Transport) -> Lab {
+        let net = format!("127.{}.{}", rand_octet(), rand_octet());
+        Lab::launch(nodes, &net, extra, &["--transport", transport.name()])
+    }
+
     fn launch(nodes: usize, net: &str, extra: &str, flags: &[&str]) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let net = net.to_owned();
@@ -185,6 +192,7 @@ impl Lab {
         if opts.etcd {
             flags.push("--etcd".into());
         }
+        flags.extend(["--transport".into(), opts.transport.name().into()]);
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let mut lab = Lab::launch(nodes, &net, extra, &flags);
         let own = std::fs::File::open("/proc/thread-self/ns/net").expect("own network namespace");
@@ -336,7 +344,7 @@ impl Lab {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for n in &self.nodes {
-            for what in ["agent", "health", "daemon", "sshd", "keepalived"] {
+            for what in ["agent", "health", "daemon", "sshd", "nginx", "fcgiwrap", "keepalived"] {
                 let f = self.dir.path().join(n).join(format!("{what}.log"));
                 let Ok(text) = std::fs::read_to_string(f) else { continue };
                 // The tail: a long run's log would drown the failure message.
@@ -371,11 +379,53 @@ pub struct NetOpts {
     /// One etcd member in every node's namespace, on the node's address (port 2379), the
     /// members one cluster, started before the nodes (`lab up --etcd`).
     pub etcd: bool,
+    /// What every node's `stargate.<id>.url` is (`lab up --transport`).
+    pub transport: Transport,
 }
 
 impl Default for NetOpts {
     fn default() -> NetOpts {
-        NetOpts { sshd: false, vip: false, ttl: Duration::from_secs(600), etcd: false }
+        NetOpts { sshd: false, vip: false, ttl: Duration::from_secs(600), etcd: false, transport: Transport::Git }
+    }
+}
+
+/// The transport replicas mirror over in a lab (`lab up --transport`, contrib/lab/README.md):
+/// every node's `stargate.<id>.url` is `git://`, `ssh://` (sshd on every node, the agents'
+/// fetch-only key and strict host keys, contrib/ssh) or `https://` (nginx asking for the
+/// nodes' client certificates, contrib/nginx).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Git,
+    Ssh,
+    Https,
+}
+
+impl Transport {
+    /// `STARGATE_TRANSPORT` (`git`, `ssh` or `https`), `git` when unset.
+    pub fn from_env() -> Transport {
+        match std::env::var("STARGATE_TRANSPORT").as_deref() {
+            Err(_) | Ok("") | Ok("git") => Transport::Git,
+            Ok("ssh") => Transport::Ssh,
+            Ok("https") => Transport::Https,
+            Ok(other) => panic!("STARGATE_TRANSPORT={other}: git, ssh or https"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Git => "git",
+            Transport::Ssh => "ssh",
+            Transport::Https => "https",
+        }
+    }
+
+    /// The scheme of the nodes' URLs.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Transport::Git => "git://",
+            Transport::Ssh => "ssh://",
+            Transport::Https => "https://",
+        }
     }
 }
 

@@ -368,6 +368,8 @@ fn leader_killed_mid_fetch_over_ssh_is_retried_and_resynced() {
     assert!(text.contains("command=\""), "{text}");
     let wrapped = text.replace("command=\"", &format!("command=\"/bin/sh {} ", wrapper.path().display()));
     std::fs::write(&keys, wrapped).unwrap();
+    // The key's command is bound when a connection opens: b's syncs share one.
+    lab.close_ssh_connections("b");
     leader_killed_mid_fetch(&lab, &wrapper);
 }
 

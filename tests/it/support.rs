@@ -552,6 +552,23 @@ pub fn with_helper(mut c: Command) -> Command {
 }
 
 impl Lab {
+    /// Close `node`'s shared ssh connections (`stargate.sync.sshMultiplex`; `ssh -O exit`
+    /// on each socket), as a restart of the other end's machine would: the next sync
+    /// connects again, and sshd reads its keys and `authorized_keys` again.
+    pub fn close_ssh_connections(&self, node: &str) {
+        let dir = self.dir.path().join(node).join("repos/.stargate/ssh");
+        let sockets: Vec<_> =
+            std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        assert!(!sockets.is_empty(), "no shared ssh connection in {}", dir.display());
+        for socket in sockets {
+            let out = run(Command::new("ssh")
+                .arg("-o")
+                .arg(format!("ControlPath={}", socket.display()))
+                .args(["-O", "exit", "x"]));
+            assert!(out.status.success(), "ssh -O exit: {}", stderr(&out));
+        }
+    }
+
     /// The `[stargate "<id>"]` sections a client of this lab needs (`lab client-config`),
     /// for `transport` `git`, `file` or `ssh <port>`.
     pub fn client_config(&self, transport: &[&str]) -> String {

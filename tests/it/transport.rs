@@ -54,21 +54,6 @@ fn writer(lab: &Lab, leader: &str) -> Client {
 
 /// The replica refuses to sync, says `why` in its status, its log and `git stargate
 /// status`, and does not get `commit`.
-/// Close `node`'s shared ssh connections (`ssh -O exit` on each socket), as a restart of
-/// the other end's machine would.
-fn close_shared_connections(lab: &Lab, node: &str) {
-    let dir = lab.dir.path().join(node).join("repos/.stargate/ssh");
-    let sockets: Vec<_> = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-    assert!(!sockets.is_empty(), "no shared ssh connection in {}", dir.display());
-    for socket in sockets {
-        let out = run(Command::new("ssh")
-            .arg("-o")
-            .arg(format!("ControlPath={}", socket.display()))
-            .args(["-O", "exit", "x"]));
-        assert!(out.status.success(), "ssh -O exit: {}", stderr(&out));
-    }
-}
-
 /// Every process of `sshd` (the listener and one per connection) stopped (`STOP`) or
 /// continued (`CONT`): a machine that freezes, connections already open included.
 fn signal_sshd(sshd: &Sshd, signal: &str) {
@@ -171,7 +156,7 @@ fn replicas_mirror_over_ssh_with_a_dedicated_key_and_strict_host_keys() {
     std::fs::write(k.join("known_hosts"), known(&impostor)).unwrap();
     // ssh checks the host key when a connection opens: the replica's syncs share one
     // (stargate.sync.sshMultiplex), opened to the real server; the next one checks again.
-    close_shared_connections(&lab, replica);
+    lab.close_ssh_connections(replica);
     let commit = write(&lab, &leader, &c, 2);
     refused(&lab, replica, &commit, "Host key verification failed");
     std::fs::write(k.join("known_hosts"), known(&host_key)).unwrap();

@@ -76,7 +76,8 @@ round() { # kind mode round-number
       start=$(date +%s%N)
       git -C "$work/src" push -q "$base/p-$mode-$i.git" main
       times[$kind-$mode]+="$(ms "$start") "
-      rm -rf "$repo" ;;
+      # The leader's agent may still be writing its own files into the new repository.
+      rm -rf "$repo" 2>/dev/null || { sleep 1; rm -rf "$repo"; } ;;
   esac
 }
 median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

@@ -43,6 +43,14 @@ bench sync-10k "$runs" contrib/bench/sync.sh 10000 9
 bench sync-100k "$runs" contrib/bench/sync.sh 100000 9
 bench mirror-100k "$runs" contrib/bench/mirror.sh 100000 3
 bench mirror-100k-reftable "$runs" env REF_FORMAT=reftable contrib/bench/mirror.sh 100000 3
+for t in ssh https; do
+  bench "sync-100k-$t" "$runs" env TRANSPORT=$t contrib/bench/sync.sh 100000 9
+  bench "mirror-100k-$t" "$runs" env TRANSPORT=$t contrib/bench/mirror.sh 100000 3
+  bench "remote-$t" "$runs" env TRANSPORT=$t contrib/bench/remote.sh 3 40
+done
+if [ "$(id -u)" = 0 ]; then # network namespaces
+  for t in ssh https git; do bench "poweroff-$t" 1 env TRANSPORT=$t contrib/bench/poweroff.sh 10; done
+fi
 bench kv "$runs" contrib/bench/kv.sh 20 10
 bench failover "$runs" contrib/bench/failover.sh 10
 bench etcd "$runs" contrib/bench/etcd.sh 20
@@ -156,6 +164,24 @@ rows = [
     ("reftable_hooks_git", "push over git:// to a reftable repository, Stargate's hooks (plain: no hooks)"),
     ("mirror_100000_reftable", "initial mirror at 100k refs, reftable on both sides (plain: git clone --mirror --ref-format=reftable)"),
     ("reftable_sync", "the replica's sync of one push, reftable on both nodes (plain column: the same on files)"),
+    ("mirror_100000_ssh", "initial mirror at 100k refs over ssh (plain: git clone --mirror over the same sshd)"),
+    ("sync_idle_100000_ssh", "idle sync at 100k refs over ssh (plain: git fetch --prune over the same sshd)"),
+    ("sync_one_100000_ssh", "one-change sync at 100k refs over ssh"),
+    ("mirror_100000_https", "initial mirror at 100k refs over https with client certificates (plain: git clone --mirror, same nginx)"),
+    ("sync_idle_100000_https", "idle sync at 100k refs over https (plain: git fetch --prune, same nginx)"),
+    ("sync_one_100000_https", "one-change sync at 100k refs over https"),
+    ("helper_clone_ssh", "clone of 40 MB through stargate:: over ssh (plain: the leader's ssh URL)"),
+    ("helper_fetch_ssh", "fetch through stargate:: over ssh"),
+    ("helper_push_ssh", "push through stargate:: over ssh (the leader's hooks run in both)"),
+    ("helper_ls_remote_ssh", "ls-remote through stargate:: over ssh"),
+    ("helper_clone_https", "clone of 40 MB through stargate:: over https (plain: the leader's https URL)"),
+    ("helper_fetch_https", "fetch through stargate:: over https"),
+    ("helper_push_https", "push through stargate:: over https (the leader's hooks run in both)"),
+    ("helper_ls_remote_https", "ls-remote through stargate:: over https"),
+    ("poweroff_failover_ssh", "failover after the leader's machine is powered off, to the first accepted write, nodes over ssh (netns lab), median of 10"),
+    ("poweroff_failover_worst_ssh", "the same, worst of 10"),
+    ("poweroff_failover_https", "the same, nodes over https, median of 10"),
+    ("poweroff_failover_git", "the same, nodes over git://, median of 10"),
 ]
 lines = ["| measure | median | plain git, same run | ratio | runs |", "|---|---|---|---|---|"]
 for key, what in rows:
@@ -221,6 +247,18 @@ goals.append((
     "7. etcd handover p99 <= 2.5 s after kill -9 of the leader's agent, <= 0.5 s after a clean stop",
     f"kill -9: p99 {fmt(e_kill, 'ms')} (p50 {fmt(med('etcd_handover_kill9_p50'), 'ms')}); clean stop: p99 {fmt(e_stop, 'ms')} (p50 {fmt(med('etcd_handover_stop_p50'), 'ms')})",
     "kill -9: " + verdict(e_kill is not None and e_kill <= 2500) + "; clean stop: " + verdict(e_stop is not None and e_stop <= 500)))
+def ratio(key):
+    v, p = med(key), med(key, plains)
+    return v / p if v is not None and p else None
+t_goal = {}
+for t in ("ssh", "https"):
+    t_goal[t] = (ratio(f"mirror_100000_{t}"), ratio(f"sync_one_100000_{t}"))
+off_ssh = med("poweroff_failover_ssh")
+goals.append((
+    "9. over ssh and https: initial mirror at 100k refs <= 1.0x git clone --mirror; one-change sync at 100k refs <= 0.05x git fetch; failover after a power-off <= 3 s over ssh",
+    f"ssh: mirror {fmt(t_goal['ssh'][0])}x, one change {fmt(t_goal['ssh'][1])}x; https: mirror {fmt(t_goal['https'][0])}x, one change {fmt(t_goal['https'][1])}x; power-off over ssh median {fmt(off_ssh, 's')} (worst {fmt(med('poweroff_failover_worst_ssh'), 's')})",
+    verdict(all(m is not None and m <= 1.0 and o is not None and o <= 0.05 for m, o in t_goal.values())
+            and off_ssh is not None and (med("poweroff_failover_worst_ssh") or off_ssh) <= 3.0)))
 goal_lines = ["| goal | measured | |", "|---|---|---|"] + [f"| {g} | {m} | {v} |" for g, m, v in goals]
 body = f"""# Benchmarks
 

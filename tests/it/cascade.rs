@@ -121,7 +121,14 @@ fn a_three_level_tree_converges_falls_back_and_fails_over() {
         lab.wait_parity("a", node, Duration::from_secs(15));
     }
     let acked: Vec<usize> = done.iter().filter(|d| d.1).map(|d| d.0).collect();
-    assert!(acked.len() >= 60, "the writer kept writing: {} of {}", acked.len(), done.len());
+    // Refused only around the two planned handovers: most writes went through, however fast
+    // the machine let the writer go (a loaded one manages fewer in the same time).
+    assert!(
+        acked.len() >= 20 && acked.len() * 10 >= done.len() * 9,
+        "the writer kept writing: {} of {}",
+        acked.len(),
+        done.len()
+    );
     let tree = ok(lab.git("c", &["ls-tree", "-r", "--name-only", "refs/kv/default"]));
     for i in &acked {
         assert!(tree.lines().any(|k| k == format!("w{i}")), "acknowledged w{i} missing on c");

@@ -597,9 +597,12 @@ impl Sshd {
         let mut config = format!(
             "Port {port}\nHostKey {0}/host_key\nAuthorizedKeysFile {0}/authorized_keys\nStrictModes no\nUsePAM no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-             PermitRootLogin prohibit-password\nAcceptEnv GIT_PROTOCOL\nPidFile none\nLogLevel ERROR\n",
+             PermitRootLogin prohibit-password\nAcceptEnv GIT_PROTOCOL\nPidFile none\nLogLevel ERROR\n\
+             SetEnv HOME={0}\n",
             d.display()
         );
+        // SetEnv HOME: commands start as a dedicated git user's would, without the shell
+        // startup files of whoever runs the tests (root's may take half a second each).
         for ip in ips {
             config += &format!("ListenAddress {ip}:{port}\n");
         }

@@ -235,6 +235,10 @@ pub enum ParseError {
     Header(String),
     #[error("bad repository name {0:?}")]
     Name(String),
+    /// A later format (`stargate-changes/<N> `): the replica polls every repository, as
+    /// without a summary (docs/ARCHITECTURE.md, Formats and versions).
+    #[error("{0}")]
+    Format(crate::format::Unknown),
 }
 
 /// Parse an answer of `/changes`. Strict: anything unexpected is an error, and the replica
@@ -242,6 +246,11 @@ pub enum ParseError {
 pub fn parse(body: &str) -> Result<Changes, ParseError> {
     let mut lines = body.lines();
     let head = lines.next().ok_or(ParseError::Empty)?;
+    let later = head.strip_prefix(HEADER.trim_end()).and_then(|h| h.strip_prefix('/')?.split(' ').next());
+    if let Some(found) = later {
+        let found = found.parse().map_err(|_| ParseError::Header(head.to_owned()))?;
+        crate::format::CHANGES.check("the leader's change summary", found).map_err(ParseError::Format)?;
+    }
     let fields: Vec<&str> = head.strip_prefix(HEADER).ok_or(ParseError::NotSummary)?.split(' ').collect();
     let (generation, end, reset) = match fields[..] {
         [g, e] => (g, e, false),
@@ -358,6 +367,10 @@ mod tests {
             parse("stargate-changes 0000000000000001 1 x").map(drop).map_err(|e| e.to_string()),
             Err(r#"bad header "stargate-changes 0000000000000001 1 x""#.to_owned())
         );
+        // A later format is refused as such, naming both numbers.
+        let later = parse("stargate-changes/2 00000000000000ff 30\na.git\n").unwrap_err();
+        assert!(matches!(&later, ParseError::Format(u) if (u.found, u.known) == (2, 1)), "{later}");
+        assert!(later.to_string().starts_with("the leader's change summary: change summary format 2,"), "{later}");
         let ok = parse("stargate-changes 00000000000000ff 30 reset\na.git\n").unwrap();
         assert_eq!(ok.cursor, Cursor { generation: 255, offset: 30 });
         assert!(ok.reset);

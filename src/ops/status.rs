@@ -19,6 +19,10 @@ pub struct Status {
     pub node: String,
     /// The build this node runs: package version and commit (`stargate::VERSION`).
     pub version: String,
+    /// The build of the running agent, from its node state, when it says (0.1.0 agents do
+    /// not): another than `version` means binaries replaced under a running agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
     pub role: Role,
     pub epoch: u64,
     pub leader: Option<Record>,
@@ -211,6 +215,7 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
         replication,
         node: view.me.clone(),
         version: crate::version::VERSION.to_owned(),
+        agent_version: view.state.as_ref().and_then(|s| s.version.clone()),
         role: view.role(),
         epoch,
         seen: view.seen.as_ref().map(|r| Seen { epoch: r.epoch, node: r.node.clone() }),
@@ -413,7 +418,10 @@ pub fn print(s: &Status) {
         Role::Passive => "passive",
     };
     println!("node:     {}", s.node);
-    println!("version:  {}", s.version);
+    match s.agent_version.as_deref().filter(|a| *a != s.version) {
+        Some(agent) => println!("version:  {} (the agent runs {agent}: restart it)", s.version),
+        None => println!("version:  {}", s.version),
+    }
     println!("role:     {role} (epoch {})", s.epoch);
     match &s.leader {
         Some(r) => println!(

@@ -33,7 +33,9 @@ fn previous_release() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build.current_dir(&src).args(["build", "--bins", "--target-dir"]).arg(base.join("target"));
-    let out = run(build.env_remove("CARGO_TARGET_DIR"));
+    // The test runs with this build's STARGATE_COMMIT in its environment (nextest passes a
+    // build script's rustc-env on): the tag's build must name its own commit.
+    let out = run(build.env_remove("CARGO_TARGET_DIR").env_remove("STARGATE_COMMIT"));
     assert!(out.status.success(), "building {PREVIOUS}: {}", stderr(&out));
     eprintln!("{PREVIOUS} built (or found built) in {:?}", started.elapsed());
     let built = base.join("target/debug");
@@ -113,6 +115,7 @@ fn a_rolling_upgrade_and_a_rollback_under_a_writer_lose_no_acknowledged_write() 
     // The leader's turn: leadership moves away first, by a planned promotion of a node
     // already upgraded (the new leader, an old replica: the new formats read by the old).
     handovers.push(promote(&lab, "b"));
+    assert_eq!(lab.record()["format"], 1, "the new leader writes the record with its format");
     pause();
     lab.upgrade("a", new);
     lab.wait_parity("b", "a", Duration::from_secs(20));
@@ -130,6 +133,8 @@ fn a_rolling_upgrade_and_a_rollback_under_a_writer_lose_no_acknowledged_write() 
     lab.wait_parity("c", "b", Duration::from_secs(20));
     pause();
     handovers.push(promote(&lab, "b"));
+    let record = lab.record();
+    assert!(record.get("format").is_none(), "{PREVIOUS} wrote this record: {record}");
     pause();
     let done = writer.stop();
 

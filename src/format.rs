@@ -15,46 +15,63 @@ use std::fmt::Display;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// One format: its name in messages and the highest version this build reads, which is also
-/// the version it writes.
+/// One format: its name in messages, the highest version this build reads, and the version
+/// it writes. A release that raises `reads` keeps `writes` at the version before, so that a
+/// node of the release before reads what it writes; the next release raises `writes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Format {
     pub name: &'static str,
-    pub version: u64,
+    pub reads: u64,
+    pub writes: u64,
 }
 
 /// `<root>/.stargate/node.json` (`lead::node::State`). Format 1 gained `version` (the build
 /// that wrote it) in 0.2.0: an addition, so still format 1.
-pub const NODE_STATE: Format = Format { name: "node state", version: 1 };
+pub const NODE_STATE: Format = Format { name: "node state", reads: 1, writes: 1 };
 /// The leader record (`<lock>.leader`, the etcd key and `<key>/last`).
-pub const LEADER_RECORD: Format = Format { name: "leader record", version: 1 };
+pub const LEADER_RECORD: Format = Format { name: "leader record", reads: 1, writes: 1 };
 /// The leading mark (`<lock>.leading`, `<key>/leading`).
-pub const LEADING: Format = Format { name: "leading mark", version: 1 };
+pub const LEADING: Format = Format { name: "leading mark", reads: 1, writes: 1 };
 /// A handoff in progress (`<lock>.handoff`, `<key>/handoff`).
-pub const HANDOFF: Format = Format { name: "handoff record", version: 1 };
+pub const HANDOFF: Format = Format { name: "handoff record", reads: 1, writes: 1 };
 /// One line of the audit log (shared and local).
-pub const AUDIT: Format = Format { name: "audit event", version: 1 };
+pub const AUDIT: Format = Format { name: "audit event", reads: 1, writes: 1 };
 /// The highest epoch a node has seen (`<root>/.stargate/epoch.json`).
-pub const EPOCH_SEEN: Format = Format { name: "highest epoch seen", version: 1 };
+pub const EPOCH_SEEN: Format = Format { name: "highest epoch seen", reads: 1, writes: 1 };
 /// What a quorum-mode leader heard (`<root>/.stargate/quorum.json`).
-pub const HEARD: Format = Format { name: "quorum heard", version: 1 };
+pub const HEARD: Format = Format { name: "quorum heard", reads: 1, writes: 1 };
 /// A replica's published figures (`<root>/.stargate/replication.json`).
-pub const REPLICATION: Format = Format { name: "replication figures", version: 1 };
+pub const REPLICATION: Format = Format { name: "replication figures", reads: 1, writes: 1 };
 /// A staged position, as `/staged` answers it.
-pub const STAGED: Format = Format { name: "staged position", version: 1 };
+pub const STAGED: Format = Format { name: "staged position", reads: 1, writes: 1 };
 /// A journal entry (a commit message on `refs/stargate/journal`): a `format N` line, none
 /// in format 1.
-pub const JOURNAL_ENTRY: Format = Format { name: "journal entry", version: 1 };
+pub const JOURNAL_ENTRY: Format = Format { name: "journal entry", reads: 1, writes: 1 };
 /// The change summary as `/changes` answers it: format 1 is headed `stargate-changes `, a
 /// later one `stargate-changes/<N> ` (an older reader then finds no summary and polls every
 /// repository, as it does without one).
-pub const CHANGES: Format = Format { name: "change summary", version: 1 };
+pub const CHANGES: Format = Format { name: "change summary", reads: 1, writes: 1 };
+
+/// Every format this build reads and writes.
+pub const ALL: [Format; 11] = [
+    NODE_STATE,
+    LEADER_RECORD,
+    LEADING,
+    HANDOFF,
+    AUDIT,
+    EPOCH_SEEN,
+    HEARD,
+    REPLICATION,
+    STAGED,
+    JOURNAL_ENTRY,
+    CHANGES,
+];
 
 /// A record, message or answer in a format newer than this build reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{what}: {format} format {found}, and this build ({build}) reads {format} format {known} at most; \
-     a newer Stargate wrote it, so it is not used (RUNBOOK.md, Upgrading)",
+     a newer Stargate wrote it, so it is not used: upgrade this node",
     build = crate::version::VERSION
 )]
 pub struct Unknown {
@@ -77,10 +94,10 @@ pub enum JsonError {
 impl Format {
     /// `Ok` when this build reads version `found` of this format.
     pub fn check(self, what: impl Display, found: u64) -> Result<(), Unknown> {
-        if found <= self.version {
+        if found <= self.reads {
             return Ok(());
         }
-        Err(Unknown { what: what.to_string(), format: self.name, found, known: self.version })
+        Err(Unknown { what: what.to_string(), format: self.name, found, known: self.reads })
     }
 
     /// A JSON record of this format read from `bytes`: its `format` checked first (absent:
@@ -97,7 +114,7 @@ impl Format {
 
     /// `value` as a JSON record of this format, `"format"` first.
     pub fn to_json(self, value: &impl Serialize) -> Result<Vec<u8>, serde_json::Error> {
-        let mut out = format!("{{\"format\":{}", self.version).into_bytes();
+        let mut out = format!("{{\"format\":{}", self.writes).into_bytes();
         let body = serde_json::to_vec(value)?;
         match body.strip_prefix(b"{") {
             Some(b"}") => out.push(b'}'),
@@ -122,7 +139,7 @@ mod tests {
         added: Option<String>,
     }
 
-    const F: Format = Format { name: "test record", version: 2 };
+    const F: Format = Format { name: "test record", reads: 2, writes: 2 };
 
     /// Format first; the record round-trips; no number is format 1; a number at or below the
     /// reader's is read; above it, refused with both numbers and what was read.
@@ -145,5 +162,18 @@ mod tests {
         #[derive(serde::Serialize)]
         struct Empty {}
         assert_eq!(F.to_json(&Empty {}).unwrap(), b"{\"format\":2}");
+    }
+
+    /// The writer's half of the rule: this build writes what it reads, or the version before
+    /// (the release that raises a format), never more, so that the release before reads
+    /// everything this one writes.
+    #[test]
+    fn every_format_is_written_as_the_release_before_reads_it() {
+        for f in ALL {
+            assert!(f.writes == f.reads || f.writes + 1 == f.reads, "{f:?}");
+            assert!(f.writes >= 1, "{f:?}");
+        }
+        let names: std::collections::HashSet<_> = ALL.iter().map(|f| f.name).collect();
+        assert_eq!(names.len(), ALL.len(), "each format named once");
     }
 }

@@ -98,10 +98,13 @@ impl Entry {
     }
 
     pub(super) fn message(&self) -> String {
-        let mut m = format!(
-            "stargate journal {}\n\nepoch {}\nnode {}\ntime {}\ndepth {}\n",
-            self.seq, self.epoch, self.node, self.time_ms, self.depth
-        );
+        let mut m = format!("stargate journal {}\n\n", self.seq);
+        // Format 1 says nothing, as 0.1.0 wrote it (docs/ARCHITECTURE.md, Formats and versions).
+        let format = crate::format::JOURNAL_ENTRY.writes;
+        if format > 1 {
+            m += &format!("format {format}\n");
+        }
+        m += &format!("epoch {}\nnode {}\ntime {}\ndepth {}\n", self.epoch, self.node, self.time_ms, self.depth);
         match self.kind {
             Kind::Start => m += "state start\n",
             Kind::Prepare => m += "state prepared\n",

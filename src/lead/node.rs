@@ -68,7 +68,7 @@ pub struct State {
     pub lease_problem: Option<String>,
     /// The build of the agent that wrote this (`version::VERSION`); absent from what 0.1.0
     /// wrote. `git stargate status` compares it with its own, to tell binaries replaced
-    /// under a running agent (RUNBOOK.md, Upgrading).
+    /// under a running agent (RUNBOOK.md, Upgrading the group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 }

@@ -1,7 +1,9 @@
-//! Rolling upgrades (RUNBOOK.md, Upgrading; docs/ARCHITECTURE.md, Formats and versions):
-//! the previous release, built from this repository's own history, and this build side by
-//! side in one group under a writer; one node at a time, the leader's turn after a planned
-//! promotion away from it; then one node rolled back.
+//! Rolling upgrades (RUNBOOK.md, Upgrading the group; docs/ARCHITECTURE.md, Formats and
+//! versions): the previous release, built from this repository's own history, and this build
+//! side by side in one group under a writer; one node at a time, the leader's turn after a
+//! planned promotion away from it; then one node rolled back. The previous release is built
+//! once into `target/previous/` (a git worktree of its tag; `git worktree prune` forgets it
+//! after `cargo clean`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -26,7 +26,7 @@ pub struct Format {
 }
 
 /// `<root>/.stargate/node.json` (`lead::node::State`). Format 1 gained `version` (the build
-/// that wrote it) in 0.2.0: an addition, so still format 1.
+/// that wrote it) after 0.1.0: an addition, so still format 1.
 pub const NODE_STATE: Format = Format { name: "node state", reads: 1, writes: 1 };
 /// The leader record (`<lock>.leader`, the etcd key and `<key>/last`).
 pub const LEADER_RECORD: Format = Format { name: "leader record", reads: 1, writes: 1 };
@@ -105,8 +105,8 @@ impl Format {
     pub fn from_json<T: DeserializeOwned>(self, what: impl Display, bytes: &[u8]) -> Result<T, JsonError> {
         let value: serde_json::Value = serde_json::from_slice(bytes)?;
         if let Some(found) = value.get("format") {
-            let found = found.as_u64().ok_or_else(|| serde::de::Error::custom("\"format\" is not a number"))
-                as Result<u64, serde_json::Error>;
+            let found: Result<u64, serde_json::Error> =
+                found.as_u64().ok_or_else(|| serde::de::Error::custom("\"format\" is not a number"));
             self.check(what, found?)?;
         }
         Ok(serde_json::from_value(value)?)

@@ -143,7 +143,7 @@ impl Lock {
             Backend::File(path) => file::read_leading(path)?,
             Backend::Etcd(c) => match c.get(&format!("{}/leading", c.spec().key))? {
                 None => None,
-                Some(kv) => Some(from_etcd(LEADING, format!("etcd key {}/leading", c.spec().key), &kv.value)?),
+                Some(kv) => Some(from_etcd(LEADING, &format!("{}/leading", c.spec().key), &kv.value)?),
             },
         })
     }
@@ -169,7 +169,7 @@ impl Lock {
             Backend::File(path) => file::read_handoff(path),
             Backend::Etcd(c) => match c.get(&format!("{}/handoff", c.spec().key))? {
                 None => Ok(None),
-                Some(kv) => from_etcd(HANDOFF, format!("etcd key {}/handoff", c.spec().key), &kv.value).map(Some),
+                Some(kv) => from_etcd(HANDOFF, &format!("{}/handoff", c.spec().key), &kv.value).map(Some),
             },
         }
     }
@@ -261,11 +261,11 @@ impl Lock {
     }
 }
 
-/// A record kept in etcd, `what` naming its key: a newer format is refused as such.
-fn from_etcd<T: serde::de::DeserializeOwned>(format: Format, what: String, bytes: &[u8]) -> Result<T, Error> {
-    format.from_json(&what, bytes).map_err(|e| match e {
+/// A record kept in etcd at `key`: a newer format is refused as such, naming the key.
+fn from_etcd<T: serde::de::DeserializeOwned>(format: Format, key: &str, bytes: &[u8]) -> Result<T, Error> {
+    format.from_json(format_args!("etcd key {key}"), bytes).map_err(|e| match e {
         JsonError::Unknown(e) => Error::Format(e),
-        JsonError::Json(e) => Error::EtcdDamaged { what, why: e.to_string() },
+        JsonError::Json(e) => Error::EtcdDamaged { what: format!("the {} at {key}", format.name), why: e.to_string() },
     })
 }
 
@@ -275,7 +275,7 @@ fn to_etcd(format: Format, value: &impl serde::Serialize) -> Result<Vec<u8>, Err
 
 fn etcd_record(c: &etcd::Client, key: &str) -> Result<Option<Record>, Error> {
     let Some(kv) = c.get(key)? else { return Ok(None) };
-    let mut record: Record = from_etcd(LEADER_RECORD, format!("etcd key {key}"), &kv.value)?;
+    let mut record: Record = from_etcd(LEADER_RECORD, key, &kv.value)?;
     // The live key's create revision is the epoch; `<key>/last` keeps it in the value.
     if kv.create_revision > 0 && key == c.spec().key {
         record.epoch = kv.create_revision;

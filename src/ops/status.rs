@@ -411,6 +411,15 @@ fn peer(node: String, health: Option<String>, answer: std::result::Result<(u16, 
     }
 }
 
+/// The `version:` line: these binaries' build, and the agent's when it runs another (the
+/// binaries replaced under it; RUNBOOK.md, Upgrading the group).
+fn version_line(version: &str, agent: Option<&str>) -> String {
+    match agent.filter(|a| *a != version) {
+        Some(agent) => format!("{version} (the agent runs {agent}: restart it)"),
+        None => version.to_owned(),
+    }
+}
+
 /// `git stargate status` as text.
 pub fn print(s: &Status) {
     let role = match s.role {
@@ -418,10 +427,7 @@ pub fn print(s: &Status) {
         Role::Passive => "passive",
     };
     println!("node:     {}", s.node);
-    match s.agent_version.as_deref().filter(|a| *a != s.version) {
-        Some(agent) => println!("version:  {} (the agent runs {agent}: restart it)", s.version),
-        None => println!("version:  {}", s.version),
-    }
+    println!("version:  {}", version_line(&s.version, s.agent_version.as_deref()));
     println!("role:     {role} (epoch {})", s.epoch);
     match &s.leader {
         Some(r) => println!(
@@ -518,5 +524,18 @@ pub fn print(s: &Status) {
     }
     for e in &s.errors {
         println!("error:    {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An agent of another build than the binaries is named; the same build, or an agent
+    /// that does not say (0.1.0), is not.
+    #[test]
+    fn the_version_line_names_an_agent_of_another_build() {
+        let line = super::version_line;
+        assert_eq!(line("0.2.0 (b)", Some("0.1.0 (a)")), "0.2.0 (b) (the agent runs 0.1.0 (a): restart it)");
+        assert_eq!(line("0.2.0 (b)", Some("0.2.0 (b)")), "0.2.0 (b)");
+        assert_eq!(line("0.2.0 (b)", None), "0.2.0 (b)");
     }
 }

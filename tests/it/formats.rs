@@ -7,6 +7,7 @@
 //! a journal entry in a format newer than this build reads is refused, named, and fails
 //! closed: no write accepted on the record, no sync applied from the entry.
 
+use std::io::Write;
 use std::time::Duration;
 
 use crate::support::*;
@@ -408,9 +409,12 @@ fn a_journal_entry_in_a_later_format_is_refused_and_no_sync_applied() {
     let journal_tree = git(&["rev-parse", &format!("{tip}^{{tree}}")]).trim().to_owned();
     let newer = git(&["commit-tree", &journal_tree, "-p", &tip, "-m", &entry]).trim().to_owned();
     git(&["update-ref", "refs/stargate/journal", &newer, &tip]);
+    // And its hook's note in the change summary, which tells the replica to look.
+    let changes = lab.dir.path().join("a/repos/.stargate/changes");
+    std::fs::OpenOptions::new().append(true).open(&changes).unwrap().write_all(b"kv.git\n").unwrap();
 
     let why = format!("journal entry {newer}: journal entry format 2, and this build (");
-    lab.wait_until("the replica to say why", Duration::from_secs(15), || lab.agent_log("b").contains(&why));
+    lab.wait_until("the replica to say why", Duration::from_secs(30), || lab.agent_log("b").contains(&why));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(lab.rev("b", "refs/heads/newer"), None, "nothing applied{}", lab.logs());
     assert_eq!(lab.rev("b", "refs/stargate/journal"), replica_tip, "the replica's position kept");

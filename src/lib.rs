@@ -38,6 +38,7 @@ pub mod repos;
 pub mod clock;
 pub mod config;
 pub mod files;
+pub mod format;
 pub mod version;
 
 pub mod wire;

@@ -197,7 +197,7 @@ impl Agent {
         mine: Option<&Record>,
         published: &mut Instant,
     ) -> Heard {
-        use crate::journal::stage::{self, Position};
+        use crate::journal::stage;
         let timeout = Duration::from_millis(500);
         let own = stage::position(&self.settings.root.join(name));
         let ours = own.reach();
@@ -219,7 +219,13 @@ impl Agent {
                 let Ok((200, body)) = crate::wire::http::get(&peer.health, &path, Instant::now() + wait, wait) else {
                     continue;
                 };
-                let Ok(p) = serde_json::from_str::<Position>(&body) else { continue };
+                let p = match stage::read_position(&peer.node, &body) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        log::warn!("{e}");
+                        continue;
+                    }
+                };
                 asked[i] = true;
                 if p.journal.is_none() {
                     continue;

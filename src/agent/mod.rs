@@ -438,6 +438,7 @@ impl Agent {
             journal_keep: Some(self.settings.journal_keep),
             kv_changes: Some(self.settings.kv_changes),
             quorum: self.settings.quorum.clone(),
+            version: Some(crate::version::VERSION.to_owned()),
         };
         if let Err(e) = node::write_state(&self.settings.state_dir, &state) {
             log::error!("cannot publish node state in {}: {e}", self.settings.state_dir.display());

@@ -200,7 +200,12 @@ pub fn answer(
     };
     let mut seen = std::collections::HashSet::new();
     names.retain(|n| crate::repos::valid_name(n) && seen.insert(n.clone()));
-    let mut body = format!("{HEADER}{now:016x} {end}{}\n", if reset { " reset" } else { "" });
+    // Format 1's header names no format (docs/ARCHITECTURE.md, Formats and versions).
+    let header = match crate::format::CHANGES.writes {
+        1 => HEADER.to_owned(),
+        n => format!("{}/{n} ", HEADER.trim_end()),
+    };
+    let mut body = format!("{header}{now:016x} {end}{}\n", if reset { " reset" } else { "" });
     for n in names {
         body.push_str(&n);
         body.push('\n');
@@ -235,6 +240,10 @@ pub enum ParseError {
     Header(String),
     #[error("bad repository name {0:?}")]
     Name(String),
+    /// A later format (`stargate-changes/<N> `): the replica polls every repository, as
+    /// without a summary (docs/ARCHITECTURE.md, Formats and versions).
+    #[error("{0}")]
+    Format(crate::format::Unknown),
 }
 
 /// Parse an answer of `/changes`. Strict: anything unexpected is an error, and the replica
@@ -242,7 +251,19 @@ pub enum ParseError {
 pub fn parse(body: &str) -> Result<Changes, ParseError> {
     let mut lines = body.lines();
     let head = lines.next().ok_or(ParseError::Empty)?;
-    let fields: Vec<&str> = head.strip_prefix(HEADER).ok_or(ParseError::NotSummary)?.split(' ').collect();
+    // Format 1 is headed `stargate-changes `, a later one `stargate-changes/<N> `.
+    let rest = match head.strip_prefix(HEADER) {
+        Some(rest) => rest,
+        None => {
+            let (word, rest) = head.split_once(' ').ok_or(ParseError::NotSummary)?;
+            let found = word.strip_prefix(HEADER.trim_end()).and_then(|w| w.strip_prefix('/'));
+            let found =
+                found.ok_or(ParseError::NotSummary)?.parse().map_err(|_| ParseError::Header(head.to_owned()))?;
+            crate::format::CHANGES.check("the leader's change summary", found).map_err(ParseError::Format)?;
+            rest
+        }
+    };
+    let fields: Vec<&str> = rest.split(' ').collect();
     let (generation, end, reset) = match fields[..] {
         [g, e] => (g, e, false),
         [g, e, "reset"] => (g, e, true),
@@ -358,6 +379,11 @@ mod tests {
             parse("stargate-changes 0000000000000001 1 x").map(drop).map_err(|e| e.to_string()),
             Err(r#"bad header "stargate-changes 0000000000000001 1 x""#.to_owned())
         );
+        // Format 1 said aloud is read; a later format is refused as such, naming both numbers.
+        assert_eq!(parse("stargate-changes/1 00000000000000ff 30\na.git\n").unwrap().names, ["a.git"]);
+        let later = parse("stargate-changes/2 00000000000000ff 30\na.git\n").unwrap_err();
+        assert!(matches!(&later, ParseError::Format(u) if (u.found, u.known) == (2, 1)), "{later}");
+        assert!(later.to_string().starts_with("the leader's change summary: change summary format 2,"), "{later}");
         let ok = parse("stargate-changes 00000000000000ff 30 reset\na.git\n").unwrap();
         assert_eq!(ok.cursor, Cursor { generation: 255, offset: 30 });
         assert!(ok.reset);

@@ -98,10 +98,13 @@ impl Entry {
     }
 
     pub(super) fn message(&self) -> String {
-        let mut m = format!(
-            "stargate journal {}\n\nepoch {}\nnode {}\ntime {}\ndepth {}\n",
-            self.seq, self.epoch, self.node, self.time_ms, self.depth
-        );
+        let mut m = format!("stargate journal {}\n\n", self.seq);
+        // Format 1 says nothing, as 0.1.0 wrote it (docs/ARCHITECTURE.md, Formats and versions).
+        let format = crate::format::JOURNAL_ENTRY.writes;
+        if format > 1 {
+            m += &format!("format {format}\n");
+        }
+        m += &format!("epoch {}\nnode {}\ntime {}\ndepth {}\n", self.epoch, self.node, self.time_ms, self.depth);
         match self.kind {
             Kind::Start => m += "state start\n",
             Kind::Prepare => m += "state prepared\n",
@@ -135,10 +138,17 @@ impl Entry {
             previous: None,
             open: Vec::new(),
         };
+        // A later format says so (format 1 says nothing): refused before anything else in
+        // the entry is believed, never misread.
+        if let Some(found) = message.lines().find_map(|l| l.strip_prefix("format ")) {
+            let found = found.parse().map_err(|_| bad())?;
+            crate::format::JOURNAL_ENTRY.check(format_args!("journal entry {id}"), found)?;
+        }
         let oid = |hex: &str| ObjectId::from_hex(hex.as_bytes()).map_err(|_| bad());
         for line in lines.filter(|l| !l.is_empty()) {
             let (key, rest) = line.split_once(' ').ok_or_else(bad)?;
             match key {
+                "format" => {}
                 "epoch" => entry.epoch = rest.parse().map_err(|_| bad())?,
                 "node" => entry.node = rest.to_owned(),
                 "time" => entry.time_ms = rest.parse().map_err(|_| bad())?,
@@ -273,6 +283,14 @@ mod tests {
         assert!(Entry::parse(a, "not a journal\n").is_err());
         assert!(Entry::parse(a, "stargate journal 1\n\nepoch x\n").is_err());
         assert!(Entry::parse(a, "stargate journal 1\n\nstate won 1111\n").is_err());
+        // The format this build writes (none said) and format 1 said aloud are read; a later
+        // one is refused by name, whatever else it says.
+        let said = legacy.replacen("\n\n", "\n\nformat 1\n", 1);
+        assert_eq!(Entry::parse(a, &said).unwrap(), parsed);
+        let newer = legacy.replacen("\n\n", "\n\nwhatever new\nformat 2\n", 1);
+        let err = Entry::parse(a, &newer).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("journal entry {a}: journal entry format 2, and this build (")), "{err}");
+        assert!(!entry.message().contains("format"), "format 1 is written as 0.1.0 wrote it");
     }
 
     /// A prepare is not a write: walking past it moves nothing, and its outcome, whenever it

@@ -67,6 +67,10 @@ pub enum Error {
     Entry { id: ObjectId, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("journal commit {0} is not a journal entry")]
     Malformed(ObjectId),
+    /// Written by a newer leader (docs/ARCHITECTURE.md, Formats and versions): no sync is
+    /// applied from it.
+    #[error("{0}")]
+    Format(#[from] crate::format::Unknown),
     #[error("journal: {0}")]
     Object(#[from] store::ObjectError),
     #[error("journal: {0}")]

@@ -48,6 +48,11 @@ impl Position {
     }
 }
 
+/// A peer's answer to `/staged`: a newer format is refused, and the peer not counted.
+pub fn read_position(peer: &str, body: &str) -> Result<Position, crate::format::JsonError> {
+    crate::format::STAGED.from_json(format_args!("node {peer}'s /staged answer"), body.as_bytes())
+}
+
 /// This node's position in repository `git_dir`, for `/staged`.
 pub fn position(git_dir: &Path) -> Position {
     let Ok(repo) = journal::open(git_dir) else { return Position::default() };
@@ -122,6 +127,10 @@ pub enum Unstaged {
     At(u64),
     #[error("not a /staged answer")]
     NotPosition(#[source] serde_json::Error),
+    /// A newer format than this build reads: not counted (docs/ARCHITECTURE.md, Formats and
+    /// versions).
+    #[error("{0}")]
+    Format(crate::format::Unknown),
     /// Its health responder answered another status: the code and the first line.
     #[error("HTTP {code} {line}")]
     Status { code: u16, line: String },
@@ -160,12 +169,13 @@ pub fn wait_for_quorum(
                 break;
             }
             match crate::wire::http::get(&peer.health, &path, Instant::now() + timeout, timeout) {
-                Ok((200, body)) => match serde_json::from_str::<Position>(&body) {
+                Ok((200, body)) => match read_position(&peer.node, &body) {
                     Ok(p) => {
                         acked[i] = p.journal.as_deref().is_some_and(|at| holds(repo, at, entry, seq));
                         why[i] = Unstaged::At(p.journal_seq.unwrap_or(0));
                     }
-                    Err(e) => why[i] = Unstaged::NotPosition(e),
+                    Err(crate::format::JsonError::Json(e)) => why[i] = Unstaged::NotPosition(e),
+                    Err(crate::format::JsonError::Unknown(e)) => why[i] = Unstaged::Format(e),
                 },
                 Ok((code, body)) => {
                     why[i] = Unstaged::Status { code, line: body.lines().next().unwrap_or("").to_owned() };

@@ -58,13 +58,13 @@ impl Event {
 /// Append `event` to the shared log of `lock` and, when given, to the node's own copy in
 /// `state_dir`. Both are tried; the first failure is returned.
 pub fn append(lock: &Lock, state_dir: Option<&Path>, event: &Event) -> Result<(), Error> {
-    let line = serde_json::to_vec(event)
+    let line = crate::format::AUDIT
+        .to_json(event)
         .map_err(|e| Error::EtcdDamaged { what: "an audit event".into(), why: e.to_string() })?;
     let first = lock.append_audit(&line, &format!("{:020}-{}", event.time_ms, event.node));
     let second = match state_dir {
         Some(dir) => {
             let local = local_path(dir);
-            let line = serde_json::to_vec(event).map_err(|source| Error::Damaged { path: local.clone(), source })?;
             crate::files::append_line(&local, &line).map_err(io(&local))
         }
         None => Ok(()),
@@ -72,9 +72,20 @@ pub fn append(lock: &Lock, state_dir: Option<&Path>, event: &Event) -> Result<()
     first.and(second)
 }
 
-/// Every event of the shared log, oldest first.
+/// Every event of the shared log, oldest first. A line in a newer format than this build
+/// reads is left out, with a warning naming it.
 pub fn read(lock: &Lock) -> Vec<Event> {
-    lock.read_audit().iter().filter_map(|l| serde_json::from_slice(l).ok()).collect()
+    let lines = lock.read_audit();
+    (lines.iter().enumerate())
+        .filter_map(|(i, l)| match crate::format::AUDIT.from_json(format_args!("audit log line {}", i + 1), l) {
+            Ok(event) => Some(event),
+            Err(crate::format::JsonError::Unknown(e)) => {
+                log::warn!("{e}");
+                None
+            }
+            Err(crate::format::JsonError::Json(_)) => None,
+        })
+        .collect()
 }
 
 /// The last promotion (planned or forced), if any.

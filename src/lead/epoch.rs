@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use super::handoff::Handoff;
 use super::record::{Error, Record, io};
+use crate::format::{EPOCH_SEEN, JsonError};
 
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("epoch.json")
@@ -121,6 +122,9 @@ pub fn judge(seen: Option<&Record>, record: &Record) -> Result<(), Refusal> {
 pub enum ReadError {
     #[error("the highest epoch seen, {}, is damaged: {source}", .path.display())]
     Damaged { path: PathBuf, source: serde_json::Error },
+    /// Written by a newer agent (docs/ARCHITECTURE.md, Formats and versions).
+    #[error("{0}")]
+    Format(crate::format::Unknown),
     #[error("cannot read {}: {source}", .path.display())]
     Io { path: PathBuf, source: std::io::Error },
     /// A symbolic link, not a regular file, or too large.
@@ -136,7 +140,11 @@ const MAX_SEEN: u64 = 64 * 1024;
 pub fn read(state_dir: &Path) -> Result<Option<Record>, ReadError> {
     let path = path(state_dir);
     match crate::files::read_regular(&path, MAX_SEEN) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| ReadError::Damaged { path, source }),
+        Ok(bytes) => match EPOCH_SEEN.from_json(path.display(), &bytes) {
+            Ok(seen) => Ok(Some(seen)),
+            Err(JsonError::Unknown(e)) => Err(ReadError::Format(e)),
+            Err(JsonError::Json(source)) => Err(ReadError::Damaged { path, source }),
+        },
         Err(e) if e.is_missing() => Ok(None),
         Err(crate::files::ReadError::Io { source, .. }) => Err(ReadError::Io { path, source }),
         Err(e) => Err(ReadError::Unreadable(e)),
@@ -164,9 +172,10 @@ impl Highest {
     pub fn open(state_dir: &Path) -> Result<Highest, Error> {
         let path = path(state_dir);
         let seen = match crate::files::read_regular(&path, MAX_SEEN) {
-            Ok(bytes) => Some(
-                serde_json::from_slice(&bytes).map_err(|source| Error::SeenDamaged { path: path.clone(), source })?,
-            ),
+            Ok(bytes) => Some(EPOCH_SEEN.from_json(path.display(), &bytes).map_err(|e| match e {
+                JsonError::Unknown(e) => Error::Format(e),
+                JsonError::Json(source) => Error::SeenDamaged { path: path.clone(), source },
+            })?),
             Err(e) if e.is_missing() => None,
             Err(crate::files::ReadError::Io { source, .. }) => return Err(io(&path)(source)),
             Err(e) => return Err(e.into()),
@@ -234,7 +243,7 @@ impl Highest {
 
     fn store(&self, inner: &mut Inner, record: Record) -> Result<(), Error> {
         let mut bytes =
-            serde_json::to_vec(&record).map_err(|source| Error::SeenDamaged { path: self.path.clone(), source })?;
+            EPOCH_SEEN.to_json(&record).map_err(|source| Error::SeenDamaged { path: self.path.clone(), source })?;
         bytes.push(b'\n');
         crate::files::write_atomic(&self.path, &bytes, 0o644, true).map_err(io(&self.path))?;
         inner.seen = Some(record);

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use super::epoch::Highest;
 use super::handoff::Handoff;
 use super::record::{Acquired, Claim, Error, Leading, Record, io};
+use crate::format::{Format, HANDOFF, JsonError, LEADER_RECORD, LEADING};
 
 fn sibling(lock: &Path, ext: &str) -> PathBuf {
     let mut name = lock.file_name().unwrap_or_default().to_owned();
@@ -45,47 +46,49 @@ const MAX_RECORD: u64 = 64 * 1024;
 
 /// A record beside the lock, read as a regular file only and bounded, so that a symbolic
 /// link or a device in its place is refused at once, by name.
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, format: Format) -> Result<Option<T>, Error> {
     match crate::files::read_regular(path, MAX_RECORD) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).map(Some).map_err(|source| Error::Damaged { path: path.to_owned(), source })
-        }
+        Ok(bytes) => match format.from_json(path.display(), &bytes) {
+            Ok(value) => Ok(Some(value)),
+            Err(JsonError::Unknown(e)) => Err(e.into()),
+            Err(JsonError::Json(source)) => Err(Error::Damaged { path: path.to_owned(), source }),
+        },
         Err(e) if e.is_missing() => Ok(None),
         Err(crate::files::ReadError::Io { source, .. }) => Err(io(path)(source)),
         Err(e) => Err(e.into()),
     }
 }
 
-fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), Error> {
-    let mut bytes = serde_json::to_vec(value).map_err(|source| Error::Damaged { path: path.to_owned(), source })?;
+fn write_json(path: &Path, format: Format, value: &impl serde::Serialize) -> Result<(), Error> {
+    let mut bytes = format.to_json(value).map_err(|source| Error::Damaged { path: path.to_owned(), source })?;
     bytes.push(b'\n');
     crate::files::write_atomic(path, &bytes, 0o644, true).map_err(io(path))
 }
 
 /// The current record, or `None` before the first election.
 pub fn read_record(lock: &Path) -> Result<Option<Record>, Error> {
-    read_json(&record_path(lock))
+    read_json(&record_path(lock), LEADER_RECORD)
 }
 
 fn write_record(lock: &Path, record: &Record) -> Result<(), Error> {
-    write_json(&record_path(lock), record)
+    write_json(&record_path(lock), LEADER_RECORD, record)
 }
 
 /// The epoch announced as leading (see `Lock::read_leading`).
 pub fn read_leading(lock: &Path) -> Result<Option<Leading>, Error> {
-    read_json(&leading_path(lock))
+    read_json(&leading_path(lock), LEADING)
 }
 
 pub fn write_leading(lock: &Path, leading: &Leading) -> Result<(), Error> {
-    write_json(&leading_path(lock), leading)
+    write_json(&leading_path(lock), LEADING, leading)
 }
 
 pub fn read_handoff(lock: &Path) -> Result<Option<Handoff>, Error> {
-    read_json(&handoff_path(lock))
+    read_json(&handoff_path(lock), HANDOFF)
 }
 
 pub fn write_handoff(lock: &Path, handoff: &Handoff) -> Result<(), Error> {
-    write_json(&handoff_path(lock), handoff)
+    write_json(&handoff_path(lock), HANDOFF, handoff)
 }
 
 pub fn remove_handoff(lock: &Path) -> Result<(), Error> {
@@ -205,5 +208,43 @@ impl Flock {
             log::error!("{}", io(&self.path)(e));
         }
         self.locked = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The compatibility rule on the records beside the lock (docs/ARCHITECTURE.md, Formats
+    /// and versions): what 0.1.0 wrote (no format) is read; what this build writes says its
+    /// format first; a later format is an error naming the file and both numbers, never a
+    /// record followed.
+    #[test]
+    fn records_of_the_previous_release_are_read_and_a_later_format_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("stargate.lock");
+        let previous = r#"{"epoch":4,"node":"b","url":"git://b/","health":null,"since_ms":9}"#;
+        std::fs::write(record_path(&lock), previous).unwrap();
+        let record = read_record(&lock).unwrap().unwrap();
+        assert_eq!((record.epoch, record.node.as_str()), (4, "b"));
+        write_record(&lock, &record).unwrap();
+        let written = std::fs::read_to_string(record_path(&lock)).unwrap();
+        assert!(written.starts_with(r#"{"format":1,"epoch":4,"node":"b""#), "{written}");
+        assert_eq!(read_record(&lock).unwrap(), Some(record));
+
+        std::fs::write(record_path(&lock), written.replacen(r#""format":1"#, r#""format":2"#, 1)).unwrap();
+        let err = read_record(&lock).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(&err, Error::Format(u) if (u.found, u.known) == (2, 1)), "{text}");
+        assert!(
+            text.starts_with(&format!("{}: leader record format 2, and this build (", record_path(&lock).display()))
+        );
+
+        let handoff =
+            r#"{"format":7,"from":"a","epoch":4,"to":"b","forced":false,"user":"u","requested_ms":1,"heartbeat_ms":1}"#;
+        std::fs::write(handoff_path(&lock), handoff).unwrap();
+        assert!(matches!(read_handoff(&lock), Err(Error::Format(u)) if u.format == "handoff record" && u.found == 7));
+        std::fs::write(handoff_path(&lock), handoff.replace(r#""format":7,"#, "")).unwrap();
+        assert_eq!(read_handoff(&lock).unwrap().map(|h| h.to), Some("b".to_owned()));
     }
 }

@@ -36,14 +36,16 @@ pub fn path(state_dir: &Path) -> PathBuf {
 }
 
 pub fn write(state_dir: &Path, heard: &Heard) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(heard).map_err(std::io::Error::other)?;
+    let bytes = crate::format::HEARD.to_json(heard).map_err(std::io::Error::other)?;
     crate::files::write_atomic(&path(state_dir), &bytes, 0o644, false)
 }
 
 /// What the agent last wrote; `None` when missing or unusable (the leader is then not
 /// ready in quorum mode). Read as a regular file only, at most 1 MiB.
 pub fn read(state_dir: &Path) -> Option<Heard> {
-    crate::files::read_regular(&path(state_dir), 1 << 20).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    let path = path(state_dir);
+    let bytes = crate::files::read_regular(&path, 1 << 20).ok()?;
+    crate::format::HEARD.from_json(path.display(), &bytes).inspect_err(|e| log::warn!("{e}")).ok()
 }
 
 /// The second line of a passive node's `/readyz` answer: the leader it follows.
@@ -136,6 +138,7 @@ mod tests {
             journal_keep: None,
             kv_changes: None,
             lease_problem: None,
+            version: None,
         }
     }
 

@@ -25,6 +25,7 @@ pub use super::etcd::Watched;
 use super::file;
 use super::handoff::Handoff;
 pub use super::record::{Acquired, Claim, Error, Leading, Record};
+use crate::format::{Format, HANDOFF, JsonError, LEADER_RECORD, LEADING};
 
 /// `stargate.lock`: where the lease and the shared state are.
 #[derive(Clone)]
@@ -142,10 +143,7 @@ impl Lock {
             Backend::File(path) => file::read_leading(path)?,
             Backend::Etcd(c) => match c.get(&format!("{}/leading", c.spec().key))? {
                 None => None,
-                Some(kv) => Some(
-                    serde_json::from_slice::<Leading>(&kv.value)
-                        .map_err(|e| Error::EtcdDamaged { what: "the leading mark".into(), why: e.to_string() })?,
-                ),
+                Some(kv) => Some(from_etcd(LEADING, &format!("{}/leading", c.spec().key), &kv.value)?),
             },
         })
     }
@@ -158,8 +156,7 @@ impl Lock {
         match &self.backend {
             Backend::File(path) => file::write_leading(path, &leading),
             Backend::Etcd(c) => {
-                let value = serde_json::to_vec(&leading)
-                    .map_err(|e| Error::EtcdDamaged { what: "the leading mark".into(), why: e.to_string() })?;
+                let value = to_etcd(LEADING, &leading)?;
                 Ok(c.put(&format!("{}/leading", c.spec().key), &value, None)?)
             }
         }
@@ -172,9 +169,7 @@ impl Lock {
             Backend::File(path) => file::read_handoff(path),
             Backend::Etcd(c) => match c.get(&format!("{}/handoff", c.spec().key))? {
                 None => Ok(None),
-                Some(kv) => serde_json::from_slice(&kv.value)
-                    .map(Some)
-                    .map_err(|e| Error::EtcdDamaged { what: "the handoff".into(), why: e.to_string() }),
+                Some(kv) => from_etcd(HANDOFF, &format!("{}/handoff", c.spec().key), &kv.value).map(Some),
             },
         }
     }
@@ -183,8 +178,7 @@ impl Lock {
         match &self.backend {
             Backend::File(path) => file::write_handoff(path, handoff),
             Backend::Etcd(c) => {
-                let value = serde_json::to_vec(handoff)
-                    .map_err(|e| Error::EtcdDamaged { what: "the handoff".into(), why: e.to_string() })?;
+                let value = to_etcd(HANDOFF, handoff)?;
                 Ok(c.put(&format!("{}/handoff", c.spec().key), &value, None)?)
             }
         }
@@ -267,10 +261,21 @@ impl Lock {
     }
 }
 
+/// A record kept in etcd at `key`: a newer format is refused as such, naming the key.
+fn from_etcd<T: serde::de::DeserializeOwned>(format: Format, key: &str, bytes: &[u8]) -> Result<T, Error> {
+    format.from_json(format_args!("etcd key {key}"), bytes).map_err(|e| match e {
+        JsonError::Unknown(e) => Error::Format(e),
+        JsonError::Json(e) => Error::EtcdDamaged { what: format!("the {} at {key}", format.name), why: e.to_string() },
+    })
+}
+
+fn to_etcd(format: Format, value: &impl serde::Serialize) -> Result<Vec<u8>, Error> {
+    format.to_json(value).map_err(|e| Error::EtcdDamaged { what: format!("the {}", format.name), why: e.to_string() })
+}
+
 fn etcd_record(c: &etcd::Client, key: &str) -> Result<Option<Record>, Error> {
     let Some(kv) = c.get(key)? else { return Ok(None) };
-    let mut record: Record = serde_json::from_slice(&kv.value)
-        .map_err(|e| Error::EtcdDamaged { what: format!("the record at {key}"), why: e.to_string() })?;
+    let mut record: Record = from_etcd(LEADER_RECORD, key, &kv.value)?;
     // The live key's create revision is the epoch; `<key>/last` keeps it in the value.
     if kv.create_revision > 0 && key == c.spec().key {
         record.epoch = kv.create_revision;
@@ -416,8 +421,7 @@ impl EtcdLease {
             id = self.lease()?;
         }
         let mut record = claim.record(0);
-        let value = serde_json::to_vec(&record)
-            .map_err(|e| Error::EtcdDamaged { what: "the record".into(), why: e.to_string() })?;
+        let value = to_etcd(LEADER_RECORD, &record)?;
         let revision = match self.client.create(&key, &value, id)? {
             Ok(revision) => revision,
             Err(_) => return Ok(None),
@@ -435,8 +439,7 @@ impl EtcdLease {
             Some(highest) => highest.previous(previous),
             None => previous,
         };
-        let last = serde_json::to_vec(&record)
-            .map_err(|e| Error::EtcdDamaged { what: "the record".into(), why: e.to_string() })?;
+        let last = to_etcd(LEADER_RECORD, &record)?;
         self.client.put(&format!("{key}/last"), &last, None)?;
         self.mine = Some(record.clone());
         if let Some(highest) = &self.highest {

@@ -66,6 +66,11 @@ pub struct State {
     /// Why the agent cannot reach the lease, if it cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_problem: Option<String>,
+    /// The build of the agent that wrote this (`version::VERSION`); absent from what 0.1.0
+    /// wrote. `git stargate status` compares it with its own, to tell binaries replaced
+    /// under a running agent (RUNBOOK.md, Upgrading the group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// What the leader's hook needs in quorum mode: the nodes counted, the leader included.
@@ -97,7 +102,7 @@ pub fn token_path(state_dir: &Path) -> PathBuf {
 }
 
 pub fn write_state(state_dir: &Path, state: &State) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+    let bytes = crate::format::NODE_STATE.to_json(state).map_err(std::io::Error::other)?;
     crate::files::write_atomic(&state_path(state_dir), &bytes, 0o644, false)
 }
 
@@ -228,6 +233,10 @@ pub enum StateError {
     Unreadable(#[from] crate::files::ReadError),
     #[error("node state {} is corrupt: {source}", .path.display())]
     Corrupt { path: PathBuf, source: serde_json::Error },
+    /// Written by a newer agent than these binaries (docs/ARCHITECTURE.md, Formats and
+    /// versions): refused like a corrupt one.
+    #[error("{0}")]
+    Format(crate::format::Unknown),
 }
 
 /// What the agent last published, `None` before it first did. Read as a regular file only,
@@ -235,7 +244,11 @@ pub enum StateError {
 pub fn read_state(state_dir: &Path) -> Result<Option<State>, StateError> {
     let path = state_path(state_dir);
     match crate::files::read_regular(&path, MAX_STATE) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| StateError::Corrupt { path, source }),
+        Ok(bytes) => match crate::format::NODE_STATE.from_json(path.display(), &bytes) {
+            Ok(state) => Ok(Some(state)),
+            Err(crate::format::JsonError::Unknown(e)) => Err(StateError::Format(e)),
+            Err(crate::format::JsonError::Json(source)) => Err(StateError::Corrupt { path, source }),
+        },
         Err(e) if e.is_missing() => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -391,5 +404,38 @@ mod tests {
             assert!(problem.contains(&path.display().to_string()) && problem.contains(want), "{problem}");
             assert!(matches!(view.authority(), Authority::Refused { .. }));
         }
+    }
+
+    /// The compatibility rule on `node.json` (docs/ARCHITECTURE.md, Formats and versions):
+    /// what 0.1.0 wrote (no format, no version) is read; what this build writes says its
+    /// format first and its build; a later format is refused by the hooks, naming the file
+    /// and both numbers, and the node accepts no write on it.
+    #[test]
+    fn a_node_state_of_the_previous_release_is_read_and_a_later_format_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(dir.path());
+        let previous = r#"{"node":"a","lock":"/l","stale_after_ms":2000,"peers":[],"pid":1,"role":"leader","epoch":3,"heartbeat_ms":5,"heartbeat_boot_ms":7,"started_ms":1,"journal_keep":600}"#;
+        std::fs::write(&path, previous).unwrap();
+        let state = read_state(dir.path()).unwrap().unwrap();
+        assert_eq!((state.node.as_str(), state.epoch, state.version), ("a", 3, None));
+
+        let state = State { version: Some(crate::version::VERSION.into()), ..state };
+        write_state(dir.path(), &state).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert!(written.starts_with("{\"format\":1,\"node\":\"a\""), "{written}");
+        assert!(written.contains(&format!("\"version\":\"{}\"", crate::version::VERSION)), "{written}");
+        assert_eq!(read_state(dir.path()).unwrap().unwrap().version.as_deref(), Some(crate::version::VERSION));
+
+        std::fs::write(&path, written.replacen("\"format\":1", "\"format\":2", 1)).unwrap();
+        let err = read_state(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Format(_)), "{err}");
+        let view = inspect_state(Some(dir.path()));
+        let problem = view.agent_problem.clone().unwrap_or_default();
+        assert!(
+            problem.starts_with(&format!("{}: node state format 2, and this build (", path.display())),
+            "{problem}"
+        );
+        assert!(problem.contains("reads node state format 1 at most"), "{problem}");
+        assert!(matches!(view.authority(), Authority::Refused { .. }));
     }
 }

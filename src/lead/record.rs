@@ -20,6 +20,10 @@ pub enum Error {
     Etcd(#[from] etcd::Error),
     #[error("etcd: {what} is damaged: {why}")]
     EtcdDamaged { what: String, why: String },
+    /// Written by a newer Stargate (docs/ARCHITECTURE.md, Formats and versions): not
+    /// followed, so no write is accepted on it.
+    #[error("{0}")]
+    Format(#[from] crate::format::Unknown),
     /// Older than what this node has seen (docs/ARCHITECTURE.md, Fencing).
     #[error("{0}")]
     Behind(super::epoch::Refusal),

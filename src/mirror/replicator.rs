@@ -135,6 +135,9 @@ pub enum PublishedError {
     Unreadable(#[from] crate::files::ReadError),
     #[error("replication figures {} are corrupt: {source}", .path.display())]
     Corrupt { path: PathBuf, source: serde_json::Error },
+    /// Written by a newer agent (docs/ARCHITECTURE.md, Formats and versions).
+    #[error("{0}")]
+    Format(crate::format::Unknown),
 }
 
 /// What the agent last published, `None` before it first did; read as a regular file only,
@@ -142,9 +145,11 @@ pub enum PublishedError {
 pub fn read_published(state_dir: &Path) -> Result<Option<Published>, PublishedError> {
     let path = published_path(state_dir);
     match crate::files::read_regular(&path, MAX_PUBLISHED) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).map(Some).map_err(|source| PublishedError::Corrupt { path, source })
-        }
+        Ok(bytes) => match crate::format::REPLICATION.from_json(path.display(), &bytes) {
+            Ok(published) => Ok(Some(published)),
+            Err(crate::format::JsonError::Unknown(e)) => Err(PublishedError::Format(e)),
+            Err(crate::format::JsonError::Json(source)) => Err(PublishedError::Corrupt { path, source }),
+        },
         Err(e) if e.is_missing() => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -1091,7 +1096,7 @@ impl Replicator {
                 leader: shared.reach.as_ref().map(|r| r.state.clone()),
             }
         };
-        if let Ok(bytes) = serde_json::to_vec(&published)
+        if let Ok(bytes) = crate::format::REPLICATION.to_json(&published)
             && let Err(e) = crate::files::write_atomic(&published_path(&self.state_dir), &bytes, 0o644, false)
         {
             log::warn!("cannot publish replication status: {e}");

@@ -342,7 +342,8 @@ fn answer(head: &str, ctx: &Ctx, scope: Scope) -> Vec<u8> {
                 .filter(|p| p.join("HEAD").is_file())
             {
                 Some(path) => {
-                    let body = serde_json::to_vec(&crate::journal::stage::position(&path)).unwrap_or_default();
+                    let body =
+                        crate::format::STAGED.to_json(&crate::journal::stage::position(&path)).unwrap_or_default();
                     response(200, "application/json", &body, head_only)
                 }
                 None => response(404, "text/plain", b"no such repository\n", head_only),

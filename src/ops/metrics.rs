@@ -298,6 +298,7 @@ mod tests {
         Status {
             node: "b".into(),
             version: crate::version::VERSION.into(),
+            agent_version: None,
             role: Role::Passive,
             epoch: 3,
             leader: None,

@@ -19,6 +19,10 @@ pub struct Status {
     pub node: String,
     /// The build this node runs: package version and commit (`stargate::VERSION`).
     pub version: String,
+    /// The build of the running agent, from its node state, when it says (0.1.0 agents do
+    /// not): another than `version` means binaries replaced under a running agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
     pub role: Role,
     pub epoch: u64,
     pub leader: Option<Record>,
@@ -211,6 +215,7 @@ pub fn status(cfg: &Config, detail: bool) -> Result<Status> {
         replication,
         node: view.me.clone(),
         version: crate::version::VERSION.to_owned(),
+        agent_version: view.state.as_ref().and_then(|s| s.version.clone()),
         role: view.role(),
         epoch,
         seen: view.seen.as_ref().map(|r| Seen { epoch: r.epoch, node: r.node.clone() }),
@@ -406,6 +411,15 @@ fn peer(node: String, health: Option<String>, answer: std::result::Result<(u16, 
     }
 }
 
+/// The `version:` line: these binaries' build, and the agent's when it runs another (the
+/// binaries replaced under it; RUNBOOK.md, Upgrading the group).
+fn version_line(version: &str, agent: Option<&str>) -> String {
+    match agent.filter(|a| *a != version) {
+        Some(agent) => format!("{version} (the agent runs {agent}: restart it)"),
+        None => version.to_owned(),
+    }
+}
+
 /// `git stargate status` as text.
 pub fn print(s: &Status) {
     let role = match s.role {
@@ -413,7 +427,7 @@ pub fn print(s: &Status) {
         Role::Passive => "passive",
     };
     println!("node:     {}", s.node);
-    println!("version:  {}", s.version);
+    println!("version:  {}", version_line(&s.version, s.agent_version.as_deref()));
     println!("role:     {role} (epoch {})", s.epoch);
     match &s.leader {
         Some(r) => println!(
@@ -510,5 +524,18 @@ pub fn print(s: &Status) {
     }
     for e in &s.errors {
         println!("error:    {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An agent of another build than the binaries is named; the same build, or an agent
+    /// that does not say (0.1.0), is not.
+    #[test]
+    fn the_version_line_names_an_agent_of_another_build() {
+        let line = super::version_line;
+        assert_eq!(line("0.2.0 (b)", Some("0.1.0 (a)")), "0.2.0 (b) (the agent runs 0.1.0 (a): restart it)");
+        assert_eq!(line("0.2.0 (b)", Some("0.2.0 (b)")), "0.2.0 (b)");
+        assert_eq!(line("0.2.0 (b)", None), "0.2.0 (b)");
     }
 }

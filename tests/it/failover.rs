@@ -34,13 +34,13 @@ fn events(lab: &Lab, event: &str) -> Vec<serde_json::Value> {
 }
 
 /// `git kv set w<i> <i>` through `stargate::` in a loop until stopped: which succeeded.
-struct Writer {
+pub(crate) struct Writer {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Vec<(usize, bool, Instant, Instant)>>,
 }
 
 impl Writer {
-    fn start(client: Client) -> Writer {
+    pub(crate) fn start(client: Client) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
@@ -58,7 +58,7 @@ impl Writer {
         Writer { stop, thread }
     }
 
-    fn stop(self) -> Vec<(usize, bool, Instant, Instant)> {
+    pub(crate) fn stop(self) -> Vec<(usize, bool, Instant, Instant)> {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().unwrap()
     }

@@ -2,7 +2,12 @@
 //! like the files backend, on every node or only some; SHA-256 object names too, on every
 //! node alike. What cannot be served (reftable in quorum mode; copies whose object formats
 //! differ) is refused with the reason, never accepted unreplicated.
+//!
+//! Stargate's own formats (docs/ARCHITECTURE.md, Formats and versions): a leader record or
+//! a journal entry in a format newer than this build reads is refused, named, and fails
+//! closed: no write accepted on the record, no sync applied from the entry.
 
+use std::io::Write;
 use std::time::Duration;
 
 use crate::support::*;
@@ -327,4 +332,91 @@ fn sha256_reftable_repositories_mirror_over_http_incrementally() {
     let lab = mirrors_over_http_incrementally(&extra, true);
     assert_eq!(lab.rev("b", "refs/heads/main").map(|r| r.len()), Some(64));
     assert_eq!(ref_format(&lab, "b", "kv"), "reftable");
+}
+
+/// A leader record in a later format than this build reads (written by a newer node, as a
+/// node of this build would meet it mid-upgrade): the leader accepts no write on it and
+/// says why, naming the file and both format numbers; the record as it was restores writes.
+#[test]
+fn a_leader_record_in_a_later_format_is_refused_and_no_write_accepted() {
+    let lab = Lab::up_with(2, "[stargate \"sync\"]\n\tinterval = 1s\n");
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "before"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    let before = lab.rev("a", "refs/heads/main");
+    let path = lab.dir.path().join("shared/stargate.lock.leader");
+    let record = std::fs::read_to_string(&path).unwrap();
+    assert!(record.starts_with("{\"format\":1,"), "this build writes its format first: {record}");
+    let later = record.replacen("\"format\":1", "\"format\":2", 1);
+    let tmp = path.with_extension("test");
+    std::fs::write(&tmp, &later).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "refused"]));
+    let out = run(client.git("c", &["push", "origin", "HEAD:refs/heads/main"]));
+    let why = format!("{}: leader record format 2, and this build (", path.display());
+    assert!(!out.status.success() && stderr(&out).contains(&why), "{}{}", stderr(&out), lab.logs());
+    assert!(stderr(&out).contains("reads leader record format 1 at most"), "{}", stderr(&out));
+    assert_eq!(lab.rev("a", "refs/heads/main"), before, "nothing accepted");
+    let status = run(lab.node_cmd("a", "git").args(["stargate", "status"]));
+    assert!(String::from_utf8_lossy(&status.stdout).contains(&why), "{}", String::from_utf8_lossy(&status.stdout));
+    // The agent cannot follow it either: it stops leading, and nobody takes over on it.
+    lab.wait_until("the agent to say why", Duration::from_secs(10), || lab.agent_log("a").contains(&why));
+    assert_eq!(lab.ready(), Vec::<String>::new(), "no node leads on a record it cannot read");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), later, "and none overwrote it");
+
+    // The record as this build writes it: a node leads again, and writes are accepted.
+    std::fs::write(&tmp, &record).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let leader = lab.wait_leader(None, Duration::from_secs(15));
+    let out = run(client.git("c", &["push", &lab.url(&leader, "kv"), "HEAD:refs/heads/main"]));
+    assert!(out.status.success(), "{}{}", stderr(&out), lab.logs());
+}
+
+/// A journal entry in a later format than this build reads, on the leader: the replica
+/// applies nothing from it (neither the entry nor the ref it names), keeps its position,
+/// and its log names the entry and both format numbers.
+#[test]
+fn a_journal_entry_in_a_later_format_is_refused_and_no_sync_applied() {
+    let lab = Lab::up_with(2, "[stargate \"sync\"]\n\tinterval = 1s\n");
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "base"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    lab.wait_parity("a", "b", Duration::from_secs(10));
+    let replica_tip = lab.rev("b", "refs/stargate/journal");
+    let fulls = lab.agent_log("b").matches("full mirror").count();
+
+    // Behind the hooks' back, as a newer leader would write them: a ref and the entry that
+    // says so, in format 2.
+    let git = |args: &[&str]| ok(lab.git("a", &[&["-c", "core.hooksPath=/dev/null"], args].concat()));
+    let tip = git(&["rev-parse", "refs/stargate/journal"]).trim().to_owned();
+    let message = git(&["log", "-1", "--format=%B", &tip]);
+    let seq: u64 = message.lines().next().unwrap().strip_prefix("stargate journal ").unwrap().parse().unwrap();
+    let head = git(&["rev-parse", "refs/heads/main"]).trim().to_owned();
+    let tree = git(&["rev-parse", "refs/heads/main^{tree}"]).trim().to_owned();
+    let sneaky = git(&["commit-tree", &tree, "-p", &head, "-m", "newer"]).trim().to_owned();
+    git(&["update-ref", "refs/heads/newer", &sneaky]);
+    let epoch = lab.record()["epoch"].as_u64().unwrap();
+    let zero = "0".repeat(40);
+    let entry = format!(
+        "stargate journal {next}\n\nformat 2\nepoch {epoch}\nnode a\ntime 1\ndepth 9\nstate committed-v2 {tip}\n{next} {zero} {sneaky} refs/heads/newer\n",
+        next = seq + 1
+    );
+    let journal_tree = git(&["rev-parse", &format!("{tip}^{{tree}}")]).trim().to_owned();
+    let newer = git(&["commit-tree", &journal_tree, "-p", &tip, "-m", &entry]).trim().to_owned();
+    git(&["update-ref", "refs/stargate/journal", &newer, &tip]);
+    // And its hook's note in the change summary, which tells the replica to look.
+    let changes = lab.dir.path().join("a/repos/.stargate/changes");
+    std::fs::OpenOptions::new().append(true).open(&changes).unwrap().write_all(b"kv.git\n").unwrap();
+
+    let why = format!("journal entry {newer}: journal entry format 2, and this build (");
+    lab.wait_until("the replica to say why", Duration::from_secs(30), || lab.agent_log("b").contains(&why));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lab.rev("b", "refs/heads/newer"), None, "nothing applied{}", lab.logs());
+    assert_eq!(lab.rev("b", "refs/stargate/journal"), replica_tip, "the replica's position kept");
+    assert_eq!(lab.agent_log("b").matches("full mirror").count(), fulls, "no full mirror instead{}", lab.logs());
 }

@@ -371,22 +371,32 @@ fn imports_follow_the_layering_of_the_code_map() {
     assert!(broken.is_empty(), "imports against docs/ARCHITECTURE.md's code map:\n{}", broken.join("\n"));
 }
 
-/// The suite's two tiers: `cargo test` runs everything but the tests marked
+/// The suite's tiers: `cargo test` runs everything but the tests marked
 /// `#[ignore = "needs root: <why>"]`, and the full suite (contrib/test.sh, as root) runs
 /// every ignored test too (`--run-ignored all`). So an ignore must mean exactly that: any
-/// other would be a test CI runs that the fast tier calls needing root.
+/// other would be a test CI runs that the fast tier calls needing root. The one other tier
+/// is the long suite's own tests (`#[ignore = "long suite: <why>"]`): their module must be
+/// left out of the default profile (.config/nextest.toml's `default-filter`), so that the
+/// full suite does not run them, and contrib/lab/long-suite must name it.
 #[test]
 fn every_ignored_test_is_one_that_needs_root() {
     let mut marked = 0;
     let mut other = Vec::new();
+    let nextest = std::fs::read_to_string(repo_root().join(".config/nextest.toml")).unwrap();
+    let long_suite = std::fs::read_to_string(repo_root().join("contrib/lab/long-suite")).unwrap();
     for (file, text) in files("tests/it") {
+        let module = file.trim_start_matches("tests/it/").trim_end_matches(".rs").replace('/', "::");
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if !line.starts_with("#[ignore") {
                 continue;
             }
+            let long = line.strip_prefix("#[ignore = \"long suite: ").is_some_and(|why| why.len() > "\"]".len())
+                && nextest.contains(&format!("default-filter = \"not test(/^{module}::/)\""))
+                && long_suite.contains(&format!(" {module}::"));
             match line.strip_prefix("#[ignore = \"needs root: ") {
                 Some(why) if why.len() > "\"]".len() => marked += 1,
+                _ if long => {}
                 _ => other.push(format!("{file}:{}: {line}", n + 1)),
             }
         }

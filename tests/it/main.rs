@@ -31,3 +31,4 @@ mod scale;
 mod security;
 mod servers;
 mod transport;
+mod upgrade;

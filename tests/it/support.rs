@@ -137,6 +137,20 @@ impl Lab {
         Lab::launch(nodes, &format!("127.{}.{}", rand_octet(), rand_octet()), extra, &["--repos", repos])
     }
 
+    /// As `up_with`, every node running the binaries in `bin` (`stargate-hook` and its
+    /// links) rather than this build's: `contrib/lab/lab up --bin`.
+    pub fn up_with_bin(nodes: usize, extra: &str, bin: &Path) -> Lab {
+        let net = format!("127.{}.{}", rand_octet(), rand_octet());
+        Lab::launch(nodes, &net, extra, &["--bin", bin.to_str().unwrap()])
+    }
+
+    /// Stop every process of `node`, run its binaries from `bin` from now on, start it again
+    /// and wait for it (`contrib/lab/lab upgrade`): a node upgraded, or rolled back.
+    pub fn upgrade(&self, node: &str, bin: &Path) {
+        let out = run(self.script("upgrade").args([node, bin.to_str().unwrap()]));
+        assert!(out.status.success(), "lab upgrade {node}: {}{}", stderr(&out), self.logs());
+    }
+
     /// As `up_with`, on the addresses `<net>.1`, `<net>.2`, ...
     pub fn up_on(nodes: usize, net: &str, extra: &str) -> Lab {
         Lab::launch(nodes, net, extra, &[])
@@ -233,8 +247,9 @@ impl Lab {
         self.dir.path().join(node).join("repos").join(format!("{repo}.git"))
     }
 
-    /// A command running as part of `node` (its git config and environment; in a `--netns`
-    /// lab, inside the node's namespace).
+    /// A command running as part of `node` (its git config and environment, its binaries
+    /// when it has its own (`up_with_bin`, `upgrade`); in a `--netns` lab, inside the node's
+    /// namespace).
     pub fn node_cmd(&self, node: &str, program: &str) -> Command {
         let home = self.dir.path().join(node);
         let mut c = if self.netns.is_some() {
@@ -245,6 +260,9 @@ impl Lab {
             cmd(program, &home)
         };
         c.env("GIT_CONFIG_GLOBAL", home.join("gitconfig"));
+        if let Ok(bin) = std::fs::read_to_string(home.join("bin")) {
+            c.env("PATH", format!("{}:{}", bin.trim(), path_env()));
+        }
         c
     }
 

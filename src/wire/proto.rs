@@ -154,6 +154,10 @@ impl Drop for Writer {
     }
 }
 
+/// What a new ssh connection may take after its key exchange (authentication, the command
+/// started) on top of the connect timeout, before the server's advertisement.
+const SSH_SETUP: Duration = Duration::from_secs(5);
+
 /// Below this, a wait is not worth starting.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
@@ -177,7 +181,7 @@ impl Session {
     ) -> Result<Option<Session>, git::Error> {
         let Via { upload_pack, local, ssh_control } = *via;
         let url = endpoint.display();
-        let answer_by = deadline.min(Instant::now() + answer_within);
+        let mut answer_by = deadline.min(Instant::now() + answer_within);
         let (input, writer) = match endpoint {
             Endpoint::Git { host, port, path } => {
                 let io = |e| io_error(&url, e);
@@ -200,7 +204,16 @@ impl Session {
                     variant: git::config_get(local, "ssh.variant").ok().flatten(),
                     control: ssh_control.map(Path::to_owned),
                 };
-                let remote = format!("git-upload-pack {}", super::endpoint::sq_quote(path));
+                let program = upload_pack.unwrap_or("git-upload-pack");
+                let remote = format!("{program} {}", super::endpoint::sq_quote(path));
+                // ssh's ConnectTimeout bounds the connect and the key exchange, so a machine
+                // that is gone or frozen fails in `answer_within`; a connection of its own
+                // then authenticates and starts the command before the advertisement, which
+                // a loaded server may take longer for. A shared connection only opens a
+                // channel: nothing more to allow (a peer gone since does not answer it).
+                if !ssh.shares_open_connection(host, *port) {
+                    answer_by = deadline.min(Instant::now() + answer_within + SSH_SETUP);
+                }
                 let mut cmd = (ssh.command(host, *port, &remote, Some("version=2"), Some(answer_within)))
                     .map_err(|e| io_error(&url, std::io::Error::other(e.to_string())))?;
                 std::os::unix::process::CommandExt::process_group(

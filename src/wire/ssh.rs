@@ -52,30 +52,14 @@ impl Ssh {
         protocol: Option<&str>,
         connect_timeout: Option<Duration>,
     ) -> Result<Command, SimpleWithPort> {
-        let env_command = std::env::var("GIT_SSH_COMMAND").ok().filter(|c| !c.trim().is_empty());
-        let configured = self.command.as_deref().filter(|c| !c.trim().is_empty());
-        let (mut cmd, program) = match (env_command, configured, std::env::var("GIT_SSH").ok()) {
-            (Some(c), _, _) => (shell(&c), c),
-            (None, Some(c), _) => (shell(c), c.to_owned()),
-            (None, _, Some(p)) if !p.is_empty() => (Command::new(&p), p),
-            _ => (Command::new("ssh"), "ssh".to_owned()),
-        };
-        let first_word = program.split_whitespace().next().unwrap_or("ssh");
-        let basename =
-            first_word.rsplit('/').next().unwrap_or(first_word).trim_end_matches(".exe").to_ascii_lowercase();
-        let variant = match self.variant.as_deref().map(str::to_ascii_lowercase) {
-            Some(v) if v != "auto" => v,
-            _ if basename == "plink" => "plink".to_owned(),
-            _ if basename == "tortoiseplink" => "tortoiseplink".to_owned(),
-            _ => "ssh".to_owned(),
-        };
-        match variant.as_str() {
+        let (mut cmd, program) = self.program();
+        match self.variant(&program).as_str() {
             "simple" => {
                 if let Some(port) = port {
                     return Err(SimpleWithPort { host: host.to_owned(), port });
                 }
             }
-            "plink" | "putty" | "tortoiseplink" => {
+            variant @ ("plink" | "putty" | "tortoiseplink") => {
                 if variant == "tortoiseplink" {
                     cmd.arg("-batch");
                 }
@@ -113,6 +97,43 @@ impl Ssh {
 }
 
 impl Ssh {
+    /// The command to start, and its text: `GIT_SSH_COMMAND`, `core.sshCommand`, `GIT_SSH`,
+    /// else `ssh`, as git chooses.
+    fn program(&self) -> (Command, String) {
+        let env_command = std::env::var("GIT_SSH_COMMAND").ok().filter(|c| !c.trim().is_empty());
+        let configured = self.command.as_deref().filter(|c| !c.trim().is_empty());
+        match (env_command, configured, std::env::var("GIT_SSH").ok()) {
+            (Some(c), _, _) => (shell(&c), c),
+            (None, Some(c), _) => (shell(c), c.to_owned()),
+            (None, _, Some(p)) if !p.is_empty() => (Command::new(&p), p),
+            _ => (Command::new("ssh"), "ssh".to_owned()),
+        }
+    }
+
+    /// The dialect of `program`'s options: `ssh.variant`, else told by its name.
+    fn variant(&self, program: &str) -> String {
+        let first_word = program.split_whitespace().next().unwrap_or("ssh");
+        let basename =
+            first_word.rsplit('/').next().unwrap_or(first_word).trim_end_matches(".exe").to_ascii_lowercase();
+        match self.variant.as_deref().map(str::to_ascii_lowercase) {
+            Some(v) if v != "auto" => v,
+            _ if basename == "plink" => "plink".to_owned(),
+            _ if basename == "tortoiseplink" => "tortoiseplink".to_owned(),
+            _ => "ssh".to_owned(),
+        }
+    }
+
+    /// Whether a command to `host` and `port` would go through a shared connection that is
+    /// open now (its socket is there): no handshake to wait for, only a channel.
+    pub fn shares_open_connection(&self, host: &str, port: Option<u16>) -> bool {
+        let (_, program) = self.program();
+        self.variant(&program) == "ssh"
+            && self.control_socket(&program, host, port).is_some_and(|socket| {
+                use std::os::unix::fs::FileTypeExt;
+                std::fs::symlink_metadata(socket).is_ok_and(|m| m.file_type().is_socket())
+            })
+    }
+
     /// The socket of the connection shared by every session of `program` to `host` and
     /// `port`: none without a control directory, when the command sets up its own
     /// (`ControlPath`, `ControlMaster`, `-S`), when the path would be too long for a

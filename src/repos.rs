@@ -156,35 +156,17 @@ pub fn is_marked(git_dir: &Path) -> bool {
 }
 
 /// Create repository `name` under `root` as a replica or a new leader does for one another
-/// node has: empty, managed, and with the hooks of the others (git's own `core.hooksPath`
-/// when the node sets one for every repository, else the first of `siblings` that has
-/// one; asked for only then), or a passive node would accept pushes to it. Nothing is
-/// left behind on failure.
-pub fn create_empty(
-    root: &Path,
-    name: &str,
-    object_format: Option<&str>,
-    siblings: impl FnOnce() -> Vec<String>,
-) -> Result<(), CreateError> {
-    use crate::wire::git;
+/// node has: empty and managed (`manage`), or a passive node would accept pushes to it.
+/// Nothing is left behind on failure.
+pub fn create_empty(root: &Path, name: &str, object_format: Option<&str>) -> Result<(), CreateError> {
     let path = root.join(name);
-    let hooks = git::config_get(root, "core.hooksPath").ok().flatten();
-    let sibling = || siblings().iter().find_map(|n| git::config_get(&root.join(n), "core.hooksPath").ok().flatten());
-    let Some(hooks_path) = hooks.clone().or_else(sibling) else {
-        return Err(CreateError::NoHooksPath);
-    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(CreateError::Dir)?;
     }
-    git::init_bare_as(&path, object_format)?;
-    let set = match hooks {
-        Some(_) => Ok(()),
-        None => git::config_set(&path, "core.hooksPath", &hooks_path).map_err(CreateError::Git),
-    }
-    .and_then(|()| mark(&path).map(drop).map_err(CreateError::Mark));
-    if let Err(e) = set {
+    crate::wire::git::init_bare_as(&path, object_format)?;
+    if let Err(e) = manage(&path) {
         let _ = std::fs::remove_dir_all(&path);
-        return Err(e);
+        return Err(CreateError::Manage(e));
     }
     Ok(())
 }
@@ -192,15 +174,173 @@ pub fn create_empty(
 /// Why `create_empty` created nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
-    #[error("no core.hooksPath to give it (stargate-hook(1)): not created")]
-    NoHooksPath,
     /// The directory it goes in (an owner's) cannot be created.
     #[error("{0}")]
     Dir(#[source] std::io::Error),
     #[error(transparent)]
     Git(#[from] crate::wire::git::Error),
-    #[error("{0}")]
+    #[error(transparent)]
+    Manage(ManageError),
+}
+
+/// Every hook githooks(5) names that git finds by name in the hooks directory
+/// (`fsmonitor-watchman` is run from `core.fsmonitor` instead). `githooks/` has a shim for
+/// each, install.sh a link, and a managed repository's hooks directory a link (`manage`).
+pub const HOOK_NAMES: &[&str] = &[
+    "applypatch-msg",
+    "pre-applypatch",
+    "post-applypatch",
+    "pre-commit",
+    "pre-merge-commit",
+    "prepare-commit-msg",
+    "commit-msg",
+    "post-commit",
+    "pre-rebase",
+    "post-checkout",
+    "post-merge",
+    "pre-push",
+    "pre-receive",
+    "update",
+    "proc-receive",
+    "post-receive",
+    "post-update",
+    "reference-transaction",
+    "push-to-checkout",
+    "pre-auto-gc",
+    "post-rewrite",
+    "sendemail-validate",
+    "p4-changelist",
+    "p4-prepare-changelist",
+    "p4-post-changelist",
+    "p4-pre-submit",
+    "post-index-change",
+];
+
+/// The hooks Stargate runs itself in a managed repository (stargate-hook(1), MANAGED
+/// REPOSITORIES): the two that decide, `proc-receive` for the refs it takes, and
+/// `post-receive`, which tells the client its position. Each chains to the repository's
+/// own hook of the same name.
+pub const OWN_HOOKS: &[&str] = &["pre-receive", "reference-transaction", "proc-receive", "post-receive"];
+
+/// Where a managed repository's hooks directory is, inside its git directory: what its
+/// `core.hooksPath` names.
+pub const HOOKS_DIR: &str = "stargate/hooks";
+
+/// The ref prefixes git hands to the `proc-receive` hook in a managed repository
+/// (`receive.procReceiveRefs`): `git kv` changes, applied by the leader.
+pub const PROC_RECEIVE_REFS: &[&str] = &["refs/for/kv/"];
+
+/// Why a repository cannot be managed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    #[error("{} is not a git repository", .0.display())]
+    NotRepository(std::path::PathBuf),
+    #[error(
+        "{} is not a bare repository: Stargate manages bare repositories only (a push would \
+         update its work tree and its refs apart); serve a bare clone instead (git clone --bare)",
+        .0.display()
+    )]
+    NotBare(std::path::PathBuf),
+    #[error("cannot find the stargate-hook binary to link the hooks to: {0}")]
+    Binary(#[source] std::io::Error),
+    #[error("cannot lay out its hooks in {}: {source}", .path.display())]
+    Hooks { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot set its hooks in its config: {0}")]
+    Config(#[source] crate::wire::git::Error),
+    #[error("cannot mark it as managed: {0}")]
     Mark(#[source] std::io::Error),
+}
+
+/// Whether the repository at `git_dir` has a work tree: its git directory is a `.git`,
+/// or its config says `bare = false` (read without running git: the hooks ask).
+pub fn has_work_tree(git_dir: &Path) -> bool {
+    git_dir.file_name().is_some_and(|n| n == ".git") || sets(git_dir, "bare", "false")
+}
+
+/// Make the bare repository at `git_dir` Stargate's (stargate(7), MANAGED REPOSITORIES):
+/// its own hooks directory (`HOOKS_DIR`: a link to this binary for each of `OWN_HOOKS`, and
+/// for every other hook git knows a link to the repository's own `hooks/<name>`, so git
+/// starts no process for a hook the repository does not have), `core.hooksPath` naming
+/// it and `receive.procReceiveRefs` in the repository's config, and the marker. Only what
+/// is missing or wrong is written, so that running it again (the agent does, at every
+/// start) costs a read of the config and a few `readlink`s. Returns whether anything
+/// changed.
+pub fn manage(git_dir: &Path) -> Result<bool, ManageError> {
+    if !(git_dir.join("HEAD").is_file() && git_dir.join("objects").is_dir()) {
+        if git_dir.join(".git").exists() {
+            return Err(ManageError::NotBare(git_dir.to_owned()));
+        }
+        return Err(ManageError::NotRepository(git_dir.to_owned()));
+    }
+    if has_work_tree(git_dir) {
+        return Err(ManageError::NotBare(git_dir.to_owned()));
+    }
+    let git_dir = git_dir.canonicalize().map_err(|e| ManageError::NotRepository(git_dir.join(e.to_string())))?;
+    let binary = hook_binary().map_err(ManageError::Binary)?;
+    let dir = git_dir.join(HOOKS_DIR);
+    let hooks_err = |source| ManageError::Hooks { path: dir.clone(), source };
+    std::fs::create_dir_all(&dir).map_err(hooks_err)?;
+    let mut changed = false;
+    for name in HOOK_NAMES {
+        let target = match OWN_HOOKS.contains(name) {
+            true => binary.clone(),
+            false => Path::new("../../hooks").join(name),
+        };
+        changed |= link(&dir.join(name), &target).map_err(hooks_err)?;
+    }
+    let config = std::fs::read_to_string(git_dir.join("config")).unwrap_or_default();
+    let values = |key: &str| -> Vec<String> {
+        config
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.trim().split_once('=')?;
+                k.trim().eq_ignore_ascii_case(key).then(|| v.trim().trim_matches('"').to_owned())
+            })
+            .collect()
+    };
+    let set = |key: &str, value: &str, add: bool| {
+        crate::wire::git::config_file_set(&git_dir.join("config"), key, value, add).map_err(ManageError::Config)
+    };
+    let hooks_path = dir.to_string_lossy();
+    if values("hookspath").last().map(String::as_str) != Some(&*hooks_path) {
+        set("core.hooksPath", &hooks_path, false)?;
+        changed = true;
+    }
+    let handed = values("procreceiverefs");
+    for prefix in PROC_RECEIVE_REFS {
+        if !handed.iter().any(|v| v == prefix) {
+            set("receive.procReceiveRefs", prefix, true)?;
+            changed = true;
+        }
+    }
+    changed |= mark(&git_dir).map_err(ManageError::Mark)?;
+    Ok(changed)
+}
+
+/// This program, which the hooks of a managed repository link to. A binary replaced while
+/// the process runs (an upgrade) shows as `<path> (deleted)`: the path is the new one.
+fn hook_binary() -> std::io::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    if exe.exists() {
+        return Ok(exe);
+    }
+    let text = exe.to_string_lossy();
+    Ok(std::path::PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text)))
+}
+
+/// Make `path` a symbolic link to `target`, replacing whatever is there in one rename;
+/// returns whether it was not already.
+fn link(path: &Path, target: &Path) -> std::io::Result<bool> {
+    if std::fs::read_link(path).is_ok_and(|t| t == target) {
+        return Ok(false);
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    Ok(true)
 }
 
 /// Mark the repository at `git_dir` as managed; returns whether it was not yet.
@@ -224,6 +364,22 @@ fn sets(git_dir: &Path, name: &str, value: &str) -> bool {
     config.lines().any(|l| {
         let l = l.trim().to_ascii_lowercase();
         (l.strip_prefix(name).map(str::trim_start)).and_then(|r| r.strip_prefix('=')).is_some_and(|v| v.trim() == value)
+    })
+}
+
+/// Whether the repository's own config hands `refname` to the `proc-receive` hook
+/// (`receive.procReceiveRefs`, as `manage` sets it; a value with the `!` modifier excluded).
+/// Read without running git: the hooks ask.
+pub fn hands_over(git_dir: &Path, refname: &str) -> bool {
+    let Ok(config) = std::fs::read_to_string(git_dir.join("config")) else { return false };
+    config.lines().any(|l| {
+        let Some((key, value)) = l.split_once('=') else { return false };
+        let value = value.trim().trim_matches('"');
+        let (modifiers, prefix) = value.split_once(':').unwrap_or(("", value));
+        key.trim().eq_ignore_ascii_case("procreceiverefs")
+            && !modifiers.contains('!')
+            && !prefix.is_empty()
+            && refname.starts_with(prefix)
     })
 }
 

@@ -318,10 +318,11 @@ impl Agent {
         self.publish();
     }
 
-    /// Mark every repository under the root as managed, so that its hooks fail closed even
-    /// if this node's state directory disappears (see `repos::MARKER`). Only repositories
-    /// not seen before are looked at: the cost per scan is one `readdir`, not one per
-    /// repository. A leader names each new one in its change summary, so that the replicas
+    /// Manage every repository under the root (`repos::manage`: its hooks, its config, the
+    /// marker that makes them fail closed even if this node's state directory disappears).
+    /// Only repositories not seen before are looked at: the cost per scan is one `readdir`,
+    /// not one per repository; at the agent's start every one is, which points the hooks of
+    /// each at this binary again. A leader names each new one in its change summary, so that the replicas
     /// create it (`journal::changes`).
     fn mark_repositories(&mut self) {
         self.scanned = Some(Instant::now());
@@ -337,14 +338,14 @@ impl Agent {
             {
                 log::error!("{}: {}", repo.name, crate::repos::unsupported_refusal(why));
             }
-            match crate::repos::mark(&self.settings.root.join(&repo.name)) {
+            match crate::repos::manage(&self.settings.root.join(&repo.name)) {
                 Ok(true) => marked += 1,
                 Ok(false) => {}
-                Err(e) => log::error!("{}: cannot mark it as managed: {e}", repo.name),
+                Err(e) => log::error!("{}: not managed: {e}", repo.name),
             }
         }
         if marked > 0 {
-            log::info!("marked {marked} repositories as managed");
+            log::info!("{marked} repositories newly managed (their hooks, config and marker set)");
         }
     }
 

@@ -88,10 +88,10 @@ pub fn run(name: &str, args: &[String], repo: &Repo, input: &[u8]) -> Result<()>
     match status.code() {
         Some(0) => Ok(()),
         Some(code) => Err(Error::ChainedHook(u8::try_from(code).unwrap_or(1).max(1))),
-        None => {
-            let signal = std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0);
-            Err(Error::ChainedHook(u8::try_from(128 + signal).unwrap_or(255)))
-        }
+        None => match std::os::unix::process::ExitStatusExt::signal(&status) {
+            Some(signal) => Err(Error::ChainedSignal(signal)),
+            None => Err(Error::ChainedHook(255)),
+        },
     }
 }
 

@@ -27,11 +27,13 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
     // here, where the client hears why and writes the older way (git-kv(1), WRITES).
     let kv_changes = view.state.as_ref().and_then(|s| s.kv_changes);
     if kv_changes == Some(false)
+        && !crate::repos::hands_over(repo.git_dir(), "refs/for/kv/default")
         && let Some(u) = journal::parse_updates(&text).into_iter().find(|u| u.refname.starts_with(kvtree::FOR_PREFIX))
     {
         return Err(Error::Refused(format!(
-            "refusing {}: this node's git lacks receive.procReceiveRefs=refs/for/kv/, so the leader cannot \
-             apply git kv changes (stargate(7), Managed repositories)",
+            "refusing {}: neither this repository's config nor this node's sets \
+             receive.procReceiveRefs=refs/for/kv/, so the leader cannot apply git kv changes (stargate(7), \
+             Managed repositories)",
             u.refname
         )));
     }

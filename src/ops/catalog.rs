@@ -1,4 +1,4 @@
-//! `git stargate create` and `git stargate list`: the repositories of the group. A
+//! `git stargate create`, `manage` and `list`: the repositories of the group. A
 //! repository is created on the leader, marked managed and given its journal; replicas
 //! learn of it from the leader's change summary (`/changes`) and create it before
 //! mirroring it (stargate(7), Repositories).
@@ -36,7 +36,7 @@ pub fn create(cfg: &Config, typed: &str) -> Result<()> {
         return Err(CommandError::CreateDir { path: parent.to_owned(), source }.into());
     }
     crate::wire::git::init_bare(&path)?;
-    crate::repos::mark(&path).map_err(|source| CommandError::Mark { name: name.clone(), source })?;
+    crate::repos::manage(&path).map_err(|source| CommandError::Manage { name: name.clone(), source })?;
     let git = journal::open(&path).map_err(CommandError::Journal)?;
     journal::genesis(&git, epoch, &view.me).map_err(CommandError::Journal)?;
     // The replicas' cue: a hint, and a line in the change summary should it be lost.
@@ -65,6 +65,44 @@ pub fn create(cfg: &Config, typed: &str) -> Result<()> {
             view.me
         ))),
     }
+}
+
+/// `git stargate manage <path>`: an existing bare repository under `stargate.root` made
+/// Stargate's on this node (`repos::manage`). The agent manages every repository it finds
+/// under the root within seconds; this does it now, and says why it cannot.
+pub fn manage(cfg: &Config, typed: &std::path::Path) -> Result<()> {
+    let root = cfg.root()?;
+    let shown = || crate::wire::sanitize::text(&typed.to_string_lossy());
+    let path = match typed.canonicalize() {
+        Ok(path) => path,
+        Err(e) => return Err(Error::Refused(format!("{}: {e}", shown()))),
+    };
+    let root = root.canonicalize().unwrap_or(root);
+    let Some(name) = path.strip_prefix(&root).ok().map(|n| n.to_string_lossy().into_owned()) else {
+        return Err(Error::Refused(format!(
+            "{} is not under stargate.root ({}): Stargate serves the repositories there only",
+            shown(),
+            root.display()
+        )));
+    };
+    let not_bare = |dir: &std::path::Path| dir.join(".git").exists() || crate::repos::has_work_tree(dir);
+    if not_bare(&path) || path.file_name().is_some_and(|n| n == ".git") {
+        return Err(Error::Refused(crate::repos::ManageError::NotBare(path).to_string()));
+    }
+    if !crate::repos::valid_name(&name) {
+        return Err(Error::Refused(format!(
+            "{}: not a repository name under stargate.root (name.git or owner/name.git, each part of \
+             A-Z a-z 0-9 . _ -)",
+            crate::wire::sanitize::text(&name)
+        )));
+    }
+    match crate::repos::manage(&path) {
+        Ok(true) => println!("{name}: managed on this node"),
+        Ok(false) => println!("{name}: already managed on this node"),
+        Err(e @ crate::repos::ManageError::NotRepository(_)) => return Err(Error::Refused(e.to_string())),
+        Err(source) => return Err(CommandError::Manage { name, source }.into()),
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]

@@ -367,6 +367,12 @@ fn sets(git_dir: &Path, name: &str, value: &str) -> bool {
     })
 }
 
+/// Whether the repository's own `config` sets the variable `name` (lower case, any
+/// section) to `value`; read without running git (the hooks ask).
+pub fn sets_in_config(git_dir: &Path, name: &str, value: &str) -> bool {
+    sets(git_dir, name, value)
+}
+
 /// Whether the repository's own config hands `refname` to the `proc-receive` hook
 /// (`receive.procReceiveRefs`, as `manage` sets it; a value with the `!` modifier excluded).
 /// Read without running git: the hooks ask.

@@ -27,12 +27,16 @@ pub fn is_nested_copy(name: &str, repo: &Repo) -> bool {
     std::env::var_os(NESTED).is_some_and(|v| v.to_string_lossy() == nested_key(name, repo))
 }
 
-/// The repository's own hook `name`: missing, not executable (git ignores those too), or
-/// this very program (a link to `stargate-hook`) is none.
+/// The repository's own hook `name`: missing, not executable (git ignores those too, with
+/// its hint), or this very program (a link to `stargate-hook`) is none.
 fn find(name: &str, repo: &Repo) -> Option<PathBuf> {
     let path = repo.hooks.join(name);
     let meta = std::fs::metadata(&path).ok()?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+    if !meta.is_file() {
+        return None;
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        hint_ignored(&path, repo);
         return None;
     }
     let me = std::env::current_exe().and_then(|p| p.canonicalize()).ok();
@@ -40,6 +44,23 @@ fn find(name: &str, repo: &Repo) -> Option<PathBuf> {
         return None;
     }
     Some(path)
+}
+
+/// git's hint for a hook that is there but not executable (advice.ignoredHook), which git
+/// cannot give when it runs Stargate's hook in its place. Off as git's is with
+/// `GIT_ADVICE=0` or the repository's `advice.ignoredHook = false` (hooks read no other
+/// config); given once per hook process, where git gives it once per git process.
+fn hint_ignored(path: &Path, repo: &Repo) {
+    if std::env::var_os("GIT_ADVICE").is_some_and(|v| v == "0" || v == "false")
+        || crate::repos::sets_in_config(repo.git_dir(), "ignoredhook", "false")
+    {
+        return;
+    }
+    eprintln!(
+        "hint: The '{}' hook was ignored because it's not set as executable.\n\
+         hint: You can disable this warning with `git config advice.ignoredHook false`.",
+        path.display()
+    );
 }
 
 fn command(path: &Path, name: &str, args: &[String], repo: &Repo) -> Command {

@@ -227,8 +227,9 @@ pub const OWN_HOOKS: &[&str] = &["pre-receive", "reference-transaction", "proc-r
 pub const HOOKS_DIR: &str = "stargate/hooks";
 
 /// The ref prefixes git hands to the `proc-receive` hook in a managed repository
-/// (`receive.procReceiveRefs`): `git kv` changes, applied by the leader.
-pub const PROC_RECEIVE_REFS: &[&str] = &["refs/for/kv/"];
+/// (`receive.procReceiveRefs`): `git kv` changes, applied by the leader; Stargate's own
+/// refs, which a push (`git push --mirror`) may carry and which stay as they are.
+pub const PROC_RECEIVE_REFS: &[&str] = &["refs/for/kv/", "refs/stargate/"];
 
 /// Why a repository cannot be managed.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,10 @@ use crate::lead::node;
 pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()> {
     let input = super::read_input()?;
     let text = String::from_utf8_lossy(&input);
-    if let Some(refname) = journal::parse_updates(&text).into_iter().map(|u| u.refname).find(|r| protected(r)) {
+    // Those git hands to `proc-receive` (`repos::PROC_RECEIVE_REFS`) are answered there and
+    // left as they are; any other spelling is refused here.
+    let refused = |r: &String| protected(r) && !(r.starts_with("refs/stargate/") && hands_over(repo, r));
+    if let Some(refname) = journal::parse_updates(&text).into_iter().map(|u| u.refname).find(refused) {
         let why = format!(
             "refusing {refname}: refs/stargate/ belongs to Stargate; pushes may not create, change or delete \
              refs there (stargate(7), Protected namespace)"
@@ -43,6 +46,10 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
     }
     super::require_leader(&view)?;
     chain::run("pre-receive", args, repo, &input)
+}
+
+fn hands_over(repo: &Repo, refname: &str) -> bool {
+    crate::repos::hands_over(repo.git_dir(), refname)
 }
 
 /// Stargate's own refs: the journal and every node's local refs (kept lost commits), in

@@ -354,7 +354,10 @@ fn a_remote_that_does_not_apply_changes_gets_the_older_way() {
 #[test]
 fn a_repository_without_proc_receive_refs_refuses_the_change_and_kv_writes_with_a_lease() {
     let (lab, client) = one_node();
-    assert_eq!(ok(lab.git("a", &["config", "--local", "receive.procReceiveRefs"])), "refs/for/kv/\n");
+    assert_eq!(
+        ok(lab.git("a", &["config", "--local", "--get-all", "receive.procReceiveRefs"])),
+        "refs/for/kv/\nrefs/stargate/\n"
+    );
     ok(lab.git("a", &["config", "--local", "--unset-all", "receive.procReceiveRefs"]));
     let text = std::fs::read_to_string(lab.dir.path().join("a/gitconfig")).unwrap();
     assert!(!text.contains("procReceiveRefs"), "the node sets none: {text}");

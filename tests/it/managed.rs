@@ -53,7 +53,10 @@ fn an_unmanaged_repository_on_a_node_starts_no_hook_and_a_managed_one_only_starg
     let kv = lab.repo("a", "kv");
     let hooks = kv.canonicalize().unwrap().join("stargate/hooks");
     assert_eq!(ok(lab.git("a", &["config", "--local", "core.hooksPath"])).trim(), hooks.to_str().unwrap());
-    assert_eq!(ok(lab.git("a", &["config", "--local", "--get-all", "receive.procReceiveRefs"])), "refs/for/kv/\n");
+    assert_eq!(
+        ok(lab.git("a", &["config", "--local", "--get-all", "receive.procReceiveRefs"])),
+        "refs/for/kv/\nrefs/stargate/\n"
+    );
     assert!(kv.join("stargate/managed").is_file());
     let started = traced_push(&lab, "a", &w, &kv, "main");
     let names: Vec<&str> = started.iter().map(|(n, _)| n.as_str()).collect();

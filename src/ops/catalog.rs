@@ -14,6 +14,56 @@ use crate::lead::lease::Lock;
 use crate::lead::node::{self, Authority};
 
 pub fn create(cfg: &Config, typed: &str) -> Result<()> {
+    let made = create_here(cfg, typed, "created")?;
+    if made.view.state.as_ref().and_then(|s| s.quorum.as_ref()).is_none() {
+        println!(
+            "created {} on {}; the replicas create and mirror it as soon as they hear of it",
+            made.name, made.view.me
+        );
+    }
+    on_a_quorum(&made)
+}
+
+/// `git stargate import <url> <name>`: `create`, then every ref of the repository at `url`
+/// but its `refs/stargate/` fetched into it in one atomic transaction, which runs the
+/// hooks: journaled on the leader and replicated like a push (stargate(7), Repositories).
+pub fn import(cfg: &Config, url: &str, typed: &str) -> Result<()> {
+    let made = create_here(cfg, typed, "imported")?;
+    let fetched = crate::wire::git::fetch(
+        &made.path,
+        &[],
+        &["--atomic", "--no-tags", "--quiet", "--", url, "+refs/*:refs/*", "^refs/stargate/*"],
+        &[],
+    );
+    if let Err(e) = fetched {
+        return Err(CommandError::Import { name: made.name, url: crate::wire::sanitize::text(url), source: e }.into());
+    }
+    // The source's default branch, where it names one (HEAD is not replicated: stargate(7)).
+    if let Ok(Some(head)) = crate::wire::git::remote_head(&made.path, url) {
+        let _ = crate::wire::git::set_head(&made.path, &head);
+    }
+    let refs = crate::wire::git::list_refs(&made.path, &[]).map(|r| r.len()).unwrap_or(0);
+    if made.view.state.as_ref().and_then(|s| s.quorum.as_ref()).is_none() {
+        println!(
+            "imported {} on {} with {refs} refs from {}; the replicas create and mirror it as soon as they hear of it",
+            made.name,
+            made.view.me,
+            crate::wire::sanitize::text(url)
+        );
+    }
+    on_a_quorum(&made)
+}
+
+/// A repository `create` or `import` made on the leader.
+struct Made {
+    name: String,
+    path: std::path::PathBuf,
+    view: node::View,
+}
+
+/// The repository created on this node, which must lead: managed, with its journal
+/// started, the replicas told, and the audit event `what` written.
+fn create_here(cfg: &Config, typed: &str, what: &str) -> Result<Made> {
     cfg.validate()?;
     let name = crate::repos::canonical(typed).map_err(|e| Error::Usage(e.to_string()))?;
     let view = node::inspect(cfg)?;
@@ -42,20 +92,23 @@ pub fn create(cfg: &Config, typed: &str) -> Result<()> {
     // The replicas' cue: a hint, and a line in the change summary should it be lost.
     let state_dir = cfg.state_dir()?;
     crate::journal::signal::peers(&state_dir, &path);
-    let mut event = audit::Event::new(&view.me, "created", epoch, format!("{name} created by {}", audit::user()));
+    let mut event = audit::Event::new(&view.me, "created", epoch, format!("{name} {what} by {}", audit::user()));
     event.user = audit::user();
     if let Err(e) = audit::append(&Lock::from_config(cfg)?, Some(&cfg.state_dir()?), &event) {
         log::warn!("cannot append to the audit log: {e}");
     }
-    let Some(plan) = view.state.as_ref().and_then(|s| s.quorum.clone()) else {
-        println!("created {name} on {}; the replicas create and mirror it as soon as they hear of it", view.me);
-        return Ok(());
-    };
-    // Quorum mode: done once a quorum of nodes holds it, with its journal.
+    Ok(Made { name, path, view })
+}
+
+/// Quorum mode: done once a quorum of nodes holds the repository, with its journal's tip.
+fn on_a_quorum(made: &Made) -> Result<()> {
+    let Made { name, view, path } = made;
+    let Some(plan) = view.state.as_ref().and_then(|s| s.quorum.clone()) else { return Ok(()) };
+    let git = journal::open(path).map_err(CommandError::Journal)?;
     let Some((entry, seq)) = journal::tip(&git).map_err(CommandError::Journal)? else {
-        return Err(CommandError::NoJournal { name }.into());
+        return Err(CommandError::NoJournal { name: name.clone() }.into());
     };
-    match stage::wait_for_quorum(&git, &name, entry, seq, &plan) {
+    match stage::wait_for_quorum(&git, name, entry, seq, &plan) {
         Ok(count) => {
             println!("created {name} on {count} of {} nodes (a quorum: {})", plan.peers.len() + 1, plan.needed);
             Ok(())

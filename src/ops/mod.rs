@@ -40,6 +40,10 @@ pub enum CommandError {
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("{name}: {source}")]
     Manage { name: String, source: crate::repos::ManageError },
+    #[error(
+        "{name} is created, but fetching {url} into it failed (it is empty; fetch again, or remove it on every node): {source}"
+    )]
+    Import { name: String, url: String, source: crate::wire::git::Error },
     #[error(transparent)]
     Journal(#[from] journal::Error),
     #[error(transparent)]
@@ -112,6 +116,14 @@ enum Command {
     },
     /// Create a repository for the whole group (on the leader; replicas follow).
     Create {
+        /// `name` or `owner/name`; `.git` is added when missing.
+        name: String,
+    },
+    /// Create a repository for the whole group from an existing one (on the leader): every
+    /// ref of the source but refs/stargate/, journaled and replicated like a push.
+    Import {
+        /// The source repository: any URL or path `git fetch` takes.
+        url: String,
         /// `name` or `owner/name`; `.git` is added when missing.
         name: String,
     },
@@ -235,6 +247,7 @@ pub fn main(args: &[String]) -> Result<()> {
         Command::Verify { json, wait } => verify::verify(&cfg, json, wait),
         Command::Create { name } => catalog::create(&cfg, &name),
         Command::Manage { path } => catalog::manage(&cfg, &path),
+        Command::Import { url, name } => catalog::import(&cfg, &url, &name),
         Command::List { json } => catalog::list(&cfg, json),
         Command::Sync { full, repos } => sync(&cfg, repos, full),
         Command::Lag { json } => lag(&cfg, json),

@@ -236,6 +236,21 @@ pub fn fetch(repo: &Path, config: &[&str], args: &[&str], env: &[(&str, &str)]) 
     }
 }
 
+/// The branch the repository at `url` names as its HEAD (`ls-remote --symref`), if any.
+pub fn remote_head(repo: &Path, url: &str) -> Result<Option<String>, Error> {
+    let out = run(Some(repo), ["ls-remote", "--symref", "--", url, "HEAD"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().find_map(|l| l.strip_prefix("ref: ")?.strip_suffix("\tHEAD").map(str::to_owned)))
+}
+
+/// `git symbolic-ref HEAD <branch>` in the repository at `git_dir`.
+pub fn set_head(git_dir: &Path, branch: &str) -> Result<(), Error> {
+    let mut cmd = on_repo(git_dir);
+    cmd.args(["symbolic-ref", "HEAD", branch]);
+    let out = cmd.output().map_err(Error::Spawn)?;
+    if out.status.success() { Ok(()) } else { Err(failed(&["symbolic-ref".into(), branch.into()], &out)) }
+}
+
 /// A git command for the agent's mirroring: in its own process group (so the watchdog can
 /// kill it with everything it spawned), never prompting, carrying the sync token.
 pub struct Bounded {

@@ -4,6 +4,7 @@
 //! is never managed.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::*;
@@ -167,4 +168,100 @@ fn a_repository_with_a_work_tree_is_passed_through_or_refused_whole() {
     assert_eq!(head(()), before);
     assert_eq!(std::fs::read_to_string(tree.join("page.html")).unwrap(), "one\n", "the work tree is untouched");
     assert_eq!(String::from_utf8_lossy(&git(&["status", "--porcelain"]).stdout), "", "nothing staged");
+}
+
+/// The ways an existing repository moves onto a group: `git push --mirror` into a managed
+/// repository (which would delete the journal: its `refs/stargate/` updates are answered and
+/// ignored), and `git stargate import`, which creates the repository for the whole group
+/// from the source's refs. Both are journaled on the leader and replicated like pushes.
+#[test]
+fn push_mirror_and_import_bring_an_existing_repository_in_journaled_and_replicated() {
+    let lab = Lab::up_with(2, "[stargate \"sync\"]\n\tinterval = 1s\n");
+    let leader = lab.wait_leader(None, Duration::from_secs(5));
+    let replica = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
+    let client = Client::new();
+    ok(client.git(".", &["init", "-q", "-b", "trunk", "src"]));
+    for m in ["one", "two"] {
+        ok(client.git("src", &["commit", "-q", "--allow-empty", "-m", m]));
+    }
+    ok(client.git("src", &["branch", "topic", "HEAD~1"]));
+    ok(client.git("src", &["tag", "-a", "-m", "v1", "v1"]));
+    ok(client.git(".", &["clone", "-q", "--bare", "src", "src.git"]));
+    let source = client.home.path().join("src.git");
+    let refs_of = |git_dir: &Path| {
+        let mut c = Command::new("git");
+        c.arg("--git-dir").arg(git_dir).args(["for-each-ref", "--format=%(objectname) %(refname)"]);
+        let out = String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned();
+        out.lines().filter(|l| !l.contains(" refs/stargate/")).map(str::to_owned).collect::<Vec<_>>()
+    };
+    let stargate = |node: &str, args: &[&str]| run(lab.node_cmd(node, "git").arg("stargate").args(args));
+
+    // push --mirror into a repository created for the group.
+    let out = stargate(&leader, &["create", "moved"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(client.git("src.git", &["push", "--mirror", &lab.url(&leader, "moved")]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("refs/stargate/journal left as they are"), "{}", stderr(&out));
+    let moved = |node: &str| lab.repo(node, "moved");
+    assert_eq!(refs_of(&moved(&leader)), refs_of(&source));
+    let journal = |node: &str, repo: &Path| {
+        let out = run(lab.node_cmd(node, "git").arg("--git-dir").arg(repo).args([
+            "log",
+            "--format=%s",
+            "refs/stargate/journal",
+        ]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        journal(&leader, &moved(&leader)).lines().count() >= 3,
+        "genesis, prepare, outcome: {}",
+        journal(&leader, &moved(&leader))
+    );
+    lab.wait_until("the mirror pushed, on the replica", Duration::from_secs(20), || {
+        refs_of(&moved(&replica)) == refs_of(&source)
+    });
+
+    // A mirror of the managed repository itself carries its journal: pushed back with a
+    // new branch, the branch is written and the journal stays Stargate's.
+    ok(client.git(".", &["clone", "-q", "--mirror", &lab.url(&leader, "moved"), "again.git"]));
+    let old_journal = ok(client.git("again.git", &["rev-parse", "refs/stargate/journal"]));
+    ok(client.git("again.git", &["branch", "extra", "trunk"]));
+    let out = run(client.git("again.git", &["push", "--mirror", &lab.url(&leader, "moved")]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let now = lab
+        .node_cmd(&leader, "git")
+        .arg("--git-dir")
+        .arg(moved(&leader))
+        .args(["rev-parse", "refs/stargate/journal", "refs/heads/extra"])
+        .output()
+        .unwrap();
+    let now = String::from_utf8_lossy(&now.stdout).into_owned();
+    assert!(
+        now.lines().count() == 2 && !now.starts_with(old_journal.trim()),
+        "the journal went on, past the pushed value: {now}"
+    );
+
+    // import: refused on the passive node, done on the leader.
+    let url = source.to_str().unwrap();
+    let out = stargate(&replica, &["import", url, "team/imported"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!lab.repo(&replica, "team/imported").exists());
+    let out = stargate(&leader, &["import", url, "team/imported"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("imported team/imported.git"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let imported = |node: &str| lab.repo(node, "team/imported");
+    assert_eq!(refs_of(&imported(&leader)), refs_of(&source));
+    let head = ok(lab.node_cmd(&leader, "git").arg("--git-dir").arg(imported(&leader)).args(["symbolic-ref", "HEAD"]));
+    assert_eq!(head.trim(), "refs/heads/trunk");
+    let entries = journal(&leader, &imported(&leader));
+    assert!(entries.lines().count() >= 3, "genesis, prepare, outcome: {entries}");
+    lab.wait_until("the imported repository, on the replica", Duration::from_secs(20), || {
+        refs_of(&imported(&replica)) == refs_of(&source)
+    });
+    let refused = run(lab.node_cmd(&leader, "git").arg("stargate").args(["import", url, "team/imported"]));
+    assert_eq!(refused.status.code(), Some(1), "an existing repository: {}", stderr(&refused));
 }

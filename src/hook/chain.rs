@@ -131,14 +131,34 @@ pub fn push_to_checkout(repo: &Repo, args: &[String]) -> Result<()> {
 }
 
 /// `proc-receive`: git runs it for the refs `receive.procReceiveRefs` names. Without a
-/// repository hook those refs are refused, as git refuses them when it finds no hook.
+/// repository hook those refs are refused as git refuses them when it finds no hook: its
+/// words, and each ref `fail to run proc-receive hook`, answered through the protocol so
+/// that git adds nothing of its own (a hook that does not negotiate makes git say `fail
+/// to negotiate version with proc-receive hook`).
 pub fn proc_receive(repo: &Repo, args: &[String]) -> Result<()> {
+    use super::proc_receive::{flush, read_section, write_pkt};
     if find("proc-receive", repo).is_some() {
         return exec("proc-receive", args, repo);
     }
-    eprintln!("error: cannot find hook 'proc-receive'");
-    Err(Error::ChainedHook(1))
+    eprintln!("error: {NO_PROC_RECEIVE}");
+    let (mut input, mut output) = (std::io::stdin().lock(), std::io::stdout().lock());
+    let talk = (|| {
+        read_section(&mut input)?;
+        write_pkt(&mut output, b"version=1\n")?;
+        flush(&mut output)?;
+        for command in read_section(&mut input)? {
+            if let Some(refname) = String::from_utf8_lossy(&command).split_whitespace().nth(2) {
+                write_pkt(&mut output, format!("ng {refname} {NOT_RUN}\n").as_bytes())?;
+            }
+        }
+        flush(&mut output)
+    })();
+    talk.map_err(|e| HookError::Protocol(e).into())
 }
+
+/// git's words when it finds no `proc-receive` hook, and for each ref it then refuses.
+const NO_PROC_RECEIVE: &str = "cannot find hook 'proc-receive'";
+const NOT_RUN: &str = "fail to run proc-receive hook";
 
 /// In a managed repository, the refs of a push for `proc-receive` that are not Stargate's
 /// (`refs/for/kv/`), run through the repository's own `proc-receive` in a conversation of
@@ -156,7 +176,10 @@ pub fn proc_receive_relay(
             commands.iter().filter_map(|c| String::from_utf8_lossy(c).split_whitespace().nth(2).map(str::to_owned));
         refs.map(|r| format!("ng {r} {why}").into_bytes()).collect()
     };
-    let Some(path) = find("proc-receive", repo) else { return Ok(refused("cannot find hook 'proc-receive'")) };
+    let Some(path) = find("proc-receive", repo) else {
+        eprintln!("error: {NO_PROC_RECEIVE}");
+        return Ok(refused(NOT_RUN));
+    };
     let spawn = |mut cmd: Command| cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn();
     let mut child = match spawn(command(&path, "proc-receive", args, repo)) {
         Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => spawn(shell(&path, "proc-receive", args, repo)),

@@ -43,8 +43,10 @@ if [ ! -f "$src/t/test-lib.sh" ]; then
     die "no git source at $src and cannot clone it: give --git-src DIR (git v2.47.3)"
 fi
 build=(NO_GETTEXT=1 NO_TCLTK=1 NO_CURL=1 NO_EXPAT=1 NO_OPENSSL=1 NO_PYTHON=1)
-if [ ! -x "$src/t/helper/test-tool" ]; then
-  make -C "$src" -j"$(nproc)" "${build[@]}" GIT-BUILD-OPTIONS t/helper/test-tool templates >"$out/build.log" 2>&1 ||
+if [ ! -x "$src/t/helper/test-tool" ] || [ ! -d "$src/templates/blt" ]; then
+  mkdir -p "$out"
+  { make -C "$src" -j"$(nproc)" "${build[@]}" GIT-BUILD-OPTIONS t/helper/test-tool &&
+    make -C "$src/templates" SHELL_PATH=/bin/sh PERL_PATH="$(command -v perl)"; } >"$out/build.log" 2>&1 ||
     die "building git's test-tool failed: $out/build.log"
 fi
 installed=$(dirname "$(command -v git)")

@@ -15,7 +15,8 @@
 #                   from https://github.com/git/git when missing and the network allows)
 # Needs stargate-hook, git-stargate and git-remote-stargate on PATH (contrib/install.sh),
 # make, a C compiler and zlib's headers: only t/helper/test-tool and the templates are
-# built. Results in target/gittests/<mode>/<test>.out; exits 1 when a mode's failures differ from unmanaged's.
+# built. Results in target/gittests/<mode>/<test>.out (TAP) and .log (the verbose
+# log); exits 1 when a mode's failures differ from unmanaged's.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=$root/target/gittests
@@ -94,6 +95,7 @@ run_mode() { # mode
     [ -n "$script" ] || { echo "$t: no such script" >"$dir/$t.out"; continue; }
     (cd "$src/t" && GIT_TEST_INSTALLED=$bin GIT_TEST_DEFAULT_HASH=sha1 timeout 1800 \
       sh "$script" --verbose-log -x "${extra[@]}" >"$dir/$t.out" 2>&1) || true
+    cp "$src/t/test-results/${script%.sh}.out" "$dir/$t.log" 2>/dev/null || true
   done
   [ "$mode" != managed ] || cleanup
 }

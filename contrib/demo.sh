@@ -1,11 +1,29 @@
 #!/usr/bin/env bash
-# The Stargate demo: a two-node cluster on loopback. Writes on the leader, replicated to the
-# passive with measured lag, a push to the passive refused (exit 9), the leader's agent
-# killed, the other node leading with every earlier write, and a new write accepted there.
-# Builds first; leaves nothing running.
+# The Stargate demo: a two-node cluster on loopback, replicating over ssh as production does
+# (docs/RUNBOOK.md, Setup; contrib/ssh): each node's sshd on its own address and port 2222 with
+# the demo's own host key, the agents fetching with a key that may only fetch, strict host
+# keys. Writes on the leader, replicated to the passive with measured lag, the replica's key
+# refused a push, a push to the passive refused (exit 9), the leader's agent killed, the other
+# node leading with every earlier write, and a new write accepted there.
+# Builds first; leaves nothing running (the system's own sshd is neither used nor touched).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+
+if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "demo: installing openssh-server (its service is not started: the demo runs its own sshd)"
+    policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy=1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
+    [ -z "$policy" ] || rm -f /usr/sbin/policy-rc.d
+  else
+    echo "demo: please install openssh-server (the nodes replicate over ssh)" >&2
+    exit 1
+  fi
+fi
 
 echo "demo: building Stargate (release build; a few minutes the first time on two cores)"
 if [ -t 2 ]; then cargo build --release; else cargo build --release --quiet; fi
@@ -29,12 +47,15 @@ refused() { # key value: a write that must be refused as not leader (exit 9)
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 ms() { date +%s%3N; }
 
-step "two nodes on loopback (a: 127.77.0.1, b: 127.77.0.2), one shared lease"
-"${lab[@]}" up --nodes 2 --net 127.77.0
+step "two nodes on loopback (a: 127.77.0.1, b: 127.77.0.2), one shared lease, replicating over ssh"
+"${lab[@]}" up --nodes 2 --net 127.77.0 --transport ssh
 leader=$("${lab[@]}" leader)
 passive=$([ "$leader" = a ] && echo b || echo a)
 ip() { cat "$work/lab/$1/ip"; }
 echo "leader: $leader, passive: $passive"
+node_git() { GIT_CONFIG_GLOBAL=$work/lab/$1/gitconfig HOME=$work/lab/$1 git "${@:2}"; }
+echo "$passive mirrors $leader from: $(node_git "$passive" config "stargate.$leader.url")"
+echo "with: $(node_git "$passive" config core.sshCommand)"
 git clone -q "git://$(ip "$leader")/kv.git" "$work/to-$leader" 2>/dev/null
 git clone -q "git://$(ip "$passive")/kv.git" "$work/to-$passive" 2>/dev/null
 
@@ -55,6 +76,15 @@ echo "journal position on $passive: ${seq:-none} (3 writes)"
 [ "${seq:-0}" -ge 3 ] || { echo "demo: $passive did not replicate the writes" >&2; exit 1; }
 status "$passive" | grep -E '^  "lag_(seconds|operations)"'
 GIT_CONFIG_GLOBAL=$work/lab/$passive/gitconfig git stargate lag | tail -3
+
+step "the replicas' key may only fetch: a push with it is refused by the leader's sshd"
+replica_ssh=$(node_git "$passive" config core.sshCommand)
+stolen=$(git -C "$work/to-$leader" commit-tree -m stolen "$(git -C "$work/to-$leader" hash-object -w -t tree /dev/null)")
+rc=0
+GIT_SSH_COMMAND=$replica_ssh git -C "$work/to-$leader" push -q "$(node_git "$passive" config "stargate.$leader.url")kv.git" \
+  "$stolen:refs/heads/stolen" 2>"$work/stolen.err" || rc=$?
+grep "stargate-replica-shell: refused" "$work/stolen.err" || cat "$work/stolen.err"
+[ "$rc" != 0 ] && grep -q "stargate-replica-shell: refused" "$work/stolen.err" || { echo "demo: the replica key pushed" >&2; exit 1; }
 
 step "a write sent to the passive ($passive) is refused"
 cd "$work/to-$passive"

@@ -302,10 +302,17 @@ impl Config {
     }
 
     /// `stargate.sync.connectTimeout`: how long a sync waits for the other node's Git
-    /// server to accept the connection and advertise what it speaks (`git://` and local
-    /// paths), so that a machine that is gone fails a sync in that time. Default: 2s.
+    /// server to accept the connection and advertise what it speaks (every transport), so
+    /// that a machine that is gone fails a sync in that time. Default: 2s.
     pub fn sync_connect_timeout(&self) -> Result<Duration, Error> {
         self.positive_duration("stargate.sync.connectTimeout", Duration::from_secs(2))
+    }
+
+    /// `stargate.sync.sshMultiplex`: whether a node's syncs over ssh share one connection
+    /// per peer (OpenSSH's `ControlMaster`, kept 60 s after its last use), each sync a
+    /// channel of it, so that only the first pays ssh's handshake. Default: true.
+    pub fn sync_ssh_multiplex(&self) -> Result<bool, Error> {
+        self.boolean("stargate.sync.sshMultiplex", true)
     }
 
     /// `stargate.sync.uploadPack`: the program a replica runs on the leader for `ssh://`
@@ -434,7 +441,8 @@ impl Config {
     }
 
     /// `stargate.catchup.connectTimeout`: how long the catch-up waits for the previous
-    /// leader's Git server to accept a connection before it leads without catching up.
+    /// leader's Git server to answer (every transport) before it leads without catching
+    /// up. Default: 1s.
     pub fn catchup_connect_timeout(&self) -> Result<Duration, Error> {
         self.positive_duration("stargate.catchup.connectTimeout", Duration::from_secs(1))
     }
@@ -527,6 +535,7 @@ impl Config {
         self.sync_sweep_interval()?;
         self.sync_timeout()?;
         self.sync_connect_timeout()?;
+        self.sync_ssh_multiplex()?;
         self.retry_attempts()?;
         self.retry_multiplier()?;
         self.retry_base_delay()?;

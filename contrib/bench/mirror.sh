@@ -2,7 +2,8 @@
 # Initial mirror at many refs: a replica whose copy is empty runs `git stargate sync` against
 # `git clone --mirror` of the same leader repository, same run. N rounds (default 5), each
 # from an empty repository, medians; the replica's copy is checked against the leader's.
-# Usage: contrib/bench/mirror.sh [REFS] [N]   (stargate-hook on PATH; REFS default 100000)
+# TRANSPORT=ssh or https: the nodes and plain git over that transport (lib.sh).
+# Usage: [TRANSPORT=git|ssh|https] contrib/bench/mirror.sh [REFS] [N]   (stargate-hook on PATH; REFS default 100000)
 # REF_FORMAT=reftable: the leader's copy, the replica's and the plain mirror in reftable.
 set -euo pipefail
 refs=${1:-100000} n=${2:-5}
@@ -48,5 +49,5 @@ git -C "$R" fsck --connectivity-only --no-dangling 2>/dev/null || { echo "bench:
 declare -A m
 for k in plain ours; do m[$k]=$(printf '%s\n' ${t[$k]} | median); done
 echo "initial mirror at $refs refs (${REF_FORMAT:-files}): git stargate sync $(fmt "${m[ours]}")  vs  git clone --mirror $(fmt "${m[plain]}")  (ratio $(awk "BEGIN{printf \"%.3f\", ${m[ours]}/${m[plain]}}"))"
-echo "medians of $n rounds; target: ratio <= 1.0"
-echo "BENCH mirror_${refs}$([ "${REF_FORMAT:-files}" = reftable ] && echo _reftable) $(awk "BEGIN{printf \"%.3f\", ${m[ours]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain]}/1000}") ms"
+echo "medians of $n rounds over $transport; target: ratio <= 1.0"
+echo "BENCH mirror_${refs}$([ "${REF_FORMAT:-files}" = reftable ] && echo _reftable)$over $(awk "BEGIN{printf \"%.3f\", ${m[ours]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain]}/1000}") ms"

@@ -4,7 +4,9 @@
 # N rounds each (default 5), alternating which goes first, in one run on one two-node lab.
 # Prints every time, the medians and their ratio, the fixed cost on a small operation
 # (ls-remote), and the helper's leader resolution time (as it reports it with -v) over 20 runs.
-# Usage: contrib/bench/remote.sh [N] [SIZE_MB]   (stargate-hook and git-remote-stargate on PATH)
+# TRANSPORT=ssh or https: the lab's nodes serve over that transport (`lab up --transport`),
+# and both the direct URL and stargate:: go through it (https pushes as the lab's user).
+# Usage: [TRANSPORT=git|ssh|https] contrib/bench/remote.sh [N] [SIZE_MB]   (stargate-hook and git-remote-stargate on PATH)
 set -euo pipefail
 n=${1:-5}
 size=${2:-120}
@@ -14,14 +16,27 @@ work=$(mktemp -d)
 lab=("$root/contrib/lab/lab" --dir "$work/lab")
 trap '"${lab[@]}" down >/dev/null 2>&1; rm -rf "$work"' EXIT
 export GIT_CONFIG_NOSYSTEM=1 HOME=$work GIT_CONFIG_GLOBAL=$work/.gitconfig LC_ALL=C TZ=UTC
-"${lab[@]}" up --nodes 2 --net 127.81.0 --repos "kv bench" >/dev/null
+transport=${TRANSPORT:-git}
+over=$([ "$transport" = git ] || echo "_$transport") # the BENCH keys' suffix
+unset GIT_SSL_CAINFO GIT_SSL_CAPATH GIT_SSL_CERT GIT_SSL_KEY GIT_SSH_COMMAND GIT_SSH
+"${lab[@]}" up --nodes 2 --net 127.81.0 --repos "kv bench" --transport "$transport" >/dev/null
 leader=$("${lab[@]}" leader)
 other=$([ "$leader" = a ] && echo b || echo a)
 # The replica's agent would mirror every pushed repository while we time: stop it.
 "${lab[@]}" kill "$other" agent KILL
-{ "${lab[@]}" client-config; printf '[user]\n\tname = bench\n\temail = bench@lab\n'; } >"$GIT_CONFIG_GLOBAL"
+{ "${lab[@]}" client-config "$transport"; printf '[user]\n\tname = bench\n\temail = bench@lab\n'; } >"$GIT_CONFIG_GLOBAL"
 ip=$(cat "$work/lab/$leader/ip")
-direct="git://$ip"
+case $transport in
+  git) direct="git://$ip" ;;
+  ssh)
+    direct="ssh://$(id -un)@$ip:$(cat "$work/lab/ssh/port")$work/lab/$leader/repos"
+    printf '[core]\n\tsshCommand = %s\n' "$(cat "$work/lab/ssh/command")" >>"$GIT_CONFIG_GLOBAL" ;;
+  https)
+    direct="https://$ip:$(cat "$work/lab/tls/port")"
+    printf 'https://lab:lab@%s:%s\n' "$ip" "$(cat "$work/lab/tls/port")" >"$work/credentials"
+    printf '[http]\n\tsslCAInfo = %s\n\tsslCert = %s\n\tsslKey = %s\n[credential]\n\thelper = store --file %s\n' \
+      "$work/lab/tls/ca.pem" "$work/lab/tls/$other.pem" "$work/lab/tls/$other.key" "$work/credentials" >>"$GIT_CONFIG_GLOBAL" ;;
+esac
 via="stargate::a,b"
 
 git init -q -b main "$work/src"
@@ -78,7 +93,7 @@ for kind in clone fetch push; do
   printf '%-5s via    (ms): %s\n' "$kind" "${times[$kind-stargate]}"
   printf '%-5s median direct %s ms, via stargate:: %s ms, ratio %s\n' "$kind" "$d" "$s" \
     "$(awk -v a="$s" -v b="$d" 'BEGIN { printf "%.3f", a / b }')"
-  echo "BENCH helper_$kind $s $d ms"
+  echo "BENCH helper_$kind$over $s $d ms"
 done
 
 small_direct="" small_via=""
@@ -87,7 +102,7 @@ for ((i = 0; i < 20; i++)); do
   start=$(date +%s%N); git ls-remote "$via/bench.git" >/dev/null; small_via+="$(ms "$start") "
 done
 echo "ls-remote median direct $(echo "$small_direct" | median) ms, via stargate:: $(echo "$small_via" | median) ms (20 runs each)"
-echo "BENCH helper_ls_remote $(echo "$small_via" | median) $(echo "$small_direct" | median) ms"
+echo "BENCH helper_ls_remote$over $(echo "$small_via" | median) $(echo "$small_direct" | median) ms"
 
 res=()
 for ((i = 0; i < 20; i++)); do

@@ -2,7 +2,8 @@
 # Sync cost at many refs: `git stargate sync` (journal-driven) against plain
 # `git fetch --prune '+refs/*:refs/*'` on an identical copy of the replica, same leader, same
 # run. Idle (nothing changed) and one changed ref, N rounds each (default 15), medians.
-# Usage: contrib/bench/sync.sh [REFS] [N]   (stargate-hook on PATH; REFS default 100000)
+# TRANSPORT=ssh or https: the nodes and plain git over that transport (lib.sh).
+# Usage: [TRANSPORT=git|ssh|https] contrib/bench/sync.sh [REFS] [N]   (stargate-hook on PATH; REFS default 100000)
 set -euo pipefail
 refs=${1:-100000} n=${2:-15}
 . "$(dirname "$0")/lib.sh"
@@ -48,6 +49,6 @@ declare -A m
 for k in plain_idle ours_idle plain_one ours_one; do m[$k]=$(printf '%s\n' ${t[$k]} | median); done
 echo "idle:       git stargate sync $(fmt "${m[ours_idle]}")  vs  git fetch --prune $(fmt "${m[plain_idle]}")  (ratio $(awk "BEGIN{printf \"%.3f\", ${m[ours_idle]}/${m[plain_idle]}}"))"
 echo "one change: git stargate sync $(fmt "${m[ours_one]}")  vs  git fetch --prune $(fmt "${m[plain_one]}")  (ratio $(awk "BEGIN{printf \"%.3f\", ${m[ours_one]}/${m[plain_one]}}"))"
-echo "medians of $n rounds at $refs refs; targets: idle <= 20 ms, one change <= 100 ms"
-echo "BENCH sync_idle_$refs $(awk "BEGIN{printf \"%.3f\", ${m[ours_idle]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain_idle]}/1000}") ms"
-echo "BENCH sync_one_$refs $(awk "BEGIN{printf \"%.3f\", ${m[ours_one]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain_one]}/1000}") ms"
+echo "medians of $n rounds at $refs refs over $transport; targets: idle <= 20 ms, one change <= 100 ms"
+echo "BENCH sync_idle_$refs$over $(awk "BEGIN{printf \"%.3f\", ${m[ours_idle]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain_idle]}/1000}") ms"
+echo "BENCH sync_one_$refs$over $(awk "BEGIN{printf \"%.3f\", ${m[ours_one]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[plain_one]}/1000}") ms"

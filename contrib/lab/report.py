@@ -27,6 +27,14 @@ TESTS = [
     ("sync_concurrency", "acceptance::sync::sync_concurrent_loops_run_one_fetch_and_skip_the_rest"),
     ("sync_load", "acceptance::sync::sync_load_many_refs_within_the_configured_timeout"),
     ("lag_slo", "acceptance::slo::lag_slo_steady_state_then_a_partition_fires_the_alert_after_two_breaching_windows"),
+    # The failover and disruption plans again, every node's URL on ssh (long-suite's second pass;
+    # us_g10_failover_ssh also in the first, by its own test).
+    ("us_g10_failover_ssh", "acceptance::failover::us_g10_failover_over_ssh_moves_the_floating_address_and_a_push_through_it_succeeds"),
+    ("us_g10_passive_rejection_ssh", "acceptance::failover::us_g10_passive_rejects_git_kv_with_exit_9_and_changes_no_ref (ssh)"),
+    ("us_g10_forced_promotion_and_failback_ssh", "acceptance::failover::us_g10_forced_promotion_away_from_a_cut_off_leader_then_failback (ssh)"),
+    ("disc_012_failover_consistency_ssh", "acceptance::consistency::disc_012_failover_consistency_through_promotion_and_failback (ssh)"),
+    ("sync_network_disruption_ssh", "acceptance::sync::sync_network_disruption_resumes_within_the_slo_without_duplicates_and_logs_it (ssh)"),
+    ("sync_leader_failure_mid_fetch_ssh", "acceptance::sync::sync_leader_failure_mid_fetch_of_a_large_repository (ssh)"),
 ]
 
 
@@ -115,7 +123,7 @@ def disruption_plot(out, data, rep):
 def failover_plot(out, results):
     bars = []
     g = lambda t, k: results.get(t, {}).get("measured", {}).get(k)  # noqa: E731
-    for label, t, k in (
+    events = (
         ("power-off: passive takes the lease", "us_g10_failover", "lease_taken_after_s"),
         ("power-off: floating address moved", "us_g10_failover", "address_moved_after_s"),
         ("power-off: first push through the address", "us_g10_failover", "push_through_address_after_s"),
@@ -124,7 +132,10 @@ def failover_plot(out, results):
         ("planned promotion command", "disc_012_failover_consistency", "promote_command_s"),
         ("failback command", "disc_012_failover_consistency", "failback_command_s"),
         ("leader powered off mid-fetch: new leader", "sync_leader_failure_mid_fetch", "powered_off_mid_fetch_new_leader_after_s"),
-    ):
+    )
+    # The same events with the replicas over ssh (the second pass), beside them.
+    events = [e for label, t, k in events for e in ((label, t, k), (f"{label} (ssh)", f"{t}_ssh", k))]
+    for label, t, k in events:
         v = g(t, k)
         if v is not None:
             bars.append((label, float(v)))
@@ -261,6 +272,8 @@ def main():
         "on the `--netns` lab: every node in its own network namespace, disruptions by nft drop rules, the floating",
         "address by keepalived with `contrib/keepalived/keepalived.conf.example`. One machine, 2 cores, debug build;",
         "figures are this run's, not benchmarks. Raw figures: `data/` (one JSON per test, CSV series).",
+        "The replicas mirror over `git://`, except in the tests marked (ssh) and named `_ssh`: every node's URL on ssh",
+        "with a fetch-only key and strict host keys (`contrib/lab/lab --transport ssh`).",
         "",
         "| plan | test | checks | result | measured |",
         "|---|---|---|---|---|",
@@ -268,7 +281,8 @@ def main():
     for name, path in TESTS:
         r = results.get(name)
         if r is None:
-            md.append(f"| | `{path}` | | **no result**: failed, or had not finished when this report was written (see `data/acceptance.nextest.log`) | |")
+            log = "acceptance-ssh.nextest.log" if name.endswith("_ssh") and path.endswith("(ssh)") else "acceptance.nextest.log"
+            md.append(f"| | `{path}` | | **no result**: failed, or had not finished when this report was written (see `data/{log}`) | |")
             continue
         md.append(f"| {r['plan']} | `{path}` | {r['check']} | {r['result']} | {r['summary']} |")
     md.append("")

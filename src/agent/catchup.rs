@@ -11,6 +11,7 @@ use super::control::Reply;
 use crate::lead::audit;
 use crate::lead::lease::Record;
 use crate::mirror::{self, Target};
+use crate::wire::git::ErrorClass;
 
 /// How often a catch-up that waits for a running sync of the same repository looks again.
 const LOCKED_RETRY: Duration = Duration::from_millis(5);
@@ -414,26 +415,25 @@ impl Agent {
             let why = format!("the leader record names no URL for {}", previous.node);
             return names.into_iter().map(|n| (n, why.clone())).collect();
         };
-        // A machine that is gone (powered off, cut off) answers nothing: waiting for its git
-        // daemon would spend the whole catch-up timeout on nothing. Only for git://, whose
-        // connection goes straight to that address (ssh and http may go through a jump host
-        // or a proxy); a name that does not resolve is left to the catch-up itself.
+        // A machine that is gone (powered off, cut off) answers nothing: waiting for its Git
+        // server would spend the whole catch-up timeout on nothing. One session opened on
+        // the first repository, on whatever transport the record's URL names (ssh gets the
+        // same connect timeout), tells; an answer that is not "unreachable" (a missing
+        // repository, a refused key) is left to the catch-up itself.
         if let Some(name) = names.first()
-            && let Ok(crate::wire::endpoint::Endpoint::Git { host, port, .. }) =
-                crate::wire::endpoint::Endpoint::join(&base_url, name)
-            && let Err(e) =
-                crate::wire::proto::connect_host(&host, port, Instant::now() + self.settings.catchup_connect_timeout)
-            && matches!(
-                e.kind(),
-                std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::ConnectionRefused
-                    | std::io::ErrorKind::HostUnreachable
-                    | std::io::ErrorKind::NetworkUnreachable
+            && let Err(mirror::Error::Git(e)) = mirror::answers(
+                &self.settings.root.join(name),
+                name,
+                &base_url,
+                &self.settings.sync,
+                self.settings.catchup_connect_timeout,
             )
+            && matches!(e.class(), ErrorClass::Timeout | ErrorClass::Connection)
         {
             let why = format!(
-                "{}'s Git server {host}:{port} does not answer ({e}, stargate.catchup.connectTimeout {} ms)",
+                "{}'s Git server at {base_url} does not answer ({}, stargate.catchup.connectTimeout {} ms)",
                 previous.node,
+                crate::wire::sanitize::text(e.text().trim()),
                 self.settings.catchup_connect_timeout.as_millis()
             );
             reply.say(&format!("not catching up: {why}"));

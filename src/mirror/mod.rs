@@ -129,6 +129,9 @@ pub struct Settings {
     /// speaks (`stargate.sync.connectTimeout`).
     pub connect_timeout: Duration,
     pub upload_pack: Option<String>,
+    /// Where syncs over ssh keep the sockets of their shared connections
+    /// (`stargate.sync.sshMultiplex`; `wire::ssh`); none: a connection per sync.
+    pub ssh_control: Option<std::path::PathBuf>,
     /// The agent's secret, so that the replica's hooks let the mirroring write.
     pub token: String,
     /// Show git's progress on stderr (a person at a terminal).
@@ -160,6 +163,7 @@ impl Settings {
             timeout: cfg.sync_timeout()?,
             connect_timeout: cfg.sync_connect_timeout()?,
             upload_pack: cfg.sync_upload_pack().map(str::to_owned),
+            ssh_control: if cfg.sync_ssh_multiplex()? { Some(cfg.state_dir()?.join("ssh")) } else { None },
             token,
             progress: false,
             measure_since_ms: crate::clock::now_ms(),
@@ -266,11 +270,37 @@ pub fn sync(path: &Path, name: &str, target: &Target, settings: &Settings) -> Re
 
 /// How far this replica's copy of `name` is behind `target`'s, measured now: the journal
 /// entries it lacks. Fetches the leader's new journal entries (objects only: no ref
-/// moves), so it costs one `ls-refs`, plus one small fetch when behind. Fails with
-/// `Locked` while a sync of the repository runs.
-pub fn behind(path: &Path, name: &str, target: &Target, settings: &Settings) -> Result<Behind, Error> {
-    let _lock = lock(path)?;
+/// moves), so it costs one `ls-refs`, plus one small fetch when behind. Waits up to `wait`
+/// for a sync of the repository that runs, then fails with `Locked`.
+pub fn behind(path: &Path, name: &str, target: &Target, settings: &Settings, wait: Duration) -> Result<Behind, Error> {
+    let _lock = lock_within(path, wait)?;
     Mirroring::new(path, name, target, settings).behind()
+}
+
+/// `lock`, waiting up to `wait` for the sync that holds it. Queued in the kernel (a
+/// blocking flock), not polled: under a continuous writer the agent's syncs follow one
+/// another within microseconds, and a poll would find the lock held every time (seen over
+/// ssh, whose syncs last hundreds of milliseconds). A wait that outlives `wait` takes the
+/// lock later in its own thread and drops it at once.
+fn lock_within(path: &Path, wait: Duration) -> Result<File, Error> {
+    match lock(path) {
+        Err(Error::Locked) => {}
+        other => return other,
+    }
+    let file = File::options()
+        .write(true)
+        .open(path.join("stargate/sync.lock"))
+        .map_err(|source| Error::Io { what: format!("cannot open {}/stargate/sync.lock", path.display()), source })?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let locked = file.lock().map(|()| file);
+        let _ = tx.send(locked);
+    });
+    match rx.recv_timeout(wait) {
+        Ok(Ok(file)) => Ok(file),
+        Ok(Err(source)) => Err(Error::Io { what: "cannot lock the repository for a sync".into(), source }),
+        Err(_) => Err(Error::Locked),
+    }
 }
 
 /// Whether the node whose base URL is `base_url` serves repository `name`, and in which
@@ -300,6 +330,14 @@ pub fn remote_refs(
 /// The journal tip of repository `name` at the node whose base URL is `base_url`, asked
 /// within `settings.timeout`: whether that node's Git server answers at all, before a
 /// longer mirror of it.
+/// Whether the Git server at `base_url` answers for repository `name` (this node's copy at
+/// `path`) within `within`: accepts the connection and advertises what it speaks, on every
+/// transport (ssh's own connect timeout set to it). `Err` with the reason when it does not.
+pub fn answers(path: &Path, name: &str, base_url: &str, settings: &Settings, within: Duration) -> Result<(), Error> {
+    let settings = Settings { connect_timeout: within, ..settings.clone() };
+    Source::open(path, name, base_url, &settings, Instant::now() + within).map(drop)
+}
+
 pub fn journal_at(path: &Path, name: &str, base_url: &str, settings: &Settings) -> Result<Option<ObjectId>, Error> {
     let mut source = Source::open(path, name, base_url, settings, Instant::now() + settings.timeout)?;
     Ok(source.ls(&[journal::REF])?.remove(journal::REF))

@@ -1,7 +1,7 @@
 //! The node a mirroring reads from (the leader, or a peer for a node about to lead): one
-//! protocol v2 session where the transport allows (`git://`, local paths: `wire::proto`,
-//! objects asked for by id with this node's values as haves), else git's own commands
-//! (ssh, http): `git ls-remote`, and `git fetch` in a private side repository
+//! protocol v2 session on every transport (`wire::proto`, objects asked for by id with
+//! this node's values as haves), else, with a server that does not speak v2, git's own
+//! commands: `git ls-remote`, and `git fetch` in a private side repository
 //! (`<repo>/stargate/sync.git`) that shares this node's object store but holds only the refs
 //! of this fetch, so git neither negotiates with nor checks connectivity against this
 //! node's other refs. Reads refs and brings objects; never moves a ref of this node.
@@ -23,9 +23,9 @@ pub(super) type Refs = HashMap<String, ObjectId>;
 
 /// How this node talks to the other.
 enum Link {
-    /// One protocol v2 session (`git://`, local paths).
+    /// One protocol v2 session.
     Session(proto::Session),
-    /// `git ls-remote` and `git fetch` (ssh, http, a server without protocol v2).
+    /// `git ls-remote` and `git fetch` (a server without protocol v2).
     Commands,
 }
 
@@ -61,30 +61,25 @@ impl<'a> Source<'a> {
         deadline: Instant,
     ) -> Result<Source<'a>, Error> {
         let link = match Endpoint::join(base_url, name) {
-            Ok(endpoint) => {
-                // Read at every sync, as git's own commands do: an operator's change of key
-                // or known hosts applies to the next sync.
-                let ssh = matches!(endpoint, Endpoint::Ssh { .. }).then(|| crate::wire::ssh::Ssh {
-                    command: git::config_get(path, "core.sshCommand").ok().flatten(),
-                    variant: git::config_get(path, "ssh.variant").ok().flatten(),
-                });
-                proto::Session::open(
-                    &endpoint,
-                    settings.upload_pack.as_deref(),
-                    ssh.as_ref(),
-                    settings.connect_timeout,
-                    deadline,
-                )?
-                .map_or(Link::Commands, Link::Session)
-            }
+            Ok(endpoint) => proto::Session::open(
+                &endpoint,
+                &proto::Via {
+                    upload_pack: settings.upload_pack.as_deref(),
+                    local: path,
+                    ssh_control: settings.ssh_control.as_deref(),
+                },
+                settings.connect_timeout,
+                deadline,
+            )?
+            .map_or(Link::Commands, Link::Session),
             Err(_) => Link::Commands,
         };
         Ok(Source { path, url: repo_url(base_url, name), settings, deadline, link, keeps: Vec::new() })
     }
 
     /// `open`, for a mirroring into this node's copy: objects are named alike on every node
-    /// or not at all, so a node whose copy uses another object format is refused (over ssh
-    /// and http, git's own fetch refuses it).
+    /// or not at all, so a node whose copy uses another object format is refused (without
+    /// a session, git's own fetch refuses it).
     pub(super) fn open_same_format(
         path: &'a Path,
         name: &str,

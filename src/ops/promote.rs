@@ -158,15 +158,8 @@ fn lag(cfg: &Config, record: &Record) -> Result<Option<(String, Duration, u64)>>
     let root = cfg.root()?;
     for repo in crate::repos::list(&root).map_err(CommandError::Repos)?.into_iter().filter(|r| r.readable) {
         let path = root.join(&repo.name);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let behind = loop {
-            match mirror::behind(&path, &repo.name, &target, &settings) {
-                Err(mirror::Error::Locked) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                other => break other,
-            }
-        };
+        // A sync that runs holds the repository for at most its watchdog.
+        let behind = mirror::behind(&path, &repo.name, &target, &settings, settings.timeout);
         let behind =
             behind.map_err(|e| Error::Refused(format!("{}: cannot compare with {}: {e}", repo.name, record.node)))?;
         if behind.unknown_position {

@@ -241,6 +241,7 @@ fn ssh(cfg: &Config, host: &str, port: Option<u16>, remote: &str, protocol: Opti
     let ssh = crate::wire::ssh::Ssh {
         command: cfg.ssh_command().map(str::to_owned),
         variant: cfg.ssh_variant().map(str::to_owned),
+        control: None,
     };
     let mut cmd = ssh.command(host, port, remote, protocol, None).map_err(|e| Error::Url(e.to_string()))?;
     cmd.stdin(Stdio::inherit()).stdout(Stdio::piped()).stderr(Stdio::piped());

@@ -724,6 +724,12 @@ impl Error {
             Error::Failed { status, stderr, .. } if stderr.is_empty() && status.contains("signal") => {
                 return ErrorClass::Transport;
             }
+            // ssh's own status when the connection broke or the command on the other end was
+            // killed (the leader's upload-pack, sshd or machine gone mid-transfer): with
+            // nothing said, not a refusal (those say why: host key, permission denied).
+            Error::Failed { status, stderr, .. } if stderr.is_empty() && status == "exit status: 255" => {
+                return ErrorClass::Transport;
+            }
             Error::Failed { stderr, .. } => stderr.to_lowercase(),
         };
         const PERMANENT: [&str; 9] = [
@@ -845,6 +851,20 @@ pub fn spawn_remote_helper(alias: &str, url: &str) -> std::io::Result<std::proce
     Command::new("git").args([scheme, alias, url]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()
 }
 
+/// Start git's own helper for an `http://` or `https://` repository URL as git's fetch
+/// would for `local` (its configuration: client certificate, CA, proxy, credentials), to
+/// be asked for a protocol v2 connection (`stateless-connect`); never prompts, in its own
+/// process group.
+pub fn spawn_stateless_connect(url: &str, local: &Path) -> std::io::Result<std::process::Child> {
+    let scheme = if url.starts_with("http://") { "remote-http" } else { "remote-https" };
+    let mut cmd = Command::new("git");
+    for var in LOCAL_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.args([scheme, url, url]).env("GIT_DIR", local).env("GIT_TERMINAL_PROMPT", "0").env_remove("GIT_PROTOCOL");
+    cmd.process_group(0).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+}
+
 /// What git's receive-pack does for `receive.denyCurrentBranch=updateInstead` when there is
 /// no `push-to-checkout` hook (its `push_to_deploy`), run in the work tree: refuse when the
 /// work tree or the index has changes, else check out `new`. The error is git's own words.
@@ -892,5 +912,19 @@ mod tests {
             stderr: "fatal: repository 'http://h/x/' not found".into(),
         };
         assert_eq!(missing.class(), ErrorClass::Permanent);
+    }
+
+    /// ssh exits 255 without a word when the other end's command is killed mid-transfer:
+    /// retried. With ssh's reason (a refusal), not.
+    #[test]
+    fn an_ssh_session_that_broke_silently_is_retried_and_a_refusal_is_not() {
+        let failed = |stderr: &str| Error::Failed {
+            args: "upload-pack ssh://h/x".into(),
+            status: "exit status: 255".into(),
+            stderr: stderr.into(),
+        };
+        assert_eq!(failed("").class(), ErrorClass::Transport);
+        assert_eq!(failed("Host key verification failed.").class(), ErrorClass::Permanent);
+        assert_eq!(failed("root@h: Permission denied (publickey).").class(), ErrorClass::Permanent);
     }
 }

@@ -1,7 +1,11 @@
 //! A git protocol v2 client for mirroring: one `upload-pack` session that lists refs
 //! (`ls-refs`) and fetches objects by id (`fetch` with `done` in the first request, so no
-//! negotiation rounds), over `git://` or a local `git upload-pack`. git stores the pack
-//! (`git::PackStore`). Other transports (ssh, http) are left to `git fetch`.
+//! negotiation rounds), over every transport a node's URL may name: `git://` (a TCP
+//! connection of our own), a local `git upload-pack`, ssh (`wire::ssh`, the command git
+//! would run), and smart HTTP(S) through git's own `git remote-http(s)` in its
+//! `stateless-connect` mode, which carries each request in one POST with git's http
+//! configuration (client certificate, CA, proxy, credentials) applied. git stores the pack
+//! (`git::PackStore`). A server that does not speak v2 is left to `git fetch`.
 //!
 //! Why not `git fetch`: for a handful of refs its fixed costs dominate, and on `git://`
 //! each response waits 40 ms. git daemon's upload-pack sends a response in several small
@@ -14,6 +18,7 @@ use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,6 +27,18 @@ use gix::ObjectId;
 
 use super::endpoint::Endpoint;
 use super::git;
+
+/// How a session reaches the other node, besides its URL.
+pub struct Via<'a> {
+    /// The program for local repositories (`--upload-pack`).
+    pub upload_pack: Option<&'a str>,
+    /// This node's copy: its configuration is the one git's own transports would read
+    /// (`core.sshCommand`, `ssh.variant`, `http.*`), read at every open so that an
+    /// operator's change applies to the next session.
+    pub local: &'a Path,
+    /// Where shared ssh connections keep their sockets (`ssh::Ssh::control`).
+    pub ssh_control: Option<&'a Path>,
+}
 
 /// An open protocol v2 session with one repository's `upload-pack`.
 pub struct Session {
@@ -69,7 +86,6 @@ enum Pkt {
     Data(Vec<u8>),
     Flush,
     Delim,
-    End,
 }
 
 impl Read for Reader {
@@ -155,11 +171,11 @@ impl Session {
     /// `upload_pack` replaces the program for local repositories (`--upload-pack`).
     pub fn open(
         endpoint: &Endpoint,
-        upload_pack: Option<&str>,
-        ssh: Option<&super::ssh::Ssh>,
+        via: &Via,
         answer_within: Duration,
         deadline: Instant,
     ) -> Result<Option<Session>, git::Error> {
+        let Via { upload_pack, local, ssh_control } = *via;
         let url = endpoint.display();
         let answer_by = deadline.min(Instant::now() + answer_within);
         let (input, writer) = match endpoint {
@@ -176,15 +192,14 @@ impl Session {
                 (Input::Tcp(stream), Writer::Tcp(w))
             }
             Endpoint::Local(path) => {
-                let mut child = git::spawn_upload_pack(upload_pack, path).map_err(git::Error::Spawn)?;
-                let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
-                let stderr = stderr.map(git::drain);
-                let writer = Writer::Process { stdin, child, stderr };
-                let Some(stdout) = stdout else { return Err(io_error(&url, std::io::Error::other("no pipe"))) };
-                (Input::Process(stdout), writer)
+                process(&url, git::spawn_upload_pack(upload_pack, path).map_err(git::Error::Spawn)?)?
             }
             Endpoint::Ssh { host, port, path } => {
-                let Some(ssh) = ssh else { return Ok(None) };
+                let ssh = super::ssh::Ssh {
+                    command: git::config_get(local, "core.sshCommand").ok().flatten(),
+                    variant: git::config_get(local, "ssh.variant").ok().flatten(),
+                    control: ssh_control.map(Path::to_owned),
+                };
                 let remote = format!("git-upload-pack {}", super::endpoint::sq_quote(path));
                 let mut cmd = (ssh.command(host, *port, &remote, Some("version=2"), Some(answer_within)))
                     .map_err(|e| io_error(&url, std::io::Error::other(e.to_string())))?;
@@ -195,17 +210,17 @@ impl Session {
                     0,
                 );
 
-                let mut child = cmd.spawn().map_err(git::Error::Spawn)?;
-                let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
-                let stderr = stderr.map(git::drain);
-                let writer = Writer::Process { stdin, child, stderr };
-                let Some(stdout) = stdout else { return Err(io_error(&url, std::io::Error::other("no pipe"))) };
-                (Input::Process(stdout), writer)
+                process(&url, cmd.spawn().map_err(git::Error::Spawn)?)?
             }
-            Endpoint::Http(_) => return Ok(None),
+            Endpoint::Http(http) => {
+                process(&url, git::spawn_stateless_connect(http, local).map_err(git::Error::Spawn)?)?
+            }
         };
         let reader = BufReader::with_capacity(64 * 1024, Reader { input, deadline: answer_by, abandon: None });
         let mut session = Session { reader, writer, url, object_format: None };
+        if endpoint.is_http() && !session.stateless_connect()? {
+            return Ok(None);
+        }
         let advertisement = session.lines()?;
         session.reader.get_mut().deadline = deadline;
         let has = |cap: &str| advertisement.iter().any(|l| l == cap || l.starts_with(&format!("{cap}=")));
@@ -216,6 +231,21 @@ impl Session {
             session.object_format = Some(format.to_owned());
         }
         Ok(Some(session))
+    }
+
+    /// Ask git's http helper for a protocol v2 connection (gitremote-helpers(7),
+    /// `stateless-connect`): true when it has one, false when the server does not speak
+    /// v2 (`fallback`).
+    fn stateless_connect(&mut self) -> Result<bool, git::Error> {
+        self.send(b"stateless-connect git-upload-pack\n")?;
+        let mut line = Vec::new();
+        match std::io::BufRead::read_until(&mut self.reader, b'\n', &mut line) {
+            Ok(0) => Err(self.fail(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) if line == b"\n" => Ok(true),
+            Ok(_) if line == b"fallback\n" => Ok(false),
+            Ok(_) => Err(self.protocol(&format!("stateless-connect answered '{}'", text(&line)))),
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     /// From now on, a read that waits in silence asks `abandon` now and then whether to
@@ -292,7 +322,7 @@ impl Session {
                 Pkt::Data(line) if text(&line) == "packfile" => break,
                 Pkt::Data(line) => self.check_err(&line)?,
                 Pkt::Delim => {}
-                Pkt::Flush | Pkt::End => return Err(self.protocol("the response carries no pack")),
+                Pkt::Flush => return Err(self.protocol("the response carries no pack")),
             }
         }
         loop {
@@ -304,7 +334,7 @@ impl Session {
                     Some((3, msg)) => return Err(self.remote_error(&text(msg))),
                     _ => return Err(self.protocol("bad side-band packet")),
                 },
-                Pkt::Flush | Pkt::End => return Ok(()),
+                Pkt::Flush => return Ok(()),
                 Pkt::Delim => return Err(self.protocol("unexpected delimiter in the pack")),
             }
         }
@@ -330,19 +360,23 @@ impl Session {
     }
 
     fn read_pkt(&mut self) -> Result<Pkt, git::Error> {
-        let mut len = [0u8; 4];
-        self.read_exact(&mut len)?;
-        let len = std::str::from_utf8(&len).ok().and_then(|s| usize::from_str_radix(s, 16).ok());
-        match len {
-            Some(0) => Ok(Pkt::Flush),
-            Some(1) => Ok(Pkt::Delim),
-            Some(2) => Ok(Pkt::End),
-            Some(n) if n > 4 => {
-                let mut data = vec![0; n - 4];
-                self.read_exact(&mut data)?;
-                Ok(Pkt::Data(data))
-            }
-            _ => Err(self.protocol("bad pkt-line length")),
+        loop {
+            let mut len = [0u8; 4];
+            self.read_exact(&mut len)?;
+            let len = std::str::from_utf8(&len).ok().and_then(|s| usize::from_str_radix(s, 16).ok());
+            return match len {
+                Some(0) => Ok(Pkt::Flush),
+                Some(1) => Ok(Pkt::Delim),
+                // A response-end packet: a stateless transport (http) marks where each
+                // response ends; the flush before it already said so.
+                Some(2) => continue,
+                Some(n) if n > 4 => {
+                    let mut data = vec![0; n - 4];
+                    self.read_exact(&mut data)?;
+                    Ok(Pkt::Data(data))
+                }
+                _ => Err(self.protocol("bad pkt-line length")),
+            };
         }
     }
 
@@ -395,6 +429,16 @@ impl Session {
         }
         io_error(&self.url, e)
     }
+}
+
+/// The ends of a session with a process that speaks for the server (a local upload-pack,
+/// ssh, git's http helper).
+fn process(url: &str, mut child: Child) -> Result<(Input, Writer), git::Error> {
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let stderr = stderr.map(git::drain);
+    let writer = Writer::Process { stdin, child, stderr };
+    let Some(stdout) = stdout else { return Err(io_error(url, std::io::Error::other("no pipe"))) };
+    Ok((Input::Process(stdout), writer))
 }
 
 fn text(line: &[u8]) -> String {
@@ -562,7 +606,7 @@ mod tests {
             let started = Instant::now();
             let deadline = started + Duration::from_secs(2);
             let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
-            match Session::open(&endpoint, None, None, Duration::from_secs(2), deadline) {
+            match Session::open(&endpoint, &Via { upload_pack: None, local: Path::new("."), ssh_control: None }, Duration::from_secs(2), deadline) {
                 Ok(Some(mut session)) => {
                     match session.ls_refs(&[]) {
                         Ok(refs) => prop_assert!(refs.keys().all(|name| !name.contains('\n'))),
@@ -608,7 +652,14 @@ mod tests {
         });
         let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut session = Session::open(&endpoint, None, None, Duration::from_secs(2), deadline).unwrap().unwrap();
+        let mut session = Session::open(
+            &endpoint,
+            &Via { upload_pack: None, local: Path::new("."), ssh_control: None },
+            Duration::from_secs(2),
+            deadline,
+        )
+        .unwrap()
+        .unwrap();
         let mut asked = 0;
         session.abandon_when(Box::new(move || {
             asked += 1;
@@ -619,7 +670,15 @@ mod tests {
         assert!(e.contains(ABANDONED), "{e}");
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
         let started = Instant::now();
-        let e = Session::open(&endpoint, None, None, Duration::from_millis(300), deadline).err().unwrap().to_string();
+        let e = Session::open(
+            &endpoint,
+            &Via { upload_pack: None, local: Path::new("."), ssh_control: None },
+            Duration::from_millis(300),
+            deadline,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(started.elapsed() < Duration::from_secs(2), "{e} after {:?}", started.elapsed());
     }
 
@@ -650,10 +709,14 @@ mod tests {
         let script = [data(b"version 2\n"), data(b"ls-refs\n"), data(b"fetch\n"), b"0000".to_vec(), b"zzzz".to_vec()];
         let port = serve_once(script.concat());
         let endpoint = Endpoint::Git { host: "127.0.0.1".into(), port, path: "/kv.git".into() };
-        let mut session =
-            Session::open(&endpoint, None, None, Duration::from_secs(2), Instant::now() + Duration::from_secs(2))
-                .unwrap()
-                .unwrap();
+        let mut session = Session::open(
+            &endpoint,
+            &Via { upload_pack: None, local: Path::new("."), ssh_control: None },
+            Duration::from_secs(2),
+            Instant::now() + Duration::from_secs(2),
+        )
+        .unwrap()
+        .unwrap();
         let e = session.ls_refs(&[]).unwrap_err().to_string();
         assert!(e.contains("bad pkt-line length"), "{e}");
     }

@@ -141,6 +141,34 @@ fn planned_promotion_and_failback_under_a_writer_lose_no_acknowledged_write() {
     eprintln!("{} acknowledged writes, longest gap between two: {:?}", acked.len(), longest_gap(&done));
 }
 
+/// Over ssh a sync lasts hundreds of milliseconds, and under a writer the replica's agent
+/// runs one after another: the promotion's lag check used to poll the repository's sync
+/// lock for 2 s, never found it free, and refused (`cannot compare with a: another sync of
+/// this repository is running`). It now waits its turn.
+#[test]
+fn a_planned_promotion_under_a_writer_over_ssh_waits_for_the_running_sync() {
+    let lab = Lab::up_over(2, FAST, Transport::Ssh);
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    let writer = Writer::start(stargate_client(&lab));
+    lab.wait_until("the writer to be acknowledged", Duration::from_secs(20), || {
+        lab.rev("b", "refs/kv/default").is_some()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    for (node, command, leader) in [("b", "promote", "b"), ("a", "failback", "a")] {
+        let out = stargate(&lab, node, &[command, "--yes"]);
+        assert!(out.status.success(), "{command}: {}{}{}", stdout(&out), stderr(&out), lab.logs());
+        assert_eq!(lab.wait_leader(None, Duration::from_secs(10)), leader);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let done = writer.stop();
+    let acked: Vec<usize> = done.iter().filter(|d| d.1).map(|d| d.0).collect();
+    assert!(acked.len() >= 5, "the writer kept writing: {done:?}");
+    lab.wait_parity("a", "b", Duration::from_secs(15));
+    for i in &acked {
+        assert_eq!(value(&lab, "b", &format!("w{i}")).as_deref(), Some(i.to_string().as_str()), "w{i} on b");
+    }
+}
+
 #[test]
 fn forced_promotion_from_a_frozen_leader_fences_it_and_keeps_what_only_it_had() {
     let lab = Lab::up_with(2, FAST);
@@ -403,6 +431,24 @@ fn full_mirror_reports_no_false_loss(lab: &Lab) {
 #[test]
 fn a_full_mirror_reports_no_loss_when_the_leader_only_advanced() {
     full_mirror_reports_no_false_loss(&Lab::up_with(2, FAST));
+}
+
+/// Over ssh as production runs it (`lab up --transport ssh`: a fetch-only key, strict host
+/// keys), where the full mirror is a protocol v2 session through sshd.
+#[test]
+fn a_full_mirror_over_ssh_reports_no_loss_when_the_leader_only_advanced() {
+    let lab = Lab::up_over(2, FAST, Transport::Ssh);
+    assert!(ok(lab.git("b", &["config", "stargate.a.url"])).starts_with("ssh://"));
+    full_mirror_reports_no_false_loss(&lab);
+}
+
+/// Over https through nginx asking for the nodes' client certificates (`lab up --transport
+/// https`, contrib/nginx/stargate-git-mtls.conf).
+#[test]
+fn a_full_mirror_over_https_reports_no_loss_when_the_leader_only_advanced() {
+    let lab = Lab::up_over(2, FAST, Transport::Https);
+    assert!(ok(lab.git("b", &["config", "stargate.a.url"])).starts_with("https://"));
+    full_mirror_reports_no_false_loss(&lab);
 }
 
 #[test]

@@ -309,7 +309,7 @@ fn a_full_mirror_of_many_refs_into_reftable_runs_no_hook_and_keeps_what_the_lead
 #[test]
 fn sha256_reftable_repositories_mirror_over_http_incrementally() {
     let extra = format!("[init]\n\tdefaultObjectFormat = sha256\n{REFTABLE}");
-    let lab = mirrors_over_http_incrementally(&extra);
+    let lab = mirrors_over_http_incrementally(&extra, true);
     assert_eq!(lab.rev("b", "refs/heads/main").map(|r| r.len()), Some(64));
     assert_eq!(ref_format(&lab, "b", "kv"), "reftable");
 }

@@ -22,13 +22,18 @@ struct Wrapper {
 
 impl Wrapper {
     fn new() -> Wrapper {
+        Wrapper::exec("git-upload-pack \"$@\"")
+    }
+
+    /// A wrapper that ends by running `command` (shell words; `"$@"` its arguments).
+    fn exec(command: &str) -> Wrapper {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("upload-pack");
         let (log, hold) = (dir.path().join("upload-pack.log"), dir.path().join("hold"));
         std::fs::write(
             &path,
             format!(
-                "#!/bin/sh\necho run >> '{}'\nwhile [ -e '{}' ]; do sleep 0.05; done\nexec git-upload-pack \"$@\"\n",
+                "#!/bin/sh\necho run >> '{}'\nwhile [ -e '{}' ]; do sleep 0.05; done\nexec {command}\n",
                 log.display(),
                 hold.display()
             ),
@@ -175,11 +180,18 @@ fn a_repository_never_written_is_mirrored_in_full_once_then_left_alone() {
     assert_eq!(lab.rev(replica, "refs/stargate/journal"), lab.rev(&leader, "refs/stargate/journal"));
 }
 
-/// ssh and http leaders are mirrored with git's own commands (no protocol v2 session):
-/// still journal-driven, still incremental, deletions included.
+/// An http leader is mirrored in a protocol v2 session through git's http helper:
+/// journal-driven, incremental, deletions included.
 #[test]
-fn sync_over_http_is_incremental_with_git_commands() {
-    mirrors_over_http_incrementally("");
+fn sync_over_http_is_incremental_in_a_protocol_v2_session() {
+    mirrors_over_http_incrementally("", true);
+}
+
+/// A web server that does not pass protocol v2 on: git's own fetch, still journal-driven
+/// and incremental.
+#[test]
+fn sync_over_http_without_protocol_v2_falls_back_to_git_fetch() {
+    mirrors_over_http_incrementally("", false);
 }
 
 #[test]
@@ -334,6 +346,34 @@ fn leader_killed_mid_fetch_is_retried_and_resynced() {
     let wrapper = Wrapper::new();
     let lab = Lab::up_with(2, &wrapper.config("[stargate \"retry\"]\n\tbaseDelay = 300ms\n\tattempts = 10\n"));
     lab.wait_leader(None, Duration::from_secs(5));
+    leader_killed_mid_fetch(&lab, &wrapper);
+}
+
+/// The same over ssh as production runs it (`lab up --transport ssh`: the replica's
+/// fetch-only key and strict host keys): the leader's side of the transfer is the forced
+/// command of the replica's key, which the wrapper holds and which is killed mid-fetch, so
+/// that the replica's ssh session dies as it would when the leader's sshd or machine fails.
+#[test]
+fn leader_killed_mid_fetch_over_ssh_is_retried_and_resynced() {
+    let wrapper = Wrapper::exec("\"$@\"");
+    let extra = "[stargate \"sync\"]\n\tinterval = 1h\n[stargate \"retry\"]\n\tbaseDelay = 300ms\n\tattempts = 10\n";
+    let lab = Lab::up_over(2, extra, Transport::Ssh);
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
+    lab.wait_parity("a", "b", Duration::from_secs(15));
+    assert!(ok(lab.git("b", &["config", "stargate.a.url"])).starts_with("ssh://"));
+    // The replica key's forced command (contrib/ssh/stargate-replica-shell) now runs
+    // through the wrapper: sshd reads authorized_keys at every connection.
+    let keys = lab.dir.path().join("ssh/authorized_keys");
+    let text = std::fs::read_to_string(&keys).unwrap();
+    assert!(text.contains("command=\""), "{text}");
+    let wrapped = text.replace("command=\"", &format!("command=\"/bin/sh {} ", wrapper.path().display()));
+    std::fs::write(&keys, wrapped).unwrap();
+    // The key's command is bound when a connection opens: b's syncs share one.
+    lab.close_ssh_connections("b");
+    leader_killed_mid_fetch(&lab, &wrapper);
+}
+
+fn leader_killed_mid_fetch(lab: &Lab, wrapper: &Wrapper) {
     wrapper.hold(true);
     let runs_before = wrapper.runs();
     let client = Client::new();

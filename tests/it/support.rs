@@ -142,6 +142,13 @@ impl Lab {
         Lab::launch(nodes, net, extra, &[])
     }
 
+    /// As `up_with`, the replicas mirroring over `transport` (`lab up --transport`): with
+    /// ssh, sshd on port 2222 of every node's address; with https, nginx on port 8443.
+    pub fn up_over(nodes: usize, extra: &str, transport: Transport) -> Lab {
+        let net = format!("127.{}.{}", rand_octet(), rand_octet());
+        Lab::launch(nodes, &net, extra, &["--transport", transport.name()])
+    }
+
     fn launch(nodes: usize, net: &str, extra: &str, flags: &[&str]) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let net = net.to_owned();
@@ -185,6 +192,7 @@ impl Lab {
         if opts.etcd {
             flags.push("--etcd".into());
         }
+        flags.extend(["--transport".into(), opts.transport.name().into()]);
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let mut lab = Lab::launch(nodes, &net, extra, &flags);
         let own = std::fs::File::open("/proc/thread-self/ns/net").expect("own network namespace");
@@ -345,7 +353,7 @@ impl Lab {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for n in &self.nodes {
-            for what in ["agent", "health", "daemon", "sshd", "keepalived"] {
+            for what in ["agent", "health", "daemon", "sshd", "nginx", "fcgiwrap", "keepalived"] {
                 let f = self.dir.path().join(n).join(format!("{what}.log"));
                 let Ok(text) = std::fs::read_to_string(f) else { continue };
                 // The tail: a long run's log would drown the failure message.
@@ -380,11 +388,53 @@ pub struct NetOpts {
     /// One etcd member in every node's namespace, on the node's address (port 2379), the
     /// members one cluster, started before the nodes (`lab up --etcd`).
     pub etcd: bool,
+    /// What every node's `stargate.<id>.url` is (`lab up --transport`).
+    pub transport: Transport,
 }
 
 impl Default for NetOpts {
     fn default() -> NetOpts {
-        NetOpts { sshd: false, vip: false, ttl: Duration::from_secs(600), etcd: false }
+        NetOpts { sshd: false, vip: false, ttl: Duration::from_secs(600), etcd: false, transport: Transport::Git }
+    }
+}
+
+/// The transport replicas mirror over in a lab (`lab up --transport`, contrib/lab/README.md):
+/// every node's `stargate.<id>.url` is `git://`, `ssh://` (sshd on every node, the agents'
+/// fetch-only key and strict host keys, contrib/ssh) or `https://` (nginx asking for the
+/// nodes' client certificates, contrib/nginx).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Git,
+    Ssh,
+    Https,
+}
+
+impl Transport {
+    /// `STARGATE_TRANSPORT` (`git`, `ssh` or `https`), `git` when unset.
+    pub fn from_env() -> Transport {
+        match std::env::var("STARGATE_TRANSPORT").as_deref() {
+            Err(_) | Ok("") | Ok("git") => Transport::Git,
+            Ok("ssh") => Transport::Ssh,
+            Ok("https") => Transport::Https,
+            Ok(other) => panic!("STARGATE_TRANSPORT={other}: git, ssh or https"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Git => "git",
+            Transport::Ssh => "ssh",
+            Transport::Https => "https",
+        }
+    }
+
+    /// The scheme of the nodes' URLs.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Transport::Git => "git://",
+            Transport::Ssh => "ssh://",
+            Transport::Https => "https://",
+        }
     }
 }
 
@@ -511,6 +561,23 @@ pub fn with_helper(mut c: Command) -> Command {
 }
 
 impl Lab {
+    /// Close `node`'s shared ssh connections (`stargate.sync.sshMultiplex`; `ssh -O exit`
+    /// on each socket), as a restart of the other end's machine would: the next sync
+    /// connects again, and sshd reads its keys and `authorized_keys` again.
+    pub fn close_ssh_connections(&self, node: &str) {
+        let dir = self.dir.path().join(node).join("repos/.stargate/ssh");
+        let sockets: Vec<_> =
+            std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        assert!(!sockets.is_empty(), "no shared ssh connection in {}", dir.display());
+        for socket in sockets {
+            let out = run(Command::new("ssh")
+                .arg("-o")
+                .arg(format!("ControlPath={}", socket.display()))
+                .args(["-O", "exit", "x"]));
+            assert!(out.status.success(), "ssh -O exit: {}", stderr(&out));
+        }
+    }
+
     /// The `[stargate "<id>"]` sections a client of this lab needs (`lab client-config`),
     /// for `transport` `git`, `file` or `ssh <port>`.
     pub fn client_config(&self, transport: &[&str]) -> String {
@@ -576,6 +643,11 @@ impl Sshd {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
+
+    /// The listening sshd's process id (each connection gets a child of its own).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Sshd {
@@ -589,6 +661,16 @@ impl Drop for Sshd {
 /// for the repositories under `root`, pushes allowed. One thread per connection, one
 /// request per connection. Runs until the test process ends.
 pub fn http_backend(addr: &str, root: &Path) {
+    serve_http(addr, root, true);
+}
+
+/// `http_backend` for a server that speaks only protocol v0 (its web server does not pass
+/// the `Git-Protocol` header on, as some proxies do not).
+pub fn http_backend_v0(addr: &str, root: &Path) {
+    serve_http(addr, root, false);
+}
+
+fn serve_http(addr: &str, root: &Path, v2: bool) {
     let listener = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     let root = root.to_owned();
     std::thread::spawn(move || {
@@ -596,13 +678,13 @@ pub fn http_backend(addr: &str, root: &Path) {
             let Ok(conn) = conn else { return };
             let root = root.clone();
             std::thread::spawn(move || {
-                let _ = serve_cgi(conn, &root);
+                let _ = serve_cgi(conn, &root, v2);
             });
         }
     });
 }
 
-fn serve_cgi(mut conn: TcpStream, root: &Path) -> std::io::Result<()> {
+fn serve_cgi(mut conn: TcpStream, root: &Path, v2: bool) -> std::io::Result<()> {
     use std::io::BufRead;
     let mut reader = std::io::BufReader::new(conn.try_clone()?);
     let mut request_line = String::new();
@@ -657,7 +739,7 @@ fn serve_cgi(mut conn: TcpStream, root: &Path) -> std::io::Result<()> {
         ("git-protocol", "HTTP_GIT_PROTOCOL"),
         ("content-encoding", "HTTP_CONTENT_ENCODING"),
     ] {
-        if let Some(v) = header(name) {
+        if let Some(v) = header(name).filter(|_| v2 || name != "git-protocol") {
             cgi.env(var, v);
         }
     }
@@ -899,14 +981,21 @@ pub fn cpu(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
-/// The lab (with `extra` config) whose replica mirrors node a over http, after checking
-/// that a second write, a deletion among them, is mirrored without a full mirror.
-pub fn mirrors_over_http_incrementally(extra: &str) -> Lab {
+/// The lab (with `extra` config) whose replica mirrors node a over http (a server that
+/// speaks protocol v2 when `v2`), after checking that a second write, a deletion among
+/// them, is mirrored without a full mirror, and in a protocol v2 session when the server
+/// speaks it (else with git's fetch, whose side repository `stargate/sync.git` it makes).
+pub fn mirrors_over_http_incrementally(extra: &str, v2: bool) -> Lab {
     let lab = Lab::up_with(
         2,
         &format!("{extra}[stargate \"a\"]\n\turl = http://@NET@.1:8181/\n[stargate \"sync\"]\n\tinterval = 1s\n"),
     );
-    http_backend(&format!("{}:8181", lab.ip("a")), &lab.dir.path().join("a/repos"));
+    let (addr, root) = (format!("{}:8181", lab.ip("a")), lab.dir.path().join("a/repos"));
+    if v2 {
+        http_backend(&addr, &root)
+    } else {
+        http_backend_v0(&addr, &root)
+    }
     assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
     let client = Client::new();
     client.clone(&lab.url("a", "kv"), "c");
@@ -920,6 +1009,8 @@ pub fn mirrors_over_http_incrementally(extra: &str) -> Lab {
     lab.wait_parity("a", "b", Duration::from_secs(15));
     assert_eq!(lab.rev("b", "refs/heads/doomed"), None);
     assert_eq!(fulls(), before, "incremental after the first mirror{}", lab.logs());
+    let side = lab.dir.path().join("b/repos/kv.git/stargate/sync.git");
+    assert_eq!(side.exists(), !v2, "git's fetch used: {}{}", !v2, lab.logs());
     lab
 }
 

@@ -54,6 +54,21 @@ fn writer(lab: &Lab, leader: &str) -> Client {
 
 /// The replica refuses to sync, says `why` in its status, its log and `git stargate
 /// status`, and does not get `commit`.
+/// Every process of `sshd` (the listener and one per connection) stopped (`STOP`) or
+/// continued (`CONT`): a machine that freezes, connections already open included.
+fn signal_sshd(sshd: &Sshd, signal: &str) {
+    let pid = sshd.pid().to_string();
+    let _ = run(Command::new("pkill").args([&format!("-{signal}"), "-P", &pid]));
+    ok(Command::new("kill").args([&format!("-{signal}"), &pid]));
+}
+
+/// The replica mirrored in a protocol v2 session: git's fetch, and the side repository it
+/// fetches into (`stargate/sync.git`), never used.
+fn in_a_session(lab: &Lab, replica: &str) {
+    let side = lab.dir.path().join(replica).join("repos/kv.git/stargate/sync.git");
+    assert!(!side.exists(), "git's fetch was used{}", lab.logs());
+}
+
 fn refused(lab: &Lab, replica: &str, commit: &str, why: &str) {
     lab.wait_until(&format!("{replica} to say '{why}'"), Duration::from_secs(20), || {
         last_result(lab, replica).contains(why)
@@ -125,6 +140,7 @@ fn replicas_mirror_over_ssh_with_a_dedicated_key_and_strict_host_keys() {
     let c = writer(&lab, &leader);
     let commit = write(&lab, &leader, &c, 1);
     mirrored(&lab, replica, &commit);
+    in_a_session(&lab, replica);
 
     // The replica's key cannot push, nor run anything but upload-pack.
     let leader_url =
@@ -138,9 +154,9 @@ fn replicas_mirror_over_ssh_with_a_dedicated_key_and_strict_host_keys() {
     // Someone else answers at the leader's address: the host key does not match.
     let impostor = std::fs::read_to_string(k.join("impostor_host_key.pub")).unwrap();
     std::fs::write(k.join("known_hosts"), known(&impostor)).unwrap();
-    // A sync's ssh session checks the host key once, when it connects: one that connected
-    // just before (a poll) may still read the next write. Every later one checks again.
-    std::thread::sleep(Duration::from_secs(1));
+    // ssh checks the host key when a connection opens: the replica's syncs share one
+    // (stargate.sync.sshMultiplex), opened to the real server; the next one checks again.
+    lab.close_ssh_connections(replica);
     let commit = write(&lab, &leader, &c, 2);
     refused(&lab, replica, &commit, "Host key verification failed");
     std::fs::write(k.join("known_hosts"), known(&host_key)).unwrap();
@@ -225,6 +241,7 @@ fn replicas_mirror_over_https_with_client_certificates_and_a_wrong_one_is_refuse
     let c = writer(&lab, &leader);
     let commit = write(&lab, &leader, &c, 1);
     mirrored(&lab, replica, &commit);
+    in_a_session(&lab, replica);
 
     // Without a certificate nobody gets in, and git shows why.
     let url = format!("https://{}:8443/kv.git", lab.ip(&leader));
@@ -235,6 +252,9 @@ fn replicas_mirror_over_https_with_client_certificates_and_a_wrong_one_is_refuse
     // A certificate from another CA.
     set(&lab, replica, "http.sslCert", &path("stranger.pem"));
     set(&lab, replica, "http.sslKey", &path("stranger.key"));
+    // A sync's session reads the settings when it opens: one opened just before (a poll)
+    // may still read the next write. Every later one reads them again.
+    std::thread::sleep(Duration::from_secs(1));
     let commit = write(&lab, &leader, &c, 2);
     refused(&lab, replica, &commit, "client certificate refused: FAILED");
     set(&lab, replica, "http.sslCert", &path(&format!("{replica}.pem")));
@@ -243,9 +263,50 @@ fn replicas_mirror_over_https_with_client_certificates_and_a_wrong_one_is_refuse
 
     // A leader whose certificate the replica does not trust (a man in the middle).
     set(&lab, replica, "http.sslCAInfo", &path("other-ca.pem"));
+    std::thread::sleep(Duration::from_secs(1));
     let commit = write(&lab, &leader, &c, 3);
     refused(&lab, replica, &commit, "server certificate verification failed");
     assert!(!last_result(&lab, replica).contains("client certificate refused"));
     set(&lab, replica, "http.sslCAInfo", &path("ca.pem"));
     mirrored(&lab, replica, &commit);
+}
+
+/// A leader whose machine stops answering over ssh (its sshd frozen, the connection the
+/// replica's syncs share included: the kernel still accepts connections, nothing speaks) is given up by the new leader's catch-up within
+/// `stargate.catchup.connectTimeout`, as over `git://`, not after `stargate.catchup.timeout`:
+/// the shortfall says the server does not answer, not that the catch-up timed out.
+#[test]
+fn a_new_leader_gives_up_on_a_silent_ssh_server_within_the_catch_up_connect_timeout() {
+    let net = random_net();
+    let ips = [format!("{net}.1"), format!("{net}.2")];
+    let sshd = Sshd::start(&ips, 2222);
+    let user = whoami();
+    let extra = format!(
+        "[stargate \"a\"]\n\turl = ssh://{user}@{net}.1:2222@LAB@/a/repos/\n\
+         [stargate \"b\"]\n\turl = ssh://{user}@{net}.2:2222@LAB@/b/repos/\n\
+         [stargate \"sync\"]\n\tinterval = 2s\n[stargate \"metrics\"]\n\tinterval = 1s\n[core]\n\tsshCommand = {}\n",
+        sshd.ssh_command()
+    );
+    let lab = Lab::up_on(2, &net, &extra);
+    let leader = lab.wait_leader(None, Duration::from_secs(10));
+    let replica = if leader == "a" { "b" } else { "a" };
+    for n in &lab.nodes {
+        lab.kill(n, "daemon", "KILL");
+    }
+    let c = writer(&lab, &leader);
+    let commit = write(&lab, &leader, &c, 1);
+    mirrored(&lab, replica, &commit);
+    in_a_session(&lab, replica);
+
+    lab.kill(&leader, "agent", "KILL");
+    signal_sshd(&sshd, "STOP");
+    let new = lab.wait_leader(Some(&leader), Duration::from_secs(30));
+    signal_sshd(&sshd, "CONT");
+    assert_eq!(new, replica);
+    let shortfall = (lab.audit().into_iter())
+        .find(|e| e["event"] == "catch-up-shortfall" && e["node"] == replica)
+        .unwrap_or_else(|| panic!("no shortfall audited: {:?}", lab.audit()));
+    let reason = shortfall["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("does not answer") && reason.contains("ssh://"), "{shortfall}{}", lab.logs());
+    assert_eq!(lab.rev(replica, "refs/heads/main").as_deref(), Some(commit.as_str()));
 }

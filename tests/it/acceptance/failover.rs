@@ -9,15 +9,31 @@ use super::*;
 #[test]
 #[ignore = "needs root: network namespaces (a --netns lab)"]
 fn us_g10_failover_moves_the_floating_address_and_a_push_through_it_succeeds() {
+    failover_through_the_floating_address(Transport::from_env());
+}
+
+/// The same plan with the replicas mirroring over ssh as production does (contrib/ssh: a
+/// fetch-only key, strict host keys), whatever `STARGATE_TRANSPORT` says: the new leader's
+/// catch-up, the mirror before and the returning node's resync all go through sshd.
+#[test]
+#[ignore = "needs root: network namespaces (a --netns lab)"]
+fn us_g10_failover_over_ssh_moves_the_floating_address_and_a_push_through_it_succeeds() {
+    failover_through_the_floating_address(Transport::Ssh);
+}
+
+fn failover_through_the_floating_address(transport: Transport) {
     let plan = Plan::get();
-    let mut report = Report::new(
+    let mut report = Report::over(
+        transport,
         "us_g10_failover",
         "US-G10 HA Failover §2",
         "push through the floating address; stop the active node; the passive takes the lease; the address moves; a push through it succeeds",
     );
-    let lab = Lab::up_netns(2, "", plan.net(true, false));
+    let lab = Lab::up_netns(2, "", NetOpts { transport, ..plan.net(true, false) });
     let first = lab.wait_leader(None, Duration::from_secs(10));
     let second = other(&lab, &first);
+    let url = lab.record()["url"].as_str().unwrap_or_default().to_owned();
+    assert!(url.starts_with(transport.scheme()), "the leader record's URL {url:?} is not over {transport:?}");
     let settled = wait_for("the floating address on the leader alone", Duration::from_secs(30), || {
         lab.vip_holders() == [first.clone()]
     });
@@ -47,10 +63,14 @@ fn us_g10_failover_moves_the_floating_address_and_a_push_through_it_succeeds() {
     let elected = lab.audit().into_iter().find(|e| e["event"] == "elected" && e["node"] == second.as_str());
     assert!(elected.is_some(), "{:?}", lab.audit());
     let shortfall = lab.audit().iter().any(|e| e["event"] == "catch-up-shortfall" && e["node"] == second.as_str());
-    // Its git daemon is gone with it: the catch-up gives up at the connection, not after
-    // stargate.catchup.timeout.
+    // Its Git server is gone with it: the catch-up could not fetch, and says so. Over
+    // git:// it gives up at the connection, not after stargate.catchup.timeout.
     let why = lab.audit().into_iter().find(|e| e["event"] == "catch-up-shortfall" && e["node"] == second.as_str());
-    assert!(why.as_ref().is_some_and(|e| e["reason"].as_str().unwrap_or("").contains("does not answer")), "{why:?}");
+    let reason = why.as_ref().map(|e| e["reason"].as_str().unwrap_or("").to_owned());
+    assert!(reason.is_some(), "no catch-up shortfall audited: {:?}", lab.audit());
+    if transport == Transport::Git {
+        assert!(reason.as_deref().is_some_and(|r| r.contains("does not answer")), "{why:?}");
+    }
 
     // The old node returns as a passive; the address stays where the leader is.
     lab.restart(&first);
@@ -64,8 +84,11 @@ fn us_g10_failover_moves_the_floating_address_and_a_push_through_it_succeeds() {
     report.measure("address_moved_after_s", secs(moved));
     report.measure("push_through_address_after_s", secs(pushed));
     report.measure("catch_up_shortfall_audited", shortfall);
+    report.measure("catch_up_shortfall_reason", &reason);
+    report.measure("transport", transport.name());
     report.passed(&format!(
-        "{second} led {:.1} s after {first} was powered off (the catch-up gave up on the unreachable node's Git server within stargate.catchup.connectTimeout), the address followed at {:.1} s, the first push through it succeeded at {:.1} s",
+        "replicas over {}: {second} led {:.1} s after {first} was powered off (the catch-up gave up on the unreachable node's Git server), the address followed at {:.1} s, the first push through it succeeded at {:.1} s",
+        transport.name(),
         lease.as_secs_f64(),
         moved.as_secs_f64(),
         pushed.as_secs_f64()

@@ -3,7 +3,11 @@
 //! by keepalived. Two suites run the same code. The default one (CI) shortens durations;
 //! `contrib/lab/long-suite` sets `STARGATE_ACCEPTANCE=long` for full length and
 //! `STARGATE_REPORT_DIR`, where every test writes what it measured (`<test>.json`, and
-//! `<test>.csv` for series) for the report and plots.
+//! `<test>.csv` for series) for the report and plots. The replicas mirror over
+//! `STARGATE_TRANSPORT` (`git`, the default, `ssh` or `https`: `lab up --transport`), and a
+//! test's results are then named `<test>_ssh` or `<test>_https`; the long suite runs the
+//! failover and disruption plans over ssh too, and the default suite runs the failover
+//! plan over ssh whatever the variable says.
 
 mod consistency;
 mod failover;
@@ -79,27 +83,39 @@ impl Plan {
         if self.long { Duration::from_secs(3 * 3600) } else { Duration::from_secs(600) }
     }
 
+    /// The lab's options, the replicas mirroring over `STARGATE_TRANSPORT` (git:// unless set).
     pub fn net(&self, vip: bool, sshd: bool) -> NetOpts {
-        NetOpts { vip, sshd, ttl: self.ttl(), etcd: false }
+        NetOpts { vip, sshd, ttl: self.ttl(), etcd: false, transport: Transport::from_env() }
     }
 }
 
 /// What one test measured, printed and, in the long suite, written for the report.
 pub struct Report {
-    test: &'static str,
+    test: String,
     pub json: serde_json::Value,
 }
 
 impl Report {
     /// `title`: the test plan this test automates (its section); `check`: the plan's words.
+    /// The replicas mirror over `STARGATE_TRANSPORT`.
     pub fn new(test: &'static str, title: &str, check: &str) -> Report {
+        Report::over(Transport::from_env(), test, title, check)
+    }
+
+    /// As `new`, the replicas mirroring over `transport`: its results are `<test>_<transport>`
+    /// unless it is git://, so that a run over each leaves both.
+    pub fn over(transport: Transport, test: &'static str, title: &str, check: &str) -> Report {
         let plan = Plan::get();
+        let test = match transport {
+            Transport::Git => test.to_owned(),
+            t => format!("{test}_{}", t.name()),
+        };
         Report {
-            test,
             json: serde_json::json!({
-                "test": test, "plan": title, "check": check,
+                "test": test, "plan": title, "check": check, "transport": transport.name(),
                 "suite": if plan.long { "long" } else { "default" }, "measured": {}, "started_ms": now_ms(),
             }),
+            test,
         }
     }
 

@@ -319,10 +319,25 @@ fn sync_concurrent_loops_run_one_fetch_and_skip_the_rest() {
     let client = stargate_client(&lab, &lab.nodes.join(","));
     assert!(kv(&client, &["set", "k", "1"]).status.success());
     lab.wait_parity(&a, &b, Duration::from_secs(30));
-    // a counts the distinct connections b opens to its git daemon (one source port each),
+    // No sync of b's in flight (one that follows the parity, a coalesced signal): cut off
+    // below, it would hold the lock until the watchdog, uncounted. Over ssh and https a sync
+    // lasts long enough for that to happen (over git:// it is done in milliseconds).
+    let mut quiet_since = Instant::now();
+    wait_for("b's syncs to end", Duration::from_secs(60), || {
+        if serving(&lab, &a) {
+            quiet_since = Instant::now();
+        }
+        quiet_since.elapsed() > Duration::from_secs(1)
+    });
+    // a counts the distinct connections b opens to its Git server (one source port each),
     // before the drop rules see them.
+    let port = match Transport::from_env() {
+        Transport::Git => 9418,
+        Transport::Ssh => 22,
+        Transport::Https => 443,
+    };
     let count = format!(
-        "table inet seedcount {{\n set conns {{ type inet_service; flags dynamic; }}\n chain input {{\n  type filter hook input priority -20; policy accept;\n  ip saddr {} tcp dport 9418 tcp flags syn add @conns {{ tcp sport }}\n }}\n}}\n",
+        "table inet seedcount {{\n set conns {{ type inet_service; flags dynamic; }}\n chain input {{\n  type filter hook input priority -20; policy accept;\n  ip saddr {} tcp dport {port} tcp flags syn add @conns {{ tcp sport }}\n }}\n}}\n",
         lab.ip(&b)
     );
     lab.nft(&a, &count);

@@ -252,10 +252,13 @@ pub enum ManageError {
     Mark(#[source] std::io::Error),
 }
 
-/// Whether the repository at `git_dir` has a work tree: its git directory is a `.git`,
-/// or its config says `bare = false` (read without running git: the hooks ask).
+/// Whether the repository at `git_dir` has a work tree, or is laid out as one: its git
+/// directory is a `.git` (whatever `core.bare` says: git runs the hooks of a `.git` made
+/// bare by its config with `GIT_DIR=.`), or its config says `bare = false`. Read without
+/// running git: the hooks ask.
 pub fn has_work_tree(git_dir: &Path) -> bool {
-    git_dir.file_name().is_some_and(|n| n == ".git") || sets(git_dir, "bare", "false")
+    let dot_git = |p: &Path| p.file_name().is_some_and(|n| n == ".git");
+    dot_git(git_dir) || sets(git_dir, "bare", "false") || git_dir.canonicalize().is_ok_and(|p| dot_git(&p))
 }
 
 /// Make the bare repository at `git_dir` Stargate's (stargate(7), MANAGED REPOSITORIES):

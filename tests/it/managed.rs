@@ -168,6 +168,16 @@ fn a_repository_with_a_work_tree_is_passed_through_or_refused_whole() {
     assert_eq!(head(()), before);
     assert_eq!(std::fs::read_to_string(tree.join("page.html")).unwrap(), "one\n", "the work tree is untouched");
     assert_eq!(String::from_utf8_lossy(&git(&["status", "--porcelain"]).stdout), "", "nothing staged");
+
+    // Regression (git's t5516): a `.git` made bare by its config is laid out as a work tree,
+    // and git runs its hooks with `GIT_DIR=.`: passed through as git would, not journaled
+    // (the journal could not even open it there).
+    let flip = lab.dir.path().join("a/repos/flip.git");
+    ok(lab.node_cmd("a", "git").args(["init", "-q", "-b", "main"]).arg(&flip));
+    ok(lab.node_cmd("a", "git").arg("-C").arg(&flip).args(["config", "core.bare", "true"]));
+    let out = run(client.git("c", &["push", &lab.url("a", "flip"), "HEAD:refs/heads/main"]));
+    assert!(out.status.success(), "{}{}", stderr(&out), lab.logs());
+    assert!(!flip.join(".git/refs/stargate").exists(), "nothing journaled");
 }
 
 /// The ways an existing repository moves onto a group: `git push --mirror` into a managed

@@ -275,3 +275,30 @@ fn push_mirror_and_import_bring_an_existing_repository_in_journaled_and_replicat
     let refused = run(lab.node_cmd(&leader, "git").arg("stargate").args(["import", url, "team/imported"]));
     assert_eq!(refused.status.code(), Some(1), "an existing repository: {}", stderr(&refused));
 }
+
+/// A bare repository put under the root by hand is managed by the agent within seconds
+/// (its own hooks, config and marker), so that a push to it is checked like any other.
+#[test]
+fn the_agent_manages_a_repository_put_under_the_root() {
+    let lab = Lab::up(2);
+    let leader = lab.wait_leader(None, Duration::from_secs(5));
+    let passive = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
+    let found = lab.repo(&passive, "found");
+    ok(lab.node_cmd(&passive, "git").args(["init", "-q", "--bare"]).arg(&found));
+    let hooks_path = || {
+        let out = run(lab.node_cmd(&passive, "git").arg("--git-dir").arg(&found).args([
+            "config",
+            "--local",
+            "core.hooksPath",
+        ]));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    lab.wait_until("the agent to manage it", Duration::from_secs(20), || !hooks_path().is_empty());
+    assert_eq!(Path::new(&hooks_path()), found.canonicalize().unwrap().join("stargate/hooks"));
+    assert!(found.join("stargate/managed").is_file());
+    let client = Client::new();
+    ok(client.git(".", &["init", "-q", "w"]));
+    ok(client.git("w", &["commit", "-q", "--allow-empty", "-m", "x"]));
+    let out = run(client.git("w", &["push", &lab.url(&passive, "found"), "HEAD:refs/heads/main"]));
+    assert!(!out.status.success() && stderr(&out).contains("not leader"), "{}", stderr(&out));
+}

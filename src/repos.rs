@@ -247,7 +247,7 @@ pub enum ManageError {
     #[error("cannot lay out its hooks in {}: {source}", .path.display())]
     Hooks { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot set its hooks in its config: {0}")]
-    Config(#[source] crate::wire::git::Error),
+    Config(#[source] std::io::Error),
     #[error("cannot mark it as managed: {0}")]
     Mark(#[source] std::io::Error),
 }
@@ -298,27 +298,87 @@ pub fn manage(git_dir: &Path) -> Result<bool, ManageError> {
             .lines()
             .filter_map(|l| {
                 let (k, v) = l.trim().split_once('=')?;
-                k.trim().eq_ignore_ascii_case(key).then(|| v.trim().trim_matches('"').to_owned())
+                k.trim().eq_ignore_ascii_case(key).then(|| unquoted(v))
             })
             .collect()
     };
-    let set = |key: &str, value: &str, add: bool| {
-        crate::wire::git::config_file_set(&git_dir.join("config"), key, value, add).map_err(ManageError::Config)
-    };
     let hooks_path = dir.to_string_lossy();
+    if hooks_path.contains(['\n', '\r', '\0']) {
+        return Err(ManageError::Config(std::io::Error::other("a path git config cannot hold")));
+    }
+    let mut add = String::new();
     if values("hookspath").last().map(String::as_str) != Some(&*hooks_path) {
-        set("core.hooksPath", &hooks_path, false)?;
-        changed = true;
+        add += &format!("[core]\n\thooksPath = {}\n", quoted(&hooks_path));
     }
     let handed = values("procreceiverefs");
-    for prefix in PROC_RECEIVE_REFS {
-        if !handed.iter().any(|v| v == prefix) {
-            set("receive.procReceiveRefs", prefix, true)?;
-            changed = true;
-        }
+    let missing: Vec<&&str> = PROC_RECEIVE_REFS.iter().filter(|p| !handed.iter().any(|v| v == **p)).collect();
+    if !missing.is_empty() {
+        add += "[receive]\n";
+        missing.iter().for_each(|p| add += &format!("\tprocReceiveRefs = {p}\n"));
+    }
+    if !add.is_empty() {
+        append_config(&git_dir, &add).map_err(ManageError::Config)?;
+        changed = true;
     }
     changed |= mark(&git_dir).map_err(ManageError::Mark)?;
     Ok(changed)
+}
+
+/// A config value as git writes one: in double quotes, `\\` and `"` escaped, when it holds
+/// what git would otherwise read as a comment, a quote or an escape, or ends in a space.
+fn quoted(value: &str) -> String {
+    if !value.contains(['"', '\\', '#', ';']) && value.trim() == value {
+        return value.to_owned();
+    }
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A config value as git reads it: quotes removed, `\\`, `\"`, `\n`, `\t` undone, a
+/// comment (`#`, `;`) outside quotes dropped, and the spaces around it trimmed.
+fn unquoted(raw: &str) -> String {
+    let (mut value, mut quoted, mut chars) = (String::new(), false, raw.trim().chars());
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' => match chars.next() {
+                Some('n') => value.push('\n'),
+                Some('t') => value.push('\t'),
+                Some('b') => {
+                    value.pop();
+                }
+                Some(other) => value.push(other),
+                None => {}
+            },
+            '#' | ';' if !quoted => break,
+            _ => value.push(c),
+        }
+    }
+    if quoted { value } else { value.trim_end().to_owned() }
+}
+
+/// Append `text` (whole sections) to the repository's `config` as git writes it: the new
+/// file under `config.lock`, taken exclusively (a `git config` running meanwhile makes this
+/// fail, not lose its write), then renamed over the old one. No git process: the agent
+/// manages every repository it finds at its start.
+fn append_config(git_dir: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let config = git_dir.join("config");
+    let lock = git_dir.join("config.lock");
+    let mut old = std::fs::read(&config)?;
+    if !old.is_empty() && !old.ends_with(b"\n") {
+        old.push(b'\n');
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&lock)?;
+    let written = (|| {
+        file.write_all(&old)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&lock, &config)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&lock);
+    }
+    written
 }
 
 /// This program, which the hooks of a managed repository link to. A binary replaced while
@@ -384,8 +444,8 @@ pub fn hands_over(git_dir: &Path, refname: &str) -> bool {
     let Ok(config) = std::fs::read_to_string(git_dir.join("config")) else { return false };
     config.lines().any(|l| {
         let Some((key, value)) = l.split_once('=') else { return false };
-        let value = value.trim().trim_matches('"');
-        let (modifiers, prefix) = value.split_once(':').unwrap_or(("", value));
+        let value = unquoted(value);
+        let (modifiers, prefix) = value.split_once(':').unwrap_or(("", &value));
         key.trim().eq_ignore_ascii_case("procreceiverefs")
             && !modifiers.contains('!')
             && !prefix.is_empty()
@@ -465,6 +525,31 @@ mod tests {
         assert_eq!(unsupported_in(&dir.path().join("table.git"), true), Some(QUORUM_REFTABLE));
         assert_eq!(unsupported_in(&dir.path().join("files.git"), true), None);
         assert_eq!(unsupported_in(&dir.path().join("sha.git"), true), None);
+    }
+
+    /// What `manage` writes into a repository's config is what git reads back, whatever
+    /// the path holds, and a second `manage` writes nothing.
+    #[test]
+    fn manage_writes_a_config_git_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("a dir #1; \"x\" \\y").join("r.git");
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git").arg("--git-dir").arg(&repo).args(args).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let out = std::process::Command::new("git").args(["init", "-q", "--bare"]).arg(&repo).output().unwrap();
+        assert!(out.status.success());
+        git(&["config", "core.hooksPath", "/elsewhere"]);
+        assert!(manage(&repo).unwrap());
+        let hooks = repo.canonicalize().unwrap().join(HOOKS_DIR);
+        assert_eq!(git(&["config", "core.hooksPath"]).trim_end(), hooks.to_str().unwrap());
+        assert_eq!(git(&["config", "--get-all", "receive.procReceiveRefs"]), "refs/for/kv/\nrefs/stargate/\n");
+        assert_eq!(git(&["config", "core.bare"]).trim_end(), "true");
+        assert!(is_marked(&repo));
+        assert_eq!(std::fs::read_link(hooks.join("update")).unwrap(), Path::new("../../hooks/update"));
+        assert!(!repo.join("config.lock").exists());
+        assert!(!manage(&repo).unwrap(), "nothing more to write");
     }
 
     #[test]

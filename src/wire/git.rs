@@ -71,17 +71,6 @@ pub fn config_get(dir: &Path, key: &str) -> Result<Option<String>, Error> {
     }
 }
 
-/// `git config --file <file> [--add] <key> <value>`: one file's setting, whatever the
-/// other scopes say; `add` appends a value to a multi-valued key.
-pub fn config_file_set(file: &Path, key: &str, value: &str, add: bool) -> Result<(), Error> {
-    let mut args: Vec<&OsStr> = vec!["config".as_ref(), "--file".as_ref(), file.as_os_str()];
-    if add {
-        args.push("--add".as_ref());
-    }
-    args.extend([OsStr::new(key), OsStr::new(value)]);
-    run(None, args).map(drop)
-}
-
 /// What `git push` did with one ref.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushResult {

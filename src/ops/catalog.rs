@@ -1,4 +1,4 @@
-//! `git stargate create`, `manage` and `list`: the repositories of the group. A
+//! `git stargate create`, `import`, `manage` and `list`: the repositories of the group. A
 //! repository is created on the leader, marked managed and given its journal; replicas
 //! learn of it from the leader's change summary (`/changes`) and create it before
 //! mirroring it (stargate(7), Repositories).
@@ -42,7 +42,8 @@ pub fn import(cfg: &Config, url: &str, typed: &str) -> Result<()> {
     if let Ok(Some(head)) = crate::wire::git::remote_head(&made.path, url) {
         let _ = crate::wire::git::set_head(&made.path, &head);
     }
-    let refs = crate::wire::git::list_refs(&made.path, &[]).map(|r| r.len()).unwrap_or(0);
+    let refs = crate::wire::git::list_refs(&made.path, &[]).unwrap_or_default();
+    let refs = refs.iter().filter(|(name, _)| !name.starts_with("refs/stargate/")).count();
     if made.view.state.as_ref().and_then(|s| s.quorum.as_ref()).is_none() {
         println!(
             "imported {} on {} with {refs} refs from {}; the replicas create and mirror it as soon as they hear of it",

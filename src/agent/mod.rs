@@ -324,7 +324,7 @@ impl Agent {
         self.publish();
     }
 
-    /// Find the repositories under the root to manage (`repos::manage`: its hooks, its
+    /// Find the repositories under the root to manage (`managed::manage`: its hooks, its
     /// config, the marker that makes them fail closed even if this node's state directory
     /// disappears), queued for `manage_some`. Only repositories not seen before are looked
     /// at: the cost per scan is one `readdir`, not one per repository; at the agent's start
@@ -359,7 +359,7 @@ impl Agent {
         while started.elapsed() < MANAGE_BUDGET
             && let Some(name) = self.to_manage.pop_front()
         {
-            match crate::repos::manage(&self.settings.root.join(&name)) {
+            match crate::managed::manage(&self.settings.root.join(&name)) {
                 Ok(true) => marked += 1,
                 Ok(false) => {}
                 Err(e) => log::error!("{name}: not managed: {e}"),

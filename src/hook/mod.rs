@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::lead::node::{self, Authority, View};
 
-/// Every hook git finds by name (`repos::HOOK_NAMES`).
-pub use crate::repos::HOOK_NAMES as NAMES;
+/// Every hook git finds by name (`managed::HOOK_NAMES`).
+pub use crate::managed::HOOK_NAMES as NAMES;
 
 /// What a hook fails with when it cannot go on (fatal, 128), its cause kept; a refusal,
 /// "not leader" or a chained hook's exit status is one of `error::Error`'s classes instead.

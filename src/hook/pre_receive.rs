@@ -15,7 +15,7 @@ use crate::lead::node;
 pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()> {
     let input = super::read_input()?;
     let text = String::from_utf8_lossy(&input);
-    // Those git hands to `proc-receive` (`repos::PROC_RECEIVE_REFS`) are answered there and
+    // Those git hands to `proc-receive` (`managed::PROC_RECEIVE_REFS`) are answered there and
     // left as they are; any other spelling is refused here.
     let refused = |r: &String| protected(r) && !(r.starts_with("refs/stargate/") && hands_over(repo, r));
     if let Some(refname) = journal::parse_updates(&text).into_iter().map(|u| u.refname).find(refused) {

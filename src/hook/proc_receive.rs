@@ -56,7 +56,7 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
 }
 
 /// Stargate's own refs, which a managed repository hands to this hook
-/// (`repos::PROC_RECEIVE_REFS`) so that a push carrying them, `git push --mirror` of a
+/// (`managed::PROC_RECEIVE_REFS`) so that a push carrying them, `git push --mirror` of a
 /// repository above all (which deletes every ref the source lacks, the journal with them),
 /// succeeds without changing them (stargate(7), Protected namespace).
 const KEPT: &str = "refs/stargate/";

@@ -836,7 +836,7 @@ impl Replicator {
     }
 
     /// A repository the leader has and this node lacks: make an empty one, managed
-    /// (`repos::manage`), and sync it. Only when the leader does
+    /// (`managed::manage`), and sync it. Only when the leader does
     /// serve it (asked directly, not taken from the summary's word).
     fn create(&self, name: &str, record: &crate::lead::lease::Record) -> Result<(), Uncreated> {
         let path = self.root.join(name);
@@ -846,7 +846,7 @@ impl Replicator {
         }
         let base = record.url.as_deref().ok_or(Uncreated::NoUrl)?;
         let format = mirror::served_format(&self.root, name, base, &self.settings).map_err(Uncreated::Unserved)?;
-        crate::repos::create_empty(&self.root, name, format.as_deref())?;
+        crate::managed::create_empty(&self.root, name, format.as_deref())?;
         log::info!("{name}: created, as on the leader {}", record.node);
         self.lock_shared().repos.entry(name.to_owned()).or_default().signalled = true;
         Ok(())
@@ -1212,7 +1212,7 @@ enum Uncreated {
     #[error(transparent)]
     Unserved(mirror::Error),
     #[error(transparent)]
-    Create(#[from] crate::repos::CreateError),
+    Create(#[from] crate::managed::CreateError),
 }
 
 #[derive(Debug, thiserror::Error)]

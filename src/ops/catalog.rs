@@ -87,7 +87,7 @@ fn create_here(cfg: &Config, typed: &str, what: &str) -> Result<Made> {
         return Err(CommandError::CreateDir { path: parent.to_owned(), source }.into());
     }
     crate::wire::git::init_bare(&path)?;
-    crate::repos::manage(&path).map_err(|source| CommandError::Manage { name: name.clone(), source })?;
+    crate::managed::manage(&path).map_err(|source| CommandError::Manage { name: name.clone(), source })?;
     let git = journal::open(&path).map_err(CommandError::Journal)?;
     journal::genesis(&git, epoch, &view.me).map_err(CommandError::Journal)?;
     // The replicas' cue: a hint, and a line in the change summary should it be lost.
@@ -122,7 +122,7 @@ fn on_a_quorum(made: &Made) -> Result<()> {
 }
 
 /// `git stargate manage <path>`: an existing bare repository under `stargate.root` made
-/// Stargate's on this node (`repos::manage`). The agent manages every repository it finds
+/// Stargate's on this node (`managed::manage`). The agent manages every repository it finds
 /// under the root within seconds; this does it now, and says why it cannot.
 pub fn manage(cfg: &Config, typed: &std::path::Path) -> Result<()> {
     let root = cfg.root()?;
@@ -141,7 +141,7 @@ pub fn manage(cfg: &Config, typed: &std::path::Path) -> Result<()> {
     };
     let not_bare = |dir: &std::path::Path| dir.join(".git").exists() || crate::repos::has_work_tree(dir);
     if not_bare(&path) || path.file_name().is_some_and(|n| n == ".git") {
-        return Err(Error::Refused(crate::repos::ManageError::NotBare(path).to_string()));
+        return Err(Error::Refused(crate::managed::ManageError::NotBare(path).to_string()));
     }
     if !crate::repos::valid_name(&name) {
         return Err(Error::Refused(format!(
@@ -150,10 +150,10 @@ pub fn manage(cfg: &Config, typed: &std::path::Path) -> Result<()> {
             crate::wire::sanitize::text(&name)
         )));
     }
-    match crate::repos::manage(&path) {
+    match crate::managed::manage(&path) {
         Ok(true) => println!("{name}: managed on this node"),
         Ok(false) => println!("{name}: already managed on this node"),
-        Err(e @ crate::repos::ManageError::NotRepository(_)) => return Err(Error::Refused(e.to_string())),
+        Err(e @ crate::managed::ManageError::NotRepository(_)) => return Err(Error::Refused(e.to_string())),
         Err(source) => return Err(CommandError::Manage { name, source }.into()),
     }
     Ok(())

@@ -39,7 +39,7 @@ pub enum CommandError {
     #[error("cannot create {}: {source}", .path.display())]
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("{name}: {source}")]
-    Manage { name: String, source: crate::repos::ManageError },
+    Manage { name: String, source: crate::managed::ManageError },
     #[error(
         "{name} is created, but fetching {url} into it failed (it is empty; fetch again, or remove it on every node): {source}"
     )]

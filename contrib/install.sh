@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install Stargate under a prefix: binaries, git subcommand links, hook links
-# for core.hooksPath, and man pages. Safe to run again.
+# for the older machine-wide core.hooksPath, and man pages. Safe to run again. Sets no
+# git config: each repository Stargate manages gets its own hooks (git stargate manage).
 #
 #   contrib/install.sh [--prefix PREFIX] [--bindir DIR]
 #
@@ -81,9 +82,10 @@ done
 # Hooks are symlinks to the multi-call binary, which dispatches on argv[0]: a shell shim
 # would cost one more process (about 1 ms) on each of the three hook runs of every push.
 # The target is absolute: hooks run with the Git server's PATH, which need not hold PREFIX/bin.
-# One link for every hook git knows (githooks/ has a shim for each): in a repository
-# Stargate does not manage they only run the repository's own hook, so that setting
-# core.hooksPath for the whole machine disables none of them.
+# One link for every hook git knows (githooks/ has a shim for each), for machines that
+# still set core.hooksPath for the whole machine, as earlier versions asked: in a
+# repository Stargate does not manage they only run the repository's own hook, so the
+# setting disables none of them. Managed repositories have their own directory.
 for shim in "$repo"/githooks/*; do
 	hook=$(basename "$shim")
 	rm -f "$dest/share/stargate/githooks/$hook"
@@ -91,8 +93,8 @@ for shim in "$repo"/githooks/*; do
 	say "$dest/share/stargate/githooks/$hook -> $prefix/bin/stargate-hook"
 done
 
-# Stargate's own hooks and nothing else: for machines whose repositories have no hooks
-# of their own (core.hooksPath replaces every repository's hooks/). A one-ref push then
+# Stargate's own hooks and nothing else, for the same older setting on machines whose
+# repositories have no hooks of their own (core.hooksPath replaces every repository's hooks/). A one-ref push then
 # starts three hook processes instead of six (stargate-hook(1), Hooks directories);
 # proc-receive runs only for the git kv changes pushed to refs/for/kv/.
 for hook in pre-receive proc-receive reference-transaction; do

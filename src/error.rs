@@ -46,6 +46,10 @@ pub enum Error {
     /// has said why itself, so nothing more is printed.
     #[error("the repository's own hook failed (exit status {0})")]
     ChainedHook(u8),
+    /// A repository's own hook was killed by this signal: the hook dies of it too, so that
+    /// git says so (`died of signal`) as it would without Stargate.
+    #[error("the repository's own hook died of signal {0}")]
+    ChainedSignal(i32),
 }
 
 impl Error {
@@ -67,6 +71,7 @@ impl Error {
             Error::Usage(_) => USAGE,
             Error::TimedOut(_) => TIMED_OUT,
             Error::ChainedHook(code) => *code,
+            Error::ChainedSignal(signal) => u8::try_from(128 + signal).unwrap_or(255),
             _ => FATAL,
         }
     }
@@ -77,6 +82,12 @@ pub fn report(program: &str, err: &Error) -> ExitCode {
     let code = err.exit_code();
     match err {
         Error::ChainedHook(_) => {}
+        // SAFETY: the default action of a signal, then that signal to this process; only
+        // if it does not end the process does the exit code below stand in for it.
+        Error::ChainedSignal(signal) => unsafe {
+            libc::signal(*signal, libc::SIG_DFL);
+            libc::raise(*signal);
+        },
         Error::NotLeader(_) => eprintln!("stargate: {err}"),
         Error::Refused(_) | Error::TimedOut(_) => eprintln!("{program}: {err}"),
         Error::Usage(_) => eprintln!("error: {err}"),

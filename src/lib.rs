@@ -33,6 +33,8 @@ pub mod error;
 
 pub mod store;
 
+pub mod managed;
+
 pub mod repos;
 
 pub mod clock;

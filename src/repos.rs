@@ -148,72 +148,40 @@ impl Scan {
 /// even when the node's state directory is gone (stargate(7), MANAGED REPOSITORIES).
 pub const MARKER: &str = "stargate/managed";
 
-const MARKER_TEXT: &str = "This repository is served by Stargate: its hooks accept a write only on the\n\
-current leader (stargate(7), MANAGED REPOSITORIES). Remove this file to release it.\n";
-
 pub fn is_marked(git_dir: &Path) -> bool {
     git_dir.join(MARKER).is_file()
 }
 
-/// Create repository `name` under `root` as a replica or a new leader does for one another
-/// node has: empty, managed, and with the hooks of the others (git's own `core.hooksPath`
-/// when the node sets one for every repository, else the first of `siblings` that has
-/// one; asked for only then), or a passive node would accept pushes to it. Nothing is
-/// left behind on failure.
-pub fn create_empty(
-    root: &Path,
-    name: &str,
-    object_format: Option<&str>,
-    siblings: impl FnOnce() -> Vec<String>,
-) -> Result<(), CreateError> {
-    use crate::wire::git;
-    let path = root.join(name);
-    let hooks = git::config_get(root, "core.hooksPath").ok().flatten();
-    let sibling = || siblings().iter().find_map(|n| git::config_get(&root.join(n), "core.hooksPath").ok().flatten());
-    let Some(hooks_path) = hooks.clone().or_else(sibling) else {
-        return Err(CreateError::NoHooksPath);
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(CreateError::Dir)?;
-    }
-    git::init_bare_as(&path, object_format)?;
-    let set = match hooks {
-        Some(_) => Ok(()),
-        None => git::config_set(&path, "core.hooksPath", &hooks_path).map_err(CreateError::Git),
-    }
-    .and_then(|()| mark(&path).map(drop).map_err(CreateError::Mark));
-    if let Err(e) = set {
-        let _ = std::fs::remove_dir_all(&path);
-        return Err(e);
-    }
-    Ok(())
+/// Whether the repository at `git_dir` has a work tree, or is laid out as one: its git
+/// directory is a `.git` (whatever `core.bare` says: git runs the hooks of a `.git` made
+/// bare by its config with `GIT_DIR=.`), or its config says `bare = false`. Read without
+/// running git: the hooks ask.
+pub fn has_work_tree(git_dir: &Path) -> bool {
+    let dot_git = |p: &Path| p.file_name().is_some_and(|n| n == ".git");
+    dot_git(git_dir) || sets(git_dir, "bare", "false") || git_dir.canonicalize().is_ok_and(|p| dot_git(&p))
 }
 
-/// Why `create_empty` created nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum CreateError {
-    #[error("no core.hooksPath to give it (stargate-hook(1)): not created")]
-    NoHooksPath,
-    /// The directory it goes in (an owner's) cannot be created.
-    #[error("{0}")]
-    Dir(#[source] std::io::Error),
-    #[error(transparent)]
-    Git(#[from] crate::wire::git::Error),
-    #[error("{0}")]
-    Mark(#[source] std::io::Error),
-}
-
-/// Mark the repository at `git_dir` as managed; returns whether it was not yet.
-pub fn mark(git_dir: &Path) -> std::io::Result<bool> {
-    let path = git_dir.join(MARKER);
-    if path.is_file() {
-        return Ok(false);
+/// A config value as git reads it: quotes removed, `\\`, `\"`, `\n`, `\t` undone, a
+/// comment (`#`, `;`) outside quotes dropped, and the spaces around it trimmed.
+pub fn unquoted(raw: &str) -> String {
+    let (mut value, mut quoted, mut chars) = (String::new(), false, raw.trim().chars());
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' => match chars.next() {
+                Some('n') => value.push('\n'),
+                Some('t') => value.push('\t'),
+                Some('b') => {
+                    value.pop();
+                }
+                Some(other) => value.push(other),
+                None => {}
+            },
+            '#' | ';' if !quoted => break,
+            _ => value.push(c),
+        }
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    crate::files::write_atomic(&path, MARKER_TEXT.as_bytes(), 0o644, false)?;
-    Ok(true)
+    if quoted { value } else { value.trim_end().to_owned() }
 }
 
 /// Whether the repository's own `config` sets `name` (lower case, as `extensions.<name>`
@@ -224,6 +192,28 @@ fn sets(git_dir: &Path, name: &str, value: &str) -> bool {
     config.lines().any(|l| {
         let l = l.trim().to_ascii_lowercase();
         (l.strip_prefix(name).map(str::trim_start)).and_then(|r| r.strip_prefix('=')).is_some_and(|v| v.trim() == value)
+    })
+}
+
+/// Whether the repository's own `config` sets the variable `name` (lower case, any
+/// section) to `value`; read without running git (the hooks ask).
+pub fn sets_in_config(git_dir: &Path, name: &str, value: &str) -> bool {
+    sets(git_dir, name, value)
+}
+
+/// Whether the repository's own config hands `refname` to the `proc-receive` hook
+/// (`receive.procReceiveRefs`, as `manage` sets it; a value with the `!` modifier excluded).
+/// Read without running git: the hooks ask.
+pub fn hands_over(git_dir: &Path, refname: &str) -> bool {
+    let Ok(config) = std::fs::read_to_string(git_dir.join("config")) else { return false };
+    config.lines().any(|l| {
+        let Some((key, value)) = l.split_once('=') else { return false };
+        let value = unquoted(value);
+        let (modifiers, prefix) = value.split_once(':').unwrap_or(("", &value));
+        key.trim().eq_ignore_ascii_case("procreceiverefs")
+            && !modifiers.contains('!')
+            && !prefix.is_empty()
+            && refname.starts_with(prefix)
     })
 }
 

@@ -38,6 +38,7 @@ bench() {
 }
 bench hooks-path "$runs" env HOOK_BENCH_URL=file contrib/bench/hook-cost.sh 30
 bench hooks-git "$runs" contrib/bench/hook-cost.sh 30
+bench hooks-bulk 1 contrib/bench/hook-cost.sh --refs 500 5
 bench sync-1k "$runs" contrib/bench/sync.sh 1000 9
 bench sync-10k "$runs" contrib/bench/sync.sh 10000 9
 bench sync-100k "$runs" contrib/bench/sync.sh 100000 9
@@ -105,11 +106,21 @@ def fmt(x, unit=""):
 
 rows = [
     ("hooks_floor_path", "push by path, six hooks that are /bin/true (git's own cost of starting them)"),
-    ("hooks_full_path", "push by path, Stargate's hooks (githooks: six processes)"),
+    ("hooks_full_path", "push by path, a managed repository's own hooks (four processes; before: githooks, six)"),
     ("hooks_minimal_path", "push by path, Stargate's githooks-minimal (three processes)"),
     ("hooks_floor_git", "push over git://, six /bin/true hooks"),
     ("hooks_full_git", "push over git://, Stargate's hooks"),
     ("hooks_minimal_git", "push over git://, githooks-minimal"),
+    ("hooks_bulk_unmanaged_plain", "500-ref push by path into a repository Stargate does not manage (plain: no Stargate)"),
+    ("hooks_bulk_unmanaged_atomic", "the same, --atomic"),
+    ("hooks_bulk_wide_plain", "500-ref push into it with the older machine-wide core.hooksPath (plain: no Stargate)"),
+    ("hooks_bulk_wide_atomic", "the same, --atomic"),
+    ("hooks_bulk_wfloor_plain", "500-ref push into it with a machine-wide directory of /bin/true hooks (plain: no Stargate)"),
+    ("hooks_bulk_wfloor_atomic", "the same, --atomic"),
+    ("hooks_bulk_managed_plain", "500-ref push by path into a managed repository (plain: git's floor, its four hooks as /bin/true)"),
+    ("hooks_bulk_managed_atomic", "the same, --atomic"),
+    ("hooks_bulk_floor_plain", "500-ref push, four /bin/true hooks (plain: no hooks)"),
+    ("hooks_bulk_floor_atomic", "the same, --atomic"),
     ("sync_idle_1000", "idle sync at 1k refs (plain: git fetch --prune '+refs/*:refs/*')"),
     ("sync_one_1000", "one-change sync at 1k refs"),
     ("sync_idle_10000", "idle sync at 10k refs"),

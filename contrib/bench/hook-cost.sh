@@ -3,11 +3,30 @@
 # each of four identical repositories on the leader, interleaved, through the same git daemon:
 #   plain    no hooks at all (core.hooksPath unset): git's own push
 #   floor    every hook git runs is a link to /bin/true: what starting them costs git
-#   full     Stargate's hooks, one link per hook git knows (contrib/install.sh's githooks)
+#   full     a managed repository's own hooks (git stargate manage: Stargate's four, and
+#            links to the repository's own hooks, of which it has none)
 #   minimal  Stargate's pre-receive and reference-transaction only (githooks-minimal)
 # Prints each median and its difference and ratio against plain.
 # Usage: contrib/bench/hook-cost.sh [N]   (stargate-hook on PATH; HOOK_BENCH_URL=file: by path)
+#
+# With --refs R: N pushes (default 5) of R refs at once (default 500), each moving every ref
+# to a new commit, non-atomic and --atomic, by path, with a node's configuration, into:
+#   none       a repository, no Stargate anywhere (the bench's own git config)
+#   unmanaged  a repository on a node that Stargate does not manage (the node's config)
+#   wide       the same with the older machine-wide core.hooksPath naming Stargate's hooks
+#   wfloor     the same with a machine-wide directory of /bin/true links, one per hook
+#   managed    a managed repository (git stargate manage)
+#   floor      a repository whose hooks are /bin/true links for the hooks the managed one
+#              starts: as many processes, none of Stargate's work
+# and prints the medians with the ratios unmanaged/none and managed/floor of the same run.
+# Usage: contrib/bench/hook-cost.sh --refs [R] [N]
 set -euo pipefail
+if [ "${1:-}" = --refs ]; then
+  refs=${2:-500} n=${3:-5}
+  . "$(dirname "$0")/lib.sh"
+  . "$(dirname "$0")/hook-bulk.sh"
+  exit
+fi
 n=${1:-20}
 . "$(dirname "$0")/lib.sh"
 kinds="plain floor full minimal"
@@ -19,6 +38,7 @@ for h in pre-receive reference-transaction; do ln -s "$(command -v stargate-hook
 git --git-dir="$repos/plain.git" config --unset core.hooksPath
 git --git-dir="$repos/floor.git" config core.hooksPath "$work/hooks-floor"
 git --git-dir="$repos/minimal.git" config core.hooksPath "$work/hooks-minimal"
+# full keeps what git stargate manage set (the lab manages every repository it makes).
 ip=$(cat "$work/lab/a/ip")
 # HOOK_BENCH_URL=file pushes to the repositories by path (no daemon, no TCP).
 base="git://$ip"

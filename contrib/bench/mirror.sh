@@ -10,7 +10,6 @@ refs=${1:-100000} n=${2:-5}
 . "$(dirname "$0")/lib.sh"
 lab_up 127.79.4
 replica_agent_off
-hooks=$(git -C "$R" config core.hooksPath)
 
 # The leader: 100 commits, REFS branches over them, packed, and a journal.
 git clone -q "$url" "$work/client" 2>/dev/null
@@ -31,7 +30,7 @@ ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $
 empty_replica() {
   rm -rf "$R"
   git -c core.hooksPath=/dev/null init -q --bare "${fmt_opt[@]}" "$R"
-  git -C "$R" config core.hooksPath "$hooks"
+  as_replica git stargate manage "$R" >/dev/null
 }
 plain() { rm -rf "$work/plain.git"; git clone -q --mirror "${fmt_opt[@]}" "$url" "$work/plain.git"; }
 ours() { as_replica git -c stargate.sync.timeout=10m stargate sync kv.git; }

@@ -72,7 +72,7 @@ round() { # kind mode round-number
     push)
       local repo="$work/lab/$leader/repos/p-$mode-$i.git"
       git init -q --bare "$repo"
-      git --git-dir="$repo" config core.hooksPath "$work/lab/githooks"
+      GIT_CONFIG_GLOBAL=$work/lab/$leader/gitconfig git stargate manage "$repo" >/dev/null
       start=$(date +%s%N)
       git -C "$work/src" push -q "$base/p-$mode-$i.git" main
       times[$kind-$mode]+="$(ms "$start") "

@@ -398,7 +398,7 @@ impl Agent {
                     continue;
                 }
                 // The node's default object format: the peers' `/repositories` does not say.
-                match crate::repos::create_empty(&self.settings.root, name, None, || ours.iter().cloned().collect()) {
+                match crate::managed::create_empty(&self.settings.root, name, None) {
                     Ok(()) => {
                         reply.say(&format!("{name}: created, as {} has it", peer.node));
                         created.insert(name.to_owned());

@@ -114,6 +114,8 @@ struct Agent {
     scanned: Option<Instant>,
     /// The repositories found under the root so far (each looked at once).
     repos: crate::repos::Scan,
+    /// Repositories found and not yet managed: at most `MANAGE_BUDGET` of work per tick.
+    to_manage: std::collections::VecDeque<String>,
     /// Repositories already reported as in a format Stargate cannot serve.
     unsupported: std::collections::HashSet<String>,
     /// The last handoff record this leader refused (logged and counted once).
@@ -160,6 +162,8 @@ struct Settings {
 
 /// How often the agent looks for repositories created under the root since.
 const SCAN_INTERVAL: Duration = Duration::from_secs(5);
+/// The time one tick of the loop spends managing repositories found (`manage_some`).
+const MANAGE_BUDGET: Duration = Duration::from_millis(100);
 
 pub fn run(cfg: &Config) -> Result<(), Error> {
     cfg.validate()?;
@@ -228,6 +232,7 @@ pub fn run(cfg: &Config) -> Result<(), Error> {
         draining: None,
         scanned: None,
         repos: Default::default(),
+        to_manage: Default::default(),
         unsupported: Default::default(),
         refused_handoff: None,
         quorum_watch,
@@ -286,6 +291,7 @@ impl Agent {
         if self.scanned.is_none_or(|t| t.elapsed() >= SCAN_INTERVAL) {
             self.mark_repositories();
         }
+        self.manage_some();
         for (request, reply) in self.control.take_requests() {
             self.serve(request, reply);
         }
@@ -318,15 +324,16 @@ impl Agent {
         self.publish();
     }
 
-    /// Mark every repository under the root as managed, so that its hooks fail closed even
-    /// if this node's state directory disappears (see `repos::MARKER`). Only repositories
-    /// not seen before are looked at: the cost per scan is one `readdir`, not one per
-    /// repository. A leader names each new one in its change summary, so that the replicas
-    /// create it (`journal::changes`).
+    /// Find the repositories under the root to manage (`managed::manage`: its hooks, its
+    /// config, the marker that makes them fail closed even if this node's state directory
+    /// disappears), queued for `manage_some`. Only repositories not seen before are looked
+    /// at: the cost per scan is one `readdir`, not one per repository; at the agent's start
+    /// every one is, which points the hooks of each at this binary again. A leader names
+    /// each new one in its change summary, so that the replicas create it
+    /// (`journal::changes`).
     fn mark_repositories(&mut self) {
         self.scanned = Some(Instant::now());
         let Ok(new) = self.repos.update(&self.settings.root) else { return };
-        let mut marked = 0;
         for repo in new.iter().filter(|r| r.readable) {
             if self.role == Role::Leader {
                 crate::journal::changes::note(&self.settings.state_dir, &repo.name);
@@ -337,14 +344,32 @@ impl Agent {
             {
                 log::error!("{}: {}", repo.name, crate::repos::unsupported_refusal(why));
             }
-            match crate::repos::mark(&self.settings.root.join(&repo.name)) {
+            self.to_manage.push_back(repo.name.clone());
+        }
+        self.manage_some();
+    }
+
+    /// Manage the repositories found, as many as `MANAGE_BUDGET` allows this tick: one
+    /// already managed costs a config read and a few `readlink`s, a new one runs `git
+    /// config` twice, so that a node upgraded with 10,000 repositories does not hold its
+    /// loop (its heartbeat, its lease) for minutes at its first start.
+    fn manage_some(&mut self) {
+        let started = Instant::now();
+        let mut marked = 0;
+        while started.elapsed() < MANAGE_BUDGET
+            && let Some(name) = self.to_manage.pop_front()
+        {
+            match crate::managed::manage(&self.settings.root.join(&name)) {
                 Ok(true) => marked += 1,
                 Ok(false) => {}
-                Err(e) => log::error!("{}: cannot mark it as managed: {e}", repo.name),
+                Err(e) => log::error!("{name}: not managed: {e}"),
             }
         }
         if marked > 0 {
-            log::info!("marked {marked} repositories as managed");
+            log::info!(
+                "{marked} repositories newly managed (their hooks, config and marker set), {} to go",
+                self.to_manage.len()
+            );
         }
     }
 

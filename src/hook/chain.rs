@@ -27,12 +27,16 @@ pub fn is_nested_copy(name: &str, repo: &Repo) -> bool {
     std::env::var_os(NESTED).is_some_and(|v| v.to_string_lossy() == nested_key(name, repo))
 }
 
-/// The repository's own hook `name`: missing, not executable (git ignores those too), or
-/// this very program (a link to `stargate-hook`) is none.
+/// The repository's own hook `name`: missing, not executable (git ignores those too, with
+/// its hint), or this very program (a link to `stargate-hook`) is none.
 fn find(name: &str, repo: &Repo) -> Option<PathBuf> {
     let path = repo.hooks.join(name);
     let meta = std::fs::metadata(&path).ok()?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+    if !meta.is_file() {
+        return None;
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        hint_ignored(&path, repo);
         return None;
     }
     let me = std::env::current_exe().and_then(|p| p.canonicalize()).ok();
@@ -40,6 +44,23 @@ fn find(name: &str, repo: &Repo) -> Option<PathBuf> {
         return None;
     }
     Some(path)
+}
+
+/// git's hint for a hook that is there but not executable (advice.ignoredHook), which git
+/// cannot give when it runs Stargate's hook in its place. Off as git's is with
+/// `GIT_ADVICE=0` or the repository's `advice.ignoredHook = false` (hooks read no other
+/// config); given once per hook process, where git gives it once per git process.
+fn hint_ignored(path: &Path, repo: &Repo) {
+    if std::env::var_os("GIT_ADVICE").is_some_and(|v| v == "0" || v == "false")
+        || crate::repos::sets_in_config(repo.git_dir(), "ignoredhook", "false")
+    {
+        return;
+    }
+    eprintln!(
+        "hint: The '{}' hook was ignored because it's not set as executable.\n\
+         hint: You can disable this warning with `git config advice.ignoredHook false`.",
+        path.display()
+    );
 }
 
 fn command(path: &Path, name: &str, args: &[String], repo: &Repo) -> Command {
@@ -88,10 +109,10 @@ pub fn run(name: &str, args: &[String], repo: &Repo, input: &[u8]) -> Result<()>
     match status.code() {
         Some(0) => Ok(()),
         Some(code) => Err(Error::ChainedHook(u8::try_from(code).unwrap_or(1).max(1))),
-        None => {
-            let signal = std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0);
-            Err(Error::ChainedHook(u8::try_from(128 + signal).unwrap_or(255)))
-        }
+        None => match std::os::unix::process::ExitStatusExt::signal(&status) {
+            Some(signal) => Err(Error::ChainedSignal(signal)),
+            None => Err(Error::ChainedHook(255)),
+        },
     }
 }
 
@@ -110,14 +131,34 @@ pub fn push_to_checkout(repo: &Repo, args: &[String]) -> Result<()> {
 }
 
 /// `proc-receive`: git runs it for the refs `receive.procReceiveRefs` names. Without a
-/// repository hook those refs are refused, as git refuses them when it finds no hook.
+/// repository hook those refs are refused as git refuses them when it finds no hook: its
+/// words, and each ref `fail to run proc-receive hook`, answered through the protocol so
+/// that git adds nothing of its own (a hook that does not negotiate makes git say `fail
+/// to negotiate version with proc-receive hook`).
 pub fn proc_receive(repo: &Repo, args: &[String]) -> Result<()> {
+    use super::proc_receive::{flush, read_section, write_pkt};
     if find("proc-receive", repo).is_some() {
         return exec("proc-receive", args, repo);
     }
-    eprintln!("error: cannot find hook 'proc-receive'");
-    Err(Error::ChainedHook(1))
+    eprintln!("error: {NO_PROC_RECEIVE}");
+    let (mut input, mut output) = (std::io::stdin().lock(), std::io::stdout().lock());
+    let talk = (|| {
+        read_section(&mut input)?;
+        write_pkt(&mut output, b"version=1\n")?;
+        flush(&mut output)?;
+        for command in read_section(&mut input)? {
+            if let Some(refname) = String::from_utf8_lossy(&command).split_whitespace().nth(2) {
+                write_pkt(&mut output, format!("ng {refname} {NOT_RUN}\n").as_bytes())?;
+            }
+        }
+        flush(&mut output)
+    })();
+    talk.map_err(|e| HookError::Protocol(e).into())
 }
+
+/// git's words when it finds no `proc-receive` hook, and for each ref it then refuses.
+const NO_PROC_RECEIVE: &str = "cannot find hook 'proc-receive'";
+const NOT_RUN: &str = "fail to run proc-receive hook";
 
 /// In a managed repository, the refs of a push for `proc-receive` that are not Stargate's
 /// (`refs/for/kv/`), run through the repository's own `proc-receive` in a conversation of
@@ -135,7 +176,10 @@ pub fn proc_receive_relay(
             commands.iter().filter_map(|c| String::from_utf8_lossy(c).split_whitespace().nth(2).map(str::to_owned));
         refs.map(|r| format!("ng {r} {why}").into_bytes()).collect()
     };
-    let Some(path) = find("proc-receive", repo) else { return Ok(refused("cannot find hook 'proc-receive'")) };
+    let Some(path) = find("proc-receive", repo) else {
+        eprintln!("error: {NO_PROC_RECEIVE}");
+        return Ok(refused(NOT_RUN));
+    };
     let spawn = |mut cmd: Command| cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn();
     let mut child = match spawn(command(&path, "proc-receive", args, repo)) {
         Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => spawn(shell(&path, "proc-receive", args, repo)),

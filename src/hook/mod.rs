@@ -22,38 +22,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::lead::node::{self, Authority, View};
 
-/// Every hook githooks(5) names that git finds by name in the hooks directory
-/// (`fsmonitor-watchman` is run from `core.fsmonitor` instead). `githooks/` has a shim for
-/// each, and install.sh a link.
-pub const NAMES: &[&str] = &[
-    "applypatch-msg",
-    "pre-applypatch",
-    "post-applypatch",
-    "pre-commit",
-    "pre-merge-commit",
-    "prepare-commit-msg",
-    "commit-msg",
-    "post-commit",
-    "pre-rebase",
-    "post-checkout",
-    "post-merge",
-    "pre-push",
-    "pre-receive",
-    "update",
-    "proc-receive",
-    "post-receive",
-    "post-update",
-    "reference-transaction",
-    "push-to-checkout",
-    "pre-auto-gc",
-    "post-rewrite",
-    "sendemail-validate",
-    "p4-changelist",
-    "p4-prepare-changelist",
-    "p4-post-changelist",
-    "p4-pre-submit",
-    "post-index-change",
-];
+/// Every hook git finds by name (`managed::HOOK_NAMES`).
+pub use crate::managed::HOOK_NAMES as NAMES;
 
 /// What a hook fails with when it cannot go on (fatal, 128), its cause kept; a refusal,
 /// "not leader" or a chained hook's exit status is one of `error::Error`'s classes instead.
@@ -97,8 +67,7 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         // Only these two decide; every other hook only chains, in any repository.
         "pre-receive" | "reference-transaction" => {
             let state_dir = node::find_state_dir(&repo.git_dir);
-            let managed = state_dir.is_some() || crate::repos::is_marked(&repo.git_dir);
-            match (name, managed) {
+            match (name, managed(&repo, state_dir.is_some())?) {
                 (_, false) => chain::exec(name, args, &repo),
                 ("pre-receive", true) => pre_receive::run(&repo, state_dir.as_deref(), args),
                 _ => reference_transaction::run(&repo, state_dir.as_deref(), args),
@@ -113,13 +82,34 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         "push-to-checkout" => chain::push_to_checkout(&repo, args),
         "proc-receive" => {
             let state_dir = node::find_state_dir(&repo.git_dir);
-            match state_dir.is_some() || crate::repos::is_marked(&repo.git_dir) {
+            match managed(&repo, state_dir.is_some())? {
                 true => proc_receive::run(&repo, state_dir.as_deref(), args),
                 false => chain::proc_receive(&repo, args),
             }
         }
         _ => chain::exec(name, args, &repo),
     }
+}
+
+/// Whether Stargate manages the repository: marked, or a bare repository below a node's
+/// state (one the agent has not marked yet). A repository with a work tree is never
+/// managed: below `stargate.root` but unmarked it is passed through as git would run its
+/// hooks; marked (by hand: `git stargate manage` refuses it), every write to it is
+/// refused, before a push could update its work tree (stargate(7), MANAGED REPOSITORIES).
+fn managed(repo: &Repo, below_state: bool) -> Result<bool> {
+    let marked = crate::repos::is_marked(&repo.git_dir);
+    if !(marked || below_state) || !crate::repos::has_work_tree(&repo.git_dir) {
+        return Ok(marked || below_state);
+    }
+    if !marked {
+        return Ok(false);
+    }
+    Err(Error::Refused(
+        "this repository has a work tree, and Stargate manages bare repositories only: writes are \
+         refused (stargate(7), MANAGED REPOSITORIES); remove stargate/managed from its git directory \
+         to release it"
+            .to_owned(),
+    ))
 }
 
 /// After a push to the leader, tell the client where its writes are in the journal:
@@ -156,7 +146,10 @@ impl Repo {
                 Err(_) => git_dir.clone(),
             },
         };
-        Repo { hooks: common.join("hooks"), git_dir }
+        // `hooks/<name>`, not `./hooks/<name>`, when git runs hooks in the git directory:
+        // the `$0` git gives a hook (githooks(5)).
+        let hooks = if common == Path::new(".") { PathBuf::from("hooks") } else { common.join("hooks") };
+        Repo { hooks, git_dir }
     }
 
     fn git_dir(&self) -> &Path {

@@ -15,7 +15,10 @@ use crate::lead::node;
 pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()> {
     let input = super::read_input()?;
     let text = String::from_utf8_lossy(&input);
-    if let Some(refname) = journal::parse_updates(&text).into_iter().map(|u| u.refname).find(|r| protected(r)) {
+    // Those git hands to `proc-receive` (`managed::PROC_RECEIVE_REFS`) are answered there and
+    // left as they are; any other spelling is refused here.
+    let refused = |r: &String| protected(r) && !(r.starts_with("refs/stargate/") && hands_over(repo, r));
+    if let Some(refname) = journal::parse_updates(&text).into_iter().map(|u| u.refname).find(refused) {
         let why = format!(
             "refusing {refname}: refs/stargate/ belongs to Stargate; pushes may not create, change or delete \
              refs there (stargate(7), Protected namespace)"
@@ -27,11 +30,13 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
     // here, where the client hears why and writes the older way (git-kv(1), WRITES).
     let kv_changes = view.state.as_ref().and_then(|s| s.kv_changes);
     if kv_changes == Some(false)
+        && !crate::repos::hands_over(repo.git_dir(), "refs/for/kv/default")
         && let Some(u) = journal::parse_updates(&text).into_iter().find(|u| u.refname.starts_with(kvtree::FOR_PREFIX))
     {
         return Err(Error::Refused(format!(
-            "refusing {}: this node's git lacks receive.procReceiveRefs=refs/for/kv/, so the leader cannot \
-             apply git kv changes (stargate(7), Managed repositories)",
+            "refusing {}: neither this repository's config nor this node's sets \
+             receive.procReceiveRefs=refs/for/kv/, so the leader cannot apply git kv changes (stargate(7), \
+             Managed repositories)",
             u.refname
         )));
     }
@@ -41,6 +46,10 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
     }
     super::require_leader(&view)?;
     chain::run("pre-receive", args, repo, &input)
+}
+
+fn hands_over(repo: &Repo, refname: &str) -> bool {
+    crate::repos::hands_over(repo.git_dir(), refname)
 }
 
 /// Stargate's own refs: the journal and every node's local refs (kept lost commits), in

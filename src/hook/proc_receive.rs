@@ -9,8 +9,9 @@
 //! change is applied to the namespace's tip now (`kvtree::apply`); the result moves
 //! `refs/kv/<namespace>` in one `git update-ref` that runs the hooks, so the write is
 //! checked at `prepared`, journaled and replicated like any push. The client hears `ok`
-//! with the ref and commit written, or `ng` with the reason. Other refs go to the
-//! repository's own `proc-receive` (`chain::proc_receive_relay`).
+//! with the ref and commit written, or `ng` with the reason. Updates of `refs/stargate/`
+//! (handed over too, for `git push --mirror`) are answered `ok` and not applied. Other refs
+//! go to the repository's own `proc-receive` (`chain::proc_receive_relay`).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -32,11 +33,14 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
     let version = read_section(&mut input).map_err(HookError::Protocol)?;
     write_pkt(&mut output, b"version=1\n").and_then(|()| flush(&mut output)).map_err(HookError::Protocol)?;
     let commands = read_section(&mut input).map_err(HookError::Protocol)?;
-    let (ours, others): (Vec<Vec<u8>>, Vec<Vec<u8>>) = commands
-        .into_iter()
-        .partition(|c| String::from_utf8_lossy(c).split_whitespace().nth(2).is_some_and(|r| r.starts_with(FOR_PREFIX)));
+    let under = |c: &Vec<u8>, prefix: &str| {
+        String::from_utf8_lossy(c).split_whitespace().nth(2).is_some_and(|r| r.starts_with(prefix))
+    };
+    let (kept, commands): (Vec<Vec<u8>>, Vec<Vec<u8>>) = commands.into_iter().partition(|c| under(c, KEPT));
+    let (ours, others): (Vec<Vec<u8>>, Vec<Vec<u8>>) = commands.into_iter().partition(|c| under(c, FOR_PREFIX));
     let mut results =
         if others.is_empty() { Vec::new() } else { chain::proc_receive_relay(repo, args, &version, &others)? };
+    results.extend(left_as_they_are(&kept));
     for command in &ours {
         let text = String::from_utf8_lossy(command);
         let fields: Vec<&str> = text.split_whitespace().collect();
@@ -49,6 +53,30 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
     }
     flush(&mut output).map_err(HookError::Protocol)?;
     Ok(())
+}
+
+/// Stargate's own refs, which a managed repository hands to this hook
+/// (`managed::PROC_RECEIVE_REFS`) so that a push carrying them, `git push --mirror` of a
+/// repository above all (which deletes every ref the source lacks, the journal with them),
+/// succeeds without changing them (stargate(7), Protected namespace).
+const KEPT: &str = "refs/stargate/";
+
+/// The report lines for the updates of `refs/stargate/` a push carried: each `ok` to git,
+/// which then counts it as done, and none applied; the client is told so once.
+fn left_as_they_are(kept: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let refs: Vec<String> =
+        kept.iter().filter_map(|c| String::from_utf8_lossy(c).split_whitespace().nth(2).map(str::to_owned)).collect();
+    if let Some(first) = refs.first() {
+        let more = match refs.len() {
+            1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        eprintln!(
+            "stargate: {first}{more} left as they are: refs/stargate/ belongs to Stargate, and this push's \
+             updates there are ignored (stargate(7), Protected namespace)"
+        );
+    }
+    refs.into_iter().map(|r| format!("ok {r}").into_bytes()).collect()
 }
 
 /// The report lines for one pushed change: `ok` and its options, or one `ng`.

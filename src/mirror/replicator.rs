@@ -840,8 +840,8 @@ impl Replicator {
         self.poke();
     }
 
-    /// A repository the leader has and this node lacks: make an empty one beside the
-    /// others, with their hooks, marked as managed, and sync it. Only when the leader does
+    /// A repository the leader has and this node lacks: make an empty one, managed
+    /// (`managed::manage`), and sync it. Only when the leader does
     /// serve it (asked directly, not taken from the summary's word).
     fn create(&self, name: &str, record: &crate::lead::lease::Record) -> Result<(), Uncreated> {
         let path = self.root.join(name);
@@ -851,8 +851,7 @@ impl Replicator {
         }
         let base = record.url.as_deref().ok_or(Uncreated::NoUrl)?;
         let format = mirror::served_format(&self.root, name, base, &self.settings).map_err(Uncreated::Unserved)?;
-        let siblings = || self.lock_shared().scan.names().cloned().collect();
-        crate::repos::create_empty(&self.root, name, format.as_deref(), siblings)?;
+        crate::managed::create_empty(&self.root, name, format.as_deref())?;
         log::info!("{name}: created, as on the leader {}", record.node);
         self.lock_shared().repos.entry(name.to_owned()).or_default().signalled = true;
         Ok(())
@@ -1218,7 +1217,7 @@ enum Uncreated {
     #[error(transparent)]
     Unserved(mirror::Error),
     #[error(transparent)]
-    Create(#[from] crate::repos::CreateError),
+    Create(#[from] crate::managed::CreateError),
 }
 
 #[derive(Debug, thiserror::Error)]

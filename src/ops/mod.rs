@@ -38,8 +38,12 @@ pub enum CommandError {
     ListRoot { root: PathBuf, source: std::io::Error },
     #[error("cannot create {}: {source}", .path.display())]
     CreateDir { path: PathBuf, source: std::io::Error },
-    #[error("cannot mark {name} as managed: {source}")]
-    Mark { name: String, source: std::io::Error },
+    #[error("{name}: {source}")]
+    Manage { name: String, source: crate::managed::ManageError },
+    #[error(
+        "{name} is created, but fetching {url} into it failed (it is empty; fetch again, or remove it on every node): {source}"
+    )]
+    Import { name: String, url: String, source: crate::wire::git::Error },
     #[error(transparent)]
     Journal(#[from] journal::Error),
     #[error(transparent)]
@@ -114,6 +118,20 @@ enum Command {
     Create {
         /// `name` or `owner/name`; `.git` is added when missing.
         name: String,
+    },
+    /// Create a repository for the whole group from an existing one (on the leader): every
+    /// ref of the source but refs/stargate/, journaled and replicated like a push.
+    Import {
+        /// The source repository: any URL or path `git fetch` takes.
+        url: String,
+        /// `name` or `owner/name`; `.git` is added when missing.
+        name: String,
+    },
+    /// Make an existing bare repository under stargate.root Stargate's on this node: its
+    /// hooks directory, core.hooksPath and receive.procReceiveRefs in its config, the marker.
+    Manage {
+        /// The repository's path (a bare repository under stargate.root).
+        path: PathBuf,
     },
     /// List this node's repositories with their journal positions.
     List {
@@ -228,6 +246,8 @@ pub fn main(args: &[String]) -> Result<()> {
         Command::Failback { yes } => promote::failback(&cfg, yes),
         Command::Verify { json, wait } => verify::verify(&cfg, json, wait),
         Command::Create { name } => catalog::create(&cfg, &name),
+        Command::Manage { path } => catalog::manage(&cfg, &path),
+        Command::Import { url, name } => catalog::import(&cfg, &url, &name),
         Command::List { json } => catalog::list(&cfg, json),
         Command::Sync { full, repos } => sync(&cfg, repos, full),
         Command::Lag { json } => lag(&cfg, json),

@@ -71,11 +71,6 @@ pub fn config_get(dir: &Path, key: &str) -> Result<Option<String>, Error> {
     }
 }
 
-/// `git config <key> <value>` in the repository at `repo`.
-pub fn config_set(repo: &Path, key: &str, value: &str) -> Result<(), Error> {
-    run(Some(repo), ["config", key, value]).map(drop)
-}
-
 /// What `git push` did with one ref.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushResult {
@@ -228,6 +223,21 @@ pub fn fetch(repo: &Path, config: &[&str], args: &[&str], env: &[(&str, &str)]) 
         let args: Vec<std::ffi::OsString> = all.iter().map(Into::into).collect();
         Err(failed(&args, &out))
     }
+}
+
+/// The branch the repository at `url` names as its HEAD (`ls-remote --symref`), if any.
+pub fn remote_head(repo: &Path, url: &str) -> Result<Option<String>, Error> {
+    let out = run(Some(repo), ["ls-remote", "--symref", "--", url, "HEAD"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().find_map(|l| l.strip_prefix("ref: ")?.strip_suffix("\tHEAD").map(str::to_owned)))
+}
+
+/// `git symbolic-ref HEAD <branch>` in the repository at `git_dir`.
+pub fn set_head(git_dir: &Path, branch: &str) -> Result<(), Error> {
+    let mut cmd = on_repo(git_dir);
+    cmd.args(["symbolic-ref", "HEAD", branch]);
+    let out = cmd.output().map_err(Error::Spawn)?;
+    if out.status.success() { Ok(()) } else { Err(failed(&["symbolic-ref".into(), branch.into()], &out)) }
 }
 
 /// A git command for the agent's mirroring: in its own process group (so the watchdog can

@@ -311,32 +311,42 @@ fn a_crash_of_the_leaders_agent_alone_loses_no_acknowledged_write() {
     eprintln!("catch-up after an agent crash: median {} ms, worst {} ms", took[took.len() / 2], took[took.len() - 1]);
 }
 
+/// A push into `refs/stargate/` changes nothing there on any node: git hands the refs spelt
+/// `refs/stargate/` to `proc-receive`, which answers them as done and leaves them as they
+/// are (so that `git push --mirror` succeeds); any other spelling is refused.
 #[test]
-fn client_pushes_into_refs_stargate_are_refused_on_every_node() {
+fn client_pushes_into_refs_stargate_change_nothing_on_every_node() {
     let lab = Lab::up(2);
     let leader = lab.wait_leader(None, Duration::from_secs(5));
     let client = Client::new();
     client.clone(&lab.url(&leader, "kv"), "c");
     assert!(client.kv("c", &["set", "k", "v"]).status.success());
     ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "x"]));
+    lab.wait_parity(&leader, lab.nodes.iter().find(|n| **n != leader).unwrap(), Duration::from_secs(10));
     for node in lab.nodes.clone() {
         let before = lab.mirrored_refs(&node);
+        let journal = lab.rev(&node, "refs/stargate/journal");
+        assert!(journal.is_some(), "{node}");
         let url = lab.url(&node, "kv");
+        for spec in ["+HEAD:refs/stargate/journal", ":refs/stargate/journal", "HEAD:refs/stargate/local/mine"] {
+            let out = run(client.git("c", &["push", &url, spec]));
+            if node == leader {
+                assert!(out.status.success(), "{node} {spec}: {}", stderr(&out));
+                assert!(stderr(&out).contains("left as they are"), "{node} {spec}: {}", stderr(&out));
+            } else {
+                assert_eq!(out.status.code(), Some(1), "{node} {spec}: {}", stderr(&out));
+                assert!(stderr(&out).contains("not leader"), "{node} {spec}: {}", stderr(&out));
+            }
+        }
         // Every case: on a case-insensitive filesystem refs/Stargate/journal is the journal.
-        for spec in [
-            "+HEAD:refs/stargate/journal",
-            ":refs/stargate/journal",
-            "HEAD:refs/stargate/local/mine",
-            "+HEAD:refs/Stargate/journal",
-            "HEAD:refs/STARGATE/local/mine",
-            "HEAD:refs/sTaRgAtE/x",
-        ] {
+        for spec in ["+HEAD:refs/Stargate/journal", "HEAD:refs/STARGATE/local/mine", "HEAD:refs/sTaRgAtE/x"] {
             let out = run(client.git("c", &["push", &url, spec]));
             assert_eq!(out.status.code(), Some(1), "{node} {spec}: {}", stderr(&out));
             assert!(stderr(&out).contains("refs/stargate/ belongs to Stargate"), "{node} {spec}: {}", stderr(&out));
             assert!(!stderr(&out).contains("not leader"), "refused as protected, not as passive: {}", stderr(&out));
         }
         assert_eq!(lab.mirrored_refs(&node), before, "{node}");
+        assert_eq!(lab.rev(&node, "refs/stargate/journal"), journal, "{node}");
         for name in ["refs/stargate/local/mine", "refs/Stargate/journal", "refs/STARGATE/local/mine", "refs/sTaRgAtE/x"]
         {
             assert_eq!(lab.rev(&node, name), None, "{node} {name}");

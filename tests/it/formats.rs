@@ -178,10 +178,7 @@ fn sha256_repositories_are_journaled_mirrored_and_created_alike() {
     // A repository the leader gains is created on the replica in the leader's format, even
     // where the replica's own default says otherwise.
     ok(lab.git("b", &["config", "--global", "init.defaultObjectFormat", "sha1"]));
-    let hooks = ok(lab.git("a", &["config", "core.hooksPath"]));
-    let new = lab.repo("a", "new");
-    ok(lab.node_cmd("a", "git").args(["init", "-q", "--bare", "--object-format=sha256"]).arg(&new));
-    ok(lab.node_cmd("a", "git").arg("--git-dir").arg(&new).args(["config", "core.hooksPath", hooks.trim()]));
+    lab.init_managed("a", "new", &["--object-format=sha256"]);
     lab.wait_until("the new repository on the replica", Duration::from_secs(20), || {
         lab.agent_log("b").contains("new.git: created")
     });
@@ -222,11 +219,8 @@ fn sha256_writes_in_quorum_mode_are_staged_on_a_majority() {
 fn copies_in_different_object_formats_are_refused_with_the_reason() {
     let lab = Lab::up_with_repos(2, "[stargate \"sync\"]\n\tinterval = 1s\n", "kv");
     assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
-    let hooks = ok(lab.git("a", &["config", "core.hooksPath"]));
     for (node, format) in [("a", "sha1"), ("b", "sha256")] {
-        let dir = lab.repo(node, "mixed");
-        ok(lab.node_cmd(node, "git").args(["init", "-q", "--bare", &format!("--object-format={format}")]).arg(&dir));
-        ok(lab.node_cmd(node, "git").arg("--git-dir").arg(&dir).args(["config", "core.hooksPath", hooks.trim()]));
+        lab.init_managed(node, "mixed", &[&format!("--object-format={format}")]);
     }
     let client = Client::new();
     ok(client.git(".", &["init", "-q", "m"]));
@@ -247,16 +241,7 @@ fn reftable_in_quorum_mode_refuses_writes_and_says_why() {
     let lab = Lab::up_with(2, "[stargate \"replication\"]\n\tmode = quorum\n");
     let leader = lab.wait_leader(None, Duration::from_secs(5));
     for node in &lab.nodes {
-        let root = lab.dir.path().join(node).join("repos");
-        ok(lab
-            .node_cmd(node, "git")
-            .args(["init", "-q", "--bare", "--ref-format=reftable"])
-            .arg(root.join("table.git")));
-        ok(lab.node_cmd(node, "git").arg("--git-dir").arg(lab.repo(node, "table")).args([
-            "config",
-            "core.hooksPath",
-            lab.dir.path().join("githooks").to_str().unwrap(),
-        ]));
+        lab.init_managed(node, "table", &["--ref-format=reftable"]);
     }
     let client = Client::new();
     ok(client.git(".", &["init", "-q", "--ref-format=reftable", "table"]));

@@ -103,6 +103,7 @@ fn a_machine_wide_hooks_path_leaves_unrelated_repositories_alone() {
     assert!(!out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot find hook 'proc-receive'"), "{}", stderr(&out));
     assert!(stderr(&out).contains("(fail to run proc-receive hook)"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("negotiate"), "nothing git would not say: {}", stderr(&out));
 
     // push-to-checkout: without a repository hook, git's own updateInstead still happens.
     quiet_ok(git(".", &["init", "-q", "site"]));

@@ -348,19 +348,20 @@ fn a_remote_that_does_not_apply_changes_gets_the_older_way() {
     assert_eq!(git(&["rev-list", "--count", "refs/kv/default"]).trim(), "2");
 }
 
-/// A Stargate node whose git does not hand `refs/for/kv/` to `proc-receive` refuses the
+/// A managed repository whose git does not hand `refs/for/kv/` to `proc-receive` (an
+/// operator removed it from the repository's config, and the node's sets none) refuses the
 /// change (it would be stored and journaled as a ref), and `git kv` writes the older way.
 #[test]
-fn a_node_without_proc_receive_refs_refuses_the_change_and_kv_writes_with_a_lease() {
+fn a_repository_without_proc_receive_refs_refuses_the_change_and_kv_writes_with_a_lease() {
     let (lab, client) = one_node();
-    let config = lab.dir.path().join("a/gitconfig");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let without = text.replace("[receive]\n\tprocReceiveRefs = refs/for/kv/\n", "");
-    assert_ne!(without, text, "the lab sets receive.procReceiveRefs");
-    std::fs::write(&config, without).unwrap();
-    // The agent publishes what git will do for the hooks, as it read it when it started.
-    lab.kill("a", "agent", "TERM");
-    lab.start("a", "agent");
+    assert_eq!(
+        ok(lab.git("a", &["config", "--local", "--get-all", "receive.procReceiveRefs"])),
+        "refs/for/kv/\nrefs/stargate/\n"
+    );
+    ok(lab.git("a", &["config", "--local", "--unset-all", "receive.procReceiveRefs"]));
+    let text = std::fs::read_to_string(lab.dir.path().join("a/gitconfig")).unwrap();
+    assert!(!text.contains("procReceiveRefs"), "the node sets none: {text}");
+    // The agent publishes what the node's git config says, for the hooks.
     let start = std::time::Instant::now();
     let published = || {
         let text = std::fs::read_to_string(lab.dir.path().join("a/repos/.stargate/node.json")).unwrap_or_default();

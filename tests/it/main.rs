@@ -18,6 +18,7 @@ mod kv;
 mod layout;
 mod lease;
 mod lost;
+mod managed;
 mod monitoring;
 mod package;
 mod props;

@@ -573,16 +573,11 @@ pub fn journal_generations(extra: &str) {
     assert!(lab.agent_log("b").contains("older than it keeps"), "{}", lab.agent_log("b"));
 }
 
-/// `lab`'s hooks for `node`'s repository `kv`, but with `reference-transaction` sleeping
+/// The hooks of `node`'s repository `kv`, but with `reference-transaction` sleeping
 /// `sleep` after Stargate's own `prepared` (the prepare entry journaled, no ref moved yet):
 /// git commits only then. Widens the window a sync may fall into.
 pub fn slow_prepared(lab: &Lab, node: &str, sleep: &str) {
-    let hooks = lab.dir.path().join(format!("slow-hooks-{node}"));
-    std::fs::create_dir_all(&hooks).unwrap();
-    for entry in std::fs::read_dir(lab.dir.path().join("githooks")).unwrap() {
-        let entry = entry.unwrap();
-        std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), hooks.join(entry.file_name())).unwrap();
-    }
+    let hooks = lab.repo(node, "kv").join("stargate/hooks");
     let script = hooks.join("reference-transaction");
     std::fs::remove_file(&script).unwrap();
     std::fs::write(
@@ -594,7 +589,6 @@ pub fn slow_prepared(lab: &Lab, node: &str, sleep: &str) {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    ok(lab.git(node, &["config", "core.hooksPath", hooks.to_str().unwrap()]));
 }
 
 /// A replica's sync that runs while the leader's write is between `prepared` (journaled)

@@ -2,6 +2,7 @@
 //! of them, a write to one still reaches the replica at once, and a repository created on
 //! the leader appears on the replica, with Stargate's hooks.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -82,15 +83,21 @@ fn a_repository_created_on_the_leader_appears_on_the_replica_with_its_hooks() {
     let lab = Lab::up_with(2, "[stargate \"sync\"]\n\tinterval = 200ms\n");
     let leader = lab.wait_leader(None, Duration::from_secs(5));
     let replica = if leader == "a" { "b" } else { "a" };
-    let hooks = ok(lab.git(&leader, &["config", "core.hooksPath"]));
     let on = |node: &str| lab.dir.path().join(node).join("repos/team/new.git");
-    ok(lab.node_cmd(&leader, "git").args(["init", "-q", "--bare"]).arg(on(&leader)));
-    ok(lab.node_cmd(&leader, "git").arg("--git-dir").arg(on(&leader)).args(["config", "core.hooksPath", hooks.trim()]));
+    lab.init_managed(&leader, "team/new", &[]);
     // git writes HEAD first and the agent logs once the hooks are set: wait for the log.
     wait_until("the new repository on the replica", Duration::from_secs(20), || {
         lab.agent_log(replica).contains("team/new.git: created")
     });
     assert!(on(replica).join("HEAD").is_file());
+    // Managed there as on the leader: its own hooks directory in its own config.
+    let hooks_path = ok(lab.node_cmd(replica, "git").arg("--git-dir").arg(on(replica)).args([
+        "config",
+        "--local",
+        "core.hooksPath",
+    ]));
+    assert_eq!(Path::new(hooks_path.trim()), on(replica).canonicalize().unwrap().join("stargate/hooks"));
+    assert!(on(replica).join("stargate/managed").is_file());
 
     let client = Client::new();
     client.clone(&format!("git://{}/team/new.git", lab.ip(&leader)), "w");

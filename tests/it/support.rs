@@ -266,6 +266,15 @@ impl Lab {
         c
     }
 
+    /// A new bare repository `repo` on `node` (with `init_args`), set up as an operator does
+    /// (README, Install): `git init --bare`, then `git stargate manage`.
+    pub fn init_managed(&self, node: &str, repo: &str, init_args: &[&str]) -> PathBuf {
+        let dir = self.repo(node, repo);
+        ok(self.node_cmd(node, "git").args(["init", "-q", "--bare"]).args(init_args).arg(&dir));
+        ok(self.node_cmd(node, "git").args(["stargate", "manage"]).arg(&dir));
+        dir
+    }
+
     /// git run as part of `node`, in its `kv` repository.
     pub fn git(&self, node: &str, args: &[&str]) -> Command {
         let mut c = self.node_cmd(node, "git");

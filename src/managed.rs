@@ -152,8 +152,15 @@ pub fn manage(git_dir: &Path) -> Result<bool, ManageError> {
         return Err(ManageError::Config(std::io::Error::other("a path git config cannot hold")));
     }
     let mut add = String::new();
-    if values("hookspath").last().map(String::as_str) != Some(&*hooks_path) {
+    let set = values("hookspath");
+    if set.is_empty() {
         add += &format!("[core]\n\thooksPath = {}\n", quoted(&hooks_path));
+    } else if set.len() > 1 || set[0] != hooks_path {
+        // Another value (an operator's, an older layout's): replaced, never a second one,
+        // which would make git config refuse to set the key afterwards. Rare: git does it.
+        crate::wire::git::config_replace_all(&git_dir, "core.hooksPath", &hooks_path)
+            .map_err(|e| ManageError::Config(std::io::Error::other(e.to_string())))?;
+        changed = true;
     }
     let handed = values("procreceiverefs");
     let missing: Vec<&&str> = PROC_RECEIVE_REFS.iter().filter(|p| !handed.iter().any(|v| v == **p)).collect();
@@ -261,7 +268,10 @@ mod tests {
         git(&["config", "core.hooksPath", "/elsewhere"]);
         assert!(manage(&repo).unwrap());
         let hooks = repo.canonicalize().unwrap().join(HOOKS_DIR);
-        assert_eq!(git(&["config", "core.hooksPath"]).trim_end(), hooks.to_str().unwrap());
+        assert_eq!(git(&["config", "--get-all", "core.hooksPath"]).trim_end(), hooks.to_str().unwrap());
+        git(&["config", "core.hooksPath", "/elsewhere"]);
+        assert!(manage(&repo).unwrap(), "another value is replaced");
+        assert_eq!(git(&["config", "--get-all", "core.hooksPath"]).trim_end(), hooks.to_str().unwrap());
         assert_eq!(git(&["config", "--get-all", "receive.procReceiveRefs"]), "refs/for/kv/\nrefs/stargate/\n");
         assert_eq!(git(&["config", "core.bare"]).trim_end(), "true");
         assert!(crate::repos::is_marked(&repo));

@@ -59,6 +59,21 @@ pub fn config_list(dir: Option<&Path>) -> Result<Vec<(String, String)>, Error> {
     Ok(entries)
 }
 
+/// `git config --replace-all <key> <value>` in the repository at `git_dir`: every value of
+/// the key there replaced by one.
+pub fn config_replace_all(git_dir: &Path, key: &str, value: &str) -> Result<(), Error> {
+    let args = ["config", "--replace-all", key, value];
+    let mut cmd = command(None);
+    for var in LOCAL_ENV {
+        cmd.env_remove(var);
+    }
+    let out = cmd.arg("--git-dir").arg(git_dir).args(args).output().map_err(Error::Spawn)?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(failed(&args.map(std::ffi::OsString::from), &out)),
+    }
+}
+
 /// `git config --get <key>` as seen from `dir` (a repository, or any directory for the
 /// machine's and the user's settings); `None` when unset.
 pub fn config_get(dir: &Path, key: &str) -> Result<Option<String>, Error> {

@@ -267,6 +267,16 @@ mod tests {
         }
     }
 
+    /// A transaction the files backend refuses says why down to its cause, naming the ref
+    /// (gix's outer words alone do not).
+    #[test]
+    fn a_refused_transaction_names_the_ref_it_stumbled_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, a, b) = repo(dir.path(), "t.git", "files");
+        let e = store.edit(&[Edit::set("refs/heads/x", a), Edit::set("refs/heads/x", b)]).unwrap_err().to_string();
+        assert!(e.contains("refs/heads/x"), "{e}");
+    }
+
     /// A lock a killed writer left blocks every transaction on its ref until it is old
     /// enough to be taken for stale and removed; a fresh one is left alone.
     #[test]

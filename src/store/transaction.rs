@@ -99,6 +99,21 @@ pub(super) enum Inner<'a> {
     Packed(super::replace::PackedLock),
 }
 
+/// An error and every cause under it, `: `-separated: gix's outer words ("Could not
+/// preprocess reference edits") name no ref; the cause does.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// git's own defaults: `core.filesRefLockTimeout`, `core.packedRefsTimeout`.
 const REF_LOCK: Duration = Duration::from_millis(100);
 const PACKED_LOCK: Duration = Duration::from_millis(1000);
@@ -119,7 +134,7 @@ impl Store {
             let edits = edits.iter().map(to_gix).collect::<Result<Vec<_>, _>>()?;
             let prepared = (self.repo.refs.transaction())
                 .prepare(edits, Fail::AfterDurationWithBackoff(REF_LOCK), Fail::AfterDurationWithBackoff(PACKED_LOCK))
-                .map_err(|e| PrepareError::Files(Box::new(e)))?;
+                .map_err(|e| PrepareError::Files(with_causes(&e).into()))?;
             return Ok(Prepared { inner: Inner::Files(prepared) });
         }
         let null = ObjectId::null(self.repo.object_hash());

@@ -62,6 +62,22 @@ fn signal_sshd(sshd: &Sshd, signal: &str) {
     ok(Command::new("kill").args([&format!("-{signal}"), &pid]));
 }
 
+/// With git daemon stopped (only the transport under test serves), a first write on the
+/// leader mirrored by the replica in a protocol v2 session: the leader, the replica, the
+/// writer's client and that commit.
+fn first_write_mirrored(lab: &Lab) -> (String, &'static str, Client, String) {
+    let leader = lab.wait_leader(None, Duration::from_secs(10));
+    let replica = if leader == "a" { "b" } else { "a" };
+    for n in &lab.nodes {
+        lab.kill(n, "daemon", "KILL");
+    }
+    let c = writer(lab, &leader);
+    let commit = write(lab, &leader, &c, 1);
+    mirrored(lab, replica, &commit);
+    in_a_session(lab, replica);
+    (leader, replica, c, commit)
+}
+
 /// The replica mirrored in a protocol v2 session: git's fetch, and the side repository it
 /// fetches into (`stargate/sync.git`), never used.
 fn in_a_session(lab: &Lab, replica: &str) {
@@ -132,15 +148,7 @@ fn replicas_mirror_over_ssh_with_a_dedicated_key_and_strict_host_keys() {
     let line = format!("restrict,command=\"{} {}\" {replica_pub}", shell.display(), lab.dir.path().display());
     let authorized = sshd.dir.path().join("authorized_keys");
     std::fs::write(&authorized, std::fs::read_to_string(&authorized).unwrap() + &line).unwrap();
-    let leader = lab.wait_leader(None, Duration::from_secs(10));
-    let replica = if leader == "a" { "b" } else { "a" };
-    for n in &lab.nodes {
-        lab.kill(n, "daemon", "KILL");
-    }
-    let c = writer(&lab, &leader);
-    let commit = write(&lab, &leader, &c, 1);
-    mirrored(&lab, replica, &commit);
-    in_a_session(&lab, replica);
+    let (leader, replica, c, _) = first_write_mirrored(&lab);
 
     // The replica's key cannot push, nor run anything but upload-pack.
     let leader_url =
@@ -233,15 +241,7 @@ fn replicas_mirror_over_https_with_client_certificates_and_a_wrong_one_is_refuse
             )
         })
         .collect();
-    let leader = lab.wait_leader(None, Duration::from_secs(10));
-    let replica = if leader == "a" { "b" } else { "a" };
-    for n in &lab.nodes {
-        lab.kill(n, "daemon", "KILL");
-    }
-    let c = writer(&lab, &leader);
-    let commit = write(&lab, &leader, &c, 1);
-    mirrored(&lab, replica, &commit);
-    in_a_session(&lab, replica);
+    let (leader, replica, c, _) = first_write_mirrored(&lab);
 
     // Without a certificate nobody gets in, and git shows why.
     let url = format!("https://{}:8443/kv.git", lab.ip(&leader));
@@ -288,15 +288,7 @@ fn a_new_leader_gives_up_on_a_silent_ssh_server_within_the_catch_up_connect_time
         sshd.ssh_command()
     );
     let lab = Lab::up_on(2, &net, &extra);
-    let leader = lab.wait_leader(None, Duration::from_secs(10));
-    let replica = if leader == "a" { "b" } else { "a" };
-    for n in &lab.nodes {
-        lab.kill(n, "daemon", "KILL");
-    }
-    let c = writer(&lab, &leader);
-    let commit = write(&lab, &leader, &c, 1);
-    mirrored(&lab, replica, &commit);
-    in_a_session(&lab, replica);
+    let (leader, replica, _, commit) = first_write_mirrored(&lab);
 
     lab.kill(&leader, "agent", "KILL");
     signal_sshd(&sshd, "STOP");

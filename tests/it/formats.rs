@@ -324,6 +324,7 @@ fn sha256_reftable_repositories_mirror_over_http_incrementally() {
 /// says why, naming the file and both format numbers; the record as it was restores writes.
 #[test]
 fn a_leader_record_in_a_later_format_is_refused_and_no_write_accepted() {
+    // A 1 s poll (default 30 s): the replica's syncs also meet the record within the waits.
     let lab = Lab::up_with(2, "[stargate \"sync\"]\n\tinterval = 1s\n");
     assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
     let client = Client::new();
@@ -365,6 +366,8 @@ fn a_leader_record_in_a_later_format_is_refused_and_no_write_accepted() {
 /// and its log names the entry and both format numbers.
 #[test]
 fn a_journal_entry_in_a_later_format_is_refused_and_no_sync_applied() {
+    // A 1 s poll (default 30 s): the replica reads the entry within the test's waits even if
+    // a hint is missed; what it does with it is the same at any interval.
     let lab = Lab::up_with(2, "[stargate \"sync\"]\n\tinterval = 1s\n");
     assert_eq!(lab.wait_leader(None, Duration::from_secs(5)), "a");
     let client = Client::new();

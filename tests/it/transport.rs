@@ -281,6 +281,9 @@ fn a_new_leader_gives_up_on_a_silent_ssh_server_within_the_catch_up_connect_time
     let ips = [format!("{net}.1"), format!("{net}.2")];
     let sshd = Sshd::start(&ips, 2222);
     let user = whoami();
+    // As the other transport tests: a 2 s poll and status published every second (defaults
+    // 30 s and 10 s), so `mirrored` sees the first write's sync within its wait. The catch-up
+    // and its connect timeout, what this test is about, keep their defaults.
     let extra = format!(
         "[stargate \"a\"]\n\turl = ssh://{user}@{net}.1:2222@LAB@/a/repos/\n\
          [stargate \"b\"]\n\turl = ssh://{user}@{net}.2:2222@LAB@/b/repos/\n\

@@ -4,12 +4,21 @@
 //! and a transaction whose git process died in between is found here, so that its prepare
 //! entry gets an outcome (docs/ARCHITECTURE.md, The journal).
 //!
-//! The hook creates `<state dir>/inflight/<pid of git>` *before* its last look at the node
-//! state, notes in it the prepare entry it journaled, and removes it at `committed` or
-//! `aborted` once the outcome is journaled. The agent publishes "draining" *before* it
-//! looks for markers. So a transaction either sees the drain and is refused, or its marker
-//! is there when the agent looks: none slips between the two. One directory for the whole
-//! node: a drain or a sweep reads it once, whatever the number of repositories.
+//! Each git process has one marker, `<state dir>/inflight/<pid of git>`, a log its hooks
+//! append to, one transaction after another: `git_dir` and `started` lines when a
+//! transaction begins, *before* the hook's last look at the node state; a `prepare` line
+//! once its prepare entry is journaled; an `end` line at `committed` or `aborted` once the
+//! outcome is journaled. Its last transaction without an `end` is in flight. The agent
+//! publishes "draining" *before* it looks for markers. So a transaction either sees the
+//! drain and is refused, or its `git_dir` line is there when the agent looks: none slips
+//! between the two. One directory for the whole node: a drain or a sweep reads it once,
+//! whatever the number of repositories.
+//!
+//! Appended, not replaced: a non-atomic push of many refs is one transaction per ref in
+//! one git process, and replacing a file per transaction (a new inode, the old one freed)
+//! cost more than the rest of the hook on a busy filesystem (docs/BENCHMARKS.md). A line
+//! is one `write` to a file opened for appending, and a reader ignores a last line without
+//! its newline; the agent removes the marker once its git process has exited.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -70,30 +79,30 @@ pub struct Note {
 }
 
 impl Note {
-    fn text(&self) -> String {
-        let mut text = format!("git_dir {}\nstarted {}\n", self.git_dir.display(), self.started.unwrap_or(0));
-        if let Some((id, first, last)) = self.prepare {
-            text += &format!("prepare {id} {first} {last}\n");
-        }
-        text
+    /// The lines that begin a transaction (those 0.1.0 wrote as its whole marker).
+    fn begin_text(&self) -> String {
+        format!("git_dir {}\nstarted {}\n", self.git_dir.display(), self.started.unwrap_or(0))
     }
 
+    /// The transaction in flight in a marker's log: its last one, unless an `end` follows.
+    /// `None` for an idle marker (every transaction ended), an empty one, or one that is no
+    /// marker at all. A last line still being written (no newline yet) is not read.
     fn parse(pid: u32, text: &str) -> Option<Note> {
-        let mut note = Note { git_dir: PathBuf::new(), pid, started: None, prepare: None };
-        for line in text.lines() {
-            let (key, rest) = line.split_once(' ')?;
-            match key {
-                "git_dir" => note.git_dir = PathBuf::from(rest),
-                "started" => note.started = rest.parse().ok().filter(|t| *t != 0),
-                "prepare" => {
-                    let mut f = rest.split(' ');
-                    let id = ObjectId::from_hex(f.next()?.as_bytes()).ok()?;
-                    note.prepare = Some((id, f.next()?.parse().ok()?, f.next()?.parse().ok()?));
+        let mut note: Option<Note> = None;
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        for line in complete.lines() {
+            let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
+            match (key, note.as_mut()) {
+                ("git_dir", _) if !rest.is_empty() => {
+                    note = Some(Note { git_dir: PathBuf::from(rest), pid, started: None, prepare: None })
                 }
+                ("started", Some(n)) => n.started = rest.parse().ok().filter(|t| *t != 0),
+                ("prepare", Some(n)) => n.prepare = parse_prepare(rest).or(n.prepare),
+                ("end", _) => note = None,
                 _ => {}
             }
         }
-        (!note.git_dir.as_os_str().is_empty()).then_some(note)
+        note
     }
 
     /// Whether the git process that wrote it still runs.
@@ -105,12 +114,23 @@ impl Note {
     }
 }
 
+/// `<entry> <first> <last>` of a `prepare` line.
+fn parse_prepare(rest: &str) -> Option<(ObjectId, u64, u64)> {
+    let mut f = rest.split(' ');
+    let id = ObjectId::from_hex(f.next()?.as_bytes()).ok()?;
+    Some((id, f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
 /// This hook's transaction, marked as in flight.
 pub struct Marker {
     path: PathBuf,
-    note: Note,
+    prepared: bool,
     keep: bool,
 }
+
+/// Past this size a marker starts over when a transaction begins: a git process that runs
+/// many transactions (a non-atomic push of many refs) reads and appends to a bounded file.
+const START_OVER: u64 = 64 * 1024;
 
 impl Marker {
     /// Mark this hook's transaction in `git_dir` as in flight.
@@ -120,18 +140,24 @@ impl Marker {
         let note = Note { git_dir, pid, started: started(pid), prepare: None };
         let path = dir(state_dir).join(pid.to_string());
         std::fs::create_dir_all(dir(state_dir))?;
-        write(&path, &note)?;
-        Ok(Marker { path, note, keep: false })
+        let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&path)?;
+        // Emptied, the marker reads as idle: safe, as the transaction's last look at the
+        // node state comes after the line below.
+        if file.metadata()?.len() > START_OVER {
+            file.set_len(0)?;
+        }
+        std::io::Write::write_all(&mut file, note.begin_text().as_bytes())?;
+        Ok(Marker { path, prepared: false, keep: false })
     }
 
     /// Note the prepare entry journaled for this transaction.
     pub fn note_prepare(&mut self, id: ObjectId, first: u64, last: u64) -> std::io::Result<()> {
-        self.note.prepare = Some((id, first, last));
-        write(&self.path, &self.note)
+        self.prepared = true;
+        append(&self.path, &format!("prepare {id} {first} {last}\n"))
     }
 
-    /// The transaction goes on: `committed` or `aborted` journals its outcome and removes
-    /// the marker (`finish`).
+    /// The transaction goes on: `committed` or `aborted` journals its outcome and ends
+    /// the marker's transaction (`finish`).
     pub fn keep(mut self) {
         self.keep = true;
     }
@@ -140,16 +166,21 @@ impl Marker {
 impl Drop for Marker {
     /// A refusal at `prepared` before anything was journaled: nothing to finish.
     fn drop(&mut self) {
-        if !self.keep && self.note.prepare.is_none() {
-            let _ = std::fs::remove_file(&self.path);
+        if !self.keep && !self.prepared {
+            let _ = append(&self.path, END);
         }
     }
 }
 
-/// A marker is written whole (temporary file, then rename): the agent reads the markers
-/// while hooks write them, and one read torn would look like no marker at all.
-fn write(path: &Path, note: &Note) -> std::io::Result<()> {
-    crate::files::write_atomic(path, note.text().as_bytes(), 0o644, false)
+/// The line that ends a marker's transaction.
+const END: &str = "end\n";
+
+/// One line (or the lines of one step), in one `write` to the end of the marker: the agent
+/// reads markers while hooks write them, and a reader never takes a line it sees only in
+/// part (`Note::parse`).
+fn append(path: &Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new().append(true).open(path)?.write_all(line.as_bytes())
 }
 
 /// At `committed` or `aborted`: the marker of this hook's transaction, if it has one.
@@ -160,10 +191,10 @@ pub fn current(state_dir: &Path) -> Option<Note> {
 
 /// This hook's transaction is no longer in flight (its outcome is journaled).
 pub fn finish(state_dir: &Path) {
-    let _ = std::fs::remove_file(dir(state_dir).join(git_pid().to_string()));
+    let _ = append(&dir(state_dir).join(git_pid().to_string()), END);
 }
 
-/// Remove the marker of `note`'s transaction (an orphan, dealt with).
+/// Remove the marker of `note`'s git process (an orphan, dealt with).
 pub fn forget(state_dir: &Path, note: &Note) {
     let _ = std::fs::remove_file(dir(state_dir).join(note.pid.to_string()));
 }
@@ -180,8 +211,8 @@ fn markers(state_dir: &Path) -> Vec<(Note, bool)> {
                 let alive = note.alive();
                 found.push((note, alive));
             }
-            // No marker of ours (markers are written whole): removed once no process
-            // runs under its name, never while one might still be writing it.
+            // Idle (every transaction ended), or no marker of ours: removed once no
+            // process runs under its name, never while one might still write to it.
             None if !super::node::pid_alive(pid) => {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -218,7 +249,8 @@ mod tests {
         let id = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
         let me = std::process::id();
         let note = Note { git_dir: "/srv/git/kv.git".into(), pid: me, started: started(me), prepare: Some((id, 4, 6)) };
-        assert_eq!(Note::parse(me, &note.text()), Some(note.clone()));
+        let text = format!("{}prepare {id} 4 6\n", note.begin_text());
+        assert_eq!(Note::parse(me, &text), Some(note.clone()));
         assert!(note.alive());
         // The same pid, started at another time: another process.
         let reused = Note { started: note.started.map(|t| t + 1), ..note.clone() };
@@ -231,7 +263,62 @@ mod tests {
         assert_eq!(Note::parse(1, "garbage"), None);
     }
 
-    /// A marker is rewritten while the agent sweeps (every tick) and a draining leader
+    /// A marker is the log of its git process's transactions: the last one counts, in
+    /// flight until its `end`; a line still being written is not read; what 0.1.0 wrote
+    /// (one transaction, no `end`) reads as it did.
+    #[test]
+    fn a_marker_is_in_flight_from_its_last_begin_to_its_end() {
+        let a = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
+        let b = ObjectId::from_hex(b"2222222222222222222222222222222222222222").unwrap();
+        let ended = format!("git_dir /srv/a.git\nstarted 7\nprepare {a} 1 1\nend\n");
+        assert_eq!(Note::parse(9, &ended), None, "idle");
+        let second = format!("{ended}git_dir /srv/b.git\nstarted 7\n");
+        let note = Note::parse(9, &second).expect("in flight");
+        assert_eq!((note.git_dir.to_str(), note.started, note.prepare), (Some("/srv/b.git"), Some(7), None));
+        let noted = format!("{second}prepare {b} 2 3\n");
+        assert_eq!(Note::parse(9, &noted).and_then(|n| n.prepare), Some((b, 2, 3)), "not the first transaction's");
+        assert_eq!(Note::parse(9, &format!("{noted}en")).and_then(|n| n.prepare), Some((b, 2, 3)), "a partial end");
+        assert_eq!(
+            Note::parse(9, &format!("{second}prepare {b} 2")).and_then(|n| n.prepare),
+            None,
+            "a partial prepare"
+        );
+        assert_eq!(Note::parse(9, &format!("{ended}git_dir /srv/b.g")), None, "a partial begin");
+        assert_eq!(Note::parse(9, &format!("{noted}end\n")), None);
+        let old = format!("git_dir /srv/kv.git\nstarted 7\nprepare {a} 4 6\n");
+        assert_eq!(Note::parse(9, &old).and_then(|n| n.prepare), Some((a, 4, 6)), "as 0.1.0 wrote it");
+    }
+
+    /// One git process, many transactions (a non-atomic push of many refs): one file,
+    /// which starts over past its bound, so that each transaction reads a bounded marker.
+    #[test]
+    fn a_git_process_keeps_one_bounded_marker_across_its_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let git_dir = dir.path().join("kv.git");
+        std::fs::create_dir(&git_dir).unwrap();
+        let state = dir.path().join("state");
+        let id = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
+        let path = super::dir(&state).join(git_pid().to_string());
+        for n in 0..2000 {
+            let mut marker = Marker::begin(&state, &git_dir).unwrap();
+            assert!(current(&state).is_some_and(|note| note.prepare.is_none()), "in flight, nothing journaled");
+            if n % 3 == 0 {
+                drop(marker);
+                assert!(current(&state).is_none(), "refused before journaling: over");
+                continue;
+            }
+            marker.note_prepare(id, n, n).unwrap();
+            marker.keep();
+            assert_eq!(current(&state).and_then(|note| note.prepare), Some((id, n, n)));
+            finish(&state);
+            assert!(current(&state).is_none(), "finished");
+            assert!(std::fs::metadata(&path).unwrap().len() <= START_OVER + 4096);
+        }
+        assert_eq!(std::fs::read_dir(super::dir(&state)).unwrap().count(), 1, "one marker");
+        assert!(orphans(&state).is_empty());
+    }
+
+    /// A marker is written while the agent sweeps (every tick) and a draining leader
     /// waits (every 2 ms): a reader must never see it torn, and never take it for garbage.
     /// A marker torn and removed left the committed hook without its prepare entry: no
     /// outcome was journaled, and replicas never applied that acknowledged write.

@@ -624,6 +624,64 @@ fn a_sync_between_prepared_and_commit_does_not_skip_the_write() {
     assert!(journal.contains("state committed ") && journal.contains("state prepared"), "{journal}");
 }
 
+/// A git killed between `prepared` (its prepare journaled) and its commit never runs
+/// `committed` or `aborted`: its in-flight mark stays, and the leader's agent journals the
+/// prepare's outcome as `ended` and removes the mark; the replica then reads the ref again
+/// and agrees with the leader. The next push, by another git process, goes through.
+#[test]
+fn a_git_killed_between_prepared_and_commit_is_journaled_as_ended() {
+    let lab = Lab::up(2);
+    let leader = lab.wait_leader(None, Duration::from_secs(10));
+    let replica = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
+    let client = Client::new();
+    client.clone(&lab.url(&leader, "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "v0"]).status.success());
+    lab.wait_parity(&leader, &replica, Duration::from_secs(10));
+    slow_prepared(&lab, &leader, "5");
+    let pusher = std::thread::spawn(move || (client.kv("c", &["set", "k", "v1"]), client));
+    let marks = lab.repo(&leader, "kv").parent().unwrap().join(".stargate/inflight");
+    let tip = || ok(lab.git(&leader, &["log", "-1", "--format=%B", "refs/stargate/journal"]));
+    // The mark of the git in flight: its last line names the prepare (earlier pushes' marks,
+    // ended, may wait for the agent's sweep).
+    let in_flight = || {
+        let marks = std::fs::read_dir(&marks).ok()?;
+        marks.flatten().map(|e| e.path()).find(|path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            text.lines().last().is_some_and(|l| l.starts_with("prepare "))
+        })
+    };
+    lab.wait_until("the push to be prepared", Duration::from_secs(10), || {
+        in_flight().is_some() && tip().contains("state prepared")
+    });
+    let mark = in_flight().unwrap();
+    let pid = mark.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(run(std::process::Command::new("kill").args(["-KILL", &pid])).status.success());
+    let (pushed, client) = pusher.join().unwrap();
+    assert!(!pushed.status.success(), "a push whose git was killed is not acknowledged");
+    lab.wait_until("the agent to journal the outcome", Duration::from_secs(15), || tip().contains("state ended"));
+    lab.wait_until("the mark to go", Duration::from_secs(5), || !mark.exists());
+    assert!(
+        lab.agent_log(&leader).contains(&format!("git (pid {pid}) died with its write")),
+        "{}",
+        lab.agent_log(&leader)
+    );
+    lab.wait_parity(&leader, &replica, Duration::from_secs(15));
+    // git leaves the ref locks of a transaction killed midway, as it does without Stargate:
+    // removed here as an operator would (a new leader's settling removes stale ones).
+    let out = run(std::process::Command::new("find")
+        .arg(lab.repo(&leader, "kv").join("refs"))
+        .args(["-name", "*.lock", "-delete"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The hook of the killed git may still sleep; the next push has hooks of its own.
+    std::fs::remove_file(lab.repo(&leader, "kv").join("stargate/hooks/reference-transaction")).unwrap();
+    std::os::unix::fs::symlink(HOOK, lab.repo(&leader, "kv").join("stargate/hooks/reference-transaction")).unwrap();
+    let out = client.kv("c", &["set", "k", "v2"]);
+    assert!(out.status.success(), "{}{}", stderr(&out), lab.logs());
+    lab.wait_parity(&leader, &replica, Duration::from_secs(15));
+    let out = run(lab.node_cmd(&leader, "git").args(["stargate", "verify"]));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+}
+
 /// The same window as found from outside: a push of many refs, not atomic (a transaction,
 /// and a prepare and an outcome, per ref), while forged `stargate-sync` hints make the
 /// replica sync every few milliseconds. Each transaction sleeps 20 ms at `prepared` to widen

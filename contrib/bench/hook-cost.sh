@@ -20,11 +20,23 @@
 #              starts: as many processes, none of Stargate's work
 # and prints the medians with the ratios unmanaged/none and managed/floor of the same run.
 # Usage: contrib/bench/hook-cost.sh --refs [R] [N]
+#
+# With --group: N one-ref pushes (default 15) by path into repositories on the leader of a
+# two-node group (agents running, the replica mirroring each write as the leader signals
+# it), interleaved: plain (no hooks), floor (the hooks a managed repository starts, as
+# /bin/true links) and managed; prints the medians and managed minus floor.
+# Usage: contrib/bench/hook-cost.sh --group [N]
 set -euo pipefail
 if [ "${1:-}" = --refs ]; then
   refs=${2:-500} n=${3:-5}
   . "$(dirname "$0")/lib.sh"
   . "$(dirname "$0")/hook-bulk.sh"
+  exit
+fi
+if [ "${1:-}" = --group ]; then
+  n=${2:-15}
+  . "$(dirname "$0")/lib.sh"
+  . "$(dirname "$0")/hook-group.sh"
   exit
 fi
 n=${1:-20}

@@ -1,0 +1,45 @@
+# shellcheck shell=bash
+# Sourced by hook-cost.sh --group: a one-ref push by path into a managed repository on the
+# leader of a two-node group (both agents running, the replica listening for the leader's
+# signal and mirroring each write as it comes), against git's floor for the same hooks
+# (see hook-cost.sh's header).
+kinds="plain floor managed"
+"${lab[@]}" up --nodes 2 --net 127.79.3 --repos "$kinds" >/dev/null
+leader=$("${lab[@]}" leader)
+replica=$([ "$leader" = a ] && echo b || echo a)
+repos=$work/lab/$leader/repos
+# floor: the hooks a managed repository starts for a push of a branch (proc-receive only
+# for refs/for/kv/, so not here) as /bin/true links; plain: none.
+mkdir "$work/hooks-floor"
+for h in pre-receive reference-transaction post-receive proc-receive; do ln -s /bin/true "$work/hooks-floor/$h"; done
+git --git-dir="$repos/floor.git" config core.hooksPath "$work/hooks-floor"
+git --git-dir="$repos/plain.git" config --unset core.hooksPath
+for r in $kinds; do
+  git clone -q "file://$repos/$r.git" "$work/$r" 2>/dev/null
+  git -C "$work/$r" commit -q --allow-empty -m init
+  git -C "$work/$r" push -q origin HEAD:refs/heads/main
+done
+declare -A t
+for ((i = 1; i <= n; i++)); do
+  # Each kind first in turn; a pause lets the replica finish mirroring the last write.
+  set -- $kinds
+  order=$(echo $kinds $kinds | cut -d' ' -f$(( (i - 1) % $# + 1 ))-$(( (i - 1) % $# + $# )))
+  for r in $order; do
+    sleep 0.2
+    t[$r]+="$(push_change "$work/$r" "$i") "
+  done
+done
+# The managed pushes were journaled, and the replica mirrored them as they came.
+want=$(git --git-dir="$repos/managed.git" rev-parse refs/heads/main)
+for _ in $(seq 100); do
+  [ "$(git --git-dir="$work/lab/$replica/repos/managed.git" rev-parse refs/heads/main 2>/dev/null)" = "$want" ] && break
+  sleep 0.1
+done
+[ "$(git --git-dir="$work/lab/$replica/repos/managed.git" rev-parse refs/heads/main)" = "$want" ] || { echo "bench: the replica did not mirror the managed repository" >&2; exit 1; }
+[ "$(git --git-dir="$repos/managed.git" rev-list --count refs/stargate/journal)" -gt "$n" ] || { echo "bench: the managed repository was not journaled" >&2; exit 1; }
+declare -A m
+for r in $kinds; do m[$r]=$(printf '%s\n' ${t[$r]} | median); done
+echo "one-ref push by path on the leader of a two-node group, medians over $n runs:"
+for r in $kinds; do echo "  $r: $(fmt "${m[$r]}")"; done
+echo "  Stargate's share above the floor of the same hooks: $(fmt $(( m[managed] - m[floor] ))) (the hooks' own start: $(fmt $(( m[floor] - m[plain] ))))"
+echo "BENCH hooks_group_managed $(awk "BEGIN{printf \"%.3f\", ${m[managed]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[floor]}/1000}") ms"

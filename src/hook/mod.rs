@@ -74,8 +74,8 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
             }
         }
         "post-receive" => {
-            if node::find_state_dir(&repo.git_dir).is_some() {
-                say_position(&repo);
+            if let Some(state_dir) = node::find_state_dir(&repo.git_dir) {
+                say_position(&repo, &state_dir);
             }
             chain::exec(name, args, &repo)
         }
@@ -115,8 +115,14 @@ fn managed(repo: &Repo, below_state: bool) -> Result<bool> {
 /// After a push to the leader, tell the client where its writes are in the journal:
 /// `stargate: position <epoch>:<seq>:<entry id>` (git shows it as `remote: …`), for
 /// `git stargate wait` and `/applied` on a replica (stargate-hook(1), POSITION). The journal
-/// tip, read once every update of the push is committed: at or after each of them.
-fn say_position(repo: &Repo) {
+/// tip, read once every update of the push is committed: at or after each of them. While
+/// the tip is still the outcome of this git process's last committed transaction, as its
+/// hook noted it in the in-flight mark, that is said without opening the repository.
+fn say_position(repo: &Repo, state_dir: &Path) {
+    let noted = crate::lead::inflight::last_position(state_dir).and_then(|p| p.parse().ok());
+    if let Some(p) = noted.filter(|p| crate::journal::position::is_loose_tip(repo.git_dir(), p)) {
+        return eprintln!("stargate: position {p}");
+    }
     match crate::journal::position::current(repo.git_dir()) {
         Ok(Some(p)) => eprintln!("stargate: position {p}"),
         Ok(None) => {}

@@ -170,28 +170,30 @@ fn end(state_dir: Option<&Path>, outcome: Outcome) {
     let Some(state_dir) = state_dir else { return };
     let Some(note) = inflight::current(state_dir) else { return };
     let Some((prepare, first, last)) = note.prepare else {
-        return inflight::finish(state_dir);
+        return inflight::finish(state_dir, None);
     };
     let keep = keep(&node::inspect_state(Some(state_dir)));
     let done = journal::open(&note.git_dir).and_then(|git| {
         let (entry, _) = journal::read(&git, prepare)?;
-        let (_, newest) = journal::append_outcome(&git, entry.epoch, &entry.node, prepare, outcome, keep)?;
+        let (id, newest) = journal::append_outcome(&git, entry.epoch, &entry.node, prepare, outcome, keep)?;
         if git.is_reftable() {
             journal::publish(&git)?;
         }
+        let position = journal::position::Position { epoch: entry.epoch, seq: newest, id };
         if outcome == Outcome::Committed {
             // Best effort: a value it fails to anchor is still there until gc's grace ends.
             let anchors = journal::retain::edits(&git, &entry.updates, newest, keep);
             if let Err(e) = git.edit(&anchors) {
                 log::warn!("cannot anchor the values this write replaced: {e}");
             }
+            return Ok(Some(position));
         }
-        Ok(())
+        Ok(None)
     });
     match done {
-        Ok(()) => {
+        Ok(position) => {
             stage::unanchor(&note.git_dir, first..=last);
-            inflight::finish(state_dir);
+            inflight::finish(state_dir, position.map(|p| p.to_string()).as_deref());
         }
         Err(e) => log::warn!("cannot journal this write's outcome ({}); the agent will: {e}", outcome.word()),
     }

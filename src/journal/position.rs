@@ -68,6 +68,13 @@ pub fn current(git_dir: &Path) -> Result<Option<Position>, Error> {
     Ok(Some(Position { epoch: read(&store, id)?.0.epoch, seq, id }))
 }
 
+/// Whether `position` is the journal's tip, as its loose ref says (one small file read; a
+/// packed or reftable journal ref says no, and the caller reads the journal instead).
+pub fn is_loose_tip(git_dir: &Path, position: &Position) -> bool {
+    let text = std::fs::read_to_string(git_dir.join(super::REF)).unwrap_or_default();
+    ObjectId::from_hex(text.trim().as_bytes()).is_ok_and(|id| id == position.id)
+}
+
 /// Whether the repository at `git_dir` has applied `want`; `led`: the epoch this node led
 /// last, when it did (a leader's journal is final for every older epoch, so an older
 /// position it lacks is superseded even before its journal has an entry of its own epoch).

@@ -189,9 +189,38 @@ pub fn current(state_dir: &Path) -> Option<Note> {
     Note::parse(pid, &std::fs::read_to_string(dir(state_dir).join(pid.to_string())).ok()?)
 }
 
-/// This hook's transaction is no longer in flight (its outcome is journaled).
-pub fn finish(state_dir: &Path) {
-    let _ = append(&dir(state_dir).join(git_pid().to_string()), END);
+/// This hook's transaction is no longer in flight (its outcome is journaled). `position`:
+/// the journal's position at that outcome, when it committed, for `post-receive` to say
+/// (`last_position`) without opening the repository.
+pub fn finish(state_dir: &Path, position: Option<&str>) {
+    let line = match position {
+        Some(p) => format!("end {p}\n"),
+        None => END.to_owned(),
+    };
+    let _ = append(&dir(state_dir).join(git_pid().to_string()), &line);
+}
+
+/// The position the last committed transaction of this hook's git process noted in its
+/// mark (`finish`), if the mark is that process's: at or after every update it committed.
+pub fn last_position(state_dir: &Path) -> Option<String> {
+    let pid = git_pid();
+    let text = std::fs::read_to_string(dir(state_dir).join(pid.to_string())).ok()?;
+    let complete = &text[..text.rfind('\n')?];
+    let me = started(pid)?;
+    // Only lines after a begin of this git process count: not an earlier one's that had
+    // the same pid and whose mark the agent had not removed yet.
+    let (mut ours, mut position) = (false, None);
+    for line in complete.lines() {
+        match line.split_once(' ') {
+            Some(("started", t)) => {
+                ours = t.parse::<u64>().ok() == Some(me);
+                position = position.filter(|_| ours);
+            }
+            Some(("end", p)) if ours => position = Some(p.to_owned()),
+            _ => {}
+        }
+    }
+    position
 }
 
 /// Remove the marker of `note`'s git process (an orphan, dealt with).
@@ -310,7 +339,8 @@ mod tests {
             marker.note_prepare(id, n, n).unwrap();
             marker.keep();
             assert_eq!(current(&state).and_then(|note| note.prepare), Some((id, n, n)));
-            finish(&state);
+            finish(&state, Some(&format!("1:{n}:{id}")));
+            assert_eq!(last_position(&state), Some(format!("1:{n}:{id}")), "for post-receive");
             assert!(current(&state).is_none(), "finished");
             assert!(std::fs::metadata(&path).unwrap().len() <= START_OVER + 4096);
         }
@@ -347,7 +377,7 @@ mod tests {
             marker.keep();
             let note = current(&state).expect("the marker is where the committed hook looks");
             assert_eq!(note.prepare, Some((id, n, n)));
-            finish(&state);
+            finish(&state, None);
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(reader.join().unwrap() > 0);

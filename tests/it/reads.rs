@@ -206,6 +206,8 @@ fn git_stargate_wait_returns_once_the_position_is_applied() {
     };
     lab.kill(&replica, "agent", "STOP");
     let (_, position) = push(&client, 1);
+    // Said from the mark of the push's git (its last outcome), it is the leader's tip.
+    assert_eq!(lab.http(&leader, "/position?repo=kv.git").1.trim(), position);
     let out = wait(&position, "300ms");
     assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
     assert!(stderr(&out).contains("has not applied"), "{}", stderr(&out));

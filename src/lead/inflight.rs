@@ -89,9 +89,7 @@ impl Note {
     /// marker at all. A last line still being written (no newline yet) is not read.
     fn parse(pid: u32, text: &str) -> Option<Note> {
         let mut note: Option<Note> = None;
-        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-        for line in complete.lines() {
-            let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
+        for (key, rest) in lines(text) {
             match (key, note.as_mut()) {
                 ("git_dir", _) if !rest.is_empty() => {
                     note = Some(Note { git_dir: PathBuf::from(rest), pid, started: None, prepare: None })
@@ -112,6 +110,13 @@ impl Note {
             None => super::node::pid_alive(self.pid),
         }
     }
+}
+
+/// A mark's complete lines (a last one without its newline is still being written), each
+/// as its word and the rest.
+fn lines(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(|line| line.split_once(' ').unwrap_or((line, "")))
 }
 
 /// `<entry> <first> <last>` of a `prepare` line.
@@ -185,8 +190,14 @@ fn append(path: &Path, line: &str) -> std::io::Result<()> {
 
 /// At `committed` or `aborted`: the marker of this hook's transaction, if it has one.
 pub fn current(state_dir: &Path) -> Option<Note> {
+    let (pid, text) = own_mark(state_dir)?;
+    Note::parse(pid, &text)
+}
+
+/// The pid of this hook's git process and its mark.
+fn own_mark(state_dir: &Path) -> Option<(u32, String)> {
     let pid = git_pid();
-    Note::parse(pid, &std::fs::read_to_string(dir(state_dir).join(pid.to_string())).ok()?)
+    Some((pid, std::fs::read_to_string(dir(state_dir).join(pid.to_string())).ok()?))
 }
 
 /// This hook's transaction is no longer in flight (its outcome is journaled). `position`:
@@ -203,20 +214,18 @@ pub fn finish(state_dir: &Path, position: Option<&str>) {
 /// The position the last committed transaction of this hook's git process noted in its
 /// mark (`finish`), if the mark is that process's: at or after every update it committed.
 pub fn last_position(state_dir: &Path) -> Option<String> {
-    let pid = git_pid();
-    let text = std::fs::read_to_string(dir(state_dir).join(pid.to_string())).ok()?;
-    let complete = &text[..text.rfind('\n')?];
+    let (pid, text) = own_mark(state_dir)?;
     let me = started(pid)?;
     // Only lines after a begin of this git process count: not an earlier one's that had
     // the same pid and whose mark the agent had not removed yet.
     let (mut ours, mut position) = (false, None);
-    for line in complete.lines() {
-        match line.split_once(' ') {
-            Some(("started", t)) => {
-                ours = t.parse::<u64>().ok() == Some(me);
+    for (key, rest) in lines(&text) {
+        match key {
+            "started" => {
+                ours = rest.parse::<u64>().ok() == Some(me);
                 position = position.filter(|_| ours);
             }
-            Some(("end", p)) if ours => position = Some(p.to_owned()),
+            "end" if ours && !rest.is_empty() => position = Some(rest.to_owned()),
             _ => {}
         }
     }

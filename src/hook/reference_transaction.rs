@@ -280,8 +280,7 @@ impl<'a> Refs<'a> {
     }
 
     fn loose(&self, refname: &str) -> Option<ObjectId> {
-        let text = std::fs::read_to_string(self.git_dir.join(refname)).ok()?;
-        ObjectId::from_hex(text.trim().as_bytes()).ok()
+        crate::store::read_loose(self.git_dir, refname)
     }
 
     fn packed(&self, refname: &str) -> Option<ObjectId> {

@@ -71,8 +71,7 @@ pub fn current(git_dir: &Path) -> Result<Option<Position>, Error> {
 /// Whether `position` is the journal's tip, as its loose ref says (one small file read; a
 /// packed or reftable journal ref says no, and the caller reads the journal instead).
 pub fn is_loose_tip(git_dir: &Path, position: &Position) -> bool {
-    let text = std::fs::read_to_string(git_dir.join(super::REF)).unwrap_or_default();
-    ObjectId::from_hex(text.trim().as_bytes()).is_ok_and(|id| id == position.id)
+    crate::store::read_loose(git_dir, super::REF) == Some(position.id)
 }
 
 /// Whether the repository at `git_dir` has applied `want`; `led`: the epoch this node led

@@ -26,6 +26,14 @@ pub enum SwapError {
     Io { name: String, source: std::io::Error },
 }
 
+/// What loose ref `name` of the files repository at `git_dir` holds, read from its file
+/// without opening the repository (a hook's cheap look); `None` when there is no such file
+/// (packed, or reftable) or it holds no object id.
+pub fn read_loose(git_dir: &std::path::Path, name: &str) -> Option<ObjectId> {
+    let text = std::fs::read_to_string(git_dir.join(name)).ok()?;
+    ObjectId::from_hex(text.trim().as_bytes()).ok()
+}
+
 impl Store {
     /// Move loose ref `name` to `new` from what `expected` says it holds.
     pub fn swap_loose(&self, name: &str, expected: Expect, new: ObjectId) -> Result<(), SwapError> {

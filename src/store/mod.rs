@@ -16,7 +16,7 @@ mod replace;
 mod transaction;
 
 pub use checksum::{checksum, differing, mirrored};
-pub use loose::SwapError;
+pub use loose::{SwapError, read_loose};
 pub use objects::ObjectError;
 pub use transaction::{CommitError, Edit, EditError, Expect, PrepareError, Prepared};
 

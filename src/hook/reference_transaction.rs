@@ -175,7 +175,7 @@ fn end(state_dir: Option<&Path>, outcome: Outcome) {
     let keep = keep(&node::inspect_state(Some(state_dir)));
     let done = journal::open(&note.git_dir).and_then(|git| {
         let (entry, _) = journal::read(&git, prepare)?;
-        let (id, newest) = journal::append_outcome(&git, entry.epoch, &entry.node, prepare, outcome, keep)?;
+        let (id, newest) = journal::append_outcome_of(&git, entry.epoch, &entry.node, prepare, &entry, outcome, keep)?;
         if git.is_reftable() {
             journal::publish(&git)?;
         }

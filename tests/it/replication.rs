@@ -591,13 +591,9 @@ pub fn slow_prepared(lab: &Lab, node: &str, sleep: &str) {
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
-/// A replica's sync that runs while the leader's write is between `prepared` (journaled)
-/// and git's commit applies nothing for it, and the write's outcome, journaled when git
-/// commits, brings it. It used to be skipped for ever: the replica's journal position had
-/// passed the entry, every later sync found the journal unchanged, and status said "0
-/// operations behind".
-#[test]
-fn a_sync_between_prepared_and_commit_does_not_skip_the_write() {
+/// A two-node lab whose leader took a first `git kv set` (`k`, `v0`), mirrored: the lab,
+/// its leader and replica, and the client whose clone `c` set it.
+fn first_set_mirrored() -> (Lab, String, String, Client) {
     let lab = Lab::up(2);
     let leader = lab.wait_leader(None, Duration::from_secs(10));
     let replica = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
@@ -605,6 +601,17 @@ fn a_sync_between_prepared_and_commit_does_not_skip_the_write() {
     client.clone(&lab.url(&leader, "kv"), "c");
     assert!(client.kv("c", &["set", "k", "v0"]).status.success());
     lab.wait_parity(&leader, &replica, Duration::from_secs(10));
+    (lab, leader, replica, client)
+}
+
+/// A replica's sync that runs while the leader's write is between `prepared` (journaled)
+/// and git's commit applies nothing for it, and the write's outcome, journaled when git
+/// commits, brings it. It used to be skipped for ever: the replica's journal position had
+/// passed the entry, every later sync found the journal unchanged, and status said "0
+/// operations behind".
+#[test]
+fn a_sync_between_prepared_and_commit_does_not_skip_the_write() {
+    let (lab, leader, replica, client) = first_set_mirrored();
     slow_prepared(&lab, &leader, "1.5");
     let pusher = std::thread::spawn(move || (client.kv("c", &["set", "k", "v1"]), client));
     std::thread::sleep(Duration::from_millis(500));
@@ -630,13 +637,7 @@ fn a_sync_between_prepared_and_commit_does_not_skip_the_write() {
 /// and agrees with the leader. The next push, by another git process, goes through.
 #[test]
 fn a_git_killed_between_prepared_and_commit_is_journaled_as_ended() {
-    let lab = Lab::up(2);
-    let leader = lab.wait_leader(None, Duration::from_secs(10));
-    let replica = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
-    let client = Client::new();
-    client.clone(&lab.url(&leader, "kv"), "c");
-    assert!(client.kv("c", &["set", "k", "v0"]).status.success());
-    lab.wait_parity(&leader, &replica, Duration::from_secs(10));
+    let (lab, leader, replica, client) = first_set_mirrored();
     slow_prepared(&lab, &leader, "5");
     let pusher = std::thread::spawn(move || (client.kv("c", &["set", "k", "v1"]), client));
     let marks = lab.repo(&leader, "kv").parent().unwrap().join(".stargate/inflight");

@@ -11,14 +11,12 @@ git init -q --bare "$work/none.git"
 for r in unmanaged wide wfloor; do git init -q --bare "$work/$r.git"; done
 # The older machine-wide setting: the node's config and Stargate's hooks for every repository
 # (contrib/install.sh's githooks, as the lab lays them out), or as many /bin/true links.
-mkdir "$work/hooks-wfloor" "$work/hooks-floor"
+mkdir "$work/hooks-wfloor"
 for h in "$root"/githooks/*; do ln -s /bin/true "$work/hooks-wfloor/$(basename "$h")"; done
 { cat "$node"; printf '[core]\n\thooksPath = %s\n' "$work/lab/githooks"; } >"$work/wide.gitconfig"
 { cat "$node"; printf '[core]\n\thooksPath = %s\n' "$work/hooks-wfloor"; } >"$work/wfloor.gitconfig"
-# The managed repository starts Stargate's four hooks (proc-receive only for the refs it
-# takes, none here); floor starts /bin/true for the same names.
-for h in pre-receive reference-transaction post-receive proc-receive; do ln -s /bin/true "$work/hooks-floor/$h"; done
-git --git-dir="$repos/floor.git" config core.hooksPath "$work/hooks-floor"
+# The managed repository starts Stargate's hooks; floor starts /bin/true for the same names.
+floor_of_managed "$repos/floor.git"
 target() { case $1 in managed | floor) echo "$repos/$1.git" ;; *) echo "$work/$1.git" ;; esac; }
 config() {
   case $1 in

@@ -55,11 +55,7 @@ ip=$(cat "$work/lab/a/ip")
 # HOOK_BENCH_URL=file pushes to the repositories by path (no daemon, no TCP).
 base="git://$ip"
 [ "${HOOK_BENCH_URL:-}" = file ] && base="file://$repos"
-for r in $kinds; do
-  git clone -q "$base/$r.git" "$work/$r" 2>/dev/null
-  git -C "$work/$r" commit -q --allow-empty -m init
-  git -C "$work/$r" push -q origin HEAD:refs/heads/main
-done
+clone_pushed "$base" $kinds
 declare -A t
 for ((i = 1; i <= n; i++)); do
   for r in $kinds; do t[$r]+="$(push_change "$work/$r" "$i") "; done

@@ -8,17 +8,10 @@ kinds="plain floor managed"
 leader=$("${lab[@]}" leader)
 replica=$([ "$leader" = a ] && echo b || echo a)
 repos=$work/lab/$leader/repos
-# floor: the hooks a managed repository starts for a push of a branch (proc-receive only
-# for refs/for/kv/, so not here) as /bin/true links; plain: none.
-mkdir "$work/hooks-floor"
-for h in pre-receive reference-transaction post-receive proc-receive; do ln -s /bin/true "$work/hooks-floor/$h"; done
-git --git-dir="$repos/floor.git" config core.hooksPath "$work/hooks-floor"
+# floor: a managed repository's hooks as /bin/true links; plain: none.
+floor_of_managed "$repos/floor.git"
 git --git-dir="$repos/plain.git" config --unset core.hooksPath
-for r in $kinds; do
-  git clone -q "file://$repos/$r.git" "$work/$r" 2>/dev/null
-  git -C "$work/$r" commit -q --allow-empty -m init
-  git -C "$work/$r" push -q origin HEAD:refs/heads/main
-done
+clone_pushed "file://$repos" $kinds
 declare -A t
 for ((i = 1; i <= n; i++)); do
   # Each kind first in turn; a pause lets the replica finish mirroring the last write.

@@ -149,6 +149,27 @@ median() { grep . | sort -n | sed -n "$(( (n + 1) / 2 ))p"; }
 # fmt US: microseconds as milliseconds with three decimals (negative too).
 fmt() { local v=$1 s=""; [ "$v" -lt 0 ] && { s=-; v=$(( -v )); }; printf '%s%d.%03d ms' "$s" $(( v / 1000 )) $(( v % 1000 )); }
 
+# floor_of_managed REPO: REPO's hooks made git's floor for a managed repository: the hooks a
+# managed repository has (proc-receive runs only for refs/for/kv/) as /bin/true links, in
+# $work/hooks-floor.
+floor_of_managed() {
+  mkdir -p "$work/hooks-floor"
+  for h in pre-receive reference-transaction post-receive proc-receive; do ln -sf /bin/true "$work/hooks-floor/$h"; done
+  git --git-dir="$1" config core.hooksPath "$work/hooks-floor"
+}
+
+# clone_pushed BASE KIND...: each repository BASE/KIND.git cloned into $work/KIND, with a
+# first commit pushed to its main.
+clone_pushed() {
+  local base=$1 r
+  shift
+  for r in "$@"; do
+    git clone -q "$base/$r.git" "$work/$r" 2>/dev/null
+    git -C "$work/$r" commit -q --allow-empty -m init
+    git -C "$work/$r" push -q origin HEAD:refs/heads/main
+  done
+}
+
 # push_change DIR I: commit change I in the clone DIR and push it to its origin's main;
 # prints how long the push took, in microseconds.
 push_change() {

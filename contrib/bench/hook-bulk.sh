@@ -61,9 +61,13 @@ done
 for k in $measured; do
   [ "$(git --git-dir="$(target "$k")" rev-parse refs/heads/b0001)" = "$tip" ] || { echo "bench: $k did not take the push" >&2; exit 1; }
 done
+# Each push into the managed repository journaled (a prepare and an outcome per push), its
+# last outcome naming every ref.
 entries=$(git --git-dir="$repos/managed.git" rev-list --count refs/stargate/journal)
+named=$(git --git-dir="$repos/managed.git" log -1 --format=%B refs/stargate/journal | grep -c ' refs/heads/b')
 case " $measured " in *" managed "*)
-  [ "$entries" -gt $(( refs * n * 2 )) ] || { echo "bench: the managed repository journaled $entries entries" >&2; exit 1; } ;;
+  [ "$entries" -ge $(( n * 4 )) ] && [ "$named" -eq "$refs" ] ||
+    { echo "bench: the managed repository journaled $entries entries, the last naming $named refs" >&2; exit 1; } ;;
 esac
 [ -z "$(git --git-dir="$work/unmanaged.git" for-each-ref refs/stargate/)" ] || { echo "bench: the unmanaged repository was journaled" >&2; exit 1; }
 declare -A m

@@ -93,7 +93,12 @@ pub fn exec(name: &str, args: &[String], repo: &Repo) -> Result<()> {
 /// Run the repository's own hook `name` with `input` on its stdin (the input Stargate has
 /// read already); fails with its exit status.
 pub fn run(name: &str, args: &[String], repo: &Repo, input: &[u8]) -> Result<()> {
-    let Some(path) = find(name, repo) else { return Ok(()) };
+    ran(name, args, repo, input).map(drop)
+}
+
+/// As `run`; whether the repository has such a hook (it ran, and agreed).
+pub fn ran(name: &str, args: &[String], repo: &Repo, input: &[u8]) -> Result<bool> {
+    let Some(path) = find(name, repo) else { return Ok(false) };
     let spawn = |mut cmd: Command| cmd.stdin(Stdio::piped()).spawn();
     let mut child = match spawn(command(&path, name, args, repo)) {
         Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => spawn(shell(&path, name, args, repo)),
@@ -107,7 +112,7 @@ pub fn run(name: &str, args: &[String], repo: &Repo, input: &[u8]) -> Result<()>
     }
     let status = child.wait().map_err(|e| cannot_run(&path, e))?;
     match status.code() {
-        Some(0) => Ok(()),
+        Some(0) => Ok(true),
         Some(code) => Err(Error::ChainedHook(u8::try_from(code).unwrap_or(1).max(1))),
         None => match std::os::unix::process::ExitStatusExt::signal(&status) {
             Some(signal) => Err(Error::ChainedSignal(signal)),

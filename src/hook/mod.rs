@@ -14,6 +14,7 @@
 mod chain;
 mod pre_receive;
 mod proc_receive;
+mod push;
 mod reference_transaction;
 
 use std::io::Read;
@@ -74,10 +75,17 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
             }
         }
         "post-receive" => {
-            if let Some(state_dir) = node::find_state_dir(&repo.git_dir) {
+            let Some(state_dir) = node::find_state_dir(&repo.git_dir) else { return chain::exec(name, args, &repo) };
+            if !push::journaled(&state_dir) {
                 say_position(&repo, &state_dir);
+                return chain::exec(name, args, &repo);
             }
-            chain::exec(name, args, &repo)
+            let input = read_input()?;
+            match push::end(&state_dir, &input) {
+                Some(position) => eprintln!("stargate: position {position}"),
+                None => say_position(&repo, &state_dir),
+            }
+            chain::run(name, args, &repo, &input)
         }
         "push-to-checkout" => chain::push_to_checkout(&repo, args),
         "proc-receive" => {

@@ -2,7 +2,8 @@
 //! every node (exit 1): it is Stargate's own namespace. Then a node that is not the current
 //! leader refuses the whole push before any ref moves (exit 9). Pushes never get the
 //! mirroring exemption. A `git kv` change for `refs/for/kv/` on a node whose git would not
-//! hand it to `proc-receive` (as its agent published) is refused too (exit 1).
+//! hand it to `proc-receive` (as its agent published) is refused too (exit 1). Once the
+//! repository's own hook agreed, the leader journals the push's commands at once (`push`).
 
 use std::path::Path;
 
@@ -45,7 +46,11 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
         return Err(Error::Refused(crate::repos::unsupported_refusal(why)));
     }
     super::require_leader(&view)?;
-    chain::run("pre-receive", args, repo, &input)
+    chain::run("pre-receive", args, repo, &input)?;
+    match state_dir {
+        Some(state_dir) => super::push::begin(repo, state_dir, &text, quorum),
+        None => Ok(()),
+    }
 }
 
 fn hands_over(repo: &Repo, refname: &str) -> bool {

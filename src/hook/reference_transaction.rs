@@ -5,7 +5,9 @@
 //!
 //! On the leader, `prepared` also journals the transaction's prepare entry (before any ref
 //! moves, and after the repository's own hook agreed), `committed` and `aborted` its
-//! outcome, and `committed` signals the replicas to sync now instead of at their next poll. Transactions that only move refs between
+//! outcome, and `committed` signals the replicas to sync now instead of at their next poll;
+//! unless the transaction is one of a push journaled at `pre-receive` (`push`), which only
+//! checks the lease. Transactions that only move refs between
 //! storage forms (`pack-refs`, `gc`) change no value: they are neither checked nor
 //! journaled, on any node.
 
@@ -65,7 +67,8 @@ impl Transaction<'_> {
     /// aborts it. In order: the agent's own mirroring passes; moves of storage and a node's
     /// own refs need no leader; this node must lead the current epoch; the repository's own
     /// hook; the write marked in flight; this node must still lead (the last look); the
-    /// prepare entry; in quorum mode, a quorum of nodes holding it.
+    /// prepare entry; in quorum mode, a quorum of nodes holding it. A push's transaction,
+    /// marked and journaled at `pre-receive`, stops after the looks.
     fn prepared(&self) -> Result<()> {
         match self.state_dir.map(node::sync_claim) {
             Some(SyncClaim::Valid) => return self.chain(),
@@ -94,6 +97,24 @@ impl Transaction<'_> {
                 u.refname
             );
             return Err(refuse(Error::Refused(why)));
+        }
+        // A push journaled at `pre-receive` (`push`): marked in flight already, so the look
+        // after the repository's own hook is the last one, and there is nothing to journal.
+        // Quorum mode, begun since: each write must wait for its quorum here; push again.
+        if let Some(state_dir) = self.state_dir.filter(|s| super::push::journaled(s)) {
+            let look = || {
+                let view = node::inspect_state(Some(state_dir));
+                super::require_leader(&view)?;
+                match view.state.is_some_and(|s| s.quorum.is_some()) {
+                    true => Err(Error::Refused("quorum mode began during this push: push again".into())),
+                    false => Ok(()),
+                }
+            };
+            look().map_err(&refuse)?;
+            if chain::ran(NAME, self.args, self.repo, &self.input)? {
+                look().map_err(&refuse)?;
+            }
+            return Ok(());
         }
         super::require_leader(&node::inspect_state(self.state_dir)).map_err(&refuse)?;
         self.chain()?;
@@ -142,6 +163,9 @@ impl Transaction<'_> {
     /// draining leader hands over only once its journal names every committed write), then
     /// the replicas signalled (a hint: one after a gc only costs them an idle sync).
     fn committed(&self) -> Result<()> {
+        if self.state_dir.is_some_and(super::push::journaled) {
+            return self.chain();
+        }
         end(self.state_dir, Outcome::Committed);
         if let Some(state_dir) = self.state_dir
             && self.all.iter().any(|u| u.old != u.new && journal::journaled(&u.refname))
@@ -153,6 +177,9 @@ impl Transaction<'_> {
 
     /// `aborted`: the outcome journaled, so that replicas that walked past the prepare know.
     fn aborted(&self) -> Result<()> {
+        if self.state_dir.is_some_and(super::push::journaled) {
+            return self.chain();
+        }
         end(self.state_dir, Outcome::Aborted);
         self.chain()
     }

@@ -14,6 +14,9 @@
 //! and git's commit, and an aborted write is known to be aborted, never guessed from the
 //! leader's current ref values. A crash leaves at worst a prepare without outcome (the
 //! agent's sweep, or the next election, writes one), never a moved ref without an entry.
+//! A receive-pack push to the leader is journaled as one transaction, from `pre-receive`
+//! (before any of its refs moves) to `post-receive` (after the last), whose outcome names
+//! only the refs that moved (`hook::push`).
 //!
 //! The journal is bounded (stargate(7), Journal): every `keep`-th entry is a checkpoint, a
 //! commit without a parent that names the entry before it (`previous`) and the prepares

@@ -8,7 +8,9 @@
 //! append to, one transaction after another: `git_dir` and `started` lines when a
 //! transaction begins, *before* the hook's last look at the node state; a `prepare` line
 //! once its prepare entry is journaled; an `end` line at `committed` or `aborted` once the
-//! outcome is journaled. Its last transaction without an `end` is in flight. The agent
+//! outcome is journaled. Its last transaction without an `end` is in flight. A receive-pack
+//! push journaled at `pre-receive` is one such transaction, from `pre-receive` to
+//! `post-receive`, its `prepare` line ending in `push` (`hook::push`). The agent
 //! publishes "draining" *before* it looks for markers. So a transaction either sees the
 //! drain and is refused, or its `git_dir` line is there when the agent looks: none slips
 //! between the two. One directory for the whole node: a drain or a sweep reads it once,
@@ -76,6 +78,9 @@ pub struct Note {
     started: Option<u64>,
     /// The prepare entry and its sequence numbers `first..=last`.
     pub prepare: Option<(ObjectId, u64, u64)>,
+    /// The prepare is a receive-pack push's, journaled at `pre-receive` for all its
+    /// commands: `post-receive` journals the outcome, not each ref's transaction.
+    pub push: bool,
 }
 
 impl Note {
@@ -92,10 +97,15 @@ impl Note {
         for (key, rest) in lines(text) {
             match (key, note.as_mut()) {
                 ("git_dir", _) if !rest.is_empty() => {
-                    note = Some(Note { git_dir: PathBuf::from(rest), pid, started: None, prepare: None })
+                    note = Some(Note { git_dir: PathBuf::from(rest), pid, started: None, prepare: None, push: false })
                 }
                 ("started", Some(n)) => n.started = rest.parse().ok().filter(|t| *t != 0),
-                ("prepare", Some(n)) => n.prepare = parse_prepare(rest).or(n.prepare),
+                ("prepare", Some(n)) => {
+                    if let Some(prepare) = parse_prepare(rest) {
+                        n.prepare = Some(prepare);
+                        n.push = rest.ends_with(PUSH);
+                    }
+                }
                 ("end", _) => note = None,
                 _ => {}
             }
@@ -118,6 +128,10 @@ fn lines(text: &str) -> impl Iterator<Item = (&str, &str)> {
     let complete = text.rfind('\n').map_or("", |end| &text[..end]);
     complete.lines().map(|line| line.split_once(' ').unwrap_or((line, "")))
 }
+
+/// What ends the `prepare` line of a push's prepare (`note_push`): a fourth word, which
+/// 0.1.0 and `parse_prepare` skip.
+const PUSH: &str = " push";
 
 /// `<entry> <first> <last>` of a `prepare` line.
 fn parse_prepare(rest: &str) -> Option<(ObjectId, u64, u64)> {
@@ -142,7 +156,7 @@ impl Marker {
     pub fn begin(state_dir: &Path, git_dir: &Path) -> std::io::Result<Marker> {
         let pid = git_pid();
         let git_dir = git_dir.canonicalize()?;
-        let note = Note { git_dir, pid, started: started(pid), prepare: None };
+        let note = Note { git_dir, pid, started: started(pid), prepare: None, push: false };
         let path = dir(state_dir).join(pid.to_string());
         std::fs::create_dir_all(dir(state_dir))?;
         let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&path)?;
@@ -159,6 +173,13 @@ impl Marker {
     pub fn note_prepare(&mut self, id: ObjectId, first: u64, last: u64) -> std::io::Result<()> {
         self.prepared = true;
         append(&self.path, &format!("prepare {id} {first} {last}\n"))
+    }
+
+    /// Note the prepare entry `pre-receive` journaled for every command of a push: each
+    /// ref's transaction then only checks the lease, and `post-receive` ends it.
+    pub fn note_push(&mut self, id: ObjectId, first: u64, last: u64) -> std::io::Result<()> {
+        self.prepared = true;
+        append(&self.path, &format!("prepare {id} {first} {last}{PUSH}\n"))
     }
 
     /// The transaction goes on: `committed` or `aborted` journals its outcome and ends
@@ -286,7 +307,13 @@ mod tests {
     fn notes_round_trip_and_tell_a_dead_process_from_a_live_one() {
         let id = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
         let me = std::process::id();
-        let note = Note { git_dir: "/srv/git/kv.git".into(), pid: me, started: started(me), prepare: Some((id, 4, 6)) };
+        let note = Note {
+            git_dir: "/srv/git/kv.git".into(),
+            pid: me,
+            started: started(me),
+            prepare: Some((id, 4, 6)),
+            push: false,
+        };
         let text = format!("{}prepare {id} 4 6\n", note.begin_text());
         assert_eq!(Note::parse(me, &text), Some(note.clone()));
         assert!(note.alive());
@@ -299,6 +326,20 @@ mod tests {
         child.wait().unwrap();
         assert!(!gone.alive());
         assert_eq!(Note::parse(1, "garbage"), None);
+    }
+
+    /// A push journaled at `pre-receive` says so in its `prepare` line's fourth word, which
+    /// the parser 0.1.0 had (three words read, the rest skipped) reads as any prepare.
+    #[test]
+    fn a_push_prepare_is_told_from_a_transaction_s() {
+        let a = ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
+        let begun = "git_dir /srv/a.git\nstarted 7\n";
+        let push = Note::parse(9, &format!("{begun}prepare {a} 4 9 push\n")).expect("in flight");
+        assert_eq!((push.prepare, push.push), (Some((a, 4, 9)), true));
+        let own = Note::parse(9, &format!("{begun}prepare {a} 4 9\n")).expect("in flight");
+        assert_eq!((own.prepare, own.push), (Some((a, 4, 9)), false));
+        assert_eq!(Note::parse(9, &format!("{begun}prepare {a} 4 9 push\nend 1:9:{a}\n")), None, "ended");
+        assert_eq!(parse_prepare(&format!("{a} 4 9 push")), Some((a, 4, 9)));
     }
 
     /// A marker is the log of its git process's transactions: the last one counts, in

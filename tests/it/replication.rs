@@ -683,8 +683,8 @@ fn a_git_killed_between_prepared_and_commit_is_journaled_as_ended() {
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
 }
 
-/// The same window as found from outside: a push of many refs, not atomic (a transaction,
-/// and a prepare and an outcome, per ref), while forged `stargate-sync` hints make the
+/// The same window as found from outside: a push of many refs, not atomic (a transaction
+/// per ref, all in the one prepare its `pre-receive` journaled), while forged `stargate-sync` hints make the
 /// replica sync every few milliseconds. Each transaction sleeps 20 ms at `prepared` to widen
 /// the window (found without it, 10 refs in 10,000). Every acknowledged ref reaches the
 /// replica, and `verify` agrees.
@@ -719,6 +719,57 @@ fn a_push_of_many_refs_under_a_hail_of_sync_hints_loses_none() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     hints.join().unwrap();
     lab.wait_parity(&leader, &replica, Duration::from_secs(30));
+    let out = run(lab.node_cmd(&leader, "git").args(["stargate", "verify"]));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+}
+
+/// A push is journaled once, whatever its number of refs: `pre-receive` prepares every
+/// command, each ref's transaction only checks the lease, and `post-receive` journals the
+/// outcome, naming only the refs that moved (here the repository's own `update` hook
+/// refuses one). A push none of whose refs moves runs no `post-receive`: the agent's sweep
+/// journals its prepare as ended once receive-pack has exited. The replica agrees with the
+/// leader after each, and `verify` passes.
+#[test]
+fn a_push_is_journaled_once_and_its_outcome_names_the_refs_that_moved() {
+    let lab = Lab::up(2);
+    let leader = lab.wait_leader(None, Duration::from_secs(10));
+    let replica = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
+    let client = Client::new();
+    client.clone(&lab.url(&leader, "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "base"]));
+    let own = lab.repo(&leader, "kv").join("hooks/update");
+    std::fs::write(&own, "#!/bin/sh\n[ \"$1\" != refs/heads/refused ]\n").unwrap();
+    std::fs::set_permissions(&own, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut commands: String = (0..40).map(|i| format!("create refs/heads/b{i:02} HEAD\n")).collect();
+    commands += "create refs/heads/refused HEAD\n";
+    let mut update = client.git("c", &["update-ref", "--stdin"]);
+    update.stdin(std::process::Stdio::piped());
+    let mut child = update.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let entries =
+        || ok(lab.git(&leader, &["rev-list", "--count", "refs/stargate/journal"])).trim().parse::<u64>().unwrap();
+    let message = |rev: &str| ok(lab.git(&leader, &["log", "-1", "--format=%B", rev]));
+    let before = entries();
+    let out = client.git("c", &["push", "--no-atomic", "origin", "refs/heads/*:refs/heads/*"]).output().unwrap();
+    assert!(!out.status.success(), "one ref was refused: {}", stderr(&out));
+    assert!(stderr(&out).contains("b39 -> b39"), "{}", stderr(&out));
+    assert_eq!(entries(), before + 2, "one prepare and one outcome for 42 commands");
+    let (prepare, outcome) = (message("refs/stargate/journal~1"), message("refs/stargate/journal"));
+    assert!(prepare.contains("state prepared") && prepare.contains(" refs/heads/refused\n"), "{prepare}");
+    assert!(outcome.contains("state committed "), "{outcome}");
+    assert!(outcome.contains(" refs/heads/b00\n") && outcome.contains(" refs/heads/b39\n"), "{outcome}");
+    assert!(!outcome.contains("refused"), "the refused ref did not move: {outcome}");
+    lab.wait_parity(&leader, &replica, Duration::from_secs(15));
+    let out = client.git("c", &["push", "origin", "refs/heads/refused"]).output().unwrap();
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(message("refs/stargate/journal").contains("state prepared"), "journaled at pre-receive");
+    lab.wait_until("the agent to journal the outcome", Duration::from_secs(15), || {
+        message("refs/stargate/journal").contains("state ended")
+    });
+    assert_eq!(entries(), before + 4);
+    lab.wait_parity(&leader, &replica, Duration::from_secs(15));
+    assert!(!ok(lab.git(&replica, &["for-each-ref", "refs/heads/"])).contains("refused"));
     let out = run(lab.node_cmd(&leader, "git").args(["stargate", "verify"]));
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
 }

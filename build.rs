@@ -2,7 +2,7 @@
 //! of every push (six processes for a one-ref push), and a PIE of this size spends about
 //! 0.3 ms per start applying 16k relocations (162 page faults against 93); see
 //! docs/ARCHITECTURE.md, "Performance". The remote helper, started once per git command,
-//! stays a PIE.
+//! stays a PIE. It also links gcc's unwinder statically (`static_unwinder`).
 //!
 //! Also name the commit the binaries are built from, for `--version` and `/status`
 //! (stargate-hook(1)): `STARGATE_COMMIT` if set (a build from a source tarball can pass
@@ -13,6 +13,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rustc-link-arg-bin=stargate-hook=-no-pie");
+    static_unwinder();
     println!("cargo:rerun-if-env-changed=STARGATE_COMMIT");
     let commit = match std::env::var("STARGATE_COMMIT") {
         Ok(c) if !c.trim().is_empty() => c.trim().to_owned(),
@@ -48,4 +49,22 @@ fn from_git() -> Option<String> {
         }
     }
     git(&["rev-parse", "--short", "HEAD"]).filter(|c| !c.is_empty())
+}
+
+/// Link gcc's unwinder into `stargate-hook` rather than load `libgcc_s.so.1` at every
+/// start: loading it (its constructor asks the CPU for its features, which a virtual
+/// machine traps) cost 0.15 ms of the 0.25 ms a start took over `/bin/true`
+/// (docs/BENCHMARKS.md). Rust's standard library asks for `-lgcc_s`; a directory searched
+/// before gcc's own, holding `libgcc_eh.a` under that name, answers it with the static
+/// archive. Without gcc's archive the binary links `libgcc_s.so.1` as usual.
+fn static_unwinder() {
+    let Ok(out) = Command::new("gcc").arg("-print-file-name=libgcc_eh.a").output() else { return };
+    let archive = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let Some(dir) = std::env::var_os("OUT_DIR").map(|d| Path::new(&d).join("static-unwinder")) else { return };
+    if !Path::new(&archive).is_absolute() || std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    if std::fs::copy(&archive, dir.join("libgcc_s.a")).is_ok() {
+        println!("cargo:rustc-link-arg-bin=stargate-hook=-L{}", dir.display());
+    }
 }

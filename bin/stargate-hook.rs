@@ -1,4 +1,22 @@
 //! Multi-call entry point: hooks, `git stargate`, `git kv`, and the health responder.
-fn main() -> std::process::ExitCode {
-    stargate::cli::main()
+//!
+//! Its own C `main` rather than Rust's start-up: git starts this binary for every hook,
+//! twice per ref of a non-atomic push, and Rust's start-up reads and parses
+//! `/proc/self/maps` to guard the main thread's stack, about a tenth of a millisecond per
+//! start (docs/BENCHMARKS.md, Hooks). What of that start-up the binary needs is done here:
+//! SIGPIPE ignored (a write to a closed pipe fails with `EPIPE`, as Rust code expects),
+//! standard output flushed at the end, and a panic, once its message is printed, ends the
+//! process with status 101, as under Rust's own `main`. A stack overflow is a plain SIGSEGV.
+#![no_main]
+
+use std::ffi::{c_char, c_int};
+use std::io::Write;
+
+#[unsafe(no_mangle)]
+pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    // SAFETY: a signal's disposition set to SIG_IGN, before any thread is started.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let status = std::panic::catch_unwind(stargate::cli::main).unwrap_or(101);
+    let _ = std::io::stdout().flush();
+    c_int::from(status)
 }

@@ -3,7 +3,6 @@
 //! `git kv`.
 
 use std::ffi::OsString;
-use std::process::ExitCode;
 
 use crate::error::{self, Error};
 
@@ -20,7 +19,8 @@ programs:
 
 See stargate-hook(1) and stargate(7).";
 
-pub fn main() -> ExitCode {
+/// Run the program `argv` names; its exit status.
+pub fn main() -> u8 {
     let mut args: Vec<String> = match std::env::args_os().map(OsString::into_string).collect() {
         Ok(args) => args,
         Err(_) => {
@@ -33,11 +33,11 @@ pub fn main() -> ExitCode {
             None => return error::report("stargate-hook", &Error::Usage(USAGE.into())),
             Some("-h" | "--help" | "help") => {
                 println!("{USAGE}");
-                return ExitCode::SUCCESS;
+                return 0;
             }
             Some("-V" | "--version") => {
                 println!("stargate-hook {}", crate::version::VERSION);
-                return ExitCode::SUCCESS;
+                return 0;
             }
             Some(_) => args.remove(1),
         }
@@ -56,7 +56,7 @@ pub fn main() -> ExitCode {
     // A hook's refusal reaches the pushing client through git: it says who refused.
     let shown = if crate::hook::NAMES.contains(&program.as_str()) { "stargate" } else { program.as_str() };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => error::report(shown, &e),
     }
 }

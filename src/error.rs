@@ -9,8 +9,6 @@
 //! which keep their own error types and never import this one (docs/ARCHITECTURE.md,
 //! Errors and exit codes).
 
-use std::process::ExitCode;
-
 pub const OK: u8 = 0;
 pub const REFUSED: u8 = 1;
 pub const NOT_LEADER: u8 = 9;
@@ -77,8 +75,8 @@ impl Error {
     }
 }
 
-/// Print `err` the way git does for its class and return the exit code.
-pub fn report(program: &str, err: &Error) -> ExitCode {
+/// Print `err` the way git does for its class and return the exit status.
+pub fn report(program: &str, err: &Error) -> u8 {
     let code = err.exit_code();
     match err {
         Error::ChainedHook(_) => {}
@@ -93,7 +91,7 @@ pub fn report(program: &str, err: &Error) -> ExitCode {
         Error::Usage(_) => eprintln!("error: {err}"),
         _ => eprintln!("fatal: {err}"),
     }
-    ExitCode::from(code)
+    code
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

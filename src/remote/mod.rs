@@ -166,7 +166,7 @@ pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => error::report("git-remote-stargate", &e),
+        Err(e) => ExitCode::from(error::report("git-remote-stargate", &e)),
     }
 }
 

@@ -377,7 +377,8 @@ impl Agent {
     /// their outcome as ended (the transaction is over, and the refs hold what it did), so
     /// that replicas read those refs again and no prepare stays open (`lead::inflight`). A
     /// prepare no longer open in its journal (an earlier leadership's, settled since) is
-    /// only forgotten. One `readdir` per interval.
+    /// only forgotten; the replicas are signalled as after any write. One `readdir` per
+    /// interval.
     fn sweep_orphans(&self) {
         for note in inflight::orphans(&self.settings.state_dir) {
             let Some((prepare, first, last)) = note.prepare else {
@@ -411,6 +412,8 @@ impl Agent {
                             note.pid
                         );
                         crate::journal::stage::unanchor(&note.git_dir, first..=last);
+                        // The replicas read those refs again now, not at their next poll.
+                        crate::journal::signal::peers(&self.settings.state_dir, &note.git_dir);
                     }
                     inflight::forget(&self.settings.state_dir, &note);
                 }

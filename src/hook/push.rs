@@ -1,8 +1,11 @@
-//! A receive-pack push journaled once (docs/ARCHITECTURE.md, The journal): `pre-receive`
-//! sees every command of the push before any ref moves, so on the leader it journals one
-//! prepare entry for all of them; each ref's `reference-transaction prepared` then only
-//! checks the lease, `committed` and `aborted` do nothing, and `post-receive` (run once,
-//! with the commands that succeeded) journals the outcome and signals the replicas. A
+//! A receive-pack push journaled once (docs/ARCHITECTURE.md, A push, step by step):
+//! `pre-receive` sees every command of the push before any ref moves, so on the leader it
+//! journals one prepare entry for all of them; each ref's `reference-transaction prepared`
+//! then only checks the lease, and `committed` counts its commands in the in-flight mark.
+//! The transaction that commits the last command journals the outcome and signals the
+//! replicas, before git answers the client, as a transaction journaled by itself does.
+//! When a command fails, `post-receive` (run once, after git answered, with the commands
+//! that succeeded) journals the outcome instead, naming only the refs that moved. A
 //! non-atomic push of N refs so costs two journal entries instead of 2N.
 //!
 //! What a replica needs still holds: the prepare is journaled before any ref of the push
@@ -41,7 +44,7 @@ pub fn begin(repo: &Repo, state_dir: &Path, text: &str, quorum: bool) -> Result<
     }
     // Commands git hands to `proc-receive` are applied there, by transactions of their own.
     let updates: Vec<Update> = (journal::parse_updates(text).into_iter())
-        .filter(|u| journal::journaled(&u.refname) && !u.refname.starts_with(journal::LOCAL))
+        .filter(counts)
         .filter(|u| !crate::managed::PROC_RECEIVE_REFS.iter().any(|p| u.refname.starts_with(p)))
         .collect();
     if updates.is_empty() {
@@ -76,23 +79,78 @@ fn post_receive_follows() -> bool {
 /// At `reference-transaction`: whether this git process's push was journaled at
 /// `pre-receive` (and is not over), so that its transactions journal nothing themselves.
 pub fn journaled(state_dir: &Path) -> bool {
-    inflight::current(state_dir).is_some_and(|note| note.push)
+    open(state_dir).is_some()
+}
+
+/// This git process's push journaled at `pre-receive`, while its outcome is still to come.
+fn open(state_dir: &Path) -> Option<inflight::Note> {
+    inflight::current(state_dir).filter(|note| note.push)
+}
+
+/// Whether an update is one a push journals (`begin`) and counts (`committed`).
+fn counts(u: &Update) -> bool {
+    journal::journaled(&u.refname) && !u.refname.starts_with(journal::LOCAL)
+}
+
+/// At `committed`: whether the transaction (its `updates`) is one of a push journaled at
+/// `pre-receive`. If so its commands are counted in the mark, and the transaction that
+/// commits the last of them journals the outcome, as a transaction journaled by itself
+/// would: git then answers the client with the outcome journaled. Otherwise (a command
+/// failed) `post-receive` journals it (`end`).
+pub fn committed(state_dir: &Path, updates: &[Update]) -> bool {
+    let Some(note) = open(state_dir) else { return false };
+    let Some((_, first, last)) = note.prepare else { return true };
+    let count = updates.iter().filter(|u| counts(u)).count();
+    if let Err(e) = inflight::note_committed(state_dir, count) {
+        log::warn!("cannot count this push's committed updates ({e}); post-receive journals its outcome");
+        return true;
+    }
+    if note.committed + count as u64 == last + 1 - first {
+        finish(state_dir, &note, Done::All);
+    }
+    true
 }
 
 /// At `post-receive`, with the commands that succeeded (`input`): journal the outcome of
-/// the push's prepare, naming the updates that were applied, end the push's mark and
-/// signal the replicas. The position of the outcome, once journaled; nothing when this
-/// push was journaled per transaction. A failure leaves the mark for the agent's sweep.
+/// the push's prepare unless its last transaction did, naming the updates that were
+/// applied. The position of the outcome, once journaled; nothing when this push was
+/// journaled per transaction or its outcome is journaled already.
 pub fn end(state_dir: &Path, input: &[u8]) -> Option<Position> {
-    let note = inflight::current(state_dir).filter(|note| note.push)?;
-    let (prepare, first, last) = note.prepare?;
+    let note = open(state_dir)?;
     let done: HashSet<(String, ObjectId)> =
         (journal::parse_updates(&String::from_utf8_lossy(input)).into_iter()).map(|u| (u.refname, u.new)).collect();
+    finish(state_dir, &note, Done::Listed(done))
+}
+
+/// Which of a push's prepared updates were applied.
+enum Done {
+    /// Every one: each transaction committed. Checked against the refs all the same.
+    All,
+    /// Those `post-receive` lists (ref name, new value).
+    Listed(HashSet<(String, ObjectId)>),
+}
+
+/// Journal the outcome of the push in `note` (`committed` naming what `done` says was
+/// applied, `aborted` if nothing), end its mark with the position, signal the replicas.
+/// A failure, or refs that do not hold what `Done::All` says, leaves the mark as it is:
+/// `post-receive`, else the agent's sweep, journals the outcome.
+fn finish(state_dir: &Path, note: &inflight::Note, done: Done) -> Option<Position> {
+    let (prepare, first, last) = note.prepare?;
     let keep = node::state(state_dir).and_then(|s| s.journal_keep).unwrap_or(journal::DEFAULT_KEEP);
     let ended = journal::open(&note.git_dir).and_then(|git| {
         let (entry, _) = journal::read(&git, prepare)?;
-        let applied: Vec<(u64, Update)> =
-            entry.updates.iter().filter(|(_, u)| done.contains(&(u.refname.clone(), u.new))).cloned().collect();
+        let applied: Vec<(u64, Update)> = match &done {
+            Done::All => {
+                let now = |u: &Update| git.find(&u.refname).ok().flatten().unwrap_or(ObjectId::null(u.new.kind()));
+                if entry.updates.iter().any(|(_, u)| now(u) != u.new) {
+                    return Ok(Err("a ref does not hold its new value yet"));
+                }
+                entry.updates.clone()
+            }
+            Done::Listed(done) => {
+                (entry.updates.iter()).filter(|(_, u)| done.contains(&(u.refname.clone(), u.new))).cloned().collect()
+            }
+        };
         let (outcome, updates) = match applied.is_empty() {
             true => (Outcome::Aborted, entry.updates.clone()),
             false => (Outcome::Committed, applied),
@@ -100,21 +158,25 @@ pub fn end(state_dir: &Path, input: &[u8]) -> Option<Position> {
         let body = Body::Outcome { of: prepare, outcome, updates: updates.clone() };
         let (id, newest) = journal::append_by(&git, entry.epoch, &entry.node, body, keep, None)?;
         if outcome == Outcome::Aborted {
-            return Ok(None);
+            return Ok(Ok(None));
         }
         // Best effort: a value it fails to anchor is still there until gc's grace ends.
         if let Err(e) = git.edit(&journal::retain::edits(&git, &updates, newest, keep)) {
             log::warn!("cannot anchor the values this push replaced: {e}");
         }
-        Ok(Some(Position { epoch: entry.epoch, seq: newest, id }))
+        Ok(Ok(Some(Position { epoch: entry.epoch, seq: newest, id })))
     });
     match ended {
-        Ok(position) => {
+        Ok(Ok(position)) => {
             inflight::finish(state_dir, position.map(|p| p.to_string()).as_deref());
             if position.is_some() {
                 journal::signal::peers(state_dir, &note.git_dir);
             }
             position
+        }
+        Ok(Err(why)) => {
+            log::warn!("not journaling this push's outcome yet (seq {first}..{last}): {why}");
+            None
         }
         Err(e) => {
             log::warn!("cannot journal this push's outcome (seq {first}..{last}); the agent will: {e}");

@@ -7,7 +7,7 @@
 //! moves, and after the repository's own hook agreed), `committed` and `aborted` its
 //! outcome, and `committed` signals the replicas to sync now instead of at their next poll;
 //! unless the transaction is one of a push journaled at `pre-receive` (`push`), which only
-//! checks the lease. Transactions that only move refs between
+//! checks the lease, and is counted at `committed`. Transactions that only move refs between
 //! storage forms (`pack-refs`, `gc`) change no value: they are neither checked nor
 //! journaled, on any node.
 
@@ -163,7 +163,7 @@ impl Transaction<'_> {
     /// draining leader hands over only once its journal names every committed write), then
     /// the replicas signalled (a hint: one after a gc only costs them an idle sync).
     fn committed(&self) -> Result<()> {
-        if self.state_dir.is_some_and(super::push::journaled) {
+        if self.state_dir.is_some_and(|s| super::push::committed(s, &self.all)) {
             return self.chain();
         }
         end(self.state_dir, Outcome::Committed);

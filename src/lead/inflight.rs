@@ -9,8 +9,9 @@
 //! transaction begins, *before* the hook's last look at the node state; a `prepare` line
 //! once its prepare entry is journaled; an `end` line at `committed` or `aborted` once the
 //! outcome is journaled. Its last transaction without an `end` is in flight. A receive-pack
-//! push journaled at `pre-receive` is one such transaction, from `pre-receive` to
-//! `post-receive`, its `prepare` line ending in `push` (`hook::push`). The agent
+//! push journaled at `pre-receive` is one such transaction, from `pre-receive` to its
+//! outcome, its `prepare` line ending in `push` and its commands counted by `committed <n>`
+//! lines as their transactions commit (`hook::push`). The agent
 //! publishes "draining" *before* it looks for markers. So a transaction either sees the
 //! drain and is refused, or its `git_dir` line is there when the agent looks: none slips
 //! between the two. One directory for the whole node: a drain or a sweep reads it once,
@@ -79,8 +80,11 @@ pub struct Note {
     /// The prepare entry and its sequence numbers `first..=last`.
     pub prepare: Option<(ObjectId, u64, u64)>,
     /// The prepare is a receive-pack push's, journaled at `pre-receive` for all its
-    /// commands: `post-receive` journals the outcome, not each ref's transaction.
+    /// commands: the transaction that commits the last of them, or else `post-receive`,
+    /// journals the outcome (`hook::push`).
     pub push: bool,
+    /// A push's updates committed so far, by its transactions' `committed` lines.
+    pub committed: u64,
 }
 
 impl Note {
@@ -97,7 +101,14 @@ impl Note {
         for (key, rest) in lines(text) {
             match (key, note.as_mut()) {
                 ("git_dir", _) if !rest.is_empty() => {
-                    note = Some(Note { git_dir: PathBuf::from(rest), pid, started: None, prepare: None, push: false })
+                    note = Some(Note {
+                        git_dir: PathBuf::from(rest),
+                        pid,
+                        started: None,
+                        prepare: None,
+                        push: false,
+                        committed: 0,
+                    })
                 }
                 ("started", Some(n)) => n.started = rest.parse().ok().filter(|t| *t != 0),
                 ("prepare", Some(n)) => {
@@ -106,6 +117,7 @@ impl Note {
                         n.push = rest.ends_with(PUSH);
                     }
                 }
+                ("committed", Some(n)) => n.committed += rest.parse::<u64>().unwrap_or(0),
                 ("end", _) => note = None,
                 _ => {}
             }
@@ -156,7 +168,7 @@ impl Marker {
     pub fn begin(state_dir: &Path, git_dir: &Path) -> std::io::Result<Marker> {
         let pid = git_pid();
         let git_dir = git_dir.canonicalize()?;
-        let note = Note { git_dir, pid, started: started(pid), prepare: None, push: false };
+        let note = Note { git_dir, pid, started: started(pid), prepare: None, push: false, committed: 0 };
         let path = dir(state_dir).join(pid.to_string());
         std::fs::create_dir_all(dir(state_dir))?;
         let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&path)?;
@@ -219,6 +231,12 @@ pub fn current(state_dir: &Path) -> Option<Note> {
 fn own_mark(state_dir: &Path) -> Option<(u32, String)> {
     let pid = git_pid();
     Some((pid, std::fs::read_to_string(dir(state_dir).join(pid.to_string())).ok()?))
+}
+
+/// At `committed` of a transaction of a push journaled at `pre-receive`: `count` more of
+/// its updates committed.
+pub fn note_committed(state_dir: &Path, count: usize) -> std::io::Result<()> {
+    append(&dir(state_dir).join(git_pid().to_string()), &format!("committed {count}\n"))
 }
 
 /// This hook's transaction is no longer in flight (its outcome is journaled). `position`:
@@ -313,6 +331,7 @@ mod tests {
             started: started(me),
             prepare: Some((id, 4, 6)),
             push: false,
+            committed: 0,
         };
         let text = format!("{}prepare {id} 4 6\n", note.begin_text());
         assert_eq!(Note::parse(me, &text), Some(note.clone()));
@@ -339,6 +358,8 @@ mod tests {
         let own = Note::parse(9, &format!("{begun}prepare {a} 4 9\n")).expect("in flight");
         assert_eq!((own.prepare, own.push), (Some((a, 4, 9)), false));
         assert_eq!(Note::parse(9, &format!("{begun}prepare {a} 4 9 push\nend 1:9:{a}\n")), None, "ended");
+        let counted = Note::parse(9, &format!("{begun}prepare {a} 4 9 push\ncommitted 1\ncommitted 4\ncommitted 2"));
+        assert_eq!(counted.map(|n| n.committed), Some(5), "a line still being written is not counted");
         assert_eq!(parse_prepare(&format!("{a} 4 9 push")), Some((a, 4, 9)));
     }
 

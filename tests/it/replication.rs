@@ -724,11 +724,14 @@ fn a_push_of_many_refs_under_a_hail_of_sync_hints_loses_none() {
 }
 
 /// A push is journaled once, whatever its number of refs: `pre-receive` prepares every
-/// command, each ref's transaction only checks the lease, and `post-receive` journals the
-/// outcome, naming only the refs that moved (here the repository's own `update` hook
-/// refuses one). A push none of whose refs moves runs no `post-receive`: the agent's sweep
-/// journals its prepare as ended once receive-pack has exited. The replica agrees with the
-/// leader after each, and `verify` passes.
+/// command and each ref's transaction only checks the lease. The transaction that commits
+/// the last command journals the outcome, before git answers the client (the repository's
+/// own `reference-transaction` hook, chained after Stargate's, sees it at the journal's
+/// tip); when a command fails (here the repository's own `update` hook refuses one),
+/// `post-receive` journals it, naming only the refs that moved. A push none of whose refs
+/// moves runs no `post-receive`: the agent's sweep journals its prepare as ended once
+/// receive-pack has exited. The replica agrees with the leader after each, and `verify`
+/// passes.
 #[test]
 fn a_push_is_journaled_once_and_its_outcome_names_the_refs_that_moved() {
     let lab = Lab::up(2);
@@ -740,6 +743,16 @@ fn a_push_is_journaled_once_and_its_outcome_names_the_refs_that_moved() {
     let own = lab.repo(&leader, "kv").join("hooks/update");
     std::fs::write(&own, "#!/bin/sh\n[ \"$1\" != refs/heads/refused ]\n").unwrap();
     std::fs::set_permissions(&own, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let seen = client.home.path().join("seen");
+    let own = lab.repo(&leader, "kv").join("hooks/reference-transaction");
+    let script = format!(
+        "#!/bin/sh\ncat >/dev/null\n[ \"$1\" = committed ] || exit 0\n\
+         git cat-file commit refs/stargate/journal | grep '^state' | cut -d' ' -f2 >>'{}'\n",
+        seen.display()
+    );
+    std::fs::write(&own, script).unwrap();
+    std::fs::set_permissions(&own, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let seen_at_commit = || std::fs::read_to_string(&seen).unwrap_or_default();
     let mut commands: String = (0..40).map(|i| format!("create refs/heads/b{i:02} HEAD\n")).collect();
     commands += "create refs/heads/refused HEAD\n";
     let mut update = client.git("c", &["update-ref", "--stdin"]);
@@ -760,6 +773,28 @@ fn a_push_is_journaled_once_and_its_outcome_names_the_refs_that_moved() {
     assert!(outcome.contains("state committed "), "{outcome}");
     assert!(outcome.contains(" refs/heads/b00\n") && outcome.contains(" refs/heads/b39\n"), "{outcome}");
     assert!(!outcome.contains("refused"), "the refused ref did not move: {outcome}");
+    let states = seen_at_commit();
+    assert_eq!(states.lines().count(), 41, "{states}");
+    assert!(states.lines().all(|l| l == "prepared"), "a command failed: post-receive journals the outcome\n{states}");
+    lab.wait_parity(&leader, &replica, Duration::from_secs(15));
+    // Every command commits: the last transaction journals the outcome, and post-receive
+    // still says its position.
+    std::fs::remove_file(&seen).unwrap();
+    let commands: String = (0..3).map(|i| format!("create refs/heads/c{i} HEAD\n")).collect();
+    let mut update = client.git("c", &["update-ref", "--stdin"]);
+    update.stdin(std::process::Stdio::piped());
+    let mut child = update.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let out = client.git("c", &["push", "--no-atomic", "origin", "refs/heads/c*:refs/heads/c*"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tip = ok(lab.git(&leader, &["rev-parse", "refs/stargate/journal"]));
+    assert!(stderr(&out).contains(&format!(":{}", tip.trim())), "{}", stderr(&out));
+    assert_eq!(seen_at_commit(), "prepared\nprepared\ncommitted\n");
+    let outcome = message("refs/stargate/journal");
+    assert!((0..3).all(|i| outcome.contains(&format!(" refs/heads/c{i}\n"))), "{outcome}");
+    assert_eq!(entries(), before + 4);
+    let before = before + 2;
     lab.wait_parity(&leader, &replica, Duration::from_secs(15));
     let out = client.git("c", &["push", "origin", "refs/heads/refused"]).output().unwrap();
     assert!(!out.status.success(), "{}", stderr(&out));

@@ -808,3 +808,55 @@ fn a_push_is_journaled_once_and_its_outcome_names_the_refs_that_moved() {
     let out = run(lab.node_cmd(&leader, "git").args(["stargate", "verify"]));
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
 }
+
+/// A push journaled once whose git dies midway: receive-pack is killed once two of its
+/// five refs moved (each transaction sleeps 1 s at `prepared`), so its prepare names five
+/// refs and the leader holds two of them. The agent's sweep journals the prepare as ended,
+/// the replica reads the refs it names again and agrees with the leader (the two that
+/// moved, not the other three), and `verify` passes; the next push goes through.
+#[test]
+fn a_push_whose_git_dies_midway_is_journaled_as_ended_and_mirrored_as_far_as_it_went() {
+    let (lab, leader, replica, client) = first_set_mirrored();
+    slow_prepared(&lab, &leader, "1");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "base"]));
+    let commands: String = (0..5).map(|i| format!("create refs/heads/d{i} HEAD\n")).collect();
+    let mut update = client.git("c", &["update-ref", "--stdin"]);
+    update.stdin(std::process::Stdio::piped());
+    let mut child = update.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let pusher = std::thread::spawn(move || {
+        let out = client.git("c", &["push", "--no-atomic", "origin", "refs/heads/d*:refs/heads/d*"]).output();
+        (out.unwrap(), client)
+    });
+    let moved = || ok(lab.git(&leader, &["for-each-ref", "--format=%(refname)", "refs/heads/d*"])).lines().count();
+    lab.wait_until("two of the push's refs to move", Duration::from_secs(20), || moved() >= 2);
+    let marks = lab.repo(&leader, "kv").parent().unwrap().join(".stargate/inflight");
+    let push = (std::fs::read_dir(&marks).unwrap().flatten().map(|e| e.path()))
+        .find(|path| std::fs::read_to_string(path).unwrap_or_default().lines().any(|l| l.ends_with(" push")))
+        .expect("the push's mark");
+    let pid = push.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(run(std::process::Command::new("kill").args(["-KILL", &pid])).status.success());
+    let (out, client) = pusher.join().unwrap();
+    assert!(!out.status.success(), "a push whose git was killed is not acknowledged: {}", stderr(&out));
+    let moved = moved();
+    assert!((2..5).contains(&moved), "{moved} of 5 refs moved");
+    let tip = || ok(lab.git(&leader, &["log", "-1", "--format=%B", "refs/stargate/journal"]));
+    lab.wait_until("the agent to journal the outcome", Duration::from_secs(15), || tip().contains("state ended"));
+    assert_eq!(tip().lines().filter(|l| l.contains(" refs/heads/d")).count(), 5, "{}", tip());
+    lab.wait_parity(&leader, &replica, Duration::from_secs(15));
+    let on = |node: &str| ok(lab.git(node, &["for-each-ref", "refs/heads/d*"]));
+    assert_eq!(on(&replica), on(&leader));
+    // git leaves the ref locks of a transaction killed midway, as it does without Stargate.
+    let out = run(std::process::Command::new("find")
+        .arg(lab.repo(&leader, "kv").join("refs"))
+        .args(["-name", "*.lock", "-delete"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::remove_file(lab.repo(&leader, "kv").join("stargate/hooks/reference-transaction")).unwrap();
+    std::os::unix::fs::symlink(HOOK, lab.repo(&leader, "kv").join("stargate/hooks/reference-transaction")).unwrap();
+    let out = client.kv("c", &["set", "k", "v2"]);
+    assert!(out.status.success(), "{}{}", stderr(&out), lab.logs());
+    lab.wait_parity(&leader, &replica, Duration::from_secs(15));
+    let out = run(lab.node_cmd(&leader, "git").args(["stargate", "verify"]));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+}

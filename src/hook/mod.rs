@@ -76,12 +76,12 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
         }
         "post-receive" => {
             let Some(state_dir) = node::find_state_dir(&repo.git_dir) else { return chain::exec(name, args, &repo) };
-            if !push::journaled(&state_dir) {
+            let Some(pushed) = push::open(&state_dir) else {
                 say_position(&repo, &state_dir);
                 return chain::exec(name, args, &repo);
-            }
+            };
             let input = read_input()?;
-            match push::end(&state_dir, &input) {
+            match push::end(&state_dir, &pushed, &input) {
                 Some(position) => eprintln!("stargate: position {position}"),
                 None => say_position(&repo, &state_dir),
             }

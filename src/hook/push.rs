@@ -55,7 +55,7 @@ pub fn begin(repo: &Repo, state_dir: &Path, text: &str, quorum: bool) -> Result<
     let view = node::inspect_state(Some(state_dir));
     let epoch = super::require_leader(&view)?;
     let git = journal::open(git_dir).map_err(HookError::Open)?;
-    let keep = view.state.as_ref().and_then(|s| s.journal_keep).unwrap_or(journal::DEFAULT_KEEP);
+    let keep = super::reference_transaction::keep(view.state.as_ref());
     let pusher = journal::pusher_from_env();
     // The commands' old values are what each ref holds when it moves: git's transaction
     // checks them with the ref locked, and fails the command otherwise.
@@ -83,7 +83,7 @@ pub fn journaled(state_dir: &Path) -> bool {
 }
 
 /// This git process's push journaled at `pre-receive`, while its outcome is still to come.
-fn open(state_dir: &Path) -> Option<inflight::Note> {
+pub fn open(state_dir: &Path) -> Option<inflight::Note> {
     inflight::current(state_dir).filter(|note| note.push)
 }
 
@@ -112,14 +112,12 @@ pub fn committed(state_dir: &Path, updates: &[Update]) -> bool {
 }
 
 /// At `post-receive`, with the commands that succeeded (`input`): journal the outcome of
-/// the push's prepare unless its last transaction did, naming the updates that were
-/// applied. The position of the outcome, once journaled; nothing when this push was
-/// journaled per transaction or its outcome is journaled already.
-pub fn end(state_dir: &Path, input: &[u8]) -> Option<Position> {
-    let note = open(state_dir)?;
+/// the push `note` names (`open`: its last transaction did not), naming the updates that
+/// were applied. The position of the outcome, once journaled.
+pub fn end(state_dir: &Path, note: &inflight::Note, input: &[u8]) -> Option<Position> {
     let done: HashSet<(String, ObjectId)> =
         (journal::parse_updates(&String::from_utf8_lossy(input)).into_iter()).map(|u| (u.refname, u.new)).collect();
-    finish(state_dir, &note, Done::Listed(done))
+    finish(state_dir, note, Done::Listed(done))
 }
 
 /// Which of a push's prepared updates were applied.
@@ -136,7 +134,7 @@ enum Done {
 /// `post-receive`, else the agent's sweep, journals the outcome.
 fn finish(state_dir: &Path, note: &inflight::Note, done: Done) -> Option<Position> {
     let (prepare, first, last) = note.prepare?;
-    let keep = node::state(state_dir).and_then(|s| s.journal_keep).unwrap_or(journal::DEFAULT_KEEP);
+    let keep = super::reference_transaction::keep(node::state(state_dir).as_ref());
     let ended = journal::open(&note.git_dir).and_then(|git| {
         let (entry, _) = journal::read(&git, prepare)?;
         let applied: Vec<(u64, Update)> = match &done {
@@ -155,16 +153,7 @@ fn finish(state_dir: &Path, note: &inflight::Note, done: Done) -> Option<Positio
             true => (Outcome::Aborted, entry.updates.clone()),
             false => (Outcome::Committed, applied),
         };
-        let body = Body::Outcome { of: prepare, outcome, updates: updates.clone() };
-        let (id, newest) = journal::append_by(&git, entry.epoch, &entry.node, body, keep, None)?;
-        if outcome == Outcome::Aborted {
-            return Ok(Ok(None));
-        }
-        // Best effort: a value it fails to anchor is still there until gc's grace ends.
-        if let Err(e) = git.edit(&journal::retain::edits(&git, &updates, newest, keep)) {
-            log::warn!("cannot anchor the values this push replaced: {e}");
-        }
-        Ok(Ok(Some(Position { epoch: entry.epoch, seq: newest, id })))
+        super::reference_transaction::journal_outcome(&git, prepare, &entry, outcome, updates, keep).map(Ok)
     });
     match ended {
         Ok(Ok(position)) => {

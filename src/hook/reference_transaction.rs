@@ -18,10 +18,12 @@ use gix::ObjectId;
 
 use super::{HookError, Repo, chain};
 use crate::error::{Error, Result};
+use crate::journal::position::Position;
 use crate::journal::stage;
 use crate::journal::{self, Body, Outcome, Update};
 use crate::lead::inflight;
 use crate::lead::node::{self, SyncClaim};
+use crate::store::Store;
 
 const NAME: &str = "reference-transaction";
 
@@ -142,7 +144,7 @@ impl Transaction<'_> {
             epoch,
             &view.me,
             Body::Prepare(updates.clone()),
-            keep(&view),
+            keep(view.state.as_ref()),
             journal::pusher_from_env().as_deref(),
         )
         .map_err(HookError::Journal)?;
@@ -185,37 +187,24 @@ impl Transaction<'_> {
     }
 }
 
-/// `stargate.journal.keep` as the agent published it.
-fn keep(view: &node::View) -> u64 {
-    view.state.as_ref().and_then(|s| s.journal_keep).unwrap_or(journal::DEFAULT_KEEP)
+/// `stargate.journal.keep` as the agent published it (in `state`).
+pub(super) fn keep(state: Option<&node::State>) -> u64 {
+    state.and_then(|s| s.journal_keep).unwrap_or(journal::DEFAULT_KEEP)
 }
 
-/// The transaction this hook journaled at `prepared` ended: journal its outcome (published
-/// at once on reftable), drop its quorum anchors, and only then stop counting it as in
-/// flight. A failure leaves the marker, so that the agent's sweep writes the outcome.
+/// The transaction this hook journaled at `prepared` ended: journal its outcome, drop its
+/// quorum anchors, and only then stop counting it as in flight. A failure leaves the
+/// marker, so that the agent's sweep writes the outcome.
 fn end(state_dir: Option<&Path>, outcome: Outcome) {
     let Some(state_dir) = state_dir else { return };
     let Some(note) = inflight::current(state_dir) else { return };
     let Some((prepare, first, last)) = note.prepare else {
         return inflight::finish(state_dir, None);
     };
-    let keep = keep(&node::inspect_state(Some(state_dir)));
+    let keep = keep(node::state(state_dir).as_ref());
     let done = journal::open(&note.git_dir).and_then(|git| {
         let (entry, _) = journal::read(&git, prepare)?;
-        let (id, newest) = journal::append_outcome_of(&git, entry.epoch, &entry.node, prepare, &entry, outcome, keep)?;
-        if git.is_reftable() {
-            journal::publish(&git)?;
-        }
-        let position = journal::position::Position { epoch: entry.epoch, seq: newest, id };
-        if outcome == Outcome::Committed {
-            // Best effort: a value it fails to anchor is still there until gc's grace ends.
-            let anchors = journal::retain::edits(&git, &entry.updates, newest, keep);
-            if let Err(e) = git.edit(&anchors) {
-                log::warn!("cannot anchor the values this write replaced: {e}");
-            }
-            return Ok(Some(position));
-        }
-        Ok(None)
+        journal_outcome(&git, prepare, &entry, outcome, entry.updates.clone(), keep)
     });
     match done {
         Ok(position) => {
@@ -224,6 +213,32 @@ fn end(state_dir: Option<&Path>, outcome: Outcome) {
         }
         Err(e) => log::warn!("cannot journal this write's outcome ({}); the agent will: {e}", outcome.word()),
     }
+}
+
+/// Journal `outcome` of prepare entry `of` (`prepare`, as read), naming `updates`
+/// (published at once on reftable). A committed outcome anchors the values its updates
+/// replaced, and is a position to say.
+pub(super) fn journal_outcome(
+    git: &Store,
+    of: ObjectId,
+    prepare: &journal::Entry,
+    outcome: Outcome,
+    updates: Vec<(u64, Update)>,
+    keep: u64,
+) -> std::result::Result<Option<Position>, journal::Error> {
+    let body = Body::Outcome { of, outcome, updates: updates.clone() };
+    let (id, newest) = journal::append(git, prepare.epoch, &prepare.node, body, keep)?;
+    if git.is_reftable() {
+        journal::publish(git)?;
+    }
+    if outcome != Outcome::Committed {
+        return Ok(None);
+    }
+    // Best effort: a value it fails to anchor is still there until gc's grace ends.
+    if let Err(e) = git.edit(&journal::retain::edits(git, &updates, newest, keep)) {
+        log::warn!("cannot anchor the values this write replaced: {e}");
+    }
+    Ok(Some(Position { epoch: prepare.epoch, seq: newest, id }))
 }
 
 /// The repository's name relative to the root whose node state is `state_dir`.

@@ -364,20 +364,7 @@ pub fn append_outcome(
     keep: u64,
 ) -> Result<(ObjectId, u64), Error> {
     let (prepare, _) = read(store, of)?;
-    append_outcome_of(store, epoch, node, of, &prepare, outcome, keep)
-}
-
-/// As `append_outcome`, with prepare entry `of` already read (`prepare`).
-pub fn append_outcome_of(
-    store: &Store,
-    epoch: u64,
-    node: &str,
-    of: ObjectId,
-    prepare: &Entry,
-    outcome: Outcome,
-    keep: u64,
-) -> Result<(ObjectId, u64), Error> {
-    append(store, epoch, node, Body::Outcome { of, outcome, updates: prepare.updates.clone() }, keep)
+    append(store, epoch, node, Body::Outcome { of, outcome, updates: prepare.updates }, keep)
 }
 
 #[cfg(test)]

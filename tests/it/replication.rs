@@ -631,6 +631,45 @@ fn a_sync_between_prepared_and_commit_does_not_skip_the_write() {
     assert!(journal.contains("state committed ") && journal.contains("state prepared"), "{journal}");
 }
 
+/// A two-node lab, its leader and replica, and a client whose clone `c` has a commit.
+fn cloned_with_a_commit() -> (Lab, String, String, Client) {
+    let lab = Lab::up(2);
+    let leader = lab.wait_leader(None, Duration::from_secs(10));
+    let replica = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
+    let client = Client::new();
+    client.clone(&lab.url(&leader, "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "base"]));
+    (lab, leader, replica, client)
+}
+
+/// Create each of `names` at HEAD in the client's clone `c`.
+fn create_refs(client: &Client, names: impl Iterator<Item = String>) {
+    let commands: String = names.map(|name| format!("create {name} HEAD\n")).collect();
+    let mut update = client.git("c", &["update-ref", "--stdin"]);
+    update.stdin(std::process::Stdio::piped());
+    let mut child = update.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// After a git killed midway on the leader: its ref locks removed, as an operator would (git
+/// leaves them, as it does without Stargate; a new leader's settling removes stale ones),
+/// and Stargate's own hook back (the killed git's slow one may still sleep). The next write
+/// goes through, the replica follows, and `verify` passes.
+fn a_next_write_after_a_killed_git(lab: &Lab, leader: &str, replica: &str, client: &Client) {
+    let out = run(std::process::Command::new("find")
+        .arg(lab.repo(leader, "kv").join("refs"))
+        .args(["-name", "*.lock", "-delete"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::remove_file(lab.repo(leader, "kv").join("stargate/hooks/reference-transaction")).unwrap();
+    std::os::unix::fs::symlink(HOOK, lab.repo(leader, "kv").join("stargate/hooks/reference-transaction")).unwrap();
+    let out = client.kv("c", &["set", "k", "v2"]);
+    assert!(out.status.success(), "{}{}", stderr(&out), lab.logs());
+    lab.wait_parity(leader, replica, Duration::from_secs(15));
+    let out = run(lab.node_cmd(leader, "git").args(["stargate", "verify"]));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+}
+
 /// A git killed between `prepared` (its prepare journaled) and its commit never runs
 /// `committed` or `aborted`: its in-flight mark stays, and the leader's agent journals the
 /// prepare's outcome as `ended` and removes the mark; the replica then reads the ref again
@@ -667,43 +706,20 @@ fn a_git_killed_between_prepared_and_commit_is_journaled_as_ended() {
         lab.agent_log(&leader)
     );
     lab.wait_parity(&leader, &replica, Duration::from_secs(15));
-    // git leaves the ref locks of a transaction killed midway, as it does without Stargate:
-    // removed here as an operator would (a new leader's settling removes stale ones).
-    let out = run(std::process::Command::new("find")
-        .arg(lab.repo(&leader, "kv").join("refs"))
-        .args(["-name", "*.lock", "-delete"]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    // The hook of the killed git may still sleep; the next push has hooks of its own.
-    std::fs::remove_file(lab.repo(&leader, "kv").join("stargate/hooks/reference-transaction")).unwrap();
-    std::os::unix::fs::symlink(HOOK, lab.repo(&leader, "kv").join("stargate/hooks/reference-transaction")).unwrap();
-    let out = client.kv("c", &["set", "k", "v2"]);
-    assert!(out.status.success(), "{}{}", stderr(&out), lab.logs());
-    lab.wait_parity(&leader, &replica, Duration::from_secs(15));
-    let out = run(lab.node_cmd(&leader, "git").args(["stargate", "verify"]));
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    a_next_write_after_a_killed_git(&lab, &leader, &replica, &client);
 }
 
 /// The same window as found from outside: a push of many refs, not atomic (a transaction
-/// per ref, all in the one prepare its `pre-receive` journaled), while forged `stargate-sync` hints make the
-/// replica sync every few milliseconds. Each transaction sleeps 20 ms at `prepared` to widen
+/// per ref, all in the one prepare its `pre-receive` journaled), while forged
+/// `stargate-sync` hints make the replica sync every few milliseconds. Each transaction sleeps 20 ms at `prepared` to widen
 /// the window (found without it, 10 refs in 10,000). Every acknowledged ref reaches the
 /// replica, and `verify` agrees.
 #[test]
 fn a_push_of_many_refs_under_a_hail_of_sync_hints_loses_none() {
-    let lab = Lab::up(2);
-    let leader = lab.wait_leader(None, Duration::from_secs(10));
-    let replica = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
-    let client = Client::new();
-    client.clone(&lab.url(&leader, "kv"), "c");
-    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "base"]));
+    let (lab, leader, replica, client) = cloned_with_a_commit();
     slow_prepared(&lab, &leader, "0.02");
     let refs = 300;
-    let commands: String = (0..refs).map(|i| format!("create refs/heads/b{i:04} HEAD\n")).collect();
-    let mut update = client.git("c", &["update-ref", "--stdin"]);
-    update.stdin(std::process::Stdio::piped());
-    let mut child = update.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    create_refs(&client, (0..refs).map(|i| format!("refs/heads/b{i:04}")));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let hints = {
         let (stop, addr) = (Arc::clone(&stop), format!("{}:8080", lab.ip(&replica)));
@@ -734,12 +750,7 @@ fn a_push_of_many_refs_under_a_hail_of_sync_hints_loses_none() {
 /// passes.
 #[test]
 fn a_push_is_journaled_once_and_its_outcome_names_the_refs_that_moved() {
-    let lab = Lab::up(2);
-    let leader = lab.wait_leader(None, Duration::from_secs(10));
-    let replica = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
-    let client = Client::new();
-    client.clone(&lab.url(&leader, "kv"), "c");
-    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "base"]));
+    let (lab, leader, replica, client) = cloned_with_a_commit();
     let own = lab.repo(&leader, "kv").join("hooks/update");
     std::fs::write(&own, "#!/bin/sh\n[ \"$1\" != refs/heads/refused ]\n").unwrap();
     std::fs::set_permissions(&own, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -753,13 +764,7 @@ fn a_push_is_journaled_once_and_its_outcome_names_the_refs_that_moved() {
     std::fs::write(&own, script).unwrap();
     std::fs::set_permissions(&own, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let seen_at_commit = || std::fs::read_to_string(&seen).unwrap_or_default();
-    let mut commands: String = (0..40).map(|i| format!("create refs/heads/b{i:02} HEAD\n")).collect();
-    commands += "create refs/heads/refused HEAD\n";
-    let mut update = client.git("c", &["update-ref", "--stdin"]);
-    update.stdin(std::process::Stdio::piped());
-    let mut child = update.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    create_refs(&client, (0..40).map(|i| format!("refs/heads/b{i:02}")).chain(["refs/heads/refused".to_owned()]));
     let entries =
         || ok(lab.git(&leader, &["rev-list", "--count", "refs/stargate/journal"])).trim().parse::<u64>().unwrap();
     let message = |rev: &str| ok(lab.git(&leader, &["log", "-1", "--format=%B", rev]));
@@ -780,12 +785,7 @@ fn a_push_is_journaled_once_and_its_outcome_names_the_refs_that_moved() {
     // Every command commits: the last transaction journals the outcome, and post-receive
     // still says its position.
     std::fs::remove_file(&seen).unwrap();
-    let commands: String = (0..3).map(|i| format!("create refs/heads/c{i} HEAD\n")).collect();
-    let mut update = client.git("c", &["update-ref", "--stdin"]);
-    update.stdin(std::process::Stdio::piped());
-    let mut child = update.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    create_refs(&client, (0..3).map(|i| format!("refs/heads/c{i}")));
     let out = client.git("c", &["push", "--no-atomic", "origin", "refs/heads/c*:refs/heads/c*"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let tip = ok(lab.git(&leader, &["rev-parse", "refs/stargate/journal"]));
@@ -819,12 +819,7 @@ fn a_push_whose_git_dies_midway_is_journaled_as_ended_and_mirrored_as_far_as_it_
     let (lab, leader, replica, client) = first_set_mirrored();
     slow_prepared(&lab, &leader, "1");
     ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "base"]));
-    let commands: String = (0..5).map(|i| format!("create refs/heads/d{i} HEAD\n")).collect();
-    let mut update = client.git("c", &["update-ref", "--stdin"]);
-    update.stdin(std::process::Stdio::piped());
-    let mut child = update.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    create_refs(&client, (0..5).map(|i| format!("refs/heads/d{i}")));
     let pusher = std::thread::spawn(move || {
         let out = client.git("c", &["push", "--no-atomic", "origin", "refs/heads/d*:refs/heads/d*"]).output();
         (out.unwrap(), client)
@@ -847,16 +842,5 @@ fn a_push_whose_git_dies_midway_is_journaled_as_ended_and_mirrored_as_far_as_it_
     lab.wait_parity(&leader, &replica, Duration::from_secs(15));
     let on = |node: &str| ok(lab.git(node, &["for-each-ref", "refs/heads/d*"]));
     assert_eq!(on(&replica), on(&leader));
-    // git leaves the ref locks of a transaction killed midway, as it does without Stargate.
-    let out = run(std::process::Command::new("find")
-        .arg(lab.repo(&leader, "kv").join("refs"))
-        .args(["-name", "*.lock", "-delete"]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    std::fs::remove_file(lab.repo(&leader, "kv").join("stargate/hooks/reference-transaction")).unwrap();
-    std::os::unix::fs::symlink(HOOK, lab.repo(&leader, "kv").join("stargate/hooks/reference-transaction")).unwrap();
-    let out = client.kv("c", &["set", "k", "v2"]);
-    assert!(out.status.success(), "{}{}", stderr(&out), lab.logs());
-    lab.wait_parity(&leader, &replica, Duration::from_secs(15));
-    let out = run(lab.node_cmd(&leader, "git").args(["stargate", "verify"]));
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    a_next_write_after_a_killed_git(&lab, &leader, &replica, &client);
 }

@@ -5,7 +5,7 @@
 //! `/proc/self/maps` to guard the main thread's stack, about a tenth of a millisecond per
 //! start (docs/BENCHMARKS.md, Hooks). What of that start-up the binary needs is done here:
 //! SIGPIPE ignored (a write to a closed pipe fails with `EPIPE`, as Rust code expects),
-//! standard output flushed at the end, and a panic, once its message is printed, ends the
+//! closed standard descriptors opened on `/dev/null`, standard output flushed at the end, and a panic, once its message is printed, ends the
 //! process with status 101, as under Rust's own `main`. A stack overflow is a plain SIGSEGV.
 #![no_main]
 
@@ -14,8 +14,17 @@ use std::io::Write;
 
 #[unsafe(no_mangle)]
 pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
-    // SAFETY: a signal's disposition set to SIG_IGN, before any thread is started.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // SAFETY: before any thread is started: a signal's disposition set to SIG_IGN, and
+    // standard descriptors that are closed opened on /dev/null, as Rust's start-up does, so
+    // that no file this process opens becomes its standard output or error.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        for fd in 0..=2 {
+            if libc::fcntl(fd, libc::F_GETFD) == -1 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
     let status = std::panic::catch_unwind(stargate::cli::main).unwrap_or(101);
     let _ = std::io::stdout().flush();
     c_int::from(status)

@@ -82,9 +82,11 @@ pub fn journaled(state_dir: &Path) -> bool {
     open(state_dir).is_some()
 }
 
-/// This git process's push journaled at `pre-receive`, while its outcome is still to come.
+/// This git process's push journaled at `pre-receive`, while its outcome is still to come:
+/// not a push of an earlier process that had the same pid, whose mark the agent has not
+/// swept yet.
 pub fn open(state_dir: &Path) -> Option<inflight::Note> {
-    inflight::current(state_dir).filter(|note| note.push)
+    inflight::current(state_dir).filter(|note| note.push && note.alive())
 }
 
 /// Whether an update is one a push journals (`begin`) and counts (`committed`).

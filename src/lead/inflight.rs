@@ -126,7 +126,7 @@ impl Note {
     }
 
     /// Whether the git process that wrote it still runs.
-    fn alive(&self) -> bool {
+    pub fn alive(&self) -> bool {
         match self.started {
             Some(t) => started(self.pid) == Some(t),
             None => super::node::pid_alive(self.pid),

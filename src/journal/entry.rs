@@ -218,7 +218,9 @@ pub struct Walked {
     pub closed: Vec<u64>,
 }
 
-/// What entries after a position (oldest first) ask of a replica.
+/// What entries after a position (oldest first) ask of a replica. A prepare ends once: a
+/// second outcome of it (journaled by an earlier release, whose new leader could settle a
+/// write its live git then ended too) is walked past, as the first one decided.
 pub fn walk(entries: &[(ObjectId, Entry)]) -> Walked {
     let mut walked = Walked::default();
     let outcomes: HashSet<ObjectId> = (entries.iter())
@@ -227,7 +229,13 @@ pub fn walk(entries: &[(ObjectId, Entry)]) -> Walked {
             _ => None,
         })
         .collect();
+    let mut ended = HashSet::new();
     for (id, entry) in entries {
+        if let Kind::Outcome { of, .. } = entry.kind
+            && !ended.insert(of)
+        {
+            continue;
+        }
         for (_, u) in entry.updates.iter().filter(|(_, u)| journaled(&u.refname)) {
             walked.refs.entry(u.refname.clone()).or_default().extend([u.old, u.new]);
         }
@@ -338,6 +346,22 @@ mod tests {
         let walked =
             walk(&[(id(13), outcome(3, &p3, Outcome::Dropped)), (id(14), outcome(1, &p1, Outcome::TakenOver))]);
         assert_eq!(walked.refs.keys().collect::<Vec<_>>(), vec!["refs/heads/a"]);
+        // A second outcome of one prepare (taken over by a new leader, then aborted by the
+        // git that still ran) is walked past: closed once, applied as the first one said.
+        // Twice, a replica's staging anchor was deleted twice in one transaction, which git
+        // refuses, at every sync after.
+        let walked = walk(&[
+            (id(1), p1.clone()),
+            (id(14), outcome(1, &p1, Outcome::TakenOver)),
+            (id(15), outcome(1, &p1, Outcome::Aborted)),
+            (id(16), outcome(1, &p1, Outcome::Committed)),
+        ]);
+        assert_eq!(walked.closed, vec![1]);
+        assert_eq!(walked.applied, vec![(1, "refs/heads/a".to_owned(), 15)]);
+        assert!(walked.opened.is_empty());
+        let walked =
+            walk(&[(id(15), outcome(1, &p1, Outcome::Aborted)), (id(16), outcome(1, &p1, Outcome::Committed))]);
+        assert_eq!((walked.closed, walked.applied), (vec![1], Vec::new()));
     }
 
     #[test]

@@ -194,8 +194,12 @@ impl<'a> Mirroring<'a> {
         };
         let mut plan = Plan::incremental(main, self.target.epoch, &walked, &current, &values, entries, position)?;
         plan.staging = self.staging(main, source, &walked.opened, &walked.closed)?;
-        let updates: Vec<(u64, journal::Update)> =
-            entries.iter().flat_map(|(_, e)| e.applied().iter().cloned()).collect();
+        // Each update once, as the walk applies it: a prepare's second outcome adds none.
+        let mut seen = HashSet::new();
+        let updates: Vec<(u64, journal::Update)> = (entries.iter())
+            .flat_map(|(_, e)| e.applied().iter().cloned())
+            .filter(|(seq, _)| seen.insert(*seq))
+            .collect();
         let newest = entries.last().map_or(0, |(_, e)| e.seq);
         plan.retained = journal::retain::edits(main, &updates, newest, self.settings.journal_keep);
         log::debug!("{}: {} refs fetched after {:?}", self.path.display(), values.len(), self.started.elapsed());

@@ -17,6 +17,9 @@ use crate::wire::git::ErrorClass;
 const LOCKED_RETRY: Duration = Duration::from_millis(5);
 /// How often a catch-up that waits for the outcome of a write in flight looks again.
 const OUTCOME_RETRY: Duration = Duration::from_millis(20);
+/// How long one look for the writes in flight on this node waits before the lease is
+/// kept fresh.
+const IN_FLIGHT_LOOK: Duration = Duration::from_millis(100);
 
 /// What asking the peers for their positions found: the nodes that hold a journal and
 /// answered, and those further than this node, furthest first.
@@ -283,6 +286,36 @@ impl Agent {
             match mirror::sync(path, name, target, settings) {
                 Err(mirror::Error::Locked) => std::thread::sleep(LOCKED_RETRY),
                 other => return other,
+            }
+        }
+    }
+
+    /// Before anything moves on the way to leading: wait until the writes this node's own
+    /// git processes have in flight end (an earlier agent of this node let them through, and
+    /// was killed or restarted). Their hooks journal their outcomes, and their ref locks are
+    /// theirs: settling such a write, or removing its locks as a dead writer's, would end it
+    /// twice, once here and once by its git, and a client refused by its git would find it
+    /// applied (docs/ARCHITECTURE.md, The journal). Up to `stargate.catchup.timeout`, the
+    /// lease kept fresh meanwhile; the pids of those still running after it.
+    pub(super) fn wait_for_writes_in_flight(&mut self) -> Result<(), Vec<u32>> {
+        let deadline = Instant::now() + self.settings.catchup_timeout;
+        let mut published = Instant::now();
+        let mut said = false;
+        loop {
+            let look = (Instant::now() + IN_FLIGHT_LOOK).min(deadline);
+            let live = crate::lead::inflight::wait(&self.settings.state_dir, look);
+            if live.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(live);
+            }
+            if !said {
+                log::info!("waiting for {} write(s) in flight on this node to end (git pids {live:?})", live.len());
+                said = true;
+            }
+            if let Some(mine) = self.record.clone() {
+                self.keep_fresh(&mine, &mut published);
             }
         }
     }

@@ -74,6 +74,13 @@ impl Agent {
         self.epoch = record.epoch;
         self.record = Some(record.clone());
         self.lease_problem = None;
+        if let Err(live) = self.wait_for_writes_in_flight() {
+            let why = format!(
+                "writes in flight on this node since its last leadership still run after {} ms (git pids {live:?})",
+                self.settings.catchup_timeout.as_millis()
+            );
+            return self.not_leading(reply, &why, Some("settle-shortfall"), true);
+        }
         // Quorum mode catches up from the furthest node instead (`adopt_staged`).
         let from_previous = self.settings.quorum.is_none() && !self.settings.catchup_timeout.is_zero();
         let last_leader = self.last_leader(previous.as_ref());

@@ -116,21 +116,26 @@ fn apply(git_dir: &Path, state_dir: Option<&Path>, refname: &str, new: &str) -> 
             }
             Err(e) => return ng(&e.to_string()),
         };
+        let applied = || {
+            let old = tip.unwrap_or_else(|| ObjectId::null(result.kind()));
+            vec![
+                format!("ok {refname}"),
+                format!("option refname {target}"),
+                format!("option old-oid {old}"),
+                format!("option new-oid {result}"),
+            ]
+        };
         match store.update_as_push(&target, tip, result, &format!("git kv: {refname}")) {
-            Ok(()) => {
-                let old = tip.unwrap_or_else(|| ObjectId::null(result.kind()));
-                return vec![
-                    format!("ok {refname}"),
-                    format!("option refname {target}"),
-                    format!("option old-oid {old}"),
-                    format!("option new-oid {result}"),
-                ];
-            }
+            Ok(()) => return applied(),
             Err(e) => {
                 last = e.text();
-                // Moved meanwhile by a writer that takes no lock: apply again on its tip.
-                if store.find(&target).ok().flatten() == tip {
-                    break;
+                match store.find(&target).ok().flatten() {
+                    // This change's own commit: applied for it all the same (a new leader
+                    // took over its prepared write), so never applied again, nor refused.
+                    Some(now) if now == result => return applied(),
+                    // Moved meanwhile by a writer that takes no lock: apply again on its tip.
+                    now if now != tip => {}
+                    _ => break,
                 }
             }
         }

@@ -463,3 +463,59 @@ fn the_first_write_after_readiness_is_accepted_after_the_leaders_machine_is_lost
         leader = next;
     }
 }
+
+/// A write waiting for its quorum when the leader's agent is killed and restarts: the new
+/// agent leads again only once that write's git has ended, leaving it its ref lock and its
+/// outcome. It used to remove the lock as a dead writer's and take the write over, then the
+/// git, its quorum not reached, journaled it aborted as well: the client heard a refusal of
+/// a write that was applied, and a replica that walked both outcomes deleted its staging
+/// anchor twice in one transaction, which git refuses, at every sync after (it never
+/// converged). Neither peer stages meanwhile: b is frozen whole, c's agent is (its health
+/// responder still says where c stands, so a can be elected again). The shipped quorum
+/// timeout (5 s) is the window: the new agent is up well within it.
+#[test]
+fn a_write_waiting_for_its_quorum_outlives_a_restart_of_its_agent_and_ends_once() {
+    let lab = Lab::up_with(3, "[stargate \"replication\"]\n\tmode = quorum\n");
+    assert_eq!(lab.wait_leader(None, Duration::from_secs(10)), "a");
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    assert!(client.kv("c", &["set", "k", "v0"]).status.success(), "{}", lab.logs());
+    lab.wait_parity("a", "b", Duration::from_secs(20));
+    lab.wait_parity("a", "c", Duration::from_secs(20));
+    let before = lab.rev("a", "refs/kv/default");
+    for what in ["agent", "daemon", "health"] {
+        lab.kill("b", what, "STOP");
+    }
+    lab.kill("c", "agent", "STOP");
+    let writer = std::thread::spawn(move || client.kv("c", &["set", "k", "v1"]));
+    let marks = lab.repo("a", "kv").parent().unwrap().join(".stargate/inflight");
+    let prepare = || {
+        let marks = std::fs::read_dir(&marks).ok()?;
+        marks.flatten().find_map(|e| {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let last = text.lines().last()?.strip_prefix("prepare ")?;
+            Some(last.split(' ').next()?.to_owned())
+        })
+    };
+    lab.wait_until("the write to wait for its quorum", Duration::from_secs(10), || prepare().is_some());
+    let id = prepare().unwrap();
+    lab.kill("a", "agent", "KILL");
+    lab.start("a", "agent");
+    let out = writer.join().unwrap();
+    assert!(!out.status.success(), "acknowledged without a quorum{}", lab.logs());
+    assert!(stderr(&out).contains("no quorum"), "{}{}", stderr(&out), lab.logs());
+    lab.wait_until("a to lead again", Duration::from_secs(20), || lab.leading() == ["a"]);
+    let log = lab.agent_log("a");
+    assert!(log.contains("write(s) in flight on this node to end"), "{log}");
+    assert!(!log.contains("killed mid-transaction") && !log.contains("took over"), "{log}");
+    assert_eq!(lab.rev("a", "refs/kv/default"), before, "a write refused for want of a quorum moved{}", lab.logs());
+    let journal = ok(lab.git("a", &["log", "--format=%B", "refs/stargate/journal"]));
+    let outcomes: Vec<&str> = journal.lines().filter(|l| l.starts_with("state ") && l.ends_with(&id)).collect();
+    assert_eq!(outcomes, ["state aborted ".to_owned() + &id], "{journal}");
+    for what in ["health", "daemon", "agent"] {
+        lab.kill("b", what, "CONT");
+    }
+    lab.kill("c", "agent", "CONT");
+    lab.wait_parity("a", "b", Duration::from_secs(20));
+    lab.wait_parity("a", "c", Duration::from_secs(20));
+}

@@ -41,6 +41,7 @@ pub mod clock;
 pub mod config;
 pub mod files;
 pub mod format;
+pub mod spare;
 pub mod version;
 
 pub mod wire;

@@ -191,6 +191,12 @@ fn read_input() -> Result<Vec<u8>> {
 
 /// Ok when the node serving this repository leads the current epoch; otherwise say why on
 /// stderr (git relays it to the pushing client) and fail with `NotLeader` (exit 9).
+/// Repository `git_dir` for journaling, its new files taken from the spares of the node
+/// whose state directory is `state_dir` (`spare`).
+fn journal_store(git_dir: &Path, state_dir: &Path) -> std::result::Result<crate::store::Store, crate::journal::Error> {
+    Ok(crate::journal::open(git_dir)?.with_spares(state_dir.join(crate::spare::DIR)))
+}
+
 fn require_leader(view: &View) -> Result<u64> {
     match view.authority() {
         Authority::Leader { epoch } => Ok(epoch),

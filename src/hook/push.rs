@@ -54,7 +54,7 @@ pub fn begin(repo: &Repo, state_dir: &Path, text: &str, quorum: bool) -> Result<
     let mut marker = inflight::Marker::begin(state_dir, git_dir).map_err(HookError::Mark)?;
     let view = node::inspect_state(Some(state_dir));
     let epoch = super::require_leader(&view)?;
-    let git = journal::open(git_dir).map_err(HookError::Open)?;
+    let git = super::journal_store(git_dir, state_dir).map_err(HookError::Open)?;
     let keep = super::reference_transaction::keep(view.state.as_ref());
     let pusher = journal::pusher_from_env();
     // The commands' old values are what each ref holds when it moves: git's transaction
@@ -137,7 +137,7 @@ enum Done {
 fn finish(state_dir: &Path, note: &inflight::Note, done: Done) -> Option<Position> {
     let (prepare, first, last) = note.prepare?;
     let keep = super::reference_transaction::keep(node::state(state_dir).as_ref());
-    let ended = journal::open(&note.git_dir).and_then(|git| {
+    let ended = super::journal_store(&note.git_dir, state_dir).and_then(|git| {
         let (entry, _) = journal::read(&git, prepare)?;
         let applied: Vec<(u64, Update)> = match &done {
             Done::All => {

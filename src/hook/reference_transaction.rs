@@ -134,7 +134,7 @@ impl Transaction<'_> {
         // Judged again: the repository's own hook may have taken its time.
         let view = node::inspect_state(Some(state_dir));
         let epoch = super::require_leader(&view).map_err(&refuse)?;
-        let git = refs.into_store().map_err(HookError::Open)?;
+        let git = refs.into_store().map_err(HookError::Open)?.with_spares(state_dir.join(crate::spare::DIR));
         let quorum = view.state.as_ref().and_then(|s| s.quorum.clone());
         if quorum.is_some() && git.is_reftable() {
             return Err(refuse(Error::Refused(crate::repos::unsupported_refusal(crate::repos::QUORUM_REFTABLE))));
@@ -202,7 +202,7 @@ fn end(state_dir: Option<&Path>, outcome: Outcome) {
         return inflight::finish(state_dir, None);
     };
     let keep = keep(node::state(state_dir).as_ref());
-    let done = journal::open(&note.git_dir).and_then(|git| {
+    let done = super::journal_store(&note.git_dir, state_dir).and_then(|git| {
         let (entry, _) = journal::read(&git, prepare)?;
         journal_outcome(&git, prepare, &entry, outcome, entry.updates.clone(), keep)
     });

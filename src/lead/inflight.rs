@@ -170,8 +170,20 @@ impl Marker {
         let git_dir = git_dir.canonicalize()?;
         let note = Note { git_dir, pid, started: started(pid), prepare: None, push: false, committed: 0 };
         let path = dir(state_dir).join(pid.to_string());
-        std::fs::create_dir_all(dir(state_dir))?;
-        let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&path)?;
+        let mut file = match std::fs::OpenOptions::new().append(true).open(&path) {
+            Ok(file) => file,
+            // A new git process: its mark is a spare file when the agent made some.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir(state_dir))?;
+                match crate::spare::take(&state_dir.join(crate::spare::DIR), &path) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                std::fs::OpenOptions::new().append(true).create(true).open(&path)?
+            }
+            Err(e) => return Err(e),
+        };
         // Emptied, the marker reads as idle: safe, as the transaction's last look at the
         // node state comes after the line below.
         if file.metadata()?.len() > START_OVER {

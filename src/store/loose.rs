@@ -47,7 +47,7 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+        let mut file = match self.create_new(&lock) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(SwapError::Locked(name.to_owned())),
             Err(e) => return Err(io(e)),

@@ -72,6 +72,8 @@ pub struct Store {
     reftable: bool,
     /// Reftable: values `read_ahead` listed, answered from memory until the next edit.
     known: std::cell::RefCell<HashMap<String, Option<ObjectId>>>,
+    /// Where to take the files it creates from (`spare`), when the caller has a pool.
+    spares: Option<std::path::PathBuf>,
 }
 
 /// Above this many names, one listing of every ref is cheaper than naming each to git.
@@ -89,7 +91,24 @@ impl Store {
     /// A repository gix opened some other way (`git kv` discovers its clone).
     pub fn new(repo: gix::Repository) -> Store {
         let reftable = crate::repos::is_reftable(repo.git_dir());
-        Store { repo, reftable, known: Default::default() }
+        Store { repo, reftable, known: Default::default(), spares: None }
+    }
+
+    /// The same store, taking the loose objects and ref locks it writes from the spare files
+    /// in `pool` while it has some (`spare`): the leader's hooks, whose node's agent makes them.
+    pub fn with_spares(self, pool: std::path::PathBuf) -> Store {
+        Store { spares: Some(pool), ..self }
+    }
+
+    /// `path`, new, open for writing: a spare file when there is one, else created. Fails
+    /// with `AlreadyExists` when `path` exists.
+    pub(crate) fn create_new(&self, path: &Path) -> std::io::Result<std::fs::File> {
+        if let Some(pool) = &self.spares
+            && let Some(file) = crate::spare::take(pool, path)?
+        {
+            return Ok(file);
+        }
+        std::fs::OpenOptions::new().write(true).create_new(true).open(path)
     }
 
     pub fn repo(&self) -> &gix::Repository {

@@ -41,7 +41,7 @@ impl Store {
         let tmp = dir.join(format!("tmp_obj_{}_{}", std::process::id(), rand::random::<u32>()));
         let written = (|| {
             std::fs::create_dir_all(&dir)?;
-            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut file = self.create_new(&tmp)?;
             file.write_all(&zlib_stored(&raw))?;
             file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))?;
             std::fs::rename(&tmp, &path)

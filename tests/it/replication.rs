@@ -844,3 +844,54 @@ fn a_push_whose_git_dies_midway_is_journaled_as_ended_and_mirrored_as_far_as_it_
     assert_eq!(on(&replica), on(&leader));
     a_next_write_after_a_killed_git(&lab, &leader, &replica, &client);
 }
+
+/// The leader's hooks take the files a write creates (its in-flight mark, and a loose
+/// object and a ref lock for each journal entry) from the spares its agent makes ahead
+/// (stargate(7), Spare files): a one-ref push takes five. Without spares, or with an
+/// unusable one among them, a push creates its files itself and is journaled and mirrored
+/// all the same; the agent makes the pool whole again.
+#[test]
+fn a_push_takes_its_new_files_from_the_spares_and_goes_through_without_them() {
+    let (lab, leader, replica, client) = cloned_with_a_commit();
+    let pool = lab.repo(&leader, "kv").parent().unwrap().join(".stargate/spare");
+    let spares = || std::fs::read_dir(&pool).map_or(0, |d| d.count());
+    lab.wait_until("a full pool", Duration::from_secs(10), || spares() == 256);
+    let entries =
+        || ok(lab.git(&leader, &["rev-list", "--count", "refs/stargate/journal"])).trim().parse::<u32>().unwrap();
+    // The agent stopped: nothing makes spares meanwhile.
+    lab.kill(&leader, "agent", "STOP");
+    let before = entries();
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/one"]));
+    assert_eq!(spares(), 256 - 5, "a one-ref push: its mark, two objects and two locks");
+    assert_eq!(entries(), before + 2);
+    // None left: created as before. Then spares git cannot use (a directory, a file with
+    // content): left alone or dropped, never written into.
+    for e in std::fs::read_dir(&pool).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/two"]));
+    for i in 0..256 {
+        match i % 2 {
+            0 => std::fs::create_dir(pool.join(i.to_string())).unwrap(),
+            _ => std::fs::write(pool.join(i.to_string()), "not empty").unwrap(),
+        }
+    }
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/three"]));
+    assert_eq!(entries(), before + 6);
+    let left: Vec<String> = (std::fs::read_dir(&pool).unwrap())
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_else(|_| "a directory".into()))
+        .filter(|text| text != "not empty" && text != "a directory")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let objects = ok(lab.git(&leader, &["fsck", "--no-dangling"]));
+    assert!(!objects.contains("error"), "{objects}");
+    for e in std::fs::read_dir(&pool).unwrap() {
+        let path = e.unwrap().path();
+        let _ = std::fs::remove_dir(&path).or_else(|_| std::fs::remove_file(&path));
+    }
+    lab.kill(&leader, "agent", "CONT");
+    lab.wait_until("the pool made whole again", Duration::from_secs(10), || spares() == 256);
+    lab.wait_parity(&leader, &replica, Duration::from_secs(10));
+    let out = run(lab.node_cmd(&leader, "git").args(["stargate", "verify"]));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+}

@@ -594,11 +594,7 @@ pub fn slow_prepared(lab: &Lab, node: &str, sleep: &str) {
 /// A two-node lab whose leader took a first `git kv set` (`k`, `v0`), mirrored: the lab,
 /// its leader and replica, and the client whose clone `c` set it.
 fn first_set_mirrored() -> (Lab, String, String, Client) {
-    let lab = Lab::up(2);
-    let leader = lab.wait_leader(None, Duration::from_secs(10));
-    let replica = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
-    let client = Client::new();
-    client.clone(&lab.url(&leader, "kv"), "c");
+    let (lab, leader, replica, client) = two_nodes_cloned();
     assert!(client.kv("c", &["set", "k", "v0"]).status.success());
     lab.wait_parity(&leader, &replica, Duration::from_secs(10));
     (lab, leader, replica, client)
@@ -633,12 +629,18 @@ fn a_sync_between_prepared_and_commit_does_not_skip_the_write() {
 
 /// A two-node lab, its leader and replica, and a client whose clone `c` has a commit.
 fn cloned_with_a_commit() -> (Lab, String, String, Client) {
+    let (lab, leader, replica, client) = two_nodes_cloned();
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "base"]));
+    (lab, leader, replica, client)
+}
+
+/// A two-node lab: its leader, its replica, and a client's clone `c` of the leader's `kv`.
+fn two_nodes_cloned() -> (Lab, String, String, Client) {
     let lab = Lab::up(2);
     let leader = lab.wait_leader(None, Duration::from_secs(10));
     let replica = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
     let client = Client::new();
     client.clone(&lab.url(&leader, "kv"), "c");
-    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "base"]));
     (lab, leader, replica, client)
 }
 

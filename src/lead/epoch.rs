@@ -117,6 +117,16 @@ pub fn judge(seen: Option<&Record>, record: &Record) -> Result<(), Refusal> {
     }
 }
 
+/// The leader before the next epoch: `record`, unless `seen` is newer (the record was
+/// restored from a backup), which is then the one to catch up from.
+pub fn newer(record: Option<Record>, seen: Option<Record>) -> Option<Record> {
+    match (record, seen) {
+        (Some(r), Some(s)) if s.epoch > r.epoch => Some(s),
+        (None, s) => s,
+        (r, _) => r,
+    }
+}
+
 /// Why readers other than the agent cannot know what this node has seen.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -241,6 +251,26 @@ impl Highest {
         }
     }
 
+    /// etcd: `record`, the leader key this node just created, its epoch the key's create
+    /// revision. Refused unless that is after every epoch seen; raises what was seen. The
+    /// same epoch led by this node is its own key, already read by another of the agent's
+    /// threads between the creation and this check, and accepted.
+    pub fn check_created(&self, record: &Record) -> Result<(), Error> {
+        let mut inner = self.inner();
+        let seen = inner.seen.clone();
+        match (compare(seen.as_ref(), record.epoch, &record.node), seen) {
+            (Compared::Refused, Some(s)) => {
+                let refusal =
+                    Refusal { kind: Kind::Revision, epoch: record.epoch, node: None, seen: s.epoch, seen_node: s.node };
+                return Err(inner.refuse(refusal));
+            }
+            (Compared::Newer, _) => self.store(&mut inner, record.clone())?,
+            _ => {}
+        }
+        inner.refused.remove(&Kind::Revision);
+        Ok(())
+    }
+
     fn store(&self, inner: &mut Inner, record: Record) -> Result<(), Error> {
         let mut bytes =
             EPOCH_SEEN.to_json(&record).map_err(|source| Error::SeenDamaged { path: self.path.clone(), source })?;
@@ -260,12 +290,7 @@ impl Highest {
     /// The leader before the next epoch: `record`, unless this node has seen a newer one
     /// (the record was restored from a backup), which is then the one to catch up from.
     pub fn previous(&self, record: Option<Record>) -> Option<Record> {
-        let seen = self.seen();
-        match (record, seen) {
-            (Some(r), Some(s)) if s.epoch > r.epoch => Some(s),
-            (None, s) => s,
-            (r, _) => r,
-        }
+        newer(record, self.seen())
     }
 
     /// The refusals not reported yet: each incident once, however often it is read.
@@ -368,6 +393,25 @@ mod tests {
         h.check_record(&record(5, "b")).unwrap();
         h.check_handoff(&handoff(5, true)).unwrap();
         assert!(h.check_handoff(&handoff(5, false)).is_err(), "a at epoch 5 is not what was seen");
+    }
+
+    #[test]
+    fn a_created_leader_key_already_read_by_another_thread_is_this_nodes_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Highest::open(dir.path()).unwrap();
+        h.check_record(&record(11, "a")).unwrap();
+        // b created the key at revision 12; its replicator read it before the lease's check.
+        h.check_record(&record(12, "b")).unwrap();
+        h.check_created(&record(12, "b")).unwrap();
+        assert_eq!(h.seen().unwrap(), record(12, "b"));
+        // Created at an epoch seen led by another node, or at an older one: etcd was restored.
+        let twin = h.check_created(&record(12, "c")).unwrap_err();
+        assert!(twin.to_string().contains("etcd's revision is 12, not past epoch 12 (b)"), "{twin}");
+        assert!(h.check_created(&record(9, "b")).is_err());
+        // A newer one is raised to at once, before anything else reads the key.
+        h.check_created(&record(14, "b")).unwrap();
+        assert_eq!(read(dir.path()).unwrap().unwrap(), record(14, "b"));
+        assert!(h.take_refusals().len() == 1, "one incident: the epoch seen did not change between them");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::epoch::Highest;
+use super::epoch::{self, Highest};
 use super::etcd;
 pub use super::etcd::Watched;
 use super::file;
@@ -412,6 +412,8 @@ impl EtcdLease {
         if let Some(highest) = &self.highest {
             highest.check_revision(revision + 1)?;
         }
+        // What was seen before the key is created: from then on, this node's own epoch may be.
+        let seen = self.highest.as_ref().and_then(|h| h.seen());
         let sent = Instant::now();
         let mut id = self.lease()?;
         // A lease left over from an earlier hold may have expired meanwhile: a new one, at
@@ -428,23 +430,16 @@ impl EtcdLease {
         };
         record.epoch = revision;
         if let Some(highest) = &self.highest
-            && let Err(e) = highest.check_revision(revision)
+            && let Err(e) = highest.check_created(&record)
         {
             let _ = self.client.delete_if(&key, revision);
             return Err(e);
         }
         self.valid_until = Some(sent + self.ttl - safety_margin(self.ttl));
-        let previous = etcd_record(&self.client, &format!("{key}/last"))?;
-        let previous = match &self.highest {
-            Some(highest) => highest.previous(previous),
-            None => previous,
-        };
+        let previous = epoch::newer(etcd_record(&self.client, &format!("{key}/last"))?, seen);
         let last = to_etcd(LEADER_RECORD, &record)?;
         self.client.put(&format!("{key}/last"), &last, None)?;
         self.mine = Some(record.clone());
-        if let Some(highest) = &self.highest {
-            highest.check_record(&record)?;
-        }
         Ok(Some(Acquired { record, previous }))
     }
 

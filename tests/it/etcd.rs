@@ -343,6 +343,58 @@ fn promote_and_forced_promotion_on_etcd() {
     assert!(client.kv("c", &["set", "k", "2"]).status.success());
 }
 
+/// The leader key a lease just created, read by another of the agent's threads before the
+/// lease checks it (the replicator reads the record at every sync, a planned promotion
+/// polls it), is this node's own: taken, not refused as an etcd restored from a backup,
+/// and the leader before it is the one before, not itself. Real etcd, the agent's `Lock`
+/// and `Lease` with one highest epoch seen, a reader as fast as it can go.
+#[test]
+fn a_leader_key_read_by_another_thread_as_it_is_created_is_taken() {
+    use stargate::config::Config;
+    use stargate::lead::epoch::Highest;
+    use stargate::lead::lease::{Claim, Lock};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let net = format!("127.{}.{}", 100 + std::process::id() % 100, rand_net());
+    let etcd = Etcd::start(&net, 1);
+    let state = tempfile::tempdir().unwrap();
+    let cfg = Config::from_entries([("stargate.lock".to_owned(), format!("etcd://{}{KEY}", etcd.endpoints()[0]))]);
+    let highest = Arc::new(Highest::open(state.path()).unwrap());
+    let lock = Lock::from_config(&cfg).unwrap().with_highest(Arc::clone(&highest));
+    let mut lease = lock.open_lease(Duration::from_secs(5)).unwrap();
+    let claim = Claim { node: "b".into(), url: None, health: None };
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (lock, stop) = (lock.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut seen_own = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(Some(r)) = lock.read_record() {
+                    seen_own += usize::from(r.node == "b");
+                }
+            }
+            seen_own
+        })
+    };
+    let mut last = 0;
+    for round in 0..60 {
+        let acquired = lease.try_acquire(&claim);
+        let acquired = acquired.unwrap_or_else(|e| panic!("round {round}: {e}")).expect("nobody else leads");
+        assert!(acquired.record.epoch > last, "round {round}: epoch {} after {last}", acquired.record.epoch);
+        let previous = acquired.previous.as_ref().map_or(0, |p| p.epoch);
+        assert!(previous < acquired.record.epoch, "round {round}: the leader before is itself: {acquired:?}");
+        assert_eq!(previous, last, "round {round}");
+        assert_eq!(highest.seen().unwrap(), acquired.record);
+        last = acquired.record.epoch;
+        lease.release();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen_own = reader.join().unwrap();
+    assert!(seen_own > 0, "the reader never read a leader key: the race was not run");
+    assert!(highest.take_refusals().is_empty());
+}
+
 #[test]
 fn malformed_etcd_settings_are_named() {
     let home = tempfile::tempdir().unwrap();

@@ -32,6 +32,11 @@ impl ReadError {
 /// its last component (`O_NOFOLLOW`), and without waiting on a FIFO (`O_NONBLOCK`, which
 /// changes nothing for a regular file).
 pub fn open_regular(path: &Path) -> Result<File, ReadError> {
+    open_regular_sized(path).map(|(file, _)| file)
+}
+
+/// `open_regular`, with the file's size when it was opened.
+fn open_regular_sized(path: &Path) -> Result<(File, u64), ReadError> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
     let file = match file {
@@ -39,9 +44,10 @@ pub fn open_regular(path: &Path) -> Result<File, ReadError> {
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(ReadError::Symlink { path: path.to_owned() }),
         Err(source) => return Err(ReadError::Io { path: path.to_owned(), source }),
     };
-    let kind = file.metadata().map_err(|source| ReadError::Io { path: path.to_owned(), source })?.file_type();
+    let meta = file.metadata().map_err(|source| ReadError::Io { path: path.to_owned(), source })?;
+    let kind = meta.file_type();
     let kind = match () {
-        _ if kind.is_file() => return Ok(file),
+        _ if kind.is_file() => return Ok((file, meta.len())),
         _ if kind.is_dir() => "a directory",
         _ if kind.is_fifo() => "a FIFO",
         _ if kind.is_socket() => "a socket",
@@ -55,13 +61,24 @@ pub fn open_regular(path: &Path) -> Result<File, ReadError> {
 /// The whole of the regular file `path` (`open_regular`), refused past `max` bytes, however
 /// it grows while being read.
 pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
-    let file = open_regular(path)?;
-    let mut bytes = Vec::new();
+    let (file, size) = open_regular_sized(path)?;
+    // Sized from the file (plus one byte to see the end) so that a small file is one read,
+    // not a series of growing ones: hooks read several per push.
+    let size = size.min(max);
+    let mut bytes = Vec::with_capacity(size as usize + 1);
     (file.take(max + 1).read_to_end(&mut bytes)).map_err(|source| ReadError::Io { path: path.to_owned(), source })?;
     if bytes.len() as u64 > max {
         return Err(ReadError::TooLarge { path: path.to_owned(), max });
     }
     Ok(bytes)
+}
+
+/// `/proc/<pid>/<name>` (`stat`, `comm`): small files the kernel reports as empty, read
+/// into a buffer that holds them at once rather than in growing steps.
+pub fn read_proc(pid: u32, name: &str) -> Option<String> {
+    let mut text = String::with_capacity(1024);
+    File::open(format!("/proc/{pid}/{name}")).ok()?.read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Replace `path` with `bytes` (temporary file, then rename). `durable` also fsyncs the

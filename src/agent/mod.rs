@@ -79,7 +79,7 @@ fn install_signal_handlers() {
 fn end_with_parent() {
     // SAFETY: getppid and prctl(PR_SET_PDEATHSIG) have no memory-safety preconditions.
     let parent = unsafe { libc::getppid() };
-    let comm = std::fs::read_to_string(format!("/proc/{parent}/comm")).unwrap_or_default();
+    let comm = crate::files::read_proc(parent.unsigned_abs(), "comm").unwrap_or_default();
     if comm.trim() != "git" {
         return;
     }

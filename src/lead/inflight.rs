@@ -34,25 +34,28 @@ fn dir(state_dir: &Path) -> PathBuf {
 
 /// The git process running this hook's transaction: the parent, or, when a wrapper
 /// script runs the hook (`sh` between them), the nearest ancestor that is git.
+/// Looked up once per process: a hook asks several times, and its git does not change.
 fn git_pid() -> u32 {
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() }.unsigned_abs();
-    let mut pid = parent;
-    for _ in 0..8 {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.starts_with("git") {
-            return pid;
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(|| {
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() }.unsigned_abs();
+        let mut pid = parent;
+        for _ in 0..8 {
+            if crate::files::read_proc(pid, "comm").unwrap_or_default().starts_with("git") {
+                return pid;
+            }
+            match parent_of(pid) {
+                Some(p) if p > 1 => pid = p,
+                _ => break,
+            }
         }
-        match parent_of(pid) {
-            Some(p) if p > 1 => pid = p,
-            _ => break,
-        }
-    }
-    parent
+        parent
+    })
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::files::read_proc(pid, "stat")?;
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(1)?.parse().ok()
 }
@@ -60,7 +63,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 /// When process `pid` started (clock ticks since boot), so that a marker is never taken
 /// for the live process of another program that got the same pid later.
 fn started(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::files::read_proc(pid, "stat")?;
     let (_, rest) = stat.rsplit_once(')')?;
     let mut fields = rest.split_whitespace();
     let state = fields.next()?;

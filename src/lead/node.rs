@@ -318,7 +318,7 @@ fn agent_problem(me: &str, state: Option<&State>, stale_after: Duration) -> Opti
 
 /// A zombie (killed, not yet reaped) counts as dead.
 pub fn pid_alive(pid: u32) -> bool {
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    if let Some(stat) = crate::files::read_proc(pid, "stat") {
         let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
         return !matches!(state, Some('Z' | 'X'));
     }

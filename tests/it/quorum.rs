@@ -422,12 +422,14 @@ fn the_first_write_after_readiness_is_accepted_after_the_leaders_machine_is_lost
                     }
                 }
             });
+            // The writer stops however this body ends: a panic here must fail the test, not
+            // leave the scope waiting for the writer until the test's timeout.
+            let _stop_writer = StopOnDrop(&stop);
             std::thread::sleep(Duration::from_secs(2));
             // As a machine losing power: its network goes first, so that no connection of
             // it is closed properly (the peers' syncs from it see silence, not an end).
             lab.cut(&leader, &[]);
             lab.stop_node(&leader);
-            stop.store(true, Ordering::Relaxed);
         });
         let lost = std::time::Instant::now();
         let repos = lab.dir.path().join(&leader).join("repos");
@@ -518,4 +520,13 @@ fn a_write_waiting_for_its_quorum_outlives_a_restart_of_its_agent_and_ends_once(
     lab.kill("c", "agent", "CONT");
     lab.wait_parity("a", "b", Duration::from_secs(20));
     lab.wait_parity("a", "c", Duration::from_secs(20));
+}
+
+/// Sets its flag when dropped, also by a panic's unwinding.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }

@@ -25,6 +25,9 @@
 # two-node group (agents running, the replica mirroring each write as the leader signals
 # it), interleaved: plain (no hooks), floor (the hooks a managed repository starts, as
 # /bin/true links) and managed; prints the medians and managed minus floor.
+# HOOK_GROUP_REPLICA=stopped stops the replica's agent (SIGSTOP) for the pushes and lets it
+# catch up after: what the replica's mirroring, on this machine's cores here and on its
+# own machine in production, adds to the leader's pushes.
 # Usage: contrib/bench/hook-cost.sh --group [N]
 set -euo pipefail
 if [ "${1:-}" = --refs ]; then

@@ -13,6 +13,9 @@ floor_of_managed "$repos/floor.git"
 git --git-dir="$repos/plain.git" config --unset core.hooksPath
 clone_pushed "file://$repos" $kinds
 declare -A t
+replica_stopped=${HOOK_GROUP_REPLICA:-}
+[ -z "$replica_stopped" ] || [ "$replica_stopped" = stopped ] || { echo "bench: HOOK_GROUP_REPLICA is 'stopped' or unset" >&2; exit 2; }
+[ -z "$replica_stopped" ] || "${lab[@]}" kill "$replica" agent STOP
 for ((i = 1; i <= n; i++)); do
   # Each kind first in turn; a pause lets the replica finish mirroring the last write.
   set -- $kinds
@@ -22,7 +25,9 @@ for ((i = 1; i <= n; i++)); do
     t[$r]+="$(push_change "$work/$r" "$i") "
   done
 done
-# The managed pushes were journaled, and the replica mirrored them as they came.
+[ -z "$replica_stopped" ] || "${lab[@]}" kill "$replica" agent CONT
+# The managed pushes were journaled, and the replica mirrored them (as they came, or once
+# let go on).
 want=$(git --git-dir="$repos/managed.git" rev-parse refs/heads/main)
 for _ in $(seq 100); do
   [ "$(git --git-dir="$work/lab/$replica/repos/managed.git" rev-parse refs/heads/main 2>/dev/null)" = "$want" ] && break
@@ -32,7 +37,7 @@ done
 [ "$(git --git-dir="$repos/managed.git" rev-list --count refs/stargate/journal)" -gt "$n" ] || { echo "bench: the managed repository was not journaled" >&2; exit 1; }
 declare -A m
 for r in $kinds; do m[$r]=$(printf '%s\n' ${t[$r]} | median); done
-echo "one-ref push by path on the leader of a two-node group, medians over $n runs:"
+echo "one-ref push by path on the leader of a two-node group${replica_stopped:+ (the agent of the replica stopped)}, medians over $n runs:"
 for r in $kinds; do echo "  $r: $(fmt "${m[$r]}")"; done
 echo "  Stargate's share above the floor of the same hooks: $(fmt $(( m[managed] - m[floor] ))) (the hooks' own start: $(fmt $(( m[floor] - m[plain] ))))"
-echo "BENCH hooks_group_managed $(awk "BEGIN{printf \"%.3f\", ${m[managed]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[floor]}/1000}") ms"
+echo "BENCH hooks_group_managed${replica_stopped:+_replica_stopped} $(awk "BEGIN{printf \"%.3f\", ${m[managed]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[floor]}/1000}") ms"

@@ -161,6 +161,10 @@ pub fn read(state_dir: &Path) -> Result<Option<Record>, ReadError> {
     }
 }
 
+/// How many reads, each overtaken by another thread's newer one, `read_checked` makes
+/// before it judges the last as it is.
+const READS: u32 = 8;
+
 /// The agent's hold on `epoch.json`, shared by its threads (the lease loop, the replicator).
 #[derive(Debug)]
 pub struct Highest {
@@ -171,6 +175,8 @@ pub struct Highest {
 #[derive(Debug, Default)]
 struct Inner {
     seen: Option<Record>,
+    /// How many times `seen` was raised: tells a read overtaken by a newer one.
+    raises: u64,
     /// The last refusal of each kind, until a claim of that kind is accepted again.
     refused: HashMap<Kind, (Kind, u64, Option<String>)>,
     unreported: Vec<Refusal>,
@@ -205,17 +211,43 @@ impl Highest {
     /// Check `record`, read from the lease: raise what was seen when it is newer, refuse it
     /// when it is older or names another node at the epoch seen.
     pub fn check_record(&self, record: &Record) -> Result<(), Error> {
-        let mut inner = self.inner();
+        self.check_record_in(&mut self.inner(), record)
+    }
+
+    fn check_record_in(&self, inner: &mut Inner, record: &Record) -> Result<(), Error> {
         let seen = inner.seen.clone();
         match (compare(seen.as_ref(), record.epoch, &record.node), seen) {
             (Compared::Refused, Some(s)) => {
                 return Err(inner.refuse(Refusal::of(Kind::Record, record.epoch, &record.node, &s)));
             }
-            (Compared::Newer, _) => self.store(&mut inner, record.clone())?,
+            (Compared::Newer, _) => self.store(inner, record.clone())?,
             _ => {}
         }
         inner.refused.remove(&Kind::Record);
         Ok(())
+    }
+
+    /// The lease's record as `read` reads it, checked (`check_record`). Another of the
+    /// agent's threads may raise what was seen while this one reads (it read, or created, a
+    /// newer record): a record older than that is a stale read, not a restored lease, and is
+    /// read again instead of refused. Refused only when nothing was raised since its read
+    /// began (or after `READS` reads each overtaken).
+    pub fn read_checked(
+        &self,
+        mut read: impl FnMut() -> Result<Option<Record>, Error>,
+    ) -> Result<Option<Record>, Error> {
+        for attempt in 1.. {
+            let raises = self.inner().raises;
+            let record = read()?;
+            let Some(r) = &record else { return Ok(record) };
+            let mut inner = self.inner();
+            if attempt < READS && inner.raises != raises && judge(inner.seen.as_ref(), r).is_err() {
+                continue;
+            }
+            self.check_record_in(&mut inner, r)?;
+            return Ok(record);
+        }
+        unreachable!("the last read returns")
     }
 
     /// Check `handoff` as the claim that its node leads its epoch: the leader asked to drain
@@ -277,6 +309,7 @@ impl Highest {
         bytes.push(b'\n');
         crate::files::write_atomic(&self.path, &bytes, 0o644, true).map_err(io(&self.path))?;
         inner.seen = Some(record);
+        inner.raises += 1;
         Ok(())
     }
 
@@ -412,6 +445,49 @@ mod tests {
         h.check_created(&record(14, "b")).unwrap();
         assert_eq!(read(dir.path()).unwrap().unwrap(), record(14, "b"));
         assert!(h.take_refusals().len() == 1, "one incident: the epoch seen did not change between them");
+    }
+
+    /// A thread's read of the record overtaken by another thread's newer one (which raised
+    /// what was seen before the first was checked) is read again, not refused; a record still
+    /// older once nothing raised it meanwhile is refused, as a restored lease.
+    #[test]
+    fn a_read_overtaken_by_a_newer_one_is_read_again_not_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = Highest::open(dir.path()).unwrap();
+        h.check_record(&record(4, "b")).unwrap();
+        let mut reads = 0;
+        let got = h.read_checked(|| {
+            reads += 1;
+            if reads == 1 {
+                // Meanwhile, another thread reads (or this node creates) epoch 5.
+                h.check_record(&record(5, "b")).unwrap();
+                return Ok(Some(record(4, "b")));
+            }
+            Ok(Some(record(5, "b")))
+        });
+        assert_eq!(got.unwrap(), Some(record(5, "b")));
+        assert_eq!(reads, 2);
+        assert!(h.take_refusals().is_empty());
+
+        // Restored: the older record again, nothing raised since the read began.
+        let mut reads = 0;
+        let got = h.read_checked(|| {
+            reads += 1;
+            Ok(Some(record(3, "c")))
+        });
+        assert!(matches!(got, Err(Error::Behind(_))), "{got:?}");
+        assert_eq!(reads, 1);
+        assert_eq!(h.take_refusals().len(), 1);
+
+        // Overtaken at every read: judged as it is after READS reads.
+        let mut epoch = 5;
+        let got = h.read_checked(|| {
+            epoch += 1;
+            h.check_record(&record(epoch, "b")).unwrap();
+            Ok(Some(record(epoch - 1, "b")))
+        });
+        assert!(matches!(got, Err(Error::Behind(_))), "{got:?}");
+        assert_eq!(epoch, 5 + u64::from(READS));
     }
 
     #[test]

@@ -112,11 +112,10 @@ impl Lock {
     /// etcd: also while the leader key is absent between two leaders). With the highest
     /// epoch seen: `Error::Behind` for a record older than it.
     pub fn read_record(&self) -> Result<Option<Record>, Error> {
-        let record = self.read_record_as_is()?;
-        if let (Some(highest), Some(r)) = (&self.highest, &record) {
-            highest.check_record(r)?;
+        match &self.highest {
+            Some(highest) => highest.read_checked(|| self.read_record_as_is()),
+            None => self.read_record_as_is(),
         }
-        Ok(record)
     }
 
     /// The current record, whatever its epoch: for a forced promotion over a record this
@@ -453,10 +452,11 @@ impl EtcdLease {
             return etcd_record(&self.client, &self.client.spec().key.clone()).map(|_| None);
         }
         self.valid_until = Some(sent + self.ttl - safety_margin(self.ttl));
-        let current = etcd_record(&self.client, &self.client.spec().key.clone())?;
-        if let (Some(highest), Some(r)) = (&self.highest, &current) {
-            highest.check_record(r)?;
-        }
+        let key = self.client.spec().key.clone();
+        let current = match &self.highest {
+            Some(highest) => highest.read_checked(|| etcd_record(&self.client, &key))?,
+            None => etcd_record(&self.client, &key)?,
+        };
         match current {
             Some(r) if r.epoch == mine.epoch && r.node == mine.node => Ok(Some(r)),
             _ => {

@@ -515,8 +515,14 @@ fn quorum_adoption_longer_than_the_ttl_keeps_the_etcd_lease() {
     let log = lab.agent_log("b");
     assert!(!log.contains("lost the lease while catching up"), "{log}");
     assert_eq!(log.matches("elected leader at epoch").count(), 1, "{log}");
-    // c's agent is still stopped: b leads, but a write would find no quorum yet.
-    let (code, body) = lab.http("b", "/readyz");
+    // c's agent is still stopped: b leads, but a write would find no quorum yet (once b's
+    // agent has asked its peers at its epoch: until then it has had no word from them).
+    let mut readyz = (0, String::new());
+    lab.wait_until("b to have asked its peers", Duration::from_secs(10), || {
+        readyz = lab.http("b", "/readyz");
+        !readyz.1.starts_with("not ready: no word from the peers yet")
+    });
+    let (code, body) = readyz;
     assert_eq!(code, 503, "{body}");
     assert!(body.starts_with("not ready: no quorum (1 of 2 needed"), "{body}");
     lab.kill("c", "agent", "CONT");

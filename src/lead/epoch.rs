@@ -161,6 +161,31 @@ pub fn read(state_dir: &Path) -> Result<Option<Record>, ReadError> {
     }
 }
 
+/// The lease's record as `read` reads it, checked against `highest`, the epoch seen
+/// (`Highest::check_record`); as it is without one. Another of the agent's threads may raise
+/// what was seen while this one reads (it read, or created, a newer record): a record older
+/// than that is a stale read, not a restored lease, and is read again instead of refused.
+/// Refused only when nothing was raised since its read began (or after `READS` reads each
+/// overtaken).
+pub fn read_checked(
+    highest: Option<&Highest>,
+    mut read: impl FnMut() -> Result<Option<Record>, Error>,
+) -> Result<Option<Record>, Error> {
+    let Some(highest) = highest else { return read() };
+    for attempt in 1..=READS {
+        let raises = highest.inner().raises;
+        let record = read()?;
+        let Some(r) = &record else { return Ok(record) };
+        let mut inner = highest.inner();
+        if attempt < READS && inner.raises != raises && judge(inner.seen.as_ref(), r).is_err() {
+            continue;
+        }
+        highest.check_record_in(&mut inner, r)?;
+        return Ok(record);
+    }
+    unreachable!("the last read returns")
+}
+
 /// How many reads, each overtaken by another thread's newer one, `read_checked` makes
 /// before it judges the last as it is.
 const READS: u32 = 8;
@@ -225,29 +250,6 @@ impl Highest {
         }
         inner.refused.remove(&Kind::Record);
         Ok(())
-    }
-
-    /// The lease's record as `read` reads it, checked (`check_record`). Another of the
-    /// agent's threads may raise what was seen while this one reads (it read, or created, a
-    /// newer record): a record older than that is a stale read, not a restored lease, and is
-    /// read again instead of refused. Refused only when nothing was raised since its read
-    /// began (or after `READS` reads each overtaken).
-    pub fn read_checked(
-        &self,
-        mut read: impl FnMut() -> Result<Option<Record>, Error>,
-    ) -> Result<Option<Record>, Error> {
-        for attempt in 1.. {
-            let raises = self.inner().raises;
-            let record = read()?;
-            let Some(r) = &record else { return Ok(record) };
-            let mut inner = self.inner();
-            if attempt < READS && inner.raises != raises && judge(inner.seen.as_ref(), r).is_err() {
-                continue;
-            }
-            self.check_record_in(&mut inner, r)?;
-            return Ok(record);
-        }
-        unreachable!("the last read returns")
     }
 
     /// Check `handoff` as the claim that its node leads its epoch: the leader asked to drain
@@ -456,7 +458,7 @@ mod tests {
         let h = Highest::open(dir.path()).unwrap();
         h.check_record(&record(4, "b")).unwrap();
         let mut reads = 0;
-        let got = h.read_checked(|| {
+        let got = read_checked(Some(&h), || {
             reads += 1;
             if reads == 1 {
                 // Meanwhile, another thread reads (or this node creates) epoch 5.
@@ -471,7 +473,7 @@ mod tests {
 
         // Restored: the older record again, nothing raised since the read began.
         let mut reads = 0;
-        let got = h.read_checked(|| {
+        let got = read_checked(Some(&h), || {
             reads += 1;
             Ok(Some(record(3, "c")))
         });
@@ -481,7 +483,7 @@ mod tests {
 
         // Overtaken at every read: judged as it is after READS reads.
         let mut epoch = 5;
-        let got = h.read_checked(|| {
+        let got = read_checked(Some(&h), || {
             epoch += 1;
             h.check_record(&record(epoch, "b")).unwrap();
             Ok(Some(record(epoch - 1, "b")))

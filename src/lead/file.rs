@@ -194,10 +194,7 @@ impl Flock {
     /// Still leading while the record names `mine`; the record when it does. `Error::Behind`
     /// when the record is older than what this node has seen (restored from a backup).
     pub fn renew(&self, mine: &Record) -> Result<Option<Record>, Error> {
-        let record = match &self.highest {
-            Some(h) => h.read_checked(|| read_record(&self.path))?,
-            None => read_record(&self.path)?,
-        };
+        let record = super::epoch::read_checked(self.highest.as_deref(), || read_record(&self.path))?;
         Ok(record.filter(|r| r.epoch == mine.epoch && r.node == mine.node))
     }
 

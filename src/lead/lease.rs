@@ -112,10 +112,7 @@ impl Lock {
     /// etcd: also while the leader key is absent between two leaders). With the highest
     /// epoch seen: `Error::Behind` for a record older than it.
     pub fn read_record(&self) -> Result<Option<Record>, Error> {
-        match &self.highest {
-            Some(highest) => highest.read_checked(|| self.read_record_as_is()),
-            None => self.read_record_as_is(),
-        }
+        epoch::read_checked(self.highest.as_deref(), || self.read_record_as_is())
     }
 
     /// The current record, whatever its epoch: for a forced promotion over a record this
@@ -453,10 +450,7 @@ impl EtcdLease {
         }
         self.valid_until = Some(sent + self.ttl - safety_margin(self.ttl));
         let key = self.client.spec().key.clone();
-        let current = match &self.highest {
-            Some(highest) => highest.read_checked(|| etcd_record(&self.client, &key))?,
-            None => etcd_record(&self.client, &key)?,
-        };
+        let current = epoch::read_checked(self.highest.as_deref(), || etcd_record(&self.client, &key))?;
         match current {
             Some(r) if r.epoch == mine.epoch && r.node == mine.node => Ok(Some(r)),
             _ => {

@@ -81,6 +81,13 @@ pub fn read_proc(pid: u32, name: &str) -> Option<String> {
     Some(text)
 }
 
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces and
+/// parentheses): the state first, then the parent's pid, and on (proc_pid_stat(5), from 3).
+pub fn read_proc_stat(pid: u32) -> Option<String> {
+    let stat = read_proc(pid, "stat")?;
+    stat.rsplit_once(')').map(|(_, fields)| fields.to_owned())
+}
+
 /// Replace `path` with `bytes` (temporary file, then rename). `durable` also fsyncs the
 /// file and its directory, for records that must survive a crash. Each call writes its own
 /// temporary file, so concurrent writers of one path, in this process or another, never

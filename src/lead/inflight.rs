@@ -55,17 +55,14 @@ fn git_pid() -> u32 {
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
-    let stat = crate::files::read_proc(pid, "stat")?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
+    crate::files::read_proc_stat(pid)?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// When process `pid` started (clock ticks since boot), so that a marker is never taken
 /// for the live process of another program that got the same pid later.
 fn started(pid: u32) -> Option<u64> {
-    let stat = crate::files::read_proc(pid, "stat")?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
+    let stat = crate::files::read_proc_stat(pid)?;
+    let mut fields = stat.split_whitespace();
     let state = fields.next()?;
     if matches!(state, "Z" | "X") {
         return None;

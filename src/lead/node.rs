@@ -318,9 +318,8 @@ fn agent_problem(me: &str, state: Option<&State>, stale_after: Duration) -> Opti
 
 /// A zombie (killed, not yet reaped) counts as dead.
 pub fn pid_alive(pid: u32) -> bool {
-    if let Some(stat) = crate::files::read_proc(pid, "stat") {
-        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
-        return !matches!(state, Some('Z' | 'X'));
+    if let Some(stat) = crate::files::read_proc_stat(pid) {
+        return !matches!(stat.split_whitespace().next(), Some("Z" | "X"));
     }
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;

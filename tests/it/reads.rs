@@ -181,10 +181,12 @@ fn a_failover_between_a_push_and_a_read_neither_blocks_nor_reads_stale() {
     assert_eq!(read(&client, &[]).1, second);
     assert!(started.elapsed() < Duration::from_secs(1), "no wait for a position that will never come");
 
-    // Once the new leader wrote, the replica knows as well.
+    // Once the new leader wrote, the replica knows as well: from its journal, which a sync
+    // moves after the refs it applies (so the wait is for both).
     let (newer, _) = push(&client, 3);
-    lab.wait_until("the replica to apply the next push", Duration::from_secs(10), || {
+    lab.wait_until("the replica to apply the next push and journal it", Duration::from_secs(10), || {
         lab.rev(&second, "refs/heads/main").as_deref() == Some(newer.as_str())
+            && lab.rev(&second, "refs/stargate/journal") == lab.rev(&first, "refs/stargate/journal")
     });
     assert_eq!(lab.http(&second, &format!("/applied?repo=kv.git&position={position}")).0, 410);
 }

@@ -4,16 +4,21 @@
 //! twice per ref of a non-atomic push, and Rust's start-up reads and parses
 //! `/proc/self/maps` to guard the main thread's stack, about a tenth of a millisecond per
 //! start (docs/BENCHMARKS.md, Hooks). What of that start-up the binary needs is done here:
+//! the arguments, taken from `main`'s own (`std::env::args` is empty in a program without
+//! Rust's `main` where the C library does not pass them to initializers, as musl does not),
 //! SIGPIPE ignored (a write to a closed pipe fails with `EPIPE`, as Rust code expects),
 //! closed standard descriptors opened on `/dev/null`, standard output flushed at the end, and a panic, once its message is printed, ends the
 //! process with status 101, as under Rust's own `main`. A stack overflow is a plain SIGSEGV.
 #![no_main]
 
-use std::ffi::{c_char, c_int};
+use std::ffi::{CStr, OsString, c_char, c_int};
 use std::io::Write;
+use std::os::unix::ffi::OsStringExt;
 
+/// # Safety
+/// Called by the C runtime only, with `argc` valid, NUL-terminated strings in `argv`.
 #[unsafe(no_mangle)]
-pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     // SAFETY: before any thread is started: a signal's disposition set to SIG_IGN, and
     // standard descriptors that are closed opened on /dev/null, as Rust's start-up does, so
     // that no file this process opens becomes its standard output or error.
@@ -25,7 +30,11 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
             }
         }
     }
-    let status = std::panic::catch_unwind(stargate::cli::main).unwrap_or(101);
+    // SAFETY: `argc` valid, NUL-terminated strings in `argv` (this function's contract).
+    let args: Vec<OsString> = (0..usize::try_from(argc).unwrap_or(0))
+        .map(|i| OsString::from_vec(unsafe { CStr::from_ptr(*argv.add(i)) }.to_bytes().to_vec()))
+        .collect();
+    let status = std::panic::catch_unwind(|| stargate::cli::main(args)).unwrap_or(101);
     let _ = std::io::stdout().flush();
     c_int::from(status)
 }

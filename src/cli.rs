@@ -3,6 +3,7 @@
 //! `git kv`.
 
 use std::ffi::OsString;
+use std::path::Path;
 
 use crate::error::{self, Error};
 
@@ -19,15 +20,17 @@ programs:
 
 See stargate-hook(1) and stargate(7).";
 
-/// Run the program `argv` names; its exit status.
-pub fn main() -> u8 {
-    let mut args: Vec<String> = match std::env::args_os().map(OsString::into_string).collect() {
+/// Run the program `argv` names; its exit status. `argv` is the process's own, as its C
+/// `main` got it (`bin/stargate-hook.rs` says why not `std::env::args`).
+pub fn main(argv: Vec<OsString>) -> u8 {
+    let mut args: Vec<String> = match argv.into_iter().map(OsString::into_string).collect() {
         Ok(args) => args,
         Err(_) => {
             return error::report("stargate-hook", &Error::Usage("arguments must be UTF-8".into()));
         }
     };
-    let argv0 = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_owned()).unwrap_or_default();
+    let invoked_as = args.first().cloned().unwrap_or_default();
+    let argv0 = invoked_as.rsplit('/').next().unwrap_or(&invoked_as).to_owned();
     let program = if argv0 == "stargate-hook" {
         match args.get(1).map(String::as_str) {
             None => return error::report("stargate-hook", &Error::Usage(USAGE.into())),
@@ -50,7 +53,7 @@ pub fn main() -> u8 {
         "health" => crate::ops::health::main(rest),
         "git-stargate" | "stargate" => crate::ops::main(rest),
         "git-kv" | "kv" => crate::kv::main(rest),
-        hook if crate::hook::NAMES.contains(&hook) => crate::hook::run(hook, rest),
+        hook if crate::hook::NAMES.contains(&hook) => crate::hook::run(hook, Path::new(&invoked_as), rest),
         other => Err(Error::Usage(format!("unknown program '{other}'\n\n{USAGE}"))),
     };
     // A hook's refusal reaches the pushing client through git: it says who refused.

@@ -61,9 +61,18 @@ fn opened(dest: &Path) -> Option<File> {
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| ErrorKind::InvalidInput);
     let (from, to) = (c(from)?, c(to)?);
-    // SAFETY: two valid C strings, relative to the working directory.
-    let rc =
-        unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
+    // SAFETY: two valid C strings, relative to the working directory. The system call, not
+    // libc's wrapper: musl has none.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 

@@ -58,8 +58,8 @@ impl From<HookError> for Error {
     }
 }
 
-/// Run hook `name` with git's arguments.
-pub fn run(name: &str, args: &[String]) -> Result<()> {
+/// Run hook `name`, started as `me` (git's `$0` for it), with git's arguments.
+pub fn run(name: &str, me: &Path, args: &[String]) -> Result<()> {
     let repo = Repo::here();
     if chain::is_nested_copy(name, &repo) {
         return Ok(());
@@ -70,7 +70,7 @@ pub fn run(name: &str, args: &[String]) -> Result<()> {
             let state_dir = node::find_state_dir(&repo.git_dir);
             match (name, managed(&repo, state_dir.is_some())?) {
                 (_, false) => chain::exec(name, args, &repo),
-                ("pre-receive", true) => pre_receive::run(&repo, state_dir.as_deref(), args),
+                ("pre-receive", true) => pre_receive::run(&repo, state_dir.as_deref(), me, args),
                 _ => reference_transaction::run(&repo, state_dir.as_deref(), args),
             }
         }

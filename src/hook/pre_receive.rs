@@ -13,7 +13,8 @@ use crate::journal;
 use crate::kvtree;
 use crate::lead::node;
 
-pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()> {
+/// `me`: the path git started this hook by.
+pub fn run(repo: &Repo, state_dir: Option<&Path>, me: &Path, args: &[String]) -> Result<()> {
     let input = super::read_input()?;
     let text = String::from_utf8_lossy(&input);
     // Those git hands to `proc-receive` (`managed::PROC_RECEIVE_REFS`) are answered there and
@@ -48,7 +49,7 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, args: &[String]) -> Result<()>
     super::require_leader(&view)?;
     chain::run("pre-receive", args, repo, &input)?;
     match state_dir {
-        Some(state_dir) => super::push::begin(repo, state_dir, &text, quorum),
+        Some(state_dir) => super::push::begin(repo, state_dir, &text, quorum, me),
         None => Ok(()),
     }
 }

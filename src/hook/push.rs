@@ -34,12 +34,13 @@ use crate::lead::node;
 
 /// At `pre-receive` on the leader, after the lease check and the repository's own hook:
 /// journal one prepare for every command of the push that a ref transaction will apply,
-/// unless the push is journaled per transaction instead (see the module's header).
-pub fn begin(repo: &Repo, state_dir: &Path, text: &str, quorum: bool) -> Result<()> {
+/// unless the push is journaled per transaction instead (see the module's header). `me`:
+/// the path git started this `pre-receive` by.
+pub fn begin(repo: &Repo, state_dir: &Path, text: &str, quorum: bool, me: &Path) -> Result<()> {
     let git_dir = repo.git_dir();
     // Under a namespace (gitnamespaces(7)) the hooks' commands name refs without it.
     let namespaced = std::env::var_os("GIT_NAMESPACE").is_some_and(|n| !n.is_empty());
-    if quorum || namespaced || !post_receive_follows() || crate::repos::is_reftable(git_dir) {
+    if quorum || namespaced || !post_receive_follows(me) || crate::repos::is_reftable(git_dir) {
         return Ok(());
     }
     // Commands git hands to `proc-receive` are applied there, by transactions of their own.
@@ -70,10 +71,8 @@ pub fn begin(repo: &Repo, state_dir: &Path, text: &str, quorum: bool) -> Result<
 /// Whether git runs Stargate's `post-receive` after this `pre-receive`: it is in the same
 /// hooks directory (a managed repository's own, or the machine-wide `githooks/`; not
 /// `githooks-minimal/`).
-fn post_receive_follows() -> bool {
-    let Some(me) = std::env::args_os().next() else { return false };
-    let path = Path::new(&me).with_file_name("post-receive");
-    Path::new(&me).file_name().is_some_and(|n| n == "pre-receive") && path.is_file()
+fn post_receive_follows(me: &Path) -> bool {
+    me.file_name().is_some_and(|n| n == "pre-receive") && me.with_file_name("post-receive").is_file()
 }
 
 /// At `reference-transaction`: whether this git process's push was journaled at

@@ -1,8 +1,12 @@
 //! Link `stargate-hook` as a position-dependent executable. git starts it for every hook
-//! of every push (six processes for a one-ref push), and a PIE of this size spends about
+//! of every push (four processes for a one-ref push), and a PIE of this size spends about
 //! 0.3 ms per start applying 16k relocations (162 page faults against 93); see
 //! docs/ARCHITECTURE.md, "Performance". The remote helper, started once per git command,
-//! stays a PIE. It also links gcc's unwinder statically (`static_unwinder`).
+//! stays a PIE. Both only against glibc, where it also links gcc's unwinder statically
+//! (`static_unwinder`). The musl build operators install (README, Install) makes both
+//! binaries static and position-dependent through `.cargo/config.toml`'s
+//! `relocation-model=static` instead; without it, musl's start-up of a static PIE
+//! relocates the program itself, and linking that `-no-pie` would crash it at start.
 //!
 //! Also name the commit the binaries are built from, for `--version` and `/status`
 //! (stargate-hook(1)): `STARGATE_COMMIT` if set (a build from a source tarball can pass
@@ -12,8 +16,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rustc-link-arg-bin=stargate-hook=-no-pie");
-    static_unwinder();
+    if std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu") {
+        println!("cargo:rustc-link-arg-bin=stargate-hook=-no-pie");
+        static_unwinder();
+    }
     println!("cargo:rerun-if-env-changed=STARGATE_COMMIT");
     let commit = match std::env::var("STARGATE_COMMIT") {
         Ok(c) if !c.trim().is_empty() => c.trim().to_owned(),

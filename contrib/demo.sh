@@ -26,9 +26,9 @@ if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then
 fi
 
 echo "demo: building Stargate (release build; a few minutes the first time on two cores)"
-if [ -t 2 ]; then cargo build --release; else cargo build --release --quiet; fi
+if [ -t 2 ]; then bindir=$(contrib/build.sh); else bindir=$(contrib/build.sh --quiet); fi
 prefix=$root/target/stargate
-contrib/install.sh --prefix "$prefix" --bindir target/release >/dev/null
+contrib/install.sh --prefix "$prefix" --bindir "$bindir" >/dev/null
 export PATH=$prefix/bin:$PATH GIT_CONFIG_NOSYSTEM=1 LC_ALL=C TZ=UTC
 
 work=$(mktemp -d)

@@ -5,9 +5,11 @@
 #
 #   contrib/install.sh [--prefix PREFIX] [--bindir DIR]
 #
-# PREFIX defaults to /usr/local, DIR (where cargo put the binaries) to
-# target/release in this repository. DESTDIR, if set, is prepended to every
-# installed path but not to the targets of the hook links.
+# PREFIX defaults to /usr/local. DIR (where cargo put the binaries) defaults to
+# the newer of contrib/build.sh's two builds in this repository: static, against
+# musl (target/x86_64-unknown-linux-musl/release), or against glibc (target/release).
+# DESTDIR, if set, is prepended to every installed path but not to the targets of
+# the hook links.
 set -eu
 
 usage() {
@@ -22,7 +24,7 @@ die() {
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 prefix=/usr/local
-bindir=$repo/target/release
+bindir=
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
 	--prefix=*) prefix=${1#--prefix=}; shift ;;
 	--bindir) [ $# -ge 2 ] || usage; bindir=$2; shift 2 ;;
 	--bindir=*) bindir=${1#--bindir=}; shift ;;
-	-h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) usage ;;
 	esac
 done
@@ -39,8 +41,16 @@ case $prefix in
 /*) ;;
 *) prefix=$PWD/$prefix ;; # the hook links need an absolute target
 esac
+if [ -z "$bindir" ]; then
+	bindir=$repo/target/release
+	musl=$repo/target/x86_64-unknown-linux-musl/release
+	if [ -x "$musl/stargate-hook" ] && { [ ! -x "$bindir/stargate-hook" ] || [ "$musl/stargate-hook" -nt "$bindir/stargate-hook" ]; }; then
+		bindir=$musl
+	fi
+	echo "install.sh: installing the binaries of $bindir" >&2
+fi
 [ -x "$bindir/stargate-hook" ] ||
-	die "$bindir/stargate-hook not found; build first: cargo build --release"
+	die "$bindir/stargate-hook not found; build first: contrib/build.sh"
 
 dest=${DESTDIR:-}$prefix
 

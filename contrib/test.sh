@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the test suite needs (as root, on Debian), then run it whole: the fast tier
 # and the tests that need root, which the fast tier (`cargo test`) reports as ignored
-# (#[ignore = "needs root: ..."]) and which run here with --run-ignored all.
+# (#[ignore = "needs root: ..."]) and which run here with --run-ignored all; then the demo
+# on the release build operators install.
 # Usage: contrib/test.sh [nextest filter...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,3 +58,9 @@ fi
 
 cargo build --all-targets
 cargo nextest run --no-fail-fast --run-ignored all "$@"
+# The suite runs a glibc build: its clock tests shift one process's clock with libfaketime,
+# which a static binary does not load. What operators install is the static musl build
+# (contrib/build.sh): the whole suite, not a filtered part, ends with the demo on it.
+if [ $# -eq 0 ]; then
+  contrib/demo.sh
+fi

@@ -18,8 +18,8 @@ if [ "${1:-}" = --report ]; then
   . "$out/run-info"
 else
 runs=${1:-3}
-cargo build --release --quiet
-contrib/install.sh --prefix target/stargate --bindir target/release >/dev/null
+bindir=$(contrib/build.sh --quiet)
+contrib/install.sh --prefix target/stargate --bindir "$bindir" >/dev/null
 export PATH=$root/target/stargate/bin:$PATH
 rm -rf "$out"
 mkdir -p "$out"

@@ -15,6 +15,10 @@ use std::ffi::{CStr, OsString, c_char, c_int};
 use std::io::Write;
 use std::os::unix::ffi::OsStringExt;
 
+/// What a hook allocates comes from an arena, never given back (`stargate::arena`).
+#[global_allocator]
+static ALLOCATOR: stargate::arena::Arena = stargate::arena::Arena;
+
 /// # Safety
 /// Called by the C runtime only, with `argc` valid, NUL-terminated strings in `argv`.
 #[unsafe(no_mangle)]

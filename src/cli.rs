@@ -47,6 +47,10 @@ pub fn main(argv: Vec<OsString>) -> u8 {
     } else {
         argv0
     };
+    // A hook lives a few milliseconds: what it allocates is never given back (`arena`).
+    if crate::hook::NAMES.contains(&program.as_str()) {
+        crate::arena::start();
+    }
     let rest = &args[1..];
     init_logging(&program);
     let result = match program.as_str() {

@@ -37,6 +37,7 @@ pub mod managed;
 
 pub mod repos;
 
+pub mod arena;
 pub mod clock;
 pub mod config;
 pub mod files;

@@ -111,6 +111,18 @@ impl Store {
         std::fs::OpenOptions::new().write(true).create_new(true).open(path)
     }
 
+    /// Directory `dir` (a fan-out directory of the object store), made if it is missing: a
+    /// spare directory when there is one (`spare`).
+    pub(crate) fn create_dir(&self, dir: &Path) -> std::io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        match &self.spares {
+            Some(pool) if crate::spare::take_dir(pool, dir) => Ok(()),
+            _ => std::fs::create_dir_all(dir),
+        }
+    }
+
     pub fn repo(&self) -> &gix::Repository {
         &self.repo
     }

@@ -40,7 +40,7 @@ impl Store {
         raw.extend_from_slice(&data);
         let tmp = dir.join(format!("tmp_obj_{}_{}", std::process::id(), rand::random::<u32>()));
         let written = (|| {
-            std::fs::create_dir_all(&dir)?;
+            self.create_dir(&dir)?;
             let mut file = self.create_new(&tmp)?;
             file.write_all(&zlib_stored(&raw))?;
             file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))?;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::signal;
+use crate::journal::{service, signal};
 use crate::mirror::replicator::Replicator;
 
 /// The hint a promoting node sends the leader's agent.
@@ -195,7 +195,7 @@ impl Control {
         let control = Arc::new(Control { inbox: Mutex::new(Inbox::default()), wake: Condvar::new() });
         match signal_addr.map(|addr| (addr, UdpSocket::bind(addr))) {
             Some((_, Ok(socket))) => {
-                let me = Arc::clone(&control);
+                let (me, replicator) = (Arc::clone(&control), Arc::clone(&replicator));
                 std::thread::spawn(move || me.listen_udp(socket, replicator));
             }
             Some((addr, Err(e))) => log::warn!("cannot listen for signals on udp {addr}: {e}; polling only"),
@@ -203,12 +203,8 @@ impl Control {
         }
         let path = socket_path(state_dir);
         let _ = std::fs::remove_file(&path);
-        match UnixListener::bind(&path) {
+        match bind_private(&path) {
             Ok(listener) => {
-                use std::os::unix::fs::PermissionsExt;
-                if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
-                    log::warn!("cannot restrict {}: {e}", path.display());
-                }
                 let me = Arc::clone(&control);
                 std::thread::spawn(move || me.listen_local(listener));
             }
@@ -216,6 +212,7 @@ impl Control {
                 log::error!("cannot listen on {}: {e}; git stargate promote will not reach this agent", path.display())
             }
         }
+        listen_journal(state_dir, replicator);
         control
     }
 
@@ -327,6 +324,50 @@ impl Control {
             Err(e) => reply.done(Err(Unread::Malformed(e))),
         }
     }
+}
+
+/// Journal pushes for the hooks (`journal::service`), on a socket of mode 0600 in
+/// `state_dir`: `JOURNAL_WORKERS` threads take its connections, one at a time each, so
+/// that pushes to different repositories are journaled side by side and more wait their
+/// turn. Unbound, the hooks journal by themselves.
+fn listen_journal(state_dir: &Path, replicator: Arc<Replicator>) {
+    let path = service::socket_path(state_dir);
+    let _ = std::fs::remove_file(&path);
+    let listener = match bind_private(&path) {
+        Ok(listener) => listener,
+        Err(e) => return log::warn!("cannot listen on {}: {e}; the hooks journal by themselves", path.display()),
+    };
+    for _ in 0..JOURNAL_WORKERS {
+        let Ok(listener) = listener.try_clone() else { continue };
+        let (state_dir, replicator) = (state_dir.to_owned(), Arc::clone(&replicator));
+        std::thread::spawn(move || {
+            let mut opened = service::Opened::default();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let (journaled, signal) = service::serve(&state_dir, &mut opened, &mut stream);
+                if journaled {
+                    replicator.count(|c| c.journaled += 1);
+                }
+                drop(stream);
+                if let Some(git_dir) = signal {
+                    signal::peers(&state_dir, &git_dir);
+                }
+            }
+        });
+    }
+}
+
+/// Threads journaling for the hooks.
+const JOURNAL_WORKERS: usize = 4;
+
+/// A Unix socket at `path` that only this user (and root) can connect to (mode 0600, set
+/// as it is bound).
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }
 
 /// A request on the socket that was not taken.

@@ -46,6 +46,9 @@ pub enum HookError {
     Open(crate::journal::Error),
     #[error("cannot journal this update, refusing it: {0}")]
     Journal(#[source] crate::journal::Error),
+    /// The agent journals for the hooks (`journal::service`) and did not.
+    #[error("the agent did not journal this push, refusing it: {0}")]
+    Agent(String),
     #[error("cannot note this write as in flight: {0}")]
     Note(#[source] std::io::Error),
     #[error("cannot anchor this update for the quorum: {0}")]

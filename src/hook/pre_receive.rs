@@ -49,7 +49,7 @@ pub fn run(repo: &Repo, state_dir: Option<&Path>, me: &Path, args: &[String]) ->
     super::require_leader(&view)?;
     chain::run("pre-receive", args, repo, &input)?;
     match state_dir {
-        Some(state_dir) => super::push::begin(repo, state_dir, &text, quorum, me),
+        Some(state_dir) => super::push::begin(repo, state_dir, &text, me, &view),
         None => Ok(()),
     }
 }

@@ -22,21 +22,24 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
 use gix::ObjectId;
 
 use super::{HookError, Repo};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::journal::position::Position;
-use crate::journal::{self, Body, Outcome, Update};
+use crate::journal::service::{self, Answer, Done, Unanswered};
+use crate::journal::{self, Body, Update};
 use crate::lead::inflight;
 use crate::lead::node;
 
-/// At `pre-receive` on the leader, after the lease check and the repository's own hook:
-/// journal one prepare for every command of the push that a ref transaction will apply,
-/// unless the push is journaled per transaction instead (see the module's header). `me`:
-/// the path git started this `pre-receive` by.
-pub fn begin(repo: &Repo, state_dir: &Path, text: &str, quorum: bool, me: &Path) -> Result<()> {
+/// At `pre-receive` on the leader, after the lease check (`seen`: the node as it found it,
+/// leading) and the repository's own hook: journal one prepare for every command of the
+/// push that a ref transaction will apply, unless the push is journaled per transaction
+/// instead (see the module's header). `me`: the path git started this `pre-receive` by.
+pub fn begin(repo: &Repo, state_dir: &Path, text: &str, me: &Path, seen: &node::View) -> Result<()> {
+    let quorum = seen.state.as_ref().is_some_and(|s| s.quorum.is_some());
     let git_dir = repo.git_dir();
     // Under a namespace (gitnamespaces(7)) the hooks' commands name refs without it.
     let namespaced = std::env::var_os("GIT_NAMESPACE").is_some_and(|n| !n.is_empty());
@@ -51,21 +54,51 @@ pub fn begin(repo: &Repo, state_dir: &Path, text: &str, quorum: bool, me: &Path)
     if updates.is_empty() {
         return Ok(());
     }
-    // In flight from here to `post-receive`, marked before the last look at the node state.
+    // In flight from here to `post-receive`, marked before the last look at the node state:
+    // the agent's, as it journals (it looks as the hooks do, and refuses an epoch other than
+    // the one this hook saw), else this hook's.
+    let epoch = super::require_leader(seen)?;
     let mut marker = inflight::Marker::begin(state_dir, git_dir).map_err(HookError::Mark)?;
-    let view = node::inspect_state(Some(state_dir));
-    let epoch = super::require_leader(&view)?;
-    let git = super::journal_store(git_dir, state_dir).map_err(HookError::Open)?;
-    let keep = super::reference_transaction::keep(view.state.as_ref());
     let pusher = journal::pusher_from_env();
     // The commands' old values are what each ref holds when it moves: git's transaction
     // checks them with the ref locked, and fails the command otherwise.
     let count = updates.len() as u64;
-    let (entry, last) = journal::append_by(&git, epoch, &view.me, Body::Prepare(updates), keep, pusher.as_deref())
-        .map_err(HookError::Journal)?;
+    let request = service::Request::Prepare {
+        git_dir: marker.git_dir().to_owned(),
+        epoch,
+        updates: service::lines(&updates),
+        pusher: pusher.clone(),
+    };
+    let (entry, last) = match service::ask(state_dir, &request, answer_within(seen.state.as_ref())) {
+        Ok(Answer::Prepared { entry, last }) => {
+            let entry = ObjectId::from_hex(entry.as_bytes()).map_err(|_| HookError::Agent(format!("entry {entry}")))?;
+            (entry, last)
+        }
+        Ok(Answer::Refused { leader, epoch, reason }) => {
+            eprintln!("stargate: {reason}");
+            return Err(Error::not_leader(&leader, epoch));
+        }
+        Ok(Answer::Failed { why }) => return Err(HookError::Agent(why).into()),
+        Ok(other) => return Err(HookError::Agent(format!("{other:?}")).into()),
+        Err(e @ Unanswered::Silent(_)) => return Err(HookError::Agent(e.to_string()).into()),
+        Err(Unanswered::NotListening { .. }) => {
+            let view = node::inspect_state(Some(state_dir));
+            let epoch = super::require_leader(&view)?;
+            let git = super::journal_store(git_dir, state_dir).map_err(HookError::Open)?;
+            let keep = service::keep(view.state.as_ref());
+            journal::append_by(&git, epoch, &view.me, Body::Prepare(updates), keep, pusher.as_deref())
+                .map_err(HookError::Journal)?
+        }
+    };
     marker.note_push(entry, last + 1 - count, last).map_err(HookError::Note)?;
     marker.keep();
     Ok(())
+}
+
+/// How long a hook waits for the agent's answer: as long as the agent may be silent before
+/// its state counts as stale (`stargate.lease.staleAfter`).
+fn answer_within(state: Option<&node::State>) -> Duration {
+    Duration::from_millis(state.map_or(2000, |s| s.stale_after_ms))
 }
 
 /// Whether git runs Stargate's `post-receive` after this `pre-receive`: it is in the same
@@ -121,45 +154,34 @@ pub fn end(state_dir: &Path, note: &inflight::Note, input: &[u8]) -> Option<Posi
     finish(state_dir, note, Done::Listed(done))
 }
 
-/// Which of a push's prepared updates were applied.
-enum Done {
-    /// Every one: each transaction committed. Checked against the refs all the same.
-    All,
-    /// Those `post-receive` lists (ref name, new value).
-    Listed(HashSet<(String, ObjectId)>),
-}
-
 /// Journal the outcome of the push in `note` (`committed` naming what `done` says was
-/// applied, `aborted` if nothing), end its mark with the position, signal the replicas.
-/// A failure, or refs that do not hold what `Done::All` says, leaves the mark as it is:
-/// `post-receive`, else the agent's sweep, journals the outcome.
+/// applied, `aborted` if nothing), end its mark with the position, signal the replicas; the
+/// agent when it listens (`journal::service`), else this hook. A failure, or refs that do
+/// not hold what `Done::All` says, leaves the mark as it is: `post-receive`, else the
+/// agent's sweep, journals the outcome.
 fn finish(state_dir: &Path, note: &inflight::Note, done: Done) -> Option<Position> {
     let (prepare, first, last) = note.prepare?;
-    let keep = super::reference_transaction::keep(node::state(state_dir).as_ref());
-    let ended = super::journal_store(&note.git_dir, state_dir).and_then(|git| {
-        let (entry, _) = journal::read(&git, prepare)?;
-        let applied: Vec<(u64, Update)> = match &done {
-            Done::All => {
-                let now = |u: &Update| git.find(&u.refname).ok().flatten().unwrap_or(ObjectId::null(u.new.kind()));
-                if entry.updates.iter().any(|(_, u)| now(u) != u.new) {
-                    return Ok(Err("a ref does not hold its new value yet"));
-                }
-                entry.updates.clone()
-            }
-            Done::Listed(done) => {
-                (entry.updates.iter()).filter(|(_, u)| done.contains(&(u.refname.clone(), u.new))).cloned().collect()
-            }
-        };
-        let (outcome, updates) = match applied.is_empty() {
-            true => (Outcome::Aborted, entry.updates.clone()),
-            false => (Outcome::Committed, applied),
-        };
-        super::reference_transaction::journal_outcome(&git, prepare, &entry, outcome, updates, keep).map(Ok)
-    });
+    let state = node::state(state_dir);
+    let request =
+        service::Request::Outcome { git_dir: note.git_dir.clone(), prepare: prepare.to_string(), done: done.listed() };
+    let ended = match service::ask(state_dir, &request, answer_within(state.as_ref())) {
+        Ok(Answer::Concluded { position }) => Ok(Ok((position.and_then(|p| p.parse::<Position>().ok()), false))),
+        Ok(Answer::NotYet { why }) => Ok(Err(why)),
+        Ok(answer) => Err(format!("{answer:?}")),
+        Err(e @ Unanswered::Silent(_)) => Err(e.to_string()),
+        Err(Unanswered::NotListening { .. }) => {
+            let keep = service::keep(state.as_ref());
+            (super::journal_store(&note.git_dir, state_dir))
+                .and_then(|git| service::conclude_push(&git, prepare, &done, keep))
+                .map(|ended| ended.map(|position| (position, true)).map_err(str::to_owned))
+                .map_err(|e| e.to_string())
+        }
+    };
     match ended {
-        Ok(Ok(position)) => {
+        Ok(Ok((position, by_hook))) => {
             inflight::finish(state_dir, position.map(|p| p.to_string()).as_deref());
-            if position.is_some() {
+            // The agent signals them itself, once it has answered.
+            if position.is_some() && by_hook {
                 journal::signal::peers(state_dir, &note.git_dir);
             }
             position

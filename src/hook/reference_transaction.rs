@@ -18,12 +18,10 @@ use gix::ObjectId;
 
 use super::{HookError, Repo, chain};
 use crate::error::{Error, Result};
-use crate::journal::position::Position;
 use crate::journal::stage;
 use crate::journal::{self, Body, Outcome, Update};
 use crate::lead::inflight;
 use crate::lead::node::{self, SyncClaim};
-use crate::store::Store;
 
 const NAME: &str = "reference-transaction";
 
@@ -144,7 +142,7 @@ impl Transaction<'_> {
             epoch,
             &view.me,
             Body::Prepare(updates.clone()),
-            keep(view.state.as_ref()),
+            journal::service::keep(view.state.as_ref()),
             journal::pusher_from_env().as_deref(),
         )
         .map_err(HookError::Journal)?;
@@ -187,11 +185,6 @@ impl Transaction<'_> {
     }
 }
 
-/// `stargate.journal.keep` as the agent published it (in `state`).
-pub(super) fn keep(state: Option<&node::State>) -> u64 {
-    state.and_then(|s| s.journal_keep).unwrap_or(journal::DEFAULT_KEEP)
-}
-
 /// The transaction this hook journaled at `prepared` ended: journal its outcome, drop its
 /// quorum anchors, and only then stop counting it as in flight. A failure leaves the
 /// marker, so that the agent's sweep writes the outcome.
@@ -201,10 +194,10 @@ fn end(state_dir: Option<&Path>, outcome: Outcome) {
     let Some((prepare, first, last)) = note.prepare else {
         return inflight::finish(state_dir, None);
     };
-    let keep = keep(node::state(state_dir).as_ref());
+    let keep = journal::service::keep(node::state(state_dir).as_ref());
     let done = super::journal_store(&note.git_dir, state_dir).and_then(|git| {
         let (entry, _) = journal::read(&git, prepare)?;
-        journal_outcome(&git, prepare, &entry, outcome, entry.updates.clone(), keep)
+        journal::conclude(&git, prepare, &entry, outcome, entry.updates.clone(), keep)
     });
     match done {
         Ok(position) => {
@@ -213,32 +206,6 @@ fn end(state_dir: Option<&Path>, outcome: Outcome) {
         }
         Err(e) => log::warn!("cannot journal this write's outcome ({}); the agent will: {e}", outcome.word()),
     }
-}
-
-/// Journal `outcome` of prepare entry `of` (`prepare`, as read), naming `updates`
-/// (published at once on reftable). A committed outcome anchors the values its updates
-/// replaced, and is a position to say.
-pub(super) fn journal_outcome(
-    git: &Store,
-    of: ObjectId,
-    prepare: &journal::Entry,
-    outcome: Outcome,
-    updates: Vec<(u64, Update)>,
-    keep: u64,
-) -> std::result::Result<Option<Position>, journal::Error> {
-    let body = Body::Outcome { of, outcome, updates: updates.clone() };
-    let (id, newest) = journal::append(git, prepare.epoch, &prepare.node, body, keep)?;
-    if git.is_reftable() {
-        journal::publish(git)?;
-    }
-    if outcome != Outcome::Committed {
-        return Ok(None);
-    }
-    // Best effort: a value it fails to anchor is still there until gc's grace ends.
-    if let Err(e) = git.edit(&journal::retain::edits(git, &updates, newest, keep)) {
-        log::warn!("cannot anchor the values this write replaced: {e}");
-    }
-    Ok(Some(Position { epoch: prepare.epoch, seq: newest, id }))
 }
 
 /// The repository's name relative to the root whose node state is `state_dir`.

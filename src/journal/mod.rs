@@ -36,6 +36,7 @@ mod entry;
 mod pending;
 pub mod position;
 pub mod retain;
+pub mod service;
 pub mod signal;
 pub mod stage;
 
@@ -43,6 +44,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use gix::ObjectId;
+use position::Position;
 
 pub use entry::{Entry, Kind, LOCAL, Outcome, Update, Walked, journaled, parse_updates, walk};
 #[cfg(test)]
@@ -222,6 +224,32 @@ pub enum Body {
 /// sequence number at it (a prepare's last).
 pub fn append(store: &Store, epoch: u64, node: &str, body: Body, keep: u64) -> Result<(ObjectId, u64), Error> {
     append_by(store, epoch, node, body, keep, None)
+}
+
+/// Journal `outcome` of prepare entry `of` (`prepare`, as read), naming `updates`
+/// (published at once on reftable). A committed outcome anchors the values its updates
+/// replaced, and is a position to say.
+pub fn conclude(
+    git: &Store,
+    of: ObjectId,
+    prepare: &Entry,
+    outcome: Outcome,
+    updates: Vec<(u64, Update)>,
+    keep: u64,
+) -> Result<Option<Position>, Error> {
+    let body = Body::Outcome { of, outcome, updates: updates.clone() };
+    let (id, newest) = append(git, prepare.epoch, &prepare.node, body, keep)?;
+    if git.is_reftable() {
+        publish(git)?;
+    }
+    if outcome != Outcome::Committed {
+        return Ok(None);
+    }
+    // Best effort: a value it fails to anchor is still there until gc's grace ends.
+    if let Err(e) = git.edit(&retain::edits(git, &updates, newest, keep)) {
+        log::warn!("cannot anchor the values this write replaced: {e}");
+    }
+    Ok(Some(Position { epoch: prepare.epoch, seq: newest, id }))
 }
 
 /// The name the journal records as a write's pusher, from the environment git's server

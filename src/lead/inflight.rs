@@ -155,6 +155,8 @@ fn parse_prepare(rest: &str) -> Option<(ObjectId, u64, u64)> {
 /// This hook's transaction, marked as in flight.
 pub struct Marker {
     path: PathBuf,
+    /// The repository, canonical.
+    git_dir: PathBuf,
     prepared: bool,
     keep: bool,
 }
@@ -168,7 +170,8 @@ impl Marker {
     pub fn begin(state_dir: &Path, git_dir: &Path) -> std::io::Result<Marker> {
         let pid = git_pid();
         let git_dir = git_dir.canonicalize()?;
-        let note = Note { git_dir, pid, started: started(pid), prepare: None, push: false, committed: 0 };
+        let note =
+            Note { git_dir: git_dir.clone(), pid, started: started(pid), prepare: None, push: false, committed: 0 };
         let path = dir(state_dir).join(pid.to_string());
         let mut file = match std::fs::OpenOptions::new().append(true).open(&path) {
             Ok(file) => file,
@@ -190,7 +193,12 @@ impl Marker {
             file.set_len(0)?;
         }
         std::io::Write::write_all(&mut file, note.begin_text().as_bytes())?;
-        Ok(Marker { path, prepared: false, keep: false })
+        Ok(Marker { path, git_dir, prepared: false, keep: false })
+    }
+
+    /// The repository of the transaction, canonical.
+    pub fn git_dir(&self) -> &Path {
+        &self.git_dir
     }
 
     /// Note the prepare entry journaled for this transaction.

@@ -38,11 +38,14 @@ pub struct Counters {
     pub leader_unreachable: u64,
     #[serde(default)]
     pub leader_retries: u64,
+    /// Journal entries the leader's agent wrote for its hooks (`journal::service`).
+    #[serde(default)]
+    pub journaled: u64,
 }
 
 impl Counters {
     /// Every counter once: its StatsD name, its Prometheus name, its value.
-    pub fn named(&self) -> [(&'static str, &'static str, u64); 14] {
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 15] {
         [
             ("stargate.sync.count", "stargate_sync_syncs_total", self.syncs),
             ("stargate.sync.skipped", "stargate_sync_skips_total", self.skips),
@@ -58,6 +61,7 @@ impl Counters {
             ("stargate.epochs.refused", "stargate_epochs_refused_total", self.epochs_refused),
             ("stargate.leader.unreachable", "stargate_leader_unreachable_total", self.leader_unreachable),
             ("stargate.leader.retries", "stargate_leader_retries_total", self.leader_retries),
+            ("stargate.journal.served", "stargate_journal_served_total", self.journaled),
         ]
     }
 }

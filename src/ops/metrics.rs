@@ -194,6 +194,7 @@ fn agent_figures(p: &Published) -> Vec<Family> {
         "Leader records, handoffs or leader keys refused: older than the highest epoch this node has seen",
         "Times the leader's health responder stopped answering this replica (two probes in a row)",
         "Probes of an unreachable leader retried after a backoff",
+        "Journal entries the leader's agent wrote for its hooks: a push's prepare and outcome",
     ];
     let mut families = Vec::new();
     for ((_, name, value), help) in p.counters.named().into_iter().zip(helps) {

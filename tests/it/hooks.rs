@@ -199,3 +199,93 @@ fn a_mirror_overtaken_by_its_nodes_election_cannot_write() {
     assert!(stderr(&out).contains("mirroring refused: this node is no longer passive"), "{}", stderr(&out));
     assert!(!refs(&lab, &leader).contains("refs/heads/mirrored"));
 }
+
+/// The journal's sequence number at the tip, in node `node`'s `kv`.
+fn journal_seq(lab: &Lab, node: &str) -> u64 {
+    let subject = ok(lab.git(node, &["log", "-1", "--format=%s", "refs/stargate/journal"]));
+    subject.trim().strip_prefix("stargate journal ").and_then(|s| s.parse().ok()).expect("a journal entry")
+}
+
+/// `stargate_journal_served_total` as node `node` exports it.
+fn journaled_by_agent(lab: &Lab, node: &str) -> u64 {
+    let (code, body) = lab.http(node, "/metrics");
+    assert_eq!(code, 200);
+    let prefix = format!("stargate_journal_served_total{{node=\"{node}\"}} ");
+    body.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn the_leaders_agent_journals_a_push_and_the_hooks_do_when_it_does_not_listen() {
+    // Counters are published each metrics interval (10 s by default): 1 s, to read them soon.
+    let lab = Lab::up_with(1, "[stargate \"metrics\"]\n\tinterval = 1s\n");
+    lab.wait_leader(None, Duration::from_secs(5));
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    // The count of the first push's prepare and outcome.
+    wait_until("the agent to count the first push's entries", Duration::from_secs(5), || {
+        journaled_by_agent(&lab, "a") >= 2
+    });
+    let (seq, served) = (journal_seq(&lab, "a"), journaled_by_agent(&lab, "a"));
+
+    // Journaled by the agent: the prepare and its outcome, the ref where the client sent it.
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "two"]));
+    let out = run(client.git("c", &["push", "origin", "HEAD:refs/heads/main"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(journal_seq(&lab, "a"), seq + 1, "one update: its prepare numbers it, its outcome repeats it");
+    wait_until("the agent to count both entries", Duration::from_secs(5), || {
+        journaled_by_agent(&lab, "a") == served + 2
+    });
+    let head = ok(client.git("c", &["rev-parse", "HEAD"]));
+    assert_eq!(ok(lab.git("a", &["rev-parse", "refs/heads/main"])), head);
+    let position = ok(lab.git("a", &["rev-parse", "refs/stargate/journal"]));
+    assert!(
+        stderr(&out).contains(&format!("stargate: position 1:{}:{}", seq + 1, position.trim())),
+        "{}",
+        stderr(&out)
+    );
+
+    // No agent listening (one older than the hooks): the hooks journal the same by themselves.
+    std::fs::remove_file(lab.dir.path().join("a/repos/.stargate/journal.sock")).unwrap();
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "three"]));
+    let out = run(client.git("c", &["push", "origin", "HEAD:refs/heads/main"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(journal_seq(&lab, "a"), seq + 2);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(journaled_by_agent(&lab, "a"), served + 2, "not the agent's");
+    let head = ok(client.git("c", &["rev-parse", "HEAD"]));
+    assert_eq!(ok(lab.git("a", &["rev-parse", "refs/heads/main"])), head);
+    let log = ok(lab.git("a", &["log", "-2", "--format=%B", "refs/stargate/journal"]));
+    assert!(log.contains("state committed"), "the outcome, committed: {log}");
+}
+
+#[test]
+fn a_push_whose_agent_freezes_while_it_journals_is_refused_and_moves_nothing() {
+    let lab = Lab::up_with(1, "[stargate \"lease\"]\n\tstaleAfter = 1s\n");
+    lab.wait_leader(None, Duration::from_secs(5));
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    let (before, seq) = (ok(lab.git("a", &["rev-parse", "refs/heads/main"])), journal_seq(&lab, "a"));
+
+    // Frozen between the lease check and the journal: the state still fresh when the push
+    // looks, then no answer. The push waits at most staleAfter for one, then is refused.
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "two"]));
+    lab.kill("a", "agent", "STOP");
+    let started = std::time::Instant::now();
+    let out = run(client.git("c", &["push", "origin", "HEAD:refs/heads/main"]));
+    let waited = started.elapsed();
+    lab.kill("a", "agent", "CONT");
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let why = stderr(&out);
+    assert!(why.contains("the agent did not answer") || why.contains("stale"), "{why}");
+    assert!(waited < Duration::from_secs(10), "bounded by staleAfter: {waited:?}");
+    assert_eq!(ok(lab.git("a", &["rev-parse", "refs/heads/main"])), before, "the refused push moved nothing");
+
+    wait_until("the thawed agent to lead again", Duration::from_secs(5), || lab.http("a", "/readyz").0 == 200);
+    let out = run(client.git("c", &["push", "origin", "HEAD:refs/heads/main"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(journal_seq(&lab, "a") > seq);
+}

@@ -1,0 +1,377 @@
+//! The leader's agent journals a push for its hooks (docs/ARCHITECTURE.md, A push, step by
+//! step). A hook starts cold: opening the repository and writing an entry costs it more than
+//! git's start of the hook itself, twice a push. The agent is warm. So `pre-receive` (the
+//! push's prepare) and the `committed` or `post-receive` that ends the push (its outcome)
+//! connect to `<state>/journal.sock` (mode 0600: the agent's user only), send one request, a
+//! JSON line, and read one answer. The agent does what the hook would have done, with the
+//! same judgement of the node (`node::inspect_state`, as the hook reads it), and answers once
+//! the entry is in the journal; it then signals the replicas, after answering.
+//!
+//! A hook that cannot connect (no agent, or one older than this) journals by itself, as
+//! before. One that connected and had no answer within `stargate.lease.staleAfter` (an
+//! agent silent that long is frozen, and its state stale) cannot know whether the entry
+//! was written: `pre-receive` refuses the push (no ref moved; a prepare without outcome is
+//! settled as any whose hook died), and the end of a push leaves the outcome to
+//! `post-receive`, else the agent's sweep, as when its own append fails. A second outcome
+//! of one prepare changes nothing: the first is the one every node reads (`walk`).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gix::ObjectId;
+use serde::{Deserialize, Serialize};
+
+use super::position::Position;
+use super::{Body, Error, Outcome, Update};
+use crate::lead::node::{self, Authority};
+use crate::store::Store;
+
+/// The socket in the node's state directory.
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("journal.sock")
+}
+
+/// Longest request the agent reads: a push of 100,000 refs names them in about 10 MB.
+pub const MAX_REQUEST: u64 = 256 << 20;
+
+/// What a hook asks of the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    /// Journal the prepare of a push to `git_dir` (absolute) in `epoch`, the epoch the hook
+    /// found this node leading: its commands as git gave them (`old new ref` lines).
+    Prepare { git_dir: PathBuf, epoch: u64, updates: String, pusher: Option<String> },
+    /// Journal the outcome of the push whose prepare is entry `prepare`: `done` names the
+    /// `(ref, new)` updates that were applied; none given, every one (checked against the
+    /// refs).
+    Outcome { git_dir: PathBuf, prepare: String, done: Option<Vec<(String, String)>> },
+}
+
+/// The agent's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "lowercase")]
+pub enum Answer {
+    /// The prepare is entry `entry`; the journal's sequence number at it is `last`.
+    Prepared { entry: String, last: u64 },
+    /// The outcome is journaled; at `position` when it is `committed`.
+    Concluded { position: Option<String> },
+    /// Not journaled, and nothing changed: why (the refs do not hold every new value yet).
+    NotYet { why: String },
+    /// This node does not lead `epoch` now (as `node::Authority::Refused`).
+    Refused { leader: String, epoch: u64, reason: String },
+    /// Not journaled: why.
+    Failed { why: String },
+}
+
+/// Why a hook has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Unanswered {
+    /// Nothing was sent: the hook journals by itself.
+    #[error("no agent listens on {}: {source}", .path.display())]
+    NotListening { path: PathBuf, source: std::io::Error },
+    /// Sent, and no answer came (in time): whether the agent journaled is not known.
+    #[error("the agent did not answer: {0}")]
+    Silent(#[source] std::io::Error),
+}
+
+/// Ask the agent whose state directory is `state_dir`, waiting at most `wait` for it.
+pub fn ask(state_dir: &Path, request: &Request, wait: Duration) -> Result<Answer, Unanswered> {
+    let path = socket_path(state_dir);
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(source) => return Err(Unanswered::NotListening { path, source }),
+    };
+    let silent = Unanswered::Silent;
+    let mut bytes = serde_json::to_vec(request).map_err(|e| silent(e.into()))?;
+    bytes.push(b'\n');
+    stream.set_read_timeout(Some(wait.max(Duration::from_millis(100)))).map_err(silent)?;
+    stream.write_all(&bytes).map_err(silent)?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).map_err(silent)?;
+    serde_json::from_str(&line).map_err(|e| silent(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+/// The repositories a thread of the agent opened for the hooks, kept open: opening one costs
+/// more than an append. Each is opened again once its `config` changed (another file, size
+/// or time): what the journal depends on there, the ref storage format, is set in it.
+#[derive(Default)]
+pub struct Opened(HashMap<PathBuf, (Stamp, gix::Repository)>);
+
+/// How many repositories stay open at most; past it every one is opened again.
+const MAX_OPEN: usize = 1024;
+
+/// What says a file changed: its inode, size and modification time.
+type Stamp = (u64, u64, i64, i64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+impl Opened {
+    /// Repository `path` (canonical), opened now or earlier.
+    fn get(&mut self, path: &Path) -> Result<Store, String> {
+        let now = stamp(&path.join("config")).ok_or_else(|| format!("{}: no config", path.display()))?;
+        if let Some((then, repo)) = self.0.get(path)
+            && *then == now
+        {
+            return Ok(Store::new(repo.clone()));
+        }
+        let store = super::open(path).map_err(|e| e.to_string())?;
+        if self.0.len() >= MAX_OPEN {
+            self.0.clear();
+        }
+        self.0.insert(path.to_owned(), (now, store.repo().clone()));
+        Ok(store)
+    }
+}
+
+/// The agent's side of one connection: read the request, answer it. Whether an entry was
+/// journaled, and the repository to signal the replicas for, once an outcome that moved
+/// refs is.
+pub fn serve(state_dir: &Path, opened: &mut Opened, stream: &mut UnixStream) -> (bool, Option<PathBuf>) {
+    let mut line = String::new();
+    let read = BufReader::new(Read::take(&mut *stream, MAX_REQUEST)).read_line(&mut line);
+    let request = read.map_err(|e| e.to_string()).and_then(|_| serde_json::from_str(&line).map_err(|e| e.to_string()));
+    // A hook that stopped waiting (this agent was frozen longer than it waits) has refused
+    // its push, or leaves the outcome to others: nothing is journaled for it late.
+    if request.is_ok() && hung_up(stream) {
+        log::warn!("a hook stopped waiting before its request was read; not journaling it");
+        return (false, None);
+    }
+    let (answer, signal) = match request {
+        Ok(request) => answer(state_dir, opened, request),
+        Err(e) => (Answer::Failed { why: format!("malformed request: {e}") }, None),
+    };
+    let mut bytes = serde_json::to_vec(&answer).unwrap_or_default();
+    bytes.push(b'\n');
+    if let Err(e) = stream.write_all(&bytes) {
+        log::warn!("cannot answer a hook ({answer:?}): {e}");
+    }
+    (matches!(answer, Answer::Prepared { .. } | Answer::Concluded { .. }), signal)
+}
+
+/// Whether the other end of `stream` closed it.
+fn hung_up(stream: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };
+    // SAFETY: one valid pollfd, and a zero timeout.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
+}
+
+/// Do what `request` asks, as the hook would have.
+pub fn answer(state_dir: &Path, opened: &mut Opened, request: Request) -> (Answer, Option<PathBuf>) {
+    let failed = |why: String| (Answer::Failed { why }, None);
+    let (Request::Prepare { git_dir, .. } | Request::Outcome { git_dir, .. }) = &request;
+    let git = match repository(state_dir, opened, git_dir) {
+        Ok(git) => git,
+        Err(why) => return failed(why),
+    };
+    match request {
+        Request::Prepare { epoch, updates, pusher, .. } => {
+            let view = node::inspect_state(Some(state_dir));
+            match view.authority() {
+                Authority::Leader { epoch: leading } if leading == epoch => {}
+                Authority::Leader { epoch: leading } => {
+                    let reason = format!("this node leads epoch {leading} now, not {epoch}");
+                    return (Answer::Refused { leader: view.me, epoch: leading, reason }, None);
+                }
+                Authority::Refused { leader, epoch, reason } => {
+                    return (Answer::Refused { leader, epoch, reason }, None);
+                }
+            }
+            let updates = super::parse_updates(&updates);
+            if updates.is_empty() {
+                return failed("a prepare without updates".into());
+            }
+            let keep = keep(view.state.as_ref());
+            match super::append_by(&git, epoch, &view.me, Body::Prepare(updates), keep, pusher.as_deref()) {
+                Ok((entry, last)) => (Answer::Prepared { entry: entry.to_string(), last }, None),
+                Err(e) => failed(e.to_string()),
+            }
+        }
+        Request::Outcome { prepare, done, .. } => {
+            let Ok(prepare) = ObjectId::from_hex(prepare.as_bytes()) else {
+                return failed(format!("not an entry id: {prepare}"));
+            };
+            let done = match done {
+                None => Done::All,
+                Some(listed) => {
+                    let parsed: Option<HashSet<_>> = (listed.into_iter())
+                        .map(|(r, new)| Some((r, ObjectId::from_hex(new.as_bytes()).ok()?)))
+                        .collect();
+                    match parsed {
+                        Some(set) => Done::Listed(set),
+                        None => return failed("an update's new value is not an object id".into()),
+                    }
+                }
+            };
+            match conclude_push(&git, prepare, &done, keep(node::state(state_dir).as_ref())) {
+                Ok(Ok(position)) => {
+                    let signal = position.is_some().then(|| git.git_dir().to_owned());
+                    (Answer::Concluded { position: position.map(|p| p.to_string()) }, signal)
+                }
+                Ok(Err(why)) => (Answer::NotYet { why: why.into() }, None),
+                Err(e) => failed(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Repository `git_dir` for the journal, if it is one below this node's root.
+fn repository(state_dir: &Path, opened: &mut Opened, git_dir: &Path) -> Result<Store, String> {
+    let refuse = |why: &str| format!("{}: {why}", git_dir.display());
+    let root = state_dir.parent().and_then(|r| r.canonicalize().ok()).ok_or_else(|| refuse("no root"))?;
+    let path = git_dir.canonicalize().map_err(|e| refuse(&e.to_string()))?;
+    if !path.starts_with(&root) || path == root {
+        return Err(refuse("not a repository below this node's root"));
+    }
+    let store = opened.get(&path).map_err(|e| refuse(&e))?;
+    Ok(store.with_spares(state_dir.join(crate::spare::DIR)))
+}
+
+/// `stargate.journal.keep` as the agent published it (in `state`).
+pub fn keep(state: Option<&node::State>) -> u64 {
+    state.and_then(|s| s.journal_keep).unwrap_or(super::DEFAULT_KEEP)
+}
+
+/// Which of a push's prepared updates were applied.
+pub enum Done {
+    /// Every one: each transaction committed. Checked against the refs all the same.
+    All,
+    /// Those `post-receive` lists (ref name, new value).
+    Listed(HashSet<(String, ObjectId)>),
+}
+
+impl Done {
+    /// As a request says it.
+    pub fn listed(&self) -> Option<Vec<(String, String)>> {
+        match self {
+            Done::All => None,
+            Done::Listed(set) => Some(set.iter().map(|(r, id)| (r.clone(), id.to_string())).collect()),
+        }
+    }
+}
+
+/// Journal the outcome of the push whose prepare is entry `prepare`: `committed` naming
+/// what `done` says was applied, `aborted` if nothing. `Ok(Err)`, journaling nothing, when
+/// the refs do not hold what `Done::All` says.
+pub fn conclude_push(
+    git: &Store,
+    prepare: ObjectId,
+    done: &Done,
+    keep: u64,
+) -> Result<Result<Option<Position>, &'static str>, Error> {
+    let (entry, _) = super::read(git, prepare)?;
+    let applied: Vec<(u64, Update)> = match done {
+        Done::All => {
+            let now = |u: &Update| git.find(&u.refname).ok().flatten().unwrap_or(ObjectId::null(u.new.kind()));
+            if entry.updates.iter().any(|(_, u)| now(u) != u.new) {
+                return Ok(Err("a ref does not hold its new value yet"));
+            }
+            entry.updates.clone()
+        }
+        Done::Listed(done) => {
+            (entry.updates.iter()).filter(|(_, u)| done.contains(&(u.refname.clone(), u.new))).cloned().collect()
+        }
+    };
+    let (outcome, updates) = match applied.is_empty() {
+        true => (Outcome::Aborted, entry.updates.clone()),
+        false => (Outcome::Committed, applied),
+    };
+    super::conclude(git, prepare, &entry, outcome, updates, keep).map(Ok)
+}
+
+/// Updates as git writes them to a hook, a line each.
+pub fn lines(updates: &[Update]) -> String {
+    updates.iter().map(|u| format!("{} {} {}\n", u.old, u.new, u.refname)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request, and each answer, is one JSON line that reads back the same.
+    #[test]
+    fn requests_and_answers_round_trip_as_json_lines() {
+        let requests = [
+            Request::Prepare { git_dir: "/srv/a b.git".into(), epoch: 3, updates: "x y z\n".into(), pusher: None },
+            Request::Outcome {
+                git_dir: "/srv/a.git".into(),
+                prepare: "ab".into(),
+                done: Some(vec![("r".into(), "n".into())]),
+            },
+        ];
+        for r in requests {
+            let line = serde_json::to_string(&r).unwrap();
+            assert!(!line.contains('\n'));
+            assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        }
+        let answers = [
+            Answer::Prepared { entry: "ab".into(), last: 7 },
+            Answer::Concluded { position: Some("1:7:ab".into()) },
+            Answer::NotYet { why: "w".into() },
+            Answer::Refused { leader: "b".into(), epoch: 4, reason: "r".into() },
+            Answer::Failed { why: "f".into() },
+        ];
+        for a in answers {
+            assert_eq!(serde_json::from_str::<Answer>(&serde_json::to_string(&a).unwrap()).unwrap(), a);
+        }
+    }
+
+    /// A malformed request, or one for a repository outside the node's root, is answered
+    /// `failed` and journals nothing.
+    #[test]
+    fn a_malformed_request_or_a_repository_outside_the_root_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("root/.stargate");
+        std::fs::create_dir_all(&state).unwrap();
+        let outside = dir.path().join("other.git");
+        crate::wire::git::init_bare(&outside).unwrap();
+        let mut opened = Opened::default();
+
+        let (mut hook, mut agent) = UnixStream::pair().unwrap();
+        hook.write_all(b"{\"op\":\"prepare\"\n").unwrap();
+        assert_eq!(serve(&state, &mut opened, &mut agent), (false, None));
+        let mut line = String::new();
+        BufReader::new(&hook).read_line(&mut line).unwrap();
+        let Answer::Failed { why } = serde_json::from_str(&line).unwrap() else { panic!("{line}") };
+        assert!(why.starts_with("malformed request"), "{why}");
+
+        let zero = ObjectId::null(gix::hash::Kind::Sha1).to_string();
+        for git_dir in [outside.clone(), dir.path().join("root"), dir.path().join("root/missing.git")] {
+            let request = Request::Outcome { git_dir: git_dir.clone(), prepare: zero.clone(), done: None };
+            let (answer, signal) = answer(&state, &mut opened, request);
+            assert!(
+                matches!(&answer, Answer::Failed { why } if why.starts_with(&git_dir.display().to_string())),
+                "{answer:?}"
+            );
+            assert_eq!(signal, None);
+        }
+        assert!(crate::journal::open(&outside).unwrap().find(crate::journal::REF).unwrap().is_none());
+    }
+
+    /// A repository stays open until its config changes.
+    #[test]
+    fn a_repository_is_opened_again_once_its_config_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("kv.git");
+        crate::wire::git::init_bare(&repo).unwrap();
+        let mut opened = Opened::default();
+        opened.get(&repo).unwrap();
+        let first = opened.0[&repo].0;
+        opened.get(&repo).unwrap();
+        assert_eq!(opened.0[&repo].0, first, "kept");
+        let config = std::fs::read_to_string(repo.join("config")).unwrap();
+        std::fs::write(repo.join("config"), format!("{config}[stargate]\n\tx = y\n")).unwrap();
+        opened.get(&repo).unwrap();
+        assert_ne!(opened.0[&repo].0, first, "opened again");
+        std::fs::remove_file(repo.join("config")).unwrap();
+        assert!(opened.get(&repo).is_err(), "no config: not a repository to journal");
+    }
+}

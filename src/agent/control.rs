@@ -329,7 +329,9 @@ impl Control {
 /// Journal pushes for the hooks (`journal::service`), on a socket of mode 0600 in
 /// `state_dir`: `JOURNAL_WORKERS` threads take its connections, one at a time each, so
 /// that pushes to different repositories are journaled side by side and more wait their
-/// turn. Unbound, the hooks journal by themselves.
+/// turn. Connections are taken in the order they came, so a push's prepare is always
+/// taken before the wait for it, and a thread waiting never holds up what it waits for.
+/// Unbound, the hooks journal by themselves.
 fn listen_journal(state_dir: &Path, replicator: Arc<Replicator>) {
     let path = service::socket_path(state_dir);
     let _ = std::fs::remove_file(&path);
@@ -337,15 +339,16 @@ fn listen_journal(state_dir: &Path, replicator: Arc<Replicator>) {
         Ok(listener) => listener,
         Err(e) => return log::warn!("cannot listen on {}: {e}; the hooks journal by themselves", path.display()),
     };
+    let asked = Arc::new(service::Asked::default());
     for _ in 0..JOURNAL_WORKERS {
         let Ok(listener) = listener.try_clone() else { continue };
-        let (state_dir, replicator) = (state_dir.to_owned(), Arc::clone(&replicator));
+        let (state_dir, replicator, asked) = (state_dir.to_owned(), Arc::clone(&replicator), Arc::clone(&asked));
         std::thread::spawn(move || {
             let mut opened = service::Opened::default();
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let (journaled, signal) = service::serve(&state_dir, &mut opened, &mut stream);
+                let (journaled, signal) = service::serve(&state_dir, &mut opened, &asked, &mut stream);
                 if journaled {
                     replicator.count(|c| c.journaled += 1);
                 }
@@ -359,7 +362,7 @@ fn listen_journal(state_dir: &Path, replicator: Arc<Replicator>) {
 }
 
 /// Threads journaling for the hooks.
-const JOURNAL_WORKERS: usize = 4;
+const JOURNAL_WORKERS: usize = 8;
 
 /// A Unix socket at `path` that only this user (and root) can connect to (mode 0600, set
 /// as it is bound).

@@ -68,31 +68,54 @@ pub fn begin(repo: &Repo, state_dir: &Path, text: &str, me: &Path, seen: &node::
         epoch,
         updates: service::lines(&updates),
         pusher: pusher.clone(),
+        pid: marker.pid(),
     };
-    let (entry, last) = match service::ask(state_dir, &request, answer_within(seen.state.as_ref())) {
-        Ok(Answer::Prepared { entry, last }) => {
-            let entry = ObjectId::from_hex(entry.as_bytes()).map_err(|_| HookError::Agent(format!("entry {entry}")))?;
-            (entry, last)
+    // Asked of the agent, which notes the prepare in the mark; `prepared` waits for it.
+    marker.note_asked().map_err(HookError::Note)?;
+    match service::send(state_dir, &request) {
+        Ok(()) => {
+            marker.keep();
+            return Ok(());
         }
-        Ok(Answer::Refused { leader, epoch, reason }) => {
-            eprintln!("stargate: {reason}");
-            return Err(Error::not_leader(&leader, epoch));
-        }
-        Ok(Answer::Failed { why }) => return Err(HookError::Agent(why).into()),
-        Ok(other) => return Err(HookError::Agent(format!("{other:?}")).into()),
-        Err(e @ Unanswered::Silent(_)) => return Err(HookError::Agent(e.to_string()).into()),
-        Err(Unanswered::NotListening { .. }) => {
-            let view = node::inspect_state(Some(state_dir));
-            let epoch = super::require_leader(&view)?;
-            let git = super::journal_store(git_dir, state_dir).map_err(HookError::Open)?;
-            let keep = service::keep(view.state.as_ref());
-            journal::append_by(&git, epoch, &view.me, Body::Prepare(updates), keep, pusher.as_deref())
-                .map_err(HookError::Journal)?
-        }
-    };
+        Err(e) => log::debug!("journaling this push here: {e}"),
+    }
+    // The last look at the node state, after the mark: the agent's above, this hook's here.
+    let view = node::inspect_state(Some(state_dir));
+    let epoch = super::require_leader(&view)?;
+    let git = super::journal_store(git_dir, state_dir).map_err(HookError::Open)?;
+    let keep = service::keep(view.state.as_ref());
+    let (entry, last) = journal::append_by(&git, epoch, &view.me, Body::Prepare(updates), keep, pusher.as_deref())
+        .map_err(HookError::Journal)?;
     marker.note_push(entry, last + 1 - count, last).map_err(HookError::Note)?;
     marker.keep();
     Ok(())
+}
+
+/// At `reference-transaction prepared`: whether this git process's push was journaled at
+/// `pre-receive` (and is not over), so that its transactions journal nothing themselves.
+/// A prepare asked of the agent and not yet noted is waited for: its refusal, or no answer
+/// in time, refuses the transaction.
+pub fn prepared(state_dir: &Path) -> Result<bool> {
+    let Some(note) = inflight::current(state_dir).filter(|n| n.alive()) else { return Ok(false) };
+    if note.prepare.is_some() || !note.asked {
+        return Ok(note.push);
+    }
+    let wait = answer_within(node::state(state_dir).as_ref());
+    let request = service::Request::Await { pid: note.pid, wait_ms: wait.as_millis() as u64 };
+    match service::ask(state_dir, &request, wait + Duration::from_millis(500)) {
+        // The mark says whose it is: this push's transaction, noted by the agent.
+        Ok(Answer::Prepared { entry, .. }) => match inflight::current(state_dir).and_then(|n| n.prepare) {
+            Some((id, _, _)) if ObjectId::from_hex(entry.as_bytes()).ok() == Some(id) => Ok(true),
+            _ => Err(HookError::Agent(format!("its prepare {entry} is not noted in this push's mark")).into()),
+        },
+        Ok(Answer::Refused { leader, epoch, reason }) => {
+            eprintln!("stargate: {reason}");
+            Err(Error::not_leader(&leader, epoch))
+        }
+        Ok(Answer::Failed { why }) => Err(HookError::Agent(why).into()),
+        Ok(other) => Err(HookError::Agent(format!("{other:?}")).into()),
+        Err(e) => Err(HookError::Agent(e.to_string()).into()),
+    }
 }
 
 /// How long a hook waits for the agent's answer: as long as the agent may be silent before

@@ -101,7 +101,11 @@ impl Transaction<'_> {
         // A push journaled at `pre-receive` (`push`): marked in flight already, so the look
         // after the repository's own hook is the last one, and there is nothing to journal.
         // Quorum mode, begun since: each write must wait for its quorum here; push again.
-        if let Some(state_dir) = self.state_dir.filter(|s| super::push::journaled(s)) {
+        let pushed = match self.state_dir {
+            Some(state_dir) => super::push::prepared(state_dir).map_err(&refuse)?,
+            None => false,
+        };
+        if let Some(state_dir) = self.state_dir.filter(|_| pushed) {
             let look = || {
                 let view = node::inspect_state(Some(state_dir));
                 super::require_leader(&view)?;

@@ -1,31 +1,44 @@
 //! The leader's agent journals a push for its hooks (docs/ARCHITECTURE.md, A push, step by
 //! step). A hook starts cold: opening the repository and writing an entry costs it more than
-//! git's start of the hook itself, twice a push. The agent is warm. So `pre-receive` (the
-//! push's prepare) and the `committed` or `post-receive` that ends the push (its outcome)
-//! connect to `<state>/journal.sock` (mode 0600: the agent's user only), send one request, a
-//! JSON line, and read one answer. The agent does what the hook would have done, with the
-//! same judgement of the node (`node::inspect_state`, as the hook reads it), and answers once
-//! the entry is in the journal; it then signals the replicas, after answering.
+//! git's start of the hook itself, twice a push. The agent is warm, and keeps the
+//! repositories open. The hooks reach it through `<state>/journal.sock` (mode 0600: the
+//! agent's user only), a JSON line each way.
 //!
-//! A hook that cannot connect (no agent, or one older than this) journals by itself, as
-//! before. One that connected and had no answer within `stargate.lease.staleAfter` (an
-//! agent silent that long is frozen, and its state stale) cannot know whether the entry
-//! was written: `pre-receive` refuses the push (no ref moved; a prepare without outcome is
-//! settled as any whose hook died), and the end of a push leaves the outcome to
-//! `post-receive`, else the agent's sweep, as when its own append fails. A second outcome
-//! of one prepare changes nothing: the first is the one every node reads (`walk`).
+//! - `pre-receive` marks the push in flight, notes in the mark that it asks (`asked`), sends
+//!   the push's commands (`Prepare`) and exits without waiting: git then moves the pushed
+//!   objects out of quarantine and locks the refs, some milliseconds, while the agent
+//!   journals. The agent looks at the node as the hooks do, after the mark, refuses an
+//!   epoch other than the one `pre-receive` found, appends the prepare, and notes it in the
+//!   mark as `pre-receive` would have.
+//! - `reference-transaction prepared` of the push's first ref transaction, finding the
+//!   prepare asked and not yet noted, waits for it (`Await`): no ref moves before it is in
+//!   the journal, and a refusal or failure aborts the transaction.
+//! - The `committed` that ends the push, or `post-receive`, sends its outcome (`Outcome`) and
+//!   waits for it, as git answers the client only after; the agent signals the replicas
+//!   once it has answered.
+//!
+//! A hook that cannot reach the agent (none runs, or one older than this) journals by
+//! itself, as before. One that waits longer than `stargate.lease.staleAfter` (an agent
+//! silent that long is frozen, and its state stale) gives up: the push is refused at
+//! `prepared`, or its outcome left to `post-receive`, else the agent's sweep, as when a
+//! hook's own append fails. The agent journals nothing for a push whose git is gone, nor
+//! for an outcome whose hook stopped waiting. At worst a prepare is journaled that no ref
+//! follows, settled as one whose hook died; a second outcome of one prepare changes
+//! nothing: the first is the one every node reads (`walk`).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use gix::ObjectId;
 use serde::{Deserialize, Serialize};
 
 use super::position::Position;
 use super::{Body, Error, Outcome, Update};
+use crate::lead::inflight;
 use crate::lead::node::{self, Authority};
 use crate::store::Store;
 
@@ -42,8 +55,12 @@ pub const MAX_REQUEST: u64 = 256 << 20;
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
     /// Journal the prepare of a push to `git_dir` (absolute) in `epoch`, the epoch the hook
-    /// found this node leading: its commands as git gave them (`old new ref` lines).
-    Prepare { git_dir: PathBuf, epoch: u64, updates: String, pusher: Option<String> },
+    /// found this node leading: its commands as git gave them (`old new ref` lines). `pid`:
+    /// its git process, whose mark says it asked, and gets the prepare noted. Not answered:
+    /// the hook does not wait (`Await`).
+    Prepare { git_dir: PathBuf, epoch: u64, updates: String, pusher: Option<String>, pid: u32 },
+    /// Wait up to `wait_ms` for the prepare git process `pid` asked for: its answer.
+    Await { pid: u32, wait_ms: u64 },
     /// Journal the outcome of the push whose prepare is entry `prepare`: `done` names the
     /// `(ref, new)` updates that were applied; none given, every one (checked against the
     /// refs).
@@ -94,6 +111,67 @@ pub fn ask(state_dir: &Path, request: &Request, wait: Duration) -> Result<Answer
     serde_json::from_str(&line).map_err(|e| silent(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
+/// Send `request` to the agent whose state directory is `state_dir`, not waiting for an
+/// answer. Sent whole or not at all: the agent reads nothing from a line cut short.
+pub fn send(state_dir: &Path, request: &Request) -> Result<(), Unanswered> {
+    let path = socket_path(state_dir);
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(source) => return Err(Unanswered::NotListening { path, source }),
+    };
+    let mut bytes = serde_json::to_vec(request).map_err(|e| Unanswered::Silent(e.into()))?;
+    bytes.push(b'\n');
+    stream.write_all(&bytes).map_err(Unanswered::Silent)
+}
+
+/// The prepares hooks asked for, by git process: pending, then answered. Shared by the
+/// agent's threads: one journals, another waits for it. The system reuses pids, so an
+/// answer is only a hint: the waiter takes the prepare its own mark names.
+#[derive(Default)]
+pub struct Asked {
+    answers: Mutex<HashMap<u32, (Instant, Option<Answer>)>>,
+    done: Condvar,
+}
+
+/// How long an answer is kept for a `prepared` that has not come for it.
+const KEEP_ANSWER: Duration = Duration::from_secs(60);
+/// The longest a waiter is kept waiting, whatever it asks.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+impl Asked {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (Instant, Option<Answer>)>> {
+        self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn begin(&self, pid: u32) {
+        let mut answers = self.lock();
+        answers.retain(|_, (at, _)| at.elapsed() < KEEP_ANSWER);
+        answers.insert(pid, (Instant::now(), None));
+    }
+
+    fn answer(&self, pid: u32, answer: Answer) {
+        self.lock().insert(pid, (Instant::now(), Some(answer)));
+        self.done.notify_all();
+    }
+
+    /// The answer for `pid`'s prepare, waiting up to `wait` for it (the request may not
+    /// even be read yet).
+    fn wait(&self, pid: u32, wait: Duration) -> Option<Answer> {
+        let until = Instant::now() + wait.min(MAX_WAIT);
+        let mut answers = self.lock();
+        loop {
+            if let Some((_, Some(answer))) = answers.get(&pid) {
+                return Some(answer.clone());
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            answers = self.done.wait_timeout(answers, left).map_or_else(|e| e.into_inner().0, |(g, _)| g);
+        }
+    }
+}
+
 /// The repositories a thread of the agent opened for the hooks, kept open: opening one costs
 /// more than an append. Each is opened again once its `config` changed (another file, size
 /// or time): what the journal depends on there, the ref storage format, is set in it.
@@ -133,26 +211,43 @@ impl Opened {
 /// The agent's side of one connection: read the request, answer it. Whether an entry was
 /// journaled, and the repository to signal the replicas for, once an outcome that moved
 /// refs is.
-pub fn serve(state_dir: &Path, opened: &mut Opened, stream: &mut UnixStream) -> (bool, Option<PathBuf>) {
+pub fn serve(state_dir: &Path, opened: &mut Opened, asked: &Asked, stream: &mut UnixStream) -> (bool, Option<PathBuf>) {
     let mut line = String::new();
     let read = BufReader::new(Read::take(&mut *stream, MAX_REQUEST)).read_line(&mut line);
     let request = read.map_err(|e| e.to_string()).and_then(|_| serde_json::from_str(&line).map_err(|e| e.to_string()));
-    // A hook that stopped waiting (this agent was frozen longer than it waits) has refused
-    // its push, or leaves the outcome to others: nothing is journaled for it late.
-    if request.is_ok() && hung_up(stream) {
+    // A hook that stopped waiting for its outcome (this agent was frozen longer than it
+    // waits) leaves it to others: nothing is journaled for it late.
+    if let Ok(Request::Outcome { .. }) = &request
+        && hung_up(stream)
+    {
         log::warn!("a hook stopped waiting before its request was read; not journaling it");
         return (false, None);
     }
+    let unanswered = matches!(request, Ok(Request::Prepare { .. }));
     let (answer, signal) = match request {
-        Ok(request) => answer(state_dir, opened, request),
+        Ok(request) => answer(state_dir, opened, asked, request),
         Err(e) => (Answer::Failed { why: format!("malformed request: {e}") }, None),
     };
-    let mut bytes = serde_json::to_vec(&answer).unwrap_or_default();
-    bytes.push(b'\n');
-    if let Err(e) = stream.write_all(&bytes) {
-        log::warn!("cannot answer a hook ({answer:?}): {e}");
+    if !unanswered {
+        let mut bytes = serde_json::to_vec(&answer).unwrap_or_default();
+        bytes.push(b'\n');
+        match stream.write_all(&bytes) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => log::info!("a hook stopped waiting for {answer:?}"),
+            Err(e) => log::warn!("cannot answer a hook ({answer:?}): {e}"),
+            Ok(()) => {}
+        }
     }
-    (matches!(answer, Answer::Prepared { .. } | Answer::Concluded { .. }), signal)
+    (journaled(&answer, unanswered), signal)
+}
+
+/// Whether `answer` says an entry was journaled: a prepare (answered to its waiter, not to
+/// its sender) or an outcome.
+fn journaled(answer: &Answer, prepare: bool) -> bool {
+    match answer {
+        Answer::Prepared { .. } => prepare,
+        Answer::Concluded { .. } => true,
+        _ => false,
+    }
 }
 
 /// Whether the other end of `stream` closed it.
@@ -165,35 +260,33 @@ fn hung_up(stream: &UnixStream) -> bool {
 }
 
 /// Do what `request` asks, as the hook would have.
-pub fn answer(state_dir: &Path, opened: &mut Opened, request: Request) -> (Answer, Option<PathBuf>) {
+pub fn answer(state_dir: &Path, opened: &mut Opened, asked: &Asked, request: Request) -> (Answer, Option<PathBuf>) {
     let failed = |why: String| (Answer::Failed { why }, None);
-    let (Request::Prepare { git_dir, .. } | Request::Outcome { git_dir, .. }) = &request;
+    let git_dir = match &request {
+        Request::Prepare { git_dir, .. } | Request::Outcome { git_dir, .. } => git_dir,
+        Request::Await { pid, wait_ms } => {
+            let answer = asked.wait(*pid, Duration::from_millis(*wait_ms));
+            let why = || format!("no answer for the prepare git process {pid} asked for, within {wait_ms} ms");
+            return (answer.unwrap_or_else(|| Answer::Failed { why: why() }), None);
+        }
+    };
+    if let Request::Prepare { pid, .. } = request {
+        asked.begin(pid);
+    }
     let git = match repository(state_dir, opened, git_dir) {
         Ok(git) => git,
-        Err(why) => return failed(why),
+        Err(why) => {
+            if let Request::Prepare { pid, .. } = request {
+                asked.answer(pid, Answer::Failed { why: why.clone() });
+            }
+            return failed(why);
+        }
     };
     match request {
-        Request::Prepare { epoch, updates, pusher, .. } => {
-            let view = node::inspect_state(Some(state_dir));
-            match view.authority() {
-                Authority::Leader { epoch: leading } if leading == epoch => {}
-                Authority::Leader { epoch: leading } => {
-                    let reason = format!("this node leads epoch {leading} now, not {epoch}");
-                    return (Answer::Refused { leader: view.me, epoch: leading, reason }, None);
-                }
-                Authority::Refused { leader, epoch, reason } => {
-                    return (Answer::Refused { leader, epoch, reason }, None);
-                }
-            }
-            let updates = super::parse_updates(&updates);
-            if updates.is_empty() {
-                return failed("a prepare without updates".into());
-            }
-            let keep = keep(view.state.as_ref());
-            match super::append_by(&git, epoch, &view.me, Body::Prepare(updates), keep, pusher.as_deref()) {
-                Ok((entry, last)) => (Answer::Prepared { entry: entry.to_string(), last }, None),
-                Err(e) => failed(e.to_string()),
-            }
+        Request::Prepare { epoch, updates, pusher, pid, .. } => {
+            let answer = prepare(state_dir, &git, epoch, &updates, pusher.as_deref(), pid);
+            asked.answer(pid, answer.clone());
+            (answer, None)
         }
         Request::Outcome { prepare, done, .. } => {
             let Ok(prepare) = ObjectId::from_hex(prepare.as_bytes()) else {
@@ -220,6 +313,41 @@ pub fn answer(state_dir: &Path, opened: &mut Opened, request: Request) -> (Answe
                 Err(e) => failed(e.to_string()),
             }
         }
+        Request::Await { .. } => unreachable!("answered above"),
+    }
+}
+
+/// Journal the prepare git process `pid` asked for, as `pre-receive` would have: only while
+/// its push is still waiting for it (its git runs, its mark asks and names `git`'s
+/// repository), after the last look at the node, and noted in the mark.
+fn prepare(state_dir: &Path, git: &Store, epoch: u64, updates: &str, pusher: Option<&str>, pid: u32) -> Answer {
+    let failed = |why: String| Answer::Failed { why };
+    let waiting = inflight::note_of(state_dir, pid)
+        .filter(|n| n.asked && n.prepare.is_none() && n.git_dir == git.git_dir() && n.alive());
+    if waiting.is_none() {
+        return failed(format!("git process {pid} no longer waits for a prepare of {}", git.git_dir().display()));
+    }
+    let view = node::inspect_state(Some(state_dir));
+    match view.authority() {
+        Authority::Leader { epoch: leading } if leading == epoch => {}
+        Authority::Leader { epoch: leading } => {
+            let reason = format!("this node leads epoch {leading} now, not {epoch}");
+            return Answer::Refused { leader: view.me, epoch: leading, reason };
+        }
+        Authority::Refused { leader, epoch, reason } => return Answer::Refused { leader, epoch, reason },
+    }
+    let updates = super::parse_updates(updates);
+    if updates.is_empty() {
+        return failed("a prepare without updates".into());
+    }
+    let count = updates.len() as u64;
+    let keep = keep(view.state.as_ref());
+    match super::append_by(git, epoch, &view.me, Body::Prepare(updates), keep, pusher) {
+        Ok((entry, last)) => match inflight::note_push_for(state_dir, pid, entry, last + 1 - count, last) {
+            Ok(()) => Answer::Prepared { entry: entry.to_string(), last },
+            Err(e) => failed(format!("cannot note the prepare in git process {pid}'s mark: {e}")),
+        },
+        Err(e) => failed(e.to_string()),
     }
 }
 
@@ -300,7 +428,14 @@ mod tests {
     #[test]
     fn requests_and_answers_round_trip_as_json_lines() {
         let requests = [
-            Request::Prepare { git_dir: "/srv/a b.git".into(), epoch: 3, updates: "x y z\n".into(), pusher: None },
+            Request::Prepare {
+                git_dir: "/srv/a b.git".into(),
+                epoch: 3,
+                updates: "x y z\n".into(),
+                pusher: None,
+                pid: 9,
+            },
+            Request::Await { pid: 9, wait_ms: 2000 },
             Request::Outcome {
                 git_dir: "/srv/a.git".into(),
                 prepare: "ab".into(),
@@ -333,11 +468,11 @@ mod tests {
         std::fs::create_dir_all(&state).unwrap();
         let outside = dir.path().join("other.git");
         crate::wire::git::init_bare(&outside).unwrap();
-        let mut opened = Opened::default();
+        let (mut opened, asked) = (Opened::default(), Asked::default());
 
         let (mut hook, mut agent) = UnixStream::pair().unwrap();
         hook.write_all(b"{\"op\":\"prepare\"\n").unwrap();
-        assert_eq!(serve(&state, &mut opened, &mut agent), (false, None));
+        assert_eq!(serve(&state, &mut opened, &asked, &mut agent), (false, None));
         let mut line = String::new();
         BufReader::new(&hook).read_line(&mut line).unwrap();
         let Answer::Failed { why } = serde_json::from_str(&line).unwrap() else { panic!("{line}") };
@@ -346,14 +481,55 @@ mod tests {
         let zero = ObjectId::null(gix::hash::Kind::Sha1).to_string();
         for git_dir in [outside.clone(), dir.path().join("root"), dir.path().join("root/missing.git")] {
             let request = Request::Outcome { git_dir: git_dir.clone(), prepare: zero.clone(), done: None };
-            let (answer, signal) = answer(&state, &mut opened, request);
+            let (answer, signal) = answer(&state, &mut opened, &asked, request);
             assert!(
                 matches!(&answer, Answer::Failed { why } if why.starts_with(&git_dir.display().to_string())),
                 "{answer:?}"
             );
             assert_eq!(signal, None);
         }
+        // A prepare outside the root is answered to whoever waits for it.
+        let request =
+            Request::Prepare { git_dir: outside.clone(), epoch: 1, updates: String::new(), pusher: None, pid: 7 };
+        assert!(matches!(answer(&state, &mut opened, &asked, request).0, Answer::Failed { .. }));
+        assert!(matches!(asked.wait(7, Duration::ZERO), Some(Answer::Failed { .. })));
         assert!(crate::journal::open(&outside).unwrap().find(crate::journal::REF).unwrap().is_none());
+    }
+
+    /// A prepare no git process waits for any more (no mark asks for it) is not journaled.
+    #[test]
+    fn a_prepare_nobody_waits_for_is_not_journaled() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(".stargate");
+        std::fs::create_dir_all(&state).unwrap();
+        let repo = dir.path().join("kv.git");
+        crate::wire::git::init_bare(&repo).unwrap();
+        let (mut opened, asked) = (Opened::default(), Asked::default());
+        let zero = ObjectId::null(gix::hash::Kind::Sha1);
+        let updates = format!("{zero} {zero} refs/heads/main\n");
+        let request = Request::Prepare { git_dir: repo.clone(), epoch: 1, updates, pusher: None, pid: u32::MAX };
+        let (answer, _) = answer(&state, &mut opened, &asked, request);
+        assert!(matches!(&answer, Answer::Failed { why } if why.contains("no longer waits")), "{answer:?}");
+        assert_eq!(asked.wait(u32::MAX, Duration::ZERO), Some(answer));
+        assert!(crate::journal::open(&repo).unwrap().find(crate::journal::REF).unwrap().is_none());
+    }
+
+    /// A waiter gets the answer recorded before or while it waits, and nothing past its
+    /// time; answers are kept per git process.
+    #[test]
+    fn a_waiter_gets_the_answer_for_its_git_process() {
+        let asked = std::sync::Arc::new(Asked::default());
+        assert_eq!(asked.wait(1, Duration::from_millis(20)), None, "nothing asked");
+        asked.begin(1);
+        assert_eq!(asked.wait(1, Duration::from_millis(20)), None, "pending");
+        let answering = std::sync::Arc::clone(&asked);
+        let later = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            answering.answer(1, Answer::Prepared { entry: "ab".into(), last: 3 });
+        });
+        assert_eq!(asked.wait(1, Duration::from_secs(10)), Some(Answer::Prepared { entry: "ab".into(), last: 3 }));
+        later.join().unwrap();
+        assert_eq!(asked.wait(2, Duration::ZERO), None, "another process");
     }
 
     /// A repository stays open until its config changes.

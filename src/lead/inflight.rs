@@ -11,7 +11,9 @@
 //! outcome is journaled. Its last transaction without an `end` is in flight. A receive-pack
 //! push journaled at `pre-receive` is one such transaction, from `pre-receive` to its
 //! outcome, its `prepare` line ending in `push` and its commands counted by `committed <n>`
-//! lines as their transactions commit (`hook::push`). The agent
+//! lines as their transactions commit (`hook::push`); an `asked` line before it says that
+//! `pre-receive` asked the agent for the prepare, and the agent writes that `prepare` line
+//! (`journal::service`). The agent
 //! publishes "draining" *before* it looks for markers. So a transaction either sees the
 //! drain and is refused, or its `git_dir` line is there when the agent looks: none slips
 //! between the two. One directory for the whole node: a drain or a sweep reads it once,
@@ -85,6 +87,9 @@ pub struct Note {
     pub push: bool,
     /// A push's updates committed so far, by its transactions' `committed` lines.
     pub committed: u64,
+    /// `pre-receive` asked the leader's agent for the push's prepare (`journal::service`),
+    /// which writes its `prepare` line once journaled: `prepared` waits for it.
+    pub asked: bool,
 }
 
 impl Note {
@@ -108,8 +113,10 @@ impl Note {
                         prepare: None,
                         push: false,
                         committed: 0,
+                        asked: false,
                     })
                 }
+                ("asked", Some(n)) => n.asked = true,
                 ("started", Some(n)) => n.started = rest.parse().ok().filter(|t| *t != 0),
                 ("prepare", Some(n)) => {
                     if let Some(prepare) = parse_prepare(rest) {
@@ -155,6 +162,8 @@ fn parse_prepare(rest: &str) -> Option<(ObjectId, u64, u64)> {
 /// This hook's transaction, marked as in flight.
 pub struct Marker {
     path: PathBuf,
+    /// The git process whose marker it is.
+    pid: u32,
     /// The repository, canonical.
     git_dir: PathBuf,
     prepared: bool,
@@ -170,8 +179,15 @@ impl Marker {
     pub fn begin(state_dir: &Path, git_dir: &Path) -> std::io::Result<Marker> {
         let pid = git_pid();
         let git_dir = git_dir.canonicalize()?;
-        let note =
-            Note { git_dir: git_dir.clone(), pid, started: started(pid), prepare: None, push: false, committed: 0 };
+        let note = Note {
+            git_dir: git_dir.clone(),
+            pid,
+            started: started(pid),
+            prepare: None,
+            push: false,
+            committed: 0,
+            asked: false,
+        };
         let path = dir(state_dir).join(pid.to_string());
         let mut file = match std::fs::OpenOptions::new().append(true).open(&path) {
             Ok(file) => file,
@@ -193,12 +209,23 @@ impl Marker {
             file.set_len(0)?;
         }
         std::io::Write::write_all(&mut file, note.begin_text().as_bytes())?;
-        Ok(Marker { path, git_dir, prepared: false, keep: false })
+        Ok(Marker { path, pid, git_dir, prepared: false, keep: false })
     }
 
     /// The repository of the transaction, canonical.
     pub fn git_dir(&self) -> &Path {
         &self.git_dir
+    }
+
+    /// The git process whose marker it is.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Note that the push's prepare is asked of the leader's agent, which notes it
+    /// (`note_push_for`) once journaled; before asking, for the agent to find.
+    pub fn note_asked(&mut self) -> std::io::Result<()> {
+        append(&self.path, "asked\n")
     }
 
     /// Note the prepare entry journaled for this transaction.
@@ -211,7 +238,7 @@ impl Marker {
     /// ref's transaction then only checks the lease, and `post-receive` ends it.
     pub fn note_push(&mut self, id: ObjectId, first: u64, last: u64) -> std::io::Result<()> {
         self.prepared = true;
-        append(&self.path, &format!("prepare {id} {first} {last}{PUSH}\n"))
+        append(&self.path, &push_line(id, first, last))
     }
 
     /// The transaction goes on: `committed` or `aborted` journals its outcome and ends
@@ -239,6 +266,22 @@ const END: &str = "end\n";
 fn append(path: &Path, line: &str) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::OpenOptions::new().append(true).open(path)?.write_all(line.as_bytes())
+}
+
+/// The `prepare` line of a push's prepare.
+fn push_line(id: ObjectId, first: u64, last: u64) -> String {
+    format!("prepare {id} {first} {last}{PUSH}\n")
+}
+
+/// The agent, for a push whose prepare `pre-receive` asked of it: note the prepare in the
+/// marker of git process `pid`.
+pub fn note_push_for(state_dir: &Path, pid: u32, id: ObjectId, first: u64, last: u64) -> std::io::Result<()> {
+    append(&dir(state_dir).join(pid.to_string()), &push_line(id, first, last))
+}
+
+/// The transaction in flight in the marker of git process `pid`, if any.
+pub fn note_of(state_dir: &Path, pid: u32) -> Option<Note> {
+    Note::parse(pid, &std::fs::read_to_string(dir(state_dir).join(pid.to_string())).ok()?)
 }
 
 /// At `committed` or `aborted`: the marker of this hook's transaction, if it has one.
@@ -352,9 +395,17 @@ mod tests {
             prepare: Some((id, 4, 6)),
             push: false,
             committed: 0,
+            asked: false,
         };
         let text = format!("{}prepare {id} 4 6\n", note.begin_text());
         assert_eq!(Note::parse(me, &text), Some(note.clone()));
+        // A push whose prepare was asked of the agent, then noted by it.
+        let asked = format!("{}asked\n", note.begin_text());
+        let parsed = Note::parse(me, &asked).unwrap();
+        assert!(parsed.asked && parsed.prepare.is_none());
+        let noted = Note::parse(me, &format!("{asked}{}", push_line(id, 4, 6))).unwrap();
+        assert_eq!((noted.asked, noted.prepare, noted.push), (true, Some((id, 4, 6)), true));
+        assert_eq!(Note::parse(me, &format!("{asked}end\n{}", push_line(id, 4, 6))), None, "noted late: over");
         assert!(note.alive());
         // The same pid, started at another time: another process.
         let reused = Note { started: note.started.map(|t| t + 1), ..note.clone() };

@@ -271,11 +271,14 @@ fn a_push_whose_agent_freezes_while_it_journals_is_refused_and_moves_nothing() {
     let (before, seq) = (ok(lab.git("a", &["rev-parse", "refs/heads/main"])), journal_seq(&lab, "a"));
 
     // Frozen between the lease check and the journal: the state still fresh when the push
-    // looks, then no answer. The push waits at most staleAfter for one, then is refused.
+    // looks, then no answer. The push waits at most staleAfter for one, then is refused at
+    // `prepared`, where git ends receive-pack: pushed by path, the client reads the hook's
+    // words (over git:// they may be lost with it).
     ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "two"]));
     lab.kill("a", "agent", "STOP");
     let started = std::time::Instant::now();
-    let out = run(client.git("c", &["push", "origin", "HEAD:refs/heads/main"]));
+    let path = lab.repo("a", "kv").display().to_string();
+    let out = run(client.git("c", &["push", &path, "HEAD:refs/heads/main"]));
     let waited = started.elapsed();
     lab.kill("a", "agent", "CONT");
     assert!(!out.status.success(), "{}", stderr(&out));

@@ -292,3 +292,83 @@ fn a_push_whose_agent_freezes_while_it_journals_is_refused_and_moves_nothing() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(journal_seq(&lab, "a") > seq);
 }
+
+/// Pushes journaled by the leader's agent while it is killed, restarted and frozen: every
+/// push acknowledged is kept (on its branch of whichever node leads at the end, and
+/// mirrored), a push refused moved nothing, and `git stargate verify` agrees. Four clients
+/// push by path to the first leader, each to its own branch, as fast as they can; a kill of
+/// its agent may hand leadership to the other node, whose catch-up must then carry every
+/// write the first acknowledged.
+#[test]
+fn pushes_acknowledged_while_the_leaders_agent_is_killed_and_frozen_are_kept_and_mirrored() {
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let lab = Lab::up(2);
+    let first = lab.wait_leader(None, Duration::from_secs(5));
+    let path = lab.repo(&first, "kv").display().to_string();
+    let clients: Vec<Client> = (0..4).map(|_| Client::new()).collect();
+    for c in &clients {
+        c.clone(&path, "c");
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acked: Vec<Vec<String>> = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        let pushers: Vec<_> = (clients.iter().enumerate())
+            .map(|(i, c)| {
+                let (stop, path) = (&stop, &path);
+                s.spawn(move || {
+                    let mut acked = Vec::new();
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        n += 1;
+                        ok(c.git("c", &["commit", "-q", "--allow-empty", "-m", &format!("{i}.{n}")]));
+                        let out = run(c.git("c", &["push", "-q", path, &format!("HEAD:refs/heads/b{i}")]));
+                        let head = ok(c.git("c", &["rev-parse", "HEAD"])).trim().to_owned();
+                        match out.status.success() {
+                            true => acked.push(head),
+                            // Refused: the next commit builds on what was acknowledged.
+                            false => drop(ok(c.git("c", &["reset", "-q", "--hard", "HEAD~1"]))),
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(1));
+        for round in 0..2u64 {
+            lab.kill(&first, "agent", "KILL");
+            std::thread::sleep(Duration::from_millis(300));
+            lab.start(&first, "agent");
+            std::thread::sleep(Duration::from_millis(1500));
+            if lab.http(&first, "/readyz").0 == 200 {
+                lab.kill(&first, "agent", "STOP");
+                std::thread::sleep(Duration::from_millis(300 + 400 * round));
+                lab.kill(&first, "agent", "CONT");
+                std::thread::sleep(Duration::from_millis(700));
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        pushers.into_iter().map(|p| p.join().unwrap()).collect()
+    });
+    assert!(acked.iter().any(|a| !a.is_empty()), "some pushes were acknowledged: {acked:?}");
+    let leader = lab.wait_leader(None, Duration::from_secs(20));
+    eprintln!(
+        "acknowledged pushes per client: {:?}; {first} led first, {leader} leads now",
+        acked.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    let replica = lab.nodes.iter().find(|n| **n != leader).unwrap().clone();
+    lab.wait_parity(&leader, &replica, Duration::from_secs(20));
+    for (i, commits) in acked.iter().enumerate().filter(|(_, c)| !c.is_empty()) {
+        let tip = ok(lab.git(&leader, &["rev-parse", &format!("refs/heads/b{i}")])).trim().to_owned();
+        for c in commits {
+            let kept = run(lab.git(&leader, &["merge-base", "--is-ancestor", c, &tip])).status.success();
+            assert!(kept, "client {i}'s acknowledged {c} is on b{i} of {leader} (tip {tip})");
+        }
+    }
+    let out = run(lab.node_cmd(&leader, "git").args(["stargate", "verify"]));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+}

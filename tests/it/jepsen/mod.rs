@@ -41,6 +41,11 @@ pub enum Mode {
     Async,
     /// stargate(7), Quorum replication: acknowledged once two of the three nodes hold it.
     Quorum,
+    /// Async, every write a plain push of its namespace's ref (`git kv`'s lease way: no
+    /// repository hands `refs/for/kv/` to `proc-receive`), so that each one is journaled by
+    /// the leader's agent for its hooks (the prepare asked at `pre-receive`, waited for at
+    /// `prepared`), where `proc-receive`'s transactions journal themselves in the hooks.
+    Pushes,
 }
 
 impl Mode {
@@ -48,6 +53,8 @@ impl Mode {
         match self {
             Mode::Async => "",
             Mode::Quorum => "[stargate \"replication\"]\n\tmode = quorum\n\tquorum = 2\n",
+            // Counters published every second, to see the agent's journaling before the end.
+            Mode::Pushes => "[stargate \"metrics\"]\n\tinterval = 1s\n",
         }
     }
 
@@ -55,6 +62,7 @@ impl Mode {
         match self {
             Mode::Async => "async",
             Mode::Quorum => "quorum",
+            Mode::Pushes => "pushes",
         }
     }
 }
@@ -371,6 +379,11 @@ pub fn run_suite(mode: Mode, nemesis: Nemesis) {
     let extra = format!("{}{}", mode.config(), nemesis.config());
     let (lab, etcd) = nemesis::lab(nemesis, &extra, &plan);
     let leader = lab.wait_leader(None, Duration::from_secs(30));
+    if mode == Mode::Pushes {
+        for n in &lab.nodes {
+            ok(lab.git(n, &["config", "--unset-all", "receive.procReceiveRefs", "^refs/for/kv/$"]));
+        }
+    }
     eprintln!("{test}: {} lab up, {leader} leads; running {:?}", mode.name(), timing.run);
 
     let clients: Vec<Client> = std::thread::scope(|s| {
@@ -420,6 +433,9 @@ pub fn run_suite(mode: Mode, nemesis: Nemesis) {
 
     let mut anomalies: Vec<Anomaly> = Vec::new();
     let anomaly = |kind: &str, detail: String| Anomaly { kind: kind.into(), detail, history: Vec::new() };
+    if mode == Mode::Pushes && lab.nodes.iter().all(|n| journaled_by_agent(&lab, n) == 0) {
+        anomalies.push(anomaly("not-by-the-agent", "no node's agent journaled a push: the mode tested nothing".into()));
+    }
     for b in &backwards {
         anomalies.push(anomaly("epoch-backwards", b.clone()));
     }
@@ -801,6 +817,13 @@ fn settle(lab: &Lab) -> Result<String, String> {
     ))
 }
 
+/// `stargate_journal_served_total` as node `node` exports it (0 when it does not answer).
+fn journaled_by_agent(lab: &Lab, node: &str) -> u64 {
+    let (_, body) = lab.http(node, "/metrics");
+    let prefix = format!("stargate_journal_served_total{{node=\"{node}\"}} ");
+    body.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 fn refs_with_values(lab: &Lab, node: &str) -> String {
     stdout(&run(lab.git(node, &["for-each-ref", "--format=%(objectname) %(refname)", "refs/kv/"])))
 }
@@ -852,5 +875,11 @@ suite! {
     #[ignore = "needs root: network namespaces (a --netns lab)"]
     quorum_under_clock_skew: Quorum, ClockSkew;
     async_under_etcd_member_loss: Async, EtcdMemberLoss;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
+    pushes_under_freezes: Pushes, Freeze;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
+    pushes_under_planned_promotions: Pushes, PlannedPromotion;
+    #[ignore = "needs root: network namespaces (a --netns lab)"]
+    pushes_under_partitions: Pushes, Partition;
     quorum_under_etcd_member_loss: Quorum, EtcdMemberLoss;
 }

@@ -8,6 +8,11 @@
 //! that succeeded) journals the outcome instead, naming only the refs that moved. A
 //! non-atomic push of N refs so costs two journal entries instead of 2N.
 //!
+//! The leader's agent writes both entries (`journal::service`): `pre-receive` asks for the
+//! prepare and exits, the push's first `prepared` waits for it (git moves the pushed objects
+//! out of quarantine and locks the refs meanwhile), and the hook that ends the push waits for
+//! the outcome. Where no agent listens, the hooks write them as before.
+//!
 //! What a replica needs still holds: the prepare is journaled before any ref of the push
 //! moves, and the outcome after every one that moved, naming those (a replica reads their
 //! values from the leader). Should git die in between, or no command succeed (git then runs

@@ -193,25 +193,24 @@ fn finish(state_dir: &Path, note: &inflight::Note, done: Done) -> Option<Positio
     let request =
         service::Request::Outcome { git_dir: note.git_dir.clone(), prepare: prepare.to_string(), done: done.listed() };
     let ended = match service::ask(state_dir, &request, answer_within(state.as_ref())) {
-        Ok(Answer::Concluded { position }) => Ok(Ok((position.and_then(|p| p.parse::<Position>().ok()), false))),
+        // The agent signals the replicas itself, once it has answered.
+        Ok(Answer::Concluded { position }) => Ok(Ok(position.and_then(|p| p.parse::<Position>().ok()))),
         Ok(Answer::NotYet { why }) => Ok(Err(why)),
         Ok(answer) => Err(format!("{answer:?}")),
         Err(e @ Unanswered::Silent(_)) => Err(e.to_string()),
         Err(Unanswered::NotListening { .. }) => {
             let keep = service::keep(state.as_ref());
-            (super::journal_store(&note.git_dir, state_dir))
-                .and_then(|git| service::conclude_push(&git, prepare, &done, keep))
-                .map(|ended| ended.map(|position| (position, true)).map_err(str::to_owned))
-                .map_err(|e| e.to_string())
+            let ended = (super::journal_store(&note.git_dir, state_dir))
+                .and_then(|git| service::conclude_push(&git, prepare, &done, keep));
+            if let Ok(Ok(Some(_))) = ended {
+                journal::signal::peers(state_dir, &note.git_dir);
+            }
+            ended.map(|ended| ended.map_err(str::to_owned)).map_err(|e| e.to_string())
         }
     };
     match ended {
-        Ok(Ok((position, by_hook))) => {
+        Ok(Ok(position)) => {
             inflight::finish(state_dir, position.map(|p| p.to_string()).as_deref());
-            // The agent signals them itself, once it has answered.
-            if position.is_some() && by_hook {
-                journal::signal::peers(state_dir, &note.git_dir);
-            }
             position
         }
         Ok(Err(why)) => {

@@ -96,16 +96,9 @@ pub enum Unanswered {
 
 /// Ask the agent whose state directory is `state_dir`, waiting at most `wait` for it.
 pub fn ask(state_dir: &Path, request: &Request, wait: Duration) -> Result<Answer, Unanswered> {
-    let path = socket_path(state_dir);
-    let mut stream = match UnixStream::connect(&path) {
-        Ok(stream) => stream,
-        Err(source) => return Err(Unanswered::NotListening { path, source }),
-    };
+    let stream = sent(state_dir, request)?;
     let silent = Unanswered::Silent;
-    let mut bytes = serde_json::to_vec(request).map_err(|e| silent(e.into()))?;
-    bytes.push(b'\n');
     stream.set_read_timeout(Some(wait.max(Duration::from_millis(100)))).map_err(silent)?;
-    stream.write_all(&bytes).map_err(silent)?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).map_err(silent)?;
     serde_json::from_str(&line).map_err(|e| silent(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
@@ -114,6 +107,11 @@ pub fn ask(state_dir: &Path, request: &Request, wait: Duration) -> Result<Answer
 /// Send `request` to the agent whose state directory is `state_dir`, not waiting for an
 /// answer. Sent whole or not at all: the agent reads nothing from a line cut short.
 pub fn send(state_dir: &Path, request: &Request) -> Result<(), Unanswered> {
+    sent(state_dir, request).map(drop)
+}
+
+/// The connection to the agent, `request` written on it.
+fn sent(state_dir: &Path, request: &Request) -> Result<UnixStream, Unanswered> {
     let path = socket_path(state_dir);
     let mut stream = match UnixStream::connect(&path) {
         Ok(stream) => stream,
@@ -121,7 +119,8 @@ pub fn send(state_dir: &Path, request: &Request) -> Result<(), Unanswered> {
     };
     let mut bytes = serde_json::to_vec(request).map_err(|e| Unanswered::Silent(e.into()))?;
     bytes.push(b'\n');
-    stream.write_all(&bytes).map_err(Unanswered::Silent)
+    stream.write_all(&bytes).map_err(Unanswered::Silent)?;
+    Ok(stream)
 }
 
 /// The prepares hooks asked for, by git process: pending, then answered. Shared by the
@@ -261,59 +260,58 @@ fn hung_up(stream: &UnixStream) -> bool {
 
 /// Do what `request` asks, as the hook would have.
 pub fn answer(state_dir: &Path, opened: &mut Opened, asked: &Asked, request: Request) -> (Answer, Option<PathBuf>) {
-    let failed = |why: String| (Answer::Failed { why }, None);
-    let git_dir = match &request {
-        Request::Prepare { git_dir, .. } | Request::Outcome { git_dir, .. } => git_dir,
-        Request::Await { pid, wait_ms } => {
-            let answer = asked.wait(*pid, Duration::from_millis(*wait_ms));
-            let why = || format!("no answer for the prepare git process {pid} asked for, within {wait_ms} ms");
-            return (answer.unwrap_or_else(|| Answer::Failed { why: why() }), None);
-        }
-    };
-    if let Request::Prepare { pid, .. } = request {
-        asked.begin(pid);
-    }
-    let git = match repository(state_dir, opened, git_dir) {
-        Ok(git) => git,
-        Err(why) => {
-            if let Request::Prepare { pid, .. } = request {
-                asked.answer(pid, Answer::Failed { why: why.clone() });
-            }
-            return failed(why);
-        }
-    };
     match request {
-        Request::Prepare { epoch, updates, pusher, pid, .. } => {
-            let answer = prepare(state_dir, &git, epoch, &updates, pusher.as_deref(), pid);
+        Request::Await { pid, wait_ms } => {
+            let why = || format!("no answer for the prepare git process {pid} asked for, within {wait_ms} ms");
+            (asked.wait(pid, Duration::from_millis(wait_ms)).unwrap_or_else(|| Answer::Failed { why: why() }), None)
+        }
+        Request::Prepare { git_dir, epoch, updates, pusher, pid } => {
+            asked.begin(pid);
+            let answer = match repository(state_dir, opened, &git_dir) {
+                Ok(git) => prepare(state_dir, &git, epoch, &updates, pusher.as_deref(), pid),
+                Err(why) => Answer::Failed { why },
+            };
             asked.answer(pid, answer.clone());
             (answer, None)
         }
-        Request::Outcome { prepare, done, .. } => {
-            let Ok(prepare) = ObjectId::from_hex(prepare.as_bytes()) else {
-                return failed(format!("not an entry id: {prepare}"));
-            };
-            let done = match done {
-                None => Done::All,
-                Some(listed) => {
-                    let parsed: Option<HashSet<_>> = (listed.into_iter())
-                        .map(|(r, new)| Some((r, ObjectId::from_hex(new.as_bytes()).ok()?)))
-                        .collect();
-                    match parsed {
-                        Some(set) => Done::Listed(set),
-                        None => return failed("an update's new value is not an object id".into()),
-                    }
-                }
-            };
-            match conclude_push(&git, prepare, &done, keep(node::state(state_dir).as_ref())) {
-                Ok(Ok(position)) => {
-                    let signal = position.is_some().then(|| git.git_dir().to_owned());
-                    (Answer::Concluded { position: position.map(|p| p.to_string()) }, signal)
-                }
-                Ok(Err(why)) => (Answer::NotYet { why: why.into() }, None),
-                Err(e) => failed(e.to_string()),
+        Request::Outcome { git_dir, prepare, done } => match repository(state_dir, opened, &git_dir) {
+            Ok(git) => outcome(state_dir, &git, &prepare, done),
+            Err(why) => (Answer::Failed { why }, None),
+        },
+    }
+}
+
+/// Journal the outcome of the push whose prepare is entry `prepare` in `git`, as the hook
+/// that ends the push would have; with the repository to signal the replicas for, once an
+/// outcome that moved refs is journaled.
+fn outcome(
+    state_dir: &Path,
+    git: &Store,
+    prepare: &str,
+    done: Option<Vec<(String, String)>>,
+) -> (Answer, Option<PathBuf>) {
+    let failed = |why: String| (Answer::Failed { why }, None);
+    let Ok(prepare) = ObjectId::from_hex(prepare.as_bytes()) else {
+        return failed(format!("not an entry id: {prepare}"));
+    };
+    let done = match done {
+        None => Done::All,
+        Some(listed) => {
+            let parsed: Option<HashSet<_>> =
+                (listed.into_iter()).map(|(r, new)| Some((r, ObjectId::from_hex(new.as_bytes()).ok()?))).collect();
+            match parsed {
+                Some(set) => Done::Listed(set),
+                None => return failed("an update's new value is not an object id".into()),
             }
         }
-        Request::Await { .. } => unreachable!("answered above"),
+    };
+    match conclude_push(git, prepare, &done, keep(node::state(state_dir).as_ref())) {
+        Ok(Ok(position)) => {
+            let signal = position.is_some().then(|| git.git_dir().to_owned());
+            (Answer::Concluded { position: position.map(|p| p.to_string()) }, signal)
+        }
+        Ok(Err(why)) => (Answer::NotYet { why: why.into() }, None),
+        Err(e) => failed(e.to_string()),
     }
 }
 

@@ -286,8 +286,7 @@ pub fn note_of(state_dir: &Path, pid: u32) -> Option<Note> {
 
 /// At `committed` or `aborted`: the marker of this hook's transaction, if it has one.
 pub fn current(state_dir: &Path) -> Option<Note> {
-    let (pid, text) = own_mark(state_dir)?;
-    Note::parse(pid, &text)
+    note_of(state_dir, git_pid())
 }
 
 /// The pid of this hook's git process and its mark.

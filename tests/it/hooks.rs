@@ -208,10 +208,7 @@ fn journal_seq(lab: &Lab, node: &str) -> u64 {
 
 /// `stargate_journal_served_total` as node `node` exports it.
 fn journaled_by_agent(lab: &Lab, node: &str) -> u64 {
-    let (code, body) = lab.http(node, "/metrics");
-    assert_eq!(code, 200);
-    let prefix = format!("stargate_journal_served_total{{node=\"{node}\"}} ");
-    body.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    counter(lab, node, "stargate_journal_served_total")
 }
 
 #[test]

@@ -23,14 +23,6 @@ fn send(to: &str, datagrams: &[&[u8]]) {
     }
 }
 
-/// The value of counter `name` in `node`'s `/metrics`.
-fn counter(lab: &Lab, node: &str, name: &str) -> u64 {
-    let (code, body) = lab.http(node, "/metrics");
-    assert_eq!(code, 200);
-    let prefix = format!("{name}{{node=\"{node}\"}} ");
-    body.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
 /// What must not move when a request is refused: the record, the audit, the leader.
 struct Unchanged {
     record: serde_json::Value,

@@ -1082,6 +1082,19 @@ pub fn stargate_client(lab: &Lab) -> Client {
     client
 }
 
+/// The value of counter `name` in `node`'s `/metrics`, which must answer.
+pub fn counter(lab: &Lab, node: &str, name: &str) -> u64 {
+    let (code, body) = lab.http(node, "/metrics");
+    assert_eq!(code, 200);
+    exported(&body, node, name)
+}
+
+/// The value of counter `name` of `node` in a `/metrics` answer (0 when it is not there).
+pub fn exported(metrics: &str, node: &str, name: &str) -> u64 {
+    let prefix = format!("{name}{{node=\"{node}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// `git kv <args>` in that client's clone, through the remote helper.
 pub fn kv(client: &Client, args: &[&str]) -> Output {
     run(with_helper(client.git("c", &[&["kv"], args].concat())))

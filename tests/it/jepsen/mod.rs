@@ -819,9 +819,7 @@ fn settle(lab: &Lab) -> Result<String, String> {
 
 /// `stargate_journal_served_total` as node `node` exports it (0 when it does not answer).
 fn journaled_by_agent(lab: &Lab, node: &str) -> u64 {
-    let (_, body) = lab.http(node, "/metrics");
-    let prefix = format!("stargate_journal_served_total{{node=\"{node}\"}} ");
-    body.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    exported(&lab.http(node, "/metrics").1, node, "stargate_journal_served_total")
 }
 
 fn refs_with_values(lab: &Lab, node: &str) -> String {

@@ -3,15 +3,16 @@
 //! journals one prepare entry for all of them; each ref's `reference-transaction prepared`
 //! then only checks the lease, and `committed` counts its commands in the in-flight mark.
 //! The transaction that commits the last command journals the outcome and signals the
-//! replicas, before git answers the client, as a transaction journaled by itself does.
-//! When a command fails, `post-receive` (run once, after git answered, with the commands
-//! that succeeded) journals the outcome instead, naming only the refs that moved. A
-//! non-atomic push of N refs so costs two journal entries instead of 2N.
+//! replicas. When a command fails, `post-receive` (run once, after git answered, with the
+//! commands that succeeded) journals the outcome instead, naming only the refs that moved.
+//! A non-atomic push of N refs so costs two journal entries instead of 2N.
 //!
 //! The leader's agent writes both entries (`journal::service`): `pre-receive` asks for the
 //! prepare and exits, the push's first `prepared` waits for it (git moves the pushed objects
-//! out of quarantine and locks the refs meanwhile), and the hook that ends the push waits for
-//! the outcome. Where no agent listens, the hooks write them as before.
+//! out of quarantine and locks the refs meanwhile); the `committed` that ends the push asks
+//! for the outcome and exits, and `post-receive` waits for it (git sends the client its
+//! report meanwhile; the push ends for the client only after `post-receive`). Where no agent
+//! listens, the hooks write them as before, the outcome before git answers the client.
 //!
 //! What a replica needs still holds: the prepare is journaled before any ref of the push
 //! moves, and the outcome after every one that moved, naming those (a replica reads their
@@ -34,7 +35,7 @@ use gix::ObjectId;
 use super::{HookError, Repo};
 use crate::error::{Error, Result};
 use crate::journal::position::Position;
-use crate::journal::service::{self, Answer, Done, Unanswered};
+use crate::journal::service::{self, Answer, Done, Step, Unanswered};
 use crate::journal::{self, Body, Update};
 use crate::lead::inflight;
 use crate::lead::node;
@@ -106,7 +107,7 @@ pub fn prepared(state_dir: &Path) -> Result<bool> {
         return Ok(note.push);
     }
     let wait = answer_within(node::state(state_dir).as_ref());
-    let request = service::Request::Await { pid: note.pid, wait_ms: wait.as_millis() as u64 };
+    let request = service::Request::Await { pid: note.pid, wait_ms: wait.as_millis() as u64, step: Step::Prepare };
     match service::ask(state_dir, &request, wait + Duration::from_millis(500)) {
         // The mark says whose it is: this push's transaction, noted by the agent.
         Ok(Answer::Prepared { entry, .. }) => match inflight::current(state_dir).and_then(|n| n.prepare) {
@@ -156,9 +157,8 @@ fn counts(u: &Update) -> bool {
 
 /// At `committed`: whether the transaction (its `updates`) is one of a push journaled at
 /// `pre-receive`. If so its commands are counted in the mark, and the transaction that
-/// commits the last of them journals the outcome, as a transaction journaled by itself
-/// would: git then answers the client with the outcome journaled. Otherwise (a command
-/// failed) `post-receive` journals it (`end`).
+/// commits the last of them journals the outcome (`conclude`). Otherwise (a command failed)
+/// `post-receive` journals it (`end`).
 pub fn committed(state_dir: &Path, updates: &[Update]) -> bool {
     let Some(note) = open(state_dir) else { return false };
     let Some((_, first, last)) = note.prepare else { return true };
@@ -168,18 +168,63 @@ pub fn committed(state_dir: &Path, updates: &[Update]) -> bool {
         return true;
     }
     if note.committed + count as u64 == last + 1 - first {
-        finish(state_dir, &note, Done::All);
+        conclude(state_dir, &note);
     }
     true
 }
 
-/// At `post-receive`, with the commands that succeeded (`input`): journal the outcome of
-/// the push `note` names (`open`: its last transaction did not), naming the updates that
-/// were applied. The position of the outcome, once journaled.
+/// At the `committed` that ends the push in `note`: ask the agent for its outcome and go
+/// on (git reports to the client meanwhile), noted in the mark for the agent and for
+/// `post-receive`, which waits for it (`end`). Where no agent listens, journal it here.
+fn conclude(state_dir: &Path, note: &inflight::Note) {
+    let Some((prepare, ..)) = note.prepare else { return };
+    if let Err(e) = inflight::note_concluding(state_dir) {
+        log::warn!("cannot note that this push's outcome is asked ({e}); waiting for it");
+        finish(state_dir, note, Done::All);
+        return;
+    }
+    let request = service::Request::Outcome {
+        git_dir: note.git_dir.clone(),
+        prepare: prepare.to_string(),
+        done: None,
+        pid: Some(note.pid),
+    };
+    match service::send(state_dir, &request) {
+        Ok(()) => {}
+        Err(Unanswered::NotListening { .. }) => {
+            ended_as(state_dir, note, here(state_dir, note, &Done::All));
+        }
+        Err(e) => log::warn!("cannot ask for this push's outcome ({e}); post-receive journals it"),
+    }
+}
+
+/// At `post-receive`, with the commands that succeeded (`input`): the outcome of the push
+/// `note` names (`open`: still in flight), journaled. The agent's, when the `committed`
+/// that ended the push asked for it, waited for; else journaled now, naming the updates
+/// that were applied. The position of the outcome, once journaled.
 pub fn end(state_dir: &Path, note: &inflight::Note, input: &[u8]) -> Option<Position> {
+    if note.concluding {
+        match concluded(state_dir, note) {
+            Ok(()) => return inflight::last_position(state_dir).and_then(|p| p.parse().ok()),
+            Err(why) => log::warn!("the agent did not journal this push's outcome ({why}); journaling it now"),
+        }
+    }
     let done: HashSet<(String, ObjectId)> =
         (journal::parse_updates(&String::from_utf8_lossy(input)).into_iter()).map(|u| (u.refname, u.new)).collect();
     finish(state_dir, note, Done::Listed(done))
+}
+
+/// The outcome the agent journaled for the `committed` that ended the push in `note`,
+/// waited for: `Ok` once the mark is ended (the answer alone is a hint: pids are reused).
+fn concluded(state_dir: &Path, note: &inflight::Note) -> std::result::Result<(), String> {
+    let wait = answer_within(node::state(state_dir).as_ref());
+    let request = service::Request::Await { pid: note.pid, wait_ms: wait.as_millis() as u64, step: Step::Outcome };
+    match service::ask(state_dir, &request, wait + Duration::from_millis(500)) {
+        Ok(Answer::Concluded { .. }) if open(state_dir).is_none() => Ok(()),
+        Ok(Answer::Concluded { .. }) => Err("this push's mark is not ended".into()),
+        Ok(answer) => Err(format!("{answer:?}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Journal the outcome of the push in `note` (`committed` naming what `done` says was
@@ -188,26 +233,47 @@ pub fn end(state_dir: &Path, note: &inflight::Note, input: &[u8]) -> Option<Posi
 /// not hold what `Done::All` says, leaves the mark as it is: `post-receive`, else the
 /// agent's sweep, journals the outcome.
 fn finish(state_dir: &Path, note: &inflight::Note, done: Done) -> Option<Position> {
-    let (prepare, first, last) = note.prepare?;
+    let (prepare, ..) = note.prepare?;
     let state = node::state(state_dir);
-    let request =
-        service::Request::Outcome { git_dir: note.git_dir.clone(), prepare: prepare.to_string(), done: done.listed() };
+    let request = service::Request::Outcome {
+        git_dir: note.git_dir.clone(),
+        prepare: prepare.to_string(),
+        done: done.listed(),
+        pid: None,
+    };
     let ended = match service::ask(state_dir, &request, answer_within(state.as_ref())) {
         // The agent signals the replicas itself, once it has answered.
         Ok(Answer::Concluded { position }) => Ok(Ok(position.and_then(|p| p.parse::<Position>().ok()))),
         Ok(Answer::NotYet { why }) => Ok(Err(why)),
         Ok(answer) => Err(format!("{answer:?}")),
         Err(e @ Unanswered::Silent(_)) => Err(e.to_string()),
-        Err(Unanswered::NotListening { .. }) => {
-            let keep = service::keep(state.as_ref());
-            let ended = (super::journal_store(&note.git_dir, state_dir))
-                .and_then(|git| service::conclude_push(&git, prepare, &done, keep));
-            if let Ok(Ok(Some(_))) = ended {
-                journal::signal::peers(state_dir, &note.git_dir);
-            }
-            ended.map(|ended| ended.map_err(str::to_owned)).map_err(|e| e.to_string())
-        }
+        Err(Unanswered::NotListening { .. }) => here(state_dir, note, &done),
     };
+    ended_as(state_dir, note, ended)
+}
+
+/// Journal the outcome of the push in `note` in this hook (no agent listens), and signal
+/// the replicas.
+fn here(state_dir: &Path, note: &inflight::Note, done: &Done) -> Ended {
+    let Some((prepare, ..)) = note.prepare else { return Err("no prepare".into()) };
+    let keep = service::keep(node::state(state_dir).as_ref());
+    let ended = (super::journal_store(&note.git_dir, state_dir))
+        .and_then(|git| service::conclude_push(&git, prepare, done, keep))
+        .map_err(|e| e.to_string())?;
+    if let Ok(Some(_)) = ended {
+        journal::signal::peers(state_dir, &note.git_dir);
+    }
+    Ok(ended.map_err(str::to_owned))
+}
+
+/// An outcome journaled (at a position when it committed), not journaled and why
+/// (`Ok(Err)`: nothing changed), or a failure.
+type Ended = std::result::Result<std::result::Result<Option<Position>, String>, String>;
+
+/// End the mark of the push in `note` as `ended` says: with the position once journaled,
+/// else not at all (`post-receive`, else the agent's sweep, journals it).
+fn ended_as(state_dir: &Path, note: &inflight::Note, ended: Ended) -> Option<Position> {
+    let (_, first, last) = note.prepare?;
     match ended {
         Ok(Ok(position)) => {
             inflight::finish(state_dir, position.map(|p| p.to_string()).as_deref());

@@ -13,9 +13,13 @@
 //! - `reference-transaction prepared` of the push's first ref transaction, finding the
 //!   prepare asked and not yet noted, waits for it (`Await`): no ref moves before it is in
 //!   the journal, and a refusal or failure aborts the transaction.
-//! - The `committed` that ends the push, or `post-receive`, sends its outcome (`Outcome`) and
-//!   waits for it, as git answers the client only after; the agent signals the replicas
-//!   once it has answered.
+//! - The `committed` that ends the push notes in the mark that it asks (`concluding`), sends
+//!   the outcome (`Outcome`, with its git process) and exits without waiting: git answers
+//!   the client meanwhile. The agent journals it only while that push is still waiting for
+//!   it (its git runs, its mark concludes that prepare), ends the mark as the hook would
+//!   have, and signals the replicas. `post-receive` finds the mark ended, or waits for it
+//!   (`Await` of the outcome): git's last word to the client, and so the push's exit, comes
+//!   after. Where a command failed, `post-receive` sends the outcome and waits for it.
 //!
 //! A hook that cannot reach the agent (none runs, or one older than this) journals by
 //! itself, as before. One that waits longer than `stargate.lease.staleAfter` (an agent
@@ -59,12 +63,44 @@ pub enum Request {
     /// its git process, whose mark says it asked, and gets the prepare noted. Not answered:
     /// the hook does not wait (`Await`).
     Prepare { git_dir: PathBuf, epoch: u64, updates: String, pusher: Option<String>, pid: u32 },
-    /// Wait up to `wait_ms` for the prepare git process `pid` asked for: its answer.
-    Await { pid: u32, wait_ms: u64 },
+    /// Wait up to `wait_ms` for the entry git process `pid` asked for (`step`): its answer.
+    Await {
+        pid: u32,
+        wait_ms: u64,
+        #[serde(default)]
+        step: Step,
+    },
     /// Journal the outcome of the push whose prepare is entry `prepare`: `done` names the
     /// `(ref, new)` updates that were applied; none given, every one (checked against the
-    /// refs).
-    Outcome { git_dir: PathBuf, prepare: String, done: Option<Vec<(String, String)>> },
+    /// refs). With `pid`, its git process, whose mark says it concludes: not answered (the
+    /// hook does not wait; `Await`), and the mark ended once journaled.
+    Outcome {
+        git_dir: PathBuf,
+        prepare: String,
+        done: Option<Vec<(String, String)>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+    },
+}
+
+/// Which of a push's entries a hook asked for, and waits for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// Its prepare, asked at `pre-receive`.
+    #[default]
+    Prepare,
+    /// Its outcome, asked at the `committed` that ended it.
+    Outcome,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Prepare => "prepare",
+            Step::Outcome => "outcome",
+        }
+    }
 }
 
 /// The agent's answer.
@@ -123,14 +159,17 @@ fn sent(state_dir: &Path, request: &Request) -> Result<UnixStream, Unanswered> {
     Ok(stream)
 }
 
-/// The prepares hooks asked for, by git process: pending, then answered. Shared by the
-/// agent's threads: one journals, another waits for it. The system reuses pids, so an
-/// answer is only a hint: the waiter takes the prepare its own mark names.
+/// The entries hooks asked for, by git process and step: pending, then answered. Shared by
+/// the agent's threads: one journals, another waits for it. The system reuses pids, so an
+/// answer is only a hint: the waiter takes what its own mark says.
 #[derive(Default)]
 pub struct Asked {
-    answers: Mutex<HashMap<u32, (Instant, Option<Answer>)>>,
+    answers: Mutex<Answers>,
     done: Condvar,
 }
+
+/// By git process and step: when asked or answered, and the answer once there is one.
+type Answers = HashMap<(u32, Step), (Instant, Option<Answer>)>;
 
 /// How long an answer is kept for a `prepared` that has not come for it.
 const KEEP_ANSWER: Duration = Duration::from_secs(60);
@@ -138,28 +177,28 @@ const KEEP_ANSWER: Duration = Duration::from_secs(60);
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
 impl Asked {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (Instant, Option<Answer>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Answers> {
         self.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn begin(&self, pid: u32) {
+    fn begin(&self, key: (u32, Step)) {
         let mut answers = self.lock();
         answers.retain(|_, (at, _)| at.elapsed() < KEEP_ANSWER);
-        answers.insert(pid, (Instant::now(), None));
+        answers.insert(key, (Instant::now(), None));
     }
 
-    fn answer(&self, pid: u32, answer: Answer) {
-        self.lock().insert(pid, (Instant::now(), Some(answer)));
+    fn answer(&self, key: (u32, Step), answer: Answer) {
+        self.lock().insert(key, (Instant::now(), Some(answer)));
         self.done.notify_all();
     }
 
-    /// The answer for `pid`'s prepare, waiting up to `wait` for it (the request may not
-    /// even be read yet).
-    fn wait(&self, pid: u32, wait: Duration) -> Option<Answer> {
+    /// The answer for git process `pid`'s `step`, waiting up to `wait` for it (the request
+    /// may not even be read yet).
+    fn wait(&self, key: (u32, Step), wait: Duration) -> Option<Answer> {
         let until = Instant::now() + wait.min(MAX_WAIT);
         let mut answers = self.lock();
         loop {
-            if let Some((_, Some(answer))) = answers.get(&pid) {
+            if let Some((_, Some(answer))) = answers.get(&key) {
                 return Some(answer.clone());
             }
             let left = until.saturating_duration_since(Instant::now());
@@ -216,13 +255,14 @@ pub fn serve(state_dir: &Path, opened: &mut Opened, asked: &Asked, stream: &mut 
     let request = read.map_err(|e| e.to_string()).and_then(|_| serde_json::from_str(&line).map_err(|e| e.to_string()));
     // A hook that stopped waiting for its outcome (this agent was frozen longer than it
     // waits) leaves it to others: nothing is journaled for it late.
-    if let Ok(Request::Outcome { .. }) = &request
+    if let Ok(Request::Outcome { pid: None, .. }) = &request
         && hung_up(stream)
     {
         log::warn!("a hook stopped waiting before its request was read; not journaling it");
         return (false, None);
     }
-    let unanswered = matches!(request, Ok(Request::Prepare { .. }));
+    let unanswered = matches!(request, Ok(Request::Prepare { .. } | Request::Outcome { pid: Some(_), .. }));
+    let awaited = matches!(request, Ok(Request::Await { .. }));
     let (answer, signal) = match request {
         Ok(request) => answer(state_dir, opened, asked, request),
         Err(e) => (Answer::Failed { why: format!("malformed request: {e}") }, None),
@@ -236,17 +276,8 @@ pub fn serve(state_dir: &Path, opened: &mut Opened, asked: &Asked, stream: &mut 
             Ok(()) => {}
         }
     }
-    (journaled(&answer, unanswered), signal)
-}
-
-/// Whether `answer` says an entry was journaled: a prepare (answered to its waiter, not to
-/// its sender) or an outcome.
-fn journaled(answer: &Answer, prepare: bool) -> bool {
-    match answer {
-        Answer::Prepared { .. } => prepare,
-        Answer::Concluded { .. } => true,
-        _ => false,
-    }
+    // An answer passed on to a waiter was counted when it was journaled.
+    (!awaited && matches!(answer, Answer::Prepared { .. } | Answer::Concluded { .. }), signal)
 }
 
 /// Whether the other end of `stream` closed it.
@@ -261,24 +292,65 @@ fn hung_up(stream: &UnixStream) -> bool {
 /// Do what `request` asks, as the hook would have.
 pub fn answer(state_dir: &Path, opened: &mut Opened, asked: &Asked, request: Request) -> (Answer, Option<PathBuf>) {
     match request {
-        Request::Await { pid, wait_ms } => {
-            let why = || format!("no answer for the prepare git process {pid} asked for, within {wait_ms} ms");
-            (asked.wait(pid, Duration::from_millis(wait_ms)).unwrap_or_else(|| Answer::Failed { why: why() }), None)
+        Request::Await { pid, wait_ms, step } => {
+            let why = || format!("no answer for the {} git process {pid} asked for, within {wait_ms} ms", step.name());
+            let answer = asked.wait((pid, step), Duration::from_millis(wait_ms));
+            (answer.unwrap_or_else(|| Answer::Failed { why: why() }), None)
         }
         Request::Prepare { git_dir, epoch, updates, pusher, pid } => {
-            asked.begin(pid);
+            asked.begin((pid, Step::Prepare));
             let answer = match repository(state_dir, opened, &git_dir) {
                 Ok(git) => prepare(state_dir, &git, epoch, &updates, pusher.as_deref(), pid),
                 Err(why) => Answer::Failed { why },
             };
-            asked.answer(pid, answer.clone());
+            asked.answer((pid, Step::Prepare), answer.clone());
             (answer, None)
         }
-        Request::Outcome { git_dir, prepare, done } => match repository(state_dir, opened, &git_dir) {
-            Ok(git) => outcome(state_dir, &git, &prepare, done),
-            Err(why) => (Answer::Failed { why }, None),
-        },
+        Request::Outcome { git_dir, prepare, done, pid } => {
+            let asking = pid.map(|pid| (pid, Step::Outcome));
+            if let Some(key) = asking {
+                asked.begin(key);
+            }
+            let (answer, signal) =
+                match (repository(state_dir, opened, &git_dir), ObjectId::from_hex(prepare.as_bytes())) {
+                    (Err(why), _) => (Answer::Failed { why }, None),
+                    (_, Err(_)) => (Answer::Failed { why: format!("not an entry id: {prepare}") }, None),
+                    (Ok(git), Ok(prepare)) => match pid {
+                        Some(pid) => concluding(state_dir, &git, prepare, done, pid),
+                        None => outcome(state_dir, &git, prepare, done),
+                    },
+                };
+            if let Some(key) = asking {
+                asked.answer(key, answer.clone());
+            }
+            (answer, signal)
+        }
     }
+}
+
+/// Journal the outcome git process `pid`'s `committed` asked for, as `outcome`: only while
+/// its push is still waiting for it (its git runs, its mark concludes prepare `prepare` of
+/// `git`'s repository), and ending the mark as the hook would have.
+fn concluding(
+    state_dir: &Path,
+    git: &Store,
+    prepare: ObjectId,
+    done: Option<Vec<(String, String)>>,
+    pid: u32,
+) -> (Answer, Option<PathBuf>) {
+    let waiting = inflight::note_of(state_dir, pid)
+        .filter(|n| n.concluding && n.git_dir == git.git_dir() && n.prepare.is_some_and(|(id, ..)| id == prepare));
+    if !waiting.is_some_and(|n| n.alive()) {
+        let why = format!("git process {pid} no longer waits for the outcome of {prepare}");
+        return (Answer::Failed { why }, None);
+    }
+    let (answer, signal) = outcome(state_dir, git, prepare, done);
+    if let Answer::Concluded { position } = &answer
+        && let Err(e) = inflight::finish_for(state_dir, pid, position.as_deref())
+    {
+        log::warn!("cannot end git process {pid}'s mark ({e}); its post-receive journals the outcome again");
+    }
+    (answer, signal)
 }
 
 /// Journal the outcome of the push whose prepare is entry `prepare` in `git`, as the hook
@@ -287,13 +359,10 @@ pub fn answer(state_dir: &Path, opened: &mut Opened, asked: &Asked, request: Req
 fn outcome(
     state_dir: &Path,
     git: &Store,
-    prepare: &str,
+    prepare: ObjectId,
     done: Option<Vec<(String, String)>>,
 ) -> (Answer, Option<PathBuf>) {
     let failed = |why: String| (Answer::Failed { why }, None);
-    let Ok(prepare) = ObjectId::from_hex(prepare.as_bytes()) else {
-        return failed(format!("not an entry id: {prepare}"));
-    };
     let done = match done {
         None => Done::All,
         Some(listed) => {
@@ -433,12 +502,15 @@ mod tests {
                 pusher: None,
                 pid: 9,
             },
-            Request::Await { pid: 9, wait_ms: 2000 },
+            Request::Await { pid: 9, wait_ms: 2000, step: Step::Prepare },
+            Request::Await { pid: 9, wait_ms: 2000, step: Step::Outcome },
             Request::Outcome {
                 git_dir: "/srv/a.git".into(),
                 prepare: "ab".into(),
                 done: Some(vec![("r".into(), "n".into())]),
+                pid: None,
             },
+            Request::Outcome { git_dir: "/srv/a.git".into(), prepare: "ab".into(), done: None, pid: Some(9) },
         ];
         for r in requests {
             let line = serde_json::to_string(&r).unwrap();
@@ -478,7 +550,7 @@ mod tests {
 
         let zero = ObjectId::null(gix::hash::Kind::Sha1).to_string();
         for git_dir in [outside.clone(), dir.path().join("root"), dir.path().join("root/missing.git")] {
-            let request = Request::Outcome { git_dir: git_dir.clone(), prepare: zero.clone(), done: None };
+            let request = Request::Outcome { git_dir: git_dir.clone(), prepare: zero.clone(), done: None, pid: None };
             let (answer, signal) = answer(&state, &mut opened, &asked, request);
             assert!(
                 matches!(&answer, Answer::Failed { why } if why.starts_with(&git_dir.display().to_string())),
@@ -490,7 +562,7 @@ mod tests {
         let request =
             Request::Prepare { git_dir: outside.clone(), epoch: 1, updates: String::new(), pusher: None, pid: 7 };
         assert!(matches!(answer(&state, &mut opened, &asked, request).0, Answer::Failed { .. }));
-        assert!(matches!(asked.wait(7, Duration::ZERO), Some(Answer::Failed { .. })));
+        assert!(matches!(asked.wait((7, Step::Prepare), Duration::ZERO), Some(Answer::Failed { .. })));
         assert!(crate::journal::open(&outside).unwrap().find(crate::journal::REF).unwrap().is_none());
     }
 
@@ -508,8 +580,61 @@ mod tests {
         let request = Request::Prepare { git_dir: repo.clone(), epoch: 1, updates, pusher: None, pid: u32::MAX };
         let (answer, _) = answer(&state, &mut opened, &asked, request);
         assert!(matches!(&answer, Answer::Failed { why } if why.contains("no longer waits")), "{answer:?}");
-        assert_eq!(asked.wait(u32::MAX, Duration::ZERO), Some(answer));
+        assert_eq!(asked.wait((u32::MAX, Step::Prepare), Duration::ZERO), Some(answer));
         assert!(crate::journal::open(&repo).unwrap().find(crate::journal::REF).unwrap().is_none());
+    }
+
+    /// An outcome a push's `committed` asked ahead is journaled only while that push waits
+    /// for it (its mark concludes that prepare), ends the mark with the position, and is
+    /// answered to `post-receive`'s wait.
+    #[test]
+    fn an_outcome_asked_ahead_is_journaled_for_the_push_that_waits_for_it_and_ends_its_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(".stargate");
+        std::fs::create_dir_all(&state).unwrap();
+        let repo = dir.path().join("kv.git");
+        crate::wire::git::init_bare(&repo).unwrap();
+        let git = crate::journal::open(&repo).unwrap();
+        let tree = git.write_loose(&gix::objs::Tree::empty()).unwrap().to_string();
+        let new =
+            ObjectId::from_hex(crate::wire::git::commit_tree(&repo, &tree, &[], "pushed").unwrap().as_bytes()).unwrap();
+        let update = Update { old: ObjectId::null(gix::hash::Kind::Sha1), new, refname: "refs/heads/main".into() };
+        let mut marker = inflight::Marker::begin(&state, &repo).unwrap();
+        let (entry, last) = super::super::append_by(&git, 1, "a", Body::Prepare(vec![update]), 100, None).unwrap();
+        marker.note_push(entry, last, last).unwrap();
+        let pid = marker.pid();
+        marker.keep();
+        git.edit(&[crate::store::Edit::set("refs/heads/main", new)]).unwrap();
+        let (mut opened, asked) = (Opened::default(), Asked::default());
+        let ahead = |prepare: &str| Request::Outcome {
+            git_dir: repo.clone(),
+            prepare: prepare.to_owned(),
+            done: None,
+            pid: Some(pid),
+        };
+        let tip = || git.find(crate::journal::REF).unwrap();
+
+        let (early, signal) = answer(&state, &mut opened, &asked, ahead(&entry.to_string()));
+        assert!(
+            matches!(&early, Answer::Failed { why } if why.contains("no longer waits")),
+            "not concluding yet: {early:?}"
+        );
+        assert_eq!((tip(), signal), (Some(entry), None));
+        inflight::note_concluding(&state).unwrap();
+        let other = "2222222222222222222222222222222222222222";
+        assert!(
+            matches!(answer(&state, &mut opened, &asked, ahead(other)).0, Answer::Failed { .. }),
+            "another prepare"
+        );
+        assert_eq!(tip(), Some(entry));
+
+        let (concluded, signal) = answer(&state, &mut opened, &asked, ahead(&entry.to_string()));
+        let Answer::Concluded { position: Some(position) } = concluded.clone() else { panic!("{concluded:?}") };
+        assert_ne!(tip(), Some(entry), "journaled");
+        assert_eq!(signal, Some(repo.canonicalize().unwrap()));
+        assert_eq!(asked.wait((pid, Step::Outcome), Duration::ZERO), Some(concluded), "answered to the wait");
+        assert!(inflight::note_of(&state, pid).is_none(), "the mark is ended");
+        assert_eq!(inflight::last_position(&state), Some(position), "with the position, for post-receive");
     }
 
     /// A waiter gets the answer recorded before or while it waits, and nothing past its
@@ -517,17 +642,25 @@ mod tests {
     #[test]
     fn a_waiter_gets_the_answer_for_its_git_process() {
         let asked = std::sync::Arc::new(Asked::default());
-        assert_eq!(asked.wait(1, Duration::from_millis(20)), None, "nothing asked");
-        asked.begin(1);
-        assert_eq!(asked.wait(1, Duration::from_millis(20)), None, "pending");
+        let (prepare, outcome) = ((1, Step::Prepare), (1, Step::Outcome));
+        assert_eq!(asked.wait(prepare, Duration::from_millis(20)), None, "nothing asked");
+        asked.begin(prepare);
+        assert_eq!(asked.wait(prepare, Duration::from_millis(20)), None, "pending");
         let answering = std::sync::Arc::clone(&asked);
         let later = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            answering.answer(1, Answer::Prepared { entry: "ab".into(), last: 3 });
+            answering.answer((1, Step::Prepare), Answer::Prepared { entry: "ab".into(), last: 3 });
         });
-        assert_eq!(asked.wait(1, Duration::from_secs(10)), Some(Answer::Prepared { entry: "ab".into(), last: 3 }));
+        assert_eq!(
+            asked.wait(prepare, Duration::from_secs(10)),
+            Some(Answer::Prepared { entry: "ab".into(), last: 3 })
+        );
         later.join().unwrap();
-        assert_eq!(asked.wait(2, Duration::ZERO), None, "another process");
+        assert_eq!(asked.wait((2, Step::Prepare), Duration::ZERO), None, "another process");
+        assert_eq!(asked.wait(outcome, Duration::ZERO), None, "another step of the same process");
+        // A hook of the version before asks without naming the step: its prepare.
+        let old: Request = serde_json::from_str(r#"{"op":"await","pid":1,"wait_ms":5}"#).unwrap();
+        assert_eq!(old, Request::Await { pid: 1, wait_ms: 5, step: Step::Prepare });
     }
 
     /// A repository stays open until its config changes.

@@ -90,6 +90,9 @@ pub struct Note {
     /// `pre-receive` asked the leader's agent for the push's prepare (`journal::service`),
     /// which writes its `prepare` line once journaled: `prepared` waits for it.
     pub asked: bool,
+    /// The `committed` that ended the push asked the agent for its outcome, which writes
+    /// the `end` line once journaled: `post-receive` waits for it.
+    pub concluding: bool,
 }
 
 impl Note {
@@ -114,9 +117,11 @@ impl Note {
                         push: false,
                         committed: 0,
                         asked: false,
+                        concluding: false,
                     })
                 }
                 ("asked", Some(n)) => n.asked = true,
+                ("concluding", Some(n)) => n.concluding = true,
                 ("started", Some(n)) => n.started = rest.parse().ok().filter(|t| *t != 0),
                 ("prepare", Some(n)) => {
                     if let Some(prepare) = parse_prepare(rest) {
@@ -187,6 +192,7 @@ impl Marker {
             push: false,
             committed: 0,
             asked: false,
+            concluding: false,
         };
         let path = dir(state_dir).join(pid.to_string());
         let mut file = match std::fs::OpenOptions::new().append(true).open(&path) {
@@ -301,15 +307,27 @@ pub fn note_committed(state_dir: &Path, count: usize) -> std::io::Result<()> {
     append(&dir(state_dir).join(git_pid().to_string()), &format!("committed {count}\n"))
 }
 
+/// At the `committed` that ends a push: its outcome is asked of the leader's agent, which
+/// ends the mark (`finish_for`) once journaled; before asking, for the agent to find.
+pub fn note_concluding(state_dir: &Path) -> std::io::Result<()> {
+    append(&dir(state_dir).join(git_pid().to_string()), "concluding\n")
+}
+
 /// This hook's transaction is no longer in flight (its outcome is journaled). `position`:
 /// the journal's position at that outcome, when it committed, for `post-receive` to say
 /// (`last_position`) without opening the repository.
 pub fn finish(state_dir: &Path, position: Option<&str>) {
+    let _ = finish_for(state_dir, git_pid(), position);
+}
+
+/// The agent, for a push whose outcome its `committed` asked of it: end the mark of git
+/// process `pid` as `finish` would.
+pub fn finish_for(state_dir: &Path, pid: u32, position: Option<&str>) -> std::io::Result<()> {
     let line = match position {
         Some(p) => format!("end {p}\n"),
         None => END.to_owned(),
     };
-    let _ = append(&dir(state_dir).join(git_pid().to_string()), &line);
+    append(&dir(state_dir).join(pid.to_string()), &line)
 }
 
 /// The position the last committed transaction of this hook's git process noted in its
@@ -395,6 +413,7 @@ mod tests {
             push: false,
             committed: 0,
             asked: false,
+            concluding: false,
         };
         let text = format!("{}prepare {id} 4 6\n", note.begin_text());
         assert_eq!(Note::parse(me, &text), Some(note.clone()));
@@ -405,6 +424,10 @@ mod tests {
         let noted = Note::parse(me, &format!("{asked}{}", push_line(id, 4, 6))).unwrap();
         assert_eq!((noted.asked, noted.prepare, noted.push), (true, Some((id, 4, 6)), true));
         assert_eq!(Note::parse(me, &format!("{asked}end\n{}", push_line(id, 4, 6))), None, "noted late: over");
+        // Its outcome asked of the agent, then journaled by it.
+        let concluding = format!("{asked}{}committed 1\nconcluding\n", push_line(id, 4, 6));
+        assert!(Note::parse(me, &concluding).is_some_and(|n| n.concluding && n.committed == 1));
+        assert_eq!(Note::parse(me, &format!("{concluding}end 1:6:{id}\n")), None, "ended by the agent");
         assert!(note.alive());
         // The same pid, started at another time: another process.
         let reused = Note { started: note.started.map(|t| t + 1), ..note.clone() };

@@ -290,6 +290,78 @@ fn a_push_whose_agent_freezes_while_it_journals_is_refused_and_moves_nothing() {
     assert!(journal_seq(&lab, "a") > seq);
 }
 
+/// The `committed` that ends a push asks the leader's agent for the outcome and goes on;
+/// `post-receive` waits for it, so the push ends with its outcome journaled, once. The agent
+/// is frozen by the repository's own `reference-transaction` hook at the push's `prepared`
+/// (after its prepare, before `committed` asks) and thawed later by a process it leaves:
+/// 0.5 s later, `post-receive` gets the agent's `committed` outcome and says its position,
+/// and `committed` had ended before the thaw (its chained hook ran);
+/// 6 s later (past the two waits of `stargate.lease.staleAfter`, default 2 s), the push is
+/// acknowledged all the same, and its outcome is journaled once the agent thaws.
+#[test]
+fn a_push_ends_once_the_outcome_its_committed_asked_of_the_agent_is_journaled() {
+    let lab = Lab::up_with(1, "[stargate \"metrics\"]\n\tinterval = 1s\n");
+    lab.wait_leader(None, Duration::from_secs(5));
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
+    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    let entries = || ok(lab.git("a", &["rev-list", "--count", "refs/stargate/journal"])).trim().parse::<u64>().unwrap();
+    let tip = || ok(lab.git("a", &["log", "-1", "--format=%B", "refs/stargate/journal"]));
+    let agent = lab.pid("a", "agent");
+    let own = lab.repo("a", "kv").join("hooks/reference-transaction");
+    let (committed_at, thawed_at) = (client.home.path().join("committed"), client.home.path().join("thawed"));
+    let freeze_at_prepared = |thaw_after: &str| {
+        let (committed_at, thawed_at) = (committed_at.display(), thawed_at.display());
+        let script = format!(
+            "#!/bin/sh\ncat >/dev/null\ncase $1 in\nprepared) kill -STOP {agent}\n\
+             (sleep {thaw_after}; date +%s%N >'{thawed_at}'; kill -CONT {agent}) </dev/null >/dev/null 2>&1 & ;;\n\
+             committed) date +%s%N >'{committed_at}' ;;\nesac\n"
+        );
+        std::fs::write(&own, script).unwrap();
+        std::fs::set_permissions(&own, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    wait_until("the agent to count the first push's entries", Duration::from_secs(5), || {
+        journaled_by_agent(&lab, "a") >= 2
+    });
+
+    // Thawed within post-receive's wait: the agent's outcome, the push's position.
+    let (before, served) = (entries(), journaled_by_agent(&lab, "a"));
+    freeze_at_prepared("0.5");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "two"]));
+    let started = std::time::Instant::now();
+    let out = run(client.git("c", &["push", "origin", "HEAD:refs/heads/main"]));
+    let took = started.elapsed();
+    std::fs::remove_file(&own).unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(took >= Duration::from_millis(500), "post-receive waited for the thawed agent: {took:?}");
+    let nanos = |f: &std::path::Path| std::fs::read_to_string(f).unwrap().trim().parse::<u128>().unwrap();
+    assert!(nanos(&committed_at) < nanos(&thawed_at), "committed did not wait for the agent");
+    assert_eq!(entries(), before + 2, "one prepare, one outcome");
+    assert!(tip().contains("state committed"), "{}", tip());
+    let position = ok(lab.git("a", &["rev-parse", "refs/stargate/journal"]));
+    assert!(stderr(&out).contains(&format!(":{}", position.trim())), "{}", stderr(&out));
+    wait_until("the agent to count both entries", Duration::from_secs(5), || {
+        journaled_by_agent(&lab, "a") == served + 2
+    });
+    assert_eq!(ok(lab.git("a", &["rev-parse", "refs/heads/main"])), ok(client.git("c", &["rev-parse", "HEAD"])));
+
+    // Frozen past both waits: acknowledged, and its outcome journaled once the agent thaws
+    // (`committed` if it still finds the git process, else `ended` by its sweep).
+    let before = entries();
+    freeze_at_prepared("6");
+    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "three"]));
+    let out = run(client.git("c", &["push", "origin", "HEAD:refs/heads/main"]));
+    std::fs::remove_file(&own).unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ok(lab.git("a", &["rev-parse", "refs/heads/main"])), ok(client.git("c", &["rev-parse", "HEAD"])));
+    wait_until("the thawed agent to journal the outcome", Duration::from_secs(15), || entries() == before + 2);
+    let outcome = tip();
+    assert!(outcome.contains("state committed") || outcome.contains("state ended"), "{outcome}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(entries(), before + 2, "one outcome only");
+}
+
 /// Pushes journaled by the leader's agent while it is killed, restarted and frozen: every
 /// push acknowledged is kept (on its branch of whichever node leads at the end, and
 /// mirrored), a push refused moved nothing, and `git stargate verify` agrees. Four clients

@@ -792,7 +792,13 @@ fn a_push_is_journaled_once_and_its_outcome_names_the_refs_that_moved() {
     assert!(out.status.success(), "{}", stderr(&out));
     let tip = ok(lab.git(&leader, &["rev-parse", "refs/stargate/journal"]));
     assert!(stderr(&out).contains(&format!(":{}", tip.trim())), "{}", stderr(&out));
-    assert_eq!(seen_at_commit(), "prepared\nprepared\ncommitted\n");
+    // The last `committed` asked the agent for the outcome and went on: the repository's
+    // own hook after it may find it journaled or not yet; the push ended with it journaled.
+    let states = seen_at_commit();
+    assert!(
+        ["prepared\nprepared\ncommitted\n", "prepared\nprepared\nprepared\n"].contains(&states.as_str()),
+        "{states}"
+    );
     let outcome = message("refs/stargate/journal");
     assert!((0..3).all(|i| outcome.contains(&format!(" refs/heads/c{i}\n"))), "{outcome}");
     assert_eq!(entries(), before + 4);

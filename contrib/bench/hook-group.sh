@@ -40,4 +40,10 @@ for r in $kinds; do m[$r]=$(printf '%s\n' ${t[$r]} | median); done
 echo "one-ref push by path on the leader of a two-node group${replica_stopped:+ (the agent of the replica stopped)}, medians over $n runs:"
 for r in $kinds; do echo "  $r: $(fmt "${m[$r]}")"; done
 echo "  Stargate's share above the floor of the same hooks: $(fmt $(( m[managed] - m[floor] ))) (the hooks' own start: $(fmt $(( m[floor] - m[plain] ))))"
+# The same share round by round (each round pushes every kind, one after another): the
+# median of managed minus floor within a round, which the host's drift over a run moves less.
+read -ra fl <<<"${t[floor]}"
+read -ra mg <<<"${t[managed]}"
+paired=$(for ((i = 0; i < n; i++)); do echo $(( mg[i] - fl[i] )); done | median)
+echo "  the same, the median of each round's difference: $(fmt "$paired")"
 echo "BENCH hooks_group_managed${replica_stopped:+_replica_stopped} $(awk "BEGIN{printf \"%.3f\", ${m[managed]}/1000}") $(awk "BEGIN{printf \"%.3f\", ${m[floor]}/1000}") ms"

@@ -600,7 +600,7 @@ mod tests {
             ObjectId::from_hex(crate::wire::git::commit_tree(&repo, &tree, &[], "pushed").unwrap().as_bytes()).unwrap();
         let update = Update { old: ObjectId::null(gix::hash::Kind::Sha1), new, refname: "refs/heads/main".into() };
         let mut marker = inflight::Marker::begin(&state, &repo).unwrap();
-        let (entry, last) = super::super::append_by(&git, 1, "a", Body::Prepare(vec![update]), 100, None).unwrap();
+        let (entry, last) = crate::journal::append_by(&git, 1, "a", Body::Prepare(vec![update]), 100, None).unwrap();
         marker.note_push(entry, last, last).unwrap();
         let pid = marker.pid();
         marker.keep();

@@ -24,7 +24,8 @@
 # With --group: N one-ref pushes (default 15) by path into repositories on the leader of a
 # two-node group (agents running, the replica mirroring each write as the leader signals
 # it), interleaved: plain (no hooks), floor (the hooks a managed repository starts, as
-# /bin/true links) and managed; prints the medians and managed minus floor.
+# /bin/true links) and managed; prints the medians and managed minus floor, and the median
+# of each round's managed-minus-floor difference (less moved by the host's drift).
 # HOOK_GROUP_REPLICA=stopped stops the replica's agent (SIGSTOP) for the pushes and lets it
 # catch up after: what the replica's mirroring, on this machine's cores here and on its
 # own machine in production, adds to the leader's pushes.

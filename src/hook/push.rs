@@ -106,9 +106,7 @@ pub fn prepared(state_dir: &Path) -> Result<bool> {
     if note.prepare.is_some() || !note.asked {
         return Ok(note.push);
     }
-    let wait = answer_within(node::state(state_dir).as_ref());
-    let request = service::Request::Await { pid: note.pid, wait_ms: wait.as_millis() as u64, step: Step::Prepare };
-    match service::ask(state_dir, &request, wait + Duration::from_millis(500)) {
+    match awaited(state_dir, note.pid, Step::Prepare) {
         // The mark says whose it is: this push's transaction, noted by the agent.
         Ok(Answer::Prepared { entry, .. }) => match inflight::current(state_dir).and_then(|n| n.prepare) {
             Some((id, _, _)) if ObjectId::from_hex(entry.as_bytes()).ok() == Some(id) => Ok(true),
@@ -122,6 +120,14 @@ pub fn prepared(state_dir: &Path) -> Result<bool> {
         Ok(other) => Err(HookError::Agent(format!("{other:?}")).into()),
         Err(e) => Err(HookError::Agent(e.to_string()).into()),
     }
+}
+
+/// The agent's answer for what git process `pid` asked of it (`step`), waited for up to
+/// `answer_within`.
+fn awaited(state_dir: &Path, pid: u32, step: Step) -> std::result::Result<Answer, Unanswered> {
+    let wait = answer_within(node::state(state_dir).as_ref());
+    let request = service::Request::Await { pid, wait_ms: wait.as_millis() as u64, step };
+    service::ask(state_dir, &request, wait + Duration::from_millis(500))
 }
 
 /// How long a hook waits for the agent's answer: as long as the agent may be silent before
@@ -192,7 +198,8 @@ fn conclude(state_dir: &Path, note: &inflight::Note) {
     match service::send(state_dir, &request) {
         Ok(()) => {}
         Err(Unanswered::NotListening { .. }) => {
-            ended_as(state_dir, note, here(state_dir, note, &Done::All));
+            let keep = service::keep(node::state(state_dir).as_ref());
+            ended_as(state_dir, note, here(state_dir, note, prepare, &Done::All, keep));
         }
         Err(e) => log::warn!("cannot ask for this push's outcome ({e}); post-receive journals it"),
     }
@@ -217,9 +224,7 @@ pub fn end(state_dir: &Path, note: &inflight::Note, input: &[u8]) -> Option<Posi
 /// The outcome the agent journaled for the `committed` that ended the push in `note`,
 /// waited for: `Ok` once the mark is ended (the answer alone is a hint: pids are reused).
 fn concluded(state_dir: &Path, note: &inflight::Note) -> std::result::Result<(), String> {
-    let wait = answer_within(node::state(state_dir).as_ref());
-    let request = service::Request::Await { pid: note.pid, wait_ms: wait.as_millis() as u64, step: Step::Outcome };
-    match service::ask(state_dir, &request, wait + Duration::from_millis(500)) {
+    match awaited(state_dir, note.pid, Step::Outcome) {
         Ok(Answer::Concluded { .. }) if open(state_dir).is_none() => Ok(()),
         Ok(Answer::Concluded { .. }) => Err("this push's mark is not ended".into()),
         Ok(answer) => Err(format!("{answer:?}")),
@@ -247,16 +252,14 @@ fn finish(state_dir: &Path, note: &inflight::Note, done: Done) -> Option<Positio
         Ok(Answer::NotYet { why }) => Ok(Err(why)),
         Ok(answer) => Err(format!("{answer:?}")),
         Err(e @ Unanswered::Silent(_)) => Err(e.to_string()),
-        Err(Unanswered::NotListening { .. }) => here(state_dir, note, &done),
+        Err(Unanswered::NotListening { .. }) => here(state_dir, note, prepare, &done, service::keep(state.as_ref())),
     };
     ended_as(state_dir, note, ended)
 }
 
-/// Journal the outcome of the push in `note` in this hook (no agent listens), and signal
-/// the replicas.
-fn here(state_dir: &Path, note: &inflight::Note, done: &Done) -> Ended {
-    let Some((prepare, ..)) = note.prepare else { return Err("no prepare".into()) };
-    let keep = service::keep(node::state(state_dir).as_ref());
+/// Journal the outcome of the push in `note` (its prepare `prepare`) in this hook (no agent
+/// listens), keeping `keep` entries, and signal the replicas.
+fn here(state_dir: &Path, note: &inflight::Note, prepare: ObjectId, done: &Done, keep: u64) -> Ended {
     let ended = (super::journal_store(&note.git_dir, state_dir))
         .and_then(|git| service::conclude_push(&git, prepare, done, keep))
         .map_err(|e| e.to_string())?;

@@ -566,14 +566,20 @@ mod tests {
         assert!(crate::journal::open(&outside).unwrap().find(crate::journal::REF).unwrap().is_none());
     }
 
-    /// A prepare no git process waits for any more (no mark asks for it) is not journaled.
-    #[test]
-    fn a_prepare_nobody_waits_for_is_not_journaled() {
+    /// A node's root (kept while the first is), its state directory, and a bare `kv.git`.
+    fn node_with_a_repository() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join(".stargate");
         std::fs::create_dir_all(&state).unwrap();
         let repo = dir.path().join("kv.git");
         crate::wire::git::init_bare(&repo).unwrap();
+        (dir, state, repo)
+    }
+
+    /// A prepare no git process waits for any more (no mark asks for it) is not journaled.
+    #[test]
+    fn a_prepare_nobody_waits_for_is_not_journaled() {
+        let (_root, state, repo) = node_with_a_repository();
         let (mut opened, asked) = (Opened::default(), Asked::default());
         let zero = ObjectId::null(gix::hash::Kind::Sha1);
         let updates = format!("{zero} {zero} refs/heads/main\n");
@@ -589,11 +595,7 @@ mod tests {
     /// answered to `post-receive`'s wait.
     #[test]
     fn an_outcome_asked_ahead_is_journaled_for_the_push_that_waits_for_it_and_ends_its_mark() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join(".stargate");
-        std::fs::create_dir_all(&state).unwrap();
-        let repo = dir.path().join("kv.git");
-        crate::wire::git::init_bare(&repo).unwrap();
+        let (_root, state, repo) = node_with_a_repository();
         let git = crate::journal::open(&repo).unwrap();
         let tree = git.write_loose(&gix::objs::Tree::empty()).unwrap().to_string();
         let new =

@@ -211,8 +211,9 @@ fn journaled_by_agent(lab: &Lab, node: &str) -> u64 {
     counter(lab, node, "stargate_journal_served_total")
 }
 
-#[test]
-fn the_leaders_agent_journals_a_push_and_the_hooks_do_when_it_does_not_listen() {
+/// A one-node lab, a clone `c` of its `kv`, and a first push, whose prepare and outcome the
+/// leader's agent has counted.
+fn one_push_counted() -> (Lab, Client) {
     // Counters are published each metrics interval (10 s by default): 1 s, to read them soon.
     let lab = Lab::up_with(1, "[stargate \"metrics\"]\n\tinterval = 1s\n");
     lab.wait_leader(None, Duration::from_secs(5));
@@ -220,10 +221,15 @@ fn the_leaders_agent_journals_a_push_and_the_hooks_do_when_it_does_not_listen() 
     client.clone(&lab.url("a", "kv"), "c");
     ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
     ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
-    // The count of the first push's prepare and outcome.
     wait_until("the agent to count the first push's entries", Duration::from_secs(5), || {
         journaled_by_agent(&lab, "a") >= 2
     });
+    (lab, client)
+}
+
+#[test]
+fn the_leaders_agent_journals_a_push_and_the_hooks_do_when_it_does_not_listen() {
+    let (lab, client) = one_push_counted();
     let (seq, served) = (journal_seq(&lab, "a"), journaled_by_agent(&lab, "a"));
 
     // Journaled by the agent: the prepare and its outcome, the ref where the client sent it.
@@ -300,12 +306,7 @@ fn a_push_whose_agent_freezes_while_it_journals_is_refused_and_moves_nothing() {
 /// acknowledged all the same, and its outcome is journaled once the agent thaws.
 #[test]
 fn a_push_ends_once_the_outcome_its_committed_asked_of_the_agent_is_journaled() {
-    let lab = Lab::up_with(1, "[stargate \"metrics\"]\n\tinterval = 1s\n");
-    lab.wait_leader(None, Duration::from_secs(5));
-    let client = Client::new();
-    client.clone(&lab.url("a", "kv"), "c");
-    ok(client.git("c", &["commit", "-q", "--allow-empty", "-m", "one"]));
-    ok(client.git("c", &["push", "-q", "origin", "HEAD:refs/heads/main"]));
+    let (lab, client) = one_push_counted();
     let entries = || ok(lab.git("a", &["rev-list", "--count", "refs/stargate/journal"])).trim().parse::<u64>().unwrap();
     let tip = || ok(lab.git("a", &["log", "-1", "--format=%B", "refs/stargate/journal"]));
     let agent = lab.pid("a", "agent");
@@ -321,9 +322,6 @@ fn a_push_ends_once_the_outcome_its_committed_asked_of_the_agent_is_journaled() 
         std::fs::write(&own, script).unwrap();
         std::fs::set_permissions(&own, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     };
-    wait_until("the agent to count the first push's entries", Duration::from_secs(5), || {
-        journaled_by_agent(&lab, "a") >= 2
-    });
 
     // Thawed within post-receive's wait: the agent's outcome, the push's position.
     let (before, served) = (entries(), journaled_by_agent(&lab, "a"));

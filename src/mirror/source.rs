@@ -171,7 +171,7 @@ impl<'a> Source<'a> {
         haves.dedup();
         let mut store = git::PackStore::new(self.path, self.settings.progress);
         session.fetch(&wants, &haves, self.settings.progress, &mut |data| store.write(data))?;
-        if let Some(keep) = store.finish(self.deadline)? {
+        if let Some(keep) = store.finish(self.deadline, |pack| main.unpack(pack).map(drop))? {
             self.keeps.push(keep);
         }
         if let Some(missing) = wants.iter().find(|oid| !main.repo().has_object(*oid)) {

@@ -6,7 +6,8 @@
 //! expectation checked), then committed, or dropped and nothing moved (`transaction`). The
 //! hooks' fast paths are here too: a loose object written without a compressor
 //! (`objects`), a ref swapped under its lock the way git's files backend does (`loose`);
-//! and a repository's refs replaced whole, as `git clone` writes them (`replace`).
+//! a repository's refs replaced whole, as `git clone` writes them (`replace`); and a small
+//! fetched pack's objects stored loose without starting git (`unpack`).
 //! Objects are gix's either way: their format does not depend on the ref storage.
 
 mod checksum;
@@ -14,11 +15,13 @@ mod loose;
 mod objects;
 mod replace;
 mod transaction;
+mod unpack;
 
 pub use checksum::{checksum, differing, mirrored};
 pub use loose::{SwapError, read_loose};
 pub use objects::ObjectError;
 pub use transaction::{CommitError, Edit, EditError, Expect, PrepareError, Prepared};
+pub use unpack::UnpackError;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -25,19 +25,23 @@ impl Store {
     /// the rest of the hook (measured: 1.5 ms of a 3.9 ms `prepared`). An object already
     /// stored loose is not written again.
     pub fn write_loose(&self, object: &impl gix::objs::WriteTo) -> Result<ObjectId, ObjectError> {
-        let encode = |e: Box<dyn std::error::Error + Send + Sync>| ObjectError::Encode(e);
         let mut data = Vec::new();
-        object.write_to(&mut data).map_err(|e| encode(Box::new(e)))?;
-        let id =
-            gix::objs::compute_hash(self.repo.object_hash(), object.kind(), &data).map_err(|e| encode(Box::new(e)))?;
+        object.write_to(&mut data).map_err(|e| ObjectError::Encode(Box::new(e)))?;
+        self.write_loose_raw(object.kind(), &data)
+    }
+
+    /// `write_loose` for an object already encoded: `data` is its content, without header.
+    pub(super) fn write_loose_raw(&self, kind: gix::objs::Kind, data: &[u8]) -> Result<ObjectId, ObjectError> {
+        let id = gix::objs::compute_hash(self.repo.object_hash(), kind, data)
+            .map_err(|e| ObjectError::Encode(Box::new(e)))?;
         let hex = id.to_string();
         let dir = self.repo.objects.store_ref().path().join(&hex[..2]);
         let path = dir.join(&hex[2..]);
         if path.is_file() {
             return Ok(id);
         }
-        let mut raw = gix::objs::encode::loose_header(object.kind(), data.len() as u64).to_vec();
-        raw.extend_from_slice(&data);
+        let mut raw = gix::objs::encode::loose_header(kind, data.len() as u64).to_vec();
+        raw.extend_from_slice(data);
         let tmp = dir.join(format!("tmp_obj_{}_{}", std::process::id(), rand::random::<u32>()));
         let written = (|| {
             self.create_dir(&dir)?;

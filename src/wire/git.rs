@@ -368,9 +368,11 @@ impl Drop for Running {
 }
 
 /// Objects arriving as a pack, stored the way `git fetch` stores them: below
-/// `UNPACK_LIMIT` objects as loose objects (`git unpack-objects`), else as a pack
-/// (`git index-pack --fix-thin`) with a `.keep` file, so that a concurrent `git gc` cannot
-/// drop it before refs point at it. The caller removes the `.keep` afterwards.
+/// `UNPACK_LIMIT` objects as loose objects, else as a pack (`git index-pack --fix-thin`)
+/// with a `.keep` file, so that a concurrent `git gc` cannot drop it before refs point at
+/// it. The caller removes the `.keep` afterwards. A pack of few objects and at most
+/// `IN_PROCESS_UP_TO` bytes is kept in memory for the caller to store (`finish`), else
+/// (or when the caller cannot) `git unpack-objects` does.
 pub struct PackStore {
     repo: std::path::PathBuf,
     progress: bool,
@@ -384,6 +386,9 @@ fn bad_pack(why: &str) -> Error {
 
 /// git's default `fetch.unpackLimit`.
 const UNPACK_LIMIT: u32 = 100;
+
+/// The largest pack `finish` offers its caller to store: one write's objects, mostly.
+const IN_PROCESS_UP_TO: usize = 1 << 20;
 
 impl PackStore {
     pub fn new(repo: &Path, progress: bool) -> PackStore {
@@ -401,9 +406,17 @@ impl PackStore {
         let (Some(b"PACK"), Some(&count)) = (self.head.first_chunk::<4>(), self.head[8..].first_chunk::<4>()) else {
             return Err(bad_pack("protocol error: not a pack"));
         };
-        let count = u32::from_be_bytes(count);
+        let few = u32::from_be_bytes(count) < UNPACK_LIMIT;
+        if few && self.head.len() <= IN_PROCESS_UP_TO {
+            return Ok(());
+        }
+        self.start(few)
+    }
+
+    /// git, from what came so far on.
+    fn start(&mut self, few: bool) -> Result<(), Error> {
         // unpack-objects shows progress on a terminal unless told not to.
-        let args: &[&str] = match (count < UNPACK_LIMIT, self.progress) {
+        let args: &[&str] = match (few, self.progress) {
             (true, true) => &["unpack-objects"],
             (true, false) => &["unpack-objects", "-q"],
             (false, true) => &["index-pack", "--stdin", "--fix-thin", "--keep=stargate sync", "-v"],
@@ -415,14 +428,27 @@ impl PackStore {
         Ok(())
     }
 
-    /// Wait for git to store it all. Returns the `.keep` file to remove, if any.
-    pub fn finish(self, deadline: Instant) -> Result<Option<std::path::PathBuf>, Error> {
-        let Some(running) = self.running else {
-            return match self.head.is_empty() {
-                true => Ok(None),
-                false => Err(bad_pack("early eof: truncated pack")),
-            };
-        };
+    /// Wait for the pack to be stored: by `in_process` when it is small (the whole pack),
+    /// or by git, also when `in_process` fails (git then says what is wrong with it).
+    /// Returns the `.keep` file to remove, if any.
+    pub fn finish<E: std::fmt::Display>(
+        mut self,
+        deadline: Instant,
+        in_process: impl FnOnce(&[u8]) -> Result<(), E>,
+    ) -> Result<Option<std::path::PathBuf>, Error> {
+        if self.running.is_none() {
+            match self.head.len() {
+                0 => return Ok(None),
+                1..12 => return Err(bad_pack("early eof: truncated pack")),
+                _ => {}
+            }
+            match in_process(&self.head) {
+                Ok(()) => return Ok(None),
+                Err(e) => log::debug!("{}: a pack left to git: {e}", self.repo.display()),
+            }
+            self.start(true)?;
+        }
+        let Some(running) = self.running.take() else { return Ok(None) };
         let out = running.wait(deadline)?;
         let keep =
             String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("keep\t").map(str::to_owned));
@@ -930,5 +956,70 @@ mod tests {
         assert_eq!(failed("").class(), ErrorClass::Transport);
         assert_eq!(failed("Host key verification failed.").class(), ErrorClass::Permanent);
         assert_eq!(failed("root@h: Permission denied (publickey).").class(), ErrorClass::Permanent);
+    }
+
+    /// A pack of `commits` empty commits (one object each, and their one empty tree), made
+    /// in a scratch repository, and the newest commit's id.
+    fn a_pack_of(commits: usize) -> (Vec<u8>, String) {
+        let src = tempfile::tempdir().unwrap();
+        init_bare(src.path()).unwrap();
+        let git = |args: &[&str]| run(Some(src.path()), args).unwrap().stdout;
+        let tree = String::from_utf8(git(&["write-tree"])).unwrap();
+        let mut tip = String::new();
+        for i in 0..commits {
+            let mut args = vec!["-c", "user.name=t", "-c", "user.email=t@t", "commit-tree", tree.trim(), "-m"];
+            let message = i.to_string();
+            args.push(&message);
+            if !tip.is_empty() {
+                args.extend(["-p", &tip]);
+            }
+            tip = String::from_utf8(git(&args)).unwrap().trim().to_owned();
+        }
+        let mut pack = command(Some(src.path()));
+        pack.args(["pack-objects", "--stdout", "--revs", "-q"]).stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = pack.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(format!("{tip}\n").as_bytes()).unwrap();
+        (child.wait_with_output().unwrap().stdout, tip)
+    }
+
+    fn has(repo: &Path, oid: &str) -> bool {
+        run(Some(repo), ["cat-file", "-e", oid]).is_ok()
+    }
+
+    /// A small pack goes to the caller whole, in pieces as it came; git stores it when the
+    /// caller cannot, and a pack of many objects always, kept by a `.keep` file.
+    #[test]
+    fn a_small_pack_is_offered_to_the_caller_and_git_stores_the_rest() {
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let (small, tip) = a_pack_of(3);
+        let repo = tempfile::tempdir().unwrap();
+        init_bare(repo.path()).unwrap();
+        let mut store = PackStore::new(repo.path(), false);
+        for piece in small.chunks(7) {
+            store.write(piece).unwrap();
+        }
+        let mut offered = Vec::new();
+        let keep = store.finish(deadline, |pack| {
+            offered = pack.to_vec();
+            Err("not this one")
+        });
+        assert_eq!(keep.unwrap(), None, "unpack-objects keeps no pack");
+        assert!(offered == small, "the whole pack offered");
+        assert!(has(repo.path(), &tip), "git stored what the caller did not");
+
+        let mut store = PackStore::new(repo.path(), false);
+        store.write(&small).unwrap();
+        assert_eq!(store.finish(deadline, |_| Ok::<(), String>(())).unwrap(), None);
+
+        let (large, tip) = a_pack_of(UNPACK_LIMIT as usize);
+        let mut store = PackStore::new(repo.path(), false);
+        store.write(&large).unwrap();
+        let keep = store.finish(deadline, |_| -> Result<(), String> { panic!("a pack of many objects is git's") });
+        let keep = keep.unwrap().expect("index-pack keeps its pack");
+        assert!(keep.is_file() && has(repo.path(), &tip), "{keep:?}");
+
+        let mut store = PackStore::new(repo.path(), false);
+        store.write(&small[..small.len() - 5]).unwrap();
+        assert!(store.finish(deadline, |_| Err("truncated")).is_err(), "git refuses a truncated pack as well");
     }
 }

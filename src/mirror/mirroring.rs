@@ -22,6 +22,23 @@ use crate::store::{Edit, Store};
 /// A full mirror that changes more refs than this packs them (files) or writes them whole.
 const PACK_AFTER: usize = 1000;
 
+/// The most refs `likely` names: a bulk write's refs are not worth listing at every sync.
+const LIKELY_AT_MOST: usize = 16;
+
+/// The refs the newest journal entry this node holds names (the last write it mirrored),
+/// with this node's values: the likeliest to move next (a branch pushed to, a `git kv`
+/// namespace). None when that entry names more than `LIKELY_AT_MOST`.
+fn likely(main: &Store, local: Option<(ObjectId, u64)>) -> Result<Refs, Error> {
+    let Some((id, _)) = local else { return Ok(Refs::new()) };
+    let Ok((entry, _)) = journal::read(main, id) else { return Ok(Refs::new()) };
+    let names: HashSet<&String> =
+        entry.updates.iter().map(|(_, u)| &u.refname).filter(|name| journal::journaled(name)).collect();
+    if names.len() > LIKELY_AT_MOST {
+        return Ok(Refs::new());
+    }
+    plan::current_refs(main, names.into_iter())
+}
+
 /// One mirroring of repository `name` (this node's copy at `path`) from `target`, due by
 /// `settings.timeout` from its start.
 pub(super) struct Mirroring<'a> {
@@ -72,15 +89,30 @@ impl<'a> Mirroring<'a> {
         let mut source = self.connect()?;
         // The journal tip first, every other ref after: whatever an entry up to this tip
         // says the leader committed, the values read next already hold (or newer ones).
-        let tips = source.ls(&[journal::REF])?;
+        let likely = if source.is_commands() || self.settings.full { Refs::new() } else { likely(&main, local)? };
+        let names: Vec<&str> = [journal::REF].into_iter().chain(likely.keys().map(String::as_str)).collect();
+        let listed = source.ls(&names)?;
         log::debug!("{}: journal tip asked after {:?}", self.path.display(), self.started.elapsed());
         let idle = |seq| Report { leader_seq: seq, replica_seq: seq, ..Report::default() };
-        if let (Some(tip), Some((id, seq)), false) = (tips.get(journal::REF), local, self.settings.full)
+        if let (Some(tip), Some((id, seq)), false) = (listed.get(journal::REF), local, self.settings.full)
             && *tip == id
         {
             return Ok(idle(seq));
         }
-        let ours: Refs = local.map(|(id, _)| (journal::REF.to_owned(), id)).into_iter().collect();
+        // With the journal's new entries, the new objects of the refs the last write moved,
+        // when they moved again: one pack, where the entries' refs would take a second. Only
+        // objects: what to apply is still what the entries say, listed after the tip.
+        let mut tips: Refs = listed.get_key_value(journal::REF).map(|(n, v)| (n.clone(), *v)).into_iter().collect();
+        if !tips.is_empty() {
+            tips.extend(
+                (listed.iter())
+                    .filter(|(name, oid)| likely.get(*name).is_some_and(|ours| ours != *oid))
+                    .filter(|(_, oid)| !main.repo().has_object(*oid))
+                    .map(|(name, oid)| (name.clone(), *oid)),
+            );
+        }
+        let mut ours = likely;
+        ours.extend(local.map(|(id, _)| (journal::REF.to_owned(), id)));
         let fetched = if tips.is_empty() { None } else { source.fetch(&main, &tips, &ours)? };
         log::debug!("{}: journal fetched after {:?}", self.path.display(), self.started.elapsed());
         let Some(&leader_tip) = fetched.as_ref().and_then(|f| f.get(journal::REF)) else {

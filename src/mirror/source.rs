@@ -39,6 +39,8 @@ pub(super) struct Source<'a> {
     /// `.keep` files of packs fetched meanwhile, removed when done (refs point at their
     /// objects by then, or the objects are garbage).
     keeps: Vec<PathBuf>,
+    /// Objects a fetch of this session brought whole: present with all they reach.
+    complete: HashSet<ObjectId>,
 }
 
 impl Drop for Source<'_> {
@@ -74,7 +76,15 @@ impl<'a> Source<'a> {
             .map_or(Link::Commands, Link::Session),
             Err(_) => Link::Commands,
         };
-        Ok(Source { path, url: repo_url(base_url, name), settings, deadline, link, keeps: Vec::new() })
+        Ok(Source {
+            path,
+            url: repo_url(base_url, name),
+            settings,
+            deadline,
+            link,
+            keeps: Vec::new(),
+            complete: HashSet::new(),
+        })
     }
 
     /// `open`, for a mirroring into this node's copy: objects are named alike on every node
@@ -157,8 +167,10 @@ impl<'a> Source<'a> {
         let (mut wants, present): (Vec<ObjectId>, Vec<ObjectId>) =
             values.into_iter().partition(|oid| !main.repo().has_object(oid));
         // Present is not enough: a fetch killed mid-way (watchdog, leader gone) leaves the
-        // loose objects it had written, a commit without all of its tree.
-        let mut present: Vec<String> = present.iter().map(ObjectId::to_string).collect();
+        // loose objects it had written, a commit without all of its tree; unless this
+        // session fetched it.
+        let mut present: Vec<String> =
+            present.iter().filter(|oid| !self.complete.contains(*oid)).map(ObjectId::to_string).collect();
         present.sort();
         wants.extend(git::incomplete(self.path, &present).iter().filter_map(|o| ObjectId::from_hex(o.as_bytes()).ok()));
         wants.sort();
@@ -177,6 +189,8 @@ impl<'a> Source<'a> {
         if let Some(missing) = wants.iter().find(|oid| !main.repo().has_object(*oid)) {
             return Err(Error::Incomplete(*missing));
         }
+        // A pack holds what its wants reach but its haves, which this node's refs hold.
+        self.complete.extend(wants);
         Ok(Some(refs.clone()))
     }
 

@@ -214,6 +214,37 @@ fn replicas_follow_a_new_leader_without_reconfiguration() {
     assert_eq!(ok(lab.git(&third, &["show", "refs/kv/default:k"])), "2");
 }
 
+/// A write to the ref the last mirrored write moved takes one pack from the leader: its
+/// objects come with the journal's entries. A write to another ref takes two (the entries,
+/// then what they name), and the next one to it one again. Counted by the leader's
+/// upload-pack, which runs `pack-objects` through a counting hook for each pack.
+#[test]
+fn a_write_to_the_ref_the_last_one_moved_is_mirrored_in_one_pack() {
+    let wrapper = Wrapper::exec("git -c uploadpack.packObjectsHook=\"$(dirname \"$0\")/count\" upload-pack \"$@\"");
+    let packs = wrapper.path().with_file_name("packs");
+    let count = wrapper.path().with_file_name("count");
+    std::fs::write(&count, format!("#!/bin/sh\necho pack >> '{}'\nexec \"$@\"\n", packs.display())).unwrap();
+    ok(std::process::Command::new("chmod").args(["+x", count.to_str().unwrap()]));
+    let packed = || std::fs::read_to_string(&packs).unwrap_or_default().lines().count();
+    let lab = Lab::up_with(2, &wrapper.config(""));
+    lab.wait_leader(None, Duration::from_secs(5));
+    let client = Client::new();
+    client.clone(&lab.url("a", "kv"), "c");
+    let set = |namespace: &str, value: &str| {
+        let before = packed();
+        assert!(client.kv("c", &["-n", namespace, "set", "k", value]).status.success());
+        lab.wait_parity("a", "b", Duration::from_secs(10));
+        packed() - before
+    };
+    set("default", "0");
+    assert_eq!(set("default", "1"), 1, "the ref the last write moved{}", lab.logs());
+    assert_eq!(set("default", "2"), 1);
+    assert_eq!(set("other", "1"), 2, "another ref: the entries first, then its objects");
+    assert_eq!(set("other", "2"), 1);
+    assert_eq!(ok(lab.git("b", &["show", "refs/kv/other:k"])), "2");
+    ok(lab.git("b", &["fsck", "--strict"]));
+}
+
 #[test]
 fn concurrent_triggers_run_one_fetch_and_skip_the_rest() {
     let wrapper = Wrapper::new();
@@ -806,10 +837,12 @@ fn a_push_is_journaled_once_and_its_outcome_names_the_refs_that_moved() {
     lab.wait_parity(&leader, &replica, Duration::from_secs(15));
     let out = client.git("c", &["push", "origin", "refs/heads/refused"]).output().unwrap();
     assert!(!out.status.success(), "{}", stderr(&out));
-    assert!(message("refs/stargate/journal").contains("state prepared"), "journaled at pre-receive");
+    // Journaled at pre-receive, and ended by the agent (which may have done so already).
     lab.wait_until("the agent to journal the outcome", Duration::from_secs(15), || {
         message("refs/stargate/journal").contains("state ended")
     });
+    let prepare = message("refs/stargate/journal~1");
+    assert!(prepare.contains("state prepared") && prepare.contains(" refs/heads/refused\n"), "{prepare}");
     assert_eq!(entries(), before + 4);
     lab.wait_parity(&leader, &replica, Duration::from_secs(15));
     assert!(!ok(lab.git(&replica, &["for-each-ref", "refs/heads/"])).contains("refused"));

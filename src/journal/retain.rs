@@ -19,9 +19,14 @@ pub const PREFIX: &str = "refs/stargate/local/retained/";
 /// numbered more than `2 × keep` below `newest`, the journal's sequence number now, looked
 /// for when the numbers from the first of `updates` to `newest` pass a multiple of `keep`.
 pub fn edits(store: &Store, updates: &[(u64, Update)], newest: u64, keep: u64) -> Vec<Edit> {
+    // Many refs of one push often make the same move (a branch and its copies, a bulk
+    // rewrite): each pair is looked at once.
+    let mut forced = std::collections::HashMap::new();
     let mut edits: Vec<Edit> = (updates.iter())
         .filter(|(_, u)| !u.old.is_null() && store.repo().has_object(u.old))
-        .filter(|(_, u)| u.new.is_null() || !store.is_ancestor(u.old, u.new))
+        .filter(|(_, u)| {
+            u.new.is_null() || *forced.entry((u.old, u.new)).or_insert_with(|| !store.is_ancestor(u.old, u.new))
+        })
         .map(|(seq, u)| Edit::set(&format!("{PREFIX}{seq}"), u.old))
         .collect();
     let keep = keep.max(1);
@@ -45,6 +50,37 @@ pub fn holds(store: &Store, oid: ObjectId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Refs that make the same move are each anchored when it is forced, and none when
+    /// it is not (each move is looked at once).
+    #[test]
+    fn the_same_move_of_many_refs_anchors_each_when_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::wire::git::init_bare(dir.path()).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tree = store.write_object(gix::objs::Tree::empty()).unwrap();
+        let commit = |m: &str, parents: Vec<ObjectId>| {
+            let sig = gix::actor::Signature::default();
+            let c = gix::objs::Commit {
+                message: m.into(),
+                tree,
+                author: sig.clone(),
+                committer: sig,
+                encoding: None,
+                parents: parents.into_iter().collect(),
+                extra_headers: Vec::new(),
+            };
+            store.write_object(c).unwrap()
+        };
+        let base = commit("base", vec![]);
+        let (ahead, aside) = (commit("ahead", vec![base]), commit("aside", vec![]));
+        let moves = |new: ObjectId| -> Vec<(u64, Update)> {
+            (1..=3).map(|seq| (seq, Update { old: base, new, refname: format!("refs/heads/b{seq}") })).collect()
+        };
+        assert!(edits(&store, &moves(ahead), 3, 100).is_empty(), "fast-forwards anchor nothing");
+        let anchored: Vec<String> = edits(&store, &moves(aside), 3, 100).into_iter().map(|e| e.name).collect();
+        assert_eq!(anchored, [1, 2, 3].map(|seq| format!("{PREFIX}{seq}")), "each forced move anchored");
+    }
 
     /// A forced move anchors the value it replaced; anchors more than `2 × keep` updates
     /// old go when a write's numbers pass a multiple of `keep`, and only then.

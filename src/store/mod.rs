@@ -132,8 +132,15 @@ impl Store {
 
     /// Is `old` reachable from `new`? A bounded walk: very long histories count as "no"
     /// (mirroring then keeps a value it need not have; the push log calls a move forced).
+    /// A move by one commit, the usual push, is answered from `new`'s parents alone: a walk
+    /// opens the commit-graph files each time (a 500-ref push checked 500 moves).
     pub fn is_ancestor(&self, old: ObjectId, new: ObjectId) -> bool {
         if old == new {
+            return true;
+        }
+        if let Ok(commit) = self.repo.find_commit(new)
+            && commit.parent_ids().any(|parent| parent == old)
+        {
             return true;
         }
         let Ok(walk) = self.repo.rev_walk([new]).all() else { return false };
@@ -285,6 +292,41 @@ mod tests {
             assert_eq!(store.prefixed("").unwrap().len(), 2, "{format}");
             store.edit(&[Edit::delete("refs/kv/x"), Edit::update("refs/heads/main", Some(a), None)]).unwrap();
             assert!(store.prefixed("").unwrap().is_empty(), "{format}");
+        }
+    }
+
+    /// A parent, a grandparent (a walk), the commit itself; not a sibling, nor a child.
+    #[test]
+    fn ancestors_are_found_by_parent_and_by_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, a, b) = repo(dir.path(), "t.git", "files");
+        let child = |parent: ObjectId, message: &str| {
+            let tree = store.write_object(gix::objs::Tree::empty()).unwrap();
+            let signature = gix::actor::Signature::default();
+            store
+                .write_object(gix::objs::Commit {
+                    message: message.into(),
+                    tree,
+                    author: signature.clone(),
+                    committer: signature,
+                    encoding: None,
+                    parents: [parent].into_iter().collect(),
+                    extra_headers: Vec::new(),
+                })
+                .unwrap()
+        };
+        let (a1, b1) = (child(a, "a1"), child(b, "b1"));
+        let a2 = child(a1, "a2");
+        for (old, new, expected) in [
+            (a, a1, true),
+            (a, a2, true),
+            (a1, a2, true),
+            (a, a, true),
+            (b, a2, false),
+            (a2, a, false),
+            (b1, a2, false),
+        ] {
+            assert_eq!(store.is_ancestor(old, new), expected, "{old} in {new}'s history");
         }
     }
 

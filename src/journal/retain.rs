@@ -58,22 +58,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         crate::wire::git::init_bare(dir.path()).unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let tree = store.write_object(gix::objs::Tree::empty()).unwrap();
-        let commit = |m: &str, parents: Vec<ObjectId>| {
-            let sig = gix::actor::Signature::default();
-            let c = gix::objs::Commit {
-                message: m.into(),
-                tree,
-                author: sig.clone(),
-                committer: sig,
-                encoding: None,
-                parents: parents.into_iter().collect(),
-                extra_headers: Vec::new(),
-            };
-            store.write_object(c).unwrap()
-        };
-        let base = commit("base", vec![]);
-        let (ahead, aside) = (commit("ahead", vec![base]), commit("aside", vec![]));
+        let base = store.test_commit("base", &[]);
+        let (ahead, aside) = (store.test_commit("ahead", &[base]), store.test_commit("aside", &[]));
         let moves = |new: ObjectId| -> Vec<(u64, Update)> {
             (1..=3).map(|seq| (seq, Update { old: base, new, refname: format!("refs/heads/b{seq}") })).collect()
         };
@@ -89,20 +75,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         crate::wire::git::init_bare(dir.path()).unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let tree = store.write_object(gix::objs::Tree::empty()).unwrap();
-        let commit = |m: &str| {
-            let sig = gix::actor::Signature::default();
-            let c = gix::objs::Commit {
-                message: m.into(),
-                tree,
-                author: sig.clone(),
-                committer: sig,
-                encoding: None,
-                parents: Default::default(),
-                extra_headers: Vec::new(),
-            };
-            store.write_object(c).unwrap()
-        };
+        let commit = |m: &str| store.test_commit(m, &[]);
         let keep = 4;
         let mut old = commit("0");
         let anchors = || store.prefixed(PREFIX).unwrap().into_iter().map(|(n, _)| n).collect::<Vec<_>>();

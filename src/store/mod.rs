@@ -300,21 +300,7 @@ mod tests {
     fn ancestors_are_found_by_parent_and_by_walk() {
         let dir = tempfile::tempdir().unwrap();
         let (store, a, b) = repo(dir.path(), "t.git", "files");
-        let child = |parent: ObjectId, message: &str| {
-            let tree = store.write_object(gix::objs::Tree::empty()).unwrap();
-            let signature = gix::actor::Signature::default();
-            store
-                .write_object(gix::objs::Commit {
-                    message: message.into(),
-                    tree,
-                    author: signature.clone(),
-                    committer: signature,
-                    encoding: None,
-                    parents: [parent].into_iter().collect(),
-                    extra_headers: Vec::new(),
-                })
-                .unwrap()
-        };
+        let child = |parent: ObjectId, message: &str| store.test_commit(message, &[parent]);
         let (a1, b1) = (child(a, "a1"), child(b, "b1"));
         let a2 = child(a1, "a2");
         for (old, new, expected) in [

@@ -57,6 +57,23 @@ impl Store {
         Ok(id)
     }
 
+    /// A commit of the empty tree with `parents`, for tests.
+    #[cfg(test)]
+    pub fn test_commit(&self, message: &str, parents: &[ObjectId]) -> ObjectId {
+        let tree = self.write_object(gix::objs::Tree::empty()).unwrap();
+        let signature = gix::actor::Signature::default();
+        self.write_object(gix::objs::Commit {
+            message: message.into(),
+            tree,
+            author: signature.clone(),
+            committer: signature,
+            encoding: None,
+            parents: parents.iter().copied().collect(),
+            extra_headers: Vec::new(),
+        })
+        .unwrap()
+    }
+
     /// Write `object` the ordinary way (gix: compressed, loose).
     pub fn write_object(&self, object: impl gix::objs::WriteTo) -> Result<ObjectId, ObjectError> {
         Ok(self.repo.write_object(object).map_err(|e| ObjectError::Write(Box::new(e)))?.detach())
